@@ -1,0 +1,75 @@
+"""MEGA MAC-chunk boundaries, shared by the uploader, the downloader and the server.
+
+Chunk i (1-based) is min(i, 8) * 128 KiB long, so the boundaries are 0, 128K, 384K, 768K, ...,
+4608K, then every 1 MiB; the last chunk ends at EOF.  A 0-byte file has one empty chunk (it
+still needs one empty upload POST) but no chunk MAC.  Pure arithmetic, no I/O.
+"""
+from __future__ import annotations
+
+from bisect import bisect_right
+from typing import Iterator
+
+SEGMENT = 131072
+MIB = 1048576
+# Boundaries of the first eight (growing) chunks; 4,718,592 = 36 x 128 KiB.
+_SMALL_BOUNDS = [SEGMENT * i * (i + 1) // 2 for i in range(9)]
+_LINEAR_START = _SMALL_BOUNDS[-1]
+
+
+def floor(offset: int) -> int:
+    """Start of the chunk containing ``offset``."""
+    if offset < 0:
+        raise ValueError("negative offset")
+    if offset >= _LINEAR_START:
+        return _LINEAR_START + (offset - _LINEAR_START) // MIB * MIB
+    return _SMALL_BOUNDS[bisect_right(_SMALL_BOUNDS, offset) - 1]
+
+
+def size_at(start: int) -> int:
+    """Nominal size of the chunk that starts at boundary ``start`` (before EOF clipping)."""
+    if start >= _LINEAR_START:
+        return MIB
+    index = _SMALL_BOUNDS.index(start)
+    return _SMALL_BOUNDS[index + 1] - start
+
+
+def is_boundary(offset: int) -> bool:
+    return floor(offset) == offset
+
+
+def spans(size: int) -> Iterator[tuple[int, int]]:
+    """(offset, length) of every chunk of a ``size``-byte file, in order; (0, 0) for size 0."""
+    if size < 0:
+        raise ValueError("negative size")
+    if size == 0:
+        yield 0, 0
+        return
+    start = 0
+    while start < size:
+        length = min(size_at(start), size - start)
+        yield start, length
+        start += length
+
+
+def count(size: int) -> int:
+    if size <= _LINEAR_START:
+        return max(1, sum(1 for _ in spans(size)))
+    return 8 + -(-(size - _LINEAR_START) // MIB)
+
+
+def groups(size: int, target: int) -> Iterator[tuple[int, int]]:
+    """Consecutive chunks merged into spans of about ``target`` bytes, on chunk boundaries.
+
+    Used to send several MAC chunks in one upload POST, as the official SDK does.
+    """
+    cur_start, cur_len = None, 0
+    for start, length in spans(size):
+        if cur_start is None:
+            cur_start, cur_len = start, length
+        elif cur_len + length > target:
+            yield cur_start, cur_len
+            cur_start, cur_len = start, length
+        else:
+            cur_len += length
+    if cur_start is not None:
+        yield cur_start, cur_len

@@ -1,0 +1,72 @@
+"""The ``megafs`` command: argument parsing, logging set-up and dispatch to subcommands.
+
+Each subcommand lives in its own module that defines ``add_arguments(parser)`` and
+``run(args) -> int``; this file only wires them together and turns an escaped ``MegafsError``
+into a one-line message and a non-zero exit status (never a traceback).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+
+from . import __version__
+from .errors import MegafsError, describe
+
+log = logging.getLogger(__name__)
+
+# subcommand -> (module, help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "serve": ("megafs.server.cli", "run the local MEGA-compatible API server"),
+    "upload": ("megafs.client_cli", "upload files and print their public links"),
+    "get": ("megafs.client_cli", "download and verify a public file link"),
+    "session": ("megafs.client_cli", "print (creating if needed) the ephemeral session"),
+    "mount": ("megafs.mount_cli", "mount the MEGA Cloud Drive on a directory"),
+    "umount": ("megafs.mount_cli", "wait for pending uploads, then unmount"),
+    "status": ("megafs.mount_cli", "show pending, uploading and failed files of a mount"),
+    "retry": ("megafs.mount_cli", "retry failed uploads of a mount now"),
+}
+
+
+def default_state_dir() -> str:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local",
+                                                             "share")
+    return os.path.join(base, "megafs")
+
+
+def setup_logging(verbosity: int, stream=None) -> None:
+    level = logging.WARNING - 10 * verbosity
+    logging.basicConfig(level=max(level, logging.DEBUG), stream=stream or sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # urllib3 logs full URLs at DEBUG, and URLs carry session ids: keep it quiet.
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="megafs", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version="megafs " + __version__)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        cmd.add_argument("-v", "--verbose", action="count", default=0,
+                         help="more log output (repeat for debug)")
+        getattr(module, "add_arguments")(cmd, name)
+        cmd.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    try:
+        return int(args._module.run(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except MegafsError as exc:
+        print("megafs %s: %s" % (args.command, describe(exc)), file=sys.stderr)
+        return 1
