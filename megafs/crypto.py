@@ -103,7 +103,12 @@ def attr_key(node_key: bytes) -> bytes:
 
 
 def encrypt_attr(attrs: dict[str, Any], node_key: bytes) -> bytes:
-    plain = b"MEGA" + json.dumps(attrs, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text = json.dumps(attrs, separators=(",", ":"), ensure_ascii=False)
+    try:
+        body = text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: only JSON's \u escapes can carry them
+        body = json.dumps(attrs, separators=(",", ":")).encode("ascii")
+    plain = b"MEGA" + body
     plain += bytes(-len(plain) % 16)
     return AES.new(attr_key(node_key), AES.MODE_CBC, iv=ZERO_IV).encrypt(plain)
 

@@ -1,0 +1,419 @@
+"""The remote node tree: decrypted nodes from ``f``, updates from ``sc`` packets, path lookup.
+
+Owns the mapping between MEGA nodes and the POSIX names the mount shows.  It decrypts node keys
+(with the master key) and attributes, keeps parent/child indexes, and computes per folder the
+*display names*:
+
+* **Invalid POSIX names are escaped.**  A remote name that is empty, ``.``, ``..``, contains
+  ``/`` or NUL, or holds a lone UTF-16 surrogate is shown escaped: ``%`` -> ``%25``, ``/`` ->
+  ``%2F``, NUL -> ``%00``, a surrogate -> ``%uXXXX``, ``.`` -> ``%2E``, ``..`` -> ``%2E%2E``,
+  the empty name -> ``%empty``.  Names that are already valid are shown unchanged (so a valid
+  name containing ``%`` stays as it is).  A name longer than 255 bytes in UTF-8 is cut at a
+  character boundary and gets ``~HANDLE`` appended.
+* **Undecryptable nodes** (missing key entry for us, wrong key, broken attributes) are shown as
+  ``undecryptable-HANDLE`` and logged once at WARNING; they are never dropped silently and never
+  crash a listing.
+* **Duplicate names.**  MEGA allows several children of one folder with the same name.  The
+  newest (highest creation time ``ts``, then highest handle) keeps the plain name; every other
+  one is shown as ``STEM (HANDLE).EXT`` (``EXT`` being the last dot suffix, if any), which is
+  stable for as long as those nodes exist.
+
+What it must not do: network I/O, FUSE, or logging of keys.  Thread safety: every public method
+takes ``self.lock`` (an RLock), so callers may use the tree from any thread; callers that need
+several calls to be atomic hold ``tree.lock`` themselves.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from . import crypto
+from .errors import ProtocolError
+
+log = logging.getLogger(__name__)
+
+FILE, FOLDER, ROOT, INBOX, RUBBISH = 0, 1, 2, 3, 4
+NAME_MAX = 255
+
+
+@dataclass
+class Node:
+    handle: str
+    parent: str
+    type: int
+    name: str | None           # remote name; None when the node could not be decrypted
+    size: int = 0
+    ts: int = 0                # server creation time
+    key: bytes | None = None   # raw node key: 32 bytes (file) or 16 (folder)
+    attrs: dict[str, Any] = field(default_factory=dict)
+    public: str | None = None  # public handle once exported
+    ok: bool = True
+    owner: str = ""
+
+    @property
+    def is_dir(self) -> bool:
+        return self.type != FILE
+
+    @property
+    def mtime(self) -> int:
+        value = self.attrs.get("t")
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+            return int(value)
+        if isinstance(value, str) and value.isdigit():
+            return int(value)
+        return self.ts
+
+    @property
+    def file_key(self) -> crypto.FileKey:
+        if self.type != FILE or self.key is None or len(self.key) != 32:
+            raise ProtocolError("node %s has no usable file key" % self.handle)
+        return crypto.FileKey.unpack(self.key)
+
+
+def _key_for_user(k: str, user_handle: str) -> str | None:
+    """Pick our entry from a ``k`` field ("<id>:<b64>[/<id>:<b64>...]" or a bare key)."""
+    for part in k.split("/"):
+        if ":" not in part:
+            return part
+        owner, _, value = part.partition(":")
+        if owner == user_handle:
+            return value
+    return None
+
+
+def decrypt_node(raw: Any, master_key: bytes, user_handle: str) -> Node:
+    """Build a Node from a raw ``f``/``t`` node object; never raises for bad crypto.
+
+    Raises ProtocolError only when the object is not a node at all (no string handle).
+    """
+    if not isinstance(raw, dict) or not isinstance(raw.get("h"), str) or not raw["h"]:
+        raise ProtocolError("node object without a handle")
+    handle = raw["h"]
+    ntype = raw.get("t")
+    if not isinstance(ntype, int) or isinstance(ntype, bool) or ntype not in (0, 1, 2, 3, 4):
+        raise ProtocolError("node %s has an unknown type %r" % (handle, ntype))
+    parent = raw.get("p") if isinstance(raw.get("p"), str) else ""
+    size = raw.get("s") if isinstance(raw.get("s"), int) and raw.get("s", 0) >= 0 else 0
+    ts = raw.get("ts") if isinstance(raw.get("ts"), int) else 0
+    owner = raw.get("u") if isinstance(raw.get("u"), str) else ""
+    node = Node(handle, parent, ntype, None, size=size, ts=ts, owner=owner)
+    if ntype in (ROOT, INBOX, RUBBISH):
+        node.name = {ROOT: "Cloud Drive", INBOX: "Inbox", RUBBISH: "Rubbish Bin"}[ntype]
+        return node
+    try:
+        k = raw.get("k")
+        if not isinstance(k, str):
+            raise ValueError("no key field")
+        ours = _key_for_user(k, user_handle)
+        if ours is None:
+            raise ValueError("no key entry for this account")
+        wrapped = crypto.b64decode(ours)
+        expected = 32 if ntype == FILE else 16
+        if len(wrapped) != expected:
+            raise ValueError("key is %d bytes, expected %d" % (len(wrapped), expected))
+        node.key = crypto.unwrap_key(wrapped, master_key)
+        a = raw.get("a")
+        if not isinstance(a, str):
+            raise ValueError("no attribute field")
+        node.attrs = crypto.decrypt_attr(crypto.b64decode(a), node.key)
+        name = node.attrs.get("n")
+        if not isinstance(name, str):
+            raise ValueError("attributes carry no name")
+        node.name = name
+    except (ValueError, crypto.AttributeError_) as exc:
+        node.ok = False
+        node.name = None
+        log.warning("node %s cannot be decrypted (%s); shown as undecryptable-%s",
+                    handle, exc, handle)
+    return node
+
+
+def _escape(name: str) -> str:
+    if name == "":
+        return "%empty"
+    if name == ".":
+        return "%2E"
+    if name == "..":
+        return "%2E%2E"
+    bad = "/" in name or "\0" in name or any(0xD800 <= ord(c) <= 0xDFFF for c in name)
+    if not bad:
+        return name
+    out = []
+    for ch in name:
+        code = ord(ch)
+        if ch == "%":
+            out.append("%25")
+        elif ch == "/":
+            out.append("%2F")
+        elif ch == "\0":
+            out.append("%00")
+        elif 0xD800 <= code <= 0xDFFF:
+            out.append("%%u%04X" % code)
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _fit(name: str, handle: str) -> str:
+    """Cut names longer than NAME_MAX bytes, keeping them unique with the handle."""
+    if len(name.encode("utf-8")) <= NAME_MAX:
+        return name
+    suffix = "~" + handle
+    budget = NAME_MAX - len(suffix)
+    encoded = name.encode("utf-8")[:budget]
+    return encoded.decode("utf-8", "ignore") + suffix
+
+
+def base_display_name(node: Node) -> str:
+    if node.name is None:
+        return "undecryptable-" + node.handle
+    return _fit(_escape(node.name), node.handle)
+
+
+def duplicate_name(name: str, handle: str) -> str:
+    stem, dot, ext = name.rpartition(".")
+    if not dot or not stem:
+        candidate = "%s (%s)" % (name, handle)
+    else:
+        candidate = "%s (%s).%s" % (stem, handle, ext)
+    return _fit(candidate, handle)
+
+
+class Tree:
+    """Decrypted nodes of one account, indexed by handle and by parent."""
+
+    def __init__(self, master_key: bytes, user_handle: str) -> None:
+        self.master_key = master_key
+        self.user_handle = user_handle
+        self.lock = threading.RLock()
+        self._nodes: dict[str, Node] = {}
+        self._kids: dict[str, set[str]] = {}
+        self._names: dict[str, dict[str, Node]] = {}   # parent -> display name -> node
+        self.root = ""
+        self.rubbish = ""
+
+    # --- loading ----------------------------------------------------------------------------
+    def load(self, raw_nodes: Iterable[Any], public: dict[str, str] | None = None) -> None:
+        with self.lock:
+            self._nodes.clear()
+            self._kids.clear()
+            self._names.clear()
+            for raw in raw_nodes:
+                self._add(raw)
+            for handle, ph in (public or {}).items():
+                node = self._nodes.get(handle)
+                if node is not None and isinstance(ph, str):
+                    node.public = ph
+            if not self.root:
+                raise ProtocolError("the node listing has no Cloud Drive root")
+
+    def _add(self, raw: Any) -> Node | None:
+        try:
+            node = decrypt_node(raw, self.master_key, self.user_handle)
+        except ProtocolError as exc:
+            log.warning("ignoring a malformed node from the server: %s", exc)
+            return None
+        old = self._nodes.get(node.handle)
+        if old is not None:
+            self._unlink(old)
+            if old.public and not node.public:
+                node.public = old.public
+        self._nodes[node.handle] = node
+        self._kids.setdefault(node.parent, set()).add(node.handle)
+        self._names.pop(node.parent, None)
+        if node.type == ROOT:
+            self.root = node.handle
+        elif node.type == RUBBISH:
+            self.rubbish = node.handle
+        return node
+
+    def _unlink(self, node: Node) -> None:
+        siblings = self._kids.get(node.parent)
+        if siblings is not None:
+            siblings.discard(node.handle)
+        self._names.pop(node.parent, None)
+
+    # --- queries ----------------------------------------------------------------------------
+    def get(self, handle: str) -> Node | None:
+        with self.lock:
+            return self._nodes.get(handle)
+
+    def __len__(self) -> int:
+        with self.lock:
+            return len(self._nodes)
+
+    def children(self, handle: str) -> dict[str, Node]:
+        """Display name -> node for the children of folder ``handle`` (a copy)."""
+        with self.lock:
+            names = self._names.get(handle)
+            if names is None:
+                names = self._compute_names(handle)
+                self._names[handle] = names
+            return dict(names)
+
+    def _compute_names(self, handle: str) -> dict[str, Node]:
+        groups: dict[str, list[Node]] = {}
+        for child in self._kids.get(handle, ()):
+            node = self._nodes[child]
+            groups.setdefault(base_display_name(node), []).append(node)
+        result: dict[str, Node] = {}
+        taken = set(groups)
+        for name, members in groups.items():
+            members.sort(key=lambda n: (n.ts, n.handle), reverse=True)
+            result[name] = members[0]
+            for other in members[1:]:
+                alias = duplicate_name(name, other.handle)
+                while alias in taken or alias in result:
+                    alias = duplicate_name(alias, other.handle)
+                result[alias] = other
+                taken.add(alias)
+        return result
+
+    def name_of(self, handle: str) -> str | None:
+        with self.lock:
+            node = self._nodes.get(handle)
+            if node is None:
+                return None
+            if node.type in (ROOT, INBOX, RUBBISH):
+                return ""
+            for name, child in self.children(node.parent).items():
+                if child.handle == handle:
+                    return name
+            return None
+
+    def lookup(self, path: str) -> Node | None:
+        """The node at an absolute mount path ('/' is the Cloud Drive root)."""
+        with self.lock:
+            node = self._nodes.get(self.root)
+            for part in (p for p in path.split("/") if p):
+                if node is None or not node.is_dir:
+                    return None
+                node = self.children(node.handle).get(part)
+            return node
+
+    def path_of(self, handle: str) -> str | None:
+        with self.lock:
+            parts = []
+            node = self._nodes.get(handle)
+            seen = set()
+            while node is not None and node.handle != self.root:
+                if node.handle in seen or node.type in (INBOX, RUBBISH):
+                    return None
+                seen.add(node.handle)
+                name = self.name_of(node.handle)
+                if name is None:
+                    return None
+                parts.append(name)
+                node = self._nodes.get(node.parent)
+            if node is None:
+                return None
+            return "/" + "/".join(reversed(parts))
+
+    def subtree(self, handle: str) -> list[str]:
+        with self.lock:
+            out, stack = [], [handle]
+            while stack:
+                h = stack.pop()
+                out.append(h)
+                stack.extend(self._kids.get(h, ()))
+            return out
+
+    # --- changes ----------------------------------------------------------------------------
+    def add_raw(self, raw: dict) -> Node | None:
+        with self.lock:
+            return self._add(raw)
+
+    def remove(self, handle: str) -> set[str]:
+        """Remove a node and its subtree; return the affected parent handles."""
+        with self.lock:
+            node = self._nodes.get(handle)
+            if node is None:
+                return set()
+            affected = {node.parent}
+            for h in self.subtree(handle):
+                gone = self._nodes.pop(h, None)
+                if gone is not None:
+                    self._unlink(gone)
+                self._kids.pop(h, None)
+                self._names.pop(h, None)
+            return affected
+
+    def set_attrs(self, handle: str, attrs: dict[str, Any]) -> None:
+        with self.lock:
+            node = self._nodes.get(handle)
+            if node is None:
+                return
+            node.attrs = dict(attrs)
+            name = attrs.get("n")
+            node.name = name if isinstance(name, str) else node.name
+            self._names.pop(node.parent, None)
+
+    def move(self, handle: str, parent: str) -> None:
+        with self.lock:
+            node = self._nodes.get(handle)
+            if node is None:
+                return
+            self._unlink(node)
+            node.parent = parent
+            self._kids.setdefault(parent, set()).add(handle)
+            self._names.pop(parent, None)
+
+    def set_public(self, handle: str, ph: str | None) -> None:
+        with self.lock:
+            node = self._nodes.get(handle)
+            if node is not None:
+                node.public = ph
+
+    def apply(self, packet: Any) -> set[str]:
+        """Apply one action packet; return the folder handles whose listing changed."""
+        if not isinstance(packet, dict):
+            log.warning("ignoring a malformed action packet (%s)", type(packet).__name__)
+            return set()
+        kind = packet.get("a")
+        with self.lock:
+            if kind == "t":
+                body = packet.get("t")
+                raws = body.get("f") if isinstance(body, dict) else None
+                if not isinstance(raws, list):
+                    log.warning("ignoring a 't' packet without nodes")
+                    return set()
+                affected = set()
+                for raw in raws:
+                    node = self._add(raw)
+                    if node is not None:
+                        affected.add(node.parent)
+                return affected
+            if kind == "d":
+                handle = packet.get("n")
+                return self.remove(handle) if isinstance(handle, str) else set()
+            if kind == "u":
+                return self._apply_update(packet)
+            if kind == "ph":
+                handle = packet.get("h")
+                node = self._nodes.get(handle) if isinstance(handle, str) else None
+                if node is not None:
+                    if packet.get("d"):
+                        node.public = None
+                    elif isinstance(packet.get("ph"), str):
+                        node.public = packet["ph"]
+                return set()
+            return set()
+
+    def _apply_update(self, packet: dict) -> set[str]:
+        handle = packet.get("n")
+        node = self._nodes.get(handle) if isinstance(handle, str) else None
+        at = packet.get("at")
+        if node is None or not isinstance(at, str) or node.key is None:
+            return set()
+        try:
+            attrs = crypto.decrypt_attr(crypto.b64decode(at), node.key)
+        except (ValueError, crypto.AttributeError_) as exc:
+            log.warning("attribute update for node %s cannot be decrypted (%s)", handle, exc)
+            node.ok, node.name = False, None
+            self._names.pop(node.parent, None)
+            return {node.parent}
+        node.ok = True
+        self.set_attrs(node.handle, attrs)
+        return {node.parent}
