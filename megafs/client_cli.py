@@ -1,0 +1,194 @@
+"""The ``megafs upload``, ``megafs get`` and ``megafs session`` commands.
+
+Thin wrappers over ``MegaClient``: argument parsing, file names, the stderr progress bar (only
+when stderr is a terminal) and one-line error reporting.  Links go to stdout, one per uploaded
+file in argument order; everything else goes to stderr.  Never prints a session id or key
+except where the user asked for the session JSON (``megafs session``), which comes with a
+warning.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import threading
+import time
+from typing import Any, TextIO
+
+from . import links
+from .client import MegaClient, PutItem
+from .errors import MegaError, MegafsError, UploadFailed, describe
+
+log = logging.getLogger(__name__)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("not a number: %r" % text) from None
+    if not 1 <= value <= 64:
+        raise argparse.ArgumentTypeError("must be between 1 and 64")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
+    parser.add_argument("--api", metavar="URL", default=None,
+                        help="MEGA API base URL (default: $MEGAFS_API or "
+                             "https://g.api.mega.co.nz/)")
+    if name != "get":
+        parser.add_argument("--state-dir", metavar="DIR", default=None,
+                            help="where sessions live (default: $XDG_DATA_HOME/megafs)")
+        parser.add_argument("--session", metavar="FILE", default=None,
+                            help="use this session file instead of the state dir's")
+    if name in ("upload", "get"):
+        parser.add_argument("--connections", metavar="N", type=_positive_int, default=4,
+                            help="parallel transfer connections per file (default 4)")
+    if name == "upload":
+        parser.add_argument("files", nargs="+", metavar="FILE", help="files to upload")
+    elif name == "get":
+        parser.add_argument("link", metavar="LINK", help="https://mega.nz/file/HANDLE#KEY")
+        parser.add_argument("-o", "--output", metavar="PATH", default=None,
+                            help="file or directory to write (default: the file's name in the "
+                                 "current directory)")
+    elif name == "session":
+        parser.add_argument("--new", action="store_true",
+                            help="start a new account; the old session file is kept, renamed "
+                                 "with a timestamp")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.command == "upload":
+        return run_upload(args)
+    if args.command == "get":
+        return run_get(args)
+    if args.command == "session":
+        return run_session(args)
+    raise SystemExit("megafs: unknown client command %r" % args.command)
+
+
+# --------------------------------------------------------------------------------------------
+class ProgressBar:
+    """``name  42%  12.0/28.5 MiB  31.2 MiB/s`` redrawn in place on a terminal, 10 times a
+    second at most; does nothing when the stream is not a terminal."""
+
+    def __init__(self, label: str, total: int, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.enabled = self.stream.isatty()
+        self.label = label if len(label) <= 30 else label[:27] + "..."
+        self.total = total
+        self.start = time.monotonic()
+        self.last = 0.0
+        self.lock = threading.Lock()
+
+    def __call__(self, done: int) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        with self.lock:
+            if now - self.last < 0.1 and done < self.total:
+                return
+            self.last = now
+            pct = 100 if not self.total else min(100, done * 100 // self.total)
+            rate = done / max(now - self.start, 1e-3) / 1048576
+            self.stream.write("\r\033[K%s  %3d%%  %.1f/%.1f MiB  %.1f MiB/s"
+                              % (self.label, pct, done / 1048576, self.total / 1048576, rate))
+            self.stream.flush()
+
+    def finish(self) -> None:
+        if self.enabled:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+
+
+def _display_name(path: str) -> str:
+    """The node name for a local path: its last component as valid UTF-8."""
+    name = os.path.basename(os.path.normpath(path))
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _client_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {"api": args.api, "state_dir": getattr(args, "state_dir", None),
+            "session_file": getattr(args, "session", None)}
+
+
+def run_upload(args: argparse.Namespace) -> int:
+    failures = 0
+    with MegaClient.open(connections=args.connections, **_client_options(args)) as client:
+        root = client.fetch().roots().get(2)
+        if root is None:
+            raise MegafsError("the account has no Cloud Drive root")
+        for path in args.files:
+            try:
+                print(upload_one(client, root, path), flush=True)
+            except (MegafsError, OSError) as exc:
+                failures += 1
+                reason = describe(exc) if isinstance(exc, MegafsError) else \
+                    (exc.strerror or str(exc))
+                print("megafs upload: %s: %s" % (path, reason), file=sys.stderr, flush=True)
+    return 1 if failures else 0
+
+
+def upload_one(client: MegaClient, parent: str, path: str) -> str:
+    """Upload one file into ``parent`` and return its public link."""
+    st = os.stat(path)
+    if not os.path.isfile(path):
+        raise UploadFailed("not a regular file")
+    bar = ProgressBar(_display_name(path), st.st_size)
+    try:
+        uploaded = client.upload(path, progress=bar)
+    finally:
+        bar.finish()
+    attrs = {"n": _display_name(path), "t": int(st.st_mtime)}
+    node = client.put_files([PutItem(parent, uploaded, attrs)])[0]
+    if isinstance(node, Exception):
+        raise node
+    ph = client.export([node["h"]])[0]
+    if isinstance(ph, Exception):
+        raise ph
+    return client.link_for(node, ph)
+
+
+def _safe_name(name: Any, fallback: str) -> str:
+    """A file name from remote attributes that cannot escape the target directory."""
+    if not isinstance(name, str):
+        return fallback
+    name = name.replace("/", "_").replace("\0", "_").strip()
+    if name in ("", ".", ".."):
+        return fallback
+    return name[:255]
+
+
+def run_get(args: argparse.Namespace) -> int:
+    link = links.parse_link(args.link)
+    with MegaClient.public(api=args.api, connections=args.connections) as client:
+        try:
+            info = client.download_info(link)
+        except MegaError as exc:
+            if exc.code == -9:
+                raise MegaError(-9, "no file behind this link: deleted, or a wrong handle") \
+                    from None
+            raise
+        name = _safe_name(info.attrs.get("n"), link.handle)
+        dest = args.output or name
+        if os.path.isdir(dest):
+            dest = os.path.join(dest, name)
+        bar = ProgressBar(name, info.size)
+        try:
+            written = client.download(link, dest, progress=bar, info=info)
+        finally:
+            bar.finish()
+        log.info("wrote %s (%d bytes)", written, info.size)
+    return 0
+
+
+def run_session(args: argparse.Namespace) -> int:
+    with MegaClient.open(new_session=args.new, **_client_options(args)) as client:
+        session = client.session
+        assert session is not None
+        print("megafs session: warning: this is a secret; anyone holding it controls the "
+              "account and every file in it (%s)" % session.path, file=sys.stderr, flush=True)
+        sys.stdout.write(session.dumps())
+        sys.stdout.flush()
+    return 0

@@ -1,0 +1,138 @@
+"""Transport behaviour against replies our own server never sends (a broken or hostile API):
+a tiny stand-in HTTP server answers with canned bodies so the client's type checks and retry
+rules can be seen.  Everything a correct server does is tested against ``megafs serve``."""
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from megafs.errors import MegaError, ProtocolError, TransportError
+from megafs.transport import RetryPolicy, Transport
+
+
+class Canned:
+    """Serves a list of (status, body, headers) in order, recording each request."""
+
+    def __init__(self, replies):
+        self.replies = list(replies)
+        self.requests: list[tuple[str, bytes, dict]] = []
+        canned = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                canned.requests.append((self.path, body, dict(self.headers)))
+                status, payload, headers = canned.replies.pop(0) if canned.replies \
+                    else (500, b"", {})
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = "http://127.0.0.1:%d/" % self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def canned():
+    servers = []
+
+    def make(*replies):
+        server = Canned(replies)
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.close()
+
+
+def _transport(url, give_up=5.0):
+    return Transport(url, retry=RetryPolicy(initial=0.01, cap=0.05, give_up_after=give_up))
+
+
+def j(value):
+    return (200, json.dumps(value).encode(), {})
+
+
+def test_per_command_errors_and_types(canned):
+    srv = canned(j([-9, {"err": -11}, {"f": []}, "ph", 0]))
+    t = _transport(srv.url)
+    out = t.batch([{"a": "x"}] * 5)
+    assert isinstance(out[0], MegaError) and out[0].code == -9
+    assert isinstance(out[1], MegaError) and out[1].code == -11
+    assert out[2:] == [{"f": []}, "ph", 0]
+    t.close()
+
+
+@pytest.mark.parametrize("body", [b"<html>", b"{\"a\":1}", b"[1,2]", b"\"x\""])
+def test_malformed_batch_replies_are_protocol_errors(canned, body):
+    srv = canned((200, body, {}))
+    t = _transport(srv.url)
+    with pytest.raises(ProtocolError):
+        t.batch([{"a": "x"}])
+    t.close()
+
+
+def test_batch_level_error_and_retry_same_id_same_body(canned):
+    srv = canned(j(-3), (503, b"", {}), j({"err": -4}), j([{"ok": 1}]))
+    t = _transport(srv.url)
+    assert t.call({"a": "ug"}) == {"ok": 1}
+    paths = {path for path, _, _ in srv.requests}
+    bodies = {body for _, body, _ in srv.requests}
+    assert len(srv.requests) == 4 and len(paths) == 1 and len(bodies) == 1
+    t.close()
+    srv2 = canned(j(-16))
+    t2 = _transport(srv2.url)
+    with pytest.raises(MegaError) as info:
+        t2.call({"a": "ug"})
+    assert info.value.code == -16
+    t2.close()
+
+
+def test_new_batch_gets_new_id(canned):
+    srv = canned(j([0]), j([0]))
+    t = _transport(srv.url)
+    t.call({"a": "x"})
+    t.call({"a": "x"})
+    ids = [path.split("id=")[1].split("&")[0] for path, _, _ in srv.requests]
+    assert ids[0] != ids[1]
+    t.close()
+
+
+def test_per_command_eagain_resent_alone(canned):
+    srv = canned(j([{"v": 1}, -3]), j([{"v": 2}]))
+    t = _transport(srv.url)
+    assert t.batch([{"a": "one"}, {"a": "two"}]) == [{"v": 1}, {"v": 2}]
+    assert json.loads(srv.requests[1][1]) == [{"a": "two"}]
+    t.close()
+
+
+def test_gives_up_after_retry_time(canned):
+    srv = canned(*[(500, b"", {})] * 50)
+    t = _transport(srv.url, give_up=0.2)
+    with pytest.raises(TransportError, match="HTTP 500"):
+        t.call({"a": "x"})
+    t.close()
+
+
+def test_sid_never_in_error_messages(canned):
+    t = Transport("http://127.0.0.1:9/", sid_source=lambda: "SECRETSID" * 6,
+                  retry=RetryPolicy(initial=0.01, give_up_after=0.05))
+    with pytest.raises(TransportError) as info:
+        t.call({"a": "x"})
+    assert "SECRETSID" not in str(info.value)
+    t.close()
