@@ -1,0 +1,698 @@
+"""The filesystem core: POSIX semantics on paths over the node tree and the write-back queue.
+
+Owns path resolution (remote folders and files from ``nodes.Tree`` merged with staged files from
+``writeback.WriteBack``, plus the virtual ``X.link`` files), open handles, every namespace
+operation (mkdir, rmdir, unlink, rename, truncate, utimens, statfs), reads (staged copy or
+``readcache``), the ``user.mega.*`` xattrs and the remote-change poller.  Returns plain data and
+raises ``FsError`` (or other ``MegafsError``) with the errno the caller must see; it never
+imports FUSE (``fuse_ops.py`` is the adapter).
+
+Naming rules:
+* ``X.link`` exists beside every file ``X`` (remote or staged) unless a real entry named
+  ``X.link`` exists, in which case the real one wins (the link stays readable through
+  ``user.mega.link`` on ``X``).  Virtual ``.link`` files are read-only: opening one for writing,
+  truncating, renaming, removing or creating over one fails with EPERM.
+* Names longer than 255 bytes fail with ENAMETOOLONG; symlinks, hard links and device nodes
+  with EPERM; chmod/chown are accepted and not stored.
+
+Concurrency contract: ``self._lock`` guards ``self._handles``; ``self._ns`` (an RLock) serialises
+namespace changes (create/stage, rename, unlink, mkdir, rmdir), including the network calls they
+make, so two changes never interleave.  Reads, writes and getattr take neither for long.  Lock
+order: _ns -> _lock -> WriteBack.lock -> tree.lock.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import stat
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import links
+from .errors import FsError, IntegrityError, MegaError, MegafsError, describe
+from .nodes import FILE, Node, Tree
+from .readcache import ReadCache, ReadState
+from .writeback import FAILED, UPLOADED, Record, WriteBack
+
+log = logging.getLogger(__name__)
+
+NAME_MAX = 255
+LINK_SUFFIX = ".link"
+XATTRS_FILE = ("user.mega.state", "user.mega.handle", "user.mega.link")
+XA_LINK, XA_HANDLE, XA_STATE, XA_ERROR = ("user.mega.link", "user.mega.handle",
+                                          "user.mega.state", "user.mega.error")
+XA_CTL_STATUS, XA_CTL_DIR, XA_CTL_RETRY = ("user.megafs.status", "user.megafs.mountdir",
+                                           "user.megafs.retry")
+
+
+def _err(code: int, reason: str = "") -> FsError:
+    return FsError(code, reason or os.strerror(code))
+
+
+@dataclass
+class Entry:
+    """What a path resolves to."""
+
+    kind: str                        # "dir" | "file" | "staged" | "link"
+    parent: str                      # folder handle holding the entry ("" for the root)
+    name: str
+    node: Node | None = None         # dir/file: the remote node
+    rec: Record | None = None        # staged: the queue record
+    target: "Entry | None" = None    # link: the file it describes
+
+
+@dataclass
+class Handle:
+    kind: str                        # "remote" | "staged" | "link"
+    write: bool = False
+    node: Node | None = None
+    rec: Record | None = None
+    fd: int = -1
+    link_of: Entry | None = None
+    content: bytes | None = None
+    read_state: ReadState = field(default_factory=ReadState)
+
+
+class MegaFS:
+    """The filesystem core used by ``fuse_ops.MegaOps`` (and directly by core tests)."""
+
+    def __init__(self, client: Any, tree: Tree, wb: WriteBack, *, link_timeout: float = 600.0,
+                 readcache: ReadCache | None = None, mount_dir: str = "") -> None:
+        self.client = client
+        self.tree = tree
+        self.wb = wb
+        self.link_timeout = link_timeout
+        self.reads = readcache or ReadCache(client)
+        self.mount_dir = mount_dir
+        self.uid, self.gid = os.getuid(), os.getgid()
+        self._ns = threading.RLock()
+        self._lock = threading.Lock()
+        self._handles: dict[int, Handle] = {}
+        self._next_fh = 1
+        self._quota: tuple[float, tuple[int, int]] | None = None
+        self._start = time.time()
+
+    # --- resolution -------------------------------------------------------------------------
+    @staticmethod
+    def _split(path: str) -> list[str]:
+        parts = [p for p in path.split("/") if p]
+        for p in parts:
+            if len(p.encode("utf-8", "surrogateescape")) > NAME_MAX:
+                raise _err(errno.ENAMETOOLONG)
+        return parts
+
+    def _listing(self, folder: str) -> dict[str, Entry]:
+        """Every visible entry of a folder, by display name (virtual .link files included)."""
+        shadow = self.wb.shadowed()
+        out: dict[str, Entry] = {}
+        for name, node in self.tree.children(folder).items():
+            if node.handle in shadow:
+                continue
+            out[name] = Entry("dir" if node.is_dir else "file", folder, name, node=node)
+        for name, rec in self.wb.in_folder(folder).items():
+            out[name] = Entry("staged", folder, name, rec=rec)
+        for name, ent in list(out.items()):
+            if ent.kind in ("file", "staged"):
+                lname = name + LINK_SUFFIX
+                if lname not in out and len(lname.encode()) <= NAME_MAX:
+                    out[lname] = Entry("link", folder, lname, target=ent)
+        return out
+
+    def _lookup_in(self, folder: str, name: str) -> Entry | None:
+        rec = self.wb.lookup(folder, name)
+        if rec is not None:
+            return Entry("staged", folder, name, rec=rec)
+        node = self.tree.children(folder).get(name)
+        if node is not None and node.handle not in self.wb.shadowed():
+            return Entry("dir" if node.is_dir else "file", folder, name, node=node)
+        if name.endswith(LINK_SUFFIX) and len(name) > len(LINK_SUFFIX):
+            target = self._lookup_in(folder, name[:-len(LINK_SUFFIX)])
+            if target is not None and target.kind in ("file", "staged"):
+                return Entry("link", folder, name, target=target)
+        return None
+
+    def resolve(self, path: str) -> Entry:
+        parts = self._split(path)
+        root = self.tree.get(self.tree.root)
+        entry = Entry("dir", "", "", node=root)
+        for i, part in enumerate(parts):
+            if entry.kind != "dir":
+                raise _err(errno.ENOTDIR)
+            found = self._lookup_in(entry.node.handle, part)
+            if found is None:
+                raise _err(errno.ENOENT)
+            entry = found
+        return entry
+
+    def _resolve_parent(self, path: str) -> tuple[Node, str]:
+        parts = self._split(path)
+        if not parts:
+            raise _err(errno.EBUSY, "the mount root")
+        parent = self.resolve("/" + "/".join(parts[:-1]))
+        if parent.kind != "dir":
+            raise _err(errno.ENOTDIR)
+        return parent.node, parts[-1]
+
+    # --- attributes -------------------------------------------------------------------------
+    def _base_stat(self, mode: int, size: int, mtime: float, nlink: int = 1) -> dict:
+        return {"st_mode": mode, "st_nlink": nlink, "st_size": size, "st_uid": self.uid,
+                "st_gid": self.gid, "st_mtime": mtime, "st_atime": mtime, "st_ctime": mtime,
+                "st_blocks": (size + 511) // 512, "st_blksize": 131072}
+
+    def _stat_entry(self, ent: Entry) -> dict:
+        if ent.kind == "dir":
+            mtime = ent.node.mtime if ent.node.ts else self._start
+            return self._base_stat(stat.S_IFDIR | 0o755, 0, mtime, 2)
+        if ent.kind == "file":
+            return self._base_stat(stat.S_IFREG | 0o644, ent.node.size, ent.node.mtime)
+        if ent.kind == "staged":
+            rec = ent.rec
+            try:
+                size = os.stat(rec.staged).st_size
+            except FileNotFoundError:
+                size = rec.size
+            return self._base_stat(stat.S_IFREG | 0o644, size, rec.mtime)
+        link = self._known_link(ent.target)
+        size = len(link) + 1 if link else 0
+        tgt = self._stat_entry(ent.target)
+        return self._base_stat(stat.S_IFREG | 0o444, size, tgt["st_mtime"])
+
+    def getattr(self, path: str, fh: int | None = None) -> dict:
+        if fh:
+            h = self._handle(fh)
+            if h.kind == "staged":
+                st = os.fstat(h.fd)
+                return self._base_stat(stat.S_IFREG | 0o644, st.st_size, h.rec.mtime)
+        return self._stat_entry(self.resolve(path))
+
+    def readdir(self, path: str) -> list[str]:
+        ent = self.resolve(path)
+        if ent.kind != "dir":
+            raise _err(errno.ENOTDIR)
+        return [".", ".."] + sorted(self._listing(ent.node.handle))
+
+    def statfs(self) -> dict:
+        now = time.monotonic()
+        cached = self._quota
+        if cached is None or now - cached[0] > 5.0:
+            try:
+                used, total = self.client.quota()
+                cached = (now, (int(used), int(total)))
+                self._quota = cached
+            except MegafsError as exc:
+                if cached is None:
+                    raise
+                log.info("quota refresh failed (%s); using the cached value", describe(exc))
+        used, total = cached[1]
+        bs = 4096
+        free = max(0, total - used) // bs
+        return {"f_bsize": bs, "f_frsize": bs, "f_blocks": max(1, total // bs), "f_bfree": free,
+                "f_bavail": free, "f_files": 1 << 20, "f_ffree": 1 << 20,
+                "f_favail": 1 << 20, "f_namemax": NAME_MAX}
+
+    # --- handles ----------------------------------------------------------------------------
+    def _add_handle(self, h: Handle) -> int:
+        with self._lock:
+            fh = self._next_fh
+            self._next_fh += 1
+            self._handles[fh] = h
+            return fh
+
+    def _handle(self, fh: int) -> Handle:
+        with self._lock:
+            h = self._handles.get(fh)
+        if h is None:
+            raise _err(errno.EBADF)
+        return h
+
+    def is_link_handle(self, fh: int) -> bool:
+        return self._handle(fh).kind == "link"
+
+    def _open_staged(self, rec: Record, write: bool) -> int:
+        fd = os.open(rec.staged, os.O_RDWR if write else os.O_RDONLY)
+        self.wb.opened(rec, write)
+        return self._add_handle(Handle("staged", write=write, rec=rec, fd=fd))
+
+    def _stage_remote(self, ent: Entry, truncate_to: int | None) -> Record:
+        """Bring a remote file into staging (contents first unless truncating to 0)."""
+        node = ent.node
+        rec = self.wb.stage(ent.parent, ent.name, replaces=[node.handle])
+        try:
+            rec.mtime = node.mtime
+            keep = node.size if truncate_to is None else min(node.size, truncate_to)
+            if keep > 0:
+                fd = os.open(rec.staged, os.O_RDWR)
+                try:
+                    self.reads.fetch_to_file(node.handle, node.file_key, node.size, fd)
+                    os.ftruncate(fd, keep if truncate_to is not None else node.size)
+                finally:
+                    os.close(fd)
+            if truncate_to is not None:
+                os.truncate(rec.staged, truncate_to)
+            self.wb.touch(rec, os.stat(rec.staged).st_size)
+            if truncate_to is None:
+                rec.mtime = node.mtime
+        except BaseException:
+            self.wb.detach(rec)
+            raise
+        return rec
+
+    def create(self, path: str, mode: int = 0o644) -> int:
+        with self._ns:
+            parent, name = self._resolve_parent(path)
+            existing = self._lookup_in(parent.handle, name)
+            replaces: list[str] = []
+            if existing is not None:
+                if existing.kind == "dir":
+                    raise _err(errno.EISDIR)
+                if existing.kind == "link":
+                    raise _err(errno.EPERM, "a .link file is read-only")
+                if existing.kind == "staged":
+                    rec = existing.rec
+                    os.truncate(rec.staged, 0)
+                    self.wb.touch(rec, 0)
+                    return self._open_staged(rec, True)
+                replaces = [existing.node.handle]
+            rec = self.wb.stage(parent.handle, name, replaces)
+            return self._open_staged(rec, True)
+
+    def open(self, path: str, flags: int) -> int:
+        write = (flags & os.O_ACCMODE) != os.O_RDONLY or bool(flags & os.O_TRUNC)
+        ent = self.resolve(path)
+        if ent.kind == "dir":
+            if write:
+                raise _err(errno.EISDIR)
+            return self._add_handle(Handle("remote", node=ent.node))
+        if ent.kind == "link":
+            if write:
+                raise _err(errno.EPERM, "a .link file is read-only")
+            return self._add_handle(Handle("link", link_of=ent.target))
+        if not write:
+            if ent.kind == "staged":
+                return self._open_staged(ent.rec, False)
+            self.reads.reset_bad(ent.node.handle)
+            return self._add_handle(Handle("remote", node=ent.node))
+        with self._ns:
+            ent = self.resolve(path)
+            trunc = bool(flags & os.O_TRUNC)
+            if ent.kind == "staged":
+                if trunc:
+                    os.truncate(ent.rec.staged, 0)
+                    self.wb.touch(ent.rec, 0)
+                return self._open_staged(ent.rec, True)
+            if ent.kind != "file":
+                raise _err(errno.EISDIR if ent.kind == "dir" else errno.EPERM)
+            rec = self._stage_remote(ent, 0 if trunc else None)
+            if not trunc:
+                # Opening without writing leaves nothing to upload unless data changes.
+                with self.wb.lock:
+                    rec.dirty = rec.version > 1
+            return self._open_staged(rec, True)
+
+    def release(self, fh: int) -> None:
+        with self._lock:
+            h = self._handles.pop(fh, None)
+        if h is None:
+            return
+        if h.kind != "staged":
+            return
+        rec = h.rec
+        try:
+            if h.write and rec.dirty and rec.writers == 1:
+                self.wb.persist(rec, h.fd)
+        finally:
+            os.close(h.fd)
+            self.wb.closed(rec, h.write)
+            if h.write:
+                self._drop_clean_stage(rec)
+
+    def _drop_clean_stage(self, rec: Record) -> None:
+        """A remote file opened for writing but never changed: forget the staged copy."""
+        with self.wb.lock:
+            unchanged = (not rec.persisted and not rec.dirty and rec.handles == 0
+                         and not rec.cancelled)
+        if unchanged:
+            self.wb.detach(rec)
+
+    def flush(self, fh: int) -> None:
+        h = self._handle(fh)
+        if h.kind == "staged" and h.write:
+            self.wb.persist(h.rec, h.fd)
+
+    def fsync(self, fh: int) -> None:
+        """Returns once the file's current data is uploaded (EIO with the reason if it failed)."""
+        h = self._handle(fh)
+        if h.kind != "staged":
+            return
+        rec = h.rec
+        if h.write:
+            self.wb.persist(rec, h.fd)
+        with self.wb.lock:
+            if rec.state == UPLOADED and not rec.dirty and not rec.busy:
+                return
+            if not rec.persisted:
+                return
+        self.wb.force(rec)
+        self.wb.wait_uploaded(rec, None)
+
+    # --- data -------------------------------------------------------------------------------
+    def read(self, fh: int, size: int, offset: int) -> bytes:
+        h = self._handle(fh)
+        if h.kind == "staged":
+            return os.pread(h.fd, size, offset)
+        if h.kind == "link":
+            if h.content is None:
+                h.content = (self._wait_link(h.link_of) + "\n").encode()
+            return h.content[offset:offset + size]
+        node = h.node
+        if node is None or node.type != FILE:
+            raise _err(errno.EISDIR)
+        return self.reads.read(node.handle, node.file_key, node.size, offset, size,
+                               h.read_state)
+
+    def write(self, fh: int, data: bytes, offset: int) -> int:
+        h = self._handle(fh)
+        if h.kind != "staged" or not h.write:
+            raise _err(errno.EBADF)
+        n = os.pwrite(h.fd, data, offset)
+        self.wb.touch(h.rec)
+        return n
+
+    def truncate(self, path: str | None, length: int, fh: int | None = None) -> None:
+        if fh:
+            h = self._handle(fh)
+            if h.kind == "staged" and h.write:
+                os.ftruncate(h.fd, length)
+                self.wb.touch(h.rec, length)
+                return
+            if h.kind == "link":
+                raise _err(errno.EPERM, "a .link file is read-only")
+        if path is None:
+            raise _err(errno.EBADF)
+        with self._ns:
+            ent = self.resolve(path)
+            if ent.kind == "link":
+                raise _err(errno.EPERM, "a .link file is read-only")
+            if ent.kind == "dir":
+                raise _err(errno.EISDIR)
+            if ent.kind == "staged":
+                rec = ent.rec
+                os.truncate(rec.staged, length)
+                self.wb.touch(rec, length)
+            else:
+                rec = self._stage_remote(ent, length)
+            with self.wb.lock:
+                idle = rec.writers == 0
+            if idle:
+                self.wb.persist(rec)
+
+    def utimens(self, path: str, times: tuple[float, float] | None) -> None:
+        mtime = times[1] if times else time.time()
+        if mtime > 1e12:  # nanoseconds (use_ns)
+            mtime = mtime / 1e9
+        with self._ns:
+            ent = self.resolve(path)
+            if ent.kind == "link":
+                raise _err(errno.EPERM, "a .link file is read-only")
+            if ent.kind == "staged":
+                rec = ent.rec
+                with self.wb.lock:
+                    remote = (rec.state == UPLOADED and not rec.dirty and not rec.busy
+                              and rec.handle)
+                self.wb.set_mtime(rec, mtime)
+                if remote:
+                    node = self.tree.get(rec.handle)
+                    if node is not None:
+                        self._set_remote_attr(node, "t", int(mtime))
+                return
+            if ent.node.type in (0, 1):
+                self._set_remote_attr(ent.node, "t", int(mtime))
+
+    def _set_remote_attr(self, node: Node, key: str, value: Any) -> None:
+        if node.key is None or node.name is None:
+            raise _err(errno.EPERM, "node cannot be decrypted")
+        attrs = dict(node.attrs)
+        attrs[key] = value
+        self.client.set_attrs(node.handle, node.key, attrs)
+        self.tree.set_attrs(node.handle, attrs)
+
+    # --- namespace --------------------------------------------------------------------------
+    def mkdir(self, path: str, mode: int = 0o755) -> None:
+        with self._ns:
+            parent, name = self._resolve_parent(path)
+            if self._lookup_in(parent.handle, name) is not None:
+                raise _err(errno.EEXIST)
+            raw = self.client.mkdir(parent.handle, name, {"n": name, "t": int(time.time())})
+            self.tree.add_raw(raw)
+
+    def rmdir(self, path: str) -> None:
+        with self._ns:
+            ent = self.resolve(path)
+            if ent.kind != "dir":
+                raise _err(errno.ENOTDIR)
+            if ent.node.handle == self.tree.root:
+                raise _err(errno.EBUSY)
+            if self._listing(ent.node.handle):
+                raise _err(errno.ENOTEMPTY)
+            self._delete_node(ent.node.handle)
+
+    def _delete_node(self, handle: str) -> None:
+        try:
+            self.client.delete(handle)
+        except MegaError as exc:
+            if exc.code != -9:
+                raise
+        self.tree.remove(handle)
+        self.reads.forget(handle)
+
+    def unlink(self, path: str) -> None:
+        with self._ns:
+            ent = self.resolve(path)
+            if ent.kind == "dir":
+                raise _err(errno.EISDIR)
+            if ent.kind == "link":
+                raise _err(errno.EPERM, "a .link file is read-only")
+            if ent.kind == "staged":
+                for h in self.wb.detach(ent.rec):
+                    self._delete_node(h)
+                return
+            self._delete_node(ent.node.handle)
+
+    def rename(self, old: str, new: str) -> None:
+        with self._ns:
+            src = self.resolve(old)
+            if src.kind == "link":
+                raise _err(errno.EPERM, "a .link file is read-only")
+            if src.kind == "dir" and src.node.handle == self.tree.root:
+                raise _err(errno.EBUSY)
+            parent, name = self._resolve_parent(new)
+            if src.kind == "dir":
+                # Refuse moving a folder into itself or below.
+                cur = parent
+                while cur is not None and cur.handle != self.tree.root:
+                    if cur.handle == src.node.handle:
+                        raise _err(errno.EINVAL, "cannot move a folder into itself")
+                    cur = self.tree.get(cur.parent)
+            dst = self._lookup_in(parent.handle, name)
+            if dst is not None and dst.parent == src.parent and dst.name == src.name:
+                return
+            doomed: list[str] = []
+            if dst is not None:
+                if dst.kind == "link":
+                    raise _err(errno.EPERM, "a .link file is read-only")
+                if src.kind == "dir":
+                    if dst.kind != "dir":
+                        raise _err(errno.ENOTDIR)
+                    if self._listing(dst.node.handle):
+                        raise _err(errno.ENOTEMPTY)
+                    doomed.append(dst.node.handle)
+                elif dst.kind == "dir":
+                    raise _err(errno.EISDIR)
+                elif dst.kind == "staged":
+                    doomed.extend(self.wb.detach(dst.rec))
+                else:
+                    doomed.append(dst.node.handle)
+            if src.kind == "staged":
+                rec = src.rec
+                with self.wb.lock:
+                    remote = (rec.state == UPLOADED and not rec.dirty and not rec.busy
+                              and rec.handle)
+                if remote:
+                    node = self.tree.get(rec.handle)
+                    if node is not None:
+                        self._move_node(node, parent.handle, name)
+                # Old versions at the target are deleted after our upload commits.
+                self.wb.rename(rec, parent.handle, name, [] if remote else doomed)
+                if remote:
+                    for h in doomed:
+                        self._delete_node(h)
+                return
+            self._move_node(src.node, parent.handle, name)
+            for h in doomed:
+                self._delete_node(h)
+
+    def _move_node(self, node: Node, parent: str, name: str) -> None:
+        if node.parent != parent:
+            self.client.move(node.handle, parent)
+            self.tree.move(node.handle, parent)
+        if node.name != name:
+            self._set_remote_attr(node, "n", name)
+
+    # --- links and xattrs -------------------------------------------------------------------
+    def _known_link(self, ent: Entry) -> str | None:
+        if ent.kind == "staged":
+            rec = ent.rec
+            with self.wb.lock:
+                if rec.state == UPLOADED and not rec.dirty and not rec.busy:
+                    return rec.link
+            return None
+        node = ent.node
+        if node is not None and node.public and node.key is not None:
+            return links.format_link(node.public, node.key)
+        return None
+
+    def _wait_link(self, ent: Entry) -> str:
+        if ent.kind == "staged":
+            rec = self.wb.wait_uploaded(ent.rec, self.link_timeout)
+            assert rec.link is not None
+            return rec.link
+        node = self.tree.get(ent.node.handle) or ent.node
+        if node.key is None or len(node.key) != 32:
+            raise _err(errno.EIO, "node %s cannot be decrypted" % node.handle)
+        if not node.public:
+            ph = self.client.export([node.handle])[0]
+            if isinstance(ph, BaseException):
+                raise ph
+            self.tree.set_public(node.handle, ph)
+            return links.format_link(ph, node.key)
+        return links.format_link(node.public, node.key)
+
+    def _state_of(self, ent: Entry) -> tuple[str, str | None, str | None]:
+        """(state, handle, error) of a file entry."""
+        if ent.kind == "staged":
+            rec = ent.rec
+            with self.wb.lock:
+                state = rec.shown_state
+                handle = rec.handle if state == UPLOADED else None
+                return state, handle, rec.error if state == FAILED else None
+        return UPLOADED, ent.node.handle, None
+
+    def listxattr(self, path: str) -> list[str]:
+        ent = self.resolve(path)
+        if ent.kind == "dir":
+            names = [XA_HANDLE]
+            if ent.node.handle == self.tree.root:
+                names += [XA_CTL_STATUS, XA_CTL_DIR]
+            return names
+        if ent.kind == "link":
+            return []
+        state, handle, error = self._state_of(ent)
+        names = [XA_STATE, XA_LINK]
+        if handle:
+            names.append(XA_HANDLE)
+        if error:
+            names.append(XA_ERROR)
+        return names
+
+    def getxattr(self, path: str, name: str) -> bytes:
+        ent = self.resolve(path)
+        if ent.kind == "dir":
+            if name == XA_HANDLE:
+                return ent.node.handle.encode()
+            if ent.node.handle == self.tree.root:
+                if name == XA_CTL_STATUS:
+                    return json.dumps({"counts": self.wb.counts(),
+                                       "files": self.wb.snapshot()}).encode()
+                if name == XA_CTL_DIR:
+                    return self.mount_dir.encode()
+            raise _err(errno.ENODATA)
+        if ent.kind == "link":
+            raise _err(errno.ENODATA)
+        state, handle, error = self._state_of(ent)
+        if name == XA_STATE:
+            return state.encode()
+        if name == XA_HANDLE and handle:
+            return handle.encode()
+        if name == XA_ERROR and error:
+            return error.encode()
+        if name == XA_LINK:
+            return self._wait_link(ent).encode()
+        raise _err(errno.ENODATA)
+
+    def setxattr(self, path: str, name: str, value: bytes) -> None:
+        ent = self.resolve(path)
+        if ent.kind == "dir" and ent.node.handle == self.tree.root and name == XA_CTL_RETRY:
+            n = self.wb.retry_failed()
+            log.info("retry requested: %d failed upload(s) re-queued", n)
+            return
+        raise _err(errno.ENOTSUP, "megafs does not store extended attributes")
+
+    def removexattr(self, path: str, name: str) -> None:
+        self.resolve(path)
+        raise _err(errno.ENOTSUP, "megafs does not store extended attributes")
+
+
+class RemoteWatcher:
+    """Background thread: long-polls the ``sc`` channel and applies packets to the tree.
+
+    Applying our own packets again is harmless (every tree change is idempotent).  When the
+    server says we fell too far behind (-6) the whole tree is fetched again.  Kernel caches of
+    changed entries expire by themselves (attr/entry timeouts of about 1 s; fusepy has no
+    notify/invalidate call), so other clients' changes show within a few seconds.
+    """
+
+    def __init__(self, client: Any, tree: Tree, sn: str, *, poll_timeout: float = 20.0,
+                 on_change: Any = None) -> None:
+        self.client = client
+        self.tree = tree
+        self.sn = sn
+        self.poll_timeout = poll_timeout
+        self.on_change = on_change
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="megafs-sc", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        delay = 1.0
+        while not self._stop.is_set():
+            try:
+                packets, sn = self.client.poll(self.sn, self.poll_timeout)
+                affected: set[str] = set()
+                for p in packets:
+                    affected |= self.tree.apply(p)
+                self.sn = sn or self.sn
+                delay = 1.0
+                if affected and self.on_change:
+                    self.on_change(affected)
+            except MegaError as exc:
+                if exc.code == -6:
+                    log.warning("fell behind the server's change feed; reloading the tree")
+                    try:
+                        listing = self.client.fetch()
+                        self.tree.load(listing.nodes, listing.public)
+                        self.sn = listing.sn
+                        continue
+                    except MegafsError as exc2:
+                        log.warning("reload failed: %s", describe(exc2))
+                level = logging.ERROR if exc.code == -15 else logging.INFO
+                log.log(level, "change feed: %s; retrying in %.0f s", describe(exc), delay)
+                self._stop.wait(delay)
+                delay = min(60.0, delay * 2)
+            except Exception as exc:
+                log.log(logging.INFO if isinstance(exc, MegafsError) else logging.ERROR,
+                        "change feed: %s; retrying in %.0f s", describe(exc), delay,
+                        exc_info=not isinstance(exc, MegafsError))
+                self._stop.wait(delay)
+                delay = min(60.0, delay * 2)
+
+
+__all__ = ["MegaFS", "RemoteWatcher", "Entry", "Handle", "IntegrityError"]

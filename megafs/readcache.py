@@ -1,0 +1,234 @@
+"""Reads of remote files: ranged downloads, a bounded block cache, read-ahead, MAC checking.
+
+Owns the download URLs of remote nodes (refreshed when the transfer server refuses one), an LRU
+cache (cachetools) of decrypted *blocks* and the per-file chunk MACs.  A block is a run of whole
+MEGA MAC chunks of at most 1 MiB (``chunks.groups(size, 1 MiB)``), so every fetched block yields
+the chunk MACs it contains; once every chunk of a file has been seen (a full read, sequential
+or not) the meta-MAC is compared with the one in the file key, and a mismatch makes that read
+and every later read of the node fail with EIO (``IntegrityError``) and is logged at ERROR.
+Sequential readers get read-ahead: the next blocks are fetched on a small thread pool while the
+current one is consumed.  Never imports FUSE, never logs keys or URLs.
+
+Concurrency contract: ``self._lock`` guards the cache, the in-flight table, the URL table and
+the MAC tables; it is never held during a download.  One block is downloaded once even when
+several readers (or the read-ahead) want it at the same time: later askers wait on the same
+Future.
+"""
+from __future__ import annotations
+
+import bisect
+import logging
+import os
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from cachetools import LRUCache
+
+from . import chunks, crypto
+from .errors import IntegrityError, MegafsError
+
+log = logging.getLogger(__name__)
+
+BLOCK = 1048576
+READ_AHEAD = 4            # blocks fetched ahead of a sequential reader
+
+
+class ReadState:
+    """Per open handle: where the last read ended (sequential detection)."""
+
+    def __init__(self) -> None:
+        self.next_offset = 0
+        self.sequential = 0
+
+
+class ReadCache:
+    def __init__(self, client: Any, *, cache_bytes: int = 128 * BLOCK,
+                 prefetch_threads: int = 4) -> None:
+        self.client = client
+        self._lock = threading.Lock()
+        self._cache: LRUCache = LRUCache(maxsize=cache_bytes, getsizeof=len)
+        self._inflight: dict[tuple[str, int], Future] = {}
+        self._urls: dict[str, str] = {}
+        self._layout: LRUCache = LRUCache(maxsize=4096)
+        self._macs: LRUCache = LRUCache(maxsize=4096)      # handle -> {chunk offset: mac}
+        self._bad: set[str] = set()
+        self._pool = ThreadPoolExecutor(prefetch_threads, thread_name_prefix="megafs-readahead")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # --- layout -----------------------------------------------------------------------------
+    def _blocks(self, handle: str, size: int) -> list[tuple[int, int]]:
+        key = (handle, size)
+        with self._lock:
+            layout = self._layout.get(key)
+            if layout is None:
+                layout = list(chunks.groups(size, BLOCK)) if size else []
+                self._layout[key] = layout
+            return layout
+
+    # --- public -----------------------------------------------------------------------------
+    def read(self, handle: str, key: crypto.FileKey, size: int, offset: int, length: int,
+             state: ReadState | None = None) -> bytes:
+        """Plaintext bytes [offset, offset+length) of a remote file, clipped at EOF."""
+        if handle in self._bad:
+            raise IntegrityError("MAC mismatch: node %s is corrupt" % handle)
+        if offset >= size or length <= 0:
+            return b""
+        end = min(size, offset + length)
+        layout = self._blocks(handle, size)
+        starts = [s for s, _ in layout]
+        first = bisect.bisect_right(starts, offset) - 1
+        last = bisect.bisect_right(starts, end - 1) - 1
+        if state is not None:
+            if offset == state.next_offset:
+                state.sequential += 1
+            else:
+                state.sequential = 0
+            state.next_offset = end
+            if state.sequential >= 1 or offset == 0:
+                for idx in range(last + 1, min(len(layout), last + 1 + READ_AHEAD)):
+                    self._start(handle, key, size, layout, idx)
+        parts = []
+        futures = [self._start(handle, key, size, layout, idx) for idx in range(first, last + 1)]
+        for idx, fut in zip(range(first, last + 1), futures):
+            data = fut.result()
+            bstart = layout[idx][0]
+            lo = max(offset, bstart) - bstart
+            hi = min(end, bstart + len(data)) - bstart
+            parts.append(data[lo:hi])
+        if handle in self._bad:
+            raise IntegrityError("MAC mismatch: node %s is corrupt" % handle)
+        return b"".join(parts)
+
+    def fetch_to_file(self, handle: str, key: crypto.FileKey, size: int, fd: int) -> None:
+        """Download a whole remote file into ``fd`` (staging an existing file for writing)."""
+        layout = self._blocks(handle, size)
+        window = READ_AHEAD
+        for idx, (start, _length) in enumerate(layout):
+            for ahead in range(idx + 1, min(len(layout), idx + 1 + window)):
+                self._start(handle, key, size, layout, ahead)
+            data = self._start(handle, key, size, layout, idx).result()
+            os.pwrite(fd, data, start)
+        if handle in self._bad:
+            raise IntegrityError("MAC mismatch: node %s is corrupt" % handle)
+        if size:
+            self._check_complete(handle, key, size, force=True)
+
+    def reset_bad(self, handle: str) -> None:
+        """A new open of a node that failed its MAC check downloads it afresh."""
+        with self._lock:
+            if handle not in self._bad:
+                return
+            self._bad.discard(handle)
+            self._urls.pop(handle, None)
+
+    def forget(self, handle: str) -> None:
+        with self._lock:
+            self._urls.pop(handle, None)
+            for k in [k for k in self._cache.keys() if k[0] == handle]:
+                self._cache.pop(k, None)
+
+    # --- fetching ---------------------------------------------------------------------------
+    def _start(self, handle: str, key: crypto.FileKey, size: int,
+               layout: list[tuple[int, int]], idx: int) -> Future:
+        ck = (handle, idx)
+        with self._lock:
+            data = self._cache.get(ck)
+            if data is not None:
+                fut: Future = Future()
+                fut.set_result(data)
+                return fut
+            fut = self._inflight.get(ck)
+            if fut is not None:
+                return fut
+            fut = Future()
+            self._inflight[ck] = fut
+        start, length = layout[idx]
+        self._pool.submit(self._fetch, fut, ck, key, size, start, length)
+        return fut
+
+    def _fetch(self, fut: Future, ck: tuple[str, int], key: crypto.FileKey, size: int,
+               start: int, length: int) -> None:
+        handle = ck[0]
+        try:
+            data = self._download(handle, key, start, length)
+            self._record_macs(handle, key, start, data)
+            with self._lock:
+                self._cache[ck] = data
+            self._check_complete(handle, key, size)
+            fut.set_result(data)
+        except BaseException as exc:  # handed to the reader through the Future
+            fut.set_exception(exc)
+        finally:
+            with self._lock:
+                self._inflight.pop(ck, None)
+
+    def _url(self, handle: str, refresh: bool = False) -> str:
+        with self._lock:
+            url = None if refresh else self._urls.get(handle)
+        if url is None:
+            info = self.client.open_download(handle=handle)
+            url = info.url
+            with self._lock:
+                self._urls[handle] = url
+        return url
+
+    def _download(self, handle: str, key: crypto.FileKey, start: int, length: int) -> bytes:
+        last_exc: Exception | None = None
+        for attempt in range(3):
+            try:
+                url = self._url(handle, refresh=attempt > 0)
+                data = self.client.read_range(url, key, start, length)
+                if len(data) != length:
+                    raise IntegrityError("short read from the transfer server (%d of %d bytes)"
+                                         % (len(data), length))
+                return data
+            except MegafsError as exc:
+                # 403/404/-8 mean a stale URL; a fresh one costs one `g`.
+                last_exc = exc
+                log.info("read of node %s at %d failed (%s); refreshing its URL", handle, start,
+                         exc)
+        assert last_exc is not None
+        raise last_exc
+
+    # --- MACs -------------------------------------------------------------------------------
+    def _record_macs(self, handle: str, key: crypto.FileKey, start: int, data: bytes) -> None:
+        view = memoryview(data)
+        macs = {}
+        pos = start
+        end = start + len(data)
+        while pos < end:
+            clen = min(chunks.size_at(pos), end - pos)
+            macs[pos] = crypto.chunk_mac(key.aes_key, key.nonce, view[pos - start:pos - start + clen])
+            pos += clen
+        with self._lock:
+            table = self._macs.get(handle)
+            if table is None:
+                table = {}
+                self._macs[handle] = table
+            table.update(macs)
+
+    def _check_complete(self, handle: str, key: crypto.FileKey, size: int,
+                        force: bool = False) -> None:
+        spans = [(o, n) for o, n in chunks.spans(size) if n]
+        with self._lock:
+            table = self._macs.get(handle) or {}
+            if len(table) < len(spans) and not force:
+                return
+            try:
+                macs = [table[o] for o, _ in spans]
+            except KeyError:
+                return
+            # Checked once per complete coverage; drop the table so a later full read rechecks.
+            self._macs.pop(handle, None)
+        got = crypto.meta_mac(crypto.condense_macs(key.aes_key, macs))
+        if got != key.mac:
+            with self._lock:
+                self._bad.add(handle)
+                for k in [k for k in self._cache.keys() if k[0] == handle]:
+                    self._cache.pop(k, None)
+            log.error("MAC mismatch on node %s: the downloaded data is corrupt or tampered",
+                      handle)
+            raise IntegrityError("MAC mismatch on node %s" % handle)
