@@ -646,12 +646,13 @@ class RemoteWatcher:
     """
 
     def __init__(self, client: Any, tree: Tree, sn: str, *, poll_timeout: float = 20.0,
-                 on_change: Any = None) -> None:
+                 on_change: Any = None, on_recover: Any = None) -> None:
         self.client = client
         self.tree = tree
         self.sn = sn
         self.poll_timeout = poll_timeout
         self.on_change = on_change
+        self.on_recover = on_recover
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="megafs-sc", daemon=True)
 
@@ -670,10 +671,14 @@ class RemoteWatcher:
                 for p in packets:
                     affected |= self.tree.apply(p)
                 self.sn = sn or self.sn
+                if delay > 1.0 and self.on_recover:
+                    self.on_recover()  # the server is back: queued uploads need not wait
                 delay = 1.0
                 if affected and self.on_change:
                     self.on_change(affected)
             except MegaError as exc:
+                if self._stop.is_set():
+                    return
                 if exc.code == -6:
                     log.warning("fell behind the server's change feed; reloading the tree")
                     try:
@@ -686,13 +691,15 @@ class RemoteWatcher:
                 level = logging.ERROR if exc.code == -15 else logging.INFO
                 log.log(level, "change feed: %s; retrying in %.0f s", describe(exc), delay)
                 self._stop.wait(delay)
-                delay = min(60.0, delay * 2)
+                delay = min(10.0, delay * 2)
             except Exception as exc:
+                if self._stop.is_set():
+                    return
                 log.log(logging.INFO if isinstance(exc, MegafsError) else logging.ERROR,
                         "change feed: %s; retrying in %.0f s", describe(exc), delay,
                         exc_info=not isinstance(exc, MegafsError))
                 self._stop.wait(delay)
-                delay = min(60.0, delay * 2)
+                delay = min(10.0, delay * 2)
 
 
 __all__ = ["MegaFS", "RemoteWatcher", "Entry", "Handle", "IntegrityError"]

@@ -315,7 +315,7 @@ def _mount_foreground(args: argparse.Namespace, mnt: str, ready: int | None) -> 
         reads = ReadCache(client)
         core = MegaFS(client, tree, wb, link_timeout=args.link_timeout, readcache=reads,
                       mount_dir=mount_dir)
-        watcher = RemoteWatcher(client, tree, listing.sn)
+        watcher = RemoteWatcher(client, tree, listing.sn, on_recover=wb.kick)
         registry = _write_registry(state_dir, mnt, {
             "mountpoint": mnt, "pid": os.getpid(), "mount_dir": mount_dir, "api": api,
             "local": bool(args.local)})

@@ -350,6 +350,14 @@ class WriteBack:
         self._delete_row(rec.rid)
         return doomed
 
+    def kick(self) -> None:
+        """The server answers again (after an outage): retry transient failures now."""
+        with self.lock:
+            for r in self.records.values():
+                if r.state == PENDING and r.next_try > 0:
+                    r.next_try = 0.0
+            self.lock.notify_all()
+
     def retry_failed(self) -> int:
         with self.lock:
             n = 0

@@ -1,0 +1,338 @@
+"""Real FUSE mounts of ``megafs mount`` against the real local server (issue 4, item 12).
+
+Every test mounts in a subprocess (tests/mount_support.py), drives it with ordinary tools and
+system calls, and checks the result in a fresh listing from another client or by downloading
+links with ``megafs get``.  Timeouts everywhere; the mount is always unmounted.
+"""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from megafs.client import MegaClient
+from megafs.nodes import Tree
+from mount_support import MountProcess, is_mounted, megafs, run_with_timeout, wait_for
+
+pytestmark = [pytest.mark.fuse,
+              pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="no /dev/fuse")]
+
+# Retries the transport logs while a test makes the server fail on purpose.
+FAULT_NOISE = ("retry", "Retry", "upload of", "change feed", "failed", "refused", "attempt")
+
+
+def sh(cmd: str, cwd: str | Path | None = None, timeout: float = 120.0,
+       check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=timeout,
+                          cwd=cwd)
+    if check and proc.returncode != 0:
+        raise AssertionError("%s -> %d: %s" % (cmd, proc.returncode, proc.stderr))
+    return proc
+
+
+def fresh_listing(api: str, state_dir: str | Path) -> dict[str, object]:
+    """Path -> node from a brand-new `f` by another client on the same session."""
+    with MegaClient.open(api=api, state_dir=str(state_dir)) as c:
+        listing = c.fetch()
+        t = Tree(c.session.master_key, c.session.user_handle)
+        t.load(listing.nodes, listing.public)
+    out = {}
+    for h in t.subtree(t.root):
+        p = t.path_of(h)
+        if p and p != "/":
+            out[p] = t.get(h)
+    return out
+
+
+def get_link(link: str, dest: Path, api: str) -> bytes:
+    megafs("get", link, "-o", str(dest), "--api", api)
+    return dest.read_bytes()
+
+
+@pytest.fixture
+def mounted(server, tmp_path):
+    m = MountProcess(tmp_path / "mnt", server.url, tmp_path / "state")
+    m.start()
+    yield m
+    m.stop()
+
+
+def test_copy_files_and_read_links_at_once(mounted, server, tmp_path):
+    """cp x mnt/ && cat mnt/x.link prints the link; megafs get gives back the same bytes."""
+    src = tmp_path / "src"
+    src.mkdir()
+    sizes = {"empty": 0, "one": 1, "page.txt": 4096, "odd.bin": 131073, "mib.bin": 1048576,
+             "five.bin": 5 * 1048576 + 3, "twenty.bin": 20 * 1048576 + 11}
+    for name, size in sizes.items():
+        (src / name).write_bytes(os.urandom(size))
+    mnt = mounted.mnt
+    links = {}
+    for name in sizes:
+        out = sh("cp %s %s/ && cat %s/%s.link" % (src / name, mnt, mnt, name), timeout=120)
+        links[name] = out.stdout
+        assert out.stdout.startswith("https://mega.nz/file/") and out.stdout.endswith("\n")
+    for name, link in links.items():
+        got = get_link(link.strip(), tmp_path / ("got-" + name), server.url)
+        assert got == (src / name).read_bytes(), name
+    # ls -l: sizes, modes, and the .link files
+    ls = sh("ls -l %s" % mnt).stdout
+    for name, size in sizes.items():
+        line = next(l for l in ls.splitlines() if l.endswith(" " + name))
+        assert line.startswith("-rw-r--r--") and (" %d " % size) in line
+        lline = next(l for l in ls.splitlines() if l.endswith(" " + name + ".link"))
+        assert lline.startswith("-r--r--r--")
+    # xattrs
+    p = str(mnt / "page.txt")
+    assert os.getxattr(p, "user.mega.state") == b"uploaded"
+    assert os.getxattr(p, "user.mega.link").decode() == links["page.txt"].strip()
+    assert set(os.listxattr(p)) == {"user.mega.state", "user.mega.link", "user.mega.handle"}
+    handle = os.getxattr(p, "user.mega.handle").decode()
+    names = fresh_listing(server.url, mounted.state_dir)
+    assert names["/page.txt"].handle == handle
+    assert sorted(n for n in names) == sorted("/" + n for n in sizes)  # each exactly once
+    # Reading back through the mount (remote ranged reads) gives the same bytes.
+    for name in ("odd.bin", "twenty.bin"):
+        assert (mnt / name).read_bytes() == (src / name).read_bytes()
+    assert mounted.log_problems() == []
+
+
+def test_namespace_round_trips(mounted, server):
+    mnt = mounted.mnt
+    (mnt / "dir1" / "sub").mkdir(parents=True)
+    (mnt / "dir1" / "a.txt").write_bytes(b"alpha")
+    assert (mnt / "dir1" / "a.txt.link").read_text().startswith("https://")
+    os.rename(mnt / "dir1" / "a.txt", mnt / "dir1" / "sub" / "b.txt")
+    os.rename(mnt / "dir1" / "sub", mnt / "moved")
+    (mnt / "c.txt").write_bytes(b"c")
+    os.rename(mnt / "c.txt", mnt / "moved" / "b.txt")   # onto an existing file: replaces it
+    (mnt / "moved" / "b.txt.link").read_text()   # waits for the upload and its clean-up
+    names = fresh_listing(server.url, mounted.state_dir)
+    assert set(names) == {"/dir1", "/moved", "/moved/b.txt"}
+    assert names["/moved/b.txt"].size == 1
+    with pytest.raises(OSError) as ei:
+        os.rmdir(mnt / "moved")
+    assert ei.value.errno == errno.ENOTEMPTY
+    os.unlink(mnt / "moved" / "b.txt")
+    os.rmdir(mnt / "moved")
+    os.rmdir(mnt / "dir1")
+    assert fresh_listing(server.url, mounted.state_dir) == {}
+    assert sorted(os.listdir(mnt)) == []
+    assert mounted.log_problems() == []
+
+
+def test_unsupported_and_readonly_operations(mounted):
+    mnt = mounted.mnt
+    (mnt / "f.txt").write_bytes(b"data")
+    cases = [
+        (lambda: os.symlink("f.txt", mnt / "sym"), errno.EPERM),
+        (lambda: os.link(mnt / "f.txt", mnt / "hard"), errno.EPERM),
+        (lambda: open(mnt / "f.txt.link", "w"), (errno.EPERM, errno.EACCES)),
+        (lambda: os.truncate(mnt / "f.txt.link", 0), (errno.EPERM, errno.EACCES)),
+        (lambda: os.unlink(mnt / "f.txt.link"), errno.EPERM),
+        (lambda: os.rename(mnt / "f.txt.link", mnt / "g"), errno.EPERM),
+        (lambda: os.setxattr(mnt / "f.txt", "user.x", b"1"), errno.ENOTSUP),
+        (lambda: os.removexattr(mnt / "f.txt", "user.mega.link"), errno.ENOTSUP),
+        (lambda: os.getxattr(mnt / "f.txt", "user.nothing"), errno.ENODATA),
+        (lambda: open(mnt / ("n" * 256), "w"), errno.ENAMETOOLONG),
+    ]
+    for func, expected in cases:
+        with pytest.raises(OSError) as ei:
+            func()
+        want = expected if isinstance(expected, tuple) else (expected,)
+        assert ei.value.errno in want, (func, ei.value)
+    os.chmod(mnt / "f.txt", 0o600)            # accepted, not stored
+    os.chown(mnt / "f.txt", os.getuid(), os.getgid())
+    assert (os.stat(mnt / "f.txt").st_mode & 0o777) == 0o644
+    os.utime(mnt / "f.txt", (1000000000, 1000000000))
+    wait_for(lambda: os.stat(mnt / "f.txt").st_mtime == 1000000000, timeout=10,
+             what="mtime to be kept")
+    assert (mnt / ("é" * 127)).write_bytes(b"ok") == 2   # 254 bytes is fine
+    st = os.statvfs(mnt)
+    assert st.f_namemax == 255 and st.f_blocks > 0
+    assert mounted.log_problems() == []
+
+
+def test_remote_changes_appear(mounted, server, tmp_path):
+    """Another client on the same session adds, renames and deletes; the mount follows."""
+    mnt = mounted.mnt
+    with MegaClient.open(api=server.url, state_dir=str(mounted.state_dir)) as other:
+        listing = other.fetch()
+        root = listing.roots()[2]
+        folder = other.mkdir(root, "elsewhere")
+        wait_for(lambda: "elsewhere" in os.listdir(mnt), timeout=15, what="remote mkdir")
+        src = tmp_path / "x.bin"
+        src.write_bytes(os.urandom(70000))
+        from megafs.client import PutItem
+        up = other.upload(str(src))
+        (raw,) = other.put_files([PutItem(folder["h"], up, {"n": "x.bin"})])
+        wait_for(lambda: (mnt / "elsewhere" / "x.bin").exists(), timeout=15,
+                 what="remote file")
+        assert (mnt / "elsewhere" / "x.bin").read_bytes() == src.read_bytes()
+        assert (mnt / "elsewhere" / "x.bin.link").read_text().startswith("https://mega.nz/")
+        other.delete(raw["h"])
+        wait_for(lambda: not (mnt / "elsewhere" / "x.bin").exists(), timeout=15,
+                 what="remote delete")
+    assert mounted.log_problems() == []
+
+
+def test_fsync_returns_after_upload(mounted, server):
+    path = mounted.mnt / "synced.bin"
+    data = os.urandom(300000)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, data)
+        run_with_timeout(lambda: os.fsync(fd), 60)
+        # The file is still open, yet already a node on the server.
+        names = fresh_listing(server.url, mounted.state_dir)
+        assert names["/synced.bin"].size == len(data)
+    finally:
+        os.close(fd)
+    assert os.getxattr(path, "user.mega.state") == b"uploaded"
+
+
+def test_quota_failure_then_retry(mounted, server, tmp_path):
+    mnt = mounted.mnt
+    server.control("quota", {"bytes": 1000})
+    (tmp_path / "q.bin").write_bytes(os.urandom(50000))
+    shutil.copy(tmp_path / "q.bin", mnt / "q.bin")
+    with pytest.raises(OSError) as ei:
+        run_with_timeout(lambda: (mnt / "q.bin.link").read_text(), 60)
+    assert ei.value.errno == errno.EIO
+    assert os.getxattr(mnt / "q.bin", "user.mega.state") == b"failed"
+    assert b"-17" in os.getxattr(mnt / "q.bin", "user.mega.error")
+    status = megafs("status", str(mnt), "--state-dir", str(mounted.state_dir)).stdout
+    assert "failed" in status and "q.bin" in status
+    server.control("quota", {"bytes": 1 << 40})
+    megafs("retry", str(mnt), "--state-dir", str(mounted.state_dir))
+    link = run_with_timeout(lambda: (mnt / "q.bin.link").read_text(), 60).strip()
+    assert get_link(link, tmp_path / "q.got", server.url) == (tmp_path / "q.bin").read_bytes()
+    assert "user.mega.error" not in os.listxattr(mnt / "q.bin")
+
+
+def test_kill9_during_upload_then_remount_completes_once(server, tmp_path):
+    state = tmp_path / "state"
+    m = MountProcess(tmp_path / "mnt", server.url, state)
+    m.start()
+    try:
+        data = {"k%d.bin" % i: os.urandom(2 * 1048576 + i) for i in range(3)}
+        # Slow every upload POST so the crash lands mid-upload.
+        server.faults([{"where": "upload", "delay": 0.5}])
+        for name, blob in data.items():
+            (m.mnt / name).write_bytes(blob)
+        wait_for(lambda: os.getxattr(m.mnt / "k0.bin", "user.mega.state") == b"uploading",
+                 timeout=20, what="an upload in flight")
+        m.kill9()
+        server.clear_faults()
+        assert not is_mounted(m.mnt)
+        m2 = MountProcess(tmp_path / "mnt", server.url, state, log_path=tmp_path / "m2.log")
+        m2.start()
+        try:
+            for name, blob in data.items():
+                link = run_with_timeout(lambda: (m2.mnt / (name + ".link")).read_text(), 90)
+                assert get_link(link.strip(), tmp_path / ("g" + name), server.url) == blob
+            names = fresh_listing(server.url, state)
+            assert sorted(names) == sorted("/" + n for n in data)   # none duplicated
+            mdir = state / "mounts"
+            wait_for(lambda: all(not os.listdir(d / "staging") for d in mdir.iterdir()),
+                     timeout=10, what="staged data removed")
+        finally:
+            m2.stop()
+    finally:
+        m.stop()
+
+
+def test_server_outage_writes_keep_working(server, tmp_path):
+    m = MountProcess(tmp_path / "mnt", server.url, tmp_path / "state")
+    m.start()
+    try:
+        (m.mnt / "before.txt").write_bytes(b"before")
+        (m.mnt / "before.txt.link").read_text()
+        server.stop()
+        blobs = {"out%d.bin" % i: os.urandom(100000 * (i + 1)) for i in range(4)}
+        for name, blob in blobs.items():   # staged locally while the server is down
+            run_with_timeout(lambda: (m.mnt / name).write_bytes(blob), 30)
+        assert run_with_timeout(lambda: (m.mnt / "out0.bin").read_bytes(), 30) == blobs["out0.bin"]
+        assert os.getxattr(m.mnt / "out0.bin", "user.mega.state") in (b"pending", b"uploading")
+        server.start()
+        for name, blob in blobs.items():
+            link = run_with_timeout(lambda: (m.mnt / (name + ".link")).read_text(), 120)
+            assert get_link(link.strip(), tmp_path / ("g" + name), server.url) == blob
+        names = fresh_listing(server.url, m.state_dir)
+        assert sorted(names) == sorted(["/before.txt"] + ["/" + n for n in blobs])
+    finally:
+        m.stop()
+
+
+def test_umount_waits_for_uploads_and_fusermount_resumes(server, tmp_path):
+    state = tmp_path / "state"
+    mnt = tmp_path / "mnt"
+    m = MountProcess(mnt, server.url, state)
+    m.start()
+    try:
+        # 1. plain fusermount -u with an upload that cannot finish yet: resumed at next mount
+        server.faults([{"where": "upload", "http": 503}])
+        (mnt / "later.bin").write_bytes(b"L" * 70000)
+        assert os.getxattr(mnt / "later.bin", "user.mega.state") in (b"pending", b"uploading")
+        subprocess.run(["fusermount3", "-u", str(mnt)], check=True, timeout=30)
+        assert m.wait_exit(30) == 0
+        status = json.loads(megafs("status", str(mnt), "--state-dir", str(state),
+                                   "--json").stdout)
+        assert [f["state"] for f in status["files"]] in (["pending"], ["uploading"])
+        server.clear_faults()
+        # 2. remount: it resumes; `megafs umount` waits until everything is uploaded
+        m = MountProcess(mnt, server.url, state, log_path=tmp_path / "m2.log")
+        m.start()
+        server.faults([{"where": "upload", "delay": 0.3}])
+        for i in range(3):
+            (mnt / ("u%d.bin" % i)).write_bytes(os.urandom(400000))
+        out = megafs("umount", str(mnt), "--state-dir", str(state), timeout=120)
+        assert not is_mounted(mnt)
+        assert m.wait_exit(30) == 0
+        names = fresh_listing(server.url, state)
+        assert sorted(names) == ["/later.bin", "/u0.bin", "/u1.bin", "/u2.bin"]
+        assert "unmounted" in out.stderr
+    finally:
+        server.clear_faults()
+        m.stop()
+
+
+def test_tampered_download_gives_eio(mounted, server, tmp_path):
+    mnt = mounted.mnt
+    blob = os.urandom(600000)
+    (mnt / "t.bin").write_bytes(blob)
+    (mnt / "t.bin.link").read_text()
+    wait_for(lambda: "user.mega.handle" in os.listxattr(mnt / "t.bin"), what="uploaded")
+    time.sleep(1.2)  # let the kernel's 1 s attribute cache of the staged copy expire
+    server.faults([{"where": "download", "tamper": True}])
+    with pytest.raises(OSError) as ei:
+        run_with_timeout(lambda: (mnt / "t.bin").read_bytes(), 60)
+    assert ei.value.errno == errno.EIO
+    server.clear_faults()
+    assert run_with_timeout(lambda: (mnt / "t.bin").read_bytes(), 60) == blob
+
+
+def test_quick_start_local_daemon(tmp_path):
+    """README quick start: mount --local (background), cp, cat .link, megafs get, umount."""
+    state = tmp_path / "state"
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(os.urandom(123457))
+    try:
+        megafs("mount", str(mnt), "--local", "--state-dir", str(state), timeout=60)
+        assert is_mounted(mnt)
+        link = sh("cp %s %s/ && cat %s/photo.png.link" % (photo, mnt, mnt)).stdout.strip()
+        port = (state / "local-server.port").read_text().strip()
+        got = get_link(link, tmp_path / "got.png", "http://127.0.0.1:%s/" % port)
+        assert got == photo.read_bytes()
+        megafs("umount", str(mnt), "--state-dir", str(state), timeout=60)
+        assert not is_mounted(mnt)
+    finally:
+        from mount_support import force_unmount
+        force_unmount(mnt)
