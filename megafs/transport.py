@@ -83,7 +83,7 @@ def is_loopback(url: str) -> bool:
         return False
 
 
-_SECRET_QUERY = re.compile(r"([?&](?:sid|n|sn|id|c|d)=)[^&#]*")
+_SECRET_QUERY = re.compile(r"([?&](?:sid|n|esid|cauth)=)[^&#]*")
 _LONG_SEGMENT = re.compile(r"/([A-Za-z0-9_\-]{6})[A-Za-z0-9_\-]{10,}")
 
 
@@ -92,6 +92,23 @@ def redact_url(url: str) -> str:
     url = url.split("#", 1)[0]
     url = _SECRET_QUERY.sub(r"\1…", url)
     return _LONG_SEGMENT.sub(r"/\1…", url)
+
+
+class _RedactingFilter(logging.Filter):
+    """Rewrites urllib3's request log lines, which carry full URLs (sid, upload tokens)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and record.args:
+            record.args = tuple(redact_url(arg) if isinstance(arg, str) else arg
+                                for arg in record.args)
+        elif isinstance(record.msg, str) and "://" in record.msg:
+            record.msg = re.sub(r"\S+", lambda m: redact_url(m.group(0)), record.msg)
+        return True
+
+
+# urllib3 logs every request's path at DEBUG; keep sids and tokens out of them even when an
+# application turns DEBUG on for everything.
+logging.getLogger("urllib3.connectionpool").addFilter(_RedactingFilter())
 
 
 # --------------------------------------------------------------------------------------------
