@@ -306,6 +306,7 @@ def _mount_foreground(args: argparse.Namespace, mnt: str, ready: int | None) -> 
         api = client.api
         mount_dir = mount_dir_for(state_dir, api)
         os.makedirs(mount_dir, mode=0o700, exist_ok=True)
+        lock_fd = _lock_mount_dir(mount_dir)
         session = client.session
         tree = Tree(session.master_key, session.user_handle)
         listing = client.fetch()
@@ -332,6 +333,7 @@ def _mount_foreground(args: argparse.Namespace, mnt: str, ready: int | None) -> 
         opts = fuse_options(args.options, allow_other=args.allow_other)
         FUSE(ops, mnt, foreground=True, nothreads=False, raw_fi=True, **opts)
         log.info("unmounted %s", mnt)
+        del lock_fd
         return 0
     finally:
         if watcher is not None:
@@ -349,6 +351,19 @@ def _mount_foreground(args: argparse.Namespace, mnt: str, ready: int | None) -> 
             client.close()
         if server is not None:
             server.stop()
+
+
+def _lock_mount_dir(mount_dir: str) -> int:
+    """One mount per queue: a second mount of the same API and state dir would race uploads."""
+    import fcntl
+    fd = os.open(os.path.join(mount_dir, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise FsError(16, "another megafs mount is using %s (same API and state dir)"
+                      % mount_dir) from None
+    return fd  # held (and released by the kernel) for the life of this process
 
 
 # --- umount / status / retry -----------------------------------------------------------------

@@ -336,3 +336,75 @@ def test_quick_start_local_daemon(tmp_path):
     finally:
         from mount_support import force_unmount
         force_unmount(mnt)
+
+
+def test_link_waits_for_writer_and_times_out(server, tmp_path):
+    """X.link blocks while X is open for writing (bounded by --link-timeout -> ETIMEDOUT);
+    close(2) makes the data durable (flush), the last release queues the upload."""
+    m = MountProcess(tmp_path / "mnt", server.url, tmp_path / "state",
+                     extra=["--link-timeout", "2"])
+    m.start()
+    try:
+        fd = os.open(m.mnt / "open.txt", os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, b"still writing")
+            dup = os.dup(fd)
+            os.close(dup)   # close of a dup: FUSE flush -> staged data + queue row on disk
+            assert os.getxattr(m.mnt / "open.txt", "user.mega.state") == b"pending"
+            with pytest.raises(OSError) as ei:
+                run_with_timeout(lambda: (m.mnt / "open.txt.link").read_text(), 30)
+            assert ei.value.errno == errno.ETIMEDOUT
+            with pytest.raises(OSError) as ei:
+                run_with_timeout(lambda: os.getxattr(m.mnt / "open.txt", "user.mega.link"), 30)
+            assert ei.value.errno == errno.ETIMEDOUT
+        finally:
+            os.close(fd)
+        link = run_with_timeout(lambda: (m.mnt / "open.txt.link").read_text(), 30)
+        assert get_link(link.strip(), tmp_path / "o", server.url) == b"still writing"
+    finally:
+        m.stop()
+
+
+def test_append_rename_while_uploading_and_odd_names(mounted, server, tmp_path):
+    mnt = mounted.mnt
+    # append to an uploaded file: its contents come down first
+    (mnt / "log.txt").write_bytes(b"line1\n")
+    (mnt / "log.txt.link").read_text()
+    wait_for(lambda: "user.mega.handle" in os.listxattr(mnt / "log.txt"), what="uploaded")
+    time.sleep(1.1)  # kernel attribute cache (1 s) of the staged copy
+    sh("echo line2 >> %s/log.txt" % mnt)
+    link = (mnt / "log.txt.link").read_text().strip()
+    assert get_link(link, tmp_path / "log", server.url) == b"line1\nline2\n"
+    # rename of a file while its upload is in flight
+    os.mkdir(mnt / "dest")
+    server.faults([{"where": "upload", "delay": 0.4}])
+    blob = os.urandom(1500000)
+    (mnt / "moving.bin").write_bytes(blob)
+    wait_for(lambda: os.getxattr(mnt / "moving.bin", "user.mega.state") == b"uploading",
+             timeout=20, what="upload in flight")
+    os.rename(mnt / "moving.bin", mnt / "dest" / "moved.bin")
+    server.clear_faults()
+    link = run_with_timeout(lambda: (mnt / "dest" / "moved.bin.link").read_text(), 60)
+    assert get_link(link.strip(), tmp_path / "mv", server.url) == blob
+    # names with spaces, newlines, emoji and 255 bytes
+    odd = ["with space.txt", "new\nline", "emoji-\U0001F600.txt", "x" * 255]
+    for name in odd:
+        (mnt / name).write_bytes(name.encode())
+    for name in odd[:3]:
+        link = run_with_timeout(lambda: (mnt / (name + ".link")).read_text(), 60)
+        assert get_link(link.strip(), tmp_path / "odd", server.url) == name.encode()
+    assert os.getxattr(mnt / odd[3], "user.mega.link").startswith(b"https://mega.nz/file/")
+    names = fresh_listing(server.url, mounted.state_dir)
+    wait_for(lambda: set(fresh_listing(server.url, mounted.state_dir)) ==
+             {"/log.txt", "/dest", "/dest/moved.bin"} | {"/" + n for n in odd},
+             timeout=30, what="final listing")
+    assert mounted.log_problems() == []
+
+
+def test_second_mount_of_same_queue_is_refused(mounted, server, tmp_path):
+    other = tmp_path / "mnt2"
+    other.mkdir()
+    proc = megafs("mount", str(other), "--api", server.url, "--state-dir",
+                  str(mounted.state_dir), "--foreground", check=False, timeout=60)
+    assert proc.returncode == 1 and "another megafs mount" in proc.stderr
+    assert not is_mounted(other)
