@@ -154,3 +154,9 @@ def test_session_file_errors_from_the_cli(srv, common, tmp_path):
     corrupt = megafs("upload", *common, str(path))
     assert corrupt.returncode == 1 and "corrupt" in corrupt.stderr
     assert path.read_text() == "{corrupt"   # never replaced silently
+
+
+def test_api_from_environment(srv, tmp_path):
+    result = megafs("session", "--state-dir", str(tmp_path / "st"), env={"MEGAFS_API": srv.url})
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["api"] == srv.url

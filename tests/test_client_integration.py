@@ -307,11 +307,13 @@ def test_endless_eagain_gives_up(srv, state):
     {"where": "upload", "http": 503, "count": 2},
     {"where": "upload", "http": 500, "count": 1},
     {"where": "upload", "http": 404, "count": 1},
+    {"where": "upload", "http": 403, "count": 1},
+    {"where": "upload", "error": -14, "count": 1},
     {"where": "upload", "drop": True, "count": 2},
     {"where": "upload", "expire": True, "count": 1},
     {"where": "upload", "delay": 0.3, "count": 2},
     {"where": "upload", "error": -3, "rate": 0.3, "seed": 7},
-], ids=["-3", "-4", "503", "500", "404", "drop", "expire", "delay", "rate"])
+], ids=["-3", "-4", "503", "500", "404", "403", "-14", "drop", "expire", "delay", "rate"])
 def test_upload_faults_recover(client, srv, root, tmp_path, rule):
     path = make_file(tmp_path, 2 * MIB + 17)
     before = fired(srv)
@@ -421,3 +423,26 @@ def test_no_secrets_in_debug_logs(srv, state, root, tmp_path, caplog):
     for secret in secrets_:
         assert secret not in text
     json.dumps(text)
+
+
+# --- faults: sc ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("rule", [
+    {"where": "sc", "command": "sc", "error": -3, "count": 2},
+    {"where": "sc", "command": "sc", "http": 503, "count": 1},
+    {"where": "sc", "command": "sc", "drop": True, "count": 1},
+], ids=["-3", "503", "drop"])
+def test_poll_faults_recover(client, srv, root, rule):
+    sn = client.fetch().sn
+    client.mkdir(root, "sc-fault")
+    srv.faults([rule])
+    packets, new_sn = client.poll(sn, timeout=10)
+    assert any(p.get("a") == "t" for p in packets) and new_sn != sn
+
+
+@pytest.mark.parametrize("code", [-6, -9])
+def test_poll_permanent_errors(client, srv, code):
+    sn = client.fetch().sn
+    srv.faults([{"where": "sc", "command": "sc", "error": code, "count": 1}])
+    with pytest.raises(MegaError) as info:
+        client.poll(sn, timeout=5)
+    assert info.value.code == code

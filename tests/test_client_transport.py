@@ -4,11 +4,13 @@ rules can be seen.  Everything a correct server does is tested against ``megafs 
 from __future__ import annotations
 
 import json
+import os
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from megafs import chunks, crypto
 from megafs.errors import MegaError, ProtocolError, TransportError
 from megafs.transport import RetryPolicy, Transport
 
@@ -137,3 +139,42 @@ def test_sid_never_in_error_messages(canned):
         t.call({"a": "x"})
     assert "SECRETSID" not in str(info.value)
     t.close()
+
+
+def _upload_via(canned_server, path, connections=1):
+    from megafs.upload import Uploader
+    t = _transport(canned_server.url)
+    try:
+        return Uploader(t, connections=connections).upload(str(path))
+    finally:
+        t.close()
+
+
+def test_upload_without_completion_token_restarts(canned, tmp_path):
+    path = tmp_path / "ten"
+    path.write_bytes(b"0123456789")
+    token = bytes(range(35)) + b"\x01"
+    srv = canned()
+    srv.replies += [j([{"p": srv.url + "ul/first"}]), (200, b"", {}),        # no token: restart
+                    j([{"p": srv.url + "ul/second"}]), (200, b"x" * 20, {}),  # not a token
+                    j([{"p": srv.url + "ul/third"}]), (200, token, {})]
+    uploaded = _upload_via(srv, path)
+    assert uploaded.token == crypto.b64encode(token) and uploaded.size == 10
+    posts = [p for p, _, _ in srv.requests if p.startswith("/ul/")]
+    assert [p.split("?")[0] for p in posts] == ["/ul/first/0", "/ul/second/0", "/ul/third/0"]
+    assert all(len(body) == 10 for p, body, _ in srv.requests if p.startswith("/ul/"))
+
+
+def test_upload_checksum_and_offsets_on_the_wire(canned, tmp_path):
+    from megafs.upload import upload_checksum
+    path = tmp_path / "f"
+    path.write_bytes(os.urandom(3 * 1048576))
+    srv = canned()
+    spans = list(chunks.groups(3 * 1048576, chunks.MIB))
+    srv.replies += [j([{"p": srv.url + "ul/x"}])] + [(200, b"", {})] * (len(spans) - 1) + \
+        [(200, bytes(36), {})]
+    _upload_via(srv, path)
+    posts = [(p, body) for p, body, _ in srv.requests if p.startswith("/ul/")]
+    assert sorted(int(p.split("/")[3].split("?")[0]) for p, _ in posts) == [o for o, _ in spans]
+    for p, body in posts:
+        assert p.split("?c=")[1] == crypto.b64encode(upload_checksum(body))
