@@ -1,0 +1,98 @@
+"""Test support: run the real local server (``megafs serve``) as a subprocess on 127.0.0.1.
+
+``ServerProcess`` starts ``python -m megafs serve --port 0 --data DIR``, reads the API base URL
+from the first stdout line, and can be stopped and restarted on the same port and data (outage
+tests).  Faults are set at run time through the server's control endpoint
+``POST {url}_megafs/faults`` (see the README's fault-injection section for the rule format).
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class ServerProcess:
+    def __init__(self, data_dir: Path, *, port: int = 0, extra_args: list[str] | None = None,
+                 log_path: Path | None = None) -> None:
+        self.data_dir = Path(data_dir)
+        self.port = port
+        self.extra_args = list(extra_args or [])
+        self.log_path = Path(log_path) if log_path else self.data_dir.parent / (
+            self.data_dir.name + "-server.log")
+        self.proc: subprocess.Popen | None = None
+        self.url = ""
+
+    def start(self, timeout: float = 10.0) -> "ServerProcess":
+        cmd = [sys.executable, "-m", "megafs", "serve", "--host", "127.0.0.1",
+               "--port", str(self.port), "--data", str(self.data_dir), "-v"] + self.extra_args
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, cwd=ROOT,
+                                     env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        log.close()
+        deadline = time.monotonic() + timeout
+        line = b""
+        assert self.proc.stdout is not None
+        os.set_blocking(self.proc.stdout.fileno(), False)
+        while time.monotonic() < deadline and not line.endswith(b"\n"):
+            chunk = self.proc.stdout.readline()
+            if chunk:
+                line += chunk
+            elif self.proc.poll() is not None:
+                break
+            else:
+                time.sleep(0.02)
+        if not line.endswith(b"\n"):
+            self.stop()
+            raise RuntimeError("megafs serve did not print its URL; log: %s"
+                               % self.log_path.read_text(errors="replace")[-2000:])
+        self.url = line.decode().strip()
+        self.port = int(self.url.rstrip("/").rsplit(":", 1)[1])
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        code = self.proc.returncode
+        if self.proc.stdout:
+            self.proc.stdout.close()
+        self.proc = None
+        return code
+
+    def restart(self) -> "ServerProcess":
+        self.stop()
+        return self.start()
+
+    # --- control endpoint -------------------------------------------------------------------
+    def control(self, path: str, payload) -> dict:
+        resp = requests.post(self.url + "_megafs/" + path, data=json.dumps(payload), timeout=10)
+        resp.raise_for_status()
+        return resp.json()
+
+    def faults(self, rules: list[dict]) -> dict:
+        """Replace the active fault rules."""
+        return self.control("faults", {"rules": rules})
+
+    def clear_faults(self) -> dict:
+        return self.faults([])
+
+    def __enter__(self) -> "ServerProcess":
+        return self.start() if self.proc is None else self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
