@@ -101,13 +101,26 @@ def session_path(api: str, state_dir: str | None = None) -> str:
     return os.path.join(state_dir or default_state_dir(), "sessions", digest + ".json")
 
 
-def _private_dir(path: str) -> None:
-    """Create ``path`` (and parents) as 0700; tighten it if it is ours and too open."""
+def _is_managed(path: str) -> bool:
+    """A session file inside a state dir's ``sessions/`` (named by the API hash)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    name = os.path.basename(path)
+    return os.path.basename(directory) == "sessions" and len(name) == 21 \
+        and name.endswith(".json") and all(c in "0123456789abcdef" for c in name[:16])
+
+
+def _private_dir(path: str, tighten: bool) -> None:
+    """Create ``path`` (and parents) as 0700; with ``tighten``, fix an existing looser mode.
+
+    Only the state dir's own ``sessions`` directory is tightened; the directory of a
+    ``--session FILE`` (say ``/tmp``) is never chmodded: the file's 0600 mode protects it.
+    """
     os.makedirs(path, mode=0o700, exist_ok=True)
-    st = os.stat(path)
-    if st.st_mode & 0o077 and st.st_uid == os.getuid():
-        log.warning("tightening permissions of %s to 0700", path)
-        os.chmod(path, 0o700)
+    if tighten:
+        st = os.stat(path)
+        if st.st_mode & 0o077 and st.st_uid == os.getuid():
+            log.warning("tightening permissions of %s to 0700", path)
+            os.chmod(path, 0o700)
 
 
 def read_session_file(path: str, api: str | None) -> Session:
@@ -140,7 +153,7 @@ def read_session_file(path: str, api: str | None) -> Session:
 def write_session_file(session: Session, path: str) -> None:
     """Write atomically: temp file 0600 in the same directory, fsync, rename, fsync dir."""
     directory = os.path.dirname(os.path.abspath(path))
-    _private_dir(directory)
+    _private_dir(directory, tighten=_is_managed(path))
     tmp = os.path.join(directory, ".%s.%d.%s.tmp" % (os.path.basename(path), os.getpid(),
                                                      crypto.b64encode(os.urandom(6))))
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -165,7 +178,7 @@ def write_session_file(session: Session, path: str) -> None:
 @contextlib.contextmanager
 def _file_lock(path: str) -> Iterator[None]:
     """Serialise session creation between processes sharing one state dir."""
-    _private_dir(os.path.dirname(os.path.abspath(path)))
+    _private_dir(os.path.dirname(os.path.abspath(path)), tighten=_is_managed(path))
     fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)

@@ -43,7 +43,9 @@ log = logging.getLogger(__name__)
 # Codes that mean "nothing was applied, send it again later".
 BATCH_RETRY_CODES = frozenset({-3, -4})
 COMMAND_RETRY_CODES = frozenset({-3, -18, -19})
-HTTP_RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+# Request timeout, too many requests, and every server-side 5xx except the ones that will not
+# change on a retry (501 not implemented, 505 version) or mean a quota (509, handled by callers).
+HTTP_RETRY_STATUSES = frozenset({408, 429} | set(range(500, 600)) - {501, 505, 509})
 ESID = -15
 
 _jitter = secrets.SystemRandom()

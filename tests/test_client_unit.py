@@ -296,3 +296,17 @@ def test_client_modules_never_import_random():
     for name in ("transport", "session", "upload", "download", "client", "client_cli"):
         source = open(os.path.join(root, name + ".py")).read()
         assert "import random" not in source and "from random" not in source, name
+
+
+def test_explicit_session_dir_is_not_chmodded(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o755)
+    write_session_file(_session(), str(shared / "mine.json"))
+    assert stat.S_IMODE(os.stat(shared).st_mode) == 0o755
+    assert stat.S_IMODE(os.stat(shared / "mine.json").st_mode) == 0o600
+    path = session_path(API, str(tmp_path / "state"))
+    os.makedirs(os.path.dirname(path), mode=0o755)
+    os.chmod(os.path.dirname(path), 0o755)
+    write_session_file(_session(), path)
+    assert stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode) == 0o700
