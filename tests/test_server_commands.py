@@ -341,13 +341,19 @@ def test_batch_with_mixed_results(module_server, api, acct):
 
 
 @pytest.mark.parametrize("body", [b"not json", b"{\"a\": \"ug\"}", b"\xff\xfe", b"", b"42",
-                                  b"[{\"a\":\"ug\"}"])
+                                  b"[{\"a\":\"ug\"}", b"[" * 100000 + b"]" * 100000])
 def test_malformed_bodies_are_eargs_with_a_warning(module_server, api, acct, body):
     start = log_offset(module_server)
     resp = api.post_cs(body, sid=acct.sid)
     assert resp.status_code == 200 and resp.json() == -2
     text = new_log_text(module_server, start)
     assert "WARNING" in text and "answering -2" in text
+
+
+def test_out_of_range_integers_are_eargs(api, acct):
+    assert api.call({"a": "u", "s": 10 ** 30}, sid=acct.sid) == -2
+    assert api.call({"a": "u", "s": 1.5}, sid=acct.sid) == -2
+    assert api.call({"a": "u", "s": True}, sid=acct.sid) == -2
 
 
 def test_empty_batch_and_no_content_type(api, acct):

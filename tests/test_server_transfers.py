@@ -156,6 +156,8 @@ def test_out_of_range_and_unaligned_posts(module_server, api, acct):
     assert api.post_chunk(url, 100, bytes(16)).content == b"-7"         # not a boundary
     assert api.post_chunk(url, 0, bytes(1000)).content == b"-7"          # ends mid-chunk
     assert api.http.post(url + "/abc", data=b"x").content == b"-2"
+    assert api.http.post(url + "/%C2%B2", data=b"x").content == b"-2"        # "²"
+    assert api.http.post(url + "/-5", data=b"x").content == b"-2"
     assert api.http.post(url, data=b"x").content == b"-2"
     assert "WARNING" in module_server.log_path.read_bytes()[start:].decode()
     assert api.http.post(api.url + "ul/AAAAAAAAAAAAAAAAAAAAAA/0", data=b"x").status_code == 404

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 MAX_ATTR_CHARS = 65536 * 4 // 3 + 4   # 64 KiB of encrypted attributes (MAX_NODE_ATTRIBUTE_SIZE)
 MAX_SC_PACKETS = 1000
+MAX_INT = (1 << 62) - 1               # SQLite stores 64-bit signed integers
 EARGS, EAGAIN, ENOENT, ECIRCULAR, EACCESS, ESID, EOVERQUOTA = -2, -3, -9, -10, -11, -15, -17
 
 
@@ -72,6 +73,8 @@ def _int(cmd: dict, key: str, required: bool = True, minimum: int | None = None)
         raise Fail(EARGS, "%r must be an integer" % key)
     if minimum is not None and value < minimum:
         raise Fail(EARGS, "%r must be >= %d" % (key, minimum))
+    if abs(value) > MAX_INT:
+        raise Fail(EARGS, "%r is out of range" % key)
     return value
 
 

@@ -51,8 +51,8 @@ BINARY_TYPE = "application/octet-stream"
 _HOST_RE = re.compile(r"^[A-Za-z0-9.\-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$")
 _SECRET_QUERY_RE = re.compile(r"(sid|c|d)=([^&]{6})[^&]*")
 _TOKEN_PATH_RE = re.compile(r"/(ul|dl)/([^/?]{6})[^/?]*")
-_RANGE_RE = re.compile(r"^(\d+)-(\d*)$")
-_RANGE_HEADER_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_RANGE_RE = re.compile(r"^([0-9]{1,19})-([0-9]{0,19})$")
+_RANGE_HEADER_RE = re.compile(r"^bytes=([0-9]{0,19})-([0-9]{0,19})$")
 
 
 def redact(path: str) -> str:
@@ -291,7 +291,7 @@ class Handler(BaseHTTPRequestHandler):
         try:
             batch: Any = json.loads(body)
             parsed = True
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             batch, parsed = None, False
         names = handlers.command_names(batch)
         for name in names:
@@ -524,7 +524,7 @@ class Handler(BaseHTTPRequestHandler):
         elif method == "POST" and name in ("faults", "quota"):
             try:
                 payload = json.loads(body or b"{}")
-            except (ValueError, UnicodeDecodeError):
+            except (ValueError, UnicodeDecodeError, RecursionError):
                 self._control_error("body is not JSON")
                 return
             if not isinstance(payload, dict):

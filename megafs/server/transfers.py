@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
 import threading
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 
 CHECKSUM_BYTES = 12
 READ_PIECE = 1 << 20
+_OFFSET_RE = re.compile(r"^[0-9]{1,19}$")
 
 
 @dataclass
@@ -81,7 +83,7 @@ class Uploads:
             return UploadReply(missing=True)
         if up.expired:
             return UploadReply(code=-8)
-        if not offset_text.isdigit():
+        if not _OFFSET_RE.match(offset_text):
             return UploadReply(code=-2, warning="upload offset %r is not a number"
                                % offset_text[:20])
         offset = int(offset_text)
