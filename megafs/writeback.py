@@ -147,6 +147,51 @@ class Record:
         return self.state
 
 
+class _QueueLock:
+    """``WriteBack.lock``: a Condition over an RLock whose queue-row writes happen on release.
+
+    ``_save`` called under the lock only snapshots rows into a per-thread buffer; when the
+    thread leaves its outermost ``with lock:`` the rows are committed (fsync'd by sqlite)
+    before the ``with`` statement returns.  So durability is unchanged for the caller, but no
+    other thread waits on the queue lock while sqlite syncs to disk (profiling a 300-file copy
+    showed FUSE threads queueing on this lock behind those commits).
+    """
+
+    def __init__(self, flush: Callable[[list], None]) -> None:
+        self._cond = threading.Condition(threading.RLock())
+        self._local = threading.local()
+        self._flush = flush
+
+    def __enter__(self) -> "_QueueLock":
+        self._cond.__enter__()
+        self._local.depth = getattr(self._local, "depth", 0) + 1
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._local.depth -= 1
+        outer = self._local.depth == 0
+        self._cond.__exit__(*exc)
+        if outer:
+            rows = getattr(self._local, "rows", None)
+            if rows:
+                self._local.rows = []
+                self._flush(rows)
+
+    def held(self) -> bool:
+        return getattr(self._local, "depth", 0) > 0
+
+    def buffer(self, rows: list) -> None:
+        if not hasattr(self._local, "rows"):
+            self._local.rows = []
+        self._local.rows.extend(rows)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._cond.wait(timeout)
+
+    def notify_all(self) -> None:
+        self._cond.notify_all()
+
+
 @dataclass
 class _Job:
     rec: Record
@@ -171,7 +216,9 @@ class WriteBack:
         os.makedirs(mount_dir, mode=0o700, exist_ok=True)
         os.makedirs(self.staging, mode=0o700, exist_ok=True)
         os.chmod(self.staging, 0o700)
-        self.lock = threading.Condition(threading.RLock())
+        self.lock = _QueueLock(self._write_rows)
+        self._seq = 0
+        self._written: dict[str, int] = {}
         self.records: dict[str, Record] = {}
         self.by_path: dict[tuple[str, str], Record] = {}
         self._db_lock = threading.Lock()
@@ -184,27 +231,48 @@ class WriteBack:
 
     # --- persistence ------------------------------------------------------------------------
     def _save(self, recs: Iterable[Record]) -> None:
+        """Persist rows; under ``self.lock`` the commit happens when the lock is released."""
         rows = []
         now = time.time()
-        for r in recs:
-            if r.cancelled:
-                continue
-            state = r.state if not r.busy else UPLOADING
-            rows.append((r.rid, r.parent, r.name, r.size, r.mtime, state, r.generation,
-                         json.dumps(r.replaces), r.handle, r.link, r.error, r.attempts,
-                         r.next_try, int(r.put_tried), now))
-            r.persisted = True
-        if not rows:
-            return
+        with self.lock:
+            for r in recs:
+                if r.cancelled:
+                    continue
+                state = r.state if not r.busy else UPLOADING
+                self._seq += 1
+                rows.append((self._seq, (r.rid, r.parent, r.name, r.size, r.mtime, state,
+                                         r.generation, json.dumps(r.replaces), r.handle, r.link,
+                                         r.error, r.attempts, r.next_try, int(r.put_tried),
+                                         now)))
+                r.persisted = True
+            self.lock.buffer(rows)
+
+    def _write_rows(self, rows: list) -> None:
         with self._db_lock:
-            with self.db:
-                self.db.executemany(
-                    "INSERT OR REPLACE INTO records (rid, parent, name, size, mtime, state,"
-                    " generation, replaces, handle, link, error, attempts, next_try, put_tried,"
-                    " updated) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+            fresh = {}
+            for seq, row in rows:
+                rid = row[0]
+                if self._written.get(rid, -1) < seq:   # never overwrite a newer snapshot
+                    fresh[rid] = (seq, row)
+            if not fresh:
+                return
+            try:
+                with self.db:
+                    self.db.executemany(
+                        "INSERT OR REPLACE INTO records (rid, parent, name, size, mtime, state,"
+                        " generation, replaces, handle, link, error, attempts, next_try,"
+                        " put_tried, updated) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                        [row for _seq, row in fresh.values()])
+            except sqlite3.ProgrammingError:
+                if self._stop.is_set():
+                    return  # closed at shutdown; rows stay as last written
+                raise
+            for rid, (seq, _row) in fresh.items():
+                self._written[rid] = seq
 
     def _delete_row(self, rid: str) -> None:
         with self._db_lock:
+            self._written[rid] = 1 << 62   # no snapshot taken before this may re-insert it
             with self.db:
                 self.db.execute("DELETE FROM records WHERE rid = ?", (rid,))
 
@@ -545,7 +613,6 @@ class WriteBack:
                 rec.upload_cancel = threading.Event()
                 job = _Job(rec, None, rec.generation, rec.version, rec.parent, rec.name)
                 need_verify = rec.put_tried and rec.handle is None
-                self._save([rec])
                 self.lock.notify_all()
             try:
                 self._run_job(job, need_verify)
@@ -684,6 +751,7 @@ class WriteBack:
                 results = []
             changed: set[str] = set()
             doomed: list[str] = []
+            committed: list[Record] = []
             for job, res in zip(to_put, results):
                 r = job.rec
                 if isinstance(res, BaseException):
@@ -706,8 +774,9 @@ class WriteBack:
                         continue
                     r.handle = handle
                     r.put_tried = False
-                    self._save([r])
+                    committed.append(r)
                 to_finish.append(job)
+            self._save(committed)
             for h in doomed:
                 self._delete_remote(h)
             if changed and self.on_change:
