@@ -187,6 +187,11 @@ class MegaFS:
             if h.kind == "staged":
                 st = os.fstat(h.fd)
                 return self._base_stat(stat.S_IFREG | 0o644, st.st_size, h.rec.mtime)
+            if path is None and h.node is not None:   # unlinked while open
+                return self._stat_entry(Entry("dir" if h.node.is_dir else "file", "", "",
+                                              node=h.node))
+        if path is None:
+            raise _err(errno.EBADF)
         return self._stat_entry(self.resolve(path))
 
     def readdir(self, path: str) -> list[str]:
@@ -293,7 +298,15 @@ class MegaFS:
             return self._add_handle(Handle("link", link_of=ent.target))
         if not write:
             if ent.kind == "staged":
-                return self._open_staged(ent.rec, False)
+                try:
+                    return self._open_staged(ent.rec, False)
+                except FileNotFoundError:
+                    # Uploaded and dropped between lookup and open: it is a remote file now.
+                    ent = self.resolve(path)
+                    if ent.kind == "staged":
+                        raise
+                    if ent.kind != "file":
+                        raise _err(errno.ENOENT) from None
             self.reads.reset_bad(ent.node.handle)
             return self._add_handle(Handle("remote", node=ent.node))
         with self._ns:

@@ -859,6 +859,9 @@ class WriteBack:
                 if r.cancelled or self._stale(job):
                     self._requeue(r) if not r.cancelled else self._release_busy(r)
                     continue
+                if (r.parent, r.name) != (node.parent, node.name):
+                    self._requeue(r)   # renamed during the fix-up: finish again
+                    continue
                 r.link = link
                 r.state = UPLOADED
                 r.error = None
