@@ -109,6 +109,7 @@ class App:
         self.hashcash = Hashcash(config.hashcash_easiness)
         self.uploads = Uploads(self.state)
         self.base_url = ""          # set once the socket is bound
+        self.closing = False        # set by stop(): requests still arriving are dropped
 
     def set_quota(self, nbytes: int, user: str | None = None) -> bool:
         with self.state.transaction() as tx:
@@ -131,6 +132,7 @@ class App:
         return out
 
     def stop(self) -> None:
+        self.closing = True
         self.state.stop_waiters()
 
     def close(self) -> None:

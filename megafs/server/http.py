@@ -118,6 +118,12 @@ class Handler(BaseHTTPRequestHandler):
         parts = [p for p in split.path.split("/") if p]
         self.query = {k: v[0] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
         kind = parts[0] if parts else ""
+        if app.closing:
+            # Shutting down: a request on a kept-alive connection gets no answer, as if the
+            # server had already gone (clients retry), rather than touching closed state.
+            self._drop()
+            log.debug("dropped %s %s: shutting down", method, redact(self.path))
+            return
         try:
             if kind == "cs" and len(parts) == 1 and method == "POST":
                 self._cs()
@@ -145,6 +151,11 @@ class Handler(BaseHTTPRequestHandler):
             log.debug("connection lost during %s %s: %s", method, redact(self.path), exc)
             self.close_connection = True
         except Exception:
+            if app.closing:
+                log.debug("%s %s failed during shutdown", method, redact(self.path),
+                          exc_info=True)
+                self._drop()
+                return
             log.exception("internal error on %s %s", method, redact(self.path))
             app.stats.bump("internal_errors")
             self.close_connection = True
