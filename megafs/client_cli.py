@@ -59,13 +59,14 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.command == "upload":
-        return run_upload(args)
-    if args.command == "get":
-        return run_get(args)
-    if args.command == "session":
-        return run_session(args)
-    raise SystemExit("megafs: unknown client command %r" % args.command)
+    commands = {"upload": run_upload, "get": run_get, "session": run_session}
+    try:
+        return commands[args.command](args)
+    except OSError as exc:  # a local file or directory problem: one line, no traceback
+        where = exc.filename if exc.filename else ""
+        print("megafs %s: %s%s" % (args.command, where + ": " if where else "",
+                                   exc.strerror or exc), file=sys.stderr)
+        return 1
 
 
 # --------------------------------------------------------------------------------------------

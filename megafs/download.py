@@ -276,6 +276,9 @@ class Downloader:
                     if stop.is_set() or (cancel is not None and cancel.is_set()):
                         break
                     executor.submit(fetch_span, offset, length)
+            except BaseException:
+                stop.set()  # e.g. KeyboardInterrupt: let the workers finish quickly
+                raise
             finally:
                 executor.shutdown(wait=True)
         if errors:

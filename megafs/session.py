@@ -72,8 +72,8 @@ class Session:
         missing = [name for name in _FIELDS if not isinstance(data.get(name), str)
                    or not data.get(name)]
         if missing:
-            raise SessionError("%s: not a megafs session (missing %s)" % (where,
-                                                                         ", ".join(missing)))
+            raise SessionError("%s: not a megafs session (missing %s)"
+                               % (where, ", ".join(missing)))
         try:
             file_api = normalise_api(data["api"])
         except Exception:

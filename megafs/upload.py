@@ -210,22 +210,10 @@ class Uploader:
         slots = threading.BoundedSemaphore(self.connections)
         executor = ThreadPoolExecutor(self.connections, thread_name_prefix="megafs-upload")
         try:
-            for offset, length in chunks.groups(size, self.span):
-                while not slots.acquire(timeout=0.2):
-                    if state.stop.is_set():
-                        break
-                if state.stop.is_set():
-                    break
-                if cancel is not None and cancel.is_set():
-                    state.fail(Cancelled("cancelled"))
-                    slots.release()
-                    break
-                with state.lock:
-                    state.in_flight += 1
-                    self.max_in_flight = max(self.max_in_flight, state.in_flight)
-                future = executor.submit(self._send_span, fd, offset, length, url, key, macs,
-                                         state, progress)
-                future.add_done_callback(lambda f, s=slots: _span_done(f, s, state))
+            self._feed(fd, size, url, key, macs, state, slots, executor, progress, cancel)
+        except BaseException:
+            state.stop.set()  # e.g. KeyboardInterrupt: let the workers finish quickly
+            raise
         finally:
             executor.shutdown(wait=True)
         if state.error is not None:
@@ -235,6 +223,24 @@ class Uploader:
         if state.token is None:
             raise _Restart("all bytes sent but no completion token")
         return state.token, macs
+
+    def _feed(self, fd: int, size: int, url: str, key: FileKey, macs: crypto.MacAccumulator,
+              state: "_AttemptState", slots: threading.BoundedSemaphore,
+              executor: ThreadPoolExecutor, progress: Progress | None,
+              cancel: threading.Event | None) -> None:
+        """Submit the spans one by one, never more than ``connections`` at a time."""
+        for offset, length in chunks.groups(size, self.span):
+            while not slots.acquire(timeout=0.2):
+                if state.stop.is_set():
+                    break
+            if state.stop.is_set():  # a worker failed, or the caller's cancel event is set
+                break
+            with state.lock:
+                state.in_flight += 1
+                self.max_in_flight = max(self.max_in_flight, state.in_flight)
+            future = executor.submit(self._send_span, fd, offset, length, url, key, macs,
+                                     state, progress)
+            future.add_done_callback(lambda f, s=slots: _span_done(f, s, state))
 
     def _send_span(self, fd: int, offset: int, length: int, url: str, key: FileKey,
                    macs: crypto.MacAccumulator, state: "_AttemptState",
@@ -353,4 +359,3 @@ class _LinkedEvent(threading.Event):
             if remaining is not None:
                 remaining -= slice_
         return self.is_set()
-

@@ -17,7 +17,8 @@ MIB = 1 << 20
 SIZES = [0, 1, 15, 16, 17, 131071, 131072, 131073, MIB + 1, 3 * MIB + 333]
 
 
-def megafs(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+def megafs(*args: str, env: dict | None = None,
+           timeout: float = 120) -> subprocess.CompletedProcess:
     full_env = dict(os.environ, MEGAFS_RETRY_SECONDS="30")
     full_env.pop("MEGAFS_API", None)
     full_env.update(env or {})
@@ -160,3 +161,12 @@ def test_api_from_environment(srv, tmp_path):
     result = megafs("session", "--state-dir", str(tmp_path / "st"), env={"MEGAFS_API": srv.url})
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["api"] == srv.url
+
+
+def test_get_into_missing_directory_is_one_line(srv, common, tmp_path):
+    path = tmp_path / "x"
+    path.write_bytes(b"x")
+    link = megafs("upload", *common, str(path)).stdout.strip()
+    got = megafs("get", "--api", srv.url, link, "-o", str(tmp_path / "no" / "such" / "file"))
+    assert got.returncode == 1 and "No such file or directory" in got.stderr
+    assert "Traceback" not in got.stderr and len(got.stderr.strip().splitlines()) == 1

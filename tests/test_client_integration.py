@@ -240,7 +240,7 @@ def test_poll_sees_our_changes_tagged_with_our_request_id(client, root):
     assert client.poll(new_sn, timeout=0.2) == ([], new_sn)
 
 
-# --- faults: command channel -----------------------------------------------------------------------
+# --- faults: command channel ----------------------------------------------------------------------
 @pytest.mark.parametrize("rule", [
     {"where": "cs", "error": -3, "count": 2},
     {"where": "cs", "error": -4, "count": 1},
@@ -347,7 +347,7 @@ def test_upload_that_keeps_failing_gives_up(client, srv, tmp_path):
         client.upload(make_file(tmp_path, 100))
 
 
-# --- faults: downloads -----------------------------------------------------------------------------
+# --- faults: downloads ----------------------------------------------------------------------------
 @pytest.mark.parametrize("rule", [
     {"where": "download", "http": 503, "count": 2},
     {"where": "download", "error": -3, "count": 1},
