@@ -368,6 +368,12 @@ def test_link_waits_for_writer_and_times_out(server, tmp_path):
 def test_append_rename_while_uploading_and_odd_names(mounted, server, tmp_path):
     mnt = mounted.mnt
     # append to an uploaded file: its contents come down first
+    (mnt / "cut.txt").write_bytes(b"0123456789")
+    (mnt / "cut.txt.link").read_text()
+    wait_for(lambda: "user.mega.handle" in os.listxattr(mnt / "cut.txt"), what="uploaded")
+    os.truncate(mnt / "cut.txt", 4)                 # truncate(2) of an uploaded file
+    link = (mnt / "cut.txt.link").read_text().strip()
+    assert get_link(link, tmp_path / "cut", server.url) == b"0123"
     (mnt / "log.txt").write_bytes(b"line1\n")
     (mnt / "log.txt.link").read_text()
     wait_for(lambda: "user.mega.handle" in os.listxattr(mnt / "log.txt"), what="uploaded")
@@ -396,7 +402,7 @@ def test_append_rename_while_uploading_and_odd_names(mounted, server, tmp_path):
     assert os.getxattr(mnt / odd[3], "user.mega.link").startswith(b"https://mega.nz/file/")
     names = fresh_listing(server.url, mounted.state_dir)
     wait_for(lambda: set(fresh_listing(server.url, mounted.state_dir)) ==
-             {"/log.txt", "/dest", "/dest/moved.bin"} | {"/" + n for n in odd},
+             {"/cut.txt", "/log.txt", "/dest", "/dest/moved.bin"} | {"/" + n for n in odd},
              timeout=30, what="final listing")
     assert mounted.log_problems() == []
 
@@ -408,3 +414,69 @@ def test_second_mount_of_same_queue_is_refused(mounted, server, tmp_path):
                   str(mounted.state_dir), "--foreground", check=False, timeout=60)
     assert proc.returncode == 1 and "another megafs mount" in proc.stderr
     assert not is_mounted(other)
+
+
+def test_concurrent_processes_shared_file_and_reads_during_upload(mounted, server, tmp_path):
+    mnt = mounted.mnt
+    server.faults([{"where": "upload", "delay": 0.2}])   # keep uploads in flight meanwhile
+    script = ("import os,sys\n"
+              "d, k = sys.argv[1], int(sys.argv[2])\n"
+              "for i in range(6):\n"
+              "    data = (b'%d-%d|' % (k, i)) * (1000 * (i + 1))\n"
+              "    open(os.path.join(d, 'p%d-%d.txt' % (k, i)), 'wb').write(data)\n"
+              "    assert open(os.path.join(d, 'p%d-%d.txt' % (k, i)), 'rb').read() == data\n")
+    procs = [subprocess.Popen([os.sys.executable, "-c", script, str(mnt), str(k)])
+             for k in range(4)]
+    for p in procs:
+        assert p.wait(60) == 0
+    # one file opened twice, written through both descriptors
+    a = os.open(mnt / "twice.bin", os.O_RDWR | os.O_CREAT, 0o644)
+    b = os.open(mnt / "twice.bin", os.O_RDWR)
+    os.pwrite(a, b"A" * 100, 0)
+    os.pwrite(b, b"B" * 100, 100)
+    os.close(a)
+    assert os.pread(b, 200, 0) == b"A" * 100 + b"B" * 100
+    os.close(b)
+    server.clear_faults()
+    link = run_with_timeout(lambda: (mnt / "twice.bin.link").read_text(), 60).strip()
+    assert get_link(link, tmp_path / "tw", server.url) == b"A" * 100 + b"B" * 100
+    for k in range(4):
+        for i in range(6):
+            name = "p%d-%d.txt" % (k, i)
+            run_with_timeout(lambda: (mnt / (name + ".link")).read_text(), 60)
+    names = fresh_listing(server.url, mounted.state_dir)
+    assert len([n for n in names if n.startswith("/p")]) == 24
+    assert mounted.log_problems() == []
+
+
+def test_hostile_remote_names_and_no_secrets_in_logs(mounted, server, tmp_path):
+    """Remote names with '/', '..', NUL are shown escaped; logs hold no sid, key or link key."""
+    mnt = mounted.mnt
+    from megafs.client import PutItem
+    src = tmp_path / "h.bin"
+    src.write_bytes(b"hostile")
+    with MegaClient.open(api=server.url, state_dir=str(mounted.state_dir)) as other:
+        root = other.fetch().roots()[2]
+        items = [PutItem(root, other.upload(str(src)), {"n": n})
+                 for n in ("a/b", "..", "x\0y", "")]
+        other.put_files(items)
+        # duplicate names: the newest keeps the name, the other gets " (HANDLE)" before .ext
+        first, second = other.put_files([PutItem(root, other.upload(str(src)), {"n": "dup.txt"})
+                                         for _ in range(2)])
+    older = min((first, second), key=lambda n: (n["ts"], n["h"]))
+    want = {"a%2Fb", "%2E%2E", "x%00y", "%empty", "dup.txt", "dup (%s).txt" % older["h"]}
+    wait_for(lambda: want <= set(os.listdir(mnt)), timeout=15, what="escaped names")
+    for n in want:
+        assert (mnt / n).read_bytes() == b"hostile"
+        assert (mnt / (n + ".link")).read_text().startswith("https://mega.nz/file/")
+    (mnt / "mine.txt").write_bytes(b"mine")
+    link = (mnt / "mine.txt.link").read_text().strip()
+    session_file = next((mounted.state_dir / "sessions").glob("*.json"))
+    session = json.loads(session_file.read_text())
+    assert (session_file.stat().st_mode & 0o777) == 0o600
+    secrets_ = [session["sid"], session["master_key"], link.split("#", 1)[1]]
+    secrets_ += [(mnt / (n + ".link")).read_text().strip().split("#", 1)[1] for n in want]
+    logs = mounted.log() + server.log_path.read_text(errors="replace")
+    for s in secrets_:
+        assert s not in logs
+    assert mounted.log_problems() == []
