@@ -21,6 +21,7 @@ Never logs a session id, a key or a transfer URL's token: every URL goes through
 from __future__ import annotations
 
 import contextlib
+import errno as errno_
 import ipaddress
 import json
 import logging
@@ -191,6 +192,8 @@ class Backoff:
 
 class Cancelled(MegafsError):
     """The caller's cancel event was set."""
+
+    errno = errno_.ECANCELED
 
 
 # --------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ its plaintext and ciphertext (about 2 MiB), whatever the file size; the file is 
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -66,6 +67,8 @@ class Uploaded:
 class UploadCancelled(UploadFailed):
     """The caller's cancel event was set during the upload."""
 
+    errno = errno.ECANCELED
+
 
 class _Restart(Exception):
     """This upload URL is no good any more; start again with a new one."""
@@ -77,7 +80,9 @@ def upload_checksum(data: bytes | bytearray | memoryview) -> bytes:
     """The 12-byte ``c=`` checksum: byte j of the body XORed into position j mod 12.
 
     Computed by folding the body in halves with pycryptodome's C ``strxor`` (XOR is associative
-    and both halves are 12-byte aligned): about 2 GB/s, against ~1 MB/s for a per-byte loop.
+    and both halves are 12-byte aligned), on memoryviews so nothing is copied up front: 2.7 GB/s
+    here, against 480 MB/s for ``crypto.upload_checksum`` (same result, copies the body and
+    pads it) and ~3 MB/s for a per-byte loop.
     """
     view = memoryview(data).cast("B")
     tail = len(view) % 12
