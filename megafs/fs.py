@@ -94,6 +94,7 @@ class MegaFS:
         self._handles: dict[int, Handle] = {}
         self._next_fh = 1
         self._quota: tuple[float, tuple[int, int]] | None = None
+        self._quota_busy = threading.Event()
         self._start = time.time()
 
     # --- resolution -------------------------------------------------------------------------
@@ -201,23 +202,34 @@ class MegaFS:
         return [".", ".."] + sorted(self._listing(ent.node.handle))
 
     def statfs(self) -> dict:
-        now = time.monotonic()
+        """Sizes from ``uq``; served from a cache refreshed in the background after 5 s, so
+        ``df`` never waits on a slow or unreachable server once one answer is known."""
         cached = self._quota
-        if cached is None or now - cached[0] > 5.0:
-            try:
-                used, total = self.client.quota()
-                cached = (now, (int(used), int(total)))
-                self._quota = cached
-            except MegafsError as exc:
-                if cached is None:
-                    raise
-                log.info("quota refresh failed (%s); using the cached value", describe(exc))
+        if cached is None:
+            self._refresh_quota()
+            cached = self._quota
+            assert cached is not None
+        elif time.monotonic() - cached[0] > 5.0 and not self._quota_busy.is_set():
+            self._quota_busy.set()
+            threading.Thread(target=self._refresh_quota, name="megafs-quota",
+                             daemon=True).start()
         used, total = cached[1]
         bs = 4096
         free = max(0, total - used) // bs
         return {"f_bsize": bs, "f_frsize": bs, "f_blocks": max(1, total // bs), "f_bfree": free,
                 "f_bavail": free, "f_files": 1 << 20, "f_ffree": 1 << 20,
                 "f_favail": 1 << 20, "f_namemax": NAME_MAX}
+
+    def _refresh_quota(self) -> None:
+        try:
+            used, total = self.client.quota()
+            self._quota = (time.monotonic(), (int(used), int(total)))
+        except MegafsError as exc:
+            if self._quota is None:
+                raise
+            log.info("quota refresh failed (%s); using the cached value", describe(exc))
+        finally:
+            self._quota_busy.clear()
 
     # --- handles ----------------------------------------------------------------------------
     def _add_handle(self, h: Handle) -> int:
