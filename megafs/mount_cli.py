@@ -291,6 +291,9 @@ def _mount_foreground(args: argparse.Namespace, mnt: str, ready: int | None) -> 
 
     state_dir = _state_dir(args)
     os.makedirs(state_dir, mode=0o700, exist_ok=True)
+    # fusepy logs a traceback at DEBUG for every errno answer (ENOENT on each lookup miss).
+    if args.verbose < 3:
+        logging.getLogger("fuse").setLevel(logging.INFO)
     server = None
     client = None
     wb = None

@@ -330,6 +330,7 @@ class WriteBack:
         with self.lock:
             if not rec.dirty or rec.cancelled:
                 return
+            version = rec.version
         if fd is not None:
             os.fsync(fd)
         else:
@@ -343,7 +344,8 @@ class WriteBack:
             if rec.cancelled:
                 return
             rec.size = size
-            rec.dirty = False
+            # A write that raced the fsync keeps the record dirty: its own flush syncs it.
+            rec.dirty = rec.version != version
             rec.generation += 1
             if rec.handle and not rec.busy:
                 # The node committed for the previous data becomes an old version.
