@@ -801,23 +801,32 @@ class WriteBack:
         self._save([r])
         self.lock.notify_all()
 
+    def _fixup(self, r: Record) -> None:
+        """Bring a committed node in line with a rename/move/utimens that raced its upload."""
+        with self.lock:
+            want_parent, want_name, want_t, handle = r.parent, r.name, int(r.mtime), r.handle
+        node = self.tree.get(handle) if handle else None
+        if node is None:
+            return
+        if node.parent != want_parent:
+            self.client.move(handle, want_parent)
+            self.tree.move(handle, want_parent)
+        if node.name != want_name or node.attrs.get("t") != want_t:
+            attrs = dict(node.attrs)
+            attrs["n"], attrs["t"] = want_name, want_t
+            self.client.set_attrs(handle, node.key, attrs)
+            self.tree.set_attrs(handle, attrs)
+
     def _finish(self, jobs: list[_Job]) -> None:
         """Rename/move fixes, export, delete old versions, mark uploaded, drop staged data."""
+        ok_jobs = []
         for job in jobs:
-            r = job.rec
-            with self.lock:
-                want_parent, want_name, handle = r.parent, r.name, r.handle
-            node = self.tree.get(handle) if handle else None
-            if node is None:
-                continue
-            if node.parent != want_parent:
-                self.client.move(handle, want_parent)
-                self.tree.move(handle, want_parent)
-            if node.name != want_name:
-                attrs = dict(node.attrs)
-                attrs["n"] = want_name
-                self.client.set_attrs(handle, node.key, attrs)
-                self.tree.set_attrs(handle, attrs)
+            try:
+                self._fixup(job.rec)
+                ok_jobs.append(job)
+            except Exception as exc:
+                self._failed_attempt(job.rec, exc)
+        jobs = ok_jobs
         live = [j for j in jobs if j.rec.handle and self.tree.get(j.rec.handle) is not None]
         for j in jobs:
             if j not in live:
@@ -861,8 +870,9 @@ class WriteBack:
                 if r.cancelled or self._stale(job):
                     self._requeue(r) if not r.cancelled else self._release_busy(r)
                     continue
-                if (r.parent, r.name) != (node.parent, node.name):
-                    self._requeue(r)   # renamed during the fix-up: finish again
+                if (r.parent, r.name, int(r.mtime)) != (node.parent, node.name,
+                                                        node.attrs.get("t")):
+                    self._requeue(r)   # renamed or touched during the fix-up: finish again
                     continue
                 r.link = link
                 r.state = UPLOADED

@@ -152,6 +152,9 @@ def test_unsupported_and_readonly_operations(mounted):
     os.utime(mnt / "f.txt", (1000000000, 1000000000))
     wait_for(lambda: os.stat(mnt / "f.txt").st_mtime == 1000000000, timeout=10,
              what="mtime to be kept")
+    (mnt / "f.txt.link").read_text()
+    wait_for(lambda: fresh_listing(mounted.api, mounted.state_dir)["/f.txt"].mtime
+             == 1000000000, timeout=20, what="mtime stored remotely (attribute t)")
     assert (mnt / ("é" * 127)).write_bytes(b"ok") == 2   # 254 bytes is fine
     st = os.statvfs(mnt)
     assert st.f_namemax == 255 and st.f_blocks > 0
