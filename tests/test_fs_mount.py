@@ -291,9 +291,14 @@ def test_umount_waits_for_uploads_and_fusermount_resumes(server, tmp_path):
         # 2. remount: it resumes; `megafs umount` waits until everything is uploaded
         m = MountProcess(mnt, server.url, state, log_path=tmp_path / "m2.log")
         m.start()
-        server.faults([{"where": "upload", "delay": 0.3}])
+        server.faults([{"where": "upload", "delay": 1.5}])
         for i in range(3):
             (mnt / ("u%d.bin" % i)).write_bytes(os.urandom(400000))
+        live = json.loads(megafs("status", str(mnt), "--state-dir", str(state), "--json").stdout)
+        assert live["mounted"]
+        assert live["files"] and {f["path"] for f in live["files"]} <= {"/u0.bin", "/u1.bin",
+                                                                          "/u2.bin"}
+        assert all(f["state"] in ("pending", "uploading") for f in live["files"])
         out = megafs("umount", str(mnt), "--state-dir", str(state), timeout=120)
         assert not is_mounted(mnt)
         assert m.wait_exit(30) == 0
