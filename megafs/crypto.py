@@ -360,20 +360,23 @@ def parse_hashcash_answer(header: str) -> tuple[str, bytes]:
 # --------------------------------------------------------------------------------------------
 # Upload POST integrity checksum (``?c=`` / ``?d=``): byte j of the body is XORed into
 # position j mod 12 of a 12-byte value.
-def upload_checksum(body: bytes | memoryview) -> bytes:
-    """The 12-byte XOR checksum of an upload POST body.
+def upload_checksum(data: bytes | bytearray | memoryview) -> bytes:
+    """The 12-byte ``c=`` checksum of an upload POST body: byte j XORed into position j mod 12.
 
-    Folds the body in halves (each a whole number of 12-byte words) with pycryptodome's C
-    ``strxor`` until one word is left; ~700 MB/s here against ~3 MB/s for a Python byte loop.
+    Folds the body in halves (each a whole number of 12-byte words; XOR is associative) with
+    pycryptodome's C ``strxor`` on memoryviews, so nothing is copied up front: ~2.7 GB/s here
+    against ~3 MB/s for a per-byte Python loop.  Shared by the uploader and the server.
     """
-    data = bytes(body)
-    data += bytes(-len(data) % 12)
-    if not data:
-        return bytes(12)
-    while len(data) > 12:
-        half = len(data) // 24 * 12
-        folded = strxor(data[:half], data[half:2 * half])
-        if len(data) > 2 * half:  # an odd word count leaves one word over
-            folded = strxor(folded[:12], data[2 * half:]) + folded[12:]
-        data = folded
-    return data
+    view = memoryview(data).cast("B")
+    tail = len(view) % 12
+    acc = bytes(view[len(view) - tail:]) + bytes(12 - tail) if tail else bytes(12)
+    buf = view[:len(view) - tail]
+    while len(buf) > 12:
+        units = len(buf) // 12
+        half = (units // 2) * 12
+        if units % 2:
+            acc = strxor(acc, bytes(buf[2 * half:]))
+        buf = memoryview(strxor(buf[:half], buf[half:2 * half]))
+    if len(buf) == 12:
+        acc = strxor(acc, bytes(buf))
+    return acc

@@ -228,11 +228,3 @@ def test_hashcash(v):
         assert crypto.hashcash_check(token, easiness, bytes.fromhex(bad["prefix_hex"])) is \
             bad["valid"]
 
-
-@pytest.mark.parametrize("size", [0, 1, 11, 12, 13, 24, 25, 36, 37, 1000, 131072, 131073])
-def test_upload_checksum_matches_definition(size):
-    body = plaintext(size)
-    expected = bytearray(12)
-    for j, byte in enumerate(body):
-        expected[j % 12] ^= byte
-    assert crypto.upload_checksum(body) == bytes(expected)
