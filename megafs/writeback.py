@@ -50,6 +50,7 @@ import json
 import logging
 import os
 import secrets
+import socket
 import sqlite3
 import threading
 import time
@@ -70,6 +71,7 @@ PERMANENT_CODES = frozenset({-2, -9, -11, -12, -14, -16, -17, -24, -28, -29})
 TRANSIENT_FIRST, TRANSIENT_CAP = 0.5, 60.0
 FAILED_FIRST, FAILED_CAP = 300.0, 3600.0
 COMMIT_BATCH = 200
+STALLED_AFTER = 3.0       # seconds without upload progress before an upload counts as stalled
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -132,6 +134,8 @@ class Record:
     busy: bool = False               # owned by an uploader worker / the committer
     cancelled: bool = False
     progress: int = 0
+    progress_at: float = 0.0         # monotonic time of the last upload progress
+    restart: bool = False            # cancelled on purpose to restart at once
     upload_cancel: threading.Event | None = None
 
     @property
@@ -420,13 +424,37 @@ class WriteBack:
         self._delete_row(rec.rid)
         return doomed
 
-    def kick(self) -> None:
-        """The server answers again (after an outage): retry transient failures now."""
+    def kick(self, restart_stalled: bool = False) -> None:
+        """The server answers again (after an outage): retry transient failures now, and
+        restart uploads stuck in a long retry sleep (their client back-off can reach 45 s)."""
+        now = time.monotonic()
         with self.lock:
             for r in self.records.values():
                 if r.state == PENDING and r.next_try > 0:
                     r.next_try = 0.0
+                if (restart_stalled and r.busy and r.handle is None and r.upload_cancel
+                        and now - r.progress_at > STALLED_AFTER):
+                    r.restart = True
+                    r.upload_cancel.set()
             self.lock.notify_all()
+
+    def _prober(self) -> None:
+        """While uploads stall or back off, check every second whether the API host accepts
+        connections; on the way from down to up, kick the queue (outage recovery in ~1 s)."""
+        down = False
+        while not self._stop.wait(1.0):
+            now, wall = time.monotonic(), time.time()
+            with self.lock:
+                suspect = any((r.busy and r.handle is None and now - r.progress_at
+                               > STALLED_AFTER) or (r.state == PENDING and r.next_try > wall)
+                              for r in self.records.values())
+            if not suspect and not down:
+                continue
+            up = _reachable(getattr(self.client, "api", ""))
+            if up and down:
+                log.info("the API server is reachable again; restarting stalled uploads")
+                self.kick(restart_stalled=True)
+            down = not up
 
     def retry_failed(self) -> int:
         with self.lock:
@@ -561,6 +589,9 @@ class WriteBack:
         t = threading.Thread(target=self._committer, name="megafs-commit", daemon=True)
         t.start()
         self._threads.append(t)
+        t = threading.Thread(target=self._prober, name="megafs-probe", daemon=True)
+        t.start()
+        self._threads.append(t)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop workers; in-flight uploads are abandoned and stay PENDING for the next mount."""
@@ -612,6 +643,7 @@ class WriteBack:
                 self._normalize(rec)
                 rec.busy = True
                 rec.progress = 0
+                rec.progress_at = time.monotonic()
                 rec.upload_cancel = threading.Event()
                 job = _Job(rec, None, rec.generation, rec.version, rec.parent, rec.name)
                 need_verify = rec.put_tried and rec.handle is None
@@ -643,6 +675,7 @@ class WriteBack:
                 done = next((a for a in args if isinstance(a, int)), None)
                 if done is not None:
                     rec.progress = done
+                    rec.progress_at = time.monotonic()
             log.debug("uploading %s (%d bytes)", rec.name, rec.size)
             job.uploaded = self.client.upload(rec.staged, progress=progress,
                                               cancel=rec.upload_cancel)
@@ -673,6 +706,12 @@ class WriteBack:
                 self._maybe_drop(rec)
                 return
             if self._stop.is_set():
+                self.lock.notify_all()
+                return
+            if rec.restart:
+                rec.restart = False
+                rec.state, rec.next_try = PENDING, 0.0
+                log.info("restarting the upload of %s", rec.name)
                 self.lock.notify_all()
                 return
             rec.attempts += 1
@@ -901,6 +940,21 @@ class WriteBack:
             if exc.code != -9:
                 raise
         self.tree.remove(handle)
+
+
+def _reachable(api: str) -> bool:
+    """Whether the API host accepts a TCP connection (cheap; no request is sent)."""
+    from urllib.parse import urlsplit
+    try:
+        parts = urlsplit(api)
+        host = parts.hostname
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        if not host:
+            return False
+        socket.create_connection((host, port), timeout=2.0).close()
+        return True
+    except (OSError, ValueError):
+        return False
 
 
 def _unlink_quiet(path: str) -> None:

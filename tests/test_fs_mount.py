@@ -262,6 +262,7 @@ def test_server_outage_writes_keep_working(server, tmp_path):
             run_with_timeout(lambda: (m.mnt / name).write_bytes(blob), 30)
         assert run_with_timeout(lambda: (m.mnt / "out0.bin").read_bytes(), 30) == blobs["out0.bin"]
         assert os.getxattr(m.mnt / "out0.bin", "user.mega.state") in (b"pending", b"uploading")
+        time.sleep(4)  # outage long enough for uploads to sit in their retry back-off
         server.start()
         for name, blob in blobs.items():
             link = run_with_timeout(lambda: (m.mnt / (name + ".link")).read_text(), 120)
