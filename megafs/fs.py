@@ -257,7 +257,7 @@ class MegaFS:
     def _stage_remote(self, ent: Entry, truncate_to: int | None) -> Record:
         """Bring a remote file into staging (contents first unless truncating to 0)."""
         node = ent.node
-        rec = self.wb.stage(ent.parent, ent.name, replaces=[node.handle])
+        rec = self.wb.stage(ent.parent, ent.name, replaces=[node.handle], register=False)
         try:
             rec.mtime = node.mtime
             keep = node.size if truncate_to is None else min(node.size, truncate_to)
@@ -276,6 +276,7 @@ class MegaFS:
         except BaseException:
             self.wb.detach(rec)
             raise
+        self.wb.register(rec)   # only now: readers never see a half-downloaded copy
         return rec
 
     def create(self, path: str, mode: int = 0o644) -> int:

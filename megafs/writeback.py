@@ -299,8 +299,12 @@ class WriteBack:
                     out.add(r.handle)
             return out
 
-    def stage(self, parent: str, name: str, replaces: list[str] | None = None) -> Record:
-        """A new staged file (empty, 0600) at (parent, name); not yet durable (dirty)."""
+    def stage(self, parent: str, name: str, replaces: list[str] | None = None, *,
+              register: bool = True) -> Record:
+        """A new staged file (empty, 0600) at (parent, name); not yet durable (dirty).
+
+        With ``register=False`` the path keeps showing the remote file until ``register``
+        (used while the old contents are still being downloaded into the staged copy)."""
         rid = secrets.token_hex(8)
         path = os.path.join(self.staging, rid)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
@@ -309,8 +313,14 @@ class WriteBack:
                      replaces=list(replaces or []), dirty=True)
         with self.lock:
             self.records[rid] = rec
-            self.by_path[(parent, name)] = rec
+            if register:
+                self.by_path[(parent, name)] = rec
         return rec
+
+    def register(self, rec: Record) -> None:
+        with self.lock:
+            if not rec.cancelled:
+                self.by_path[(rec.parent, rec.name)] = rec
 
     def touch(self, rec: Record, size: int | None = None) -> None:
         """A write or truncate happened: the staged data is newer than any upload."""
