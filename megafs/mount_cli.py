@@ -149,6 +149,7 @@ class LocalServer:
     def __init__(self, state_dir: str) -> None:
         self.data = os.path.join(state_dir, "local-server")
         self.port_file = os.path.join(state_dir, "local-server.port")
+        self.pid_file = os.path.join(state_dir, "local-server.pid")
         self.proc: subprocess.Popen | None = None
         self.url = ""
 
@@ -160,12 +161,17 @@ class LocalServer:
         except (OSError, ValueError):
             port = 0
         log_path = os.path.join(os.path.dirname(self.data), "local-server.log")
+        self._stop_orphan()
         log_fh = open(log_path, "ab")
         cmd = [sys.executable, "-m", "megafs", "serve", "--host", "127.0.0.1",
                "--port", str(port), "--data", self.data]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log_fh,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+                                     stdin=subprocess.DEVNULL, start_new_session=True,
+                                     preexec_fn=_die_with_parent)
         log_fh.close()
+        with open(os.open(self.pid_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600),
+                  "w") as fh:
+            fh.write(str(self.proc.pid))
         assert self.proc.stdout is not None
         line = _readline_timeout(self.proc.stdout, 30.0)
         if not line:
@@ -181,6 +187,26 @@ class LocalServer:
         log.info("local server running on port %d", chosen)
         return self.url
 
+    def _stop_orphan(self) -> None:
+        """A server left running by a mount that was killed would hold the persisted port."""
+        try:
+            with open(self.pid_file) as fh:
+                pid = int(fh.read().strip())
+            with open("/proc/%d/cmdline" % pid, "rb") as fh:
+                cmdline = fh.read().split(b"\0")
+        except (OSError, ValueError):
+            return
+        if b"serve" not in cmdline or self.data.encode() not in cmdline:
+            return
+        log.warning("stopping a local server (pid %d) left behind by an earlier mount", pid)
+        try:
+            os.kill(pid, 15)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and os.path.exists("/proc/%d" % pid):
+                time.sleep(0.05)
+        except OSError:
+            pass
+
     def stop(self) -> None:
         if self.proc is None:
             return
@@ -194,6 +220,16 @@ class LocalServer:
         if self.proc.stdout:
             self.proc.stdout.close()
         self.proc = None
+
+
+def _die_with_parent() -> None:
+    """In the server child: get SIGTERM if the mount process dies (even by kill -9)."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, 15, 0, 0, 0)   # PR_SET_PDEATHSIG, SIGTERM
+    except (OSError, AttributeError):
+        pass
 
 
 def _readline_timeout(stream: Any, timeout: float) -> str:

@@ -489,3 +489,29 @@ def test_hostile_remote_names_and_no_secrets_in_logs(mounted, server, tmp_path):
     for s in secrets_:
         assert s not in logs
     assert mounted.log_problems() == []
+
+
+def test_local_mount_after_kill9_restarts_its_server(tmp_path):
+    """kill -9 of a background --local mount: its server goes too, and the next mount works."""
+    from mount_support import force_unmount
+    state = tmp_path / "state"
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    try:
+        megafs("mount", str(mnt), "--local", "--state-dir", str(state), timeout=60)
+        (mnt / "a.txt").write_bytes(b"first")
+        reg = json.loads(next((state / "mounted").glob("*.json")).read_text())
+        server_pid = int((state / "local-server.pid").read_text())
+        os.kill(reg["pid"], 9)
+        force_unmount(mnt)
+        wait_for(lambda: not os.path.exists("/proc/%d" % server_pid) or
+                 open("/proc/%d/stat" % server_pid).read().split()[2] == "Z",
+                 timeout=15, what="the local server to stop with its mount")
+        megafs("mount", str(mnt), "--local", "--state-dir", str(state), timeout=60)
+        link = run_with_timeout(lambda: (mnt / "a.txt.link").read_text(), 60).strip()
+        port = (state / "local-server.port").read_text().strip()
+        assert get_link(link, tmp_path / "a", "http://127.0.0.1:%s/" % port) == b"first"
+        assert sorted(os.listdir(mnt)) == ["a.txt", "a.txt.link"]
+        megafs("umount", str(mnt), "--state-dir", str(state), timeout=60)
+    finally:
+        force_unmount(mnt)
