@@ -64,6 +64,21 @@ class Entry:
     rec: Record | None = None        # staged: the queue record
     target: "Entry | None" = None    # link: the file it describes
 
+    @property
+    def n(self) -> Node:
+        assert self.node is not None, self.kind
+        return self.node
+
+    @property
+    def r(self) -> Record:
+        assert self.rec is not None, self.kind
+        return self.rec
+
+    @property
+    def t(self) -> "Entry":
+        assert self.target is not None, self.kind
+        return self.target
+
 
 @dataclass
 class Handle:
@@ -75,6 +90,11 @@ class Handle:
     link_of: Entry | None = None
     content: bytes | None = None
     read_state: ReadState = field(default_factory=ReadState)
+
+    @property
+    def r(self) -> Record:
+        assert self.rec is not None, self.kind
+        return self.rec
 
 
 class MegaFS:
@@ -143,7 +163,7 @@ class MegaFS:
         for i, part in enumerate(parts):
             if entry.kind != "dir":
                 raise _err(errno.ENOTDIR)
-            found = self._lookup_in(entry.node.handle, part)
+            found = self._lookup_in(entry.n.handle, part)
             if found is None:
                 raise _err(errno.ENOENT)
             entry = found
@@ -156,7 +176,7 @@ class MegaFS:
         parent = self.resolve("/" + "/".join(parts[:-1]))
         if parent.kind != "dir":
             raise _err(errno.ENOTDIR)
-        return parent.node, parts[-1]
+        return parent.n, parts[-1]
 
     # --- attributes -------------------------------------------------------------------------
     def _base_stat(self, mode: int, size: int, mtime: float, nlink: int = 1) -> dict:
@@ -166,20 +186,20 @@ class MegaFS:
 
     def _stat_entry(self, ent: Entry) -> dict:
         if ent.kind == "dir":
-            mtime = ent.node.mtime if ent.node.ts else self._start
+            mtime = ent.n.mtime if ent.n.ts else self._start
             return self._base_stat(stat.S_IFDIR | 0o755, 0, mtime, 2)
         if ent.kind == "file":
-            return self._base_stat(stat.S_IFREG | 0o644, ent.node.size, ent.node.mtime)
+            return self._base_stat(stat.S_IFREG | 0o644, ent.n.size, ent.n.mtime)
         if ent.kind == "staged":
-            rec = ent.rec
+            rec = ent.r
             try:
                 size = os.stat(rec.staged).st_size
             except FileNotFoundError:
                 size = rec.size
             return self._base_stat(stat.S_IFREG | 0o644, size, rec.mtime)
-        link = self._known_link(ent.target)
+        link = self._known_link(ent.t)
         size = len(link) + 1 if link else 0
-        tgt = self._stat_entry(ent.target)
+        tgt = self._stat_entry(ent.t)
         return self._base_stat(stat.S_IFREG | 0o444, size, tgt["st_mtime"])
 
     def getattr(self, path: str, fh: int | None = None) -> dict:
@@ -187,7 +207,7 @@ class MegaFS:
             h = self._handle(fh)
             if h.kind == "staged":
                 st = os.fstat(h.fd)
-                return self._base_stat(stat.S_IFREG | 0o644, st.st_size, h.rec.mtime)
+                return self._base_stat(stat.S_IFREG | 0o644, st.st_size, h.r.mtime)
             if path is None and h.node is not None:   # unlinked while open
                 return self._stat_entry(Entry("dir" if h.node.is_dir else "file", "", "",
                                               node=h.node))
@@ -199,7 +219,7 @@ class MegaFS:
         ent = self.resolve(path)
         if ent.kind != "dir":
             raise _err(errno.ENOTDIR)
-        return [".", ".."] + sorted(self._listing(ent.node.handle))
+        return [".", ".."] + sorted(self._listing(ent.n.handle))
 
     def statfs(self) -> dict:
         """Sizes from ``uq``; served from a cache refreshed in the background after 5 s, so
@@ -256,7 +276,7 @@ class MegaFS:
 
     def _stage_remote(self, ent: Entry, truncate_to: int | None) -> Record:
         """Bring a remote file into staging (contents first unless truncating to 0)."""
-        node = ent.node
+        node = ent.n
         rec = self.wb.stage(ent.parent, ent.name, replaces=[node.handle], register=False)
         try:
             rec.mtime = node.mtime
@@ -290,11 +310,11 @@ class MegaFS:
                 if existing.kind == "link":
                     raise _err(errno.EPERM, "a .link file is read-only")
                 if existing.kind == "staged":
-                    rec = existing.rec
+                    rec = existing.r
                     os.truncate(rec.staged, 0)
                     self.wb.touch(rec, 0)
                     return self._open_staged(rec, True)
-                replaces = [existing.node.handle]
+                replaces = [existing.n.handle]
             rec = self.wb.stage(parent.handle, name, replaces)
             return self._open_staged(rec, True)
 
@@ -308,11 +328,11 @@ class MegaFS:
         if ent.kind == "link":
             if write:
                 raise _err(errno.EPERM, "a .link file is read-only")
-            return self._add_handle(Handle("link", link_of=ent.target))
+            return self._add_handle(Handle("link", link_of=ent.t))
         if not write:
             if ent.kind == "staged":
                 try:
-                    return self._open_staged(ent.rec, False)
+                    return self._open_staged(ent.r, False)
                 except FileNotFoundError:
                     # Uploaded and dropped between lookup and open: it is a remote file now.
                     ent = self.resolve(path)
@@ -320,16 +340,16 @@ class MegaFS:
                         raise
                     if ent.kind != "file":
                         raise _err(errno.ENOENT) from None
-            self.reads.reset_bad(ent.node.handle)
+            self.reads.reset_bad(ent.n.handle)
             return self._add_handle(Handle("remote", node=ent.node))
         with self._ns:
             ent = self.resolve(path)
             trunc = bool(flags & os.O_TRUNC)
             if ent.kind == "staged":
                 if trunc:
-                    os.truncate(ent.rec.staged, 0)
-                    self.wb.touch(ent.rec, 0)
-                return self._open_staged(ent.rec, True)
+                    os.truncate(ent.r.staged, 0)
+                    self.wb.touch(ent.r, 0)
+                return self._open_staged(ent.r, True)
             if ent.kind != "file":
                 raise _err(errno.EISDIR if ent.kind == "dir" else errno.EPERM)
             rec = self._stage_remote(ent, 0 if trunc else None)
@@ -346,7 +366,7 @@ class MegaFS:
             return
         if h.kind != "staged":
             return
-        rec = h.rec
+        rec = h.r
         try:
             if h.write and rec.dirty and rec.writers == 1:
                 self.wb.persist(rec, h.fd)
@@ -367,14 +387,14 @@ class MegaFS:
     def flush(self, fh: int) -> None:
         h = self._handle(fh)
         if h.kind == "staged" and h.write:
-            self.wb.persist(h.rec, h.fd)
+            self.wb.persist(h.r, h.fd)
 
     def fsync(self, fh: int) -> None:
         """Returns once the file's current data is uploaded (EIO with the reason if it failed)."""
         h = self._handle(fh)
         if h.kind != "staged":
             return
-        rec = h.rec
+        rec = h.r
         if h.write:
             self.wb.persist(rec, h.fd)
         with self.wb.lock:
@@ -392,6 +412,7 @@ class MegaFS:
             return os.pread(h.fd, size, offset)
         if h.kind == "link":
             if h.content is None:
+                assert h.link_of is not None
                 h.content = (self._wait_link(h.link_of) + "\n").encode()
             return h.content[offset:offset + size]
         node = h.node
@@ -405,7 +426,7 @@ class MegaFS:
         if h.kind != "staged" or not h.write:
             raise _err(errno.EBADF)
         n = os.pwrite(h.fd, data, offset)
-        self.wb.touch(h.rec)
+        self.wb.touch(h.r)
         return n
 
     def truncate(self, path: str | None, length: int, fh: int | None = None) -> None:
@@ -413,7 +434,7 @@ class MegaFS:
             h = self._handle(fh)
             if h.kind == "staged" and h.write:
                 os.ftruncate(h.fd, length)
-                self.wb.touch(h.rec, length)
+                self.wb.touch(h.r, length)
                 return
             if h.kind == "link":
                 raise _err(errno.EPERM, "a .link file is read-only")
@@ -426,7 +447,7 @@ class MegaFS:
             if ent.kind == "dir":
                 raise _err(errno.EISDIR)
             if ent.kind == "staged":
-                rec = ent.rec
+                rec = ent.r
                 os.truncate(rec.staged, length)
                 self.wb.touch(rec, length)
             else:
@@ -445,18 +466,18 @@ class MegaFS:
             if ent.kind == "link":
                 raise _err(errno.EPERM, "a .link file is read-only")
             if ent.kind == "staged":
-                rec = ent.rec
+                rec = ent.r
                 with self.wb.lock:
                     remote = (rec.state == UPLOADED and not rec.dirty and not rec.busy
                               and rec.handle)
                 self.wb.set_mtime(rec, mtime)
-                if remote:
+                if remote and rec.handle:
                     node = self.tree.get(rec.handle)
                     if node is not None:
                         self._set_remote_attr(node, "t", int(mtime))
                 return
-            if ent.node.type in (0, 1):
-                self._set_remote_attr(ent.node, "t", int(mtime))
+            if ent.n.type in (0, 1):
+                self._set_remote_attr(ent.n, "t", int(mtime))
 
     def _set_remote_attr(self, node: Node, key: str, value: Any) -> None:
         if node.key is None or node.name is None:
@@ -480,11 +501,11 @@ class MegaFS:
             ent = self.resolve(path)
             if ent.kind != "dir":
                 raise _err(errno.ENOTDIR)
-            if ent.node.handle == self.tree.root:
+            if ent.n.handle == self.tree.root:
                 raise _err(errno.EBUSY)
-            if self._listing(ent.node.handle):
+            if self._listing(ent.n.handle):
                 raise _err(errno.ENOTEMPTY)
-            self._delete_node(ent.node.handle)
+            self._delete_node(ent.n.handle)
 
     def _delete_node(self, handle: str) -> None:
         try:
@@ -503,24 +524,24 @@ class MegaFS:
             if ent.kind == "link":
                 raise _err(errno.EPERM, "a .link file is read-only")
             if ent.kind == "staged":
-                for h in self.wb.detach(ent.rec):
+                for h in self.wb.detach(ent.r):
                     self._delete_node(h)
                 return
-            self._delete_node(ent.node.handle)
+            self._delete_node(ent.n.handle)
 
     def rename(self, old: str, new: str) -> None:
         with self._ns:
             src = self.resolve(old)
             if src.kind == "link":
                 raise _err(errno.EPERM, "a .link file is read-only")
-            if src.kind == "dir" and src.node.handle == self.tree.root:
+            if src.kind == "dir" and src.n.handle == self.tree.root:
                 raise _err(errno.EBUSY)
             parent, name = self._resolve_parent(new)
             if src.kind == "dir":
                 # Refuse moving a folder into itself or below.
-                cur = parent
+                cur: Node | None = parent
                 while cur is not None and cur.handle != self.tree.root:
-                    if cur.handle == src.node.handle:
+                    if cur.handle == src.n.handle:
                         raise _err(errno.EINVAL, "cannot move a folder into itself")
                     cur = self.tree.get(cur.parent)
             dst = self._lookup_in(parent.handle, name)
@@ -533,21 +554,21 @@ class MegaFS:
                 if src.kind == "dir":
                     if dst.kind != "dir":
                         raise _err(errno.ENOTDIR)
-                    if self._listing(dst.node.handle):
+                    if self._listing(dst.n.handle):
                         raise _err(errno.ENOTEMPTY)
-                    doomed.append(dst.node.handle)
+                    doomed.append(dst.n.handle)
                 elif dst.kind == "dir":
                     raise _err(errno.EISDIR)
                 elif dst.kind == "staged":
-                    doomed.extend(self.wb.detach(dst.rec))
+                    doomed.extend(self.wb.detach(dst.r))
                 else:
-                    doomed.append(dst.node.handle)
+                    doomed.append(dst.n.handle)
             if src.kind == "staged":
-                rec = src.rec
+                rec = src.r
                 with self.wb.lock:
                     remote = (rec.state == UPLOADED and not rec.dirty and not rec.busy
                               and rec.handle)
-                if remote:
+                if remote and rec.handle:
                     node = self.tree.get(rec.handle)
                     if node is not None:
                         self._move_node(node, parent.handle, name)
@@ -557,7 +578,7 @@ class MegaFS:
                     for h in doomed:
                         self._delete_node(h)
                 return
-            self._move_node(src.node, parent.handle, name)
+            self._move_node(src.n, parent.handle, name)
             for h in doomed:
                 self._delete_node(h)
 
@@ -571,7 +592,7 @@ class MegaFS:
     # --- links and xattrs -------------------------------------------------------------------
     def _known_link(self, ent: Entry) -> str | None:
         if ent.kind == "staged":
-            rec = ent.rec
+            rec = ent.r
             with self.wb.lock:
                 if rec.state == UPLOADED and not rec.dirty and not rec.busy:
                     return rec.link
@@ -583,10 +604,10 @@ class MegaFS:
 
     def _wait_link(self, ent: Entry) -> str:
         if ent.kind == "staged":
-            rec = self.wb.wait_uploaded(ent.rec, self.link_timeout)
+            rec = self.wb.wait_uploaded(ent.r, self.link_timeout)
             assert rec.link is not None
             return rec.link
-        node = self.tree.get(ent.node.handle) or ent.node
+        node = self.tree.get(ent.n.handle) or ent.n
         if node.key is None or len(node.key) != 32:
             raise _err(errno.EIO, "node %s cannot be decrypted" % node.handle)
         if not node.public:
@@ -600,18 +621,18 @@ class MegaFS:
     def _state_of(self, ent: Entry) -> tuple[str, str | None, str | None]:
         """(state, handle, error) of a file entry."""
         if ent.kind == "staged":
-            rec = ent.rec
+            rec = ent.r
             with self.wb.lock:
                 state = rec.shown_state
                 handle = rec.handle if state == UPLOADED else None
                 return state, handle, rec.error if state == FAILED else None
-        return UPLOADED, ent.node.handle, None
+        return UPLOADED, ent.n.handle, None
 
     def listxattr(self, path: str) -> list[str]:
         ent = self.resolve(path)
         if ent.kind == "dir":
             names = [XA_HANDLE]
-            if ent.node.handle == self.tree.root:
+            if ent.n.handle == self.tree.root:
                 names += [XA_CTL_STATUS, XA_CTL_DIR]
             return names
         if ent.kind == "link":
@@ -628,8 +649,8 @@ class MegaFS:
         ent = self.resolve(path)
         if ent.kind == "dir":
             if name == XA_HANDLE:
-                return ent.node.handle.encode()
-            if ent.node.handle == self.tree.root:
+                return ent.n.handle.encode()
+            if ent.n.handle == self.tree.root:
                 if name == XA_CTL_STATUS:
                     return json.dumps({"counts": self.wb.counts(),
                                        "files": self.wb.snapshot()}).encode()
@@ -651,7 +672,7 @@ class MegaFS:
 
     def setxattr(self, path: str, name: str, value: bytes) -> None:
         ent = self.resolve(path)
-        if ent.kind == "dir" and ent.node.handle == self.tree.root and name == XA_CTL_RETRY:
+        if ent.kind == "dir" and ent.n.handle == self.tree.root and name == XA_CTL_RETRY:
             n = self.wb.retry_failed()
             log.info("retry requested: %d failed upload(s) re-queued", n)
             return

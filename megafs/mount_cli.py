@@ -347,6 +347,7 @@ def _mount_foreground(args: argparse.Namespace, mnt: str, ready: int | None) -> 
         os.makedirs(mount_dir, mode=0o700, exist_ok=True)
         lock_fd = _lock_mount_dir(mount_dir)
         session = client.session
+        assert session is not None
         tree = Tree(session.master_key, session.user_handle)
         listing = client.fetch()
         tree.load(listing.nodes, listing.public)

@@ -140,9 +140,9 @@ class ReadCache:
                 fut: Future = Future()
                 fut.set_result(data)
                 return fut
-            fut = self._inflight.get(ck)
-            if fut is not None:
-                return fut
+            running = self._inflight.get(ck)
+            if running is not None:
+                return running
             fut = Future()
             self._inflight[ck] = fut
         start, length = layout[idx]
@@ -201,7 +201,8 @@ class ReadCache:
         end = start + len(data)
         while pos < end:
             clen = min(chunks.size_at(pos), end - pos)
-            macs[pos] = crypto.chunk_mac(key.aes_key, key.nonce, view[pos - start:pos - start + clen])
+            rel = pos - start
+            macs[pos] = crypto.chunk_mac(key.aes_key, key.nonce, view[rel:rel + clen])
             pos += clen
         with self._lock:
             table = self._macs.get(handle)

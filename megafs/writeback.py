@@ -855,7 +855,7 @@ class WriteBack:
         with self.lock:
             want_parent, want_name, want_t, handle = r.parent, r.name, int(r.mtime), r.handle
         node = self.tree.get(handle) if handle else None
-        if node is None:
+        if node is None or handle is None:
             return
         if node.parent != want_parent:
             self.client.move(handle, want_parent)
@@ -868,33 +868,32 @@ class WriteBack:
 
     def _finish(self, jobs: list[_Job]) -> None:
         """Rename/move fixes, export, delete old versions, mark uploaded, drop staged data."""
-        ok_jobs = []
+        live: list[tuple[_Job, str]] = []
         for job in jobs:
+            with self.lock:
+                handle = job.rec.handle
+            if job.rec.cancelled or not handle or self.tree.get(handle) is None:
+                self._abandon(job.rec, lost=not job.rec.cancelled)
+                continue
             try:
                 self._fixup(job.rec)
-                ok_jobs.append(job)
             except Exception as exc:
                 self._failed_attempt(job.rec, exc)
-        jobs = ok_jobs
-        live = [j for j in jobs if j.rec.handle and self.tree.get(j.rec.handle) is not None]
-        for j in jobs:
-            if j not in live:
-                with self.lock:
-                    j.rec.handle = None
-                    self._requeue(j.rec)
-        need_export = [j for j in live if not self.tree.get(j.rec.handle).public]
+                continue
+            live.append((job, handle))
+        need_export = [(j, h) for j, h in live if not getattr(self.tree.get(h), "public", None)]
         if need_export:
             try:
-                phs = self.client.export([j.rec.handle for j in need_export])
+                phs: list[Any] = list(self.client.export([h for _j, h in need_export]))
             except Exception as exc:
                 phs = [exc] * len(need_export)
-            for job, ph in zip(need_export, phs):
+            for (job, handle), ph in zip(need_export, phs):
                 if isinstance(ph, BaseException):
                     self._failed_attempt(job.rec, ph)
-                    live.remove(job)
+                    live.remove((job, handle))
                 else:
-                    self.tree.set_public(job.rec.handle, ph)
-        for job in list(live):
+                    self.tree.set_public(handle, ph)
+        for job, handle in list(live):
             r = job.rec
             try:
                 for old in list(r.replaces):
@@ -904,20 +903,18 @@ class WriteBack:
                             r.replaces.remove(old)
             except Exception as exc:
                 self._failed_attempt(r, exc)
-                live.remove(job)
+                live.remove((job, handle))
         done = []
-        for job in live:
+        for job, handle in live:
             r = job.rec
-            node = self.tree.get(r.handle)
-            if node is None:
-                with self.lock:
-                    r.handle = None
-                    self._requeue(r)
+            node = self.tree.get(handle)
+            if node is None or not node.public or node.key is None:
+                self._abandon(r, lost=node is None)
                 continue
             link = links.format_link(node.public, node.key)
             with self.lock:
-                if r.cancelled or self._stale(job):
-                    self._requeue(r) if not r.cancelled else self._release_busy(r)
+                if r.cancelled or self._stale(job) or r.handle != handle:
+                    self._abandon(r)
                     continue
                 if (r.parent, r.name, int(r.mtime)) != (node.parent, node.name,
                                                         node.attrs.get("t")):
@@ -940,6 +937,17 @@ class WriteBack:
                 self.lock.notify_all()
             if self.on_change:
                 self.on_change({r.parent for r in done})
+
+    def _abandon(self, r: Record, lost: bool = False) -> None:
+        """Give a job back: cancelled records are released, others go back to PENDING
+        (``lost``: the committed node vanished, so the data must be uploaded again)."""
+        with self.lock:
+            if r.cancelled:
+                self._release_busy(r)
+                return
+            if lost:
+                r.handle = None
+            self._requeue(r)
 
     def _delete_remote(self, handle: str) -> None:
         if self.tree.get(handle) is None:

@@ -88,8 +88,8 @@ def megafs(*args: str, timeout: float = 120.0, check: bool = True,
                           text=True, timeout=timeout, cwd=ROOT,
                           env=dict(os.environ, **(env or {})))
     if check and proc.returncode != 0:
-        raise AssertionError("megafs %s failed (%d): %s" % (" ".join(args), proc.returncode,
-                                                             proc.stderr[-3000:]))
+        raise AssertionError("megafs %s failed (%d): %s"
+                             % (" ".join(args), proc.returncode, proc.stderr[-3000:]))
     return proc
 
 

@@ -77,8 +77,8 @@ def test_chaos_with_crashes(server, tmp_path):
             # crash at a different point each round: right away, or a moment into the uploads
             time.sleep((0.0, 0.3, 0.7, 0.15, 1.0)[rnd % 5])
             m.kill9()
-            m = MountProcess(mnt, server.url, state, log_path=tmp_path / ("mount-%d.log"
-                                                                           % (rnd + 1)))
+            log_path = tmp_path / ("mount-%d.log" % (rnd + 1))
+            m = MountProcess(mnt, server.url, state, log_path=log_path)
             m.start()
         for rel in names:
             link = run_with_timeout(lambda: (mnt / (rel + ".link")).read_text(), 240)

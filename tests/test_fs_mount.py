@@ -83,9 +83,9 @@ def test_copy_files_and_read_links_at_once(mounted, server, tmp_path):
     # ls -l: sizes, modes, and the .link files
     ls = sh("ls -l %s" % mnt).stdout
     for name, size in sizes.items():
-        line = next(l for l in ls.splitlines() if l.endswith(" " + name))
+        line = next(x for x in ls.splitlines() if x.endswith(" " + name))
         assert line.startswith("-rw-r--r--") and (" %d " % size) in line
-        lline = next(l for l in ls.splitlines() if l.endswith(" " + name + ".link"))
+        lline = next(x for x in ls.splitlines() if x.endswith(" " + name + ".link"))
         assert lline.startswith("-r--r--r--")
     # xattrs
     p = str(mnt / "page.txt")
@@ -297,8 +297,8 @@ def test_umount_waits_for_uploads_and_fusermount_resumes(server, tmp_path):
             (mnt / ("u%d.bin" % i)).write_bytes(os.urandom(400000))
         live = json.loads(megafs("status", str(mnt), "--state-dir", str(state), "--json").stdout)
         assert live["mounted"]
-        assert live["files"] and {f["path"] for f in live["files"]} <= {"/u0.bin", "/u1.bin",
-                                                                          "/u2.bin"}
+        paths = {f["path"] for f in live["files"]}
+        assert paths and paths <= {"/u0.bin", "/u1.bin", "/u2.bin"}
         assert all(f["state"] in ("pending", "uploading") for f in live["files"])
         out = megafs("umount", str(mnt), "--state-dir", str(state), timeout=120)
         assert not is_mounted(mnt)
@@ -409,7 +409,6 @@ def test_append_rename_while_uploading_and_odd_names(mounted, server, tmp_path):
         link = run_with_timeout(lambda: (mnt / (name + ".link")).read_text(), 60)
         assert get_link(link.strip(), tmp_path / "odd", server.url) == name.encode()
     assert os.getxattr(mnt / odd[3], "user.mega.link").startswith(b"https://mega.nz/file/")
-    names = fresh_listing(server.url, mounted.state_dir)
     wait_for(lambda: set(fresh_listing(server.url, mounted.state_dir)) ==
              {"/cut.txt", "/log.txt", "/dest", "/dest/moved.bin"} | {"/" + n for n in odd},
              timeout=30, what="final listing")
