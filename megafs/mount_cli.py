@@ -199,13 +199,16 @@ class LocalServer:
         if b"serve" not in cmdline or self.data.encode() not in cmdline:
             return
         log.warning("stopping a local server (pid %d) left behind by an earlier mount", pid)
-        try:
-            os.kill(pid, 15)
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and os.path.exists("/proc/%d" % pid):
+        for sig, wait in ((15, 5.0), (9, 5.0)):
+            try:
+                os.kill(pid, sig)
+            except OSError:
+                return
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline and _alive(pid):
                 time.sleep(0.05)
-        except OSError:
-            pass
+            if not _alive(pid):
+                return
 
     def stop(self) -> None:
         if self.proc is None:
@@ -223,11 +226,15 @@ class LocalServer:
 
 
 def _die_with_parent() -> None:
-    """In the server child: get SIGTERM if the mount process dies (even by kill -9)."""
+    """In the server child: die with the mount process (even when that is kill -9'd).
+
+    SIGKILL rather than SIGTERM: the mount is already gone abruptly, the server's state is
+    crash-safe, and a handler-free signal cannot hang (two SIGTERMs in quick succession were
+    seen to deadlock ``megafs serve``'s handler)."""
     try:
         import ctypes
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, 15, 0, 0, 0)   # PR_SET_PDEATHSIG, SIGTERM
+        libc.prctl(1, 9, 0, 0, 0)   # PR_SET_PDEATHSIG, SIGKILL
     except (OSError, AttributeError):
         pass
 
