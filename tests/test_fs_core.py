@@ -405,3 +405,33 @@ def test_errors_are_megafs_errors(stack):
     with pytest.raises(FsError) as ei:
         stack.fs.rmdir("/")
     assert ei.value.errno == errno.EBUSY
+
+
+def test_rewrite_while_uploading_uploads_the_new_data_once(stack, server, tmp_path):
+    """A file rewritten while its upload is in flight ends with the new data, one node."""
+    server.faults([{"where": "upload", "delay": 0.5}])
+    stack.write_file("/gen.bin", b"first version " * 50000)
+    rec = stack.wb.lookup(stack.tree.root, "gen.bin")
+    wait_for(lambda: rec.busy, timeout=10, what="upload in flight")
+    fh = stack.fs.open("/gen.bin", os.O_WRONLY | os.O_TRUNC)
+    stack.fs.write(fh, b"second", 0)
+    stack.fs.flush(fh)
+    stack.fs.release(fh)
+    server.clear_faults()
+    link = stack.link("/gen.bin")
+    assert _download(stack.client, link, tmp_path / "g") == b"second"
+    wait_for(lambda: stack.wb.lookup(stack.tree.root, "gen.bin") is None, what="dropped")
+    names = stack.fresh_names()
+    assert [p for p in names if p.startswith("/gen")] == ["/gen.bin"]
+    assert names["/gen.bin"].size == 6
+
+
+def test_fsync_reports_a_failed_upload(stack, server):
+    server.control("quota", {"bytes": 10})
+    fh = stack.fs.create("/nospace.bin")
+    stack.fs.write(fh, os.urandom(5000), 0)
+    with pytest.raises(FsError) as ei:
+        stack.fs.fsync(fh)
+    assert ei.value.errno == errno.EIO and "-17" in str(ei.value)
+    stack.fs.release(fh)
+    server.control("quota", {"bytes": 1 << 40})
