@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import os
+import select
 import shutil
 import subprocess
 import sys
@@ -300,7 +301,6 @@ def _daemonize(args: argparse.Namespace, mnt: str) -> int:
     os.close(wfd)
     deadline = time.monotonic() + READY_TIMEOUT
     buf = b""
-    import select
     while time.monotonic() < deadline:
         ready, _, _ = select.select([rfd], [], [], 1.0)
         if not ready:
@@ -309,9 +309,10 @@ def _daemonize(args: argparse.Namespace, mnt: str) -> int:
         if not chunk:
             break
         buf += chunk
-        if buf.startswith(b"R"):
+        if buf.startswith(b"R") and buf.endswith(b"\n"):
             os.close(rfd)
-            print("megafs: mounted %s (pid %d)" % (mnt, pid), file=sys.stderr)
+            api = buf[1:].decode(errors="replace").strip()
+            print("megafs: mounted %s (pid %d, API %s)" % (mnt, pid, api), file=sys.stderr)
             return 0
         if buf.endswith(b"\n"):
             break
@@ -373,7 +374,7 @@ def _mount_foreground(args: argparse.Namespace, mnt: str, ready: int | None) -> 
             watcher.start()
             log.info("mounted %s", mnt)
             if ready is not None:
-                os.write(ready, b"R\n")
+                os.write(ready, ("R%s\n" % api).encode())
                 os.close(ready)
 
         ops = MegaOps(core, on_init=on_init)
