@@ -112,6 +112,7 @@ class MegaFS:
         self._ns = threading.RLock()
         self._lock = threading.Lock()
         self._handles: dict[int, Handle] = {}
+        self._staging: dict[tuple[str, str], threading.Event] = {}   # guarded by _ns
         self._next_fh = 1
         self._quota: tuple[float, tuple[int, int]] | None = None
         self._quota_busy = threading.Event()
@@ -274,12 +275,15 @@ class MegaFS:
         self.wb.opened(rec, write)
         return self._add_handle(Handle("staged", write=write, rec=rec, fd=fd))
 
-    def _stage_remote(self, ent: Entry, truncate_to: int | None) -> Record:
-        """Bring a remote file into staging (contents first unless truncating to 0)."""
+    def _stage_remote(self, ent: Entry, truncate_to: int | None, *,
+                      register: bool = True) -> Record:
+        """Bring a remote file into staging (contents first unless truncating to 0).
+
+        Without truncation the copy equals the remote file, so it is not dirty: closing it
+        unchanged uploads nothing."""
         node = ent.n
         rec = self.wb.stage(ent.parent, ent.name, replaces=[node.handle], register=False)
         try:
-            rec.mtime = node.mtime
             keep = node.size if truncate_to is None else min(node.size, truncate_to)
             if keep > 0:
                 fd = os.open(rec.staged, os.O_RDWR)
@@ -290,14 +294,63 @@ class MegaFS:
                     os.close(fd)
             if truncate_to is not None:
                 os.truncate(rec.staged, truncate_to)
-            self.wb.touch(rec, os.stat(rec.staged).st_size)
-            if truncate_to is None:
-                rec.mtime = node.mtime
+                self.wb.touch(rec, truncate_to)
+            else:
+                with self.wb.lock:
+                    rec.dirty = False
+                    rec.size = node.size
+                    rec.mtime = node.mtime
         except BaseException:
             self.wb.detach(rec)
             raise
-        self.wb.register(rec)   # only now: readers never see a half-downloaded copy
+        if register:
+            self.wb.register(rec)   # only now: readers never see a half-downloaded copy
         return rec
+
+    def _writable(self, path: str, truncate_to: int | None) -> Record:
+        """The registered staged record of a file, staging a remote file first.
+
+        The download of a remote file's old contents runs outside the namespace lock, so a big
+        file being opened for writing does not stall other creates, renames or removals; one
+        download per path at a time, and if the path changed meanwhile it starts over."""
+        while True:
+            with self._ns:
+                ent = self.resolve(path)
+                if ent.kind == "link":
+                    raise _err(errno.EPERM, "a .link file is read-only")
+                if ent.kind == "dir":
+                    raise _err(errno.EISDIR)
+                if ent.kind == "staged":
+                    rec = ent.r
+                    if truncate_to is not None:
+                        os.truncate(rec.staged, truncate_to)
+                        self.wb.touch(rec, truncate_to)
+                    return rec
+                node = ent.n
+                keep = node.size if truncate_to is None else min(node.size, truncate_to)
+                if keep == 0:
+                    return self._stage_remote(ent, truncate_to)
+                key = (ent.parent, ent.name)
+                busy = self._staging.get(key)
+                mine = busy is None
+                if busy is None:
+                    busy = self._staging[key] = threading.Event()
+            if not mine:
+                busy.wait(600)
+                continue
+            try:
+                rec = self._stage_remote(ent, truncate_to, register=False)
+            finally:
+                with self._ns:
+                    self._staging.pop(key, None)
+                    busy.set()
+            with self._ns:
+                cur = self._lookup_in(ent.parent, ent.name)
+                if cur is None or cur.kind != "file" or cur.n.handle != node.handle:
+                    self.wb.detach(rec)   # renamed, removed or replaced meanwhile
+                    continue
+                self.wb.register(rec)
+                return rec
 
     def create(self, path: str, mode: int = 0o644) -> int:
         with self._ns:
@@ -342,22 +395,14 @@ class MegaFS:
                         raise _err(errno.ENOENT) from None
             self.reads.reset_bad(ent.n.handle)
             return self._add_handle(Handle("remote", node=ent.node))
-        with self._ns:
-            ent = self.resolve(path)
-            trunc = bool(flags & os.O_TRUNC)
-            if ent.kind == "staged":
-                if trunc:
-                    os.truncate(ent.r.staged, 0)
-                    self.wb.touch(ent.r, 0)
-                return self._open_staged(ent.r, True)
-            if ent.kind != "file":
-                raise _err(errno.EISDIR if ent.kind == "dir" else errno.EPERM)
-            rec = self._stage_remote(ent, 0 if trunc else None)
-            if not trunc:
-                # Opening without writing leaves nothing to upload unless data changes.
-                with self.wb.lock:
-                    rec.dirty = rec.version > 1
-            return self._open_staged(rec, True)
+        trunc = bool(flags & os.O_TRUNC)
+        for _attempt in range(5):
+            rec = self._writable(path, 0 if trunc else None)
+            try:
+                return self._open_staged(rec, True)
+            except FileNotFoundError:
+                continue   # uploaded and dropped meanwhile: it is a remote file again
+        raise _err(errno.EAGAIN, "the file kept changing while being opened")
 
     def release(self, fh: int) -> None:
         with self._lock:
@@ -440,22 +485,11 @@ class MegaFS:
                 raise _err(errno.EPERM, "a .link file is read-only")
         if path is None:
             raise _err(errno.EBADF)
-        with self._ns:
-            ent = self.resolve(path)
-            if ent.kind == "link":
-                raise _err(errno.EPERM, "a .link file is read-only")
-            if ent.kind == "dir":
-                raise _err(errno.EISDIR)
-            if ent.kind == "staged":
-                rec = ent.r
-                os.truncate(rec.staged, length)
-                self.wb.touch(rec, length)
-            else:
-                rec = self._stage_remote(ent, length)
-            with self.wb.lock:
-                idle = rec.writers == 0
-            if idle:
-                self.wb.persist(rec)
+        rec = self._writable(path, length)
+        with self.wb.lock:
+            idle = rec.writers == 0
+        if idle:
+            self.wb.persist(rec)
 
     def utimens(self, path: str, times: tuple[float, float] | None) -> None:
         mtime = times[1] if times else time.time()

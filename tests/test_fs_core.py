@@ -435,3 +435,56 @@ def test_fsync_reports_a_failed_upload(stack, server):
     assert ei.value.errno == errno.EIO and "-17" in str(ei.value)
     stack.fs.release(fh)
     server.control("quota", {"bytes": 1 << 40})
+
+
+def test_staging_a_big_file_does_not_block_the_namespace(stack, tmp_path):
+    """Opening a remote file for writing downloads it outside the namespace lock; a rename
+    of that file meanwhile makes the open start over (and fail, as the path is gone)."""
+    from mount_support import run_with_timeout
+    data = os.urandom(2 * 1048576 + 5)
+    stack.write_file("/big.bin", data)
+    stack.link("/big.bin")
+    wait_for(lambda: stack.wb.lookup(stack.tree.root, "big.bin") is None, what="dropped")
+    entered, gate = threading.Event(), threading.Event()
+    original = stack.reads.fetch_to_file
+
+    def gated(*args):
+        entered.set()
+        assert gate.wait(30)
+        return original(*args)
+    stack.reads.fetch_to_file = gated
+    box: dict = {}
+
+    def opener():
+        try:
+            box["fh"] = stack.fs.open("/big.bin", os.O_RDWR)
+        except FsError as exc:
+            box["err"] = exc
+    t = threading.Thread(target=opener)
+    t.start()
+    assert entered.wait(10)
+    # While the old contents download, other namespace operations go ahead.
+    run_with_timeout(lambda: stack.write_file("/other.txt", b"other"), 10)
+    run_with_timeout(lambda: stack.fs.mkdir("/dir"), 10)
+    assert stack.fs.resolve("/big.bin").kind == "file"   # readers still see the remote file
+    gate.set()
+    t.join(30)
+    fh = box["fh"]
+    stack.fs.write(fh, b"HEAD", 0)
+    stack.fs.flush(fh)
+    stack.fs.release(fh)
+    assert _download(stack.client, stack.link("/big.bin"), tmp_path / "b") == b"HEAD" + data[4:]
+    # Renamed while being staged: the open starts over and finds the path gone.
+    wait_for(lambda: stack.wb.lookup(stack.tree.root, "big.bin") is None, what="dropped")
+    entered.clear()
+    gate.clear()
+    box.clear()
+    t = threading.Thread(target=opener)
+    t.start()
+    assert entered.wait(10)
+    stack.fs.rename("/big.bin", "/dir/big.bin")
+    gate.set()
+    t.join(30)
+    assert box["err"].errno == errno.ENOENT
+    assert stack.fs.resolve("/dir/big.bin").kind == "file"
+    assert stack.wb.lookup(stack.tree.root, "big.bin") is None
