@@ -16,9 +16,11 @@ Naming rules:
   with EPERM; chmod/chown are accepted and not stored.
 
 Concurrency contract: ``self._lock`` guards ``self._handles``; ``self._ns`` (an RLock) serialises
-namespace changes (create/stage, rename, unlink, mkdir, rmdir), including the network calls they
-make, so two changes never interleave.  Reads, writes and getattr take neither for long.  Lock
-order: _ns -> _lock -> WriteBack.lock -> tree.lock.
+namespace changes (create, rename, unlink, mkdir, rmdir), including the network calls they
+make, so two changes never interleave; it also guards ``self._staging`` (paths whose old
+contents are being downloaded for writing: that download runs outside ``_ns``, and the path is
+re-checked before the staged copy is registered).  Reads, writes and getattr take neither for
+long.  Lock order: _ns -> _lock -> WriteBack.lock -> tree.lock.
 """
 from __future__ import annotations
 
