@@ -89,7 +89,8 @@ CREATE TABLE IF NOT EXISTS records (
     attempts INTEGER NOT NULL DEFAULT 0,
     next_try REAL NOT NULL DEFAULT 0,
     put_tried INTEGER NOT NULL DEFAULT 0,
-    updated REAL NOT NULL DEFAULT 0
+    updated REAL NOT NULL DEFAULT 0,
+    path TEXT
 )
 """
 
@@ -247,7 +248,7 @@ class WriteBack:
                 rows.append((self._seq, (r.rid, r.parent, r.name, r.size, r.mtime, state,
                                          r.generation, json.dumps(r.replaces), r.handle, r.link,
                                          r.error, r.attempts, r.next_try, int(r.put_tried),
-                                         now)))
+                                         now, self._path_of(r))))
                 r.persisted = True
             self.lock.buffer(rows)
 
@@ -265,7 +266,7 @@ class WriteBack:
                     self.db.executemany(
                         "INSERT OR REPLACE INTO records (rid, parent, name, size, mtime, state,"
                         " generation, replaces, handle, link, error, attempts, next_try,"
-                        " put_tried, updated) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                        " put_tried, updated, path) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                         [row for _seq, row in fresh.values()])
             except sqlite3.ProgrammingError:
                 if self._stop.is_set():
@@ -990,6 +991,9 @@ def open_db(path: str) -> sqlite3.Connection:
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")
     db.execute(_SCHEMA)
+    columns = {row[1] for row in db.execute("PRAGMA table_info(records)")}
+    if "path" not in columns:   # queues written before the column existed
+        db.execute("ALTER TABLE records ADD COLUMN path TEXT")
     db.commit()
     return db
 
@@ -1001,13 +1005,15 @@ def read_status(mount_dir: str) -> list[dict]:
         return []
     db = sqlite3.connect("file:%s?mode=ro" % path, uri=True, timeout=10)
     try:
-        rows = db.execute("SELECT name, state, size, error, attempts, parent FROM records"
-                          " WHERE state != 'uploaded' ORDER BY updated").fetchall()
+        columns = {row[1] for row in db.execute("PRAGMA table_info(records)")}
+        path_col = "path" if "path" in columns else "NULL"
+        rows = db.execute("SELECT name, state, size, error, attempts, parent, %s FROM records"
+                          " WHERE state != 'uploaded' ORDER BY updated" % path_col).fetchall()
     finally:
         db.close()
-    return [{"path": name, "state": state, "size": size, "progress": 0, "error": error,
+    return [{"path": path or name, "state": state, "size": size, "progress": 0, "error": error,
              "attempts": attempts, "parent": parent}
-            for name, state, size, error, attempts, parent in rows]
+            for name, state, size, error, attempts, parent, path in rows]
 
 
 def mark_failed_for_retry(mount_dir: str) -> int:

@@ -288,6 +288,7 @@ def test_umount_waits_for_uploads_and_fusermount_resumes(server, tmp_path):
         status = json.loads(megafs("status", str(mnt), "--state-dir", str(state),
                                    "--json").stdout)
         assert [f["state"] for f in status["files"]] in (["pending"], ["uploading"])
+        assert not status["mounted"] and status["files"][0]["path"] == "/later.bin"
         server.clear_faults()
         # 2. remount: it resumes; `megafs umount` waits until everything is uploaded
         m = MountProcess(mnt, server.url, state, log_path=tmp_path / "m2.log")
@@ -298,7 +299,7 @@ def test_umount_waits_for_uploads_and_fusermount_resumes(server, tmp_path):
         live = json.loads(megafs("status", str(mnt), "--state-dir", str(state), "--json").stdout)
         assert live["mounted"]
         paths = {f["path"] for f in live["files"]}
-        assert paths and paths <= {"/u0.bin", "/u1.bin", "/u2.bin"}
+        assert paths and paths <= {"/later.bin", "/u0.bin", "/u1.bin", "/u2.bin"}
         assert all(f["state"] in ("pending", "uploading") for f in live["files"])
         out = megafs("umount", str(mnt), "--state-dir", str(state), timeout=120)
         assert not is_mounted(mnt)
