@@ -21,7 +21,10 @@ State machine of one record (column ``state``; ``busy``/``dirty`` live in memory
         v
     UPLOADED (row keeps handle + link) ──> staged file deleted (once no handle is open)
 
-    UPLOADING --transient error--> PENDING, next_try = now + back-off (0.5 s doubling, cap 60 s)
+    UPLOADING --transient error--> PENDING, next_try = now + back-off (0.5 s doubling, cap 60 s);
+          while uploads stall a prober checks every second that the API host accepts TCP
+          connections, and when it comes back, back-offs are cleared and uploads stuck in the
+          client's own retry sleep are restarted
     UPLOADING --permanent error (-17 quota, -9 parent gone, -11, ...)--> FAILED (error text)
     FAILED --longer back-off (5 min doubling, cap 1 h) or ``megafs retry``--> PENDING
     any --file rewritten meanwhile (generation/version changed)--> PENDING for the new data;
@@ -39,10 +42,14 @@ of uploading again (no duplicate), and nodes of older generations of the same ro
 ``replaces``.  UPLOADED rows: their staged file is removed at the next mount if a crash left
 it.  Data is never deleted locally before MEGA confirmed the node.
 
-Concurrency contract: ``WriteBack.lock`` (a Condition over an RLock) guards every ``Record``
-field and the indexes; it is never held during network I/O or while waiting.  The sqlite
-connection has its own lock (``_db_lock``), always taken after ``lock`` when both are needed.
-Lock order: fs core lock -> WriteBack.lock -> tree.lock -> _db_lock.
+Concurrency contract: ``WriteBack.lock`` (a ``_QueueLock``: Condition over an RLock) guards
+every ``Record`` field and the indexes; it is never held during network I/O, while waiting, or
+while sqlite syncs: rows saved under it are committed by the same thread as it leaves its
+outermost ``with lock:`` block, before that statement returns (so a row is durable before the
+caller goes on, e.g. before ``close`` returns or before a ``p`` is sent).  The sqlite connection
+has its own lock (``_db_lock``); a per-row sequence number keeps an older snapshot from
+overwriting a newer one.  Lock order: fs core locks -> WriteBack.lock -> tree.lock; _db_lock is
+taken alone.
 """
 from __future__ import annotations
 
