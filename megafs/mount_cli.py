@@ -415,11 +415,20 @@ def _lock_mount_dir(mount_dir: str) -> int:
 
 
 # --- umount / status / retry -----------------------------------------------------------------
-def _live_status(mnt: str) -> dict | None:
-    try:
-        return json.loads(os.getxattr(mnt, "user.megafs.status"))
-    except (OSError, ValueError):
-        return None
+def _live_status(mnt: str, timeout: float = 5.0) -> dict | None:
+    """Live queue status from the mount itself (with upload progress); None if it does not
+    answer within ``timeout`` (a wedged mount must not hang ``megafs status``)."""
+    box: list[Any] = []
+
+    def ask() -> None:
+        try:
+            box.append(json.loads(os.getxattr(mnt, "user.megafs.status")))
+        except (OSError, ValueError):
+            box.append(None)
+    t = threading.Thread(target=ask, daemon=True)
+    t.start()
+    t.join(timeout)
+    return box[0] if box else None
 
 
 def _rows(info: dict) -> list[dict]:
