@@ -451,6 +451,11 @@ def run_umount(args: argparse.Namespace) -> int:
             failed = [r for r in rows if r["state"] == "failed"]
             if not waiting:
                 break
+            pid = info.get("pid")
+            if pid and not _alive(pid):
+                print("megafs umount: the mount process is gone; %d upload(s) resume at the "
+                      "next mount" % len(waiting), file=sys.stderr)
+                break
             line = "megafs umount: waiting for %d upload(s) (%d failed)" % (len(waiting),
                                                                             len(failed))
             if line != last:

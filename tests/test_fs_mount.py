@@ -515,3 +515,20 @@ def test_local_mount_after_kill9_restarts_its_server(tmp_path):
         megafs("umount", str(mnt), "--state-dir", str(state), timeout=60)
     finally:
         force_unmount(mnt)
+
+
+def test_umount_of_a_dead_mount_does_not_wait(server, tmp_path):
+    state = tmp_path / "state"
+    m = MountProcess(tmp_path / "mnt", server.url, state)
+    m.start()
+    try:
+        server.faults([{"where": "upload", "http": 503}])
+        (m.mnt / "stuck.bin").write_bytes(b"s" * 1000)
+        m.proc.send_signal(9)
+        m.proc.wait(20)
+        proc = megafs("umount", str(m.mnt), "--state-dir", str(state), timeout=60, check=False)
+        assert "resume at the next mount" in proc.stderr
+        assert not is_mounted(m.mnt)
+    finally:
+        server.clear_faults()
+        m.stop()
