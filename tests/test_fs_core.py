@@ -488,3 +488,20 @@ def test_staging_a_big_file_does_not_block_the_namespace(stack, tmp_path):
     assert box["err"].errno == errno.ENOENT
     assert stack.fs.resolve("/dir/big.bin").kind == "file"
     assert stack.wb.lookup(stack.tree.root, "big.bin") is None
+
+
+def test_upload_into_a_folder_deleted_remotely_fails_and_keeps_data(server, tmp_path):
+    s = Stack(server.url, str(tmp_path / "state"), start=False)
+    try:
+        s.fs.mkdir("/doomed")
+        s.write_file("/doomed/orphan.txt", b"keep me")
+        rec = s.wb.lookup(s.fs.resolve("/doomed").n.handle, "orphan.txt")
+        folder = s.fs.resolve("/doomed").n.handle
+        s.client.delete(folder)          # as another client would
+        s.tree.remove(folder)
+        s.wb.start()
+        wait_for(lambda: rec.state == "failed", timeout=30, what="upload to fail")
+        assert "-9" in (rec.error or "")
+        assert open(rec.staged, "rb").read() == b"keep me"
+    finally:
+        s.close()
