@@ -11,12 +11,14 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 import sys
 import threading
 import time
 from typing import Any, TextIO
 
 from . import links
+from .cli import default_state_dir
 from .client import MegaClient, PutItem
 from .errors import MegaError, MegafsError, UploadFailed, describe
 
@@ -33,13 +35,38 @@ def _positive_int(text: str) -> int:
     return value
 
 
+LOCAL_PORT_FILE = "local-server.port"   # written by `megafs mount --local` in the state dir
+
+
+def local_api(state_dir: str | None) -> str:
+    """The API URL of the bundled server that a ``mount --local`` runs for ``state_dir``."""
+    state = state_dir or default_state_dir()
+    try:
+        with open(os.path.join(state, LOCAL_PORT_FILE)) as fh:
+            port = int(fh.read().strip())
+    except (OSError, ValueError):
+        raise MegafsError("no local server has run for state dir %s; start one with "
+                          "`megafs mount MNT --local`" % state) from None
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    except OSError:
+        raise MegafsError("the local server of state dir %s (port %d) is not running; mount "
+                          "with `megafs mount MNT --local` first" % (state, port)) from None
+    return "http://127.0.0.1:%d/" % port
+
+
 def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
-    parser.add_argument("--api", metavar="URL", default=None,
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--api", metavar="URL", default=None,
                         help="MEGA API base URL (default: $MEGAFS_API or "
                              "https://g.api.mega.co.nz/)")
+    source.add_argument("--local", action="store_true",
+                        help="use the local server that `megafs mount --local` runs for the "
+                             "state dir")
+    parser.add_argument("--state-dir", metavar="DIR", default=None,
+                        help="where sessions and the --local server live "
+                             "(default: $XDG_DATA_HOME/megafs)")
     if name != "get":
-        parser.add_argument("--state-dir", metavar="DIR", default=None,
-                            help="where sessions live (default: $XDG_DATA_HOME/megafs)")
         parser.add_argument("--session", metavar="FILE", default=None,
                             help="use this session file instead of the state dir's")
     if name in ("upload", "get"):
@@ -60,6 +87,8 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     commands = {"upload": run_upload, "get": run_get, "session": run_session}
+    if args.local:
+        args.api = local_api(args.state_dir)
     try:
         return commands[args.command](args)
     except OSError as exc:  # a local file or directory problem: one line, no traceback
