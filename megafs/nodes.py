@@ -6,7 +6,7 @@ Owns the mapping between MEGA nodes and the POSIX names the mount shows.  It dec
 
 * **Invalid POSIX names are escaped.**  A remote name that is empty, ``.``, ``..``, contains
   ``/`` or NUL, or holds a lone UTF-16 surrogate is shown escaped: ``%`` -> ``%25``, ``/`` ->
-  ``%2F``, NUL -> ``%00``, a surrogate -> ``%uXXXX``, ``.`` -> ``%2E``, ``..`` -> ``%2E%2E``,
+  ``%2F``, NUL -> ``%00``, a surrogate -> ``%u`` and four hex digits, ``.`` -> ``%2E``, ``..`` -> ``%2E%2E``,
   the empty name -> ``%empty``.  Names that are already valid are shown unchanged (so a valid
   name containing ``%`` stays as it is).  A name longer than 255 bytes in UTF-8 is cut at a
   character boundary and gets ``~HANDLE`` appended.
