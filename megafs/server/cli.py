@@ -11,6 +11,7 @@ import ipaddress
 import logging
 import os
 import re
+import select
 import signal
 import sys
 import threading
@@ -125,11 +126,20 @@ def run(args: argparse.Namespace) -> int:
     if not _is_loopback(args.host):
         log.warning("listening on %s: the server has no authentication and anyone who can "
                     "reach this address can use it", args.host)
-    stop = threading.Event()
+    # Signal-safe shutdown: the handler only flips a flag (re-entrant: a second signal
+    # arriving inside the first handler is harmless), and the C-level wakeup fd wakes the main
+    # loop's select() at once.  Calling threading.Event.set() from the handler deadlocked the
+    # server when two SIGTERMs came close together: the second handler ran inside the first
+    # one's set(), which held the event's non-reentrant lock.
+    stopping: list[int] = []
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
 
     def on_signal(signum: int, frame: object) -> None:
-        stop.set()
+        stopping.append(signum)
 
+    previous_fd = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
@@ -138,8 +148,17 @@ def run(args: argparse.Namespace) -> int:
     print(app.base_url, flush=True)
     log.info("serving the MEGA API at %s (data in %s, quota %d bytes%s)", app.base_url,
              data_dir, args.quota, ", %d fault rule(s)" % len(rules) if rules else "")
-    while not stop.wait(0.5):
-        pass
+    try:
+        while not stopping:
+            try:
+                select.select([wake_r], [], [], 0.5)
+                os.read(wake_r, 512)
+            except (BlockingIOError, InterruptedError):
+                pass
+    finally:
+        signal.set_wakeup_fd(previous_fd)
+        os.close(wake_r)
+        os.close(wake_w)
     log.info("stopping")
     app.stop()
     server.shutdown()
