@@ -10,32 +10,48 @@ download never leaves a file at the destination.
 Retries: connection errors, timeouts, HTTP 5xx/429, ``-3``-style error bodies and short or
 truncated bodies are retried per range with backoff; HTTP 403/404/410 or ``-8`` mean the URL
 expired (the whole-file path asks ``g`` again; ``read_range`` raises ``MegaError(-8)`` for its
-caller); HTTP 509 is the transfer quota (``MegaError(-17)`` with the time left).  Memory stays
-bounded: at most ``connections`` spans of about 1 MiB are in flight.  Never logs URLs' tokens.
+caller); HTTP 509 is the transfer quota (``MegaError(-17)`` with the time left).
+
+Data path: a whole-file download is cut into chunk-aligned spans of up to 8 MiB (fewer for small
+files, so every connection gets work), one ranged GET each, on ``connections`` worker
+threads.  A worker owns a buffer of one MAC chunk (at most 1 MiB) and a small scratch buffer;
+it consumes its GET chunk by chunk: receive straight into the buffer (``HttpPool.stream``),
+decrypt in place, MAC the plaintext (CBC output into the scratch), ``pwrite`` and start the
+writeback (``sync_file_range``) so the final fsync has little left to do; after a failure the
+GET resumes at the first chunk not yet written.  ``read_range`` receives into a pooled buffer,
+decrypts in place and copies once into the ``bytes`` it returns.  Memory stays bounded:
+per connection 1 MiB + 256 KiB of scratch, plus at most ``connections`` pooled 1 MiB buffers
+for ``read_range``, whatever the file size.  Never logs URLs' tokens.
 """
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import hmac
 import logging
+import mmap
 import os
 import re
+import sys
 import tempfile
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
-
-import requests
 
 from . import chunks, crypto
 from .crypto import FileKey
 from .errors import IntegrityError, MegaError, ProtocolError, TransportError, error_from_result
-from .transport import HTTP_RETRY_STATUSES, Backoff, Cancelled, HttpPool, RetryPolicy, redact_url
+from .transport import (HTTP_RETRY_STATUSES, Backoff, Cancelled, HttpPool, RetryPolicy,
+                        TransferInterrupted, TransferStream, redact_url)
 
 log = logging.getLogger(__name__)
 
-SPAN = chunks.MIB
+SPAN = 8 * chunks.MIB       # most bytes per ranged GET of a whole-file download
+SCRATCH = 256 * 1024        # per worker: CBC-MAC output
+DIRECT_MIN = 4 * chunks.MIB   # files at least this big are written with O_DIRECT where possible
+DIRECT_ALIGN = 4096           # O_DIRECT offset/length/buffer alignment (safe for 512 too)
+_O_DIRECT = getattr(os, "O_DIRECT", 0)
 TRANSFER_TIMEOUT = (10.0, 120.0)
 RETRY_CODES = frozenset({-3, -6, -18, -19})
 EXPIRED_CODES = frozenset({-4, -8})
@@ -112,8 +128,10 @@ class Downloader:
         self.pool = pool
         self.retry = retry or RetryPolicy.from_env()
         self.connections = max(1, connections)
-        self.span = span
+        self.span = max(span, chunks.MIB)   # a span holds at least one whole MAC chunk
         self.timeout = timeout
+        self._buffers: list[bytearray] = []  # free receive buffers of read_range
+        self._buffers_lock = threading.Lock()
 
     # --- one range ---------------------------------------------------------------------------
     def fetch(self, url: str, offset: int, length: int,
@@ -121,45 +139,65 @@ class Downloader:
         """The ciphertext of [offset, offset+length); retried; raises _Expired on a dead URL."""
         if length <= 0:
             return b""
+        buf = bytearray(length)
+        self.fetch_into(url, offset, memoryview(buf), cancel)
+        return bytes(buf)
+
+    def fetch_into(self, url: str, offset: int, view: memoryview,
+                   cancel: threading.Event | None = None) -> None:
+        """Fill ``view`` with the ciphertext at ``offset``; retried; _Expired on a dead URL.
+
+        The body is read straight into ``view`` (no copy in between).
+        """
+        length = len(view)
+        if length <= 0:
+            return
         target = range_url(url, offset, length)
         what = "download %d-%d from %s" % (offset, offset + length - 1, redact_url(url))
         backoff = Backoff(self.retry, what, cancel)
-        short = False
         while True:
             try:
-                resp = self.pool.request("GET", target, timeout=self.timeout)
-            except (requests.ConnectionError, requests.Timeout,
-                    requests.exceptions.ChunkedEncodingError) as exc:
-                short = isinstance(exc, requests.exceptions.ChunkedEncodingError)
-                self._wait(backoff, type(exc).__name__, short)
-                continue
-            except requests.RequestException as exc:
-                raise TransportError("%s: %s" % (what, type(exc).__name__)) from None
-            status, body = resp.status_code, resp.content
-            if status in EXPIRED_STATUSES:
-                raise _Expired("HTTP %d" % status)
-            if status == 509:
-                left = resp.headers.get("X-MEGA-Time-Left", "")
-                raise MegaError(-17, "download: transfer quota exceeded"
-                                + ("; resets in %s s" % left if left.isdigit() else ""))
-            if status in HTTP_RETRY_STATUSES:
-                self._wait(backoff, "HTTP %d" % status, False)
-                continue
-            if status not in (200, 206):
-                raise TransportError("%s: HTTP %d" % (what, status))
-            if len(body) == length:
-                return body
-            match = _ERROR_BODY.match(body) if len(body) <= 8 else None
+                with self.pool.stream("GET", target, timeout=self.timeout) as answer:
+                    retry = self._check(answer, length, what)
+                    if retry is None:
+                        answer.readinto(view)
+                        return
+            except TransferInterrupted as exc:
+                retry = str(exc), exc.short
+            except ValueError:
+                raise TransportError("%s: not an http(s) URL" % what) from None
+            self._wait(backoff, *retry)
+
+    @staticmethod
+    def _check(answer: TransferStream, length: int, what: str) -> tuple[str, bool] | None:
+        """None if ``answer`` carries the ``length`` bytes asked for, else why to retry.
+
+        Raises _Expired for a dead URL and MegaError/TransportError for permanent failures.
+        Reads (small) error bodies itself.
+        """
+        status = answer.status
+        if status in EXPIRED_STATUSES:
+            raise _Expired("HTTP %d" % status)
+        if status == 509:
+            left = answer.headers.get("X-MEGA-Time-Left", "")
+            raise MegaError(-17, "download: transfer quota exceeded"
+                            + ("; resets in %s s" % left if left.isdigit() else ""))
+        if status in HTTP_RETRY_STATUSES:
+            return "HTTP %d" % status, False
+        if status not in (200, 206):
+            raise TransportError("%s: HTTP %d" % (what, status))
+        if answer.length == length:
+            return None
+        if answer.length is not None and answer.length <= 8:
+            match = _ERROR_BODY.match(answer.read(8))
             if match:
                 code = int(match.group(1))
                 if code in RETRY_CODES:
-                    self._wait(backoff, "server answered %d" % code, False)
-                    continue
+                    return "server answered %d" % code, False
                 if code in EXPIRED_CODES:
                     raise _Expired("server answered %d" % code)
                 raise MegaError(code, "download server")
-            short = True
-            self._wait(backoff, "short body: %d of %d bytes" % (len(body), length), True)
+        return "short body: %s of %d bytes" % (answer.length, length), True
 
     @staticmethod
     def _wait(backoff: Backoff, reason: str, short: bool) -> None:
@@ -173,15 +211,41 @@ class Downloader:
 
     def read_range(self, url: str, key: FileKey, offset: int, length: int,
                    cancel: threading.Event | None = None) -> bytes:
-        """Decrypted plaintext of [offset, offset+length); the caller keeps it within the size."""
+        """Decrypted plaintext of [offset, offset+length); the caller keeps it within the size.
+
+        The ciphertext is received into a pooled buffer and decrypted in place; the only copy
+        is into the returned ``bytes``.
+        """
         if offset < 0 or length < 0:
             raise ValueError("negative offset or length")
+        if length == 0:
+            return b""
+        buf = self._take_buffer(length)
         try:
-            data = self.fetch(url, offset, length, cancel)
-        except _Expired as exc:
-            raise MegaError(-8, "download URL no longer valid (%s); ask g again" % exc) \
-                from None
-        return crypto.ctr_crypt(key.aes_key, key.nonce, offset, data)
+            view = memoryview(buf)[:length]
+            try:
+                self.fetch_into(url, offset, view, cancel)
+            except _Expired as exc:
+                raise MegaError(-8, "download URL no longer valid (%s); ask g again" % exc) \
+                    from None
+            crypto.ctr_crypt(key.aes_key, key.nonce, offset, view, output=view)
+            return bytes(view)
+        finally:
+            self._give_buffer(buf)
+
+    def _take_buffer(self, length: int) -> bytearray:
+        with self._buffers_lock:
+            for i, buf in enumerate(self._buffers):
+                if len(buf) >= length:
+                    return self._buffers.pop(i)
+        return bytearray(max(length, chunks.MIB))
+
+    def _give_buffer(self, buf: bytearray) -> None:
+        if len(buf) > chunks.MIB:
+            return    # only the usual 1 MiB blocks are worth keeping
+        with self._buffers_lock:
+            if len(self._buffers) < self.connections:
+                self._buffers.append(buf)
 
     # --- whole files --------------------------------------------------------------------------
     def download_file(self, info: DownloadInfo, key: FileKey, dest: str, *,
@@ -193,13 +257,16 @@ class Downloader:
         directory = os.path.dirname(dest)
         fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(dest)[:100] + ".",
                                    suffix=".megafs-part", dir=directory)
+        direct_fd = _open_direct(tmp) if info.size >= DIRECT_MIN else None
         try:
             try:
-                self._fill(fd, info, key, refresh, progress, cancel)
+                self._fill(fd, direct_fd, info, key, refresh, progress, cancel)
                 os.fchmod(fd, 0o666 & ~_umask())
                 os.fsync(fd)
             finally:
                 os.close(fd)
+                if direct_fd is not None:
+                    os.close(direct_fd)
             os.replace(tmp, dest)
         except BaseException:
             with contextlib.suppress(OSError):
@@ -213,82 +280,204 @@ class Downloader:
                 os.close(dfd)
         return dest
 
-    def _fill(self, fd: int, info: DownloadInfo, key: FileKey,
+    def _fill(self, fd: int, direct_fd: int | None, info: DownloadInfo, key: FileKey,
               refresh: Callable[[], DownloadInfo] | None, progress: Progress | None,
               cancel: threading.Event | None) -> None:
+        """Fetch every span on up to ``connections`` workers, each with its own buffer."""
         size = info.size
-        macs = crypto.MacAccumulator(key.aes_key)
-        lock = threading.Lock()
-        current = {"url": info.url, "done": 0}
-        errors: list[BaseException] = []
-        stop = threading.Event()
-        slots = threading.BoundedSemaphore(self.connections)
-
-        def fetch_span(offset: int, length: int) -> None:
+        job = _FillJob(fd, key, info.url, refresh, progress, cancel,
+                       list(chunks.groups(size, self.span_for(size)))[::-1] if size else [])
+        job.direct_fd = direct_fd
+        count = min(self.connections, len(job.pending))
+        if count == 1:
+            self._fill_worker(job, min(chunks.MIB, size))
+        elif count:
+            workers = [threading.Thread(target=self._fill_worker,
+                                        args=(job, min(chunks.MIB, size)), daemon=True,
+                                        name="megafs-download-%d" % i) for i in range(count)]
+            for worker in workers:
+                worker.start()
             try:
-                refreshed = False
-                while True:
-                    if stop.is_set() or (cancel is not None and cancel.is_set()):
-                        return
-                    url = current["url"]
-                    try:
-                        data = self.fetch(url, offset, length, cancel)
-                        break
-                    except _Expired as exc:
-                        if refresh is None or refreshed:
-                            raise MegaError(-8, "download URL no longer valid (%s)" % exc) \
-                                from None
-                        refreshed = True
-                        with lock:
-                            if current["url"] == url:
-                                current["url"] = refresh().url
-                plain = crypto.ctr_crypt(key.aes_key, key.nonce, offset, data)
-                del data
-                view = memoryview(plain)
-                pos = offset
-                while pos < offset + length:
-                    n = min(chunks.size_at(pos), offset + length - pos)
-                    macs.add(pos, crypto.chunk_mac(key.aes_key, key.nonce,
-                                                   view[pos - offset:pos - offset + n]))
-                    pos += n
-                written = 0
-                while written < length:
-                    written += os.pwrite(fd, view[written:], offset + written)
-                with lock:
-                    current["done"] += length
-                    done = current["done"]
-                if progress:
-                    progress(done)
-            except BaseException as exc:  # noqa: B902 - handed to the main thread
-                if not isinstance(exc, Cancelled) or (cancel is not None and cancel.is_set()):
-                    errors.append(exc)
-                stop.set()
-            finally:
-                slots.release()
-
-        if size:
-            executor = ThreadPoolExecutor(self.connections, thread_name_prefix="megafs-download")
-            try:
-                for offset, length in chunks.groups(size, self.span):
-                    while not slots.acquire(timeout=0.2):
-                        if stop.is_set():
-                            break
-                    if stop.is_set() or (cancel is not None and cancel.is_set()):
-                        break
-                    executor.submit(fetch_span, offset, length)
+                for worker in workers:
+                    worker.join()
             except BaseException:
-                stop.set()  # e.g. KeyboardInterrupt: let the workers finish quickly
+                job.stop.set()  # e.g. KeyboardInterrupt: let the workers finish quickly
+                for worker in workers:
+                    worker.join()
                 raise
-            finally:
-                executor.shutdown(wait=True)
-        if errors:
-            raise errors[0]
+        if job.errors:
+            raise job.errors[0]
         if cancel is not None and cancel.is_set():
             raise Cancelled("download cancelled")
         os.ftruncate(fd, size)
-        if not hmac.compare_digest(macs.meta_mac(size), key.mac):
+        if not hmac.compare_digest(job.macs.meta_mac(size), key.mac):
             raise IntegrityError("MAC mismatch: the downloaded data does not match the link's "
                                  "key (tampered, truncated or wrong key)")
+
+    def span_for(self, size: int) -> int:
+        """GET size for a whole file: at least four spans per connection, so all are kept
+        busy (1 MiB up to 4 x connections MiB), at most ``self.span``; whole MAC chunks."""
+        share = size // (4 * self.connections) // chunks.MIB * chunks.MIB
+        return max(chunks.MIB, min(self.span, share))
+
+    def _fill_worker(self, job: "_FillJob", buffer_size: int) -> None:
+        # One MAC chunk at a time: at most 1 MiB.  Anonymous mmap memory is page-aligned, as
+        # O_DIRECT wants.
+        buf = mmap.mmap(-1, max(buffer_size, 1), flags=mmap.MAP_PRIVATE) \
+            if job.direct_fd is not None else bytearray(buffer_size)
+        scratch = bytearray(SCRATCH)
+        try:
+            while True:
+                if job.stop.is_set() or (job.cancel is not None and job.cancel.is_set()):
+                    return
+                with job.lock:
+                    if not job.pending:
+                        return
+                    offset, length = job.pending.pop()
+                self._fetch_span(job, offset, length, memoryview(buf), scratch)
+        except BaseException as exc:  # noqa: B902 - handed to the calling thread
+            if not isinstance(exc, Cancelled) or (job.cancel is not None
+                                                  and job.cancel.is_set()):
+                with job.lock:
+                    job.errors.append(exc)
+            job.stop.set()
+
+    def _fetch_span(self, job: "_FillJob", offset: int, length: int, buf: memoryview,
+                    scratch: bytearray) -> None:
+        """One ranged GET for the span, consumed chunk by chunk through ``buf``.
+
+        Each MAC chunk is received into the buffer, decrypted in place, MACed, written and
+        its writeback started; after a failure the GET resumes at the first chunk not done.
+        """
+        pos, end = offset, offset + length
+        refreshed = False
+        backoff: Backoff | None = None
+        while pos < end and not job.stop.is_set():
+            url = job.url
+            what = "download %d-%d from %s" % (pos, end - 1, redact_url(url))
+            try:
+                with self.pool.stream("GET", range_url(url, pos, end - pos),
+                                      timeout=self.timeout) as answer:
+                    retry = self._check(answer, end - pos, what)
+                    while retry is None and pos < end:
+                        n = min(chunks.size_at(pos), end - pos)
+                        view = buf[:n]
+                        answer.readinto(view)
+                        self._take_chunk(job, pos, view, scratch)
+                        pos += n
+            except TransferInterrupted as exc:
+                retry = str(exc), exc.short
+            except _Expired as exc:
+                if job.refresh is None or refreshed:
+                    raise MegaError(-8, "download URL no longer valid (%s)" % exc) from None
+                refreshed = True
+                with job.refresh_lock:
+                    if job.url == url:
+                        job.url = job.refresh().url
+                continue
+            except ValueError:
+                raise TransportError("%s: not an http(s) URL" % what) from None
+            if retry is not None:
+                if backoff is None:
+                    backoff = Backoff(self.retry, what, job.cancel)
+                self._wait(backoff, *retry)
+
+    @staticmethod
+    def _take_chunk(job: "_FillJob", pos: int, view: memoryview, scratch: bytearray) -> None:
+        """Decrypt one received MAC chunk in place, record its MAC, write it out."""
+        key = job.key
+        crypto.ctr_crypt(key.aes_key, key.nonce, pos, view, output=view)
+        job.macs.add(pos, crypto.chunk_mac(key.aes_key, key.nonce, view, scratch))
+        direct = len(view) - len(view) % DIRECT_ALIGN if job.direct_fd is not None else 0
+        if direct and pos % DIRECT_ALIGN == 0:
+            try:
+                _pwrite_all(job.direct_fd, view[:direct], pos)
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+                job.direct_fd = None   # the filesystem takes O_DIRECT opens but not writes
+                direct = 0
+        else:
+            direct = 0
+        if direct < len(view):
+            _pwrite_all(job.fd, view[direct:], pos + direct)
+            start_writeback(job.fd, pos + direct, len(view) - direct)
+        with job.lock:
+            job.done += len(view)
+            done = job.done
+        if job.progress:
+            job.progress(done)
+
+
+class _FillJob:
+    """One whole-file download shared by its workers; ``lock`` guards the mutable fields."""
+
+    def __init__(self, fd: int, key: FileKey, url: str,
+                 refresh: Callable[[], DownloadInfo] | None, progress: Progress | None,
+                 cancel: threading.Event | None, pending: list[tuple[int, int]]) -> None:
+        self.fd = fd
+        self.key = key
+        self.url = url
+        self.refresh = refresh
+        self.progress = progress
+        self.cancel = cancel
+        self.pending = pending           # popped from the end: lowest offsets first
+        self.macs = crypto.MacAccumulator(key.aes_key)
+        self.lock = threading.Lock()
+        self.refresh_lock = threading.Lock()
+        self.stop = threading.Event()
+        self.errors: list[BaseException] = []
+        self.done = 0
+        self.direct_fd: int | None = None   # O_DIRECT descriptor of the same file, if any
+
+
+def _open_direct(path: str) -> int | None:
+    """A second, O_DIRECT descriptor for the download's temporary file, if the filesystem
+    supports it.
+
+    Written through the page cache, a download paid 2.5-4 ms of system time per MiB here
+    (each new page-cache page is backed by the hypervisor on first touch: 3 s of the client's
+    6 s of CPU for 1 GiB), and the final fsync then wrote it all again; O_DIRECT writes go from
+    the worker's buffer to the disk at over 1 GiB/s, so the fsync only has metadata left.
+    """
+    if not _O_DIRECT:
+        return None
+    try:
+        return os.open(path, os.O_WRONLY | _O_DIRECT)
+    except OSError:
+        return None
+
+
+def _pwrite_all(fd: int, view: memoryview, offset: int) -> None:
+    written = 0
+    while written < len(view):
+        written += os.pwrite(fd, view[written:], offset + written)
+
+
+def start_writeback(fd: int, offset: int, length: int) -> None:
+    """Ask the kernel to start writing a range to disk now (``sync_file_range``), no wait.
+
+    The final ``fsync`` of a 1 GiB download otherwise flushes all of it at the end (0.4-0.5 s
+    here); started early, the writing overlaps the transfer.  A no-op where unavailable.
+    """
+    if _sync_file_range is not None:
+        _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
+
+
+def _load_sync_file_range() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        func = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    func.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    func.restype = ctypes.c_int
+    return func
+
+
+_SYNC_FILE_RANGE_WRITE = 2
+_sync_file_range = _load_sync_file_range()
 
 
 def _umask() -> int:
