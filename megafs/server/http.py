@@ -15,7 +15,9 @@ Routes (U = the base URL printed at start-up)::
 
 ``ThreadingHTTPServer`` gives every connection its own thread, so parallel upload POSTs and
 long-polls proceed together; HTTP/1.1 keep-alive is supported (every answer has a
-Content-Length).  Every request is logged once at DEBUG with session ids and URL tokens cut
+Content-Length).  Each connection owns one transfer buffer (anonymous mmap, page-aligned for
+O_DIRECT, kept up to 16 MiB): upload bodies are read into it with ``readinto`` and downloads
+are read into it and sent from it, so no request allocates its body.  Every request is logged once at DEBUG with session ids and URL tokens cut
 to six characters; nothing escapes as a traceback over HTTP: an unexpected exception is
 logged at ERROR and answered ``-1`` (cs) or HTTP 500.  ``Content-Type`` is never required.
 The control endpoints only answer clients on the loopback interface.
@@ -25,6 +27,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import mmap
 import os
 import re
 import socket
@@ -38,13 +41,17 @@ from . import handlers
 from .app import App
 from .faults import Decision, FaultRuleError
 from .state import decode_sn
-from .transfers import blob_size, open_blob, read_pieces
+from .transfers import blob_size, open_blob, open_blob_direct, read_pieces
 
 log = logging.getLogger(__name__)
 
 CS_BODY_LIMIT = 64 << 20
 UPLOAD_BODY_LIMIT = 256 << 20
 SMALL_BODY_LIMIT = 1 << 20
+BUFFER_MIN = 1 << 20        # per-connection transfer buffer: at least this, in steps of it
+KEEP_BUFFER = 16 << 20      # a connection keeps its buffer up to this size
+DOWNLOAD_PIECE = 1 << 20    # at least this many bytes read from the blob and sent per step
+SCRATCH_BYTES = 256 << 10   # per-connection room for the upload checksum fold
 JSON_TYPE = "application/json"
 TEXT_TYPE = "text/plain; charset=utf-8"
 BINARY_TYPE = "application/octet-stream"
@@ -196,6 +203,57 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return None
         return self._read_exact(length)
+
+    def _read_body_into_buffer(self, limit: int) -> memoryview | bytes | None:
+        """Like ``_read_body``, but into this connection's reusable page-aligned buffer.
+
+        The view is valid until the next request on this connection.  A chunked body (which
+        our clients never send) is read the ordinary way.
+        """
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            return self._read_chunked(limit)
+        length_text = self.headers.get("Content-Length")
+        if length_text is None:
+            return b""
+        try:
+            length = int(length_text)
+        except ValueError:
+            raise BadRequest("Content-Length is not a number") from None
+        if length < 0:
+            raise BadRequest("negative Content-Length")
+        if length > limit:
+            self.close_connection = True
+            return None
+        view = self._buffer(length)[:length]
+        got = 0
+        while got < length:
+            n = self.rfile.readinto(view[got:])
+            if not n:
+                raise ConnectionResetError("request body ended after %d of %d bytes"
+                                           % (got, length))
+            got += n
+        return view
+
+    def _buffer(self, size: int) -> memoryview:
+        """This connection's transfer buffer, at least ``size`` (and 1 MiB) bytes.
+
+        Anonymous ``mmap`` memory, so it is page-aligned for O_DIRECT; reused by every request
+        on the connection (no allocation per request) unless it had to grow past
+        ``KEEP_BUFFER``, in which case it is dropped after the request.
+        """
+        size = max(size, BUFFER_MIN)
+        buf = getattr(self, "_transfer_buf", None)
+        if buf is not None and len(buf) >= size:
+            return memoryview(buf)
+        buf = mmap.mmap(-1, -(-size // BUFFER_MIN) * BUFFER_MIN, flags=mmap.MAP_PRIVATE)
+        self._transfer_buf = buf if len(buf) <= KEEP_BUFFER else None
+        return memoryview(buf)
+
+    def _scratch(self) -> bytearray:
+        scratch = getattr(self, "_checksum_scratch", None)
+        if scratch is None:
+            scratch = self._checksum_scratch = bytearray(SCRATCH_BYTES)
+        return scratch
 
     def _read_exact(self, length: int) -> bytes:
         data = self.rfile.read(length) if length else b""
@@ -373,13 +431,14 @@ class Handler(BaseHTTPRequestHandler):
                 self._discard_upload_body()
             if self._fault_reply(decision, "upload"):
                 return
-        body = self._read_body(UPLOAD_BODY_LIMIT)
+        body = self._read_body_into_buffer(UPLOAD_BODY_LIMIT)
         if body is None:
             log.warning("upload: POST body over %d bytes; answering -7", UPLOAD_BODY_LIMIT)
             self._reply(200, b"-7", TEXT_TYPE)
             return
         checksum = self.query.get("c", self.query.get("d"))
-        reply = app.uploads.post(token, offset_text, body, checksum)
+        reply = app.uploads.post(token, offset_text, body, checksum, self._scratch())
+        del body
         if reply.missing:
             log.info("upload: unknown upload URL %s...", token[:6])
             self._reply(404, b"", TEXT_TYPE)
@@ -456,6 +515,7 @@ class Handler(BaseHTTPRequestHandler):
         if fd is None:
             self._reply(404, b"", TEXT_TYPE)
             return
+        direct_fd = open_blob_direct(app.state, blob)
         try:
             self.send_response(status)
             for key, value in headers.items():
@@ -467,21 +527,25 @@ class Handler(BaseHTTPRequestHandler):
             self._headers_done = True
             self._status = status
             limit = length // 2 if drop else send
-            flip_at = length // 2
-            pos = 0
-            for piece in read_pieces(fd, start, limit):
+            flip_at = start + length // 2
+            pos = start
+            buf = self._buffer(DOWNLOAD_PIECE)
+            for piece in read_pieces(fd, start, limit, buf, direct_fd):
                 if tamper and pos <= flip_at < pos + len(piece):
-                    mutable = bytearray(piece)
-                    mutable[flip_at - pos] ^= 0x01
-                    piece = bytes(mutable)
-                self.wfile.write(piece)
+                    piece[flip_at - pos] ^= 0x01
+                self.connection.sendall(piece)
                 pos += len(piece)
-                self._sent = pos
-            app.stats.bump("download_bytes", pos)
+                self._sent = pos - start
+            del buf
+            app.stats.bump("download_bytes", pos - start)
+            if pos - start < limit:
+                self.close_connection = True   # the blob is shorter than it was a moment ago
             if drop:
                 self._drop()
         finally:
             os.close(fd)
+            if direct_fd is not None:
+                os.close(direct_fd)
 
     # --- action packets --------------------------------------------------------------------
     def _sc(self) -> None:
