@@ -26,7 +26,7 @@ URL and a fresh key after ``-4`` (EFAILED on transfer servers), ``-5``, ``-7``, 
 other permanent codes fail the upload at once.
 
 Memory is bounded: each of at most ``connections`` workers holds one span buffer (at most
-``SPAN``, never more than the file) and a 256 KiB scratch, whatever the file size; the file is
+``SPAN``, never more than the file) and a 1 MiB scratch, whatever the file size; the file is
 read with ``preadv`` at 64-bit offsets and never whole.  Never logs the upload URL's token.
 """
 from __future__ import annotations
@@ -49,7 +49,7 @@ from .transport import (HTTP_RETRY_STATUSES, Backoff, Cancelled, HttpPool, Retry
 log = logging.getLogger(__name__)
 
 SPAN = 4 * chunks.MIB               # most bytes per POST (whole MAC chunks); see span_for
-SCRATCH = 256 * 1024                # per worker: CBC-MAC output and checksum folding
+SCRATCH = chunks.MIB                # per worker: CBC-MAC output (one call a chunk), checksum
 TOKEN_BYTES = 36
 TRANSFER_TIMEOUT = (10.0, 120.0)    # (connect, read) per POST
 POST_RETRY_CODES = frozenset({-3, -6, -14, -18, -19})

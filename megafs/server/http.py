@@ -17,9 +17,10 @@ Routes (U = the base URL printed at start-up)::
 long-polls proceed together; HTTP/1.1 keep-alive is supported (every answer has a
 Content-Length).  Each connection owns one transfer buffer (anonymous mmap, page-aligned for
 O_DIRECT, kept up to 16 MiB): upload bodies are read into it with ``readinto`` and downloads
-are read into it and sent from it, so no request allocates its body.  Every request is logged once at DEBUG with session ids and URL tokens cut
-to six characters; nothing escapes as a traceback over HTTP: an unexpected exception is
-logged at ERROR and answered ``-1`` (cs) or HTTP 500.  ``Content-Type`` is never required.
+are read into it and sent from it, so no request allocates its body.  Every request is
+logged once at DEBUG with session ids and URL tokens cut to six characters; nothing escapes
+as a traceback over HTTP: an unexpected exception is logged at ERROR and answered ``-1``
+(cs) or HTTP 500.  ``Content-Type`` is never required.
 The control endpoints only answer clients on the loopback interface.
 """
 from __future__ import annotations
@@ -51,7 +52,7 @@ SMALL_BODY_LIMIT = 1 << 20
 BUFFER_MIN = 1 << 20        # per-connection transfer buffer: at least this, in steps of it
 KEEP_BUFFER = 16 << 20      # a connection keeps its buffer up to this size
 DOWNLOAD_PIECE = 1 << 20    # at least this many bytes read from the blob and sent per step
-SCRATCH_BYTES = 256 << 10   # per-connection room for the upload checksum fold
+SCRATCH_BYTES = 1 << 20     # per-connection room for the upload checksum fold
 JSON_TYPE = "application/json"
 TEXT_TYPE = "text/plain; charset=utf-8"
 BINARY_TYPE = "application/octet-stream"
