@@ -133,7 +133,7 @@ class MegaFS:
         """Every visible entry of a folder, by display name (virtual .link files included)."""
         shadow = self.wb.shadowed()
         out: dict[str, Entry] = {}
-        for name, node in self.tree.children(folder).items():
+        for name, node in self.tree.children_view(folder).items():
             if node.handle in shadow:
                 continue
             out[name] = Entry("dir" if node.is_dir else "file", folder, name, node=node)
@@ -150,7 +150,7 @@ class MegaFS:
         rec = self.wb.lookup(folder, name)
         if rec is not None:
             return Entry("staged", folder, name, rec=rec)
-        node = self.tree.children(folder).get(name)
+        node = self.tree.child(folder, name)
         if node is not None and node.handle not in self.wb.shadowed():
             return Entry("dir" if node.is_dir else "file", folder, name, node=node)
         if name.endswith(LINK_SUFFIX) and len(name) > len(LINK_SUFFIX):
@@ -683,6 +683,11 @@ class MegaFS:
 
     def getxattr(self, path: str, name: str) -> bytes:
         ent = self.resolve(path)
+        if not name.startswith("user."):
+            # No security labels or POSIX ACLs here.  ENOTSUP (not ENODATA) lets `ls -l` learn
+            # that once per file system instead of asking twice per entry: with ENODATA an
+            # `ls -l` of 10,000 files made 40,000 getxattr round trips.
+            raise _err(errno.ENOTSUP, "megafs stores only user.mega.* attributes")
         if ent.kind == "dir":
             if name == XA_HANDLE:
                 return ent.n.handle.encode()
@@ -724,8 +729,9 @@ class RemoteWatcher:
 
     Applying our own packets again is harmless (every tree change is idempotent).  When the
     server says we fell too far behind (-6) the whole tree is fetched again.  Kernel caches of
-    changed entries expire by themselves (attr/entry timeouts of about 1 s; fusepy has no
-    notify/invalidate call), so other clients' changes show within a few seconds.
+    changed entries expire by themselves (attr/entry timeouts of 5 s, see
+    ``fuse_ops.fuse_options``; fusepy has no notify/invalidate call), so other clients' changes
+    show within about 5.5 s.
     """
 
     def __init__(self, client: Any, tree: Tree, sn: str, *, poll_timeout: float = 20.0,

@@ -190,7 +190,11 @@ class Tree:
         self.lock = threading.RLock()
         self._nodes: dict[str, Node] = {}
         self._kids: dict[str, set[str]] = {}
-        self._names: dict[str, dict[str, Node]] = {}   # parent -> display name -> node
+        # parent -> display name -> node, and parent -> handle -> display name; computed on
+        # first use after a change in that folder (a 10,000-entry folder takes ~30 ms), never
+        # mutated once built, so readers may iterate a returned map without the lock.
+        self._names: dict[str, dict[str, Node]] = {}
+        self._rnames: dict[str, dict[str, str]] = {}
         self.root = ""
         self.rubbish = ""
 
@@ -200,6 +204,7 @@ class Tree:
             self._nodes.clear()
             self._kids.clear()
             self._names.clear()
+            self._rnames.clear()
             for raw in raw_nodes:
                 self._add(raw)
             for handle, ph in (public or {}).items():
@@ -222,7 +227,7 @@ class Tree:
                 node.public = old.public
         self._nodes[node.handle] = node
         self._kids.setdefault(node.parent, set()).add(node.handle)
-        self._names.pop(node.parent, None)
+        self._forget_names(node.parent)
         if node.type == ROOT:
             self.root = node.handle
         elif node.type == RUBBISH:
@@ -233,7 +238,11 @@ class Tree:
         siblings = self._kids.get(node.parent)
         if siblings is not None:
             siblings.discard(node.handle)
-        self._names.pop(node.parent, None)
+        self._forget_names(node.parent)
+
+    def _forget_names(self, parent: str) -> None:
+        self._names.pop(parent, None)
+        self._rnames.pop(parent, None)
 
     # --- queries ----------------------------------------------------------------------------
     def get(self, handle: str) -> Node | None:
@@ -246,12 +255,29 @@ class Tree:
 
     def children(self, handle: str) -> dict[str, Node]:
         """Display name -> node for the children of folder ``handle`` (a copy)."""
+        return dict(self.children_view(handle))
+
+    def children_view(self, handle: str) -> dict[str, Node]:
+        """Like ``children`` but the cached map itself (no copy): read it, never change it.
+
+        A change in the folder replaces the map instead of mutating it, so iterating the one
+        returned here stays safe (it is a snapshot)."""
         with self.lock:
             names = self._names.get(handle)
             if names is None:
                 names = self._compute_names(handle)
                 self._names[handle] = names
-            return dict(names)
+                self._rnames[handle] = {n.handle: name for name, n in names.items()}
+            return names
+
+    def child(self, handle: str, name: str) -> Node | None:
+        """The child of folder ``handle`` shown as ``name`` (O(1) once the folder's names are
+        computed; path lookups must not copy a 10,000-entry map per component)."""
+        with self.lock:
+            names = self._names.get(handle)
+            if names is None:
+                names = self.children_view(handle)
+            return names.get(name)
 
     def _compute_names(self, handle: str) -> dict[str, Node]:
         groups: dict[str, list[Node]] = {}
@@ -278,10 +304,8 @@ class Tree:
                 return None
             if node.type in (ROOT, INBOX, RUBBISH):
                 return ""
-            for name, child in self.children(node.parent).items():
-                if child.handle == handle:
-                    return name
-            return None
+            self.children_view(node.parent)
+            return self._rnames[node.parent].get(handle)
 
     def lookup(self, path: str) -> Node | None:
         """The node at an absolute mount path ('/' is the Cloud Drive root)."""
@@ -290,7 +314,7 @@ class Tree:
             for part in (p for p in path.split("/") if p):
                 if node is None or not node.is_dir:
                     return None
-                node = self.children(node.handle).get(part)
+                node = self.child(node.handle, part)
             return node
 
     def path_of(self, handle: str) -> str | None:
@@ -337,7 +361,7 @@ class Tree:
                 if gone is not None:
                     self._unlink(gone)
                 self._kids.pop(h, None)
-                self._names.pop(h, None)
+                self._forget_names(h)
             return affected
 
     def set_attrs(self, handle: str, attrs: dict[str, Any]) -> None:
@@ -348,7 +372,7 @@ class Tree:
             node.attrs = dict(attrs)
             name = attrs.get("n")
             node.name = name if isinstance(name, str) else node.name
-            self._names.pop(node.parent, None)
+            self._forget_names(node.parent)
 
     def move(self, handle: str, parent: str) -> None:
         with self.lock:
@@ -358,7 +382,7 @@ class Tree:
             self._unlink(node)
             node.parent = parent
             self._kids.setdefault(parent, set()).add(handle)
-            self._names.pop(parent, None)
+            self._forget_names(parent)
 
     def set_public(self, handle: str, ph: str | None) -> None:
         with self.lock:
@@ -412,7 +436,7 @@ class Tree:
         except (ValueError, crypto.AttributeError_) as exc:
             log.warning("attribute update for node %s cannot be decrypted (%s)", handle, exc)
             node.ok, node.name = False, None
-            self._names.pop(node.parent, None)
+            self._forget_names(node.parent)
             return {node.parent}
         node.ok = True
         self.set_attrs(node.handle, attrs)

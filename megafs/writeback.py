@@ -173,11 +173,25 @@ class _QueueLock:
         self._cond = threading.Condition(threading.RLock())
         self._local = threading.local()
         self._flush = flush
+        # Bumped by every outermost entry: any Record field may have changed since, so values
+        # derived from the records (``WriteBack.shadowed``) are cached per version.
+        self.version = 0
 
     def __enter__(self) -> "_QueueLock":
         self._cond.__enter__()
-        self._local.depth = getattr(self._local, "depth", 0) + 1
+        depth = getattr(self._local, "depth", 0)
+        self._local.depth = depth + 1
+        if depth == 0:
+            self.version += 1
         return self
+
+    def enter_reading(self) -> bool:
+        """Enter without bumping ``version`` (for read-only queries); returns whether this is
+        the outermost entry (only then may a value derived under it be cached)."""
+        self._cond.__enter__()
+        depth = getattr(self._local, "depth", 0)
+        self._local.depth = depth + 1
+        return depth == 0
 
     def __exit__(self, *exc: Any) -> None:
         self._local.depth -= 1
@@ -240,6 +254,7 @@ class WriteBack:
         self._commit_q: list[_Job] = []
         self._commit_busy = False
         self._verify_needed: set[str] = set()
+        self._shadow: tuple[int, frozenset[str]] | None = None
 
     # --- persistence ------------------------------------------------------------------------
     def _save(self, recs: Iterable[Record]) -> None:
@@ -290,22 +305,37 @@ class WriteBack:
 
     # --- records used by the filesystem -----------------------------------------------------
     def lookup(self, parent: str, name: str) -> Record | None:
-        with self.lock:
-            return self.by_path.get((parent, name))
+        # A dict read is atomic under the GIL; by_path is only changed under the lock.  No
+        # lock here: every FUSE lookup comes through this (20,000 per `ls -l` of 10k files).
+        return self.by_path.get((parent, name))
 
     def in_folder(self, parent: str) -> dict[str, Record]:
         with self.lock:
             return {name: r for (p, name), r in self.by_path.items() if p == parent}
 
-    def shadowed(self) -> set[str]:
-        """Remote handles hidden by a staged file (old versions and not-yet-final commits)."""
-        with self.lock:
+    def shadowed(self) -> frozenset[str]:
+        """Remote handles hidden by a staged file (old versions and not-yet-final commits).
+
+        Cached until the queue lock is next taken for a change (``_QueueLock.version``): a
+        lookup asks for this on every path component, and recomputing it over 1,000 pending
+        records per lookup made a copy of many small files quadratic."""
+        cached = self._shadow
+        if cached is not None and cached[0] == self.lock.version:
+            return cached[1]
+        outer = self.lock.enter_reading()
+        try:
+            version = self.lock.version
             out: set[str] = set()
             for r in self.by_path.values():
                 out.update(r.replaces)
                 if r.handle:
                     out.add(r.handle)
-            return out
+            result = frozenset(out)
+            if outer:   # nested in a changer's block, later changes would not bump version
+                self._shadow = (version, result)
+            return result
+        finally:
+            self.lock.__exit__(None, None, None)
 
     def stage(self, parent: str, name: str, replaces: list[str] | None = None, *,
               register: bool = True) -> Record:
