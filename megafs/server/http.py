@@ -15,9 +15,9 @@ Routes (U = the base URL printed at start-up)::
 
 ``ThreadingHTTPServer`` gives every connection its own thread, so parallel upload POSTs and
 long-polls proceed together; HTTP/1.1 keep-alive is supported (every answer has a
-Content-Length).  Each connection owns one transfer buffer (anonymous mmap, page-aligned for
-O_DIRECT, kept up to 16 MiB): upload bodies are read into it with ``readinto`` and downloads
-are read into it and sent from it, so no request allocates its body.  Every request is
+Content-Length).  Upload bodies are read with ``readinto`` into a page-aligned buffer lent by
+the server's ``BufferPool``, and downloads are read into one and sent from it, so no request
+allocates its body.  Every request is
 logged once at DEBUG with session ids and URL tokens cut to six characters; nothing escapes
 as a traceback over HTTP: an unexpected exception is logged at ERROR and answered ``-1``
 (cs) or HTTP 500.  ``Content-Type`` is never required.
@@ -32,6 +32,7 @@ import mmap
 import os
 import re
 import socket
+import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -49,10 +50,11 @@ log = logging.getLogger(__name__)
 CS_BODY_LIMIT = 64 << 20
 UPLOAD_BODY_LIMIT = 256 << 20
 SMALL_BODY_LIMIT = 1 << 20
-BUFFER_MIN = 1 << 20        # per-connection transfer buffer: at least this, in steps of it
-KEEP_BUFFER = 16 << 20      # a connection keeps its buffer up to this size
+BUFFER_MIN = 1 << 20        # transfer buffers: at least this, in steps of it
+KEEP_BUFFER = 8 << 20       # free buffers up to this size are kept for the next requests
+KEEP_FREE = 8               # at most this many
 DOWNLOAD_PIECE = 1 << 20    # at least this many bytes read from the blob and sent per step
-SCRATCH_BYTES = 1 << 20     # per-connection room for the upload checksum fold
+SCRATCH_BYTES = 1 << 20     # room for the upload checksum fold
 JSON_TYPE = "application/json"
 TEXT_TYPE = "text/plain; charset=utf-8"
 BINARY_TYPE = "application/octet-stream"
@@ -73,6 +75,37 @@ class BadRequest(Exception):
     pass
 
 
+class BufferPool:
+    """Transfer buffers lent to the requests in flight: anonymous private mmaps, so page-aligned
+    (O_DIRECT), in steps of 1 MiB.
+
+    A request takes what it needs and ``_handle`` gives it back, so the memory follows the
+    transfers in flight, not the (idle, kept-alive) connections; at most ``KEEP_FREE`` free
+    buffers of up to ``KEEP_BUFFER`` bytes are kept.  Thread-safe.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._free: list[mmap.mmap] = []
+
+    def take(self, size: int) -> mmap.mmap:
+        with self._lock:
+            fits = [b for b in self._free if len(b) >= size]
+            if fits:
+                buf = min(fits, key=len)
+                self._free.remove(buf)
+                return buf
+        rounded = -(-max(size, BUFFER_MIN) // BUFFER_MIN) * BUFFER_MIN
+        return mmap.mmap(-1, rounded, flags=mmap.MAP_PRIVATE)
+
+    def give(self, buf: mmap.mmap) -> None:
+        if len(buf) > KEEP_BUFFER:
+            return
+        with self._lock:
+            if len(self._free) < KEEP_FREE:
+                self._free.append(buf)
+
+
 class MegaHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -82,6 +115,7 @@ class MegaHTTPServer(ThreadingHTTPServer):
         if ":" in host:
             self.address_family = socket.AF_INET6
         self.app = app
+        self.buffers = BufferPool()
         super().__init__((host, port), Handler)
 
 
@@ -120,6 +154,15 @@ class Handler(BaseHTTPRequestHandler):
         self._status: Any = "-"
         self._sent = 0
         self._headers_done = False
+        self._lent: list[mmap.mmap] = []
+        try:
+            self._route(method)
+        finally:
+            for buf in self._lent:
+                self.server.buffers.give(buf)
+            self._lent = []
+
+    def _route(self, method: str) -> None:
         started = time.monotonic()
         app = self.server.app
         split = urlsplit(self.path)
@@ -206,10 +249,10 @@ class Handler(BaseHTTPRequestHandler):
         return self._read_exact(length)
 
     def _read_body_into_buffer(self, limit: int) -> memoryview | bytes | None:
-        """Like ``_read_body``, but into this connection's reusable page-aligned buffer.
+        """Like ``_read_body``, but into a page-aligned buffer lent for this request.
 
-        The view is valid until the next request on this connection.  A chunked body (which
-        our clients never send) is read the ordinary way.
+        The view is valid until the request is answered.  A chunked body (which our clients
+        never send) is read the ordinary way.
         """
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             return self._read_chunked(limit)
@@ -236,25 +279,11 @@ class Handler(BaseHTTPRequestHandler):
         return view
 
     def _buffer(self, size: int) -> memoryview:
-        """This connection's transfer buffer, at least ``size`` (and 1 MiB) bytes.
-
-        Anonymous ``mmap`` memory, so it is page-aligned for O_DIRECT; reused by every request
-        on the connection (no allocation per request) unless it had to grow past
-        ``KEEP_BUFFER``, in which case it is dropped after the request.
-        """
-        size = max(size, BUFFER_MIN)
-        buf = getattr(self, "_transfer_buf", None)
-        if buf is not None and len(buf) >= size:
-            return memoryview(buf)
-        buf = mmap.mmap(-1, -(-size // BUFFER_MIN) * BUFFER_MIN, flags=mmap.MAP_PRIVATE)
-        self._transfer_buf = buf if len(buf) <= KEEP_BUFFER else None
+        """A page-aligned transfer buffer of at least ``size`` (and 1 MiB) bytes for this
+        request, from the server's pool; it goes back when the request is done."""
+        buf = self.server.buffers.take(size)
+        self._lent.append(buf)
         return memoryview(buf)
-
-    def _scratch(self) -> bytearray:
-        scratch = getattr(self, "_checksum_scratch", None)
-        if scratch is None:
-            scratch = self._checksum_scratch = bytearray(SCRATCH_BYTES)
-        return scratch
 
     def _read_exact(self, length: int) -> bytes:
         data = self.rfile.read(length) if length else b""
@@ -438,7 +467,8 @@ class Handler(BaseHTTPRequestHandler):
             self._reply(200, b"-7", TEXT_TYPE)
             return
         checksum = self.query.get("c", self.query.get("d"))
-        reply = app.uploads.post(token, offset_text, body, checksum, self._scratch())
+        reply = app.uploads.post(token, offset_text, body, checksum,
+                                 self._buffer(SCRATCH_BYTES)[:SCRATCH_BYTES])
         del body
         if reply.missing:
             log.info("upload: unknown upload URL %s...", token[:6])
