@@ -17,10 +17,9 @@ Routes (U = the base URL printed at start-up)::
 long-polls proceed together; HTTP/1.1 keep-alive is supported (every answer has a
 Content-Length).  Upload bodies are read with ``readinto`` into a page-aligned buffer lent by
 the server's ``BufferPool``, and downloads are read into one and sent from it, so no request
-allocates its body.  Every request is
-logged once at DEBUG with session ids and URL tokens cut to six characters; nothing escapes
-as a traceback over HTTP: an unexpected exception is logged at ERROR and answered ``-1``
-(cs) or HTTP 500.  ``Content-Type`` is never required.
+allocates its body.  Every request is logged once at DEBUG with session ids and URL tokens
+cut to six characters; nothing escapes as a traceback over HTTP: an unexpected exception is
+logged at ERROR and answered ``-1`` (cs) or HTTP 500.  ``Content-Type`` is never required.
 The control endpoints only answer clients on the loopback interface.
 """
 from __future__ import annotations
