@@ -195,6 +195,7 @@ class Tree:
         # mutated once built, so readers may iterate a returned map without the lock.
         self._names: dict[str, dict[str, Node]] = {}
         self._rnames: dict[str, dict[str, str]] = {}
+        self._dups: dict[str, set[str]] = {}    # parent -> base names shared by several nodes
         self.root = ""
         self.rubbish = ""
 
@@ -205,6 +206,7 @@ class Tree:
             self._kids.clear()
             self._names.clear()
             self._rnames.clear()
+            self._dups.clear()
             for raw in raw_nodes:
                 self._add(raw)
             for handle, ph in (public or {}).items():
@@ -227,7 +229,7 @@ class Tree:
                 node.public = old.public
         self._nodes[node.handle] = node
         self._kids.setdefault(node.parent, set()).add(node.handle)
-        self._forget_names(node.parent)
+        self._names_insert(node)
         if node.type == ROOT:
             self.root = node.handle
         elif node.type == RUBBISH:
@@ -238,11 +240,46 @@ class Tree:
         siblings = self._kids.get(node.parent)
         if siblings is not None:
             siblings.discard(node.handle)
-        self._forget_names(node.parent)
+        self._names_remove(node)
 
     def _forget_names(self, parent: str) -> None:
         self._names.pop(parent, None)
         self._rnames.pop(parent, None)
+        self._dups.pop(parent, None)
+
+    # A folder's name maps are updated in place of a full recompute when no duplicate names
+    # are involved: our own uploads add nodes one batch at a time, and recomputing the names of
+    # a 1,000-file folder per added node made copying many small files quadratic.  The maps
+    # are replaced (copy on write), never mutated, so a map handed out stays a snapshot.
+    def _names_insert(self, node: Node) -> None:
+        names = self._names.get(node.parent)
+        if names is None:
+            return
+        base = base_display_name(node)
+        if base in names or self._dups.get(node.parent):
+            self._forget_names(node.parent)   # duplicates: the policy decides, recompute
+            return
+        fresh = dict(names)
+        fresh[base] = node
+        rnames = dict(self._rnames[node.parent])
+        rnames[node.handle] = base
+        self._names[node.parent], self._rnames[node.parent] = fresh, rnames
+
+    def _names_remove(self, node: Node) -> None:
+        names = self._names.get(node.parent)
+        if names is None:
+            return
+        rnames = self._rnames[node.parent]
+        shown = rnames.get(node.handle)
+        base = base_display_name(node)
+        if shown is None or shown != base or self._dups.get(node.parent):
+            self._forget_names(node.parent)
+            return
+        fresh = dict(names)
+        del fresh[shown]
+        fresh_r = dict(rnames)
+        del fresh_r[node.handle]
+        self._names[node.parent], self._rnames[node.parent] = fresh, fresh_r
 
     # --- queries ----------------------------------------------------------------------------
     def get(self, handle: str) -> Node | None:
@@ -265,9 +302,10 @@ class Tree:
         with self.lock:
             names = self._names.get(handle)
             if names is None:
-                names = self._compute_names(handle)
+                names, dups = self._compute_names(handle)
                 self._names[handle] = names
                 self._rnames[handle] = {n.handle: name for name, n in names.items()}
+                self._dups[handle] = dups
             return names
 
     def child(self, handle: str, name: str) -> Node | None:
@@ -279,14 +317,19 @@ class Tree:
                 names = self.children_view(handle)
             return names.get(name)
 
-    def _compute_names(self, handle: str) -> dict[str, Node]:
+    def _compute_names(self, handle: str) -> tuple[dict[str, Node], set[str]]:
         groups: dict[str, list[Node]] = {}
         for child in self._kids.get(handle, ()):
             node = self._nodes[child]
             groups.setdefault(base_display_name(node), []).append(node)
         result: dict[str, Node] = {}
         taken = set(groups)
+        dups = set()
         for name, members in groups.items():
+            if len(members) == 1:
+                result[name] = members[0]
+                continue
+            dups.add(name)
             members.sort(key=lambda n: (n.ts, n.handle), reverse=True)
             result[name] = members[0]
             for other in members[1:]:
@@ -295,7 +338,7 @@ class Tree:
                     alias = duplicate_name(alias, other.handle)
                 result[alias] = other
                 taken.add(alias)
-        return result
+        return result, dups
 
     def name_of(self, handle: str) -> str | None:
         with self.lock:
@@ -369,10 +412,11 @@ class Tree:
             node = self._nodes.get(handle)
             if node is None:
                 return
+            self._names_remove(node)
             node.attrs = dict(attrs)
             name = attrs.get("n")
             node.name = name if isinstance(name, str) else node.name
-            self._forget_names(node.parent)
+            self._names_insert(node)
 
     def move(self, handle: str, parent: str) -> None:
         with self.lock:
@@ -382,7 +426,7 @@ class Tree:
             self._unlink(node)
             node.parent = parent
             self._kids.setdefault(parent, set()).add(handle)
-            self._forget_names(parent)
+            self._names_insert(node)
 
     def set_public(self, handle: str, ph: str | None) -> None:
         with self.lock:

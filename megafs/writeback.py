@@ -48,8 +48,10 @@ while sqlite syncs: rows saved under it are committed by the same thread as it l
 outermost ``with lock:`` block, before that statement returns (so a row is durable before the
 caller goes on, e.g. before ``close`` returns or before a ``p`` is sent).  The sqlite connection
 has its own lock (``_db_lock``); a per-row sequence number keeps an older snapshot from
-overwriting a newer one.  Lock order: fs core locks -> WriteBack.lock -> tree.lock; _db_lock is
-taken alone.
+overwriting a newer one.  Rows of threads committing at the same time share one transaction
+(group commit, ``_gc``: one leader writes, the others wait for it).  Staged files of dropped
+records are unlinked after the lock is released.  Lock order: fs core locks -> WriteBack.lock
+-> tree.lock; _gc -> _db_lock, taken without WriteBack.lock.
 """
 from __future__ import annotations
 
@@ -78,6 +80,7 @@ PERMANENT_CODES = frozenset({-2, -9, -11, -12, -14, -16, -17, -24, -28, -29})
 TRANSIENT_FIRST, TRANSIENT_CAP = 0.5, 60.0
 FAILED_FIRST, FAILED_CAP = 300.0, 3600.0
 COMMIT_BATCH = 200
+COMMIT_GATHER = 0.05      # seconds the committer waits for uploads about to finish
 STALLED_AFTER = 3.0       # seconds without upload progress before an upload counts as stalled
 
 _SCHEMA = """
@@ -202,6 +205,18 @@ class _QueueLock:
             if rows:
                 self._local.rows = []
                 self._flush(rows)
+            doomed = getattr(self._local, "unlink", None)
+            if doomed:
+                self._local.unlink = []
+                for path in doomed:
+                    _unlink_quiet(path)
+
+    def unlink_later(self, path: str) -> None:
+        """Remove a staged file once the lock is released (an unlink under the lock made every
+        FUSE thread wait behind the file system)."""
+        if not hasattr(self._local, "unlink"):
+            self._local.unlink = []
+        self._local.unlink.append(path)
 
     def held(self) -> bool:
         return getattr(self._local, "depth", 0) > 0
@@ -252,9 +267,17 @@ class WriteBack:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._commit_q: list[_Job] = []
+        self._in_flight = 0     # uploads running in workers (not yet handed to the committer)
         self._commit_busy = False
         self._verify_needed: set[str] = set()
         self._shadow: tuple[int, frozenset[str]] | None = None
+        # group commit of queue rows (see _write_rows)
+        self._gc = threading.Condition(threading.Lock())
+        self._gc_rows: list = []
+        self._gc_open = 0       # id of the batch now collecting rows
+        self._gc_done = 0       # every batch below this id is committed (or failed)
+        self._gc_leader = False
+        self._gc_failed: dict[int, BaseException] = {}
 
     # --- persistence ------------------------------------------------------------------------
     def _save(self, recs: Iterable[Record]) -> None:
@@ -275,6 +298,40 @@ class WriteBack:
             self.lock.buffer(rows)
 
     def _write_rows(self, rows: list) -> None:
+        """Commit rows durably before returning, sharing one sqlite transaction (one WAL fsync)
+        with every other thread committing at the same time (group commit): a FUSE flush and
+        the committer's batch state changes no longer queue for one fsync each."""
+        with self._gc:
+            self._gc_rows.extend(rows)
+            mine = self._gc_open
+            while self._gc_done <= mine:
+                if self._gc_leader:
+                    self._gc.wait()
+                    continue
+                self._gc_leader = True
+                batch, self._gc_rows = self._gc_rows, []
+                bid = self._gc_open
+                self._gc_open += 1
+                self._gc.release()
+                error: BaseException | None = None
+                try:
+                    self._commit_rows(batch)
+                except BaseException as exc:   # handed to every thread of this batch
+                    error = exc
+                finally:
+                    self._gc.acquire()
+                    self._gc_leader = False
+                    self._gc_done = bid + 1
+                    if error is not None:
+                        self._gc_failed[bid] = error
+                        while len(self._gc_failed) > 64:
+                            self._gc_failed.pop(next(iter(self._gc_failed)))
+                    self._gc.notify_all()
+            failed = self._gc_failed.get(mine)
+        if failed is not None:
+            raise failed
+
+    def _commit_rows(self, rows: list) -> None:
         with self._db_lock:
             fresh = {}
             for seq, row in rows:
@@ -436,7 +493,7 @@ class WriteBack:
             self.records.pop(rec.rid, None)
             if self.by_path.get((rec.parent, rec.name)) is rec:
                 del self.by_path[(rec.parent, rec.name)]
-            _unlink_quiet(rec.staged)
+            self.lock.unlink_later(rec.staged)
 
     def force(self, rec: Record) -> None:
         with self.lock:
@@ -695,11 +752,16 @@ class WriteBack:
                 rec.upload_cancel = threading.Event()
                 job = _Job(rec, None, rec.generation, rec.version, rec.parent, rec.name)
                 need_verify = rec.put_tried and rec.handle is None
+                self._in_flight += 1
                 self.lock.notify_all()
             try:
                 self._run_job(job, need_verify)
             except Exception as exc:  # every failure is a state transition, never a crash
                 self._failed_attempt(rec, exc)
+            finally:
+                with self.lock:
+                    self._in_flight -= 1
+                    self.lock.notify_all()
 
     def _normalize(self, rec: Record) -> None:
         """A committed node that holds older data than the record becomes an old version."""
@@ -790,6 +852,17 @@ class WriteBack:
                 if not self._commit_q:
                     self.lock.wait(0.5)
                     continue
+                # While other uploads are about to finish, gather them for up to COMMIT_GATHER:
+                # one `p`, one `l` and three queue commits serve the whole batch (a copy of
+                # 4 KiB files otherwise committed them one or two at a time).  A lone upload is
+                # committed at once.
+                deadline = time.monotonic() + COMMIT_GATHER
+                while (self._in_flight > 0 and len(self._commit_q) < COMMIT_BATCH
+                       and not self._stop.is_set()):
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self.lock.wait(left)
                 batch = self._commit_q[:COMMIT_BATCH]
                 del self._commit_q[:COMMIT_BATCH]
             try:
