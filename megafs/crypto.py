@@ -406,11 +406,11 @@ def upload_checksum(data: bytes | bytearray | memoryview,
         block = len(work) // 12 * 12
         if block < 24:
             raise ValueError("scratch must hold at least 24 bytes")
-        if len(view) > block:
+        if len(view) >= 2 * block:
             whole = len(view) // block * block
             work = work[:block]
-            work[:] = view[:block]
-            for pos in range(block, whole, block):
+            strxor(view[:block], view[block:2 * block], output=work)
+            for pos in range(2 * block, whole, block):
                 strxor(work, view[pos:pos + block], output=work)
             rest = len(view) - whole
             if rest:
