@@ -43,7 +43,7 @@ from . import chunks, crypto
 from .crypto import FileKey
 from .errors import IntegrityError, MegaError, ProtocolError, TransportError, error_from_result
 from .transport import (HTTP_RETRY_STATUSES, Backoff, Cancelled, HttpPool, RetryPolicy,
-                        TransferInterrupted, TransferStream, redact_url)
+                        TransferInterrupted, TransferStream, redact_url, transfer_buffer)
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ class Downloader:
         self.connections = max(1, connections)
         self.span = max(span, chunks.MIB)   # a span holds at least one whole MAC chunk
         self.timeout = timeout
-        self._buffers: list[bytearray] = []  # free receive buffers of read_range
+        self._buffers: list[mmap.mmap] = []  # free receive buffers of read_range
         self._buffers_lock = threading.Lock()
 
     # --- one range ---------------------------------------------------------------------------
@@ -233,14 +233,14 @@ class Downloader:
         finally:
             self._give_buffer(buf)
 
-    def _take_buffer(self, length: int) -> bytearray:
+    def _take_buffer(self, length: int) -> mmap.mmap:
         with self._buffers_lock:
             for i, buf in enumerate(self._buffers):
                 if len(buf) >= length:
                     return self._buffers.pop(i)
-        return bytearray(max(length, chunks.MIB))
+        return transfer_buffer(max(length, chunks.MIB))
 
-    def _give_buffer(self, buf: bytearray) -> None:
+    def _give_buffer(self, buf: mmap.mmap) -> None:
         if len(buf) > chunks.MIB:
             return    # only the usual 1 MiB blocks are worth keeping
         with self._buffers_lock:
@@ -321,10 +321,8 @@ class Downloader:
         return max(chunks.MIB, min(self.span, share))
 
     def _fill_worker(self, job: "_FillJob", buffer_size: int) -> None:
-        # One MAC chunk at a time: at most 1 MiB.  Anonymous mmap memory is page-aligned, as
-        # O_DIRECT wants.
-        buf = mmap.mmap(-1, max(buffer_size, 1), flags=mmap.MAP_PRIVATE) \
-            if job.direct_fd is not None else bytearray(buffer_size)
+        # One MAC chunk at a time: at most 1 MiB; page-aligned for the copies and O_DIRECT.
+        buf = transfer_buffer(buffer_size)
         scratch = bytearray(SCRATCH)
         try:
             while True:

@@ -26,6 +26,7 @@ import http.client
 import ipaddress
 import json
 import logging
+import mmap
 import os
 import re
 import secrets
@@ -246,6 +247,18 @@ class TransferReply:
 
 SMALL_REPLY = 1 << 20        # bytes read from a transfer reply when no buffer is given
 _IDLE_PER_HOST = 16          # keep-alive connections kept per host
+
+
+def transfer_buffer(size: int) -> mmap.mmap:
+    """A page-aligned buffer for transfer data (anonymous private mmap, writable, zeroed).
+
+    The kernel copies into 16-byte-aligned buffers (which is what ``bytearray`` gives) up to 5x
+    slower on this AMD EPYC (``rep movsb`` with the destination 16 bytes off a 32-byte
+    boundary): ``preadv`` of 1 GiB from the page cache took 0.5 s into a bytearray and 0.1 s
+    into a page-aligned buffer, 21% of an upload's client CPU.  O_DIRECT needs the alignment
+    too.
+    """
+    return mmap.mmap(-1, max(size, 1), flags=mmap.MAP_PRIVATE)
 
 
 def _dropped(sock: Any) -> bool:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import mmap
 import os
 import re
 import threading
@@ -44,7 +45,7 @@ from . import chunks, crypto
 from .crypto import FileKey, upload_checksum
 from .errors import MegaError, ProtocolError, TransportError, UploadFailed
 from .transport import (HTTP_RETRY_STATUSES, Backoff, Cancelled, HttpPool, RetryPolicy,
-                        TransferInterrupted, Transport, redact_url)
+                        TransferInterrupted, Transport, redact_url, transfer_buffer)
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,8 @@ def post_url(base: str, offset: int, checksum: bytes) -> str:
     return "%s/%d?c=%s" % (base.rstrip("/"), offset, crypto.b64encode(checksum))
 
 
-def seal_span(key: FileKey, offset: int, view: memoryview, scratch: bytearray | memoryview
+def seal_span(key: FileKey, offset: int, view: memoryview,
+              scratch: bytearray | memoryview | mmap.mmap
               ) -> list[tuple[int, bytes]]:
     """Encrypt a chunk-aligned span in place; return the (offset, chunk MAC)s of its plaintext.
 
@@ -262,8 +264,8 @@ class Uploader:
     def _worker(self, job: "_Job") -> None:
         """Take spans until none are left or the attempt stops; record the first error."""
         state = job.state
-        buf: bytearray | None = None
-        scratch: bytearray | None = None
+        buf: mmap.mmap | None = None
+        scratch: mmap.mmap | None = None
         try:
             while not state.stop.is_set():
                 with state.lock:
@@ -273,8 +275,8 @@ class Uploader:
                     state.in_flight += 1
                     self.max_in_flight = max(self.max_in_flight, state.in_flight)
                 try:
-                    if buf is None:
-                        buf, scratch = bytearray(job.buffer_size), bytearray(SCRATCH)
+                    if buf is None:   # page-aligned: see transport.transfer_buffer
+                        buf, scratch = transfer_buffer(job.buffer_size), transfer_buffer(SCRATCH)
                     self._send_span(job, offset, memoryview(buf)[:length], scratch)
                 finally:
                     with state.lock:
@@ -285,7 +287,7 @@ class Uploader:
             state.fail(exc)
 
     def _send_span(self, job: "_Job", offset: int, view: memoryview,
-                   scratch: bytearray) -> None:
+                   scratch: mmap.mmap) -> None:
         state, length = job.state, len(view)
         if read_exact_at(job.fd, view, offset) != length:
             raise UploadFailed("file shrank while uploading (short read at offset %d)" % offset)
