@@ -276,7 +276,8 @@ class Uploader:
                     self.max_in_flight = max(self.max_in_flight, state.in_flight)
                 try:
                     if buf is None:   # page-aligned: see transport.transfer_buffer
-                        buf, scratch = transfer_buffer(job.buffer_size), transfer_buffer(SCRATCH)
+                        buf = transfer_buffer(job.buffer_size)
+                        scratch = transfer_buffer(max(4096, min(SCRATCH, job.buffer_size)))
                     self._send_span(job, offset, memoryview(buf)[:length], scratch)
                 finally:
                     with state.lock:
