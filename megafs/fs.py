@@ -24,6 +24,7 @@ long.  Lock order: _ns -> _lock -> WriteBack.lock -> tree.lock.
 """
 from __future__ import annotations
 
+import ctypes
 import errno
 import json
 import logging
@@ -49,6 +50,22 @@ XA_LINK, XA_HANDLE, XA_STATE, XA_ERROR = ("user.mega.link", "user.mega.handle",
                                           "user.mega.state", "user.mega.error")
 XA_CTL_STATUS, XA_CTL_DIR, XA_CTL_RETRY = ("user.megafs.status", "user.megafs.mountdir",
                                            "user.megafs.retry")
+
+
+WRITEBACK_STEP = 8 << 20
+_SYNC_FILE_RANGE_WRITE = 2
+try:
+    _libc: Any = ctypes.CDLL(None, use_errno=True)
+    _libc.sync_file_range.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64,
+                                      ctypes.c_uint]
+except (OSError, AttributeError):
+    _libc = None
+
+
+def _start_writeback(fd: int, offset: int, length: int) -> None:
+    """Start (not wait for) the disk writeback of a range; a hint only, errors are ignored."""
+    if _libc is not None:
+        _libc.sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
 
 
 def _err(code: int, reason: str = "") -> FsError:
@@ -92,6 +109,7 @@ class Handle:
     link_of: Entry | None = None
     content: bytes | None = None
     read_state: ReadState = field(default_factory=ReadState)
+    flushed_to: int = 0              # staged bytes below this were handed to disk writeback
 
     @property
     def r(self) -> Record:
@@ -474,6 +492,13 @@ class MegaFS:
             raise _err(errno.EBADF)
         n = os.pwrite(h.fd, data, offset)
         self.wb.touch(h.r)
+        end = offset + n
+        if end - h.flushed_to >= WRITEBACK_STEP and offset >= h.flushed_to:
+            # Sequential writer: start the disk writeback of what it wrote so far, so the
+            # fsync that close() must do finds little left (it was ~0.3 s of a 2.8 s dd of
+            # 512 MiB).  Asynchronous: it does not wait for the disk.
+            _start_writeback(h.fd, h.flushed_to, end - h.flushed_to)
+            h.flushed_to = end
         return n
 
     def truncate(self, path: str | None, length: int, fh: int | None = None) -> None:
