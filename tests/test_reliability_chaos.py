@@ -273,10 +273,13 @@ def test_chaos_outage_and_kill9_rounds(server, tmp_path):
     # The server's socketserver prints a traceback when a killed mount resets a keep-alive
     # connection (reported: megafs/server/http.py should treat a peer reset as routine);
     # any other traceback in the server log is a failure.
-    blocks = Path(logs[0]).read_text(errors="replace").split("Traceback (most recent call")
-    other = [b for b in blocks[1:] if not re.search(
-        r"^(ConnectionResetError|BrokenPipeError|ConnectionAbortedError)", b, re.M)]
-    assert not other, other[:2]
+    # (tracebacks of concurrent threads interleave, so check the exception lines themselves)
+    server_text = Path(logs[0]).read_text(errors="replace")
+    raised = re.findall(r"^([A-Za-z_.]*(?:Error|Exception|Exit|Interrupt))(?::|$)",
+                        server_text, re.M)
+    routine = {"ConnectionResetError", "BrokenPipeError", "ConnectionAbortedError"}
+    assert set(raised) <= routine, sorted(set(raised) - routine)
+    assert server_text.count("Traceback (most recent call") <= len(raised)
     summary = ("chaos-summary: files=%d bytes=%d folders=%d requests=%d faults=%d rounds=%d "
                "kill-points=%s outage=%gs duplicates=%d mismatches=%d staged-left=%d "
                "secrets-in-logs=0 seconds=%.0f"
