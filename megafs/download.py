@@ -12,16 +12,18 @@ truncated bodies are retried per range with backoff; HTTP 403/404/410 or ``-8`` 
 expired (the whole-file path asks ``g`` again; ``read_range`` raises ``MegaError(-8)`` for its
 caller); HTTP 509 is the transfer quota (``MegaError(-17)`` with the time left).
 
-Data path: a whole-file download is cut into chunk-aligned spans of up to 8 MiB (fewer for small
-files, so every connection gets work), one ranged GET each, on ``connections`` worker
-threads.  A worker owns a buffer of one MAC chunk (at most 1 MiB) and a small scratch buffer;
-it consumes its GET chunk by chunk: receive straight into the buffer (``HttpPool.stream``),
-decrypt in place, MAC the plaintext (CBC output into the scratch), ``pwrite`` and start the
-writeback (``sync_file_range``) so the final fsync has little left to do; after a failure the
-GET resumes at the first chunk not yet written.  ``read_range`` receives into a pooled buffer,
-decrypts in place and copies once into the ``bytes`` it returns.  Memory stays bounded:
-per connection 1 MiB + 256 KiB of scratch, plus at most ``connections`` pooled 1 MiB buffers
-for ``read_range``, whatever the file size.  Never logs URLs' tokens.
+Data path: a whole-file download is cut into chunk-aligned spans of up to 8 MiB (fewer for
+small files, so every connection gets work), one ranged GET each, on ``connections`` worker
+threads.  A worker owns a page-aligned buffer of one MAC chunk (at most 1 MiB) and a small
+scratch buffer; it consumes its GET chunk by chunk: receive straight into the buffer
+(``HttpPool.stream``), decrypt in place, MAC the plaintext (CBC output into the scratch) and
+write it, with O_DIRECT where the filesystem allows (see ``_open_direct``), else through the
+page cache with its writeback started at once (``sync_file_range``); either way the final fsync
+has little left to do.  After a failure the GET resumes at the first chunk not yet written.
+``read_range`` receives into a pooled buffer, decrypts in place and copies once into the
+``bytes`` it returns.  Memory stays bounded: per connection 1 MiB + 256 KiB of scratch, plus at
+most ``connections`` pooled 1 MiB buffers for ``read_range``, whatever the file size.  Never
+logs URLs' tokens.
 """
 from __future__ import annotations
 
