@@ -669,7 +669,7 @@ class MegaFS:
             assert rec.link is not None
             return rec.link
         node = self.tree.get(ent.n.handle) or ent.n
-        if node.key is None or len(node.key) != 32:
+        if not node.ok or node.key is None or len(node.key) != 32:
             raise _err(errno.EIO, "node %s cannot be decrypted" % node.handle)
         if not node.public:
             ph = self.client.export([node.handle])[0]

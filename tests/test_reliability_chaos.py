@@ -29,7 +29,6 @@ import hashlib
 import json
 import os
 import random
-import re
 import threading
 import time
 from pathlib import Path
@@ -270,16 +269,10 @@ def test_chaos_outage_and_kill9_rounds(server, tmp_path):
     assert not leaked, leaked
     mount_text = "".join(Path(p).read_text(errors="replace") for p in logs[1:])
     assert "Traceback" not in mount_text
-    # The server's socketserver prints a traceback when a killed mount resets a keep-alive
-    # connection (reported: megafs/server/http.py should treat a peer reset as routine);
-    # any other traceback in the server log is a failure.
-    # (tracebacks of concurrent threads interleave, so check the exception lines themselves)
+    # A killed mount resetting its keep-alive connections is routine for the server (logged
+    # at DEBUG); any traceback in the server log is a failure.
     server_text = Path(logs[0]).read_text(errors="replace")
-    raised = re.findall(r"^([A-Za-z_.]*(?:Error|Exception|Exit|Interrupt))(?::|$)",
-                        server_text, re.M)
-    routine = {"ConnectionResetError", "BrokenPipeError", "ConnectionAbortedError"}
-    assert set(raised) <= routine, sorted(set(raised) - routine)
-    assert server_text.count("Traceback (most recent call") <= len(raised)
+    assert "Traceback" not in server_text
     summary = ("chaos-summary: files=%d bytes=%d folders=%d requests=%d faults=%d rounds=%d "
                "kill-points=%s outage=%gs duplicates=%d mismatches=%d staged-left=%d "
                "secrets-in-logs=0 seconds=%.0f"

@@ -176,9 +176,6 @@ def test_undecryptable_nodes_get_placeholders_and_the_mount_keeps_working(server
         m.stop()
 
 
-@pytest.mark.xfail(strict=True, reason="fs.py serves NAME.link for undecryptable nodes: it "
-                   "exports the node and returns a link no client can open (bug report: "
-                   "undecryptable-H.link should be EIO)")
 def test_undecryptable_nodes_offer_no_broken_link(server, tmp_path):
     state = tmp_path / "state"
     src = tmp_path / "s"

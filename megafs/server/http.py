@@ -31,6 +31,7 @@ import mmap
 import os
 import re
 import socket
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -116,6 +117,15 @@ class MegaHTTPServer(ThreadingHTTPServer):
         self.app = app
         self.buffers = BufferPool()
         super().__init__((host, port), Handler)
+
+    def handle_error(self, request, client_address) -> None:  # type: ignore[override]
+        """A client that goes away mid-request (a killed mount) is routine, not a traceback."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionResetError, BrokenPipeError, ConnectionAbortedError,
+                            TimeoutError)):
+            log.debug("connection from %s ended early: %s", client_address[0], exc)
+            return
+        log.error("unhandled error serving %s", client_address[0], exc_info=True)
 
 
 class Handler(BaseHTTPRequestHandler):
