@@ -777,6 +777,39 @@ class RemoteWatcher:
     def stop(self) -> None:
         self._stop.set()
 
+    def _new_own_files(self, packet: Any) -> list[str]:
+        """Handles of files that a ``t`` packet of our own request id adds to the tree."""
+        if not isinstance(packet, dict) or packet.get("a") != "t" \
+                or packet.get("i") != getattr(self.client, "request_id", None):
+            return []
+        body = packet.get("t")
+        raws = body.get("f") if isinstance(body, dict) else None
+        if not isinstance(raws, list):
+            return []
+        return [raw["h"] for raw in raws if isinstance(raw, dict) and raw.get("t") == 0
+                and isinstance(raw.get("h"), str) and self.tree.get(raw["h"]) is None]
+
+    def _reap_late_repeats(self, handles: list[str]) -> None:
+        """Delete our own new nodes that repeat a commit already finished (exported).
+
+        A ``p`` sent by a mount that was then killed can be applied by the server after the
+        next mount has uploaded the file again; both nodes carry the same upload id.  The one
+        already exported is the file; the late one is removed.  A repeat that lands while our
+        own commit is still in flight is removed by the write-back committer instead.
+        """
+        for handle in handles:
+            if not any(twin.public for twin in self.tree.same_upload(handle)):
+                continue
+            try:
+                self.client.delete(handle)
+            except MegaError as exc:
+                if exc.code != -9:
+                    log.warning("could not remove node %s, a late repeat of an upload: %s",
+                                handle, exc)
+                    continue
+            self.tree.remove(handle)
+            log.info("removed node %s: a late repeat of an upload already committed", handle)
+
     def _run(self) -> None:
         delay = 1.0
         last = 0.0
@@ -791,7 +824,10 @@ class RemoteWatcher:
                 packets, sn = self.client.poll(self.sn, self.poll_timeout)
                 affected: set[str] = set()
                 for p in packets:
+                    ours = self._new_own_files(p)
                     affected |= self.tree.apply(p)
+                    if ours:
+                        self._reap_late_repeats(ours)
                 self.sn = sn or self.sn
                 if delay > 1.0 and self.on_recover:
                     self.on_recover()  # the server is back: queued uploads need not wait

@@ -198,6 +198,9 @@ class Tree:
         self._dups: dict[str, set[str]] = {}    # parent -> base names shared by several nodes
         self.root = ""
         self.rubbish = ""
+        # upload id (the ``mfs`` attribute megafs puts on the nodes it commits) -> handles;
+        # two nodes with one id are the same commit applied twice (see ``same_upload``)
+        self._uploads: dict[str, set[str]] = {}
 
     # --- loading ----------------------------------------------------------------------------
     def load(self, raw_nodes: Iterable[Any], public: dict[str, str] | None = None) -> None:
@@ -207,6 +210,7 @@ class Tree:
             self._names.clear()
             self._rnames.clear()
             self._dups.clear()
+            self._uploads.clear()
             for raw in raw_nodes:
                 self._add(raw)
             for handle, ph in (public or {}).items():
@@ -225,9 +229,11 @@ class Tree:
         old = self._nodes.get(node.handle)
         if old is not None:
             self._unlink(old)
+            self._track_upload(old, False)
             if old.public and not node.public:
                 node.public = old.public
         self._nodes[node.handle] = node
+        self._track_upload(node, True)
         self._kids.setdefault(node.parent, set()).add(node.handle)
         self._names_insert(node)
         if node.type == ROOT:
@@ -235,6 +241,29 @@ class Tree:
         elif node.type == RUBBISH:
             self.rubbish = node.handle
         return node
+
+    def _track_upload(self, node: Node, present: bool) -> None:
+        mfs = node.attrs.get("mfs") if node.attrs else None
+        if not isinstance(mfs, str):
+            return
+        if present:
+            self._uploads.setdefault(mfs, set()).add(node.handle)
+            return
+        handles = self._uploads.get(mfs)
+        if handles is not None:
+            handles.discard(node.handle)
+            if not handles:
+                del self._uploads[mfs]
+
+    def same_upload(self, handle: str) -> list[Node]:
+        """Other nodes carrying the same upload id (``mfs``) as ``handle``: repeats of one
+        commit, e.g. a ``p`` from before a crash that the server applied late."""
+        with self.lock:
+            node = self._nodes.get(handle)
+            mfs = node.attrs.get("mfs") if node is not None and node.attrs else None
+            if not isinstance(mfs, str):
+                return []
+            return [self._nodes[h] for h in self._uploads.get(mfs, ()) if h != handle]
 
     def _unlink(self, node: Node) -> None:
         siblings = self._kids.get(node.parent)
@@ -403,6 +432,7 @@ class Tree:
                 gone = self._nodes.pop(h, None)
                 if gone is not None:
                     self._unlink(gone)
+                    self._track_upload(gone, False)
                 self._kids.pop(h, None)
                 self._forget_names(h)
             return affected
@@ -413,7 +443,9 @@ class Tree:
             if node is None:
                 return
             self._names_remove(node)
+            self._track_upload(node, False)
             node.attrs = dict(attrs)
+            self._track_upload(node, True)
             name = attrs.get("n")
             node.name = name if isinstance(name, str) else node.name
             self._names_insert(node)

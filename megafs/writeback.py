@@ -264,6 +264,12 @@ class WriteBack:
         self.by_path: dict[tuple[str, str], Record] = {}
         self._db_lock = threading.Lock()
         self.db = open_db(os.path.join(mount_dir, "queue.sqlite"))
+        # Every mount of this queue sends the same request id `i`, so the change feed tells
+        # our commits (including a `p` of a killed earlier mount that the server applied late)
+        # from other clients' changes.
+        self.request_id = _persistent_request_id(mount_dir)
+        if hasattr(client, "request_id"):
+            client.request_id = self.request_id
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._commit_q: list[_Job] = []
@@ -1006,6 +1012,13 @@ class WriteBack:
                     self.tree.set_public(handle, ph)
         for job, handle in list(live):
             r = job.rec
+            with self.lock:
+                # the same commit applied twice (a `p` of a killed mount that landed late)
+                for twin in self.tree.same_upload(handle):
+                    if twin.handle not in r.replaces:
+                        log.info("node %s repeats the commit of %s as %s; removing it",
+                                 twin.handle, r.name, handle)
+                        r.replaces.append(twin.handle)
             try:
                 for old in list(r.replaces):
                     self._delete_remote(old)
@@ -1069,6 +1082,26 @@ class WriteBack:
             if exc.code != -9:
                 raise
         self.tree.remove(handle)
+
+
+def _persistent_request_id(mount_dir: str) -> str:
+    path = os.path.join(mount_dir, "request-id")
+    try:
+        with open(path) as fh:
+            value = fh.read().strip()
+        if len(value) == 10 and value.isalnum():
+            return value
+    except OSError:
+        pass
+    alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+    value = "".join(secrets.choice(alphabet) for _ in range(10))
+    tmp = path + ".tmp"
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as fh:
+        fh.write(value)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return value
 
 
 def _reachable(api: str) -> bool:

@@ -79,13 +79,10 @@ FAULT_MIX = [
 ]
 
 
-# A 2 s stall of a `p` batch across a kill -9 makes a duplicate node (the stalled `p` of the
-# dead mount is applied after the remount has listed the account and uploaded again): see
-# test_stalled_put_across_kill9_does_not_duplicate in test_reliability_crash.py (xfail until
-# writeback fixes it).  Until then stalls hit the other commands; MEGAFS_CHAOS_STALL_PUT=1
-# stalls `p` too.
-if os.environ.get("MEGAFS_CHAOS_STALL_PUT") == "1":
-    FAULT_MIX.append({"where": "cs", "command": "p", "delay": 2, "rate": 0.02, "seed": 107})
+# 2 s stalls of `p` batches too: a stalled `p` of a mount killed meanwhile is applied after the
+# remount uploaded the file again, and the mount must remove that late repeat (see
+# test_stalled_put_across_kill9_does_not_duplicate in test_reliability_crash.py).
+FAULT_MIX.append({"where": "cs", "command": "p", "delay": 2, "rate": 0.02, "seed": 107})
 
 
 def make_files(rng: random.Random) -> dict[str, bytes]:

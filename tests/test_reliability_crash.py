@@ -26,9 +26,6 @@ def files_named(api: str, state_dir, name: str) -> list[str]:
     return [h for h in t.subtree(t.root) if t.get(h).type == 0 and t.get(h).name == name]
 
 
-@pytest.mark.xfail(strict=True, reason="writeback: a `p` sent just before kill -9 and stalled "
-                   "by the server is applied after the remount listed the account, and the "
-                   "remount uploads the file again -> two nodes with the same mfs upload id")
 def test_stalled_put_across_kill9_does_not_duplicate(server, tmp_path):
     state = tmp_path / "state"
     m = MountProcess(tmp_path / "mnt", server.url, state).start()
