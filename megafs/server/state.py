@@ -84,6 +84,17 @@ CREATE INDEX IF NOT EXISTS completions_blob ON completions(blob);
 CREATE TABLE IF NOT EXISTS replay (
     sid TEXT NOT NULL, rid TEXT NOT NULL, digest BLOB NOT NULL, response BLOB NOT NULL,
     created INTEGER NOT NULL, PRIMARY KEY (sid, rid));
+-- Bytes of file nodes per account, kept by triggers inside the same transactions as the node
+-- changes: `u` and `p` check the quota on every call, and a SUM over an account of 18,000
+-- nodes took a quarter of the server's time in a small-files run.
+CREATE TABLE IF NOT EXISTS usage (uh TEXT PRIMARY KEY, bytes INTEGER NOT NULL);
+CREATE TRIGGER IF NOT EXISTS usage_add AFTER INSERT ON nodes WHEN NEW.t = 0 BEGIN
+    INSERT INTO usage (uh, bytes) VALUES (NEW.uh, COALESCE(NEW.s, 0))
+    ON CONFLICT(uh) DO UPDATE SET bytes = bytes + COALESCE(NEW.s, 0);
+END;
+CREATE TRIGGER IF NOT EXISTS usage_del AFTER DELETE ON nodes WHEN OLD.t = 0 BEGIN
+    UPDATE usage SET bytes = bytes - COALESCE(OLD.s, 0) WHERE uh = OLD.uh;
+END;
 """
 
 
@@ -214,9 +225,8 @@ class Tx:
         return self.state.default_quota
 
     def used_bytes(self, uh: str) -> int:
-        row = self.execute("SELECT COALESCE(SUM(s), 0) AS n FROM nodes WHERE uh=? AND t=0",
-                           (uh,)).fetchone()
-        return int(row["n"])
+        row = self.execute("SELECT bytes FROM usage WHERE uh=?", (uh,)).fetchone()
+        return int(row["bytes"]) if row is not None else 0
 
     # --- nodes -----------------------------------------------------------------------------
     def node(self, h: str, uh: str | None = None) -> sqlite3.Row | None:
@@ -405,6 +415,11 @@ class State:
             elif row["value"] != SCHEMA_VERSION:
                 raise RuntimeError("data directory %s has schema %s, expected %s"
                                    % (self.data_dir, row["value"], SCHEMA_VERSION))
+            # rebuilt once per start, so data made before the triggers existed counts too
+            with self.db:
+                self.db.execute("DELETE FROM usage")
+                self.db.execute("INSERT INTO usage (uh, bytes) SELECT uh, "
+                                "COALESCE(SUM(s), 0) FROM nodes WHERE t=0 GROUP BY uh")
         self.recover()
 
     def close(self) -> None:
