@@ -170,3 +170,19 @@ class MountProcess:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def fresh_listing(api: str, state_dir: str | Path) -> dict[str, object]:
+    """Path -> node from a brand-new `f` by another client on the same session."""
+    from megafs.client import MegaClient
+    from megafs.nodes import Tree
+    with MegaClient.open(api=api, state_dir=str(state_dir)) as c:
+        listing = c.fetch()
+        t = Tree(c.session.master_key, c.session.user_handle)
+        t.load(listing.nodes, listing.public)
+    out = {}
+    for h in t.subtree(t.root):
+        p = t.path_of(h)
+        if p and p != "/":
+            out[p] = t.get(h)
+    return out

@@ -14,8 +14,7 @@ import time
 import pytest
 
 from megafs.client import MegaClient
-from megafs.nodes import Tree
-from mount_support import MountProcess, run_with_timeout, wait_for
+from mount_support import MountProcess, fresh_listing, run_with_timeout, wait_for
 
 pytestmark = [pytest.mark.fuse,
               pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="no /dev/fuse")]
@@ -36,19 +35,6 @@ FAULTS = [
     {"where": "upload", "error": -8, "rate": 0.01, "seed": 17},
     {"where": "upload", "delay": 2, "rate": 0.01, "seed": 18},
 ]
-
-
-def _listing(api: str, state_dir) -> dict[str, object]:
-    with MegaClient.open(api=api, state_dir=str(state_dir)) as c:
-        listing = c.fetch()
-        t = Tree(c.session.master_key, c.session.user_handle)
-        t.load(listing.nodes, listing.public)
-    out = {}
-    for h in t.subtree(t.root):
-        p = t.path_of(h)
-        if p and p != "/":
-            out[p] = t.get(h)
-    return out
 
 
 def test_chaos_with_crashes(server, tmp_path):
@@ -89,7 +75,7 @@ def test_chaos_with_crashes(server, tmp_path):
         fired = requests.get(server.url + "_megafs/stats", timeout=10).json().get(
             "faults_fired", "?")
         server.clear_faults()
-        listing = _listing(server.url, state)
+        listing = fresh_listing(server.url, state)
         files = sorted(p[1:] for p, n in listing.items() if n.type == 0)
         assert files == names                     # every file exactly once
         with MegaClient.public(api=server.url) as pub:

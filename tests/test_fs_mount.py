@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from megafs.client import MegaClient
-from megafs.nodes import Tree
-from mount_support import MountProcess, is_mounted, megafs, run_with_timeout, wait_for
+from mount_support import (MountProcess, fresh_listing, is_mounted, megafs, run_with_timeout,
+                           wait_for)
 
 pytestmark = [pytest.mark.fuse,
               pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="no /dev/fuse")]
@@ -34,20 +34,6 @@ def sh(cmd: str, cwd: str | Path | None = None, timeout: float = 120.0,
     if check and proc.returncode != 0:
         raise AssertionError("%s -> %d: %s" % (cmd, proc.returncode, proc.stderr))
     return proc
-
-
-def fresh_listing(api: str, state_dir: str | Path) -> dict[str, object]:
-    """Path -> node from a brand-new `f` by another client on the same session."""
-    with MegaClient.open(api=api, state_dir=str(state_dir)) as c:
-        listing = c.fetch()
-        t = Tree(c.session.master_key, c.session.user_handle)
-        t.load(listing.nodes, listing.public)
-    out = {}
-    for h in t.subtree(t.root):
-        p = t.path_of(h)
-        if p and p != "/":
-            out[p] = t.get(h)
-    return out
 
 
 def get_link(link: str, dest: Path, api: str) -> bytes:

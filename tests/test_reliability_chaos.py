@@ -37,8 +37,7 @@ import pytest
 import requests
 
 from megafs.client import MegaClient
-from megafs.nodes import Tree
-from mount_support import MountProcess, run_with_timeout, wait_for
+from mount_support import MountProcess, fresh_listing, run_with_timeout, wait_for
 from support import ServerProcess
 
 pytestmark = [pytest.mark.fuse,
@@ -99,19 +98,6 @@ def make_files(rng: random.Random) -> dict[str, bytes]:
         block = hashlib.sha256(b"%d-%d" % (SEED, i)).digest()
         blobs[rel] = (block * (size // 32 + 1))[:size]
     return blobs
-
-
-def listing(api: str, state_dir: Path) -> dict[str, object]:
-    with MegaClient.open(api=api, state_dir=str(state_dir)) as c:
-        result = c.fetch()
-        t = Tree(c.session.master_key, c.session.user_handle)
-        t.load(result.nodes, result.public)
-    out = {}
-    for h in t.subtree(t.root):
-        p = t.path_of(h)
-        if p and p != "/":
-            out[p] = t.get(h)
-    return out
 
 
 class Counters:
@@ -233,7 +219,7 @@ def test_chaos_outage_and_kill9_rounds(server, tmp_path):
             assert os.getxattr(mnt / rel, "user.mega.link").decode() == links[rel]
         counters.collect(server.url)
         server.clear_faults()
-        remote = listing(server.url, state)
+        remote = fresh_listing(server.url, state)
         files = {p[1:]: n for p, n in remote.items() if n.type == 0}
         duplicates = len(files) - len(set(files) & set(names))
         assert sorted(files) == sorted(names), "missing or duplicated files"
