@@ -239,13 +239,12 @@ class Handler(BaseHTTPRequestHandler):
             return "http://%s/" % host
         return self.server.app.base_url
 
-    def _read_body(self, limit: int) -> bytes | None:
-        """The request body, or None if it is larger than ``limit`` (the caller must close)."""
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            return self._read_chunked(limit)
+    def _body_length(self, limit: int) -> int | None:
+        """The request's Content-Length (0 when absent), or None when it is over ``limit``
+        (the connection is then closed after the answer)."""
         length_text = self.headers.get("Content-Length")
         if length_text is None:
-            return b""
+            return 0
         try:
             length = int(length_text)
         except ValueError:
@@ -255,7 +254,17 @@ class Handler(BaseHTTPRequestHandler):
         if length > limit:
             self.close_connection = True
             return None
-        return self._read_exact(length)
+        return length
+
+    def _is_chunked(self) -> bool:
+        return "chunked" in self.headers.get("Transfer-Encoding", "").lower()
+
+    def _read_body(self, limit: int) -> bytes | None:
+        """The request body, or None if it is larger than ``limit`` (the caller must close)."""
+        if self._is_chunked():
+            return self._read_chunked(limit)
+        length = self._body_length(limit)
+        return None if length is None else self._read_exact(length)
 
     def _read_body_into_buffer(self, limit: int) -> memoryview | bytes | None:
         """Like ``_read_body``, but into a page-aligned buffer lent for this request.
@@ -263,19 +272,12 @@ class Handler(BaseHTTPRequestHandler):
         The view is valid until the request is answered.  A chunked body (which our clients
         never send) is read the ordinary way.
         """
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+        if self._is_chunked():
             return self._read_chunked(limit)
-        length_text = self.headers.get("Content-Length")
-        if length_text is None:
+        if self.headers.get("Content-Length") is None:
             return b""
-        try:
-            length = int(length_text)
-        except ValueError:
-            raise BadRequest("Content-Length is not a number") from None
-        if length < 0:
-            raise BadRequest("negative Content-Length")
-        if length > limit:
-            self.close_connection = True
+        length = self._body_length(limit)
+        if length is None:
             return None
         view = self._buffer(length)[:length]
         got = 0
