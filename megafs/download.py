@@ -45,7 +45,8 @@ from . import chunks, crypto
 from .crypto import FileKey
 from .errors import IntegrityError, MegaError, ProtocolError, TransportError, error_from_result
 from .transport import (HTTP_RETRY_STATUSES, Backoff, Cancelled, HttpPool, RetryPolicy,
-                        TransferInterrupted, TransferStream, redact_url, transfer_buffer)
+                        TransferInterrupted, TransferStream, redact_url, run_workers,
+                        transfer_buffer)
 
 log = logging.getLogger(__name__)
 
@@ -291,22 +292,9 @@ class Downloader:
                        list(chunks.groups(size, self.span_for(size)))[::-1] if size else [])
         job.direct_fd = direct_fd
         count = min(self.connections, len(job.pending))
-        if count == 1:
-            self._fill_worker(job, min(chunks.MIB, size))
-        elif count:
-            workers = [threading.Thread(target=self._fill_worker,
-                                        args=(job, min(chunks.MIB, size)), daemon=True,
-                                        name="megafs-download-%d" % i) for i in range(count)]
-            for worker in workers:
-                worker.start()
-            try:
-                for worker in workers:
-                    worker.join()
-            except BaseException:
-                job.stop.set()  # e.g. KeyboardInterrupt: let the workers finish quickly
-                for worker in workers:
-                    worker.join()
-                raise
+        if count:
+            run_workers(lambda: self._fill_worker(job, min(chunks.MIB, size)), count,
+                        "megafs-download", job.stop)
         if job.errors:
             raise job.errors[0]
         if cancel is not None and cancel.is_set():

@@ -39,7 +39,7 @@ from . import links
 from .errors import FsError, IntegrityError, MegaError, MegafsError, describe
 from .nodes import FILE, Node, Tree
 from .readcache import ReadCache, ReadState
-from .writeback import FAILED, UPLOADED, Record, WriteBack
+from .writeback import FAILED, UPLOADED, Record, WriteBack, delete_node
 
 log = logging.getLogger(__name__)
 
@@ -569,12 +569,7 @@ class MegaFS:
             self._delete_node(ent.n.handle)
 
     def _delete_node(self, handle: str) -> None:
-        try:
-            self.client.delete(handle)
-        except MegaError as exc:
-            if exc.code != -9:
-                raise
-        self.tree.remove(handle)
+        delete_node(self.client, self.tree, handle)
         self.reads.forget(handle)
 
     def unlink(self, path: str) -> None:
@@ -801,13 +796,11 @@ class RemoteWatcher:
             if not any(twin.public for twin in self.tree.same_upload(handle)):
                 continue
             try:
-                self.client.delete(handle)
+                delete_node(self.client, self.tree, handle)
             except MegaError as exc:
-                if exc.code != -9:
-                    log.warning("could not remove node %s, a late repeat of an upload: %s",
-                                handle, exc)
-                    continue
-            self.tree.remove(handle)
+                log.warning("could not remove node %s, a late repeat of an upload: %s",
+                            handle, exc)
+                continue
             log.info("removed node %s: a late repeat of an upload already committed", handle)
 
     def _run(self) -> None:

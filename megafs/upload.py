@@ -45,7 +45,8 @@ from . import chunks, crypto
 from .crypto import FileKey, upload_checksum
 from .errors import MegaError, ProtocolError, TransportError, UploadFailed
 from .transport import (HTTP_RETRY_STATUSES, Backoff, Cancelled, HttpPool, RetryPolicy,
-                        TransferInterrupted, Transport, redact_url, transfer_buffer)
+                        TransferInterrupted, Transport, redact_url, run_workers,
+                        transfer_buffer)
 
 log = logging.getLogger(__name__)
 
@@ -231,22 +232,8 @@ class Uploader:
         spans = list(chunks.groups(size, target))
         state = _AttemptState(cancel, spans)
         job = _Job(fd, url, key, macs, state, progress, max(1, min(target, size)))
-        count = min(self.connections, len(spans))
-        if count == 1:
-            self._worker(job)      # one span (or one connection): no thread to start
-        else:
-            workers = [threading.Thread(target=self._worker, args=(job,), daemon=True,
-                                        name="megafs-upload-%d" % i) for i in range(count)]
-            for worker in workers:
-                worker.start()
-            try:
-                for worker in workers:
-                    worker.join()
-            except BaseException:
-                state.stop.set()  # e.g. KeyboardInterrupt: let the workers finish quickly
-                for worker in workers:
-                    worker.join()
-                raise
+        run_workers(lambda: self._worker(job), min(self.connections, len(spans)),
+                    "megafs-upload", state.stop)
         if state.error is not None:
             raise state.error
         if cancel is not None and cancel.is_set():

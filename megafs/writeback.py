@@ -1074,14 +1074,18 @@ class WriteBack:
             self._requeue(r)
 
     def _delete_remote(self, handle: str) -> None:
-        if self.tree.get(handle) is None:
-            return
-        try:
-            self.client.delete(handle)
-        except MegaError as exc:
-            if exc.code != -9:
-                raise
-        self.tree.remove(handle)
+        if self.tree.get(handle) is not None:
+            delete_node(self.client, self.tree, handle)
+
+
+def delete_node(client: Any, tree: nodes_mod.Tree, handle: str) -> None:
+    """Delete a remote node and drop it from the tree; a node already gone (-9) is fine."""
+    try:
+        client.delete(handle)
+    except MegaError as exc:
+        if exc.code != -9:
+            raise
+    tree.remove(handle)
 
 
 def _persistent_request_id(mount_dir: str) -> str:

@@ -172,17 +172,22 @@ class MountProcess:
         self.stop()
 
 
-def fresh_listing(api: str, state_dir: str | Path) -> dict[str, object]:
-    """Path -> node from a brand-new `f` by another client on the same session."""
-    from megafs.client import MegaClient
+def listing_paths(client) -> dict[str, object]:
+    """Path -> node of a brand-new `f` listing by ``client`` (what another client sees)."""
     from megafs.nodes import Tree
-    with MegaClient.open(api=api, state_dir=str(state_dir)) as c:
-        listing = c.fetch()
-        t = Tree(c.session.master_key, c.session.user_handle)
-        t.load(listing.nodes, listing.public)
+    listing = client.fetch()
+    t = Tree(client.session.master_key, client.session.user_handle)
+    t.load(listing.nodes, listing.public)
     out = {}
     for h in t.subtree(t.root):
         p = t.path_of(h)
         if p and p != "/":
             out[p] = t.get(h)
     return out
+
+
+def fresh_listing(api: str, state_dir: str | Path) -> dict[str, object]:
+    """Path -> node from a brand-new `f` by another client on the same session."""
+    from megafs.client import MegaClient
+    with MegaClient.open(api=api, state_dir=str(state_dir)) as c:
+        return listing_paths(c)

@@ -20,7 +20,7 @@ from megafs.fs import MegaFS
 from megafs.nodes import Tree
 from megafs.readcache import ReadCache
 from megafs.writeback import WriteBack
-from mount_support import wait_for
+from mount_support import listing_paths, wait_for
 
 
 class Stack:
@@ -65,15 +65,7 @@ class Stack:
 
     def fresh_names(self) -> dict[str, object]:
         """Path -> node of a brand-new listing (what another client would see)."""
-        listing = self.client.fetch()
-        t = Tree(self.tree.master_key, self.tree.user_handle)
-        t.load(listing.nodes, listing.public)
-        out = {}
-        for h in t.subtree(t.root):
-            p = t.path_of(h)
-            if p and p != "/":
-                out[p] = t.get(h)
-        return out
+        return listing_paths(self.client)
 
     def close(self) -> None:
         if getattr(self, "_closed", False):

@@ -14,13 +14,6 @@ from server_api import Api, encrypt_file, plaintext
 SN_RE = re.compile(r"^[A-Za-z0-9_-]{11}$")
 
 
-@pytest.fixture(scope="module")
-def api(module_server):
-    client = Api(module_server.url)
-    yield client
-    client.close()
-
-
 @pytest.fixture
 def acct(api):
     return api.new_account()

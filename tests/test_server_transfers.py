@@ -13,13 +13,6 @@ from server_api import Api, checksum_b64, decrypt_and_verify, encrypt_file, plai
 
 
 @pytest.fixture(scope="module")
-def api(module_server):
-    client = Api(module_server.url)
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="module")
 def acct(api):
     return api.new_account()
 
