@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import os
 import sys
 
 from . import __version__
+from .config import setup_logging
 from .errors import MegafsError, describe
 
 log = logging.getLogger(__name__)
@@ -28,20 +28,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("megafs.mount_cli", "show pending, uploading and failed files of a mount"),
     "retry": ("megafs.mount_cli", "retry failed uploads of a mount now"),
 }
-
-
-def default_state_dir() -> str:
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local",
-                                                             "share")
-    return os.path.join(base, "megafs")
-
-
-def setup_logging(verbosity: int, stream=None) -> None:
-    level = logging.WARNING - 10 * verbosity
-    logging.basicConfig(level=max(level, logging.DEBUG), stream=stream or sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # urllib3 logs full URLs at DEBUG, and URLs carry session ids: keep it quiet.
-    logging.getLogger("urllib3").setLevel(logging.WARNING)
 
 
 def build_parser() -> argparse.ArgumentParser:

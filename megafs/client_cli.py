@@ -17,9 +17,9 @@ import threading
 import time
 from typing import Any, TextIO
 
-from . import links
-from .cli import default_state_dir
-from .client import MegaClient, PutItem
+from .api import links
+from .api.client import MegaClient, PutItem
+from .config import default_state_dir
 from .errors import MegaError, MegafsError, UploadFailed, describe
 
 log = logging.getLogger(__name__)

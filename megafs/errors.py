@@ -9,6 +9,7 @@ unmapped exception.  No I/O, no logging.
 from __future__ import annotations
 
 import errno
+from enum import Enum, IntEnum
 from typing import Any
 
 # code: (name, meaning)
@@ -45,12 +46,79 @@ API_ERRORS: dict[int, tuple[str, str]] = {
     -30: ("ESUBUSERKEYMISSING", "business sub-user key missing"),
 }
 
-# Codes worth retrying with the same request (batch level or per command).
-RETRYABLE_CODES = frozenset({-3, -4, -6, -18, -19})
 
-EAGAIN, ERATELIMIT, EFAILED, ETOOMANY, ERANGE, EEXPIRED, ENOENT = -3, -4, -5, -6, -7, -8, -9
-EACCESS, EEXIST, EKEY, ESID, EBLOCKED, EOVERQUOTA, ETEMPUNAVAIL = -11, -12, -14, -15, -16, -17, -18
-EARGS, EINTERNAL = -2, -1
+class ApiCode(IntEnum):
+    """MEGA API error codes by name (protocol reference §1.5; meganz/sdk include/mega/types.h)."""
+
+    EINTERNAL = -1
+    EARGS = -2
+    EAGAIN = -3
+    ERATELIMIT = -4
+    EFAILED = -5
+    ETOOMANY = -6
+    ERANGE = -7
+    EEXPIRED = -8
+    ENOENT = -9
+    ECIRCULAR = -10
+    EACCESS = -11
+    EEXIST = -12
+    EINCOMPLETE = -13
+    EKEY = -14
+    ESID = -15
+    EBLOCKED = -16
+    EOVERQUOTA = -17
+    ETEMPUNAVAIL = -18
+    ETOOMANYCONNECTIONS = -19
+    EWRITE = -20
+    EREAD = -21
+    EAPPKEY = -22
+    ESSL = -23
+    EGOINGOVERQUOTA = -24
+    EROLLEDBACK = -25
+    EMFAREQUIRED = -26
+    EMASTERONLY = -27
+    EBUSINESSPASTDUE = -28
+    EPAYWALL = -29
+    ESUBUSERKEYMISSING = -30
+
+
+class Verdict(Enum):
+    """What a caller does about an error: the one classification of MEGA codes."""
+
+    TRANSIENT = "transient"      # nothing was applied; send the same request again later
+    RELOGIN = "relogin"          # the session is gone: log in again, then resend
+    NEW_URL = "new-url"          # a transfer URL is dead: ask for a new one and start over
+    PERMANENT = "permanent"      # retrying cannot help without a change on the user's side
+
+
+# Command channel (``/cs`` batches and their per-command results, ``sc`` polls).
+_COMMAND_TRANSIENT = frozenset({ApiCode.EAGAIN, ApiCode.ERATELIMIT, ApiCode.ETEMPUNAVAIL,
+                                ApiCode.ETOOMANYCONNECTIONS})
+# Transfer servers (upload/download URLs): -4 there means "this upload failed, restart it"
+# and -6 "too many IPs on this URL" (protocol reference §14.7; meganz/sdk DAEMON_EFAILED).
+_TRANSFER_TRANSIENT = frozenset({ApiCode.EAGAIN, ApiCode.ETEMPUNAVAIL,
+                                 ApiCode.ETOOMANYCONNECTIONS, ApiCode.EKEY})
+_TRANSFER_NEW_URL = frozenset({ApiCode.ERATELIMIT, ApiCode.EFAILED, ApiCode.ETOOMANY,
+                               ApiCode.ERANGE, ApiCode.EEXPIRED, ApiCode.ENOENT, ApiCode.ESID})
+
+
+def classify(code: int, where: str = "command") -> Verdict:
+    """The verdict for MEGA error ``code`` answered by the command channel (``where="command"``)
+    or by a transfer server (``where="transfer"``)."""
+    if where == "transfer":
+        if code in _TRANSFER_TRANSIENT:
+            return Verdict.TRANSIENT
+        if code in _TRANSFER_NEW_URL:
+            return Verdict.NEW_URL
+        return Verdict.PERMANENT
+    if code == ApiCode.ESID:
+        return Verdict.RELOGIN
+    if code in _COMMAND_TRANSIENT:
+        return Verdict.TRANSIENT
+    return Verdict.PERMANENT
+
+
+RETRYABLE_CODES = frozenset(c for c in ApiCode if classify(c) is Verdict.TRANSIENT)
 
 
 class MegafsError(Exception):
@@ -114,6 +182,21 @@ class UploadFailed(MegafsError):
     """An upload that failed for good; the staged data is kept."""
 
     errno = errno.EIO
+
+
+class Cancelled(MegafsError):
+    """The caller's cancel event was set (an upload, download or retry wait was abandoned)."""
+
+    errno = errno.ECANCELED
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """Whether repeating the operation that raised ``exc`` cannot succeed without a change on
+    the user's side (quota, parent gone, access denied, a file that vanished locally)."""
+    for err in (exc, exc.__cause__, exc.__context__):
+        if isinstance(err, MegaError):
+            return classify(err.code) is Verdict.PERMANENT
+    return isinstance(exc, FileNotFoundError)
 
 
 class FsError(MegafsError):

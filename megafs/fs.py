@@ -35,10 +35,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import links
-from .errors import FsError, IntegrityError, MegaError, MegafsError, describe
-from .nodes import FILE, Node, Tree
-from .readcache import ReadCache, ReadState
+from .api import links
+from .errors import FsError, IntegrityError, MegafsError, describe
+from .tree.nodes import FILE, Node
+from .tree.tree import Tree
+from .vfs.readcache import ReadCache, ReadState
 from .writeback import FAILED, UPLOADED, Record, WriteBack, delete_node
 
 log = logging.getLogger(__name__)
@@ -744,113 +745,4 @@ class MegaFS:
         raise _err(errno.ENOTSUP, "megafs does not store extended attributes")
 
 
-class RemoteWatcher:
-    """Background thread: long-polls the ``sc`` channel and applies packets to the tree.
-
-    Applying our own packets again is harmless (every tree change is idempotent).  When the
-    server says we fell too far behind (-6) the whole tree is fetched again.  Kernel caches of
-    changed entries expire by themselves (attr/entry timeouts of 5 s, see
-    ``fuse_ops.fuse_options``; fusepy has no notify/invalidate call), so other clients' changes
-    show within about 5.5 s.
-    """
-
-    def __init__(self, client: Any, tree: Tree, sn: str, *, poll_timeout: float = 20.0,
-                 on_change: Any = None, on_recover: Any = None) -> None:
-        self.client = client
-        self.tree = tree
-        self.sn = sn
-        self.poll_timeout = poll_timeout
-        self.on_change = on_change
-        self.on_recover = on_recover
-        self.min_interval = 0.5
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="megafs-sc", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def _new_own_files(self, packet: Any) -> list[str]:
-        """Handles of files that a ``t`` packet of our own request id adds to the tree."""
-        if not isinstance(packet, dict) or packet.get("a") != "t" \
-                or packet.get("i") != getattr(self.client, "request_id", None):
-            return []
-        body = packet.get("t")
-        raws = body.get("f") if isinstance(body, dict) else None
-        if not isinstance(raws, list):
-            return []
-        return [raw["h"] for raw in raws if isinstance(raw, dict) and raw.get("t") == 0
-                and isinstance(raw.get("h"), str) and self.tree.get(raw["h"]) is None]
-
-    def _reap_late_repeats(self, handles: list[str]) -> None:
-        """Delete our own new nodes that repeat a commit already finished (exported).
-
-        A ``p`` sent by a mount that was then killed can be applied by the server after the
-        next mount has uploaded the file again; both nodes carry the same upload id.  The one
-        already exported is the file; the late one is removed.  A repeat that lands while our
-        own commit is still in flight is removed by the write-back committer instead.
-        """
-        for handle in handles:
-            if not any(twin.public for twin in self.tree.same_upload(handle)):
-                continue
-            try:
-                delete_node(self.client, self.tree, handle)
-            except MegaError as exc:
-                log.warning("could not remove node %s, a late repeat of an upload: %s",
-                            handle, exc)
-                continue
-            log.info("removed node %s: a late repeat of an upload already committed", handle)
-
-    def _run(self) -> None:
-        delay = 1.0
-        last = 0.0
-        while not self._stop.is_set():
-            # Our own uploads produce a stream of packets; polling at most twice a second
-            # lets them batch up (a 300-file copy spent a quarter of its CPU in sc polls).
-            wait = self.min_interval - (time.monotonic() - last)
-            if wait > 0 and self._stop.wait(wait):
-                return
-            last = time.monotonic()
-            try:
-                packets, sn = self.client.poll(self.sn, self.poll_timeout)
-                affected: set[str] = set()
-                for p in packets:
-                    ours = self._new_own_files(p)
-                    affected |= self.tree.apply(p)
-                    if ours:
-                        self._reap_late_repeats(ours)
-                self.sn = sn or self.sn
-                if delay > 1.0 and self.on_recover:
-                    self.on_recover()  # the server is back: queued uploads need not wait
-                delay = 1.0
-                if affected and self.on_change:
-                    self.on_change(affected)
-            except MegaError as exc:
-                if self._stop.is_set():
-                    return
-                if exc.code == -6:
-                    log.warning("fell behind the server's change feed; reloading the tree")
-                    try:
-                        listing = self.client.fetch()
-                        self.tree.load(listing.nodes, listing.public)
-                        self.sn = listing.sn
-                        continue
-                    except MegafsError as exc2:
-                        log.warning("reload failed: %s", describe(exc2))
-                level = logging.ERROR if exc.code == -15 else logging.INFO
-                log.log(level, "change feed: %s; retrying in %.0f s", describe(exc), delay)
-                self._stop.wait(delay)
-                delay = min(10.0, delay * 2)
-            except Exception as exc:
-                if self._stop.is_set():
-                    return
-                log.log(logging.INFO if isinstance(exc, MegafsError) else logging.ERROR,
-                        "change feed: %s; retrying in %.0f s", describe(exc), delay,
-                        exc_info=not isinstance(exc, MegafsError))
-                self._stop.wait(delay)
-                delay = min(10.0, delay * 2)
-
-
-__all__ = ["MegaFS", "RemoteWatcher", "Entry", "Handle", "IntegrityError"]
+__all__ = ["MegaFS", "Entry", "Handle", "IntegrityError"]

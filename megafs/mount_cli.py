@@ -24,7 +24,7 @@ import threading
 import time
 from typing import Any
 
-from .cli import default_state_dir
+from .config import default_state_dir
 from .errors import FsError, describe
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ def _state_dir(args: argparse.Namespace) -> str:
 
 
 def mount_key(api: str) -> str:
-    from .transport import normalise_api
+    from .config import normalise_api
     return hashlib.sha256(normalise_api(api).encode("utf-8")).hexdigest()[:16]
 
 
@@ -326,11 +326,12 @@ def _daemonize(args: argparse.Namespace, mnt: str) -> int:
 def _mount_foreground(args: argparse.Namespace, mnt: str, ready: int | None) -> int:
     from fuse import FUSE
 
-    from .client import MegaClient
-    from .fs import MegaFS, RemoteWatcher
+    from .api.client import MegaClient
+    from .fs import MegaFS
     from .fuse_ops import MegaOps, fuse_options
-    from .nodes import Tree
-    from .readcache import ReadCache
+    from .tree.changes import RemoteWatcher
+    from .tree.tree import Tree
+    from .vfs.readcache import ReadCache
     from .writeback import WriteBack
 
     state_dir = _state_dir(args)

@@ -66,9 +66,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from . import links
-from . import nodes as nodes_mod
+from .api import links
 from .errors import FsError, MegaError, MegafsError, describe
+from .tree import tree as nodes_mod
 
 log = logging.getLogger(__name__)
 
@@ -883,7 +883,7 @@ class WriteBack:
         return r.generation != job.generation or r.version != job.version or r.dirty
 
     def _commit(self, batch: list[_Job]) -> None:
-        from .client import PutItem  # the client module is only needed once uploads happen
+        from .api.client import PutItem  # the client module is only needed once uploads happen
 
         to_put: list[_Job] = []
         to_finish: list[_Job] = []

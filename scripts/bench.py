@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from megafs import crypto  # noqa: E402
-from megafs.client import MegaClient, PutItem  # noqa: E402
+from megafs.api.client import MegaClient, PutItem  # noqa: E402
 from mount_support import MountProcess  # noqa: E402
 from support import ServerProcess  # noqa: E402
 

@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from megafs import crypto  # noqa: E402
-from megafs.client import MegaClient, PutItem  # noqa: E402
+from megafs.api.client import MegaClient, PutItem  # noqa: E402
 from support import ServerProcess  # noqa: E402
 
 MIB = 1 << 20

@@ -174,7 +174,7 @@ class MountProcess:
 
 def listing_paths(client) -> dict[str, object]:
     """Path -> node of a brand-new `f` listing by ``client`` (what another client sees)."""
-    from megafs.nodes import Tree
+    from megafs.tree.tree import Tree
     listing = client.fetch()
     t = Tree(client.session.master_key, client.session.user_handle)
     t.load(listing.nodes, listing.public)
@@ -188,6 +188,6 @@ def listing_paths(client) -> dict[str, object]:
 
 def fresh_listing(api: str, state_dir: str | Path) -> dict[str, object]:
     """Path -> node from a brand-new `f` by another client on the same session."""
-    from megafs.client import MegaClient
+    from megafs.api.client import MegaClient
     with MegaClient.open(api=api, state_dir=str(state_dir)) as c:
         return listing_paths(c)

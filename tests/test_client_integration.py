@@ -13,12 +13,13 @@ import time
 import pytest
 import requests
 
-from megafs import chunks, crypto, links
-from megafs.client import MegaClient, PutItem
+from megafs import chunks, crypto
+from megafs.api import links
+from megafs.api.client import MegaClient, PutItem
 from megafs.errors import IntegrityError, MegaError, SessionError, TransportError, UploadFailed
-from megafs.session import read_session_file, session_path, write_session_file
-from megafs.transport import RetryPolicy
-from megafs.upload import UploadCancelled
+from megafs.api.session import read_session_file, session_path, write_session_file
+from megafs.retry import RetryPolicy
+from megafs.api.upload import UploadCancelled
 
 MIB = 1 << 20
 

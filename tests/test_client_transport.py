@@ -12,7 +12,8 @@ import pytest
 
 from megafs import chunks, crypto
 from megafs.errors import MegaError, ProtocolError, TransportError
-from megafs.transport import RetryPolicy, Transport
+from megafs.api.transport import Transport
+from megafs.retry import RetryPolicy
 
 
 class Canned:
@@ -142,7 +143,7 @@ def test_sid_never_in_error_messages(canned):
 
 
 def _upload_via(canned_server, path, connections=1):
-    from megafs.upload import Uploader
+    from megafs.api.upload import Uploader
     t = _transport(canned_server.url)
     try:
         return Uploader(t, connections=connections).upload(str(path))
@@ -166,7 +167,7 @@ def test_upload_without_completion_token_restarts(canned, tmp_path):
 
 
 def test_upload_checksum_and_offsets_on_the_wire(canned, tmp_path):
-    from megafs.upload import upload_checksum
+    from megafs.api.upload import upload_checksum
     path = tmp_path / "f"
     path.write_bytes(os.urandom(3 * 1048576))
     srv = canned()

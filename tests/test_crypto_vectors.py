@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from megafs import chunks, crypto, links
+from megafs import chunks, crypto
+from megafs.api import links
 from megafs.errors import LinkError
 
 VECTORS = json.loads((Path(__file__).parent / "data" / "mega-vectors.json").read_text())

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from megafs.client import MegaClient
+from megafs.api.client import MegaClient
 from mount_support import MountProcess, fresh_listing, run_with_timeout, wait_for
 
 pytestmark = [pytest.mark.fuse,

@@ -14,11 +14,11 @@ import threading
 
 import pytest
 
-from megafs.client import MegaClient
+from megafs.api.client import MegaClient
 from megafs.errors import FsError, IntegrityError, MegafsError
 from megafs.fs import MegaFS
-from megafs.nodes import Tree
-from megafs.readcache import ReadCache
+from megafs.tree.tree import Tree
+from megafs.vfs.readcache import ReadCache
 from megafs.writeback import WriteBack
 from mount_support import listing_paths, wait_for
 
@@ -274,7 +274,7 @@ def test_real_file_named_link_wins(stack, tmp_path):
     stack.write_file("/a", b"data of a")
     link = stack.link("/a")
     # Through the mount, creating over a virtual .link is refused; another client can do it.
-    from megafs.client import PutItem
+    from megafs.api.client import PutItem
     src = tmp_path / "real"
     src.write_bytes(b"i am real")
     up = stack.client.upload(str(src))
@@ -377,7 +377,7 @@ def test_statfs_and_readdir(stack):
 
 
 def test_remote_change_poller(stack):
-    from megafs.fs import RemoteWatcher
+    from megafs.tree.changes import RemoteWatcher
     listing = stack.client.fetch()
     watcher = RemoteWatcher(stack.client, stack.tree, listing.sn, poll_timeout=5)
     watcher.start()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from megafs.client import MegaClient
+from megafs.api.client import MegaClient
 from mount_support import (MountProcess, fresh_listing, is_mounted, megafs, run_with_timeout,
                            wait_for)
 
@@ -157,7 +157,7 @@ def test_remote_changes_appear(mounted, server, tmp_path):
         wait_for(lambda: "elsewhere" in os.listdir(mnt), timeout=15, what="remote mkdir")
         src = tmp_path / "x.bin"
         src.write_bytes(os.urandom(70000))
-        from megafs.client import PutItem
+        from megafs.api.client import PutItem
         up = other.upload(str(src))
         (raw,) = other.put_files([PutItem(folder["h"], up, {"n": "x.bin"})])
         wait_for(lambda: (mnt / "elsewhere" / "x.bin").exists(), timeout=15,
@@ -447,7 +447,7 @@ def test_concurrent_processes_shared_file_and_reads_during_upload(mounted, serve
 def test_hostile_remote_names_and_no_secrets_in_logs(mounted, server, tmp_path):
     """Remote names with '/', '..', NUL are shown escaped; logs hold no sid, key or link key."""
     mnt = mounted.mnt
-    from megafs.client import PutItem
+    from megafs.api.client import PutItem
     src = tmp_path / "h.bin"
     src.write_bytes(b"hostile")
     with MegaClient.open(api=server.url, state_dir=str(mounted.state_dir)) as other:

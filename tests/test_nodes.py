@@ -5,7 +5,10 @@ import logging
 
 import pytest
 
-from megafs import crypto, nodes
+from megafs import crypto
+from megafs.errors import ProtocolError
+from megafs.tree import nodes
+from megafs.tree.tree import Tree
 
 MK = bytes(range(16))
 UH = "AbCdEfGhIjK"
@@ -28,7 +31,7 @@ def raw_node(h, parent, name, *, folder=False, ts=100, size=10, attrs=None, mk=M
 
 
 def tree_of(*raws):
-    tree = nodes.Tree(MK, UH)
+    tree = Tree(MK, UH)
     tree.load([raw_root(), raw_root("INBOXXXX", 3), raw_root("RUBBISHX", 4), *raws])
     return tree
 
@@ -92,7 +95,7 @@ def test_undecryptable_nodes_get_placeholder_and_log(caplog):
     no_entry = raw_node("OTHERUSR", "ROOTROOT", "theirs", user="ZZZZZZZZZZZ")
     garbage = raw_node("GARBAGEA", "ROOTROOT", "x")
     garbage["a"] = "not base64 !!"
-    with caplog.at_level(logging.WARNING, logger="megafs.nodes"):
+    with caplog.at_level(logging.WARNING, logger="megafs.tree.nodes"):
         tree = tree_of(bad_key, no_entry, garbage)
     kids = tree.children("ROOTROOT")
     assert set(kids) == {"undecryptable-BADKEYAA", "undecryptable-OTHERUSR",
@@ -102,7 +105,7 @@ def test_undecryptable_nodes_get_placeholder_and_log(caplog):
 
 
 def test_malformed_nodes_are_skipped(caplog):
-    with caplog.at_level(logging.WARNING, logger="megafs.nodes"):
+    with caplog.at_level(logging.WARNING, logger="megafs.tree.nodes"):
         tree = tree_of(-9, {"h": 5}, {"h": "TYPEBAD1", "t": "x"}, "string",
                        raw_node("GOODAAAA", "ROOTROOT", "good"))
     assert list(tree.children("ROOTROOT")) == ["good"]
@@ -110,8 +113,8 @@ def test_malformed_nodes_are_skipped(caplog):
 
 
 def test_listing_without_root_is_an_error():
-    tree = nodes.Tree(MK, UH)
-    with pytest.raises(nodes.ProtocolError):
+    tree = Tree(MK, UH)
+    with pytest.raises(ProtocolError):
         tree.load([raw_node("FILEAAAA", "ROOTROOT", "a")])
 
 

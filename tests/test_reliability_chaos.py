@@ -36,7 +36,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from megafs.client import MegaClient
+from megafs.api.client import MegaClient
 from mount_support import MountProcess, fresh_listing, run_with_timeout, wait_for
 from support import ServerProcess
 

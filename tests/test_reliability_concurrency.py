@@ -14,8 +14,8 @@ import sys
 
 import pytest
 
-from megafs.client import MegaClient
-from megafs.nodes import Tree
+from megafs.api.client import MegaClient
+from megafs.tree.tree import Tree
 from mount_support import MountProcess, run_with_timeout, wait_for
 
 pytestmark = [pytest.mark.fuse,

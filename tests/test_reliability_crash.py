@@ -10,8 +10,8 @@ import os
 import pytest
 import requests
 
-from megafs.client import MegaClient
-from megafs.nodes import Tree
+from megafs.api.client import MegaClient
+from megafs.tree.tree import Tree
 from mount_support import MountProcess, run_with_timeout, wait_for
 
 pytestmark = [pytest.mark.fuse,

@@ -28,8 +28,8 @@ import pytest
 
 from corrupt_proxy import CorruptProxy
 from megafs import crypto
-from megafs.client import MegaClient, PutItem
-from megafs.nodes import Tree
+from megafs.api.client import MegaClient, PutItem
+from megafs.tree.tree import Tree
 from mount_support import (ROOT, MountProcess, force_unmount, is_mounted, megafs,
                            run_with_timeout, wait_for)
 

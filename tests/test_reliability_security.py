@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from corrupt_proxy import CorruptProxy
-from megafs.client import MegaClient, PutItem
+from megafs.api.client import MegaClient, PutItem
 from mount_support import ROOT, MountProcess, force_unmount, megafs, run_with_timeout
 
 

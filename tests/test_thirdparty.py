@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from megafs import crypto, links
+from megafs import crypto
+from megafs.api import links
 from server_api import Api, decrypt_and_verify, plaintext
 from support import ROOT, ServerProcess
 

@@ -14,9 +14,9 @@ import pytest
 import requests
 
 from megafs import chunks, crypto
-from megafs import download as download_module
-from megafs.client import MegaClient, PutItem
-from megafs.transport import RetryPolicy
+from megafs.api import download as download_module
+from megafs.api.client import MegaClient, PutItem
+from megafs.retry import RetryPolicy
 from server_api import Api, decrypt_and_verify, encrypt_file, plaintext
 
 MIB = 1 << 20

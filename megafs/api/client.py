@@ -23,12 +23,14 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from . import crypto, links
-from .crypto import FileKey
+from .. import crypto
+from ..crypto import FileKey
+from ..errors import LinkError, MegaError, ProtocolError, SessionError
+from ..retry import RetryPolicy
+from . import links
 from .download import DownloadInfo, Downloader, parse_g_reply
-from .errors import LinkError, MegaError, ProtocolError, SessionError
 from .session import Session, SessionManager, open_session, peek_api
-from .transport import RetryPolicy, Transport
+from .transport import Transport
 from .upload import Uploaded, Uploader
 
 log = logging.getLogger(__name__)

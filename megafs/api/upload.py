@@ -41,12 +41,13 @@ from dataclasses import dataclass
 from typing import Callable
 from urllib.parse import urlsplit
 
-from . import chunks, crypto
-from .crypto import FileKey, upload_checksum
-from .errors import MegaError, ProtocolError, TransportError, UploadFailed
-from .transport import (HTTP_RETRY_STATUSES, Backoff, Cancelled, HttpPool, RetryPolicy,
-                        TransferInterrupted, Transport, redact_url, run_workers,
-                        transfer_buffer)
+from .. import chunks, crypto
+from ..crypto import FileKey, upload_checksum
+from ..errors import Cancelled, MegaError, ProtocolError, TransportError, UploadFailed
+from ..retry import Backoff, RetryPolicy
+from .http import (HTTP_RETRY_STATUSES, HttpPool, TransferInterrupted, redact_url, run_workers,
+                   transfer_buffer)
+from .transport import Transport
 
 log = logging.getLogger(__name__)
 
@@ -262,7 +263,7 @@ class Uploader:
                     state.in_flight += 1
                     self.max_in_flight = max(self.max_in_flight, state.in_flight)
                 try:
-                    if buf is None:   # page-aligned: see transport.transfer_buffer
+                    if buf is None:   # page-aligned: see http.transfer_buffer
                         buf = transfer_buffer(job.buffer_size)
                         scratch = transfer_buffer(max(4096, min(SCRATCH, job.buffer_size)))
                     self._send_span(job, offset, memoryview(buf)[:length], scratch)

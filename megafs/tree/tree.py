@@ -1,184 +1,23 @@
-"""The remote node tree: decrypted nodes from ``f``, updates from ``sc`` packets, path lookup.
-
-Owns the mapping between MEGA nodes and the POSIX names the mount shows.  It decrypts node keys
-(with the master key) and attributes, keeps parent/child indexes, and computes per folder the
-*display names*:
-
-* **Invalid POSIX names are escaped.**  A remote name that is empty, ``.``, ``..``, contains
-  ``/`` or NUL, or holds a lone UTF-16 surrogate is shown escaped: ``%`` -> ``%25``, ``/`` ->
-  ``%2F``, NUL -> ``%00``, a surrogate -> ``%u`` and four hex digits, ``.`` -> ``%2E``, ``..`` -> ``%2E%2E``,
-  the empty name -> ``%empty``.  Names that are already valid are shown unchanged (so a valid
-  name containing ``%`` stays as it is).  A name longer than 255 bytes in UTF-8 is cut at a
-  character boundary and gets ``~HANDLE`` appended.
-* **Undecryptable nodes** (missing key entry for us, wrong key, broken attributes) are shown as
-  ``undecryptable-HANDLE`` and logged once at WARNING; they are never dropped silently and never
-  crash a listing.
-* **Duplicate names.**  MEGA allows several children of one folder with the same name.  The
-  newest (highest creation time ``ts``, then highest handle) keeps the plain name; every other
-  one is shown as ``STEM (HANDLE).EXT`` (``EXT`` being the last dot suffix, if any), which is
-  stable for as long as those nodes exist.
+"""The decrypted node tree of one account: indexes by handle and by parent, display names,
+updates from ``sc`` action packets.
 
 What it must not do: network I/O, FUSE, or logging of keys.  Thread safety: every public method
 takes ``self.lock`` (an RLock), so callers may use the tree from any thread; callers that need
-several calls to be atomic hold ``tree.lock`` themselves.
+several calls to be atomic hold ``tree.lock`` themselves.  Name maps handed out are snapshots
+(replaced on change, never mutated).
 """
 from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from . import crypto
-from .errors import ProtocolError
+from .. import crypto
+from ..errors import ProtocolError
+from .names import base_display_name, duplicate_name
+from .nodes import FILE, FOLDER, INBOX, ROOT, RUBBISH, Node, decrypt_node  # noqa: F401
 
 log = logging.getLogger(__name__)
-
-FILE, FOLDER, ROOT, INBOX, RUBBISH = 0, 1, 2, 3, 4
-NAME_MAX = 255
-
-
-@dataclass
-class Node:
-    handle: str
-    parent: str
-    type: int
-    name: str | None           # remote name; None when the node could not be decrypted
-    size: int = 0
-    ts: int = 0                # server creation time
-    key: bytes | None = None   # raw node key: 32 bytes (file) or 16 (folder)
-    attrs: dict[str, Any] = field(default_factory=dict)
-    public: str | None = None  # public handle once exported
-    ok: bool = True
-    owner: str = ""
-
-    @property
-    def is_dir(self) -> bool:
-        return self.type != FILE
-
-    @property
-    def mtime(self) -> int:
-        value = self.attrs.get("t")
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
-            return int(value)
-        if isinstance(value, str) and value.isdigit():
-            return int(value)
-        return self.ts
-
-    @property
-    def file_key(self) -> crypto.FileKey:
-        if self.type != FILE or self.key is None or len(self.key) != 32:
-            raise ProtocolError("node %s has no usable file key" % self.handle)
-        return crypto.FileKey.unpack(self.key)
-
-
-def _key_for_user(k: str, user_handle: str) -> str | None:
-    """Pick our entry from a ``k`` field ("<id>:<b64>[/<id>:<b64>...]" or a bare key)."""
-    for part in k.split("/"):
-        if ":" not in part:
-            return part
-        owner, _, value = part.partition(":")
-        if owner == user_handle:
-            return value
-    return None
-
-
-def decrypt_node(raw: Any, master_key: bytes, user_handle: str) -> Node:
-    """Build a Node from a raw ``f``/``t`` node object; never raises for bad crypto.
-
-    Raises ProtocolError only when the object is not a node at all (no string handle).
-    """
-    if not isinstance(raw, dict) or not isinstance(raw.get("h"), str) or not raw["h"]:
-        raise ProtocolError("node object without a handle")
-    handle = raw["h"]
-    ntype = raw.get("t")
-    if not isinstance(ntype, int) or isinstance(ntype, bool) or ntype not in (0, 1, 2, 3, 4):
-        raise ProtocolError("node %s has an unknown type %r" % (handle, ntype))
-    parent = raw.get("p") if isinstance(raw.get("p"), str) else ""
-    size = raw.get("s") if isinstance(raw.get("s"), int) and raw.get("s", 0) >= 0 else 0
-    ts = raw.get("ts") if isinstance(raw.get("ts"), int) else 0
-    owner = raw.get("u") if isinstance(raw.get("u"), str) else ""
-    node = Node(handle, parent, ntype, None, size=size, ts=ts, owner=owner)
-    if ntype in (ROOT, INBOX, RUBBISH):
-        node.name = {ROOT: "Cloud Drive", INBOX: "Inbox", RUBBISH: "Rubbish Bin"}[ntype]
-        return node
-    try:
-        k = raw.get("k")
-        if not isinstance(k, str):
-            raise ValueError("no key field")
-        ours = _key_for_user(k, user_handle)
-        if ours is None:
-            raise ValueError("no key entry for this account")
-        wrapped = crypto.b64decode(ours)
-        expected = 32 if ntype == FILE else 16
-        if len(wrapped) != expected:
-            raise ValueError("key is %d bytes, expected %d" % (len(wrapped), expected))
-        node.key = crypto.unwrap_key(wrapped, master_key)
-        a = raw.get("a")
-        if not isinstance(a, str):
-            raise ValueError("no attribute field")
-        node.attrs = crypto.decrypt_attr(crypto.b64decode(a), node.key)
-        name = node.attrs.get("n")
-        if not isinstance(name, str):
-            raise ValueError("attributes carry no name")
-        node.name = name
-    except (ValueError, crypto.AttributeError_) as exc:
-        node.ok = False
-        node.name = None
-        log.warning("node %s cannot be decrypted (%s); shown as undecryptable-%s",
-                    handle, exc, handle)
-    return node
-
-
-def _escape(name: str) -> str:
-    if name == "":
-        return "%empty"
-    if name == ".":
-        return "%2E"
-    if name == "..":
-        return "%2E%2E"
-    bad = "/" in name or "\0" in name or any(0xD800 <= ord(c) <= 0xDFFF for c in name)
-    if not bad:
-        return name
-    out = []
-    for ch in name:
-        code = ord(ch)
-        if ch == "%":
-            out.append("%25")
-        elif ch == "/":
-            out.append("%2F")
-        elif ch == "\0":
-            out.append("%00")
-        elif 0xD800 <= code <= 0xDFFF:
-            out.append("%%u%04X" % code)
-        else:
-            out.append(ch)
-    return "".join(out)
-
-
-def _fit(name: str, handle: str) -> str:
-    """Cut names longer than NAME_MAX bytes, keeping them unique with the handle."""
-    if len(name.encode("utf-8")) <= NAME_MAX:
-        return name
-    suffix = "~" + handle
-    budget = NAME_MAX - len(suffix)
-    encoded = name.encode("utf-8")[:budget]
-    return encoded.decode("utf-8", "ignore") + suffix
-
-
-def base_display_name(node: Node) -> str:
-    if node.name is None:
-        return "undecryptable-" + node.handle
-    return _fit(_escape(node.name), node.handle)
-
-
-def duplicate_name(name: str, handle: str) -> str:
-    stem, dot, ext = name.rpartition(".")
-    if not dot or not stem:
-        candidate = "%s (%s)" % (name, handle)
-    else:
-        candidate = "%s (%s).%s" % (stem, handle, ext)
-    return _fit(candidate, handle)
 
 
 class Tree:

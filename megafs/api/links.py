@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from . import crypto
-from .errors import LinkError
+from .. import crypto
+from ..errors import LinkError
 
 LINK_HOST = "mega.nz"
 _HOSTS = r"(?:www\.)?(?:mega\.nz|mega\.co\.nz|mega\.app)"

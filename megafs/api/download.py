@@ -41,12 +41,13 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from . import chunks, crypto
-from .crypto import FileKey
-from .errors import IntegrityError, MegaError, ProtocolError, TransportError, error_from_result
-from .transport import (HTTP_RETRY_STATUSES, Backoff, Cancelled, HttpPool, RetryPolicy,
-                        TransferInterrupted, TransferStream, redact_url, run_workers,
-                        transfer_buffer)
+from .. import chunks, crypto
+from ..crypto import FileKey
+from ..errors import (Cancelled, IntegrityError, MegaError, ProtocolError, TransportError,
+                      error_from_result)
+from ..retry import Backoff, RetryPolicy
+from .http import (HTTP_RETRY_STATUSES, HttpPool, TransferInterrupted, TransferStream,
+                   redact_url, run_workers, transfer_buffer)
 
 log = logging.getLogger(__name__)
 

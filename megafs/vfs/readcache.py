@@ -25,8 +25,8 @@ from typing import Any
 
 from cachetools import LRUCache
 
-from . import chunks, crypto
-from .errors import IntegrityError, MegafsError
+from .. import chunks, crypto
+from ..errors import IntegrityError, MegafsError
 
 log = logging.getLogger(__name__)
 

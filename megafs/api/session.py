@@ -28,10 +28,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from . import crypto
-from .cli import default_state_dir
-from .errors import MegaError, ProtocolError, SessionError
-from .transport import Transport, normalise_api
+from .. import crypto
+from ..config import default_state_dir, normalise_api
+from ..errors import MegaError, ProtocolError, SessionError
+from .transport import Transport
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,156 @@
+"""Configuration owned in one place: state directories, the API URL, environment knobs, logging.
+
+Every default path and every ``MEGAFS_*`` environment variable is read here, and logging is
+configured here once (``setup_logging``).  Also the one helper that writes a small private file
+atomically (``atomic_write``) and the one that makes a private (0700) directory.  No network
+I/O; raises ``MegafsError`` with a one-line reason for a bad value.
+"""
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import sys
+from typing import TextIO
+from urllib.parse import urlsplit
+
+from . import DEFAULT_API
+from .errors import MegafsError
+
+# --- environment knobs ------------------------------------------------------------------------
+ENV_API = "MEGAFS_API"                    # API base URL when --api is not given
+ENV_RETRY_SECONDS = "MEGAFS_RETRY_SECONDS"  # how long one request retries transient errors
+ENV_SWITCH_INTERVAL = "MEGAFS_SWITCH_INTERVAL"  # the mount's GIL switch interval (seconds)
+ENV_PIN_THREADS = "MEGAFS_PIN_THREADS"    # 0 turns the libfuse thread-state workaround off
+
+DEFAULT_RETRY_SECONDS = 300.0
+DEFAULT_SWITCH_INTERVAL = 0.0005
+
+
+def _env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    if not value:
+        return default
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        raise MegafsError("%s must be a number of seconds, not %r" % (name, value)) from None
+
+
+def retry_seconds() -> float:
+    """``$MEGAFS_RETRY_SECONDS``: how long one request retries transient errors (default 300)."""
+    return _env_float(ENV_RETRY_SECONDS, DEFAULT_RETRY_SECONDS)
+
+
+def switch_interval() -> float:
+    """``$MEGAFS_SWITCH_INTERVAL``: the mount process's ``sys.setswitchinterval`` (seconds)."""
+    return _env_float(ENV_SWITCH_INTERVAL, DEFAULT_SWITCH_INTERVAL)
+
+
+def pin_threads() -> bool:
+    """``$MEGAFS_PIN_THREADS`` (default on): keep Python thread states of libfuse threads."""
+    value = os.environ.get(ENV_PIN_THREADS, "1").strip().lower()
+    return value not in ("0", "no", "off", "false")
+
+
+# --- state directories -----------------------------------------------------------------------
+def default_state_dir() -> str:
+    """``$XDG_DATA_HOME/megafs`` (else ``~/.local/share/megafs``): sessions, queues, logs."""
+    base = (os.environ.get("XDG_DATA_HOME")
+            or os.path.join(os.path.expanduser("~"), ".local", "share"))
+    return os.path.join(base, "megafs")
+
+
+def private_dir(path: str) -> str:
+    """Create ``path`` (and parents) with mode 0700 if missing and tighten it to 0700."""
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    os.chmod(path, 0o700)
+    return path
+
+
+def atomic_write(path: str, data: bytes | str, mode: int = 0o600) -> None:
+    """Replace ``path`` with ``data`` atomically and durably (temp file, fsync, rename).
+
+    The file is created with ``mode`` (private by default); a crash leaves either the old or the
+    new contents, never a mix.  Raises OSError on failure (the temp file is removed)."""
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    tmp = "%s.tmp-%d" % (path, os.getpid())
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        try:
+            view = memoryview(raw)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    try:
+        dfd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
+
+# --- the API URL -----------------------------------------------------------------------------
+def resolve_api(api: str | None) -> str:
+    """The API base URL: the argument, else ``$MEGAFS_API``, else ``megafs.DEFAULT_API``."""
+    return normalise_api(api or os.environ.get(ENV_API) or DEFAULT_API)
+
+
+def normalise_api(api: str) -> str:
+    """Lower-case scheme and host, drop a default port, exactly one trailing slash."""
+    text = api.strip()
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise MegafsError("API URL must be http:// or https://host/..., got %r" % text)
+    host = parts.hostname.lower()
+    if ":" in host:
+        host = "[%s]" % host
+    port = parts.port
+    if port and not (parts.scheme == "http" and port == 80
+                     or parts.scheme == "https" and port == 443):
+        host += ":%d" % port
+    path = parts.path.rstrip("/") + "/"
+    return "%s://%s%s" % (parts.scheme, host, path)
+
+
+def is_loopback(url: str) -> bool:
+    host = (urlsplit(url).hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+# --- logging ---------------------------------------------------------------------------------
+LOG_FORMAT = "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"
+
+
+def setup_logging(verbosity: int = 0, stream: TextIO | None = None) -> None:
+    """Configure the root logger once: WARNING, INFO with ``-v``, DEBUG with ``-vv``.
+
+    Replaces handlers set before (a daemonized mount re-points its log at mount.log).  urllib3
+    logs full URLs (session ids included) at DEBUG, so it stays at WARNING; fusepy logs a
+    traceback at DEBUG for every errno answer, so it stays at INFO below ``-vvv``."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    root.addHandler(handler)
+    root.setLevel(max(logging.DEBUG, logging.WARNING - 10 * verbosity))
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
+    if verbosity < 3:
+        logging.getLogger("fuse").setLevel(logging.INFO)

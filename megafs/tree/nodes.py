@@ -1,0 +1,111 @@
+"""A MEGA node as the mount sees it: type, parent, decrypted key and attributes, public handle.
+
+``decrypt_node`` builds a ``Node`` from a raw ``f``/``t`` node object (protocol reference §6,
+§3.1, §3.2): it picks this account's key entry, unwraps it with the master key and decrypts the
+attributes; a node that cannot be decrypted is kept (``ok=False``, no name) and logged once at
+WARNING, never dropped and never raised.  No network, no FUSE, no logging of keys.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import crypto
+from ..errors import ProtocolError
+
+log = logging.getLogger(__name__)
+
+FILE, FOLDER, ROOT, INBOX, RUBBISH = 0, 1, 2, 3, 4
+
+
+@dataclass
+class Node:
+    handle: str
+    parent: str
+    type: int
+    name: str | None           # remote name; None when the node could not be decrypted
+    size: int = 0
+    ts: int = 0                # server creation time
+    key: bytes | None = None   # raw node key: 32 bytes (file) or 16 (folder)
+    attrs: dict[str, Any] = field(default_factory=dict)
+    public: str | None = None  # public handle once exported
+    ok: bool = True
+    owner: str = ""
+
+    @property
+    def is_dir(self) -> bool:
+        return self.type != FILE
+
+    @property
+    def mtime(self) -> int:
+        value = self.attrs.get("t")
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+            return int(value)
+        if isinstance(value, str) and value.isdigit():
+            return int(value)
+        return self.ts
+
+    @property
+    def file_key(self) -> crypto.FileKey:
+        if self.type != FILE or self.key is None or len(self.key) != 32:
+            raise ProtocolError("node %s has no usable file key" % self.handle)
+        return crypto.FileKey.unpack(self.key)
+
+
+def _key_for_user(k: str, user_handle: str) -> str | None:
+    """Pick our entry from a ``k`` field ("<id>:<b64>[/<id>:<b64>...]" or a bare key)."""
+    for part in k.split("/"):
+        if ":" not in part:
+            return part
+        owner, _, value = part.partition(":")
+        if owner == user_handle:
+            return value
+    return None
+
+
+def decrypt_node(raw: Any, master_key: bytes, user_handle: str) -> Node:
+    """Build a Node from a raw ``f``/``t`` node object; never raises for bad crypto.
+
+    Raises ProtocolError only when the object is not a node at all (no string handle).
+    """
+    if not isinstance(raw, dict) or not isinstance(raw.get("h"), str) or not raw["h"]:
+        raise ProtocolError("node object without a handle")
+    handle = raw["h"]
+    ntype = raw.get("t")
+    if not isinstance(ntype, int) or isinstance(ntype, bool) or ntype not in (0, 1, 2, 3, 4):
+        raise ProtocolError("node %s has an unknown type %r" % (handle, ntype))
+    parent = raw.get("p") if isinstance(raw.get("p"), str) else ""
+    size = raw.get("s") if isinstance(raw.get("s"), int) and raw.get("s", 0) >= 0 else 0
+    ts = raw.get("ts") if isinstance(raw.get("ts"), int) else 0
+    owner = raw.get("u") if isinstance(raw.get("u"), str) else ""
+    node = Node(handle, parent, ntype, None, size=size, ts=ts, owner=owner)
+    if ntype in (ROOT, INBOX, RUBBISH):
+        node.name = {ROOT: "Cloud Drive", INBOX: "Inbox", RUBBISH: "Rubbish Bin"}[ntype]
+        return node
+    try:
+        k = raw.get("k")
+        if not isinstance(k, str):
+            raise ValueError("no key field")
+        ours = _key_for_user(k, user_handle)
+        if ours is None:
+            raise ValueError("no key entry for this account")
+        wrapped = crypto.b64decode(ours)
+        expected = 32 if ntype == FILE else 16
+        if len(wrapped) != expected:
+            raise ValueError("key is %d bytes, expected %d" % (len(wrapped), expected))
+        node.key = crypto.unwrap_key(wrapped, master_key)
+        a = raw.get("a")
+        if not isinstance(a, str):
+            raise ValueError("no attribute field")
+        node.attrs = crypto.decrypt_attr(crypto.b64decode(a), node.key)
+        name = node.attrs.get("n")
+        if not isinstance(name, str):
+            raise ValueError("attributes carry no name")
+        node.name = name
+    except (ValueError, crypto.AttributeError_) as exc:
+        node.ok = False
+        node.name = None
+        log.warning("node %s cannot be decrypted (%s); shown as undecryptable-%s",
+                    handle, exc, handle)
+    return node
