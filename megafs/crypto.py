@@ -29,7 +29,7 @@ __all__ = [
     "encrypt_attr", "decrypt_attr", "AttributeError_", "ctr_crypt", "chunk_mac", "condense_macs",
     "meta_mac", "FileKey", "new_file_key", "MacAccumulator", "prepare_key_v1", "stringhash",
     "derive_key_v2", "make_ts", "check_tsid", "hashcash_threshold", "hashcash_check",
-    "hashcash_solve", "random_key", "upload_checksum",
+    "hashcash_solve", "hashcash_body", "hashcash_value", "random_key", "upload_checksum",
 ]
 
 ZERO_IV = bytes(16)
@@ -333,7 +333,15 @@ def hashcash_threshold(easiness: int) -> int:
     return (((easiness & 63) << 1) + 1) << ((easiness >> 6) * 7 + 3)
 
 
-def _hashcash_value(prefix: bytes, body: bytes) -> int:
+def hashcash_body(token: bytes) -> bytes:
+    """The 12 MiB the proof of work hashes after its 4-byte prefix: the token repeated."""
+    return token * HASHCASH_REPEAT
+
+
+def hashcash_value(prefix: bytes, body: bytes) -> int:
+    """The first 4 bytes of SHA-256(prefix || body), big-endian: a try is valid when this is
+    at most ``hashcash_threshold(easiness)``.  hashlib releases the GIL while it hashes, so
+    several threads can search at once (``megafs.api.hashcash``)."""
     digest = hashlib.sha256(prefix)
     digest.update(body)
     return struct.unpack(">I", digest.digest()[:4])[0]
@@ -356,21 +364,22 @@ def parse_hashcash_challenge(header: str) -> tuple[int, str, bytes]:
 def hashcash_check(token: bytes, easiness: int, prefix: bytes) -> bool:
     if len(prefix) != 4:
         return False
-    return _hashcash_value(prefix, token * HASHCASH_REPEAT) <= hashcash_threshold(easiness)
+    return hashcash_value(prefix, hashcash_body(token)) <= hashcash_threshold(easiness)
 
 
 def hashcash_solve(challenge_header: str, max_tries: int = 1 << 24) -> str:
     """Answer a challenge header with ``1:<token>:<b64 prefix>``.
 
     Searches 4-byte prefixes as a little-endian counter from 0, like the reference clients, so
-    the answer is the smallest valid prefix.
+    the answer is the smallest valid prefix.  One thread: the reference for tests and the
+    server; the client solves on every core with ``megafs.api.hashcash.solve`` (same answer).
     """
     easiness, token_b64, token = parse_hashcash_challenge(challenge_header)
-    body = token * HASHCASH_REPEAT  # 12 MiB, built once; each try hashes prefix + body
+    body = hashcash_body(token)  # 12 MiB, built once; each try hashes prefix + body
     threshold = hashcash_threshold(easiness)
     for counter in range(max_tries):
         prefix = struct.pack("<I", counter)
-        if _hashcash_value(prefix, body) <= threshold:
+        if hashcash_value(prefix, body) <= threshold:
             return "1:%s:%s" % (token_b64, b64encode(prefix))
     raise ValueError("hashcash not solved within %d tries" % max_tries)
 

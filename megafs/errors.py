@@ -12,40 +12,6 @@ import errno
 from enum import Enum, IntEnum
 from typing import Any
 
-# code: (name, meaning)
-API_ERRORS: dict[int, tuple[str, str]] = {
-    -1: ("EINTERNAL", "internal error"),
-    -2: ("EARGS", "bad arguments"),
-    -3: ("EAGAIN", "temporary congestion, retry"),
-    -4: ("ERATELIMIT", "rate limited (on an upload URL: upload failed, restart it)"),
-    -5: ("EFAILED", "permanent failure"),
-    -6: ("ETOOMANY", "too many requests for this resource"),
-    -7: ("ERANGE", "resource access out of range"),
-    -8: ("EEXPIRED", "resource expired"),
-    -9: ("ENOENT", "object not found"),
-    -10: ("ECIRCULAR", "circular linkage"),
-    -11: ("EACCESS", "access denied"),
-    -12: ("EEXIST", "object already exists"),
-    -13: ("EINCOMPLETE", "incomplete resource"),
-    -14: ("EKEY", "cryptographic or integrity check failed"),
-    -15: ("ESID", "bad or expired session id"),
-    -16: ("EBLOCKED", "resource administratively blocked"),
-    -17: ("EOVERQUOTA", "storage quota exceeded"),
-    -18: ("ETEMPUNAVAIL", "resource temporarily unavailable"),
-    -19: ("ETOOMANYCONNECTIONS", "too many connections on this resource"),
-    -20: ("EWRITE", "write failed"),
-    -21: ("EREAD", "read failed"),
-    -22: ("EAPPKEY", "invalid application key"),
-    -23: ("ESSL", "SSL verification failed"),
-    -24: ("EGOINGOVERQUOTA", "not enough quota for this operation"),
-    -25: ("EROLLEDBACK", "request rolled back"),
-    -26: ("EMFAREQUIRED", "multi-factor authentication required"),
-    -27: ("EMASTERONLY", "denied for business sub-users"),
-    -28: ("EBUSINESSPASTDUE", "business account expired"),
-    -29: ("EPAYWALL", "over-disk-quota paywall"),
-    -30: ("ESUBUSERKEYMISSING", "business sub-user key missing"),
-}
-
 
 class ApiCode(IntEnum):
     """MEGA API error codes by name (protocol reference §1.5; meganz/sdk include/mega/types.h)."""
@@ -82,6 +48,45 @@ class ApiCode(IntEnum):
     ESUBUSERKEYMISSING = -30
 
 
+# What each code means (protocol reference §1.5; meganz/sdk include/mega/types.h).
+_MEANINGS: dict[ApiCode, str] = {
+    ApiCode.EINTERNAL: "internal error",
+    ApiCode.EARGS: "bad arguments",
+    ApiCode.EAGAIN: "temporary congestion, retry",
+    ApiCode.ERATELIMIT: "rate limited (on an upload URL: upload failed, restart it)",
+    ApiCode.EFAILED: "permanent failure",
+    ApiCode.ETOOMANY: "too many requests for this resource",
+    ApiCode.ERANGE: "resource access out of range",
+    ApiCode.EEXPIRED: "resource expired",
+    ApiCode.ENOENT: "object not found",
+    ApiCode.ECIRCULAR: "circular linkage",
+    ApiCode.EACCESS: "access denied",
+    ApiCode.EEXIST: "object already exists",
+    ApiCode.EINCOMPLETE: "incomplete resource",
+    ApiCode.EKEY: "cryptographic or integrity check failed",
+    ApiCode.ESID: "bad or expired session id",
+    ApiCode.EBLOCKED: "resource administratively blocked",
+    ApiCode.EOVERQUOTA: "storage quota exceeded",
+    ApiCode.ETEMPUNAVAIL: "resource temporarily unavailable",
+    ApiCode.ETOOMANYCONNECTIONS: "too many connections on this resource",
+    ApiCode.EWRITE: "write failed",
+    ApiCode.EREAD: "read failed",
+    ApiCode.EAPPKEY: "invalid application key",
+    ApiCode.ESSL: "SSL verification failed",
+    ApiCode.EGOINGOVERQUOTA: "not enough quota for this operation",
+    ApiCode.EROLLEDBACK: "request rolled back",
+    ApiCode.EMFAREQUIRED: "multi-factor authentication required",
+    ApiCode.EMASTERONLY: "denied for business sub-users",
+    ApiCode.EBUSINESSPASTDUE: "business account expired",
+    ApiCode.EPAYWALL: "over-disk-quota paywall",
+    ApiCode.ESUBUSERKEYMISSING: "business sub-user key missing",
+}
+
+# code: (name, meaning)
+API_ERRORS: dict[int, tuple[str, str]] = {code: (code.name, text) for code, text in
+                                          _MEANINGS.items()}
+
+
 class Verdict(Enum):
     """What a caller does about an error: the one classification of MEGA codes."""
 
@@ -91,31 +96,49 @@ class Verdict(Enum):
     PERMANENT = "permanent"      # retrying cannot help without a change on the user's side
 
 
-# Command channel (``/cs`` batches and their per-command results, ``sc`` polls).
+# The classification table.  Sources: protocol reference §1.4-§1.6, §7.3, §11.1, §14.7;
+# meganz/sdk src/megaclient.cpp (batch-level -3/-4 resent unchanged, -15 re-login),
+# meganz/webclient js/utils/api.js ``errorHandler`` (-3 and -4 retried, -4 with a longer
+# first wait), js/transfers/upload2.js ``ulErrorMap`` (the codes an upload server answers).
+#
+# Command channel (``/cs`` batches and their per-command results, ``sc`` polls): -3 and -4
+# mean nothing was applied; -18/-19 are "temporarily unavailable / too many connections".
 _COMMAND_TRANSIENT = frozenset({ApiCode.EAGAIN, ApiCode.ERATELIMIT, ApiCode.ETEMPUNAVAIL,
                                 ApiCode.ETOOMANYCONNECTIONS})
-# Transfer servers (upload/download URLs): -4 there means "this upload failed, restart it"
-# and -6 "too many IPs on this URL" (protocol reference §14.7; meganz/sdk DAEMON_EFAILED).
+# Transfer servers (upload/download URLs) speak a different dialect: -4 there is EFAILED
+# ("this upload cannot continue on this URL", SDK ``DAEMON_EFAILED``, megous/megatools#375)
+# and -6 is "too many IPs on this URL": both need a new URL, retrying the dead one cannot
+# help.  -14 (EKEY) is the chunk checksum failing: resend that POST.
 _TRANSFER_TRANSIENT = frozenset({ApiCode.EAGAIN, ApiCode.ETEMPUNAVAIL,
                                  ApiCode.ETOOMANYCONNECTIONS, ApiCode.EKEY})
 _TRANSFER_NEW_URL = frozenset({ApiCode.ERATELIMIT, ApiCode.EFAILED, ApiCode.ETOOMANY,
                                ApiCode.ERANGE, ApiCode.EEXPIRED, ApiCode.ENOENT, ApiCode.ESID})
+# Codes after which a client should slow down more than after a plain -3: the web client
+# starts its back-off for -4 at 900 ms + Exp(4 s) instead of 192 ms + Exp(256 ms).
+_SLOW_DOWN = frozenset({ApiCode.ERATELIMIT})
 
 
 def classify(code: int, where: str = "command") -> Verdict:
-    """The verdict for MEGA error ``code`` answered by the command channel (``where="command"``)
-    or by a transfer server (``where="transfer"``)."""
+    """The verdict for MEGA error ``code`` answered by the command channel (``where="command"``,
+    also the ``sc`` channel) or by a transfer server (``where="transfer"``)."""
     if where == "transfer":
         if code in _TRANSFER_TRANSIENT:
             return Verdict.TRANSIENT
         if code in _TRANSFER_NEW_URL:
             return Verdict.NEW_URL
         return Verdict.PERMANENT
+    if where != "command":
+        raise ValueError("where must be 'command' or 'transfer'")
     if code == ApiCode.ESID:
         return Verdict.RELOGIN
     if code in _COMMAND_TRANSIENT:
         return Verdict.TRANSIENT
     return Verdict.PERMANENT
+
+
+def slows_down(code: int, where: str = "command") -> bool:
+    """Whether a transient ``code`` asks the client to back off longer (rate limiting)."""
+    return where == "command" and code in _SLOW_DOWN
 
 
 RETRYABLE_CODES = frozenset(c for c in ApiCode if classify(c) is Verdict.TRANSIENT)
@@ -158,6 +181,12 @@ class TransportError(MegafsError):
     """The request could not be completed (network, HTTP status, timeouts) after retries."""
 
     errno = errno.EIO
+
+
+class ProofOfWorkTimeout(TransportError):
+    """A hashcash challenge (HTTP 402) could not be solved before its deadline."""
+
+    errno = errno.ETIMEDOUT
 
 
 class IntegrityError(MegafsError):
@@ -208,23 +237,23 @@ class FsError(MegafsError):
 
 
 _API_ERRNO = {
-    -2: errno.EINVAL,
-    -3: errno.EAGAIN,
-    -4: errno.EAGAIN,
-    -6: errno.EAGAIN,
-    -7: errno.ERANGE,
-    -8: errno.EIO,
-    -9: errno.ENOENT,
-    -10: errno.ELOOP,
-    -11: errno.EACCES,
-    -12: errno.EEXIST,
-    -14: errno.EIO,
-    -15: errno.EACCES,
-    -16: errno.EACCES,
-    -17: errno.EDQUOT,
-    -18: errno.EAGAIN,
-    -19: errno.EAGAIN,
-    -24: errno.EDQUOT,
+    ApiCode.EARGS: errno.EINVAL,
+    ApiCode.EAGAIN: errno.EAGAIN,
+    ApiCode.ERATELIMIT: errno.EAGAIN,
+    ApiCode.ETOOMANY: errno.EAGAIN,
+    ApiCode.ERANGE: errno.ERANGE,
+    ApiCode.EEXPIRED: errno.EIO,
+    ApiCode.ENOENT: errno.ENOENT,
+    ApiCode.ECIRCULAR: errno.ELOOP,
+    ApiCode.EACCESS: errno.EACCES,
+    ApiCode.EEXIST: errno.EEXIST,
+    ApiCode.EKEY: errno.EIO,
+    ApiCode.ESID: errno.EACCES,
+    ApiCode.EBLOCKED: errno.EACCES,
+    ApiCode.EOVERQUOTA: errno.EDQUOT,
+    ApiCode.ETEMPUNAVAIL: errno.EAGAIN,
+    ApiCode.ETOOMANYCONNECTIONS: errno.EAGAIN,
+    ApiCode.EGOINGOVERQUOTA: errno.EDQUOT,
 }
 
 

@@ -1,20 +1,29 @@
 """HTTP transport to the MEGA API: command batches on ``/cs``, the ``/sc`` long-poll, retries.
 
-Owns the ``requests`` sessions (one per thread), the batch sequence id, the retry policy, the
-hashcash (HTTP 402) handshake and request timeouts.  It knows nothing about accounts or keys:
-the session id comes from a callable and an ``on_bad_session`` hook re-logs in on ``-15``.
+Owns the ``requests`` sessions (through ``HttpPool``), the batch sequence id, the retry policy
+of API requests, the hashcash (HTTP 402) handshake and request timeouts.  It knows nothing
+about accounts or keys: the session id comes from a callable and an ``on_bad_session`` hook
+re-logs in on ``-15``.
 
 Rules it keeps (protocol reference §1):
 * one new sequence ``id`` per new batch; every retry resends the *identical* body under the
   *same* ``id`` (and the same sid), so a server that applied a batch but lost the reply replays
   its cached answer instead of applying it twice;
-* batch-level ``-3``/``-4``, HTTP 5xx/429, connection errors and timeouts are retried with capped
-  exponential backoff plus jitter until ``RetryPolicy.give_up_after`` seconds have passed; any
-  other batch-level error is raised as ``MegaError`` for the whole batch;
+* what to do about an error code is decided by ``errors.classify`` alone; transient errors
+  (batch-level ``-3``/``-4``/``-18``/``-19``, HTTP 5xx/429, connection errors, timeouts) are
+  retried with ``retry.Backoff`` until ``RetryPolicy.give_up_after`` seconds have passed, and
+  ``-4``/HTTP 429 start their back-off near a second (``RetryPolicy.slow_initial``); any other
+  batch-level error is raised as ``MegaError`` for the whole batch;
 * per-command results are checked one by one: a negative int or ``{"err": n}`` becomes a
-  ``MegaError`` in that slot; per-command ``-3``/``-18``/``-19`` ("not applied, try again") are
-  resent in a *new* batch (new id) holding only those commands;
-* a body that is not JSON, not an array, or of the wrong length is a ``ProtocolError``.
+  ``MegaError`` in that slot; per-command transient codes ("not applied, try again") are
+  resent in a *new* batch (new id) holding only those commands.  One ``Backoff`` covers the
+  whole ``batch`` call, so these resends and the batch-level retries share one budget;
+* a body that is not JSON, not an array, or of the wrong length is a ``ProtocolError``;
+* a 402 challenge is solved on every core (``api.hashcash``) within a deadline shorter than
+  the challenge's life, else ``ProofOfWorkTimeout``;
+* the ``sc`` wait URL (on another host in reality) failing fast never turns into a storm of
+  ``sc`` requests: after a failed or empty wait, no ``sc`` poll is sent before a back-off
+  (1 s doubling to 30 s, like the web client's keep-alive stream), whoever calls ``poll``.
 
 Never logs a session id, a key or a transfer URL's token: every URL goes through ``redact_url``.
 """
@@ -25,38 +34,50 @@ import logging
 import secrets
 import threading
 import time
+from http import HTTPStatus
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
 import requests
 
-from .. import config, crypto
-from ..errors import MegaError, ProtocolError, TransportError, error_from_result
+from .. import config
+from ..errors import (MegaError, ProtocolError, TransportError, Verdict, classify,
+                      error_from_result, slows_down)
 from ..retry import Backoff, RetryPolicy
+from . import hashcash
 from .http import (DEFAULT_TIMEOUT, HTTP_RETRY_STATUSES, HttpPool, redact_url, short_error)
 
 log = logging.getLogger(__name__)
 
-# Codes that mean "nothing was applied, send it again later".
-BATCH_RETRY_CODES = frozenset({-3, -4})
-COMMAND_RETRY_CODES = frozenset({-3, -18, -19})
-ESID = -15
+# After a failed or empty wait on the sc wait URL, no sc poll is sent for 1 s, doubling to
+# 30 s while it keeps failing.  The web client's keep-alive stream restarts after 1-5 s,
+# doubling to 40 s on errors and to 4 s when a connection ends within 1.5 s
+# (meganz/webclient js/utils/api.js ``MEGAKeepAliveStream.schedule``).
+WAIT_RETRY = RetryPolicy(initial=1.0, cap=30.0, give_up_after=float("inf"),
+                         debug_attempts=1, info_attempts=4)
+QUICK_WAIT = 1.0            # a wait that returns sooner than this without news is "empty"
+
+_CONNECTION_ERRORS = (requests.ConnectionError, requests.Timeout,
+                      requests.exceptions.ChunkedEncodingError)
 
 
 class Transport:
     """Command batches and the sc long-poll against one API base URL.  Thread-safe.
 
-    Locking contract: the only shared mutable state is the sequence counter (``_lock``) and the
-    ``HttpPool`` (its own lock); a batch is sent and retried entirely on the calling thread, so
-    concurrent callers never wait on each other.  ``sid`` is read through ``sid_source`` at
-    every (re)send, so a re-login by one thread is picked up by the others' retries.
+    Locking contract: the shared mutable state is the sequence counter (``_lock``), the sc
+    wait back-off (``_wait_lock``) and the ``HttpPool`` (its own lock); a batch is sent and
+    retried entirely on the calling thread, so concurrent callers never wait on each other.
+    ``sid`` is read through ``sid_source`` at every (re)send, so a re-login by one thread is
+    picked up by the others' retries.
     """
 
     def __init__(self, api: str | None = None, *, retry: RetryPolicy | None = None,
                  timeout: tuple[float, float] = DEFAULT_TIMEOUT,
                  sid_source: Callable[[], str | None] | None = None,
                  on_bad_session: Callable[[str | None], None] | None = None,
-                 max_hashcash: int = 5) -> None:
+                 max_hashcash: int = 5,
+                 hashcash_deadline: float = hashcash.DEFAULT_DEADLINE,
+                 hashcash_workers: int | None = None) -> None:
         self.api = config.resolve_api(api)
         if urlsplit(self.api).scheme == "http" and not config.is_loopback(self.api):
             log.warning("API URL %s uses plain http on a non-loopback host: session ids travel "
@@ -66,8 +87,13 @@ class Transport:
         self.sid_source = sid_source or (lambda: None)
         self.on_bad_session = on_bad_session
         self.max_hashcash = max_hashcash
+        self.hashcash_deadline = hashcash_deadline
+        self.hashcash_workers = hashcash_workers
         self._lock = threading.Lock()
         self._seq = secrets.randbelow(1 << 30)
+        self._wait_lock = threading.Lock()
+        self._wait_backoff = Backoff(WAIT_RETRY, "sc wait")
+        self._wait_resume = 0.0      # monotonic time before which no sc poll is sent
         self.pool = HttpPool()
 
     # --- plumbing --------------------------------------------------------------------------
@@ -97,9 +123,9 @@ class Transport:
               cancel: threading.Event | None = None) -> list[Any]:
         """Send commands in one batch; return one result or MegaError per command, in order.
 
-        Batch-level errors other than the retried ones raise MegaError.  Commands answered with
-        a per-command "try again" code are resent (alone, in a new batch) until they get a real
-        answer or the retry time runs out, in which case their slot holds the MegaError.
+        Batch-level errors other than the transient ones raise MegaError.  Commands answered
+        with a per-command transient code are resent (alone, in a new batch) until they get a
+        real answer or the retry time runs out, in which case their slot holds the MegaError.
         """
         if not commands:
             return []
@@ -107,63 +133,62 @@ class Transport:
         pending = list(range(len(commands)))
         backoff = Backoff(self.retry, "command batch", cancel)
         while True:
-            answer = self._send_batch([commands[i] for i in pending], anonymous, cancel)
-            again = []
+            answer = self._send_batch([commands[i] for i in pending], anonymous, backoff)
+            again: list[int] = []
+            slow = False
             for index, value in zip(pending, answer):
                 name = str(commands[index].get("a", "?"))
                 error = error_from_result(value, "command %r" % name)
                 results[index] = error if error is not None else value
-                if error is not None and error.code in COMMAND_RETRY_CODES:
+                if error is not None and classify(error.code) is Verdict.TRANSIENT:
                     again.append(index)
+                    slow = slow or slows_down(error.code)
             if not again:
                 return results
             pending = again
             try:
-                backoff.wait("%d command(s) answered %s" % (len(again), results[again[0]]))
+                backoff.wait("%d command(s) answered %s" % (len(again), results[again[0]]),
+                             slow=slow)
             except TransportError:
-                return results  # the slots keep their retryable MegaError
+                return results  # the slots keep their transient MegaError
 
     def _send_batch(self, commands: list[dict[str, Any]], anonymous: bool,
-                    cancel: threading.Event | None) -> list[Any]:
+                    backoff: Backoff) -> list[Any]:
+        """POST one batch under one sequence id until it gets an answer; retries draw on the
+        caller's ``backoff``."""
         body = json.dumps(commands, separators=(",", ":")).encode("utf-8")
         seq = self.next_id()
         names = ",".join(str(c.get("a", "?")) for c in commands[:5])
         what = "batch %d [%s%s]" % (seq, names, ",…" if len(commands) > 5 else "")
-        backoff = Backoff(self.retry, what, cancel)
-        hashcash: str | None = None
+        backoff.what = what
+        proof: str | None = None
         solved = 0
         relogged = False
         while True:
             sid = None if anonymous else self.sid_source()
-            url = self._cs_url(seq, sid)
             headers = {"Content-Type": "application/json"}
-            if hashcash:
-                headers["X-Hashcash"] = hashcash
+            if proof:
+                headers["X-Hashcash"] = proof
             try:
-                resp = self.pool.request("POST", url, data=body, headers=headers,
-                                         timeout=self.timeout)
+                resp = self.pool.request("POST", self._cs_url(seq, sid), data=body,
+                                         headers=headers, timeout=self.timeout)
                 status, payload = resp.status_code, resp.content
                 challenge = resp.headers.get("X-Hashcash")
-            except (requests.ConnectionError, requests.Timeout,
-                    requests.exceptions.ChunkedEncodingError) as exc:
+            except _CONNECTION_ERRORS as exc:
                 backoff.wait("%s: %s" % (type(exc).__name__, short_error(exc)))
                 continue
             except requests.RequestException as exc:
                 raise TransportError("%s: %s" % (what, short_error(exc))) from exc
-            if status == 402 and challenge:
+            if status == HTTPStatus.PAYMENT_REQUIRED and challenge:
                 if solved >= self.max_hashcash:
                     raise TransportError("%s: server keeps demanding proof of work" % what)
-                try:
-                    hashcash = crypto.hashcash_solve(challenge)
-                except ValueError as exc:
-                    raise ProtocolError("%s: bad X-Hashcash challenge: %s" % (what, exc)) from exc
+                proof = self._solve(what, challenge, backoff.cancel)
                 solved += 1
-                log.info("%s: solved a hashcash challenge", what)
                 continue
             if status in HTTP_RETRY_STATUSES:
-                backoff.wait("HTTP %d" % status)
+                backoff.wait("HTTP %d" % status, slow=status == HTTPStatus.TOO_MANY_REQUESTS)
                 continue
-            if status != 200:
+            if status != HTTPStatus.OK:
                 raise TransportError("%s: HTTP %d from the API" % (what, status))
             try:
                 value = json.loads(payload)
@@ -172,13 +197,15 @@ class Transport:
                     from None
             error = error_from_result(value, "batch")
             if error is not None:
-                if error.code in BATCH_RETRY_CODES:
-                    backoff.wait("batch answered %d %s" % (error.code, error.name), error)
+                verdict = classify(error.code)
+                if verdict is Verdict.TRANSIENT:
+                    backoff.wait("batch answered %d %s" % (error.code, error.name), error,
+                                 slow=slows_down(error.code))
                     continue
-                if error.code == ESID and not anonymous and not relogged \
+                if verdict is Verdict.RELOGIN and not anonymous and not relogged \
                         and self.on_bad_session is not None:
                     relogged = True
-                    log.info("%s: session rejected (-15); logging in again", what)
+                    log.info("%s: session rejected (%d); logging in again", what, error.code)
                     self.on_bad_session(sid)
                     continue
                 raise error
@@ -189,30 +216,45 @@ class Transport:
                                     % (what, len(value), len(commands)))
             return value
 
+    def _solve(self, what: str, challenge: str, cancel: threading.Event | None) -> str:
+        try:
+            answer, seconds = hashcash.solve(challenge, workers=self.hashcash_workers,
+                                             deadline=self.hashcash_deadline, cancel=cancel)
+        except ValueError as exc:
+            raise ProtocolError("%s: bad X-Hashcash challenge: %s" % (what, exc)) from exc
+        log.info("%s: solved a proof-of-work challenge (easiness %s) in %.2f s", what,
+                 challenge.split(":")[1], seconds)
+        return answer
+
     # --- server-client channel ---------------------------------------------------------------
     def poll(self, sn: str, timeout: float,
              cancel: threading.Event | None = None) -> tuple[list[dict[str, Any]], str]:
         """Long-poll ``sc`` for action packets after ``sn``; return (packets, new sn).
 
         Returns ``([], sn)`` when nothing arrived within ``timeout`` seconds.  ``-6`` (too far
-        behind: reload with ``f``) and ``-15`` raise MegaError; ``-3``/``-4`` are retried.
+        behind: reload with ``f``) and other permanent codes raise MegaError; ``-15`` logs in
+        again once; transient codes are retried.  While the wait URL is failing, the sc poll
+        is held back (see the module docstring), also across calls.
         """
         deadline = time.monotonic() + max(0.0, timeout)
         backoff = Backoff(self.retry, "sc poll", cancel)
         relogged = False
+        quick_wait = False
         while True:
+            if not self._hold_off(deadline, cancel):
+                return [], sn
             sid = self.sid_source()
             url = "%ssc?sn=%s" % (self.api, sn) + ("&sid=" + sid if sid else "")
             try:
                 resp = self.pool.request("POST", url, data=b"", timeout=self.timeout)
-            except (requests.ConnectionError, requests.Timeout,
-                    requests.exceptions.ChunkedEncodingError) as exc:
+            except _CONNECTION_ERRORS as exc:
                 backoff.wait("%s: %s" % (type(exc).__name__, short_error(exc)))
                 continue
             if resp.status_code in HTTP_RETRY_STATUSES:
-                backoff.wait("HTTP %d" % resp.status_code)
+                backoff.wait("HTTP %d" % resp.status_code,
+                             slow=resp.status_code == HTTPStatus.TOO_MANY_REQUESTS)
                 continue
-            if resp.status_code != 200:
+            if resp.status_code != HTTPStatus.OK:
                 raise TransportError("sc poll: HTTP %d" % resp.status_code)
             try:
                 value = json.loads(resp.content)
@@ -220,45 +262,102 @@ class Transport:
                 raise ProtocolError("sc poll: reply is not JSON") from None
             error = error_from_result(value, "sc poll")
             if error is not None:
-                if error.code in BATCH_RETRY_CODES:
-                    backoff.wait("sc answered %d" % error.code, error)
+                verdict = classify(error.code)
+                if verdict is Verdict.TRANSIENT:
+                    backoff.wait("sc answered %d" % error.code, error,
+                                 slow=slows_down(error.code))
                     continue
-                if error.code == ESID and not relogged and self.on_bad_session is not None:
+                if verdict is Verdict.RELOGIN and not relogged \
+                        and self.on_bad_session is not None:
                     relogged = True
                     self.on_bad_session(sid)
                     continue
                 raise error
-            if not isinstance(value, dict):
-                raise ProtocolError("sc poll: reply is %s, not an object" % type(value).__name__)
-            new_sn = value.get("sn", sn)
-            if not isinstance(new_sn, str) or not new_sn:
-                raise ProtocolError("sc poll: missing or bad sn")
-            packets = value.get("a")
-            if packets is not None:
-                if not isinstance(packets, list) or not all(isinstance(p, dict) for p in packets):
-                    raise ProtocolError("sc poll: packets are not a list of objects")
-                if packets or "w" not in value:
-                    return packets, new_sn
-            wait_url = value.get("w")
-            if not isinstance(wait_url, str) or not wait_url:
-                if packets is not None:
-                    return packets, new_sn
-                raise ProtocolError("sc poll: reply has neither packets nor a wait URL")
+            packets, new_sn, wait_url = _parse_sc(value, sn)
+            if packets:
+                self._wait_succeeded()
+                return packets, new_sn
+            if wait_url is None:
+                return [], new_sn
+            if quick_wait:
+                # The wait came back at once and still nothing is pending: a wait URL that
+                # does not wait.  Hold the next request back as if it had failed.
+                self._wait_failed("returned at once with no news")
+            if not self._hold_off(deadline, cancel):
+                return [], new_sn
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 or (cancel is not None and cancel.is_set()):
                 return [], new_sn
-            if cancel is not None and cancel.is_set():
-                return [], new_sn
-            self._wait(wait_url, remaining)
+            quick_wait = self._wait(wait_url, remaining, cancel)
             sn = new_sn
 
-    def _wait(self, wait_url: str, remaining: float) -> None:
-        """Block on the wait URL until the server says something changed or time runs out."""
+    def _wait(self, wait_url: str, remaining: float, cancel: threading.Event | None) -> bool:
+        """Block on the wait URL until the server says something changed or time runs out.
+
+        Returns True when it returned within ``QUICK_WAIT`` seconds (news, or a wait URL that
+        does not wait: the next sc reply tells).  A failure holds back the next sc poll.
+        """
+        started = time.monotonic()
         try:
-            self.pool.request("GET", wait_url, timeout=(self.timeout[0], max(0.5, remaining)))
+            resp = self.pool.request("GET", wait_url,
+                                     timeout=(self.timeout[0], max(0.5, remaining)))
         except requests.Timeout:
-            return
+            self._wait_succeeded()     # our own deadline: the normal end of a quiet wait
+            return False
         except requests.RequestException as exc:
-            log.debug("sc wait %s: %s", redact_url(wait_url), short_error(exc))
-            # Do not spin if the wait URL fails fast.
-            time.sleep(min(1.0, max(0.0, remaining)))
+            self._wait_failed(short_error(exc))
+            return False
+        if resp.status_code != HTTPStatus.OK:
+            self._wait_failed("HTTP %d" % resp.status_code)
+            return False
+        if time.monotonic() - started < QUICK_WAIT:
+            return True
+        self._wait_succeeded()
+        return False
+
+    def _wait_failed(self, reason: str) -> None:
+        with self._wait_lock:
+            delay = self._wait_backoff.next_delay()
+            attempt = self._wait_backoff.attempt
+            self._wait_resume = time.monotonic() + delay
+        log.log(WAIT_RETRY.level(attempt), "sc wait: %s; next sc poll in %.1f s", reason, delay)
+
+    def _wait_succeeded(self) -> None:
+        with self._wait_lock:
+            self._wait_backoff.reset()
+            self._wait_resume = 0.0
+
+    def _hold_off(self, deadline: float, cancel: threading.Event | None) -> bool:
+        """Sleep until the wait back-off allows the next sc request (poll or wait); False if
+        ``deadline`` (or ``cancel``) comes first."""
+        with self._wait_lock:
+            resume = self._wait_resume
+        now = time.monotonic()
+        if now >= resume:
+            return True
+        pause = min(resume, deadline) - now
+        if cancel is not None:
+            if cancel.wait(pause):
+                return False
+        else:
+            time.sleep(pause)
+        return resume <= deadline
+
+
+def _parse_sc(value: Any, sn: str) -> tuple[list[dict[str, Any]], str, str | None]:
+    """(packets, new sn, wait URL or None) from an sc reply; ProtocolError for junk."""
+    if not isinstance(value, dict):
+        raise ProtocolError("sc poll: reply is %s, not an object" % type(value).__name__)
+    new_sn = value.get("sn", sn)
+    if not isinstance(new_sn, str) or not new_sn:
+        raise ProtocolError("sc poll: missing or bad sn")
+    packets = value.get("a")
+    if packets is not None and (not isinstance(packets, list)
+                                or not all(isinstance(p, dict) for p in packets)):
+        raise ProtocolError("sc poll: packets are not a list of objects")
+    wait_url = value.get("w")
+    if not isinstance(wait_url, str) or not wait_url:
+        if packets is None:
+            raise ProtocolError("sc poll: reply has neither packets nor a wait URL")
+        wait_url = None
+    return packets or [], new_sn, wait_url
