@@ -20,7 +20,7 @@ from typing import Any, TextIO
 from .api import links
 from .api.client import MegaClient, PutItem
 from .config import default_state_dir
-from .errors import MegaError, MegafsError, UploadFailed, describe
+from .errors import ApiCode, MegaError, MegafsError, UploadFailed, describe
 
 log = logging.getLogger(__name__)
 
@@ -196,9 +196,9 @@ def run_get(args: argparse.Namespace) -> int:
         try:
             info = client.download_info(link)
         except MegaError as exc:
-            if exc.code == -9:
-                raise MegaError(-9, "no file behind this link: deleted, or a wrong handle") \
-                    from None
+            if exc.code == ApiCode.ENOENT:
+                raise MegaError(ApiCode.ENOENT, "no file behind this link: deleted, or a wrong "
+                                "handle") from None
             raise
         name = _safe_name(info.attrs.get("n"), link.handle)
         dest = args.output or name

@@ -14,10 +14,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import mmap
 import secrets
 import struct
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, Union
 
 from Crypto.Cipher import AES
 from Crypto.Util.strxor import strxor
@@ -33,6 +34,7 @@ __all__ = [
 ]
 
 ZERO_IV = bytes(16)
+WritableBuffer = Union[bytearray, memoryview, mmap.mmap]   # scratch space for bulk helpers
 
 
 # --------------------------------------------------------------------------------------------
@@ -152,7 +154,7 @@ def ctr_crypt(key: bytes, nonce: bytes, offset: int, data: bytes | memoryview,
 
 
 def chunk_mac(key: bytes, nonce: bytes, plaintext: bytes | memoryview,
-              scratch: bytearray | memoryview | None = None) -> bytes:
+              scratch: "WritableBuffer | None" = None) -> bytes:
     """CBC-MAC of one MAC chunk (IV nonce||nonce, last block zero-padded).
 
     ``scratch`` (a writable buffer of at least 16 bytes) receives the CBC output piece by piece
@@ -197,7 +199,9 @@ def meta_mac(condensed: bytes) -> bytes:
 def encrypt_chunk(key: bytes, nonce: bytes, offset: int,
                   plaintext: bytes | memoryview) -> tuple[bytes, bytes]:
     """Encrypt one MAC chunk starting at ``offset``; return (ciphertext, chunk MAC)."""
-    return ctr_crypt(key, nonce, offset, plaintext), chunk_mac(key, nonce, plaintext)
+    ciphertext = ctr_crypt(key, nonce, offset, plaintext)
+    assert ciphertext is not None
+    return ciphertext, chunk_mac(key, nonce, plaintext)
 
 
 @dataclass(frozen=True)
@@ -396,7 +400,7 @@ def parse_hashcash_answer(header: str) -> tuple[str, bytes]:
 # Upload POST integrity checksum (``?c=`` / ``?d=``): byte j of the body is XORed into
 # position j mod 12 of a 12-byte value.
 def upload_checksum(data: bytes | bytearray | memoryview,
-                    scratch: bytearray | memoryview | None = None) -> bytes:
+                    scratch: "WritableBuffer | None" = None) -> bytes:
     """The 12-byte ``c=`` checksum of an upload POST body: byte j XORed into position j mod 12.
 
     Folds the body in halves (each a whole number of 12-byte words; XOR is associative) with

@@ -236,7 +236,7 @@ class FsError(MegafsError):
         super().__init__(reason or errno.errorcode.get(err, str(err)))
 
 
-_API_ERRNO = {
+_API_ERRNO: dict[int, int] = {
     ApiCode.EARGS: errno.EINVAL,
     ApiCode.EAGAIN: errno.EAGAIN,
     ApiCode.ERATELIMIT: errno.EAGAIN,

@@ -14,7 +14,8 @@ from Crypto.Cipher import AES
 
 from megafs import chunks, crypto
 from megafs.api.client import MegaClient
-from megafs.api.download import parse_g_reply, range_url
+from megafs.api.commands import parse_g_reply
+from megafs.api.download import range_url
 from megafs.errors import IntegrityError, MegaError, ProtocolError, SessionError, TransportError
 from megafs.api.session import (Session, archive_session_file, read_session_file, session_path,
                                write_session_file)

@@ -7,10 +7,15 @@ compared with key words 6-7.  A whole-file download goes to a temporary file bes
 destination, is fsynced and renamed over it only once the MAC matches, so a failed or tampered
 download never leaves a file at the destination.
 
-Retries: connection errors, timeouts, HTTP 5xx/429, ``-3``-style error bodies and short or
-truncated bodies are retried per range with backoff; HTTP 403/404/410 or ``-8`` mean the URL
-expired (the whole-file path asks ``g`` again; ``read_range`` raises ``MegaError(-8)`` for its
-caller); HTTP 509 is the transfer quota (``MegaError(-17)`` with the time left).
+Retries: what to do about a download server's answer is ``errors.classify(code, "transfer")``.
+Connection errors, timeouts, HTTP 5xx/429, transient error bodies (``-3``...) and connections
+that end inside the body are retried per range with one ``Backoff``; a dead URL (HTTP
+403/404/410, ``-8`` and the other new-URL codes) makes the whole-file path ask ``g`` again
+once, and ``read_range`` raises ``MegaError(-8)`` for its caller to do so; HTTP 509 is the
+transfer quota (``MegaError(-17)`` with the time left).  A server that answers a complete
+reply with fewer bytes than asked is not having an outage: after ``SHORT_REPLIES`` such replies
+in a row the range fails with ``IntegrityError`` at once instead of retrying for the whole
+retry time (a mount otherwise spent minutes per read on a server that truncates).
 
 Data path: a whole-file download is cut into chunk-aligned spans of up to 8 MiB (fewer for
 small files, so every connection gets work), one ranged GET each, on ``connections`` worker
@@ -34,20 +39,21 @@ import hmac
 import logging
 import mmap
 import os
-import re
 import sys
 import tempfile
 import threading
-from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any, Callable
 
 from .. import chunks, crypto
 from ..crypto import FileKey
-from ..errors import (Cancelled, IntegrityError, MegaError, ProtocolError, TransportError,
-                      error_from_result)
+from ..errors import (ApiCode, Cancelled, IntegrityError, MegaError, TransportError, Verdict,
+                      classify)
 from ..retry import Backoff, RetryPolicy
-from .http import (HTTP_RETRY_STATUSES, HttpPool, TransferInterrupted, TransferStream,
-                   redact_url, run_workers, transfer_buffer)
+from .commands import DownloadInfo
+from .http import (ERROR_BODY_MAX, HTTP_DEAD_URL_STATUSES, HTTP_OVER_QUOTA, HTTP_RETRY_STATUSES,
+                   HttpPool, TransferInterrupted, TransferStream, parse_error_body, redact_url,
+                   run_workers, transfer_buffer)
 
 log = logging.getLogger(__name__)
 
@@ -57,61 +63,9 @@ DIRECT_MIN = 4 * chunks.MIB   # files at least this big are written with O_DIREC
 DIRECT_ALIGN = 4096           # O_DIRECT offset/length/buffer alignment (safe for 512 too)
 _O_DIRECT = getattr(os, "O_DIRECT", 0)
 TRANSFER_TIMEOUT = (10.0, 120.0)
-RETRY_CODES = frozenset({-3, -6, -18, -19})
-EXPIRED_CODES = frozenset({-4, -8})
-EXPIRED_STATUSES = frozenset({403, 404, 410})
-_ERROR_BODY = re.compile(rb"^\s*(-\d{1,4})\s*$")
+SHORT_REPLIES = 3           # complete replies shorter than asked, in a row, before giving up
 
 Progress = Callable[[int], None]
-
-
-@dataclass
-class DownloadInfo:
-    """What ``g`` said: the URL, the size and the attributes (decrypted when a key was given).
-
-    ``at`` keeps the encrypted attribute blob (base64url) for callers that hold the key.
-    """
-
-    url: str
-    size: int
-    attrs: dict[str, Any] = field(default_factory=dict)
-    at: str = ""
-
-    def __repr__(self) -> str:  # the URL is a capability
-        return "DownloadInfo(url=%r, size=%d)" % (redact_url(self.url), self.size)
-
-
-def parse_g_reply(reply: Any, key: bytes | None = None) -> DownloadInfo:
-    """Validate a ``g`` reply; raise MegaError for ``e`` / ``d`` and ProtocolError for junk."""
-    error = error_from_result(reply, "g")
-    if error is not None:
-        raise error
-    if not isinstance(reply, dict):
-        raise ProtocolError("g: expected an object, got %s" % type(reply).__name__)
-    if "e" in reply:
-        code = reply.get("e")
-        if isinstance(code, int) and code < 0:
-            context = "g"
-            if isinstance(reply.get("tl"), int):
-                context = "g; transfer quota resets in %d s" % reply["tl"]
-            raise MegaError(code, context)
-        raise ProtocolError("g: bad error field")
-    if reply.get("d"):
-        raise MegaError(-16, "g: file is blocked")
-    url, size = reply.get("g"), reply.get("s")
-    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-        raise ProtocolError("g: no download URL in the reply")
-    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-        raise ProtocolError("g: missing or bad size")
-    at = reply.get("at") if isinstance(reply.get("at"), str) else ""
-    attrs: dict[str, Any] = {}
-    if key is not None and at:
-        try:
-            attrs = crypto.decrypt_attr(crypto.b64decode(at), key)
-        except (ValueError, crypto.AttributeError_):
-            raise IntegrityError("the key does not decrypt the file's attributes "
-                                 "(wrong or damaged link key)") from None
-    return DownloadInfo(url, size, attrs, at)
 
 
 def range_url(url: str, offset: int, length: int) -> str:
@@ -120,7 +74,28 @@ def range_url(url: str, offset: int, length: int) -> str:
 
 
 class _Expired(Exception):
-    pass
+    """The URL is dead (the verdict NEW_URL): ask ``g`` for a new one."""
+
+
+class _RangeRetry:
+    """The retry state of one range: the wire's ``Backoff`` (time budget) and a count of
+    complete replies shorter than asked (``SHORT_REPLIES`` in a row fail at once)."""
+
+    def __init__(self, policy: RetryPolicy, what: str, cancel: threading.Event | None) -> None:
+        self.backoff = Backoff(policy, what, cancel)
+        self.short_replies = 0
+
+    def again(self, reason: str, short_reply: bool) -> None:
+        """Wait before the next try, or raise when this range has had enough."""
+        if short_reply:
+            self.short_replies += 1
+            if self.short_replies >= SHORT_REPLIES:
+                raise IntegrityError("the download server keeps sending fewer bytes than "
+                                     "asked (%s, %d times in a row)"
+                                     % (reason, self.short_replies))
+        else:
+            self.short_replies = 0
+        self.backoff.wait(reason)
 
 
 class Downloader:
@@ -158,60 +133,51 @@ class Downloader:
             return
         target = range_url(url, offset, length)
         what = "download %d-%d from %s" % (offset, offset + length - 1, redact_url(url))
-        backoff = Backoff(self.retry, what, cancel)
+        retry = _RangeRetry(self.retry, what, cancel)
         while True:
             try:
                 with self.pool.stream("GET", target, timeout=self.timeout) as answer:
-                    retry = self._check(answer, length, what)
-                    if retry is None:
+                    problem = self._check(answer, length, what)
+                    if problem is None:
                         answer.readinto(view)
                         return
             except TransferInterrupted as exc:
-                retry = str(exc), exc.short
+                problem = str(exc), False
             except ValueError:
                 raise TransportError("%s: not an http(s) URL" % what) from None
-            self._wait(backoff, *retry)
+            retry.again(*problem)
 
     @staticmethod
     def _check(answer: TransferStream, length: int, what: str) -> tuple[str, bool] | None:
-        """None if ``answer`` carries the ``length`` bytes asked for, else why to retry.
+        """None if ``answer`` carries the ``length`` bytes asked for, else why to retry and
+        whether it was a complete reply shorter than asked.
 
         Raises _Expired for a dead URL and MegaError/TransportError for permanent failures.
         Reads (small) error bodies itself.
         """
         status = answer.status
-        if status in EXPIRED_STATUSES:
+        if status in HTTP_DEAD_URL_STATUSES:
             raise _Expired("HTTP %d" % status)
-        if status == 509:
+        if status == HTTP_OVER_QUOTA:
             left = answer.headers.get("X-MEGA-Time-Left", "")
-            raise MegaError(-17, "download: transfer quota exceeded"
+            raise MegaError(ApiCode.EOVERQUOTA, "download: transfer quota exceeded"
                             + ("; resets in %s s" % left if left.isdigit() else ""))
         if status in HTTP_RETRY_STATUSES:
             return "HTTP %d" % status, False
-        if status not in (200, 206):
+        if status not in (HTTPStatus.OK, HTTPStatus.PARTIAL_CONTENT):
             raise TransportError("%s: HTTP %d" % (what, status))
         if answer.length == length:
             return None
-        if answer.length is not None and answer.length <= 8:
-            match = _ERROR_BODY.match(answer.read(8))
-            if match:
-                code = int(match.group(1))
-                if code in RETRY_CODES:
+        if answer.length is not None and answer.length <= ERROR_BODY_MAX:
+            code = parse_error_body(answer.read(ERROR_BODY_MAX))
+            if code is not None:
+                verdict = classify(code, "transfer")
+                if verdict is Verdict.TRANSIENT:
                     return "server answered %d" % code, False
-                if code in EXPIRED_CODES:
+                if verdict is Verdict.NEW_URL:
                     raise _Expired("server answered %d" % code)
                 raise MegaError(code, "download server")
-        return "short body: %s of %d bytes" % (answer.length, length), True
-
-    @staticmethod
-    def _wait(backoff: Backoff, reason: str, short: bool) -> None:
-        try:
-            backoff.wait(reason)
-        except TransportError as exc:
-            if short:
-                raise IntegrityError("download kept returning truncated data: %s" % exc) \
-                    from None
-            raise
+        return "short reply: %s of %d bytes" % (answer.length, length), True
 
     def read_range(self, url: str, key: FileKey, offset: int, length: int,
                    cancel: threading.Event | None = None) -> bytes:
@@ -230,8 +196,8 @@ class Downloader:
             try:
                 self.fetch_into(url, offset, view, cancel)
             except _Expired as exc:
-                raise MegaError(-8, "download URL no longer valid (%s); ask g again" % exc) \
-                    from None
+                raise MegaError(ApiCode.EEXPIRED,
+                                "download URL no longer valid (%s); ask g again" % exc) from None
             crypto.ctr_crypt(key.aes_key, key.nonce, offset, view, output=view)
             return bytes(view)
         finally:
@@ -340,25 +306,26 @@ class Downloader:
         """
         pos, end = offset, offset + length
         refreshed = False
-        backoff: Backoff | None = None
+        retry: _RangeRetry | None = None
         while pos < end and not job.stop.is_set():
             url = job.url
             what = "download %d-%d from %s" % (pos, end - 1, redact_url(url))
             try:
                 with self.pool.stream("GET", range_url(url, pos, end - pos),
                                       timeout=self.timeout) as answer:
-                    retry = self._check(answer, end - pos, what)
-                    while retry is None and pos < end:
+                    problem = self._check(answer, end - pos, what)
+                    while problem is None and pos < end:
                         n = min(chunks.size_at(pos), end - pos)
                         view = buf[:n]
                         answer.readinto(view)
                         self._take_chunk(job, pos, view, scratch)
                         pos += n
             except TransferInterrupted as exc:
-                retry = str(exc), exc.short
+                problem = str(exc), False
             except _Expired as exc:
                 if job.refresh is None or refreshed:
-                    raise MegaError(-8, "download URL no longer valid (%s)" % exc) from None
+                    raise MegaError(ApiCode.EEXPIRED,
+                                    "download URL no longer valid (%s)" % exc) from None
                 refreshed = True
                 with job.refresh_lock:
                     if job.url == url:
@@ -366,10 +333,10 @@ class Downloader:
                 continue
             except ValueError:
                 raise TransportError("%s: not an http(s) URL" % what) from None
-            if retry is not None:
-                if backoff is None:
-                    backoff = Backoff(self.retry, what, job.cancel)
-                self._wait(backoff, *retry)
+            if problem is not None:
+                if retry is None:
+                    retry = _RangeRetry(self.retry, what, job.cancel)
+                retry.again(*problem)
 
     @staticmethod
     def _take_chunk(job: "_FillJob", pos: int, view: memoryview, scratch: bytearray) -> None:
@@ -377,10 +344,11 @@ class Downloader:
         key = job.key
         crypto.ctr_crypt(key.aes_key, key.nonce, pos, view, output=view)
         job.macs.add(pos, crypto.chunk_mac(key.aes_key, key.nonce, view, scratch))
-        direct = len(view) - len(view) % DIRECT_ALIGN if job.direct_fd is not None else 0
-        if direct and pos % DIRECT_ALIGN == 0:
+        direct_fd = job.direct_fd
+        direct = len(view) - len(view) % DIRECT_ALIGN if direct_fd is not None else 0
+        if direct_fd is not None and direct and pos % DIRECT_ALIGN == 0:
             try:
-                _pwrite_all(job.direct_fd, view[:direct], pos)
+                _pwrite_all(direct_fd, view[:direct], pos)
             except OSError as exc:
                 if exc.errno != errno.EINVAL:
                     raise

@@ -17,6 +17,7 @@ import re
 import select
 import ssl
 import threading
+from http import HTTPStatus
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 from urllib.parse import urlsplit
@@ -31,6 +32,21 @@ log = logging.getLogger(__name__)
 # Request timeout, too many requests, and every server-side 5xx except the ones that will not
 # change on a retry (501 not implemented, 505 version) or mean a quota (509, handled by callers).
 HTTP_RETRY_STATUSES = frozenset({408, 429} | set(range(500, 600)) - {501, 505, 509})
+
+# Transfer URLs that are gone: ask ``u``/``g`` for a new one (protocol reference §7.3, §8;
+# meganz/sdk src/transferslot.cpp ``processRequestFailure``).
+HTTP_DEAD_URL_STATUSES = frozenset({HTTPStatus.FORBIDDEN, HTTPStatus.NOT_FOUND, HTTPStatus.GONE})
+HTTP_OVER_QUOTA = 509           # bandwidth over quota, with ``X-MEGA-Time-Left``
+
+_ERROR_BODY = re.compile(rb"^\s*(-\d{1,4})\s*$")
+ERROR_BODY_MAX = 8              # a transfer server's error body is a short negative number
+
+
+def parse_error_body(body: bytes) -> int | None:
+    """The MEGA error code of a transfer server's body (``-4``, ``-14\\n``...), else None."""
+    match = _ERROR_BODY.match(body) if len(body) <= ERROR_BODY_MAX else None
+    return int(match.group(1)) if match else None
+
 
 _SECRET_QUERY = re.compile(r"([?&](?:sid|n|esid|cauth)=)[^&#]*")
 _LONG_SEGMENT = re.compile(r"/([A-Za-z0-9_\-]{6})[A-Za-z0-9_\-]{10,}")
@@ -233,13 +249,13 @@ class HttpPool:
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("not an http(s) URL")
         if self._via_proxy(parts.scheme, parts.netloc, url):
-            with self._stream_requests(method, url, body, headers, timeout) as answer:
-                yield answer
+            with self._stream_requests(method, url, body, headers, timeout) as proxied:
+                yield proxied
             return
         port = parts.port or (443 if parts.scheme == "https" else 80)
         host_key = (parts.scheme, parts.hostname, port)
         conn = self._take(host_key)
-        answer = None
+        answer: TransferStream | None = None
         try:
             try:
                 if conn.sock is None:
@@ -310,7 +326,7 @@ class HttpPool:
         with self._lock:
             if self._ssl is None:
                 bundle = (os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-                          or requests.certs.where())
+                          or requests.utils.DEFAULT_CA_BUNDLE_PATH)
                 if os.path.isdir(bundle):
                     self._ssl = ssl.create_default_context(capath=bundle)
                 else:

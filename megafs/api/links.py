@@ -1,24 +1,44 @@
-"""Public file links: formatting and parsing of every MEGA file-link form.
+"""Public file links: formatting, and parsing of MEGA file links as people paste them.
 
-Produces ``https://mega.nz/file/HANDLE#KEY``; parses that, the legacy ``https://mega.nz/#!H!K``,
-their ``mega.co.nz`` / ``mega.app`` variants and ``www.`` hosts.  Folder links and anything else
-raise ``LinkError`` with a reason.  Pure string work, no I/O; never logs a link (its fragment is
-the file key).
+Produces ``https://mega.nz/file/HANDLE#KEY``.  Parses (protocol reference §9):
+
+* ``https://mega.nz/file/HANDLE#KEY`` and the legacy ``https://mega.nz/#!HANDLE!KEY``, on the
+  hosts ``mega.nz``, ``mega.co.nz`` (2013) and ``mega.app`` (meganz/sdk ``publicLinkURL`` with
+  the ``site`` flag), with or without ``www.``, over https or http;
+* embed links: ``https://mega.nz/embed/HANDLE#KEY``, ``/embed#!HANDLE!KEY`` and ``#E!HANDLE!KEY``
+  (meganz/webclient secureboot.js ``is_embed``);
+* ``mega://`` links of the desktop apps' URL handler (``mega://#!HANDLE!KEY``,
+  ``mega:///file/HANDLE#KEY``): the same forms without a host;
+* what chat programs and mail add: tracking parameters between the path and the ``#``
+  (``?fbclid=…``, ``?utm_source=…``), ``%23``/``%21`` for ``#``/``!``, enclosing ``<…>``,
+  quotes, brackets or markdown emphasis, and trailing punctuation (``.``, ``,``, ``)``, ``!``,
+  ``…``) after the key.  The key of a file link is exactly 43 base64url characters, so whatever
+  follows it must be punctuation or spaces; anything else is refused.
+
+Folder links (``/folder/…``, ``#F!…``) get a clear "not a file link" error, so do
+password-protected links (``#P!…``).  Pure string work, no I/O; never logs a link (its fragment
+is the file key).
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 from .. import crypto
 from ..errors import LinkError
 
 LINK_HOST = "mega.nz"
-_HOSTS = r"(?:www\.)?(?:mega\.nz|mega\.co\.nz|mega\.app)"
-_B64 = r"[A-Za-z0-9_-]"
-_CURRENT = re.compile(r"^https?://%s/file/(%s{8})#(%s{43})$" % (_HOSTS, _B64, _B64))
-_LEGACY = re.compile(r"^https?://%s/#!(%s{8})!(%s{43})$" % (_HOSTS, _B64, _B64))
-_FOLDER = re.compile(r"^https?://%s/(?:folder/|#F!)" % _HOSTS)
+_B64 = "A-Za-z0-9_-"
+_START = re.compile(r"(?:https?://(?:www\.)?(?:mega\.nz|mega\.co\.nz|mega\.app)(?=[/?#]|$)"
+                    r"|mega:(?://)?)", re.IGNORECASE)
+_OPENERS = re.compile(r"^[\s<(\[{\"'*_~`‘“«]*$")
+_TRAILING = re.compile(r"^[\s.,;:!?)\]}>\"'*_~`’”»…-]*$")
+_HANDLE = re.compile(r"^[%s]{8}$" % _B64)
+_KEY = re.compile(r"^([%s]{43})(.*)$" % _B64, re.DOTALL)
+_FILE_PATH = re.compile(r"^/*(?:file|embed)/([%s]+)/*$" % _B64)
+_LEGACY = re.compile(r"^E?!([%s]+)!(.*)$" % _B64, re.DOTALL)
+_FORMS = "https://mega.nz/file/HANDLE#KEY or https://mega.nz/#!HANDLE!KEY"
 
 
 @dataclass(frozen=True)
@@ -47,17 +67,46 @@ def format_legacy_link(public_handle: str, file_key: bytes) -> str:
     return "https://%s/#!%s!%s" % (LINK_HOST, public_handle, crypto.b64encode(file_key))
 
 
+def as_file_link(value: "str | FileLink") -> FileLink:
+    """``value`` itself if it is a FileLink, else ``parse_link(value)``."""
+    return value if isinstance(value, FileLink) else parse_link(value)
+
+
 def parse_link(text: str) -> FileLink:
-    """Parse a MEGA file link in any of its forms; raise LinkError otherwise."""
+    """Parse a MEGA file link in any of its forms (see the module docstring).
+
+    Raises LinkError with the reason: not a MEGA link, a folder link, no key or a damaged one.
+    """
     if not isinstance(text, str):
         raise LinkError("not a MEGA link: expected text")
-    link = text.strip()
-    if _FOLDER.match(link):
-        raise LinkError("folder links are not supported; give a file link")
-    match = _CURRENT.match(link) or _LEGACY.match(link)
-    if not match:
-        raise LinkError("not a MEGA file link (expected https://mega.nz/file/HANDLE#KEY)")
-    key = crypto.b64decode(match.group(2))
-    if len(key) != 32:
-        raise LinkError("the link's key is not a 32-byte file key")
-    return FileLink(match.group(1), key)
+    if "%23" in text or "%21" in text:
+        text = unquote(text)       # "#" and "!" escaped by a chat program or a mailer
+    start = _START.search(text)
+    if start is None or not _OPENERS.match(text[:start.start()]):
+        raise LinkError("not a MEGA file link (expected %s)" % _FORMS)
+    rest = text[start.end():].strip()
+    path, _, fragment = rest.partition("#")
+    path = path.split("?", 1)[0]         # tracking parameters before the '#'
+    if path.rstrip("/").lower().endswith("/folder") or "/folder/" in path.lower() \
+            or path.lower().startswith("folder/") or fragment.startswith("F!"):
+        raise LinkError("not a file link: this is a MEGA folder link, and folder links are "
+                        "not supported; give the link of a single file (%s)" % _FORMS)
+    if fragment.startswith("P!"):
+        raise LinkError("not a file link megafs can use: password-protected MEGA links are "
+                        "not supported; open it in a browser to get the plain link")
+    file_path = _FILE_PATH.match(path)
+    if file_path:
+        handle, key_text = file_path.group(1), fragment
+    else:
+        legacy = _LEGACY.match(fragment) if path.strip("/").lower() in ("", "embed") else None
+        if legacy is None:
+            raise LinkError("not a MEGA file link (expected %s)" % _FORMS)
+        handle, key_text = legacy.group(1), legacy.group(2)
+    if not _HANDLE.match(handle):
+        raise LinkError("not a MEGA file link: its handle %r is not 8 base64url characters"
+                        % handle[:20])
+    key = _KEY.match(key_text)
+    if key is None or not _TRAILING.match(key.group(2)):
+        raise LinkError("the link has no file key or a damaged one (expected 43 base64url "
+                        "characters after the '#'; was the link cut off?)")
+    return FileLink(handle, crypto.b64decode(key.group(1)))

@@ -30,7 +30,7 @@ from typing import Any, Iterator
 
 from .. import crypto
 from ..config import default_state_dir, normalise_api
-from ..errors import MegaError, ProtocolError, SessionError
+from ..errors import ApiCode, MegaError, ProtocolError, SessionError
 from .transport import Transport
 
 log = logging.getLogger(__name__)
@@ -263,7 +263,7 @@ class SessionManager:
                 sid = login(self.transport, session.user_handle, session.master_key,
                             session.password_key)
             except MegaError as exc:
-                if exc.code == -9:
+                if exc.code == ApiCode.ENOENT:
                     raise SessionError("the account of session %s no longer exists on %s; "
                                        "start a new one with `megafs session --new`"
                                        % (session.path or "(memory)", session.api)) from None

@@ -19,11 +19,18 @@ connection has at least four: each POST costs the client and the server about a 
 CPU apiece (HTTP, checksum fold, SQLite), so 1 GiB in 1 MiB POSTs took 7.3 s of CPU on the two
 sides together against 5.2 s in 4 MiB POSTs (2 cores, local server).
 
-Retries: each POST on its own for connection errors, timeouts, HTTP 5xx/429 and the upload
-server's ``-3``/``-6``/``-14``/``-18``/``-19`` bodies; the whole upload restarts with a new
-URL and a fresh key after ``-4`` (EFAILED on transfer servers), ``-5``, ``-7``, ``-8``, HTTP
-403/404/410, a missing or malformed completion token once every byte was sent.  ``-17`` and the
-other permanent codes fail the upload at once.
+Retries: what to do about an upload server's answer is ``errors.classify(code, "transfer")``.
+Each POST is retried on its own (its worker's ``Backoff``) for connection errors, timeouts,
+HTTP 5xx/429 and transient bodies (``-3``, ``-14``, ``-18``, ``-19``); the whole upload
+restarts with a new URL and a fresh key (the upload's ``Backoff``) when the URL is dead:
+``-4`` (EFAILED on transfer servers), ``-5``, ``-6`` (too many IPs on this URL: retrying it
+cannot help), ``-7``, ``-8``, HTTP 403/404/410, or all bytes sent without a completion token.
+``-17`` and the other permanent codes fail the upload at once.
+
+Completion: the first completion token any worker receives finishes the upload.  The server
+only sends it once every byte is stored, so the other workers stop, and an error that another
+worker meets afterwards (a late reply, a POST repeated after its answer was lost) is logged
+and ignored: it never restarts or fails a finished upload.
 
 Memory is bounded: each of at most ``connections`` workers holds one span buffer (at most
 ``SPAN``, never more than the file) and a 1 MiB scratch, whatever the file size; the file is
@@ -35,18 +42,21 @@ import errno
 import logging
 import mmap
 import os
-import re
 import threading
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Callable
 from urllib.parse import urlsplit
 
 from .. import chunks, crypto
 from ..crypto import FileKey, upload_checksum
-from ..errors import Cancelled, MegaError, ProtocolError, TransportError, UploadFailed
+from ..errors import (ApiCode, Cancelled, MegaError, TransportError, UploadFailed, Verdict,
+                      classify)
 from ..retry import Backoff, RetryPolicy
-from .http import (HTTP_RETRY_STATUSES, HttpPool, TransferInterrupted, redact_url, run_workers,
+from .http import (HTTP_DEAD_URL_STATUSES, HTTP_OVER_QUOTA, HTTP_RETRY_STATUSES, HttpPool,
+                   TransferInterrupted, parse_error_body, redact_url, run_workers,
                    transfer_buffer)
+from . import commands
 from .transport import Transport
 
 log = logging.getLogger(__name__)
@@ -55,10 +65,6 @@ SPAN = 4 * chunks.MIB               # most bytes per POST (whole MAC chunks); se
 SCRATCH = chunks.MIB                # per worker: CBC-MAC output (one call a chunk), checksum
 TOKEN_BYTES = 36
 TRANSFER_TIMEOUT = (10.0, 120.0)    # (connect, read) per POST
-POST_RETRY_CODES = frozenset({-3, -6, -14, -18, -19})
-RESTART_CODES = frozenset({-4, -5, -7, -8, -9, -15})
-RESTART_STATUSES = frozenset({403, 404, 410})
-_ERROR_BODY = re.compile(rb"^\s*(-\d{1,4})\s*$")
 
 Progress = Callable[[int], None]
 
@@ -94,9 +100,9 @@ def parse_post_reply(body: bytes) -> tuple[str, object]:
     """
     if not body or body == b"0":
         return "more", None
-    match = _ERROR_BODY.match(body) if len(body) <= 8 else None
-    if match:
-        return "error", int(match.group(1))
+    code = parse_error_body(body)
+    if code is not None:
+        return "error", code
     if len(body) == TOKEN_BYTES:
         return "token", crypto.b64encode(body)
     return "invalid", len(body)
@@ -213,18 +219,9 @@ class Uploader:
             return Uploaded(token, key.with_mac(macs.meta_mac(size)), size)
 
     def _get_url(self, size: int, cancel: threading.Event | None) -> str:
-        command: dict[str, object] = {"a": "u", "s": size, "v": 2}
-        if urlsplit(self.transport.api).scheme == "https":
-            command["ssl"] = 2
-        reply = self.transport.batch([command], cancel=cancel)[0]
-        if isinstance(reply, MegaError):
-            raise reply
-        if not isinstance(reply, dict) or not isinstance(reply.get("p"), str):
-            raise ProtocolError("u: expected an object with an upload URL")
-        url = reply["p"]
-        if urlsplit(url).scheme not in ("http", "https"):
-            raise ProtocolError("u: upload URL is not http(s)")
-        return url
+        https = urlsplit(self.transport.api).scheme == "https"
+        reply = self.transport.batch([commands.upload_url(size, https)], cancel=cancel)[0]
+        return commands.parse_upload_url(reply)
 
     def _attempt(self, fd: int, size: int, url: str, key: FileKey, progress: Progress | None,
                  cancel: threading.Event | None) -> tuple[str, crypto.MacAccumulator]:
@@ -235,13 +232,13 @@ class Uploader:
         job = _Job(fd, url, key, macs, state, progress, max(1, min(target, size)))
         run_workers(lambda: self._worker(job), min(self.connections, len(spans)),
                     "megafs-upload", state.stop)
+        if state.token is not None:     # finished: whatever else happened does not matter
+            return state.token, macs
         if state.error is not None:
             raise state.error
         if cancel is not None and cancel.is_set():
             raise Cancelled("cancelled")
-        if state.token is None:
-            raise _Restart("all bytes sent but no completion token")
-        return state.token, macs
+        raise _Restart("all bytes sent but no completion token")
 
     def span_for(self, size: int) -> int:
         """POST size for a file: at least four spans per connection, so all are kept busy
@@ -266,6 +263,7 @@ class Uploader:
                     if buf is None:   # page-aligned: see http.transfer_buffer
                         buf = transfer_buffer(job.buffer_size)
                         scratch = transfer_buffer(max(4096, min(SCRATCH, job.buffer_size)))
+                    assert scratch is not None
                     self._send_span(job, offset, memoryview(buf)[:length], scratch)
                 finally:
                     with state.lock:
@@ -285,9 +283,7 @@ class Uploader:
         target = post_url(job.url, offset, upload_checksum(view, scratch))
         what = "upload POST @%d (%d bytes) to %s" % (offset, length, redact_url(job.url))
         backoff = Backoff(self.retry, what, state.stop)
-        while True:
-            if state.stop.is_set():
-                return
+        while not state.stop.is_set():
             try:
                 reply = self.pool.transfer("POST", target, body=view, timeout=self.timeout,
                                            headers={"Content-Type": "application/octet-stream"})
@@ -297,36 +293,34 @@ class Uploader:
             except ValueError:
                 raise TransportError("%s: not an http(s) URL" % what) from None
             status = reply.status
-            if status in RESTART_STATUSES:
+            if status in HTTP_DEAD_URL_STATUSES:
                 raise _Restart("upload server answered HTTP %d" % status)
             if status in HTTP_RETRY_STATUSES:
                 backoff.wait("HTTP %d" % status)
                 continue
-            if status == 509:
-                raise MegaError(-17, "upload server: transfer quota exceeded (HTTP 509)")
-            if status != 200:
+            if status == HTTP_OVER_QUOTA:
+                raise MegaError(ApiCode.EOVERQUOTA,
+                                "upload server: transfer quota exceeded (HTTP 509)")
+            if status != HTTPStatus.OK:
                 raise TransportError("%s: HTTP %d" % (what, status))
             kind, value = parse_post_reply(reply.body)
             if reply.overflow:
                 kind, value = "invalid", "%d+" % len(reply.body)
             if kind == "error":
                 code = int(value)  # type: ignore[call-overload]
-                if code in POST_RETRY_CODES:
+                verdict = classify(code, "transfer")
+                if verdict is Verdict.TRANSIENT:
                     backoff.wait("upload server answered %d" % code)
                     continue
-                if code in RESTART_CODES:
+                if verdict is Verdict.NEW_URL:
                     raise _Restart("upload server answered %s" % MegaError(code))
                 raise MegaError(code, "upload server")
             if kind == "invalid":
                 raise _Restart("upload server sent a %s-byte reply that is not a completion "
                                "token" % value)
-            with state.lock:
-                if kind == "token" and state.token is None:
-                    state.token = str(value)
-                state.done += length
-                done = state.done
+            state.sent(length, str(value) if kind == "token" else None)
             if job.progress:
-                job.progress(done)
+                job.progress(state.done)
             return
 
 
@@ -356,9 +350,25 @@ class _AttemptState:
         self.done = 0
         self.in_flight = 0
 
-    def fail(self, error: BaseException) -> None:
-        """Record the first error and stop the other workers."""
+    def sent(self, length: int, token: str | None) -> None:
+        """A POST of ``length`` bytes was stored; ``token`` if it completed the file.
+
+        The first token wins and stops the other workers: every byte is stored by then.
+        """
         with self.lock:
+            self.done += length
+            if token is None or self.token is not None:
+                return
+            self.token = token
+        self.stop.set()
+
+    def fail(self, error: BaseException) -> None:
+        """Record the first error and stop the other workers; after the completion token,
+        errors do not count (see the module docstring)."""
+        with self.lock:
+            if self.token is not None:
+                log.debug("upload already complete; ignoring a late error: %s", error)
+                return
             if self.error is None:
                 self.error = error
         self.stop.set()

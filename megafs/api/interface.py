@@ -1,0 +1,137 @@
+"""What the mount needs from a MEGA client, as a ``typing.Protocol``: ``MegaApi``.
+
+The filesystem core, the node tree, the change poller and the write-back queue are typed
+against ``MegaApi`` instead of ``MegaClient`` (or ``Any``), so a type checker follows the data
+path, and tests can hand them a stand-in with the same shape.  ``MegaClient`` satisfies it
+(``tests/test_api_interface.py`` checks that, statically and at run time); ``MegaClientFactory``
+describes its two constructors.
+
+Conventions for every method below:
+
+* handles are MEGA's base64url strings: node handles 8 characters, public handles 8, user
+  handles 11; a *raw node* is the JSON object of ``f`` and ``t`` packets (``h``, ``p``, ``u``,
+  ``t`` type 0 file / 1 folder / 2-4 roots, ``a`` encrypted attributes, ``k`` key, ``s`` size
+  in bytes, ``ts`` creation time in Unix seconds);
+* *attrs* are plaintext attribute objects, at least ``{"n": name}``; ``t`` is an mtime in Unix
+  seconds, ``c`` the fingerprint (``api.fingerprint``);
+* sizes and offsets are bytes, times seconds;
+* every error is a ``megafs.errors.MegafsError``: ``MegaError`` (``.code``, an ``ApiCode``)
+  for what the API answered, ``TransportError`` when the server stayed unreachable for the
+  whole retry time (``$MEGAFS_RETRY_SECONDS``), ``ProtocolError`` for a reply that does not fit
+  the protocol, ``SessionError`` for a client without an account, ``IntegrityError`` for data
+  that fails its MAC.  Transient errors were already retried by the client: a caller that gets
+  one should not loop on it again, except where a method says so (``read_range`` and ``-8``).
+  ``megafs.errors.classify`` tells what an ``ApiCode`` means for a caller.
+
+Thread-safety: every method may be called from any number of threads at once.
+"""
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any, Callable, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from ..crypto import FileKey
+    from ..retry import RetryPolicy
+    from .commands import DownloadInfo, FetchResult, PutItem
+    from .links import FileLink
+    from .session import Session
+    from .upload import Uploaded
+
+
+@runtime_checkable
+class MegaApi(Protocol):
+    """The client operations the mount uses (``MegaClient`` implements them)."""
+
+    api: str
+    """The normalised API base URL (ends with ``/``)."""
+    session: "Session | None"
+    """The account (``user_handle``, ``master_key``...), None for a public client."""
+    request_id: str
+    """This client's 10-character ``i``: action packets carrying it are our own changes."""
+
+    def close(self) -> None:
+        """Close the connection pools; calls in flight must have returned."""
+
+    def fetch(self) -> "FetchResult":
+        """The whole tree (``f``): ``.nodes`` (raw nodes, parents first), ``.sn`` (where to
+        poll from) and ``.public`` (node handle -> public handle)."""
+
+    def poll(self, sn: str, timeout: float) -> tuple[list[dict[str, Any]], str]:
+        """Action packets after ``sn`` and the new sn, waiting at most ``timeout`` seconds;
+        ``([], sn)`` when nothing happened.  MegaError ``-6`` (ETOOMANY): fell behind, reload
+        with ``fetch``.  Failing wait URLs are backed off inside (no request storm)."""
+
+    def upload(self, path: str, *, progress: Callable[[int], None] | None = None,
+               cancel: threading.Event | None = None) -> "Uploaded":
+        """Encrypt and upload a file's contents (no node yet): ``Uploaded(token, key, size)``.
+
+        ``progress(bytes_stored)`` is called from worker threads.  ``UploadCancelled`` when
+        ``cancel`` is set; ``UploadFailed`` after repeated restarts or an unreadable file;
+        MegaError ``-17`` (EOVERQUOTA) when the account is full.
+        """
+
+    def put_files(self, items: "list[PutItem]") -> list[dict[str, Any] | Exception]:
+        """Create file nodes from finished uploads, one batch; per item the new raw node or
+        its error (``-9`` parent gone, ``-17`` over quota, ``ProtocolError``)."""
+
+    def mkdir(self, parent: str, name: str,
+              attrs: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Create a folder under ``parent``; returns its raw node.  ``attrs`` may add ``t``."""
+
+    def set_attrs(self, handle: str, node_key: bytes, attrs: dict[str, Any]) -> None:
+        """Replace all attributes of a node (rename, mtime); ``attrs`` must include ``n``;
+        ``node_key`` is its 16- or 32-byte key."""
+
+    def move(self, handle: str, new_parent: str) -> None:
+        """Move a node under ``new_parent``; ``-10`` (ECIRCULAR) into its own subtree."""
+
+    def delete(self, handle: str) -> None:
+        """Delete a node and its whole subtree for good; ``-9`` if it is gone."""
+
+    def quota(self) -> tuple[int, int]:
+        """(used, total) storage in bytes."""
+
+    def export(self, handles: list[str]) -> list[str | Exception]:
+        """Public handles for nodes, one batch; the same handle on every call for a node;
+        per node the handle or its error (``-9``, ``-11`` EACCESS)."""
+
+    def unexport(self, handle: str) -> None:
+        """Remove a node's public link; its old link stops working.  ``-9`` if the node is
+        gone or has no link."""
+
+    def open_download(self, handle: str | None = None, public: str | None = None,
+                      key: bytes | None = None) -> "DownloadInfo":
+        """``g`` for a node or a public handle (exactly one): ``.url``, ``.size`` and, when
+        ``key`` is given, the decrypted ``.attrs``.  ``-9`` gone, ``-16`` taken down,
+        ``-17`` transfer quota (with the time left in the message)."""
+
+    def read_range(self, url: str, key: "FileKey", offset: int, length: int) -> bytes:
+        """Decrypted bytes [offset, offset+length) from a download URL; the caller keeps the
+        range within the file.  MegaError ``-8`` (EEXPIRED) when the URL is dead: call
+        ``open_download`` again and retry once; every other error is final."""
+
+    def download(self, link_or_public: "str | FileLink", dest: str,
+                 progress: Callable[[int], None] | None = None,
+                 cancel: threading.Event | None = None,
+                 info: "DownloadInfo | None" = None) -> str:
+        """Download a public file link into ``dest`` and check its MAC; returns the path.  On
+        any error nothing is left at ``dest``.  ``LinkError`` for a link that is not a file
+        link."""
+
+    def download_info(self, link_or_public: "str | FileLink") -> "DownloadInfo":
+        """``g`` for a public link, attributes decrypted with the link's key."""
+
+
+class MegaClientFactory(Protocol):
+    """How a ``MegaApi`` is made (``MegaClient.open`` / ``MegaClient.public``)."""
+
+    def open(self, api: str | None = None, state_dir: str | None = None,
+             session_file: str | None = None, connections: int = 4, *,
+             new_session: bool = False, retry: "RetryPolicy | None" = None) -> MegaApi:
+        """Resume the API's session from the state dir (creating the account if needed);
+        ``SessionError`` for a session file that is corrupt, insecure or for another API."""
+
+    def public(self, api: str | None = None, connections: int = 4,
+               retry: "RetryPolicy | None" = None) -> MegaApi:
+        """A client without an account: public downloads only."""
