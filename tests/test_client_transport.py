@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -17,7 +18,8 @@ from megafs.retry import RetryPolicy
 
 
 class Canned:
-    """Serves a list of (status, body, headers) in order, recording each request."""
+    """Serves a list of (status, body, headers[, delay]) in the order requests arrive,
+    recording each request; a delay holds that reply back (other requests go on)."""
 
     def __init__(self, replies):
         self.replies = list(replies)
@@ -28,8 +30,10 @@ class Canned:
             def do_POST(self):  # noqa: N802
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 canned.requests.append((self.path, body, dict(self.headers)))
-                status, payload, headers = canned.replies.pop(0) if canned.replies \
+                status, payload, headers, *delay = canned.replies.pop(0) if canned.replies \
                     else (500, b"", {})
+                if delay:
+                    time.sleep(delay[0])
                 self.send_response(status)
                 for name, value in headers.items():
                     self.send_header(name, value)
@@ -179,3 +183,19 @@ def test_upload_checksum_and_offsets_on_the_wire(canned, tmp_path):
     assert sorted(int(p.split("/")[3].split("?")[0]) for p, _ in posts) == [o for o, _ in spans]
     for p, body in posts:
         assert p.split("?c=")[1] == crypto.b64encode(upload_checksum(body))
+
+
+def test_first_completion_token_wins_over_a_late_error(canned, tmp_path):
+    """Two workers POST at once; the reply to the first POST to arrive is held back and is a
+    restart code (-4), the second completes the file.  The token means every byte is stored:
+    the upload is done, and the late -4 neither restarts (no second `u`) nor fails it."""
+    path = tmp_path / "two-spans"
+    path.write_bytes(os.urandom(1048576 + 1000))        # two spans: [0, 768 KiB) and the rest
+    token = bytes(range(35)) + b"\x01"
+    srv = canned()
+    srv.replies += [j([{"p": srv.url + "ul/only"}]), (200, b"-4", {}, 0.3), (200, token, {})]
+    uploaded = _upload_via(srv, path, connections=2)
+    assert uploaded.token == crypto.b64encode(token)
+    assert [p.split("?")[0] for p, _, _ in srv.requests if p.startswith("/cs")] == \
+        [p.split("?")[0] for p, _, _ in srv.requests[:1]]          # one `u`, no restart
+    assert len([p for p, _, _ in srv.requests if p.startswith("/ul/")]) == 2

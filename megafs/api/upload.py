@@ -200,7 +200,7 @@ class Uploader:
             key = crypto.new_file_key()  # fresh key per attempt: no CTR keystream reuse
             try:
                 url = self._get_url(size, cancel)
-                token, macs = self._attempt(fd, size, url, key, progress, cancel)
+                token, meta_mac = self._attempt(fd, size, url, key, progress, cancel)
             except Cancelled:
                 raise UploadCancelled("upload cancelled") from None
             except _Restart as exc:
@@ -216,7 +216,7 @@ class Uploader:
                 except TransportError as err:
                     raise UploadFailed(str(err)) from None
                 continue
-            return Uploaded(token, key.with_mac(macs.meta_mac(size)), size)
+            return Uploaded(token, key.with_mac(meta_mac), size)
 
     def _get_url(self, size: int, cancel: threading.Event | None) -> str:
         https = urlsplit(self.transport.api).scheme == "https"
@@ -224,7 +224,8 @@ class Uploader:
         return commands.parse_upload_url(reply)
 
     def _attempt(self, fd: int, size: int, url: str, key: FileKey, progress: Progress | None,
-                 cancel: threading.Event | None) -> tuple[str, crypto.MacAccumulator]:
+                 cancel: threading.Event | None) -> tuple[str, bytes]:
+        """One try on one URL: (completion token, meta-MAC), or _Restart / the error."""
         macs = crypto.MacAccumulator(key.aes_key)
         target = self.span_for(size)
         spans = list(chunks.groups(size, target))
@@ -233,7 +234,10 @@ class Uploader:
         run_workers(lambda: self._worker(job), min(self.connections, len(spans)),
                     "megafs-upload", state.stop)
         if state.token is not None:     # finished: whatever else happened does not matter
-            return state.token, macs
+            try:
+                return state.token, macs.meta_mac(size)
+            except ValueError:          # only a broken server sends it before every byte
+                raise _Restart("completion token before every byte was sent") from None
         if state.error is not None:
             raise state.error
         if cancel is not None and cancel.is_set():
