@@ -8,6 +8,7 @@ import os
 import stat
 import struct
 import threading
+import time
 
 import pytest
 from Crypto.Cipher import AES
@@ -18,7 +19,7 @@ from megafs.api.commands import parse_g_reply
 from megafs.api.download import range_url
 from megafs.errors import IntegrityError, MegaError, ProtocolError, SessionError, TransportError
 from megafs.api.session import (Session, archive_session_file, read_session_file, session_path,
-                               write_session_file)
+                                write_session_file)
 from megafs.api.http import redact_url
 from megafs.api.transport import Transport
 from megafs.config import normalise_api, resolve_api
@@ -139,6 +140,32 @@ def test_backoff_cancel():
     from megafs.errors import Cancelled
     with pytest.raises(Cancelled):
         Backoff(RetryPolicy(initial=5.0, give_up_after=60), "x", cancel).wait("busy")
+
+
+def test_backoff_clock_starts_at_the_first_failure():
+    """An operation that ran longer than the retry time before its first failure still gets
+    the whole retry time (an upload restart after a long transfer used to fail at once)."""
+    backoff = Backoff(RetryPolicy(initial=0.01, cap=0.01, give_up_after=0.2), "long upload")
+    time.sleep(0.3)
+    backoff.wait("first failure")                 # no TransportError: the streak just began
+    assert backoff.attempt == 1 and backoff.remaining() > 0.1
+    time.sleep(0.25)
+    with pytest.raises(TransportError):
+        backoff.wait("still failing")
+    backoff.reset()                               # a success in between: a new streak
+    backoff.wait("a later failure")
+    assert backoff.attempt == 1
+
+
+def test_slow_down_starts_near_a_second_and_doubles():
+    policy = RetryPolicy()
+    assert policy.base(1, slow=True) == 1.0 and policy.base(2, slow=True) == 2.0
+    assert policy.base(1) == pytest.approx(0.1)
+    assert RetryPolicy(cap=0.3).base(1, slow=True) == 0.3       # the cap bounds both
+    backoff = Backoff(policy, "x")
+    assert backoff.next_delay() < 0.2
+    assert 1.0 <= backoff.next_delay(slow=True) <= 1.5          # first slow-down of the streak
+    assert 2.0 <= backoff.next_delay(slow=True) <= 3.0
 
 
 def test_retry_time_from_env(monkeypatch):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from megafs import chunks, crypto
-from megafs.api import links
+from megafs.api import hashcash, links
 from megafs.errors import LinkError
 
 VECTORS = json.loads((Path(__file__).parent / "data" / "mega-vectors.json").read_text())
@@ -221,6 +221,8 @@ def test_hashcash(v):
     assert easiness == v["easiness"]
     assert token.hex() == v["token_hex"]
     assert crypto.hashcash_solve(v["challenge_header"]) == v["solution_header"]
+    for workers in (1, 2, 3):   # the parallel solver finds the same, smallest answer
+        assert hashcash.solve(v["challenge_header"], workers=workers)[0] == v["solution_header"]
     answer_token, prefix = crypto.parse_hashcash_answer(v["solution_header"])
     assert answer_token == v["token_b64"]
     assert prefix.hex() == v["prefix_hex"]
@@ -228,4 +230,3 @@ def test_hashcash(v):
     for bad in v["invalid_prefixes"]:
         assert crypto.hashcash_check(token, easiness, bytes.fromhex(bad["prefix_hex"])) is \
             bad["valid"]
-
