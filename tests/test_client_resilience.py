@@ -119,7 +119,7 @@ def test_rate_limit_backs_off_from_about_a_second(srv, tmp_path):
             c.quota()
             timings[code] = time.monotonic() - started
     assert timings[ApiCode.ERATELIMIT] >= 1.0
-    assert timings[ApiCode.EAGAIN] < 0.8
+    assert timings[ApiCode.EAGAIN] < 0.9
 
 
 def test_too_many_ips_on_an_upload_url_gets_a_new_url(client, srv, tmp_path):

@@ -53,10 +53,10 @@ from ..crypto import FileKey, upload_checksum
 from ..errors import (ApiCode, Cancelled, MegaError, TransportError, UploadFailed, Verdict,
                       classify)
 from ..retry import Backoff, RetryPolicy
+from . import commands
 from .http import (HTTP_DEAD_URL_STATUSES, HTTP_OVER_QUOTA, HTTP_RETRY_STATUSES, HttpPool,
                    TransferInterrupted, parse_error_body, redact_url, run_workers,
                    transfer_buffer)
-from . import commands
 from .transport import Transport
 
 log = logging.getLogger(__name__)
