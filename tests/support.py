@@ -2,8 +2,13 @@
 
 ``ServerProcess`` starts ``python -m megafs serve --port 0 --data DIR``, reads the API base URL
 from the first stdout line, and can be stopped and restarted on the same port and data (outage
-tests).  Faults are set at run time through the server's control endpoint
-``POST {url}_megafs/faults`` (see the README's fault-injection section for the rule format).
+tests).  It runs with the server's strict defaults (hashcash on login at easiness 180, wait URLs
+on their own port, a POST after an upload's completion answered -4, `p` into a deleted folder
+into the Rubbish Bin); ``extra_args`` adds command-line options.  ``tls=True`` adds ``--tls``:
+`u`/`g` with `ssl` get https transfer URLs signed by the CA in ``ca_file``;
+``client_env()`` is the environment a client (or mount) process needs to trust it, and
+``trust_ca(monkeypatch)`` the same for the test process.  Faults and policies are set at run
+time through the control endpoints ``POST {url}_megafs/faults`` and ``.../options``.
 """
 from __future__ import annotations
 
@@ -22,10 +27,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 class ServerProcess:
     def __init__(self, data_dir: Path, *, port: int = 0, extra_args: list[str] | None = None,
-                 log_path: Path | None = None) -> None:
+                 log_path: Path | None = None, tls: bool = False) -> None:
         self.data_dir = Path(data_dir)
         self.port = port
-        self.extra_args = list(extra_args or [])
+        self.extra_args = list(extra_args or []) + (["--tls"] if tls else [])
+        self.tls = tls
         self.log_path = Path(log_path) if log_path else self.data_dir.parent / (
             self.data_dir.name + "-server.log")
         self.proc: subprocess.Popen | None = None
@@ -56,6 +62,7 @@ class ServerProcess:
                                % self.log_path.read_text(errors="replace")[-2000:])
         self.url = line.decode().strip()
         self.port = int(self.url.rstrip("/").rsplit(":", 1)[1])
+        self._info = None
         return self
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
@@ -81,6 +88,43 @@ class ServerProcess:
     # --- control endpoint -------------------------------------------------------------------
     def control(self, path: str, payload) -> dict:
         resp = requests.post(self.url + "_megafs/" + path, data=json.dumps(payload), timeout=10)
+        resp.raise_for_status()
+        return resp.json()
+
+    def info(self) -> dict:
+        """The listeners' base URLs (``api``, ``wait``, ``secure_transfers``) and ``ca_file``."""
+        if getattr(self, "_info", None) is None:
+            resp = requests.get(self.url + "_megafs/info", timeout=10)
+            resp.raise_for_status()
+            self._info = resp.json()
+        return dict(self._info)
+
+    @property
+    def ca_file(self) -> str | None:
+        return self.info()["ca_file"]
+
+    def client_env(self, base: dict | None = None) -> dict:
+        """An environment for a client process: trusts the server's CA when it has one."""
+        env = dict(os.environ if base is None else base)
+        if self.ca_file:
+            env["REQUESTS_CA_BUNDLE"] = self.ca_file
+        return env
+
+    def trust_ca(self, monkeypatch) -> None:
+        """Make this test process (requests and megafs' own HTTP pool) trust the server's CA."""
+        if self.ca_file:
+            monkeypatch.setenv("REQUESTS_CA_BUNDLE", self.ca_file)
+
+    def options(self, changes: dict | None = None) -> dict:
+        """Change run-time policies (``megafs/server/config.py`` Policy); return them all."""
+        if changes is None:
+            resp = requests.get(self.url + "_megafs/options", timeout=10)
+            resp.raise_for_status()
+            return resp.json()
+        return self.control("options", changes)
+
+    def stats(self) -> dict:
+        resp = requests.get(self.url + "_megafs/stats", timeout=10)
         resp.raise_for_status()
         return resp.json()
 

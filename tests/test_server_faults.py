@@ -10,7 +10,8 @@ import pytest
 import requests
 
 from megafs import crypto
-from server_api import Api, checksum_b64, decrypt_and_verify, encrypt_file, plaintext
+from server_api import (Api, checksum_b64, decrypt_and_verify, encrypt_file, plaintext,
+                        solve_hashcash)
 
 
 @pytest.fixture(scope="module")
@@ -107,49 +108,51 @@ def test_hashcash_challenge_and_solution(api, acct, faults):
     faults([{"where": "cs", "hashcash": 200, "count": 1}])
     assert ug(api, acct).status_code == 200          # not a login command
     body = login_body()
-    resp = api.post_cs(body, rid=555)
+    resp = api.post_cs(body, rid=555, solve=False)
     assert resp.status_code == 402 and resp.content == b""
     challenge = resp.headers["X-Hashcash"]
     easiness, token_b64, token = crypto.parse_hashcash_challenge(challenge)
     assert easiness == 200 and len(token) == 48
-    answer = crypto.hashcash_solve(challenge)
-    resp = api.post_cs(body, rid=555, headers={"X-Hashcash": answer})
+    answer = solve_hashcash(challenge)
+    resp = api.post_cs(body, rid=555, headers={"X-Hashcash": answer}, solve=False)
     assert resp.status_code == 200 and len(resp.json()[0]) == 11
 
 
 def test_hashcash_on_every_login_until_solved(module_server, api, faults):
-    faults([{"where": "cs", "hashcash": True}])      # easiness from --hashcash-easiness (255)
+    faults([{"where": "cs", "hashcash": True}])      # easiness from --hashcash-easiness (180)
     body = login_body()
-    first = api.post_cs(body, rid=556)
+    first = api.post_cs(body, rid=556, solve=False)
     assert first.status_code == 402
     challenge = first.headers["X-Hashcash"]
-    assert challenge.startswith("1:255:")
+    assert challenge.startswith("1:180:")
     bad_prefix = crypto.b64encode(b"\xff\xff\xff\xff")
     token_b64 = challenge.split(":")[3]
     start = module_server.log_path.stat().st_size
     # a wrong answer, or one to a challenge we never issued, gets a new challenge
     for header in ("1:%s:%s" % (crypto.b64encode(bytes(48)), bad_prefix), "garbage"):
-        resp = api.post_cs(body, rid=556, headers={"X-Hashcash": header})
+        resp = api.post_cs(body, rid=556, headers={"X-Hashcash": header}, solve=False)
         assert resp.status_code == 402
     assert "X-Hashcash answer" in module_server.log_path.read_bytes()[start:].decode()
-    answer = crypto.hashcash_solve(challenge)
+    answer = solve_hashcash(challenge)
     assert answer.split(":")[1] == token_b64
-    ok = api.post_cs(body, rid=556, headers={"X-Hashcash": answer})
+    ok = api.post_cs(body, rid=556, headers={"X-Hashcash": answer}, solve=False)
     assert ok.status_code == 200
     # each challenge unlocks one request
-    assert api.post_cs(login_body(), rid=557, headers={"X-Hashcash": answer}).status_code == 402
+    assert api.post_cs(login_body(), rid=557, headers={"X-Hashcash": answer},
+                       solve=False).status_code == 402
     # us is a login command too
-    resp = api.post_cs(json.dumps([{"a": "us", "user": "AAAAAAAAAAA"}]))
+    resp = api.post_cs(json.dumps([{"a": "us", "user": "AAAAAAAAAAA"}]), solve=False)
     assert resp.status_code == 402
 
 
 def test_hashcash_for_a_chosen_command(api, acct, faults):
     faults([{"where": "cs", "hashcash": 255, "command": "f", "count": 1}])
     assert api.post_cs(login_body()).status_code == 200
-    resp = api.post_cs(json.dumps([{"a": "f"}]), sid=acct.sid)
+    resp = api.post_cs(json.dumps([{"a": "f"}]), sid=acct.sid, solve=False)
     assert resp.status_code == 402
     answer = crypto.hashcash_solve(resp.headers["X-Hashcash"])
-    again = api.post_cs(json.dumps([{"a": "f"}]), sid=acct.sid, headers={"X-Hashcash": answer})
+    again = api.post_cs(json.dumps([{"a": "f"}]), sid=acct.sid, headers={"X-Hashcash": answer},
+                        solve=False)
     assert "f" in again.json()[0]
 
 

@@ -11,24 +11,29 @@ import threading
 import pytest
 import requests
 
-from megafs.server import handlers
-from megafs.server.app import App, Config
-from megafs.server.http import MegaHTTPServer
+from megafs.server.app import App
+from megafs.server.commands import batch
+from megafs.server.config import Config, Policy
+from megafs.server.web import ep_api
+from megafs.server.web.listeners import Listener
 from server_api import Api
 
 
 @pytest.fixture
 def inproc(tmp_path):
-    app = App(Config(data_dir=tmp_path / "data"))
-    server = MegaHTTPServer("127.0.0.1", 0, app)
-    app.base_url = "http://127.0.0.1:%d/" % server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
-                              daemon=True)
-    thread.start()
+    app = App(Config(data_dir=tmp_path / "data", policy=Policy(hashcash_easiness=0)))
+    listeners = [Listener("127.0.0.1", 0, app, role) for role in ("api", "wait")]
+    app.urls.api, app.urls.wait = ("http://127.0.0.1:%d/" % lsn.server_address[1]
+                                   for lsn in listeners)
+    threads = [threading.Thread(target=lsn.serve_forever, kwargs={"poll_interval": 0.1},
+                                daemon=True) for lsn in listeners]
+    for thread in threads:
+        thread.start()
     yield app
     app.stop()
-    server.shutdown()
-    server.server_close()
+    for lsn in listeners:
+        lsn.shutdown()
+        lsn.server_close()
     app.close()
 
 
@@ -39,7 +44,7 @@ def test_a_bug_in_one_command_answers_minus_1_and_logs_an_error(inproc, monkeypa
     def broken(ctx, cmd):
         raise RuntimeError("planted bug")
 
-    monkeypatch.setitem(handlers.COMMANDS, "uq", broken)
+    monkeypatch.setitem(batch.COMMANDS, "uq", broken)
     with caplog.at_level(logging.INFO, logger="megafs.server"):
         resp = api.post_cs(json.dumps([{"a": "ug"}, {"a": "uq"}, {"a": "f"}]), sid=acct.sid)
     answer = resp.json()
@@ -59,7 +64,7 @@ def test_a_bug_outside_the_commands_is_http_500_or_minus_1(inproc, monkeypatch, 
         raise RuntimeError("planted bug")
 
     monkeypatch.setattr(inproc.uploads, "post", broken)
-    monkeypatch.setattr(handlers, "run_cs", broken)
+    monkeypatch.setattr(ep_api, "run_cs", broken)
     with caplog.at_level(logging.ERROR, logger="megafs.server"):
         up = requests.post(url + "/0", data=bytes(100), timeout=10)
         cs = api.post_cs(json.dumps([{"a": "ug"}]), sid=acct.sid)

@@ -17,18 +17,28 @@ import sys
 import threading
 from pathlib import Path
 
-from .app import DEFAULT_EASINESS, DEFAULT_QUOTA, DEFAULT_WAIT_TIMEOUT, App, Config
+from .app import App
+
+from .config import (DEFAULT_COMPLETION_TTL, DEFAULT_EASINESS, DEFAULT_PACKET_LOG,
+                     DEFAULT_QUOTA, DEFAULT_TRANSFER_WINDOW, DEFAULT_UPLOAD_IDLE,
+                     DEFAULT_WAIT_TIMEOUT, DELETED_TARGET, LATE_UPLOAD_POST, MAX_SECONDS, Config,
+                     Policy)
 from .faults import FaultRuleError, parse_cli_rule
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 8733
+EXIT_USAGE = 2
+EXIT_FAILED = 1
+EASINESS_MAX = 255
+SELECT_TIMEOUT = 0.5
+JOIN_TIMEOUT = 5
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*([kmgt]?)(i?b)?\s*$", re.IGNORECASE)
 
 
 def default_data_dir() -> Path:
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local",
-                                                             "share")
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"),
+                                                           ".local", "share")
     return Path(base) / "megafs-server"
 
 
@@ -53,8 +63,28 @@ def easiness_arg(text: str) -> int:
         value = int(text)
     except ValueError:
         value = -1
-    if not 0 <= value <= 255:
+    if not 0 <= value <= EASINESS_MAX:
         raise argparse.ArgumentTypeError("easiness is an integer 0-255")
+    return value
+
+
+def seconds_arg(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= MAX_SECONDS:
+        raise argparse.ArgumentTypeError("a number of seconds > 0")
+    return value
+
+
+def count_arg(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError("an integer >= 0")
     return value
 
 
@@ -63,7 +93,10 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
                         help="address to bind (default 127.0.0.1; anything else is reachable "
                              "from other machines and has no authentication)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT,
-                        help="TCP port (default %d; 0 picks a free one)" % DEFAULT_PORT)
+                        help="TCP port of the API (default %d; 0 picks a free one)"
+                             % DEFAULT_PORT)
+    parser.add_argument("--wait-port", type=int, default=0, metavar="PORT",
+                        help="TCP port of the change feed's wait URLs (default 0: a free one)")
     parser.add_argument("--data", type=Path, default=None,
                         help="state directory (default $XDG_DATA_HOME/megafs-server, i.e. "
                              "~/.local/share/megafs-server)")
@@ -76,12 +109,47 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
                              "the README's fault-injection section")
     parser.add_argument("--hashcash-easiness", type=easiness_arg, default=DEFAULT_EASINESS,
                         metavar="E",
-                        help="easiness 0-255 of X-Hashcash challenges from rules that give "
-                             "none (default %d: a few tries to solve)" % DEFAULT_EASINESS)
+                        help="easiness 0-255 of the proof of work demanded on login (`us`); "
+                             "0 = none (default %d, as in the MEGA SDK's tests)"
+                             % DEFAULT_EASINESS)
     parser.add_argument("--wait-timeout", type=float, default=DEFAULT_WAIT_TIMEOUT,
                         metavar="SECONDS",
                         help="how long the sc wait URL blocks without news (default %g)"
                              % DEFAULT_WAIT_TIMEOUT)
+    parser.add_argument("--tls", action="store_true",
+                        help="serve https transfer URLs to `u`/`g` with `ssl` (own port); a "
+                             "CA and certificate are made in DATA/tls on first run")
+    parser.add_argument("--tls-port", type=int, default=0, metavar="PORT",
+                        help="TCP port of the https transfers (default 0: a free one)")
+    parser.add_argument("--tls-api", action="store_true",
+                        help="serve the API (and wait URLs) over https too; implies --tls")
+    parser.add_argument("--transfer-quota", type=parse_size, default=0, metavar="BYTES",
+                        help="download bytes per client address and window; past it HTTP 509 "
+                             "+ X-MEGA-Time-Left (default 0: unlimited)")
+    parser.add_argument("--transfer-window", type=seconds_arg,
+                        default=DEFAULT_TRANSFER_WINDOW, metavar="SECONDS",
+                        help="window of the transfer quota (default %g)"
+                             % DEFAULT_TRANSFER_WINDOW)
+    parser.add_argument("--packet-log", type=count_arg, default=DEFAULT_PACKET_LOG,
+                        metavar="N",
+                        help="action packets kept per account; an older sn answers -6 "
+                             "(default %d)" % DEFAULT_PACKET_LOG)
+    parser.add_argument("--upload-idle", type=seconds_arg, default=DEFAULT_UPLOAD_IDLE,
+                        metavar="SECONDS",
+                        help="an upload URL without data this long expires and its bytes are "
+                             "deleted (default %g)" % DEFAULT_UPLOAD_IDLE)
+    parser.add_argument("--completion-ttl", type=seconds_arg, default=DEFAULT_COMPLETION_TTL,
+                        metavar="SECONDS",
+                        help="an upload's completion token not used by `p` this long is "
+                             "dropped with its bytes (default %g)" % DEFAULT_COMPLETION_TTL)
+    parser.add_argument("--deleted-target", choices=DELETED_TARGET, default="rubbish",
+                        help="`p` into a deleted folder: put the node in the Rubbish Bin (the "
+                             "real service; default) or answer -9 (older megafs servers)")
+    parser.add_argument("--no-temp-links", action="store_true",
+                        help="refuse `l` (export a link) from temporary accounts with -11")
+    parser.add_argument("--late-upload-post", choices=LATE_UPLOAD_POST, default="error",
+                        help="a POST to an upload URL that has completed: answer -4 (default) "
+                             "or the completion token again")
 
 
 def _url_host(host: str) -> str:
@@ -103,29 +171,65 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def run(args: argparse.Namespace) -> int:
-    from .http import MegaHTTPServer   # after argument parsing: keeps --help fast
+def build_config(args: argparse.Namespace) -> Config:
+    policy = Policy(hashcash_easiness=args.hashcash_easiness, deleted_target=args.deleted_target,
+                    temp_account_links=not args.no_temp_links,
+                    late_upload_post=args.late_upload_post,
+                    transfer_quota=args.transfer_quota, transfer_window=args.transfer_window,
+                    packet_log=args.packet_log, upload_idle=args.upload_idle,
+                    completion_ttl=args.completion_ttl)
+    return Config(data_dir=Path(args.data or default_data_dir()), host=args.host,
+                  port=args.port, wait_port=args.wait_port, tls=args.tls or args.tls_api,
+                  tls_api=args.tls_api, tls_port=args.tls_port, quota=args.quota,
+                  wait_timeout=args.wait_timeout,
+                  faults=[rule for group in args.fault for rule in group], policy=policy)
 
-    data_dir = args.data or default_data_dir()
+
+def run(args: argparse.Namespace) -> int:
+    from .web.listeners import Listener   # after argument parsing: keeps --help fast
+    from .tls import TlsError, ensure_certificates
+
     if args.wait_timeout <= 0:
         print("megafs serve: --wait-timeout must be positive", file=sys.stderr)
-        return 2
-    rules = [rule for group in args.fault for rule in group]
-    app = App(Config(data_dir=Path(data_dir), host=args.host, port=args.port, quota=args.quota,
-                     hashcash_easiness=args.hashcash_easiness,
-                     wait_timeout=args.wait_timeout, faults=rules))
+        return EXIT_USAGE
+    config = build_config(args)
+    tls = None
+    if config.tls:
+        try:
+            tls = ensure_certificates(config.data_dir, args.host)
+        except TlsError as exc:
+            print("megafs serve: %s" % exc, file=sys.stderr)
+            return EXIT_FAILED
+    app = App(config)
+    listeners: list[Listener] = []
+    context = tls.context() if tls is not None else None
     try:
-        server = MegaHTTPServer(args.host, args.port, app)
+        api = Listener(args.host, args.port, app, "api", context if config.tls_api else None)
+        listeners.append(api)
+        listeners.append(Listener(args.host, args.wait_port, app, "wait",
+                                  context if config.tls_api else None))
+        if tls is not None:
+            listeners.append(Listener(args.host, args.tls_port, app, "transfers", context,
+                                      buffers=api.buffers))
     except OSError as exc:
+        for listener in listeners:
+            listener.server_close()
         app.close()
-        print("megafs serve: cannot listen on %s:%d: %s" % (args.host, args.port, exc.strerror),
+        print("megafs serve: cannot listen on %s: %s" % (args.host, exc.strerror),
               file=sys.stderr)
-        return 1
-    port = server.server_address[1]
-    app.base_url = "http://%s:%d/" % (_url_host(args.host), port)
+        return EXIT_FAILED
+    host = _url_host(args.host)
+    bases = ["%s://%s:%d/" % (lsn.scheme, host, lsn.server_address[1]) for lsn in listeners]
+    app.urls.api, app.urls.wait = bases[0], bases[1]
+    if tls is not None:
+        app.urls.secure_transfers, app.urls.ca_file = bases[2], str(tls.ca)
     if not _is_loopback(args.host):
         log.warning("listening on %s: the server has no authentication and anyone who can "
                     "reach this address can use it", args.host)
+    return _serve(app, listeners)
+
+
+def _serve(app: App, listeners: list) -> int:
     # Signal-safe shutdown: the handler only flips a flag (re-entrant: a second signal
     # arriving inside the first handler is harmless), and the C-level wakeup fd wakes the main
     # loop's select() at once.  Calling threading.Event.set() from the handler deadlocked the
@@ -142,16 +246,28 @@ def run(args: argparse.Namespace) -> int:
     previous_fd = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
-                              name="megafs-serve", daemon=True)
-    thread.start()
-    print(app.base_url, flush=True)
-    log.info("serving the MEGA API at %s (data in %s, quota %d bytes%s)", app.base_url,
-             data_dir, args.quota, ", %d fault rule(s)" % len(rules) if rules else "")
+    threads = [threading.Thread(target=lsn.serve_forever, kwargs={"poll_interval": 0.2},
+                                name="megafs-serve-" + lsn.role, daemon=True)
+               for lsn in listeners]
+    for thread in threads:
+        thread.start()
+    app.start()
+    print(app.urls.api, flush=True)
+    policy = app.policy
+    log.info("serving the MEGA API at %s, wait URLs at %s (data in %s, quota %d bytes, "
+             "hashcash easiness %d%s)", app.urls.api, app.urls.wait, app.config.data_dir,
+             app.config.quota, policy.hashcash_easiness,
+             ", %d fault rule(s)" % len(app.config.faults) if app.config.faults else "")
+    if app.urls.ca_file:
+        print("megafs serve: https transfers at %s; trust the CA %s (e.g. "
+              "REQUESTS_CA_BUNDLE=%s)" % (app.urls.secure_transfers, app.urls.ca_file,
+                                          app.urls.ca_file), file=sys.stderr, flush=True)
+        log.info("https transfers at %s, CA certificate %s", app.urls.secure_transfers,
+                 app.urls.ca_file)
     try:
         while not stopping:
             try:
-                select.select([wake_r], [], [], 0.5)
+                select.select([wake_r], [], [], SELECT_TIMEOUT)
                 os.read(wake_r, 512)
             except (BlockingIOError, InterruptedError):
                 pass
@@ -161,8 +277,10 @@ def run(args: argparse.Namespace) -> int:
         os.close(wake_w)
     log.info("stopping")
     app.stop()
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
+    for lsn in listeners:
+        lsn.shutdown()
+        lsn.server_close()
+    for thread in threads:
+        thread.join(JOIN_TIMEOUT)
     app.close()
     return 0

@@ -15,7 +15,9 @@ Actions allowed per ``where``:
 cs         ``error`` (``level`` "batch" (default): bare int body; "command": only the
            result of ``command`` is replaced), ``http``, ``drop``, ``hashcash``
 upload     ``error`` (body), ``http``, ``drop`` (close mid-body), ``expire`` (-8 forever)
-download   ``error`` (body), ``http``, ``drop`` (close mid-body), ``tamper``, ``truncate``
+download   ``error`` (body), ``http``, ``drop`` (close mid-body), ``tamper``, ``truncate``,
+           ``framing`` ("chunked": no Content-Length, chunked encoding; "close": no
+           Content-Length, the end of the body is the end of the connection)
 sc         ``error`` (bare int body), ``http``, ``drop``
 =========  ==========================================================================
 
@@ -27,7 +29,8 @@ request sequence always fail the same requests.  Rules are tried in order; delay
 add up, and the first rule with a failing action that fires decides.
 
 This module decides only; the HTTP layer carries the decision out.  It never uses the
-``random`` module (determinism comes from the seed, unpredictability is not needed).
+``random`` module (determinism comes from the seed, unpredictability is not needed).  The web
+layer carries decisions out in one place (``web/fault_apply.py``).
 """
 from __future__ import annotations
 
@@ -41,16 +44,18 @@ from typing import Any, Iterable
 log = logging.getLogger(__name__)
 
 WHERE = ("cs", "upload", "download", "sc")
-ACTIONS = ("error", "http", "drop", "expire", "hashcash", "tamper", "truncate")
+ACTIONS = ("error", "http", "drop", "expire", "hashcash", "tamper", "truncate", "framing")
 ALLOWED = {
     "cs": {"error", "http", "drop", "hashcash"},
     "upload": {"error", "http", "drop", "expire"},
-    "download": {"error", "http", "drop", "tamper", "truncate"},
+    "download": {"error", "http", "drop", "tamper", "truncate", "framing"},
     "sc": {"error", "http", "drop"},
 }
 KEYS = {"where", "command", "level", "delay", "count", "rate", "seed"} | set(ACTIONS)
 LOGIN_COMMANDS = ("us", "up")
+FRAMINGS = ("chunked", "close")
 MAX_DELAY = 600.0
+HTTP_STATUS_MIN, HTTP_STATUS_MAX = 400, 599
 
 
 class FaultRuleError(ValueError):
@@ -62,7 +67,7 @@ class Rule:
     index: int
     where: str
     action: str | None           # None: a delay-only rule
-    value: Any                   # error code, HTTP status, hashcash easiness, or True
+    value: Any                   # error code, HTTP status, easiness, framing, or True
     command: str | None = None
     level: str = "batch"
     delay: float = 0.0
@@ -153,13 +158,16 @@ def parse_rule(obj: Any, index: int = 0) -> Rule:
         if not _is_int(value) or value >= 0:
             raise FaultRuleError("rule %d: 'error' must be a negative MEGA error code" % index)
     elif action == "http":
-        if not _is_int(value) or not 400 <= value <= 599:
+        if not _is_int(value) or not HTTP_STATUS_MIN <= value <= HTTP_STATUS_MAX:
             raise FaultRuleError("rule %d: 'http' must be a status code 400-599" % index)
     elif action == "hashcash":
         if value is True:
             value = None  # the server's --hashcash-easiness
         elif not _is_int(value) or not 0 <= value <= 255:
             raise FaultRuleError("rule %d: 'hashcash' must be an easiness 0-255 or true" % index)
+    elif action == "framing":
+        if value not in FRAMINGS:
+            raise FaultRuleError("rule %d: 'framing' must be \"chunked\" or \"close\"" % index)
     elif action is not None and value is not True:
         raise FaultRuleError("rule %d: %r must be true" % (index, action))
     command = obj.get("command")

@@ -1,0 +1,47 @@
+"""The server-client channel: ``sc?sn=..&sid=..`` answers the action packets after ``sn``, or,
+when there are none, a wait URL on the wait listener (its own port, as the real wait URLs are
+on another host: protocol reference §11.1).
+
+An ``sn`` older than the oldest packet still kept for the account answers ``-6`` (ETOOMANY:
+the client has fallen too far behind and must reload the tree with ``f``; meganz/sdk
+src/megaclient.cpp; protocol reference §11.1).  The log is bounded by ``State.prune_packets``.
+"""
+from __future__ import annotations
+
+import logging
+
+from ...errors import ApiCode
+from ..db import decode_sn, encode_sn
+from ..store import State
+from .batch import dumps
+
+log = logging.getLogger(__name__)
+
+MAX_SC_PACKETS = 1000
+
+
+def run_sc(state: State, *, sid: str | None, sn: str | None, wait_base: str
+           ) -> tuple[bytes, bool]:
+    """Answer one poll: (body, is_warning)."""
+    if sid is None:
+        return dumps(ApiCode.ESID), False
+    with state.lock:
+        tx = state.read()
+        uh = tx.session_user(sid)
+        if uh is None:
+            return dumps(ApiCode.ESID), False
+        if sn is None:
+            log.warning("sc: no 'sn' parameter; answering -2")
+            return dumps(ApiCode.EARGS), True
+        seq = decode_sn(sn)
+        if seq is None:
+            log.warning("sc: malformed 'sn' %r; answering -2", sn[:20])
+            return dumps(ApiCode.EARGS), True
+        floor = tx.packet_floor(uh)
+        if seq < floor:
+            log.info("sc: sn %s of %s is older than its packet log; answering -6", sn, uh)
+            return dumps(ApiCode.ETOOMANY), False
+        packets = tx.packets_after(uh, seq, MAX_SC_PACKETS)
+    if packets:
+        return dumps({"a": [p for _, p in packets], "sn": encode_sn(packets[-1][0])}), False
+    return dumps({"w": "%swsc/%s/%s" % (wait_base, uh, sn), "sn": sn}), False

@@ -1,0 +1,161 @@
+"""Node tree commands: ``f`` (the whole tree), ``p`` (new files and folders), ``a`` (attributes),
+``m`` (move) and ``d`` (delete).  Each emits the action packets other sessions see.
+
+``p`` into a folder that was deleted meanwhile puts the new nodes in the Rubbish Bin, as the
+real service does (protocol reference §7.6, from meganz/sdk src/commands.cpp; issue 11); the
+policy ``deleted_target: "enoent"`` restores the older answer ``-9``.  A target handle that
+never was a folder of this account is ``-9`` either way.
+"""
+from __future__ import annotations
+
+import logging
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+from ...errors import ApiCode
+from ..db import CONTAINER_TYPES, FILE, FOLDER, encode_sn
+from .base import (MAX_ATTR_CHARS, Ctx, Fail, arg_b64, arg_int, arg_str, completion_bytes,
+                   not_root, opt_str, origin, own_node, wire_node)
+
+log = logging.getLogger(__name__)
+
+
+def cmd_f(ctx: Ctx, cmd: dict) -> Any:
+    uh = ctx.user()
+    nodes = [wire_node(r) for r in ctx.tx.account_nodes(uh)]
+    public = [{"h": r["h"], "ph": r["ph"], "ts": r["ts"]} for r in ctx.tx.public_handles(uh)]
+    return {"f": nodes, "ok": [], "s": [], "u": [{"u": uh, "c": 2, "m": ""}], "ph": public,
+            "sn": encode_sn(ctx.tx.current_seq())}
+
+
+@dataclass
+class _NewNode:
+    t: int
+    a: str
+    k: str
+    parent_ref: str | None
+    placeholder: str | None
+    size: int | None = None
+    blob: str | None = None
+    token: bytes | None = None
+
+
+def _container(ctx: Ctx, h: str | None, what: str) -> sqlite3.Row:
+    """The folder ``h`` names, or the Rubbish Bin if it was deleted (policy permitting)."""
+    uh = ctx.user()
+    row = ctx.tx.node(h, uh)
+    if row is None:
+        if ctx.policy.deleted_target == "rubbish" and ctx.tx.was_deleted(h, uh):
+            log.info("p: %s %s was deleted; the new node goes to the Rubbish Bin", what, h)
+            return ctx.tx.rubbish_bin(uh)
+        raise Fail(ApiCode.ENOENT, "unknown %s" % what)
+    if row["t"] not in CONTAINER_TYPES:
+        raise Fail(ApiCode.EARGS, "%s is not a folder" % what)
+    return row
+
+
+def _plan(ctx: Ctx, item: Any, tokens: set[bytes]) -> _NewNode:
+    uh = ctx.user()
+    if not isinstance(item, dict):
+        raise Fail(ApiCode.EARGS, "each item of 'n' must be an object")
+    t = arg_int(item, "t")
+    if t not in (FILE, FOLDER):
+        raise Fail(ApiCode.EARGS, "item type must be 0 (file) or 1 (folder)")
+    a = arg_b64(item, "a", block=16, max_chars=MAX_ATTR_CHARS)
+    k = arg_b64(item, "k", lengths=(32,) if t == FILE else (16,))
+    plan = _NewNode(t=t, a=a, k=k, parent_ref=opt_str(item, "p"), placeholder=None)
+    if t == FOLDER:
+        plan.placeholder = opt_str(item, "h")
+    elif "h" not in item and "ph" in item:
+        source = ctx.tx.public_node(arg_str(item, "ph"))
+        if source is None or source["t"] != FILE:
+            raise Fail(ApiCode.ENOENT, "unknown public handle")
+        plan.size, plan.blob = source["s"], source["blob"]
+    else:
+        token = completion_bytes(arg_str(item, "h"))
+        done = ctx.tx.completion(token) if token else None
+        if token is None or done is None or done["uh"] != uh:
+            raise Fail(ApiCode.EARGS, "unknown completion token")
+        if done["node"] is not None or token in tokens:
+            raise Fail(ApiCode.EARGS, "completion token already used")
+        tokens.add(token)
+        plan.size, plan.blob, plan.token = done["size"], done["blob"], token
+    return plan
+
+
+def cmd_p(ctx: Ctx, cmd: dict) -> Any:
+    """Create nodes: files from completion tokens (or public handles), folders with
+    placeholder handles that later items of the same ``n`` may name as their ``p``."""
+    uh = ctx.user()
+    target_h = arg_str(cmd, "t")
+    items = cmd.get("n")
+    if not isinstance(items, list) or not items:
+        raise Fail(ApiCode.EARGS, "'n' must be a non-empty array")
+    target = _container(ctx, target_h, "target")
+    tokens: set[bytes] = set()
+    plans = [_plan(ctx, item, tokens) for item in items]
+    total = sum(plan.size or 0 for plan in plans)
+    if ctx.tx.used_bytes(uh) + total > ctx.tx.quota(uh):
+        raise Fail(ApiCode.EOVERQUOTA, "new files of %d bytes would exceed the quota" % total)
+    placeholders: dict[str, str] = {}
+    created = []
+    for plan in plans:
+        parent = target["h"]
+        if plan.parent_ref is not None and plan.parent_ref not in (target_h, target["h"]):
+            if plan.parent_ref in placeholders:
+                parent = placeholders[plan.parent_ref]
+            else:
+                parent = _container(ctx, plan.parent_ref, "parent in 'n'")["h"]
+        row = ctx.tx.insert_node(uh=uh, p=parent, t=plan.t, a=plan.a, k=plan.k, s=plan.size,
+                                 blob=plan.blob)
+        if plan.placeholder:
+            placeholders[plan.placeholder] = row["h"]
+        if plan.token is not None:
+            ctx.tx.use_completion(plan.token, row["h"])
+        created.append(wire_node(row))
+    ctx.tx.emit(uh, origin(cmd, {"a": "t", "t": {"f": created}, "ou": uh}))
+    return {"f": created}
+
+
+def cmd_a(ctx: Ctx, cmd: dict) -> Any:
+    """Replace a node's attributes with ``at`` (legacy clients send ``attr``; their ``key`` is
+    ignored: keys never change)."""
+    uh = ctx.user()
+    row = own_node(ctx, cmd)
+    not_root(row)
+    key = "at" if "at" in cmd or "attr" not in cmd else "attr"
+    at = arg_b64(cmd, key, block=16, max_chars=MAX_ATTR_CHARS)
+    ctx.tx.set_attrs(row["h"], at)
+    ctx.tx.emit(uh, origin(cmd, {"a": "u", "n": row["h"], "u": uh, "at": at,
+                                 "ts": row["ts"]}))
+    return 0
+
+
+def cmd_m(ctx: Ctx, cmd: dict) -> Any:
+    uh = ctx.user()
+    row = own_node(ctx, cmd)
+    not_root(row)
+    target = ctx.tx.node(arg_str(cmd, "t"), uh)
+    if target is None:
+        raise Fail(ApiCode.ENOENT, "unknown target")
+    if target["t"] not in CONTAINER_TYPES:
+        raise Fail(ApiCode.EARGS, "target is not a folder")
+    subtree = ctx.tx.subtree(row["h"])
+    if target["h"] in {r["h"] for r in subtree}:
+        raise Fail(ApiCode.ECIRCULAR, "cannot move a folder into itself")
+    ctx.tx.move_node(row["h"], target["h"])
+    moved = [wire_node(r) for r in ctx.tx.subtree(row["h"])]
+    ctx.tx.emit(uh, origin(cmd, {"a": "d", "n": row["h"], "m": 1, "ou": uh}))
+    ctx.tx.emit(uh, origin(cmd, {"a": "t", "t": {"f": moved}, "ou": uh}))
+    return 0
+
+
+def cmd_d(ctx: Ctx, cmd: dict) -> Any:
+    """Delete a node and its whole subtree (frees quota; blobs go once unreferenced)."""
+    uh = ctx.user()
+    row = own_node(ctx, cmd)
+    not_root(row)
+    ctx.tx.delete_nodes(ctx.tx.subtree(row["h"]))
+    ctx.tx.emit(uh, origin(cmd, {"a": "d", "n": row["h"], "ou": uh}))
+    return 0

@@ -1,0 +1,148 @@
+"""The API endpoints: ``POST /cs`` (command batches, behind the login hashcash gate), the
+``sc`` poll and the wait URL.
+
+Login proof of work: a batch holding one of the policy's ``hashcash_commands`` (default
+``us``) without a valid ``X-Hashcash`` answer gets HTTP 402 and a challenge of the policy's
+easiness, as the real service answers logins (issue 11; meganz/sdk src/hashcash.cpp).  The
+fault rules are decided first, so a rule may demand proof of work elsewhere or at another
+easiness.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+from typing import TYPE_CHECKING, Any
+
+from ...errors import ApiCode
+from ..commands.base import Bases, Ctx
+from ..commands.batch import command_names, run_cs
+from ..commands.sc import run_sc
+from ..db import decode_sn
+from .endpoint import Endpoint, Prepared, StreamEffect
+from .fault_apply import challenge
+from .request import JSON_TYPE, TEXT_TYPE, Request
+
+if TYPE_CHECKING:
+    from ..app import App
+
+log = logging.getLogger(__name__)
+
+CS_BODY_LIMIT = 64 << 20
+_HOST_RE = re.compile(r"^[A-Za-z0-9.\-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$")
+
+
+def own_base(app: "App", req: Request) -> str:
+    """The base URL of the listener as this client named it (so URLs in answers work through
+    a forwarding proxy), or the bound address if the Host header is unusable."""
+    host = req.headers.get("Host", "")
+    if host and _HOST_RE.match(host):
+        return "%s://%s/" % (req.listener.scheme, host)
+    return app.urls.api
+
+
+class CsEndpoint(Endpoint):
+    channel = "cs"
+    kind = "cs"
+
+    def prepare(self, app: "App", req: Request) -> Prepared | None:
+        body = req.read_body(CS_BODY_LIMIT)
+        if body is None:
+            log.warning("cs: request body over %d bytes; answering -2", CS_BODY_LIMIT)
+            app.stats.bump("bad_requests")
+            req.reply(200, b"%d" % ApiCode.EARGS, JSON_TYPE)
+            return None
+        try:
+            batch: Any = json.loads(body)
+            parsed = True
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            batch, parsed = None, False
+        names = command_names(batch)
+        for name in names:
+            app.stats.command(name)
+        prep = Prepared(commands=names, data=(body, batch, parsed))
+        answer = req.headers.get("X-Hashcash")
+        if answer is not None:
+            verdict = app.hashcash.verify(answer)
+            prep.hashcash_ok = verdict == "ok"
+            app.stats.bump("hashcash_solved" if prep.hashcash_ok else "hashcash_rejected")
+            if not prep.hashcash_ok:
+                log.warning("cs: X-Hashcash answer refused (%s challenge)", verdict)
+        return prep
+
+    def serve(self, app: "App", req: Request, prep: Prepared,
+              effect: StreamEffect | None) -> None:
+        body, batch, parsed = prep.data
+        easiness = app.policy.hashcash_easiness
+        if easiness and not prep.hashcash_ok and \
+                set(prep.commands) & set(app.policy.hashcash_commands):
+            app.stats.bump("hashcash_login")
+            challenge(app, req, easiness)
+            return
+        if not parsed:
+            log.warning("cs: request body is not valid JSON (%d bytes); answering -2", len(body))
+            app.stats.bump("bad_requests")
+            req.reply(200, b"%d" % ApiCode.EARGS, JSON_TYPE)
+            return
+        if "n" in req.query:
+            log.warning("cs: folder-link sessions (n=) are not supported; answering -2")
+            app.stats.bump("bad_requests")
+            req.reply(200, b"%d" % ApiCode.EARGS, JSON_TYPE)
+            return
+        bases = Bases(transfers=own_base(app, req), secure_transfers=app.urls.secure_transfers,
+                      wait=app.urls.wait)
+
+        def make_ctx(**kw: Any) -> Ctx:
+            return Ctx(bases=bases, policy=app.policy, meter=app.meter, client=req.client, **kw)
+
+        result = run_cs(app.state, batch=batch, raw_body=body, sid=req.query.get("sid") or None,
+                        rid=req.query.get("id") or None, make_ctx=make_ctx,
+                        command_fault=app.faults.command_error)
+        if result.replayed:
+            app.stats.bump("replays")
+        if result.warnings:
+            app.stats.bump("bad_requests", result.warnings)
+        if result.internal_errors:
+            app.stats.bump("internal_errors", result.internal_errors)
+        req.reply(200, result.body, JSON_TYPE)
+
+
+class PollEndpoint(Endpoint):
+    """``sc?sn=..&sid=..`` (also ``wsc?...`` on the API host): packets or a wait URL."""
+
+    channel = "sc"
+    kind = "sc"
+
+    def prepare(self, app: "App", req: Request) -> Prepared | None:
+        req.discard_body()
+        return Prepared(sub="sc")
+
+    def serve(self, app: "App", req: Request, prep: Prepared,
+              effect: StreamEffect | None) -> None:
+        body, warned = run_sc(app.state, sid=req.query.get("sid") or None,
+                              sn=req.query.get("sn"), wait_base=app.urls.wait)
+        if warned:
+            app.stats.bump("bad_requests")
+        req.reply(200, body, JSON_TYPE)
+
+
+class WaitEndpoint(Endpoint):
+    """The wait URL: returns (empty body) once the account has packets after ``sn``, or after
+    ``--wait-timeout`` seconds, or at once for an unknown account or a malformed ``sn``."""
+
+    channel = "sc"
+    kind = "wait"
+
+    def prepare(self, app: "App", req: Request) -> Prepared | None:
+        req.discard_body()
+        return Prepared(sub="wait")
+
+    def serve(self, app: "App", req: Request, prep: Prepared,
+              effect: StreamEffect | None) -> None:
+        uh, sn = req.params["uh"], req.params["sn"]
+        seq = decode_sn(sn)
+        with app.state.lock:
+            known = app.state.read().account(uh) is not None
+        if seq is not None and known:
+            app.state.wait_for_packets(uh, seq, app.config.wait_timeout)
+        req.reply(200, b"", TEXT_TYPE)
