@@ -92,9 +92,14 @@ def solve_hashcash(challenge: str, workers: int = 0) -> str:
 
 
 class Api:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, verify: str | None = None) -> None:
+        """``verify``: a CA file to trust (a ``--tls`` server's); it then replaces the
+        environment's REQUESTS_CA_BUNDLE, which requests would otherwise prefer."""
         self.url = url
         self.http = requests.Session()
+        if verify is not None:
+            self.http.verify = verify
+            self.http.trust_env = False
         self.hashcash_solved = 0
 
     def close(self) -> None:

@@ -87,14 +87,20 @@ class ServerProcess:
 
     # --- control endpoint -------------------------------------------------------------------
     def control(self, path: str, payload) -> dict:
-        resp = requests.post(self.url + "_megafs/" + path, data=json.dumps(payload), timeout=10)
+        resp = requests.post(self.url + "_megafs/" + path, data=json.dumps(payload), timeout=10,
+                             verify=self._verify())
         resp.raise_for_status()
         return resp.json()
+
+    def _verify(self) -> str | bool:
+        """requests' ``verify`` for the control endpoints (``--tls-api`` serves them https);
+        an explicit path wins over the environment's REQUESTS_CA_BUNDLE only per request."""
+        return str(self.data_dir / "tls" / "ca.pem") if self.url.startswith("https") else True
 
     def info(self) -> dict:
         """The listeners' base URLs (``api``, ``wait``, ``secure_transfers``) and ``ca_file``."""
         if getattr(self, "_info", None) is None:
-            resp = requests.get(self.url + "_megafs/info", timeout=10)
+            resp = requests.get(self.url + "_megafs/info", timeout=10, verify=self._verify())
             resp.raise_for_status()
             self._info = resp.json()
         return dict(self._info)
@@ -118,13 +124,13 @@ class ServerProcess:
     def options(self, changes: dict | None = None) -> dict:
         """Change run-time policies (``megafs/server/config.py`` Policy); return them all."""
         if changes is None:
-            resp = requests.get(self.url + "_megafs/options", timeout=10)
+            resp = requests.get(self.url + "_megafs/options", timeout=10, verify=self._verify())
             resp.raise_for_status()
             return resp.json()
         return self.control("options", changes)
 
     def stats(self) -> dict:
-        resp = requests.get(self.url + "_megafs/stats", timeout=10)
+        resp = requests.get(self.url + "_megafs/stats", timeout=10, verify=self._verify())
         resp.raise_for_status()
         return resp.json()
 

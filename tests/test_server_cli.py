@@ -183,5 +183,7 @@ def test_help_lists_the_options():
     out = subprocess.run([sys.executable, "-m", "megafs", "serve", "--help"], cwd=ROOT,
                          capture_output=True, text=True, timeout=30).stdout
     for option in ("--host", "--port", "--data", "--quota", "--fault", "--hashcash-easiness",
-                   "--wait-timeout"):
+                   "--wait-timeout", "--wait-port", "--tls", "--tls-api", "--transfer-quota",
+                   "--packet-log", "--upload-idle", "--completion-ttl", "--deleted-target",
+                   "--no-temp-links", "--late-upload-post"):
         assert option in out

@@ -60,8 +60,8 @@ def test_parallel_out_of_order_posts_with_checksums(api, acct, root):
         answers = list(pool.map(post, spans))
     tokens = [a for a in answers if a]
     assert len(tokens) == 1 and len(tokens[0]) == 36 and tokens[0] != b"0"
-    node = api.call({"a": "p", "t": root, "n": [Api.file_item(acct, tokens[0].decode(), enc,
-                                                               "par")]}, sid=acct.sid)["f"][0]
+    item = Api.file_item(acct, tokens[0].decode(), enc, "par")
+    node = api.call({"a": "p", "t": root, "n": [item]}, sid=acct.sid)["f"][0]
     got = api.download(api.call({"a": "g", "g": 1, "n": node["h"]}, sid=acct.sid)["g"])
     assert decrypt_and_verify(enc.key, got) == enc.plaintext
 
@@ -127,8 +127,8 @@ def test_zero_byte_file(api, acct, root):
     url = api.upload_url(acct, 0)
     token = api.post_chunk(url, 0, b"", checksum_b64(b"")).content
     assert len(token) == 36
-    node = api.call({"a": "p", "t": root, "n": [Api.file_item(acct, token.decode(), enc,
-                                                               "empty")]}, sid=acct.sid)["f"][0]
+    item = Api.file_item(acct, token.decode(), enc, "empty")
+    node = api.call({"a": "p", "t": root, "n": [item]}, sid=acct.sid)["f"][0]
     assert node["s"] == 0
     info = api.call({"a": "g", "g": 1, "n": node["h"]}, sid=acct.sid)
     assert info["s"] == 0 and api.download(info["g"]) == b""
@@ -146,8 +146,8 @@ def test_a_post_after_completion_answers_minus_4_and_the_token_stays_valid(api, 
     assert api.post_chunk(url, 0, enc.ciphertext[:131072]).content == b"-4"   # resent
     assert api.post_chunk(url, 131072, enc.ciphertext[131072:]).content == b"-4"   # late worker
     root = api.roots(acct)[2]
-    node = api.call({"a": "p", "t": root, "n": [Api.file_item(acct, token.decode(), enc,
-                                                               "late")]}, sid=acct.sid)["f"][0]
+    item = Api.file_item(acct, token.decode(), enc, "late")
+    node = api.call({"a": "p", "t": root, "n": [item]}, sid=acct.sid)["f"][0]
     info = api.call({"a": "g", "g": 1, "n": node["h"]}, sid=acct.sid)
     assert decrypt_and_verify(enc.key, api.download(info["g"])) == enc.plaintext
 

@@ -40,7 +40,7 @@ class App:
         recover(self.state, self.policy)
         self.faults = Faults(config.faults)
         self.stats = Stats()
-        self.hashcash = Hashcash()
+        self.hashcash = Hashcash(self.policy)
         self.uploads = Uploads(self.state, self.policy)
         self.meter = TransferMeter(self.policy)
         self.janitor = Janitor(self.state, self.uploads, self.policy, self.stats)

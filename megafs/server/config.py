@@ -62,8 +62,8 @@ def _flag(value: Any) -> bool:
 
 
 def _commands(value: Any) -> tuple[str, ...]:
-    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v
-                                                        for v in value):
+    names_ok = isinstance(value, (list, tuple)) and all(isinstance(v, str) and v for v in value)
+    if not names_ok:
         raise ValueError("must be a list of command names")
     return tuple(value)
 
@@ -74,6 +74,7 @@ class Policy:
 
     hashcash_easiness: int = DEFAULT_EASINESS     # login challenges; 0 = none
     hashcash_commands: tuple[str, ...] = ("us",)  # batches holding one of these are challenged
+    hashcash_ttl: float = HASHCASH_TTL            # a challenge's life
     deleted_target: str = "rubbish"     # `p` into a deleted folder: Rubbish Bin, or -9
     temp_account_links: bool = True     # False: `l` from temporary accounts answers -11
     late_upload_post: str = "error"     # POST to a completed upload URL: -4, or the token again
@@ -86,6 +87,7 @@ class Policy:
 
     CHECKS = {
         "hashcash_easiness": _easiness, "hashcash_commands": _commands,
+        "hashcash_ttl": _seconds,
         "deleted_target": _choice(DELETED_TARGET), "temp_account_links": _flag,
         "late_upload_post": _choice(LATE_UPLOAD_POST), "transfer_quota": _count,
         "transfer_window": _seconds, "packet_log": _count, "upload_idle": _seconds,

@@ -153,7 +153,7 @@ def parse_rule(obj: Any, index: int = 0) -> Rule:
     if action is not None and action not in ALLOWED[where]:
         raise FaultRuleError("rule %d: action %r is not available for where=%r (allowed: %s)"
                              % (index, action, where, ", ".join(sorted(ALLOWED[where]))))
-    value = obj.get(action) if action else None
+    value: Any = obj.get(action) if action else None
     if action == "error":
         if not _is_int(value) or value >= 0:
             raise FaultRuleError("rule %d: 'error' must be a negative MEGA error code" % index)

@@ -4,7 +4,7 @@ disk use bounded by the live data.
 What goes, and when (TTLs are policies; the real service's are not published, see DESIGN.md):
 
 * the part file of an upload with no POST for ``upload_idle`` seconds (abandoned); the URL
-  answers ``-8`` from then on, and is forgotten (404) after another ``upload_idle``;
+  answers ``-8`` from then on, and is forgotten (404) ``upload_idle`` seconds after expiring;
 * the part file of an upload expired by a fault rule: at once (``Uploads.expire``);
 * the blob of a completion token not used by a ``p`` within ``completion_ttl`` (an upload
   superseded by another one, or whose client gave up); the token then answers ``-2`` in ``p``;
@@ -125,8 +125,8 @@ class Janitor:
     def _forget_old_rows(self) -> dict[str, int]:
         stamp = now()
         with self.state.transaction() as tx:
-            expired = tx.execute("SELECT token FROM uploads WHERE expired=1 AND created<?",
-                                 (stamp - 2 * self.policy.upload_idle,)).fetchall()
+            expired = tx.execute("SELECT token FROM uploads WHERE expired>0 AND expired<?",
+                                 (stamp - self.policy.upload_idle,)).fetchall()
             for row in expired:
                 tx.execute("DELETE FROM uploads WHERE token=?", (row["token"],))
             replays = tx.execute("DELETE FROM replay WHERE created<?",

@@ -185,8 +185,9 @@ class State:
     def expire_upload(self, token: str) -> int:
         """The upload URL answers -8 from now on; its bytes are deleted at once."""
         with self.lock:
-            self.db.execute("UPDATE uploads SET expired=1 WHERE token=? AND blob IS NULL",
-                            (token,))
+            # ``expired`` holds when (0: not expired), so the janitor can forget it later
+            self.db.execute("UPDATE uploads SET expired=? WHERE token=? AND blob IS NULL",
+                            (now(), token))
         return self.remove_part(token)
 
     def complete_upload(self, up: Upload, ranges: list[list[int]], completion: bytes) -> str:

@@ -76,9 +76,8 @@ def _openssl(*args: str) -> None:
     try:
         subprocess.run([exe, *args], check=True, capture_output=True, timeout=OPENSSL_TIMEOUT)
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
-        detail = getattr(exc, "stderr", b"") or b""
-        raise TlsError("openssl %s failed: %s" % (args[0], detail.decode(errors="replace")
-                                                   .strip()[-300:])) from None
+        detail = (getattr(exc, "stderr", b"") or b"").decode(errors="replace").strip()
+        raise TlsError("openssl %s failed: %s" % (args[0], detail[-300:])) from None
 
 
 def ensure_certificates(data_dir: Path, host: str) -> TlsFiles:

@@ -6,6 +6,7 @@ wait for the commit (deleting blob files) are queued with ``after_commit``.
 """
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 from contextlib import contextmanager
@@ -26,13 +27,13 @@ class Tx:
 
     state: "State"
     db: sqlite3.Connection
-    _after: list[Callable[[], None]] = field(default_factory=list)
+    _after: list[Callable[[], object]] = field(default_factory=list)
     packets: dict[str, int] = field(default_factory=dict)    # packets emitted per account
 
     def execute(self, sql: str, params: tuple | list = ()) -> sqlite3.Cursor:
         return self.db.execute(sql, params)
 
-    def after_commit(self, action: Callable[[], None]) -> None:
+    def after_commit(self, action: Callable[[], object]) -> None:
         self._after.append(action)
 
     @contextmanager
@@ -163,7 +164,7 @@ class Tx:
         self.db.executemany("INSERT OR REPLACE INTO deleted (h, uh, ts) VALUES (?,?,?)",
                             [(r["h"], r["uh"], stamp) for r in rows if r["t"] == FOLDER])
         for blob in {r["blob"] for r in rows if r["blob"]}:
-            self.after_commit(lambda blob=blob: self.state.collect_blob(blob))
+            self.after_commit(functools.partial(self.state.collect_blob, blob))
 
     def rubbish_bin(self, uh: str) -> sqlite3.Row:
         return self.root(uh, RUBBISH)

@@ -78,8 +78,8 @@ class Uploads:
         self.policy = policy
         self._entries: dict[str, _Entry] = {}
         self._entries_guard = threading.Lock()
-        self._activity: dict[str, float] = {}       # token -> monotonic time of the last POST
-        self.started = time.monotonic()
+        self._activity: dict[str, float] = {}       # token -> wall-clock time of the last POST
+        self.started = time.time()
         self.completed = 0
         self.bytes_received = 0
         self.direct = O_DIRECT != 0     # until the filesystem refuses O_DIRECT
@@ -93,14 +93,15 @@ class Uploads:
                                 if not e.writing and not e.completing]:
                         del self._entries[key]
                 entry = self._entries[token] = _Entry()
-            self._activity[token] = time.monotonic()
+            self._activity[token] = time.time()
             return entry
 
-    def idle_for(self, token: str) -> float:
-        """Seconds since the last POST to ``token`` (since start-up if none was seen)."""
+    def idle_for(self, token: str, created: int) -> float:
+        """Seconds since the last POST to ``token``, or since it was made (``created``, whole
+        seconds, so one more) or this process started, whichever came last."""
         with self._entries_guard:
-            last = self._activity.get(token, self.started)
-        return time.monotonic() - last
+            last = self._activity.get(token, 0.0)
+        return time.time() - max(last, created + 1, self.started)
 
     def forget(self, token: str) -> None:
         with self._entries_guard:
@@ -117,10 +118,10 @@ class Uploads:
         with cond:
             if entry is not None and (entry.writing or entry.completing):
                 return False
-            if idle is not None and self.idle_for(token) < idle:
-                return False
             up = self.state.upload(token)
             if up is None or up.completion is not None or up.expired:
+                return False
+            if idle is not None and self.idle_for(token, up.created) < idle:
                 return False
             freed = self.state.expire_upload(token)
         log.info("upload %s... expired%s; %d bytes freed", token[:6],

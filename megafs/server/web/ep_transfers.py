@@ -132,7 +132,7 @@ class DownloadEndpoint(Endpoint):
         send = length // 2 if action == "truncate" and length > 1 else \
             (0 if action == "truncate" else length)
         limit = length // 2 if action == "drop" else send
-        framing = effect.value if action == "framing" else None
+        framing = effect.value if effect is not None and action == "framing" else None
         fd = open_blob(app.state, blob)
         if fd is None:
             req.reply(HTTP_NOT_FOUND)
@@ -146,6 +146,7 @@ class DownloadEndpoint(Endpoint):
             buf = req.buffer(DOWNLOAD_PIECE)
             for piece in read_pieces(fd, start, limit, buf, direct_fd):
                 if action == "tamper" and length and pos <= flip_at < pos + len(piece):
+                    assert isinstance(piece, memoryview)     # pieces are views into ``buf``
                     piece[flip_at - pos] ^= 0x01
                 req.send_raw(piece, chunked)
                 pos += len(piece)
