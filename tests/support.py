@@ -2,12 +2,13 @@
 
 ``ServerProcess`` starts ``python -m megafs serve --port 0 --data DIR``, reads the API base URL
 from the first stdout line, and can be stopped and restarted on the same port and data (outage
-tests).  It runs with the server's strict defaults (hashcash on login at easiness 180, wait URLs
-on their own port, a POST after an upload's completion answered -4, `p` into a deleted folder
-into the Rubbish Bin); ``extra_args`` adds command-line options.  ``tls=True`` adds ``--tls``:
-`u`/`g` with `ssl` get https transfer URLs signed by the CA in ``ca_file``;
-``client_env()`` is the environment a client (or mount) process needs to trust it, and
-``trust_ca(monkeypatch)`` the same for the test process.  Faults and policies are set at run
+tests).  It runs with the server's strict defaults (hashcash on login, wait URLs on their own
+port, a POST after an upload's completion answered -4, `p` into a deleted folder into the
+Rubbish Bin) except for the easiness of the login challenge (``SUITE_EASINESS``, see below;
+``hashcash_easiness=None`` keeps the server's 180); ``extra_args`` adds command-line options.
+``tls=True`` adds ``--tls``: `u`/`g` with `ssl` get https transfer URLs signed by the CA in
+``ca_file``; ``client_env()`` is the environment a client (or mount) process needs to trust
+it, and ``trust_ca(monkeypatch)`` the same for the test process.  Faults and policies are set at run
 time through the control endpoints ``POST {url}_megafs/faults`` and ``.../options``.
 """
 from __future__ import annotations
@@ -23,14 +24,22 @@ from pathlib import Path
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
+# Every login of the suite goes through the 402 proof-of-work handshake, at an easiness that
+# costs about 15 SHA-256 passes over 12 MiB (~0.1 s) instead of the server's default 180
+# (~310 passes: 2 s per login with a one-core solver, 7 of the suite's 13.5 minutes for its
+# ~240 logins).  Tests of the real cost pass ``hashcash_easiness=None`` (the server default).
+SUITE_EASINESS = 200
 
 
 class ServerProcess:
     def __init__(self, data_dir: Path, *, port: int = 0, extra_args: list[str] | None = None,
-                 log_path: Path | None = None, tls: bool = False) -> None:
+                 log_path: Path | None = None, tls: bool = False,
+                 hashcash_easiness: int | None = SUITE_EASINESS) -> None:
         self.data_dir = Path(data_dir)
         self.port = port
         self.extra_args = list(extra_args or []) + (["--tls"] if tls else [])
+        if hashcash_easiness is not None and "--hashcash-easiness" not in self.extra_args:
+            self.extra_args += ["--hashcash-easiness", str(hashcash_easiness)]
         self.tls = tls
         self.log_path = Path(log_path) if log_path else self.data_dir.parent / (
             self.data_dir.name + "-server.log")

@@ -22,8 +22,8 @@ PACKET_LOG = 8
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     data = tmp_path_factory.mktemp("strict") / "server-data"
-    with ServerProcess(data, extra_args=["--packet-log", str(PACKET_LOG),
-                                         "--wait-timeout", "20"]) as srv:
+    with ServerProcess(data, extra_args=["--packet-log", str(PACKET_LOG), "--wait-timeout",
+                                         "20"], hashcash_easiness=None) as srv:
         yield srv
 
 
