@@ -119,12 +119,12 @@ def test_hashcash_challenge_and_solution(api, acct, faults):
 
 
 def test_hashcash_on_every_login_until_solved(module_server, api, faults):
-    faults([{"where": "cs", "hashcash": True}])      # easiness from --hashcash-easiness (180)
+    faults([{"where": "cs", "hashcash": True}])      # easiness from --hashcash-easiness
     body = login_body()
     first = api.post_cs(body, rid=556, solve=False)
     assert first.status_code == 402
     challenge = first.headers["X-Hashcash"]
-    assert challenge.startswith("1:180:")
+    assert challenge.startswith("1:%d:" % module_server.options()["hashcash_easiness"])
     bad_prefix = crypto.b64encode(b"\xff\xff\xff\xff")
     token_b64 = challenge.split(":")[3]
     start = module_server.log_path.stat().st_size

@@ -93,7 +93,7 @@ class CsEndpoint(Endpoint):
                       wait=app.urls.wait)
 
         def make_ctx(**kw: Any) -> Ctx:
-            return Ctx(bases=bases, policy=app.policy, meter=app.meter, client=req.client, **kw)
+            return Ctx(bases=bases, policy=app.policy, meter=app.meter, client=req.peer, **kw)
 
         result = run_cs(app.state, batch=batch, raw_body=body, sid=req.query.get("sid") or None,
                         rid=req.query.get("id") or None, make_ctx=make_ctx,

@@ -44,12 +44,13 @@ class ControlEndpoint(Endpoint):
 
     def prepare(self, app: "App", req: Request) -> Prepared | None:
         body = req.read_body(SMALL_BODY_LIMIT)
+        address = req.peer.partition("%")[0]       # without an IPv6 zone
         try:
-            local = ipaddress.ip_address(req.client.split("%")[0]).is_loopback
+            local = ipaddress.ip_address(address).is_loopback
         except ValueError:
             local = False
         if not local:
-            log.warning("control endpoint refused to non-local client %s", req.client)
+            log.warning("control endpoint refused to non-local client %s", req.peer)
             req.reply(HTTP_FORBIDDEN, b"", TEXT_TYPE)
             return None
         if body is None:

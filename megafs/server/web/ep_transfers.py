@@ -112,10 +112,10 @@ class DownloadEndpoint(Endpoint):
                       {"Content-Range": "bytes */%d" % size})
             return None
         length = end - start + 1
-        wait = app.meter.time_left(req.client, length)
+        wait = app.meter.time_left(req.peer, length)
         if wait:
             app.stats.bump("transfer_quota_refusals")
-            log.info("download: %s is over the transfer quota; HTTP 509, %d s left", req.client,
+            log.info("download: %s is over the transfer quota; HTTP 509, %d s left", req.peer,
                      wait)
             req.reply(HTTP_BANDWIDTH_EXCEEDED, b"", TEXT_TYPE, {"X-MEGA-Time-Left": str(wait)})
             return None
@@ -153,7 +153,7 @@ class DownloadEndpoint(Endpoint):
                 req.sent = pos - start
             del buf
             app.stats.bump("download_bytes", pos - start)
-            app.meter.record(req.client, pos - start)
+            app.meter.record(req.peer, pos - start)
             if chunked and pos - start == limit:
                 req.end_chunks()
             if pos - start < limit:

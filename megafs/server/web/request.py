@@ -38,7 +38,7 @@ class Request:
         self.query = query
         self.params: dict[str, str] = {}
         self.headers = handler.headers
-        self.client = handler.client_address[0]
+        self.peer = handler.client_address[0]      # the client's address
         self.status: Any = "-"
         self.sent = 0
         self.headers_done = False
