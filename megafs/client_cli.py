@@ -1,10 +1,11 @@
 """The ``megafs upload``, ``megafs get`` and ``megafs session`` commands.
 
 Thin wrappers over ``MegaClient``: argument parsing, file names, the stderr progress bar (only
-when stderr is a terminal) and one-line error reporting.  Links go to stdout, one per uploaded
-file in argument order; everything else goes to stderr.  Never prints a session id or key
-except where the user asked for the session JSON (``megafs session``), which comes with a
-warning.
+when stderr is a terminal) and one-line error reporting.  Uploaded files carry MEGA's ``c``
+fingerprint attribute next to their name and mtime, as the official clients' uploads do.  Links
+go to stdout, one per uploaded file in argument order; everything else goes to stderr.  Never
+prints a session id or key except where the user asked for the session JSON (``megafs
+session``), which comes with a warning.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import threading
 import time
 from typing import Any, TextIO
 
-from .api import links
+from .api import fingerprint, links
 from .api.client import MegaClient, PutItem
 from .config import default_state_dir
 from .errors import ApiCode, MegaError, MegafsError, UploadFailed, describe
@@ -170,7 +171,10 @@ def upload_one(client: MegaClient, parent: str, path: str) -> str:
         uploaded = client.upload(path, progress=bar)
     finally:
         bar.finish()
-    attrs = {"n": _display_name(path), "t": int(st.st_mtime)}
+    # ``c`` lets MEGA's own apps recognise the file (sync, skipped re-uploads), as their own
+    # uploads carry it; ``t`` stays for clients that read only that.
+    attrs = {"n": _display_name(path), "t": int(st.st_mtime),
+             "c": fingerprint.fingerprint(path, uploaded.size, st.st_mtime)}
     node = client.put_files([PutItem(parent, uploaded, attrs)])[0]
     if isinstance(node, Exception):
         raise node

@@ -11,6 +11,8 @@ import sys
 
 import pytest
 
+from megafs.api import fingerprint
+from megafs.api.client import MegaClient
 from support import ROOT
 
 MIB = 1 << 20
@@ -60,6 +62,11 @@ def test_upload_and_get_sizes(common, tmp_path):
         got = megafs("get", "--api", common[1], link, "-o", str(outdir))
         assert got.returncode == 0, got.stderr
         assert digest(outdir / path.name) == digest(path)   # named from the node attributes
+    with MegaClient.public(common[1]) as anon:               # MEGA's fingerprint is there too
+        for path, link in zip(files[:4] + files[-1:], found[:4] + found[-1:]):
+            attrs = anon.download_info(link).attrs
+            assert attrs["c"] == fingerprint.fingerprint(str(path))
+            assert fingerprint.parse(attrs["c"])[1] == attrs["t"] == int(path.stat().st_mtime)
 
 
 def test_upload_and_get_under_faults(srv, common, tmp_path):
