@@ -35,8 +35,20 @@ def srv(module_server):
     module_server.clear_faults()
 
 
+@pytest.fixture(scope="module")
+def account(tmp_path_factory):
+    """One account for the module's upload/get tests (each new one costs two proof-of-work
+    solves on a strict server); the session tests make their own."""
+    return str(tmp_path_factory.mktemp("account"))
+
+
 @pytest.fixture
-def common(srv, tmp_path):
+def common(srv, account):
+    return ["--api", srv.url, "--state-dir", account]
+
+
+@pytest.fixture
+def fresh(srv, tmp_path):
     return ["--api", srv.url, "--state-dir", str(tmp_path / "state")]
 
 
@@ -127,7 +139,8 @@ def test_upload_over_quota(srv, common, tmp_path):
     assert up.returncode == 1 and "-17" in up.stderr and "EOVERQUOTA" in up.stderr
 
 
-def test_session_command(common, tmp_path):
+def test_session_command(fresh, tmp_path):
+    common = fresh
     first = megafs("session", *common)
     assert first.returncode == 0, first.stderr
     data = json.loads(first.stdout)
@@ -150,7 +163,8 @@ def test_session_command(common, tmp_path):
         assert stat.S_IMODE(os.stat(sessions / name).st_mode) == 0o600
 
 
-def test_session_file_errors_from_the_cli(srv, common, tmp_path):
+def test_session_file_errors_from_the_cli(srv, fresh, tmp_path):
+    common = fresh
     assert megafs("session", *common).returncode == 0
     sessions = tmp_path / "state" / "sessions"
     (name,) = [n for n in os.listdir(sessions) if n.endswith(".json")]

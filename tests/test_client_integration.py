@@ -40,9 +40,16 @@ def state(tmp_path):
     return str(tmp_path / "state")
 
 
+@pytest.fixture(scope="module")
+def account(tmp_path_factory):
+    """One account for the module's tests that need no fresh one: with logins under proof of
+    work (easiness 180 by default on a strict server) every new account costs two solves."""
+    return str(tmp_path_factory.mktemp("account"))
+
+
 @pytest.fixture
-def client(srv, state):
-    with MegaClient.open(srv.url, state_dir=state, retry=fast_retry()) as c:
+def client(srv, account):
+    with MegaClient.open(srv.url, state_dir=account, retry=fast_retry()) as c:
         yield c
 
 
@@ -173,10 +180,10 @@ def test_exact_chunk_boundaries(client, root, tmp_path):
     roundtrip(client, root, tmp_path, make_file(tmp_path, boundary))
 
 
-def test_parallel_upload_is_bounded_and_reports_progress(srv, state, root, tmp_path):
+def test_parallel_upload_is_bounded_and_reports_progress(srv, account, root, tmp_path):
     path = make_file(tmp_path, 6 * MIB + 3)
     seen = []
-    with MegaClient.open(srv.url, state_dir=state, connections=3, retry=fast_retry()) as c:
+    with MegaClient.open(srv.url, state_dir=account, connections=3, retry=fast_retry()) as c:
         roundtrip(c, root, tmp_path, path, progress=seen.append)
         assert 1 <= c.uploader.max_in_flight <= 3
     assert seen and max(seen) == 6 * MIB + 3
@@ -292,8 +299,8 @@ def test_permanent_command_error(client, srv, root, tmp_path):
     assert "EARGS" in str(result)
 
 
-def test_endless_eagain_gives_up(srv, state):
-    with MegaClient.open(srv.url, state_dir=state, retry=fast_retry()) as c:
+def test_endless_eagain_gives_up(srv, account):
+    with MegaClient.open(srv.url, state_dir=account, retry=fast_retry()) as c:
         c.transport.retry = RetryPolicy(initial=0.02, cap=0.1, give_up_after=0.5)
         srv.faults([{"where": "cs", "error": -3}])
         with pytest.raises(MegaError) as info:
@@ -412,11 +419,11 @@ def test_public_client_needs_no_account(srv, client, root, tmp_path):
     assert sha(out) == sha(path)
 
 
-def test_no_secrets_in_debug_logs(srv, state, root, tmp_path, caplog):
+def test_no_secrets_in_debug_logs(srv, account, root, tmp_path, caplog):
     caplog.set_level("DEBUG")
     srv.faults([{"where": "cs", "error": -3, "count": 1},
                 {"where": "upload", "error": -3, "count": 1}])
-    with MegaClient.open(srv.url, state_dir=state, retry=fast_retry()) as c:
+    with MegaClient.open(srv.url, state_dir=account, retry=fast_retry()) as c:
         link, _ = publish(c, root, make_file(tmp_path, 10))
         secrets_ = [c.session.sid, crypto.b64encode(c.session.master_key), link.split("#")[1]]
     text = "\n".join(r.getMessage() for r in caplog.records)

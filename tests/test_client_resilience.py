@@ -51,9 +51,15 @@ def srv(module_server):
     module_server.clear_faults()
 
 
+@pytest.fixture(scope="module")
+def account(tmp_path_factory):
+    """One account for the module (each new one costs two proof-of-work solves)."""
+    return str(tmp_path_factory.mktemp("account"))
+
+
 @pytest.fixture
-def client(srv, tmp_path):
-    with MegaClient.open(srv.url, state_dir=str(tmp_path / "state"), retry=fast_retry()) as c:
+def client(srv, account):
+    with MegaClient.open(srv.url, state_dir=account, retry=fast_retry()) as c:
         yield c
 
 
@@ -108,9 +114,8 @@ def test_wait_url_that_does_not_wait_does_not_storm_sc(tmp_path):
 
 
 # --- item 13: -4 back-off starts near a second; -6 on an upload URL asks for a new URL ----------
-def test_rate_limit_backs_off_from_about_a_second(srv, tmp_path):
-    with MegaClient.open(srv.url, state_dir=str(tmp_path / "state"),
-                         retry=RetryPolicy(give_up_after=30)) as c:
+def test_rate_limit_backs_off_from_about_a_second(srv, account):
+    with MegaClient.open(srv.url, state_dir=account, retry=RetryPolicy(give_up_after=30)) as c:
         c.fetch()
         timings = {}
         for code in (ApiCode.EAGAIN, ApiCode.ERATELIMIT):
@@ -208,3 +213,4 @@ def test_unexport_removes_the_link(client, srv, tmp_path):
         client.unexport(node["h"])        # no link left to remove
     assert info.value.code == ApiCode.ENOENT
     assert client.export([node["h"]])[0] != ph   # a new link, the old one stays dead
+

@@ -35,6 +35,12 @@ def srv(module_server):
 
 
 @pytest.fixture(scope="module")
+def account(tmp_path_factory):
+    """One account for the module (each new one costs two proof-of-work solves)."""
+    return str(tmp_path_factory.mktemp("account"))
+
+
+@pytest.fixture(scope="module")
 def big_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("big") / "big.bin"
     path.write_bytes(os.urandom(BIG))
@@ -79,8 +85,8 @@ def test_spans_hold_several_chunks(srv):
     {"where": "download", "truncate": True, "count": 2},
     {"where": "download", "error": -3, "count": 1},
 ], ids=["up-drop", "up-14", "up-503", "down-drop", "down-truncate", "down-3"])
-def test_multi_chunk_spans_recover_from_faults(srv, tmp_path, big_file, rule):
-    with MegaClient.open(srv.url, state_dir=str(tmp_path / "state"), connections=1,
+def test_multi_chunk_spans_recover_from_faults(srv, account, tmp_path, big_file, rule):
+    with MegaClient.open(srv.url, state_dir=account, connections=1,
                          retry=fast_retry()) as client:
         before = fired(srv)
         if rule["where"] == "upload":
@@ -95,9 +101,9 @@ def test_multi_chunk_spans_recover_from_faults(srv, tmp_path, big_file, rule):
         assert sha(out) == sha(big_file)
 
 
-def test_tampered_multi_chunk_download_fails_mac(srv, tmp_path, big_file):
+def test_tampered_multi_chunk_download_fails_mac(srv, account, tmp_path, big_file):
     from megafs.errors import IntegrityError
-    with MegaClient.open(srv.url, state_dir=str(tmp_path / "state"), connections=1,
+    with MegaClient.open(srv.url, state_dir=account, connections=1,
                          retry=fast_retry()) as client:
         link, _ = publish(client, big_file)
         srv.faults([{"where": "download", "tamper": True, "count": 1}])
@@ -108,7 +114,7 @@ def test_tampered_multi_chunk_download_fails_mac(srv, tmp_path, big_file):
         assert os.listdir(out.parent) == []
 
 
-def test_connections_are_kept_alive(srv, tmp_path, big_file, monkeypatch):
+def test_connections_are_kept_alive(srv, account, tmp_path, big_file, monkeypatch):
     connects = []
     original = http.client.HTTPConnection.connect
 
@@ -116,7 +122,7 @@ def test_connections_are_kept_alive(srv, tmp_path, big_file, monkeypatch):
         connects.append(self.host)
         return original(self)
 
-    with MegaClient.open(srv.url, state_dir=str(tmp_path / "state"), connections=2,
+    with MegaClient.open(srv.url, state_dir=account, connections=2,
                          retry=fast_retry()) as client:
         monkeypatch.setattr(http.client.HTTPConnection, "connect", counting)
         link, node = publish(client, big_file)
@@ -129,8 +135,8 @@ def test_connections_are_kept_alive(srv, tmp_path, big_file, monkeypatch):
     assert 1 <= len(connects) <= 2, connects
 
 
-def test_download_without_o_direct_and_to_tmpfs(srv, tmp_path, big_file, monkeypatch):
-    with MegaClient.open(srv.url, state_dir=str(tmp_path / "state"),
+def test_download_without_o_direct_and_to_tmpfs(srv, account, tmp_path, big_file, monkeypatch):
+    with MegaClient.open(srv.url, state_dir=account,
                          retry=fast_retry()) as client:
         link, _ = publish(client, big_file)
         if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
@@ -196,7 +202,7 @@ class _ForwardProxy:
         self.httpd.server_close()
 
 
-def test_transfers_through_an_http_proxy(srv, tmp_path, monkeypatch):
+def test_transfers_through_an_http_proxy(srv, account, tmp_path, monkeypatch):
     proxy = _ForwardProxy()
     try:
         for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
@@ -205,7 +211,7 @@ def test_transfers_through_an_http_proxy(srv, tmp_path, monkeypatch):
         monkeypatch.setenv("http_proxy", proxy.url)
         path = tmp_path / "f.bin"
         path.write_bytes(os.urandom(3 * MIB + 11))
-        with MegaClient.open(srv.url, state_dir=str(tmp_path / "state"),
+        with MegaClient.open(srv.url, state_dir=account,
                              retry=fast_retry()) as client:
             link, node = publish(client, str(path))
             client.download(link, str(tmp_path / "out"))
