@@ -213,4 +213,3 @@ def test_unexport_removes_the_link(client, srv, tmp_path):
         client.unexport(node["h"])        # no link left to remove
     assert info.value.code == ApiCode.ENOENT
     assert client.export([node["h"]])[0] != ph   # a new link, the old one stays dead
-
