@@ -213,3 +213,46 @@ def test_unexport_removes_the_link(client, srv, tmp_path):
         client.unexport(node["h"])        # no link left to remove
     assert info.value.code == ApiCode.ENOENT
     assert client.export([node["h"]])[0] != ph   # a new link, the old one stays dead
+
+
+# --- item 9: the first completion token wins ------------------------------------------------------
+def test_late_error_after_completion_does_not_restart_the_upload(client, srv, tmp_path):
+    """Two connections; the POST of the first span is sent twice, the second time (a repeat
+    in flight when the file completes, as after a lost reply) only once the other connection
+    has completed the file.  The real server refuses that late POST; the upload is finished
+    all the same: one `u`, the file downloads intact."""
+    path = tmp_path / "two-spans"
+    path.write_bytes(os.urandom(1048576 + 1000))        # two spans: [0, 768 KiB) and the rest
+    pool = client.uploader.pool
+    real_transfer = pool.transfer
+    completed = threading.Event()
+    late: list[int] = []
+
+    def transfer(method, url, **kw):
+        first_span = "/0?" in url
+        if not first_span:
+            time.sleep(0.2)                               # after the first span is stored
+        reply = real_transfer(method, url, **kw)
+        if not first_span:
+            completed.set()
+            return reply
+        completed.wait(10)
+        time.sleep(0.1)
+        repeat = real_transfer(method, url, **kw)         # lands after the completion
+        late.append((repeat.status, bytes(repeat.body[:8])))
+        return repeat
+
+    client.uploader.connections = 2
+    pool.transfer = transfer
+    u_before = commands_of(srv, "u")
+    try:
+        uploaded = client.upload(str(path))
+    finally:
+        pool.transfer = real_transfer
+    assert [status for status, _ in late] == [200] and late[0][1].strip() == b"-4"  # refused
+    assert commands_of(srv, "u") - u_before == 1
+    root = client.fetch().roots()[2]
+    node = client.put_files([PutItem(root, uploaded, {"n": "two-spans"})])[0]
+    out = tmp_path / "out"
+    client.download(client.link_for(node, client.export([node["h"]])[0]), str(out))
+    assert out.read_bytes() == path.read_bytes()
