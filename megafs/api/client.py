@@ -59,15 +59,16 @@ class MegaClient:
     @classmethod
     def open(cls, api: str | None = None, state_dir: str | None = None,
              session_file: str | None = None, connections: int = 4, *,
-             new_session: bool = False, retry: RetryPolicy | None = None) -> "MegaClient":
+             new_session: bool = False, retry: RetryPolicy | None = None,
+             https_transfers: bool | None = None) -> "MegaClient":
         """Resume this API's session (or the named file's), creating the account if needed.
 
         With ``session_file`` and no ``api``/``$MEGAFS_API``, the API URL recorded in that file
-        is used.
+        is used.  ``https_transfers``: see ``Transport`` (default: when the API is https).
         """
         if api is None and session_file and not os.environ.get("MEGAFS_API"):
             api = peek_api(session_file)
-        transport = Transport(api, retry=retry)
+        transport = Transport(api, retry=retry, https_transfers=https_transfers)
         try:
             session = open_session(transport, state_dir=state_dir, session_file=session_file,
                                    new=new_session)
@@ -78,9 +79,11 @@ class MegaClient:
 
     @classmethod
     def public(cls, api: str | None = None, connections: int = 4,
-               retry: RetryPolicy | None = None) -> "MegaClient":
+               retry: RetryPolicy | None = None, *,
+               https_transfers: bool | None = None) -> "MegaClient":
         """A client without an account: enough for ``open_download(public=...)``/``download``."""
-        return cls(Transport(api, retry=retry), None, connections=connections)
+        return cls(Transport(api, retry=retry, https_transfers=https_transfers), None,
+                   connections=connections)
 
     def close(self) -> None:
         self.transport.close()
@@ -95,10 +98,6 @@ class MegaClient:
         if self.session is None:
             raise SessionError("this operation needs a session (public client)")
         return self.session
-
-    @property
-    def _https(self) -> bool:
-        return self.api.startswith("https://")
 
     def _call(self, command: dict[str, Any]) -> Any:
         self._need_session()
@@ -204,7 +203,8 @@ class MegaClient:
     def open_download(self, handle: str | None = None, public: str | None = None,
                       key: bytes | None = None) -> DownloadInfo:
         """``g`` for a node handle or a public handle; attrs decrypted when ``key`` is given."""
-        command = commands.download(handle=handle, public=public, https=self._https)
+        command = commands.download(handle=handle, public=public,
+                                    https=self.transport.https_transfers)
         if handle is not None:
             self._need_session()
         reply = self.transport.batch([command], anonymous=self.session is None)[0]

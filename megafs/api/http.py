@@ -272,6 +272,10 @@ class HttpPool:
                     conn.putheader("Content-Length", str(size))
                 conn.endheaders(body if size else None)
                 answer = TransferStream(conn.getresponse())
+            except ssl.SSLCertVerificationError as exc:
+                # Not a network hiccup: the same certificate fails again on every retry.
+                raise TransportError("%s: the transfer server's certificate is not trusted "
+                                     "(%s)" % (redact_url(url), short_error(exc))) from None
             except (OSError, http.client.HTTPException) as exc:
                 raise TransferInterrupted("%s: %s" % (type(exc).__name__, short_error(exc))) \
                     from None

@@ -128,10 +128,14 @@ class MegaClientFactory(Protocol):
 
     def open(self, api: str | None = None, state_dir: str | None = None,
              session_file: str | None = None, connections: int = 4, *,
-             new_session: bool = False, retry: "RetryPolicy | None" = None) -> MegaApi:
+             new_session: bool = False, retry: "RetryPolicy | None" = None,
+             https_transfers: bool | None = None) -> MegaApi:
         """Resume the API's session from the state dir (creating the account if needed);
-        ``SessionError`` for a session file that is corrupt, insecure or for another API."""
+        ``SessionError`` for a session file that is corrupt, insecure or for another API.
+        ``https_transfers`` asks for https upload/download URLs (default: when the API URL is
+        https); ``connections`` parallel connections per transfer."""
 
     def public(self, api: str | None = None, connections: int = 4,
-               retry: "RetryPolicy | None" = None) -> MegaApi:
+               retry: "RetryPolicy | None" = None, *,
+               https_transfers: bool | None = None) -> MegaApi:
         """A client without an account: public downloads only."""

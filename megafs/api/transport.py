@@ -77,8 +77,14 @@ class Transport:
                  on_bad_session: Callable[[str | None], None] | None = None,
                  max_hashcash: int = 5,
                  hashcash_deadline: float = hashcash.DEFAULT_DEADLINE,
-                 hashcash_workers: int | None = None) -> None:
+                 hashcash_workers: int | None = None,
+                 https_transfers: bool | None = None) -> None:
         self.api = config.resolve_api(api)
+        # Ask `u`/`g` for https transfer URLs (``ssl: 2``): by default when the API itself is
+        # https, as the web client does; the SDK leaves it to the app (``useHttpsOnly``), the
+        # data being encrypted anyway.  Certificates are always checked (``HttpPool``).
+        self.https_transfers = urlsplit(self.api).scheme == "https" if https_transfers is None \
+            else https_transfers
         if urlsplit(self.api).scheme == "http" and not config.is_loopback(self.api):
             log.warning("API URL %s uses plain http on a non-loopback host: session ids travel "
                         "unencrypted", redact_url(self.api))

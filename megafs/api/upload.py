@@ -46,7 +46,6 @@ import threading
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Callable
-from urllib.parse import urlsplit
 
 from .. import chunks, crypto
 from ..crypto import FileKey, upload_checksum
@@ -219,8 +218,8 @@ class Uploader:
             return Uploaded(token, key.with_mac(meta_mac), size)
 
     def _get_url(self, size: int, cancel: threading.Event | None) -> str:
-        https = urlsplit(self.transport.api).scheme == "https"
-        reply = self.transport.batch([commands.upload_url(size, https)], cancel=cancel)[0]
+        command = commands.upload_url(size, self.transport.https_transfers)
+        reply = self.transport.batch([command], cancel=cancel)[0]
         return commands.parse_upload_url(reply)
 
     def _attempt(self, fd: int, size: int, url: str, key: FileKey, progress: Progress | None,
