@@ -7,8 +7,10 @@ port, a POST after an upload's completion answered -4, `p` into a deleted folder
 Rubbish Bin) except for the easiness of the login challenge (``SUITE_EASINESS``, see below;
 ``hashcash_easiness=None`` keeps the server's 180); ``extra_args`` adds command-line options.
 ``tls=True`` adds ``--tls``: `u`/`g` with `ssl` get https transfer URLs signed by the CA in
-``ca_file``; ``client_env()`` is the environment a client (or mount) process needs to trust
-it, and ``trust_ca(monkeypatch)`` the same for the test process.  Faults and policies are set at run
+``ca_file``; ``tls="api"`` adds ``--tls-api``: the API is https too, so megafs' client (which
+asks `ssl: 2` when its API URL is https) transfers over TLS.  ``client_env()`` is the
+environment a client (or mount) process needs to trust the CA, and ``trust_ca(monkeypatch)``
+the same for the test process.  Faults and policies are set at run
 time through the control endpoints ``POST {url}_megafs/faults`` and ``.../options``.
 """
 from __future__ import annotations
@@ -33,11 +35,13 @@ SUITE_EASINESS = 200
 
 class ServerProcess:
     def __init__(self, data_dir: Path, *, port: int = 0, extra_args: list[str] | None = None,
-                 log_path: Path | None = None, tls: bool = False,
+                 log_path: Path | None = None, tls: bool | str = False,
                  hashcash_easiness: int | None = SUITE_EASINESS) -> None:
         self.data_dir = Path(data_dir)
         self.port = port
-        self.extra_args = list(extra_args or []) + (["--tls"] if tls else [])
+        self.extra_args = list(extra_args or [])
+        if tls:
+            self.extra_args.append("--tls-api" if tls == "api" else "--tls")
         if hashcash_easiness is not None and "--hashcash-easiness" not in self.extra_args:
             self.extra_args += ["--hashcash-easiness", str(hashcash_easiness)]
         self.tls = tls

@@ -128,3 +128,29 @@ def test_tls_api_serves_everything_over_https(tmp_path):
         assert api.call({"a": "u", "s": 5, "ssl": 2}, sid=acct.sid)["p"].startswith("https://")
         with pytest.raises(requests.exceptions.SSLError):
             requests.get(srv.url + "_megafs/stats", timeout=10)
+
+
+def test_megafs_client_over_tls_end_to_end(tmp_path, monkeypatch):
+    """How client and mount tests run their transfers over TLS: ``--tls-api`` (the client
+    asks `ssl: 2` when its API URL is https) and the CA trusted through the environment
+    (``trust_ca`` here, ``client_env()`` for a mount or CLI subprocess)."""
+    from megafs.api.client import MegaClient
+    from megafs.api.commands import PutItem
+
+    with ServerProcess(tmp_path / "data", tls="api") as srv:
+        srv.trust_ca(monkeypatch)
+        data = os.urandom(3 * 1024 * 1024 + 17)
+        path = tmp_path / "in.bin"
+        path.write_bytes(data)
+        with MegaClient.open(srv.url, state_dir=str(tmp_path / "state")) as client:
+            root = client.fetch().roots()[2]
+            node = client.put_files([PutItem(root, client.upload(str(path)), {"n": "tls"})])[0]
+            link = client.link_for(node, client.export([node["h"]])[0])
+            client.download(link, str(tmp_path / "out.bin"))
+        assert (tmp_path / "out.bin").read_bytes() == data
+        stats = srv.stats()
+        assert stats["requests"]["upload"] >= 1 and stats["requests"]["download"] >= 1
+        # every listener of a --tls-api server is https, so these transfers were too
+        info = srv.info()
+        assert srv.url.startswith("https://") and info["secure_transfers"].startswith("https://")
+        assert stats.get("hashcash_login", 0) >= 1      # the login went through the 402 too
