@@ -294,10 +294,10 @@ class Transport:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or (cancel is not None and cancel.is_set()):
                 return [], new_sn
-            quick_wait = self._wait(wait_url, remaining, cancel)
+            quick_wait = self._wait(wait_url, remaining)
             sn = new_sn
 
-    def _wait(self, wait_url: str, remaining: float, cancel: threading.Event | None) -> bool:
+    def _wait(self, wait_url: str, remaining: float) -> bool:
         """Block on the wait URL until the server says something changed or time runs out.
 
         Returns True when it returned within ``QUICK_WAIT`` seconds (news, or a wait URL that
