@@ -20,11 +20,13 @@ log = logging.getLogger(__name__)
 class RemoteWatcher:
     """Background thread: long-polls the ``sc`` channel and applies packets to the tree.
 
-    Applying our own packets again is harmless (every tree change is idempotent).  When the
-    server says we fell too far behind (-6) the whole tree is fetched again.  Kernel caches of
-    changed entries expire by themselves (attr/entry timeouts of 5 s, see
-    ``fuse_ops.fuse_options``; fusepy has no notify/invalidate call), so other clients' changes
-    show within about 5.5 s.
+    Our own packets (``i`` equal to our request id) describe changes the mount already made
+    to the tree when the request returned; applied again later they could undo a newer local
+    change (a rename right after a commit would flip back for a moment).  So they are skipped,
+    except ``t`` packets bringing nodes the tree has never had (a commit whose reply has not
+    arrived yet, or the late ``p`` of a killed earlier mount); a node we created and already
+    deleted again must not come back.  When the server says we fell
+    too far behind (-6) the whole tree is fetched again.
     """
 
     def __init__(self, client: Any, tree: Tree, sn: str, *, poll_timeout: float = 20.0,
@@ -44,6 +46,23 @@ class RemoteWatcher:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def _relevant(self, packet: Any) -> Any:
+        """The packet to apply (own ``t`` packets cut to unknown nodes), or None to skip."""
+        if not isinstance(packet, dict) or packet.get("i") != getattr(self.client, "request_id",
+                                                                      None):
+            return packet
+        if packet.get("a") != "t":
+            return None
+        body = packet.get("t")
+        raws = body.get("f") if isinstance(body, dict) else None
+        if not isinstance(raws, list):
+            return None
+        fresh = [raw for raw in raws if isinstance(raw, dict) and isinstance(raw.get("h"), str)
+                 and self.tree.get(raw["h"]) is None and not self.tree.was_removed(raw["h"])]
+        if not fresh:
+            return None
+        return dict(packet, t=dict(body, f=fresh))
 
     def _new_own_files(self, packet: Any) -> list[str]:
         """Handles of files that a ``t`` packet of our own request id adds to the tree."""
@@ -91,6 +110,9 @@ class RemoteWatcher:
                 packets, sn = self.client.poll(self.sn, self.poll_timeout)
                 affected: set[str] = set()
                 for p in packets:
+                    p = self._relevant(p)
+                    if p is None:
+                        continue
                     ours = self._new_own_files(p)
                     affected |= self.tree.apply(p)
                     if ours:

@@ -39,18 +39,78 @@ class Node:
 
     @property
     def mtime(self) -> int:
-        value = self.attrs.get("t")
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
-            return int(value)
-        if isinstance(value, str) and value.isdigit():
-            return int(value)
-        return self.ts
+        """Modification time in whole seconds (see ``mtime_ns``)."""
+        return self.mtime_ns // NS
+
+    @property
+    def mtime_ns(self) -> int:
+        """Modification time in nanoseconds: the fingerprint's (``c``) seconds, else ``t``,
+        else the creation time ``ts``; sub-second digits from ``mfs-mt`` when it names the
+        same second (megafs writes all three; MEGA's own apps read ``c``)."""
+        seconds = fingerprint_mtime(self.attrs.get("c"))
+        if seconds is None:
+            seconds = _seconds(self.attrs.get("t"))
+        if seconds is None:
+            return self.ts * NS
+        exact = self.attrs.get(MTIME_NS_ATTR)
+        if isinstance(exact, int) and not isinstance(exact, bool) and exact // NS == seconds:
+            return exact
+        return seconds * NS
 
     @property
     def file_key(self) -> crypto.FileKey:
         if self.type != FILE or self.key is None or len(self.key) != 32:
             raise ProtocolError("node %s has no usable file key" % self.handle)
         return crypto.FileKey.unpack(self.key)
+
+
+NS = 1_000_000_000
+MTIME_NS_ATTR = "mfs-mt"     # megafs: the mtime in nanoseconds (MEGA keeps whole seconds)
+UPLOAD_ID_ATTR = "mfs"       # megafs: ``rid.generation`` of the upload that made the node
+
+
+def _seconds(value: Any) -> int | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+        return int(value)
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return None
+
+
+def fingerprint_mtime(value: Any) -> int | None:
+    """The mtime (seconds) inside a ``c`` fingerprint attribute, or None if there is none.
+
+    Layout (protocol reference §3.2): base64url of 16 CRC bytes, one length byte ``n``, then
+    ``n`` bytes of the mtime, little-endian."""
+    if not isinstance(value, str) or len(value) < 23:
+        return None
+    try:
+        raw = crypto.b64decode(value)
+    except ValueError:
+        return None
+    if len(raw) < 17 or raw[16] > 8 or len(raw) < 17 + raw[16]:
+        return None
+    return int.from_bytes(raw[17:17 + raw[16]], "little")
+
+
+def time_attrs(mtime_ns: int, attrs: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``attrs`` with the mtime set: ``t`` (seconds), ``mfs-mt`` (nanoseconds) and the mtime
+    part of an existing ``c`` fingerprint (its CRC part is kept)."""
+    out = dict(attrs or {})
+    seconds = mtime_ns // NS
+    out["t"] = seconds
+    out[MTIME_NS_ATTR] = mtime_ns
+    c = out.get("c")
+    if fingerprint_mtime(c) is not None:
+        raw = crypto.b64decode(c)
+        out["c"] = crypto.b64encode(raw[:16] + encode_fingerprint_mtime(seconds))
+    return out
+
+
+def encode_fingerprint_mtime(seconds: int) -> bytes:
+    """The length byte and little-endian bytes of an mtime in a ``c`` fingerprint."""
+    body = seconds.to_bytes(max(1, (seconds.bit_length() + 7) // 8), "little")
+    return bytes([len(body)]) + body
 
 
 def _key_for_user(k: str, user_handle: str) -> str | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 from typing import Any, Iterable
 
 from .. import crypto
@@ -18,6 +19,8 @@ from .names import base_display_name, duplicate_name
 from .nodes import FILE, FOLDER, INBOX, ROOT, RUBBISH, Node, decrypt_node  # noqa: F401
 
 log = logging.getLogger(__name__)
+
+REMOVED_KEPT = 100_000
 
 
 class Tree:
@@ -40,6 +43,9 @@ class Tree:
         # upload id (the ``mfs`` attribute megafs puts on the nodes it commits) -> handles;
         # two nodes with one id are the same commit applied twice (see ``same_upload``)
         self._uploads: dict[str, set[str]] = {}
+        # handles removed from the tree, most recent last (bounded): our own change feed
+        # packets that would bring one back are stale (``was_removed``)
+        self._removed: OrderedDict[str, None] = OrderedDict()
 
     # --- loading ----------------------------------------------------------------------------
     def load(self, raw_nodes: Iterable[Any], public: dict[str, str] | None = None) -> None:
@@ -272,9 +278,17 @@ class Tree:
                 if gone is not None:
                     self._unlink(gone)
                     self._track_upload(gone, False)
+                    self._removed[h] = None
+                    if len(self._removed) > REMOVED_KEPT:
+                        self._removed.popitem(last=False)
                 self._kids.pop(h, None)
                 self._forget_names(h)
             return affected
+
+    def was_removed(self, handle: str) -> bool:
+        """Whether ``handle`` was in the tree and removed (among the last 100,000 removals)."""
+        with self.lock:
+            return handle in self._removed
 
     def set_attrs(self, handle: str, attrs: dict[str, Any]) -> None:
         with self.lock:

@@ -11,9 +11,9 @@ import importlib
 import logging
 import sys
 
-from . import __version__
-from .config import setup_logging
-from .errors import MegafsError, describe
+from .. import __version__
+from ..config import setup_logging
+from ..errors import MegafsError, describe
 
 log = logging.getLogger(__name__)
 
@@ -23,10 +23,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "upload": ("megafs.client_cli", "upload files and print their public links"),
     "get": ("megafs.client_cli", "download and verify a public file link"),
     "session": ("megafs.client_cli", "print (creating if needed) the ephemeral session"),
-    "mount": ("megafs.mount_cli", "mount the MEGA Cloud Drive on a directory"),
-    "umount": ("megafs.mount_cli", "wait for pending uploads, then unmount"),
-    "status": ("megafs.mount_cli", "show pending, uploading and failed files of a mount"),
-    "retry": ("megafs.mount_cli", "retry failed uploads of a mount now"),
+    "mount": ("megafs.cli.mount", "mount the MEGA Cloud Drive on a directory"),
+    "umount": ("megafs.cli.mount", "wait for pending uploads, then unmount"),
+    "status": ("megafs.cli.mount", "show pending, uploading and failed files of a mount"),
+    "retry": ("megafs.cli.mount", "retry failed uploads of a mount now"),
 }
 
 

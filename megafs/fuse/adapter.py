@@ -1,0 +1,267 @@
+"""The mfusepy (libfuse 3) adapter: translate FUSE arguments and errors, nothing else.
+
+Every operation calls into ``vfs.links.LinkLayer``.  Every exception becomes ``FuseOSError``
+with the errno from ``errors.to_errno`` (the binding would otherwise answer EINVAL for anything
+that is not an OSError); an exception that is not a ``MegafsError`` or ``OSError`` is a bug and
+is logged at ERROR with its traceback.  ``MegaFUSE`` subclasses the binding's ``FUSE`` where
+libfuse 3 gives more than mfusepy passes on: the open file of ``truncate``/``utimens`` (needed
+after the file was unlinked) and ``UTIME_OMIT``/``UTIME_NOW`` (``touch -m``, ``futimens``).
+``.link`` files are opened with ``direct_io`` (their size changes when the link is known).
+"""
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import os
+import time
+from typing import Any, Callable
+
+os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")   # before the binding picks a libfuse
+
+import mfusepy  # noqa: E402
+from mfusepy import FuseOSError, Operations  # noqa: E402
+
+from ..errors import MegafsError, to_errno  # noqa: E402
+from ..vfs.links import LinkLayer  # noqa: E402
+from . import threadstate  # noqa: E402
+from .options import CACHE_TIMEOUT  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+UTIME_NOW, UTIME_OMIT = (1 << 30) - 1, (1 << 30) - 2     # utimensat(2) tv_nsec markers
+_PIN = threadstate.enabled()
+
+
+def _translate(func: Callable) -> Callable:
+    name = func.__name__
+
+    @functools.wraps(func)
+    def wrapper(self: "MegaOps", *args: Any) -> Any:
+        if _PIN:
+            threadstate.pin()
+        try:
+            return func(self, *args)
+        except FuseOSError:
+            raise
+        except MegafsError as exc:
+            log.debug("%s: %s", name, exc)
+            raise FuseOSError(to_errno(exc)) from None
+        except OSError as exc:
+            if not exc.errno:
+                log.error("%s failed with an OSError without errno", name, exc_info=True)
+            raise FuseOSError(to_errno(exc)) from None
+        except Exception as exc:
+            log.error("unexpected error in %s", name, exc_info=True)
+            raise FuseOSError(to_errno(exc)) from None
+    return wrapper
+
+
+def _fh(fi: Any) -> int:
+    """The file handle number in whatever the binding passed (struct, int or None)."""
+    if fi is None or isinstance(fi, bool):
+        return 0
+    if isinstance(fi, int):
+        return fi
+    try:
+        return int(fi.fh)
+    except (AttributeError, ValueError):   # a NULL fuse_file_info pointer
+        return 0
+
+
+class MegaOps(Operations):
+    """The operations table handed to libfuse."""
+
+    use_ns = True
+
+    def __init__(self, fs: LinkLayer, on_init: Callable[[], None] | None = None) -> None:
+        self.fs = fs
+        self.on_init = on_init
+        fs.interrupted = interrupted
+
+    def init_with_config(self, conn: Any, config: Any) -> None:
+        if config is not None:
+            config.entry_timeout = CACHE_TIMEOUT
+            config.attr_timeout = CACHE_TIMEOUT
+            config.negative_timeout = 0.0
+            config.hard_remove = 1
+            config.nullpath_ok = 1
+            config.use_ino = 0
+        if self.on_init is not None:
+            try:
+                self.on_init()
+            except Exception:
+                log.error("readiness callback failed", exc_info=True)
+
+    @_translate
+    def getattr(self, path: str | None, fh: Any = None) -> dict:
+        return self.fs.getattr(path, _fh(fh) or None)
+
+    @_translate
+    def readdir(self, path: str | None, fh: Any) -> list[str]:
+        return [".", ".."] + self.fs.readdir(path, _fh(fh) or None)
+
+    @_translate
+    def opendir(self, path: str) -> int:
+        return self.fs.opendir(path)
+
+    @_translate
+    def releasedir(self, path: str | None, fh: Any) -> int:
+        self.fs.releasedir(_fh(fh))
+        return 0
+
+    @_translate
+    def statfs(self, path: str) -> dict:
+        return self.fs.statfs()
+
+    @_translate
+    def create(self, path: str, mode: int, fi: Any = None) -> int:
+        flags = getattr(fi, "flags", os.O_WRONLY)
+        fh = self.fs.create(path, flags)
+        if fi is not None and not isinstance(fi, int):
+            fi.fh = fh
+            return 0
+        return fh
+
+    @_translate
+    def open(self, path: str, fi: Any) -> int:
+        flags = fi.flags if hasattr(fi, "flags") else int(fi)
+        fh = self.fs.open(path, flags)
+        if hasattr(fi, "fh"):
+            fi.fh = fh
+            if fh and self.fs.is_link(fh):
+                fi.direct_io = 1
+            return 0
+        return fh
+
+    @_translate
+    def read(self, path: str | None, size: int, offset: int, fi: Any) -> bytes:
+        return self.fs.read(_fh(fi), size, offset)
+
+    @_translate
+    def write(self, path: str | None, data: bytes, offset: int, fi: Any) -> int:
+        return self.fs.write(_fh(fi), data, offset)
+
+    @_translate
+    def truncate(self, path: str | None, length: int, fh: Any = None) -> None:
+        self.fs.truncate(path, length, _fh(fh) or None)
+
+    @_translate
+    def flush(self, path: str | None, fi: Any) -> None:
+        self.fs.flush(_fh(fi))
+
+    @_translate
+    def release(self, path: str | None, fi: Any) -> None:
+        self.fs.release(_fh(fi))
+
+    @_translate
+    def fsync(self, path: str | None, datasync: int, fi: Any) -> None:
+        self.fs.fsync(_fh(fi))
+
+    @_translate
+    def mkdir(self, path: str, mode: int) -> None:
+        self.fs.mkdir(path)
+
+    @_translate
+    def rmdir(self, path: str) -> None:
+        self.fs.rmdir(path)
+
+    @_translate
+    def unlink(self, path: str) -> None:
+        self.fs.unlink(path)
+
+    @_translate
+    def rename(self, old: str, new: str) -> None:
+        self.fs.rename(old, new)
+
+    @_translate
+    def utimens(self, path: str | None, mtime_ns: int | None = None, fh: Any = None) -> None:
+        self.fs.utimens(path, mtime_ns, _fh(fh) or None)
+
+    @_translate
+    def chmod(self, path: str | None, mode: int) -> None:
+        self.fs.chmod(path)              # accepted, not stored
+
+    @_translate
+    def chown(self, path: str | None, uid: int, gid: int) -> None:
+        self.fs.chmod(path)              # accepted, not stored
+
+    @_translate
+    def symlink(self, target: str, source: str) -> None:
+        raise FuseOSError(errno.EPERM)
+
+    @_translate
+    def link(self, target: str, source: str) -> None:
+        raise FuseOSError(errno.EPERM)
+
+    @_translate
+    def mknod(self, path: str, mode: int, dev: int) -> None:
+        raise FuseOSError(errno.EPERM)
+
+    @_translate
+    def readlink(self, path: str) -> str:
+        raise FuseOSError(errno.EINVAL)   # nothing here is a symlink (readlink(2) says EINVAL)
+
+    @_translate
+    def getxattr(self, path: str, name: str, position: int = 0) -> bytes:
+        return self.fs.getxattr(path, name)
+
+    @_translate
+    def listxattr(self, path: str) -> list[str]:
+        return self.fs.listxattr(path)
+
+    @_translate
+    def setxattr(self, path: str, name: str, value: bytes, options: int,
+                 position: int = 0) -> None:
+        self.fs.setxattr(path, name, value)
+
+    @_translate
+    def removexattr(self, path: str, name: str) -> None:
+        self.fs.removexattr(path, name)
+
+    def access(self, path: str, amode: int) -> int:
+        return 0
+
+
+def interrupted() -> bool:
+    """Whether the FUSE request served by this thread was interrupted (Ctrl-C, SIGKILL)."""
+    try:
+        return bool(mfusepy._libfuse.fuse_interrupted())
+    except (AttributeError, OSError):
+        return False
+
+
+def _timespec_ns(ts: Any) -> int | None:
+    """A utimens timespec in ns; None for ``UTIME_OMIT``; now for ``UTIME_NOW``."""
+    if ts.tv_nsec == UTIME_OMIT:
+        return None
+    if ts.tv_nsec == UTIME_NOW:
+        return time.time_ns()
+    return ts.tv_sec * 1_000_000_000 + ts.tv_nsec
+
+
+class MegaFUSE(mfusepy.FUSE):
+    """``mfusepy.FUSE`` passing libfuse 3's open file and ``UTIME_*`` markers on."""
+
+    def _path(self, path: bytes | None) -> str | None:
+        return None if path is None else path.decode(self.encoding, self.errors)
+
+    def truncate_fuse_3(self, path: bytes | None, length: int, fip: Any) -> int:
+        fh = fip.contents.fh if fip else None
+        return self.operations.truncate(self._path(path), length, fh)
+
+    def utimens_fuse_3(self, path: bytes | None, buf: Any, fip: Any) -> int:
+        mtime = _timespec_ns(buf.contents.modtime) if buf else time.time_ns()
+        fh = fip.contents.fh if fip else None
+        return self.operations.utimens(self._path(path), mtime, fh)
+
+
+def serve(ops: MegaOps, mountpoint: str, options: dict[str, Any]) -> None:
+    """Mount and serve until unmounted (foreground, multi-threaded)."""
+    if mfusepy.fuse_version_major != 3:
+        log.warning("libfuse %d.%d is in use; megafs is built for libfuse 3",
+                    mfusepy.fuse_version_major, mfusepy.fuse_version_minor)
+    MegaFUSE(ops, mountpoint, foreground=True, nothreads=False, raw_fi=True, **options)
+
+
+__all__ = ["MegaOps", "MegaFUSE", "serve", "interrupted"]

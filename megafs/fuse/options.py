@@ -1,0 +1,42 @@
+"""Mount options: what megafs asks of the kernel and libfuse, and the user's ``-o`` list.
+
+Kernel caches: names and attributes are cached for ``CACHE_TIMEOUT`` seconds (the change feed
+applies remote changes within about half a second; a shorter cache made a warm ``ls -l`` of
+10,000 files look every entry up again); negative lookups are not cached, so a new name shows
+at once.  ``hard_remove``: an unlinked file that is still open keeps working through its handle
+(no ``.fuse_hidden`` renames); ``nullpath_ok``: operations on such a handle arrive without a
+path.  ``default_permissions``: the kernel checks modes.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+CACHE_TIMEOUT = 5.0
+
+# Options megafs itself understands in ``-o`` (the rest go to libfuse).
+OWN_OPTIONS = frozenset({"show_links"})
+
+
+def split_options(extra: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The user's ``-o a,b=c`` string as (megafs options, libfuse options)."""
+    own: dict[str, Any] = {}
+    fuse: dict[str, Any] = {}
+    for item in (extra or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        key, eq, value = item.partition("=")
+        (own if key in OWN_OPTIONS else fuse)[key] = value if eq else True
+    return own, fuse
+
+
+def mount_options(extra: dict[str, Any] | None = None, *, allow_other: bool = False
+                  ) -> dict[str, Any]:
+    """Options for ``mfusepy.FUSE`` (mount options; cache settings go into the libfuse 3
+    config at ``init``, see ``adapter.MegaOps.init_with_config``)."""
+    opts: dict[str, Any] = {"fsname": "megafs", "subtype": "megafs",
+                            "default_permissions": True}
+    if allow_other:
+        opts["allow_other"] = True
+    opts.update(extra or {})
+    return opts

@@ -1,0 +1,73 @@
+"""Which mount point uses which queue: ``<state-dir>/mounted/<key>.json`` and /proc/mounts.
+
+Each running mount writes its entry (mount point, pid, per-mount state dir, API); it stays
+after unmount so ``megafs status``/``retry`` still find the queue of that mount point.  Per-API
+mount directories live in ``<state-dir>/mounts/<sha256(API)[:16]>``.  No FUSE here.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+from .. import config
+
+
+def mount_key(api: str) -> str:
+    """The per-API key of a mount directory (16 hex digits of SHA-256 of the API URL)."""
+    return hashlib.sha256(config.normalise_api(api).encode("utf-8")).hexdigest()[:16]
+
+
+def mount_dir_for(state_dir: str, api: str) -> str:
+    """The queue and staging directory of mounts of ``api`` with this state dir."""
+    return os.path.join(state_dir, "mounts", mount_key(api))
+
+
+def _entry_path(state_dir: str, mountpoint: str) -> str:
+    real = os.path.realpath(mountpoint)
+    key = hashlib.sha256(real.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    return os.path.join(state_dir, "mounted", key + ".json")
+
+
+def write_entry(state_dir: str, mountpoint: str, info: dict) -> str:
+    """Record (atomically, 0600) which queue a mount point uses; returns the file's path."""
+    path = _entry_path(state_dir, mountpoint)
+    config.private_dir(os.path.dirname(path))
+    config.atomic_write(path, json.dumps(info))
+    return path
+
+
+def find_mount(state_dir: str, mountpoint: str) -> dict | None:
+    """The registry entry of a mount point (None if this state dir never mounted it); a live
+    mount without an entry is asked for its queue directory through an xattr."""
+    try:
+        with open(_entry_path(state_dir, mountpoint)) as fh:
+            info = json.load(fh)
+    except (OSError, ValueError):
+        info = None
+    if info is None and is_mounted(mountpoint):
+        try:
+            mdir = os.getxattr(mountpoint, "user.megafs.mountdir").decode()
+            info = {"mountpoint": os.path.realpath(mountpoint), "mount_dir": mdir, "pid": None}
+        except OSError:
+            info = None
+    return info
+
+
+def is_mounted(mountpoint: str) -> bool:
+    """Whether ``mountpoint`` is a mount point now (from /proc/self/mountinfo)."""
+    real = os.path.realpath(mountpoint)
+    try:
+        with open("/proc/self/mountinfo") as fh:
+            for line in fh:
+                fields = line.split()
+                if len(fields) > 4 and _unescape(fields[4]) == real:
+                    return True
+    except OSError:
+        pass
+    return False
+
+
+def _unescape(text: str) -> str:
+    return text.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n") \
+        .replace("\\134", "\\")

@@ -1,0 +1,122 @@
+"""The composition root: one place that builds a mount's parts, starts them and stops them.
+
+``MountRuntime`` is used by ``megafs mount`` (which hands ``runtime.fs`` to the FUSE adapter),
+by the core tests (which call ``runtime.fs`` directly, without FUSE) and by the benches, so all
+three run exactly the same wiring.  Order: the bundled server (``--local``), the client
+(session), the per-API mount directory and its lock (one mount per queue), the node tree
+(``f``), the write-back queue (recovered), the filesystem core and its ``.link`` layer, the
+change feed.  ``close`` stops them in reverse order through an ``ExitStack``.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import config
+from ..api.client import MegaClient
+from ..errors import FsError
+from ..tree.changes import RemoteWatcher
+from ..tree.tree import Tree
+from ..vfs.core import FileSystem
+from ..vfs.links import LinkLayer
+from ..vfs.readcache import ReadCache
+from ..writeback.queue import WriteBack
+from .localserver import LocalServer
+from .registry import mount_dir_for
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MountConfig:
+    """Everything a mount is built from (the CLI's options)."""
+
+    state_dir: str = field(default_factory=config.default_state_dir)
+    api: str | None = None             # None: $MEGAFS_API or the real MEGA
+    local: bool = False                # start the bundled server of the state dir
+    uploads: int = 4                   # files uploaded in parallel
+    connections: int = 4               # connections per file transfer
+    link_timeout: float = 600.0        # seconds a .link read waits for an upload
+    show_links: bool = False           # list X.link files in readdir
+    poll_timeout: float = 20.0         # seconds of one sc long-poll
+
+
+class MountRuntime:
+    """A built mount (see the module docstring).  Use as a context manager."""
+
+    def __init__(self, cfg: MountConfig) -> None:
+        self.cfg = cfg
+        self._stack = contextlib.ExitStack()
+        self.server: LocalServer | None = None
+        self.api = ""
+        self.mount_dir = ""
+
+    def __enter__(self) -> "MountRuntime":
+        try:
+            self._build()
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _build(self) -> None:
+        cfg = self.cfg
+        stack = self._stack
+        config.private_dir(cfg.state_dir)
+        api = cfg.api
+        if cfg.local:
+            self.server = LocalServer(cfg.state_dir)
+            stack.callback(self.server.stop)
+            api = self.server.start()
+        self.client = MegaClient.open(api=api, state_dir=cfg.state_dir,
+                                      connections=cfg.connections)
+        stack.callback(self.client.close)
+        self.api = self.client.api
+        self.mount_dir = config.private_dir(mount_dir_for(cfg.state_dir, self.api))
+        lock_fd = lock_mount_dir(self.mount_dir)
+        stack.callback(os.close, lock_fd)
+        session = self.client.session
+        assert session is not None
+        self.tree = Tree(session.master_key, session.user_handle)
+        listing = self.client.fetch()
+        self.tree.load(listing.nodes, listing.public)
+        self.wb = WriteBack(self.mount_dir, self.client, self.tree, workers=cfg.uploads)
+        stack.callback(self.wb.stop)
+        self.reads = ReadCache(self.client)
+        stack.callback(self.reads.close)
+        self.core = FileSystem(self.client, self.tree, self.wb, readcache=self.reads)
+        self.core.recover()
+        self.fs = LinkLayer(self.core, link_timeout=cfg.link_timeout,
+                            show_links=cfg.show_links, mount_dir=self.mount_dir)
+        self.watcher = RemoteWatcher(self.client, self.tree, listing.sn,
+                                     poll_timeout=cfg.poll_timeout, on_recover=self.wb.kick)
+        stack.callback(self.watcher.stop)
+
+    def start(self) -> None:
+        """Start the background threads (uploads, committer, change feed)."""
+        self.wb.start()
+        self.watcher.start()
+
+    def close(self) -> None:
+        self._stack.close()
+
+
+def lock_mount_dir(mount_dir: str) -> int:
+    """One mount per queue: a second mount of the same API and state dir would race uploads.
+    Returns the locked descriptor (held for the life of the mount); FsError(EBUSY) if taken."""
+    fd = os.open(os.path.join(mount_dir, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise FsError(errno.EBUSY, "another megafs mount is using %s (same API and state dir)"
+                      % mount_dir) from None
+    return fd

@@ -1,0 +1,207 @@
+"""The namespace: which entry a path names, and the only place that changes that.
+
+A folder's entries are its remote children from the node tree, minus nodes held by a staged
+file (``WriteBack.hides``), plus the staged files shown in it (the *overlay*).  A staged file
+is shown at its record's ``parent``/``name``; the remote node it came from or committed is
+hidden wherever it is, so a name never shows two things and a renamed or removed file never
+shows at its old place.  The write-back queue never changes any of this: when a staged file has
+nothing left to send and nothing open, the queue offers it back (``retire``) and the namespace
+drops it from the overlay in one step under its lock, once the tree shows the committed node
+at the same place with the same name (so the name keeps its size, mtime and bytes).
+
+Concurrency contract: ``self.lock`` (an RLock, the *namespace lock*) serialises every change
+of the overlay and of a staged file's place: create, open of a remote file (which gives it a
+staged file), rename, unlink, mkdir, rmdir, retire; it is held across the network requests of
+folder operations.  Lookups take no lock: the overlay maps are replaced, never mutated, so a
+reader always sees a consistent snapshot.  A lookup may return a staged file that is retired a
+moment later; every later use counts a handle on it with ``WriteBack.opened`` (which refuses a
+retired file) or re-resolves.  Lock order: ``self.lock`` -> ``WriteBack.lock`` -> ``tree.lock``.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import threading
+from dataclasses import dataclass
+
+from ..errors import FsError
+from ..tree.nodes import Node
+from ..tree.tree import Tree
+from ..writeback.queue import WriteBack
+from ..writeback.staged import StagedFile
+
+log = logging.getLogger(__name__)
+
+NAME_MAX = 255
+DIR, FILE = "dir", "file"
+
+
+@dataclass(frozen=True, eq=False)
+class Entry:
+    """What one path names: a folder node, a remote file node, or a staged file."""
+
+    kind: str                     # DIR | FILE
+    parent: str                   # folder handle holding the entry ("" for the root)
+    name: str
+    node: Node | None = None      # DIR: the folder; FILE without a staged file: the node
+    sf: StagedFile | None = None  # FILE with local state
+
+    @property
+    def folder(self) -> Node:
+        if self.kind != DIR or self.node is None:
+            raise FsError(errno.ENOTDIR, "not a folder")
+        return self.node
+
+
+def split(path: str) -> list[str]:
+    """Path components; ENAMETOOLONG for a component over 255 bytes."""
+    parts = [p for p in path.split("/") if p]
+    for part in parts:
+        if len(part.encode("utf-8", "surrogateescape")) > NAME_MAX:
+            raise FsError(errno.ENAMETOOLONG, "a name is longer than 255 bytes")
+    return parts
+
+
+class Namespace:
+    """Path resolution over the tree and the overlay; see the module docstring."""
+
+    def __init__(self, tree: Tree, wb: WriteBack) -> None:
+        self.tree = tree
+        self.wb = wb
+        self.lock = threading.RLock()
+        self._overlay: dict[str, dict[str, StagedFile]] = {}
+
+    # --- lookups (lock-free) ----------------------------------------------------------------
+    def lookup(self, folder: str, name: str) -> Entry | None:
+        """The entry ``name`` in folder ``folder``, or None."""
+        shown = self._overlay.get(folder)
+        if shown is not None:
+            sf = shown.get(name)
+            if sf is not None:
+                return Entry(FILE, folder, name, sf=sf)
+        node = self.tree.child(folder, name)
+        if node is None or (node.type == 0 and self.wb.hides(node)):
+            return None
+        return Entry(DIR if node.is_dir else FILE, folder, name, node=node)
+
+    def listing(self, folder: str) -> dict[str, Entry]:
+        """Every entry of a folder by name."""
+        out: dict[str, Entry] = {}
+        for name, node in self.tree.children_view(folder).items():
+            if node.type == 0 and self.wb.hides(node):
+                continue
+            out[name] = Entry(DIR if node.is_dir else FILE, folder, name, node=node)
+        for name, sf in self._overlay.get(folder, {}).items():
+            out[name] = Entry(FILE, folder, name, sf=sf)
+        return out
+
+    def root(self) -> Entry:
+        node = self.tree.get(self.tree.root)
+        if node is None:
+            raise FsError(errno.EIO, "the Cloud Drive root is missing")
+        return Entry(DIR, "", "", node=node)
+
+    def resolve(self, path: str) -> Entry:
+        """The entry at ``path``: ENOENT, ENOTDIR or ENAMETOOLONG otherwise."""
+        entry = self.root()
+        for part in split(path):
+            if entry.kind != DIR:
+                raise FsError(errno.ENOTDIR, "a path component is a file")
+            found = self.lookup(entry.folder.handle, part)
+            if found is None:
+                raise FsError(errno.ENOENT, "no such file or folder")
+            entry = found
+        return entry
+
+    def parent_of(self, path: str) -> tuple[Node, str]:
+        """The folder that holds ``path`` and the last name; EBUSY for the mount root."""
+        parts = split(path)
+        if not parts:
+            raise FsError(errno.EBUSY, "the mount root")
+        parent = self.resolve("/" + "/".join(parts[:-1]))
+        return parent.folder, parts[-1]
+
+    def path_of(self, sf: StagedFile) -> str:
+        """The mount path where ``sf`` is shown ("?/name" if its folder is unknown)."""
+        folder = self.tree.path_of(sf.rec.parent)
+        if folder is None:
+            return "?/" + sf.rec.name
+        return folder.rstrip("/") + "/" + sf.rec.name
+
+    # --- changes (under self.lock) ----------------------------------------------------------
+    def staged_for(self, entry: Entry) -> StagedFile:
+        """The staged file of a file entry, giving a remote file one (shown at its place)."""
+        if entry.sf is not None:
+            return entry.sf
+        assert entry.node is not None and entry.kind == FILE
+        with self.lock:
+            held = self.wb.holder(entry.node.handle)
+            if held is not None and not held.retired:
+                return held
+            sf = self.wb.add(entry.parent, entry.name, node=entry.node)
+            self._show(sf)
+            return sf
+
+    def add(self, parent: str, name: str, *, node: Node | None = None,
+            content: bool = False, mtime_ns: int | None = None) -> StagedFile:
+        """A new staged file shown at (parent, name) (call under ``self.lock``)."""
+        sf = self.wb.add(parent, name, node=node, content=content, mtime_ns=mtime_ns)
+        self._show(sf)
+        return sf
+
+    def move(self, sf: StagedFile, parent: str, name: str) -> None:
+        """Show ``sf`` at a new place (rename; call under ``self.lock``)."""
+        self._hide(sf)
+        with self.wb.lock:
+            sf.rec.parent, sf.rec.name = parent, name
+            sf.meta_dirty = True
+        self._show(sf)
+
+    def remove(self, sf: StagedFile) -> None:
+        """Stop showing ``sf`` (unlink, or replaced by a rename; call under ``self.lock``)."""
+        self._hide(sf)
+        self.wb.unlink(sf)
+
+    def retire(self, sf: StagedFile) -> None:
+        """``WriteBack.on_settled``: drop a settled file from the overlay if the tree now
+        shows its committed node at the same place under the same name."""
+        with self.lock:
+            if sf.retired:
+                return
+            shown = self._overlay.get(sf.rec.parent, {}).get(sf.rec.name)
+            if shown is sf and sf.rec.committed:
+                node = self.tree.child(sf.rec.parent, sf.rec.name)
+                if node is None or node.handle != sf.rec.committed:
+                    # e.g. another node shows under the same name: keep presenting ours
+                    log.debug("keeping %s: the tree shows another node under its name",
+                              sf.rec.name)
+                    return
+            if self.wb.retire(sf) and not sf.rec.unlinked:
+                self._hide(sf)
+
+    def _show(self, sf: StagedFile) -> None:
+        folder = dict(self._overlay.get(sf.rec.parent, {}))
+        folder[sf.rec.name] = sf
+        self._overlay[sf.rec.parent] = folder
+
+    def _hide(self, sf: StagedFile) -> None:
+        folder = self._overlay.get(sf.rec.parent)
+        if folder is None or folder.get(sf.rec.name) is not sf:
+            return
+        fresh = dict(folder)
+        del fresh[sf.rec.name]
+        if fresh:
+            self._overlay[sf.rec.parent] = fresh
+        else:
+            del self._overlay[sf.rec.parent]
+
+    def recovered(self, files: list[StagedFile]) -> None:
+        """Show the files the queue recovered at mount time (unlinked ones stay hidden)."""
+        with self.lock:
+            for sf in files:
+                if not sf.rec.unlinked:
+                    current = self._overlay.get(sf.rec.parent, {}).get(sf.rec.name)
+                    if current is not None and current is not sf:
+                        log.warning("two queued files claim %s; keeping both, the later one is"
+                                    " shown", self.path_of(sf))
+                    self._show(sf)

@@ -1,0 +1,437 @@
+"""``WriteBack``: the durable write-back queue of one mount, as the filesystem core sees it.
+
+Owns the staged files (``StagedFile``) of the mount, their rows in ``queue.sqlite``
+(``QueueStore``), the staging directory (0700, files 0600), the upload workers
+(``scheduler.Scheduler``) and the committer (``committer.Committer``), and crash recovery.  It
+never decides POSIX semantics and never changes the namespace: where a file is shown
+(``rec.parent``/``rec.name``) is set by the filesystem core; the queue only brings MEGA in
+line with it and reports back.  When a file has nothing left to send and nothing has it open,
+the queue calls ``on_settled(file)``; the namespace then retires it under its own lock.
+
+Concurrency contract: ``self.lock`` (a Condition) guards every ``StagedFile`` field, the
+``files``/``owner`` indexes and the committer's to-do set.  It is never held during network
+I/O, fsync or sqlite commits: rows are snapshotted under it and written after it is released
+(``_save``), before the caller's operation returns.  Lock order: namespace lock ->
+``WriteBack.lock`` -> ``tree.lock``.  ``on_settled`` is always called without ``self.lock``.
+The invariants are written in ``megafs/ARCHITECTURE.md``.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import secrets
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+
+from .. import config
+from ..errors import FsError
+from ..tree.nodes import UPLOAD_ID_ATTR, Node
+from ..tree.tree import Tree
+from . import record as R
+from .record import Record, Step
+from .staged import StagedFile
+from .store import QueueStore, persistent_request_id
+
+if TYPE_CHECKING:
+    from ..api.client import MegaClient
+
+log = logging.getLogger(__name__)
+
+
+class WriteBack:
+    """The queue of one mount; see the module docstring."""
+
+    def __init__(self, mount_dir: str, client: "MegaClient", tree: Tree, *, workers: int = 4,
+                 on_settled: Callable[[StagedFile], None] | None = None,
+                 on_change: Callable[[set[str]], None] | None = None,
+                 path_of: Callable[[StagedFile], str] | None = None) -> None:
+        from .committer import Committer
+        from .scheduler import Scheduler
+
+        self.mount_dir = config.private_dir(mount_dir)
+        self.staging = config.private_dir(os.path.join(mount_dir, "staging"))
+        self.client = client
+        self.tree = tree
+        self.on_settled = on_settled
+        self.on_change = on_change
+        self.path_of = path_of or (lambda sf: sf.rec.name)
+        self.lock = threading.Condition(threading.Lock())
+        self.files: dict[str, StagedFile] = {}
+        self.owner: dict[str, StagedFile] = {}      # node handle -> the file holding it
+        self.todo: set[str] = set()                  # rids the committer should look at
+        self.store = QueueStore(mount_dir)
+        # Every mount of this queue sends the same request id, so the change feed tells our
+        # own packets (also those of a killed earlier mount) from other clients' changes.
+        self.request_id = persistent_request_id(mount_dir)
+        client.request_id = self.request_id
+        self.stopping = threading.Event()
+        self.scheduler = Scheduler(self, workers=max(1, workers))
+        self.committer = Committer(self)
+
+    # --- creating and finding files ---------------------------------------------------------
+    def add(self, parent: str, name: str, *, node: Node | None = None,
+            mtime_ns: int | None = None, content: bool = False) -> StagedFile:
+        """A new staged file shown at (parent, name).
+
+        ``node``: the remote file it starts from (its committed node; no copy is made yet).
+        ``content``: start with an empty staged copy (new files, ``O_TRUNC``) that is dirty
+        until flushed.  Raises OSError if the staged copy cannot be created."""
+        rid = secrets.token_hex(8)
+        path = os.path.join(self.staging, rid)
+        rec = Record(rid, parent, name)
+        if node is not None:
+            rec.committed, rec.size, rec.mtime_ns = node.handle, node.size, node.mtime_ns
+        if content:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+            os.close(fd)
+            rec.has_copy, rec.size = True, 0
+        if mtime_ns is not None:
+            rec.mtime_ns = mtime_ns
+        sf = StagedFile(rec, path)
+        if content:
+            sf.version = 1          # even an empty new file must be uploaded once
+        with self.lock:
+            self.files[rid] = sf
+            if node is not None:
+                self.owner[node.handle] = sf
+        return sf
+
+    def hides(self, node: Node) -> bool:
+        """Whether a tree node is held by a live staged file (its committed node, an old
+        version, or a node carrying one of our upload ids): such a node is shown only through
+        that file, at the file's place.  Lock-free (dict reads)."""
+        if node.handle in self.owner:
+            return True
+        mfs = node.attrs.get(UPLOAD_ID_ATTR) if node.attrs else None
+        rid = R.rid_of(mfs)
+        return rid is not None and rid in self.files
+
+    def holder(self, handle: str) -> StagedFile | None:
+        """The live staged file holding node ``handle``, if any."""
+        return self.owner.get(handle)
+
+    # --- events from the filesystem core ----------------------------------------------------
+    def opened(self, sf: StagedFile, write: bool) -> bool:
+        """Count an open handle; False if the file was retired meanwhile (resolve again)."""
+        with self.lock:
+            if sf.retired:
+                return False
+            sf.handles += 1
+            if write:
+                sf.writers += 1
+            return True
+
+    def closed(self, sf: StagedFile, write: bool) -> None:
+        """A handle was released (after its flush)."""
+        with self.lock:
+            sf.handles -= 1
+            if write:
+                sf.writers -= 1
+                if sf.writers == 0:
+                    sf.forced = False
+            self._touched(sf)
+        self._settle([sf])
+
+    def wrote(self, sf: StagedFile, size: int | None = None, mtime_ns: int | None = None
+              ) -> None:
+        """The staged copy changed (write, truncate): newer than any upload in flight."""
+        with self.lock:
+            sf.version += 1
+            sf.rec.mtime_ns = time.time_ns() if mtime_ns is None else mtime_ns
+            if size is not None:
+                sf.rec.size = size
+            if sf.cancel is not None and sf.token is None:
+                sf.cancel.set()        # the upload reads bytes that are no longer current
+
+    def set_mtime(self, sf: StagedFile, mtime_ns: int) -> None:
+        """``utimens``: the new mtime is saved durably before this returns."""
+        with self.lock:
+            sf.rec.mtime_ns = mtime_ns
+            sf.meta_dirty = True
+        self.save(sf)
+
+    def materialized(self, sf: StagedFile, size: int) -> None:
+        """The staged copy now holds the committed node's bytes (not a change)."""
+        with self.lock:
+            sf.rec.has_copy = True
+            sf.rec.size = size
+
+    def flush(self, sf: StagedFile, fd: int | None = None) -> None:
+        """Make the file's content and place durable (close, fsync): fsync the staged copy and
+        commit its row, a new generation if it was written since the last flush."""
+        with self.lock:
+            if sf.retired or sf.rec.unlinked:
+                return
+            dirty, version = sf.dirty, sf.version
+            if not dirty and not sf.meta_dirty:
+                return
+        if dirty:
+            if fd is None:
+                fd_own = os.open(sf.path, os.O_RDONLY)
+                try:
+                    os.fsync(fd_own)
+                    size = os.fstat(fd_own).st_size
+                finally:
+                    os.close(fd_own)
+            else:
+                os.fsync(fd)
+                size = os.fstat(fd).st_size
+        with self.lock:
+            if sf.retired or sf.rec.unlinked:
+                return
+            if dirty:
+                # A write that raced the fsync keeps the file dirty: its own flush syncs it.
+                if sf.synced < version:
+                    sf.synced = version
+                    sf.rec = R.flushed(sf.rec, size, sf.rec.mtime_ns)
+            sf.meta_dirty = False
+            self._touched(sf)
+        self.save(sf)
+
+    def save(self, sf: StagedFile) -> None:
+        """Commit ``sf``'s row durably now (after a rename, touch or removal)."""
+        self._save([sf])
+
+    def unlink(self, sf: StagedFile) -> None:
+        """The name is gone: cancel the upload; remote nodes are deleted once it is closed.
+        The row is saved (durably) when there are remote nodes to delete."""
+        with self.lock:
+            sf.rec.unlinked = True
+            sf.meta_dirty = False
+            if sf.cancel is not None:
+                sf.cancel.set()
+            remote = bool(sf.rec.committed or sf.rec.replaces)
+            self._touched(sf)
+        if remote:
+            self.save(sf)
+        else:
+            self._drop_row(sf)
+        self._settle([sf])
+
+    def force(self, sf: StagedFile) -> None:
+        """``fsync``: upload now even if writers are open."""
+        with self.lock:
+            sf.forced = True
+            sf.rec = R.retry_now(sf.rec) if sf.rec.next_try else sf.rec
+            self._touched(sf)
+
+    # --- state ------------------------------------------------------------------------------
+    def step(self, sf: StagedFile) -> Step:
+        """``record.plan`` for ``sf`` now (call under ``self.lock``)."""
+        node = self.tree.get(sf.rec.committed) if sf.rec.committed else None
+        view = None if node is None else (node.parent, node.name, node.mtime_ns,
+                                          bool(node.public))
+        return R.plan(sf.rec, node=view, writers=sf.writers, forced=sf.forced,
+                      dirty=sf.dirty, handles=sf.handles, now=time.time())
+
+    def settled(self, sf: StagedFile) -> bool:
+        """Nothing left to send and nothing open, so the file may be retired (call under
+        ``self.lock``).  An unlinked file settles once its remote nodes are deleted, whatever
+        was written to it after the unlink."""
+        if sf.busy or sf.handles > 0:
+            return False
+        if not sf.rec.unlinked and (sf.dirty or sf.meta_dirty):
+            return False
+        return self.step(sf) is Step.DONE
+
+    def state(self, sf: StagedFile) -> tuple[str, str | None, str | None]:
+        """(state, committed handle once uploaded, error once failed) for xattrs."""
+        with self.lock:
+            step = Step.IDLE if sf.dirty else self.step(sf)
+            shown = R.shown_state(sf.rec, step, sf.busy)
+            handle = sf.rec.committed if shown == R.UPLOADED else None
+            return shown, handle, sf.rec.error if shown == R.FAILED else None
+
+    def wait(self, sf: StagedFile, timeout: float | None,
+             cancelled: Callable[[], bool] | None = None) -> str:
+        """Block until ``sf``'s current content is on MEGA and exported; return the handle of
+        its node.  FsError: ENOENT if the file is removed meanwhile, EIO with the reason if
+        its upload failed for good, ETIMEDOUT after ``timeout`` seconds, EINTR if
+        ``cancelled()`` says the caller gave up."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self.lock:
+            while True:
+                if sf.rec.unlinked:
+                    raise FsError(errno.ENOENT, "the file was removed before its upload ended")
+                step = Step.IDLE if sf.dirty else self.step(sf)
+                if step is Step.DONE and not sf.busy and not sf.dirty and sf.rec.committed:
+                    return sf.rec.committed
+                if sf.rec.failed and not sf.busy:
+                    raise FsError(errno.EIO, "upload failed: %s" % (sf.rec.error or "unknown"))
+                if self.stopping.is_set():
+                    raise FsError(errno.EIO, "the mount is shutting down")
+                if cancelled is not None and cancelled():
+                    raise FsError(errno.EINTR, "interrupted")
+                wait = 0.5
+                if deadline is not None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise FsError(errno.ETIMEDOUT, "timed out waiting for the upload")
+                    wait = min(wait, left)
+                self.lock.wait(wait)
+
+    # --- retirement -------------------------------------------------------------------------
+    def retire(self, sf: StagedFile) -> bool:
+        """Forget a settled file (the namespace calls this under its lock): drop its row,
+        its staged copy and its node ownership.  False if it is not settled any more."""
+        with self.lock:
+            if sf.retired:
+                return True
+            if not self.settled(sf):
+                return False
+            self._forget(sf)
+        self._drop_row(sf)
+        _unlink_quiet(sf.path)
+        return True
+
+    def _forget(self, sf: StagedFile) -> None:
+        sf.retired = True
+        self.files.pop(sf.rid, None)
+        self.todo.discard(sf.rid)
+        for handle in [h for h, owner in self.owner.items() if owner is sf]:
+            del self.owner[handle]
+        self.lock.notify_all()
+
+    def _drop_row(self, sf: StagedFile) -> None:
+        with self.lock:
+            persisted, sf.persisted = sf.persisted, False
+        if persisted:
+            self.store.delete([sf.rid])
+
+    # --- plumbing ---------------------------------------------------------------------------
+    def _touched(self, sf: StagedFile) -> None:
+        """Something changed: the committer and the workers look at ``sf`` again (call
+        under ``self.lock``)."""
+        self.todo.add(sf.rid)
+        if sf.rec.has_copy and not sf.rec.unlinked:
+            self.scheduler.offer(sf)
+        self.lock.notify_all()
+
+    def _save(self, files: Iterable[StagedFile]) -> None:
+        """Snapshot rows under the lock, commit them (group commit) after releasing it."""
+        with self.lock:
+            live = [sf for sf in files if not sf.retired]
+            pairs = []
+            for sf in live:
+                sf.rec.path = self.path_of(sf)
+                sf.persisted = True
+                step = Step.IDLE if sf.dirty else self.step(sf)
+                pairs.append((sf.rec, R.shown_state(sf.rec, step, sf.busy)))
+            rows = self.store.snapshot(pairs)
+        self.store.write(rows)
+
+    def _settle(self, files: Iterable[StagedFile]) -> None:
+        """Offer files with nothing left to do to the namespace (outside ``self.lock``)."""
+        if self.on_settled is None:
+            return
+        with self.lock:
+            ready = [sf for sf in files if not sf.retired and self.settled(sf)]
+        for sf in ready:
+            self.on_settled(sf)
+
+    # --- status -----------------------------------------------------------------------------
+    def snapshot(self) -> list[dict[str, Any]]:
+        """Unfinished files for ``megafs status``: path, state, size, progress, error."""
+        with self.lock:
+            out = []
+            for sf in self.files.values():
+                if sf.rec.unlinked:
+                    continue
+                step = Step.IDLE if sf.dirty else self.step(sf)
+                shown = R.shown_state(sf.rec, step, sf.busy)
+                if shown == R.UPLOADED or (step is Step.IDLE and not sf.rec.has_copy
+                                          and not sf.rec.failed and not sf.persisted):
+                    continue
+                out.append({"path": self.path_of(sf), "state": shown, "size": sf.rec.size,
+                            "progress": sf.progress if sf.busy else 0,
+                            "error": sf.rec.error if shown == R.FAILED else None,
+                            "attempts": sf.rec.attempts, "open": sf.writers > 0})
+            return out
+
+    def counts(self) -> dict[str, int]:
+        out = {R.PENDING: 0, R.UPLOADING: 0, R.FAILED: 0}
+        for row in self.snapshot():
+            out[row["state"]] = out.get(row["state"], 0) + 1
+        return out
+
+    def retry_failed(self) -> int:
+        """``megafs retry``: failed files are tried again now; returns how many."""
+        with self.lock:
+            failed = [sf for sf in self.files.values() if sf.rec.failed]
+            for sf in failed:
+                sf.rec = R.retry_now(sf.rec)
+                self._touched(sf)
+        self._save(failed)
+        return len(failed)
+
+    def kick(self) -> None:
+        """The server answers again: transient back-offs end now."""
+        with self.lock:
+            for sf in self.files.values():
+                if not sf.rec.failed and sf.rec.next_try:
+                    sf.rec = R.retry_now(sf.rec)
+                    self._touched(sf)
+
+    # --- start / stop -----------------------------------------------------------------------
+    def recover(self) -> list[StagedFile]:
+        """Load the queue after a clean or crashed stop; call with a freshly loaded tree.
+        Returns the recovered files (the namespace shows them)."""
+        from .committer import adopt
+
+        keep: list[StagedFile] = []
+        for rec in self.store.load():
+            path = os.path.join(self.staging, rec.rid)
+            if rec.has_copy and not os.path.exists(path):
+                rec.has_copy = False
+                rec.failed, rec.error = True, "staged data is missing from %s" % self.staging
+                log.error("staged data of %s is missing; marked failed", rec.name)
+            if rec.committed and self.tree.get(rec.committed) is None:
+                rec.committed, rec.committed_gen = None, 0
+            if rec.put_tried and rec.committed_gen < rec.generation:
+                adopt(rec, self.tree)
+            if rec.failed:
+                rec.next_try = time.time() + R.FAILED_FIRST
+            sf = StagedFile(rec, path, persisted=True)
+            keep.append(sf)
+        with self.lock:
+            for sf in keep:
+                self.files[sf.rid] = sf
+                for handle in [sf.rec.committed, *sf.rec.replaces]:
+                    if handle:
+                        self.owner[handle] = sf
+                self.todo.add(sf.rid)
+        self._save(keep)
+        # Staged copies without a row were never made durable: nothing promised them.
+        known = {sf.rid for sf in keep}
+        for entry in os.listdir(self.staging):
+            if entry not in known:
+                _unlink_quiet(os.path.join(self.staging, entry))
+        if keep:
+            log.info("recovered %d queued file(s)", len(keep))
+        return keep
+
+    def start(self) -> None:
+        self.scheduler.start()
+        self.committer.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop workers; uploads in flight are abandoned and resume at the next mount."""
+        self.stopping.set()
+        with self.lock:
+            for sf in self.files.values():
+                if sf.cancel is not None:
+                    sf.cancel.set()
+            self.lock.notify_all()
+        deadline = time.monotonic() + timeout
+        self.scheduler.join(deadline)
+        self.committer.join(deadline)
+        self.store.close()
+
+
+def _unlink_quiet(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

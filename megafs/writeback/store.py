@@ -1,0 +1,298 @@
+"""``queue.sqlite``: the durable rows of the write-back queue, with group commit.
+
+One row per file with local state that must survive a crash (a flushed but not yet uploaded
+file, a rename or touch not yet applied remotely, a removal not yet applied).  The database is
+opened in WAL mode with ``synchronous=FULL``, so a committed row survives power loss.  Rows of
+threads saving at the same time share one transaction (one WAL fsync): a FUSE flush and the
+committer's batch of state changes do not queue for one fsync each.  A per-row sequence number
+keeps an older snapshot from overwriting a newer one.  Also the persistent request id that
+every mount of this queue sends as ``i`` (so the change feed can tell our own packets).
+
+No locks of the write-back are taken here; the store has its own.  Never logs keys or links.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import sqlite3
+import string
+import threading
+import time
+from typing import Any, Iterable
+
+from .. import config
+from .record import Record
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (
+    rid TEXT PRIMARY KEY,
+    parent TEXT NOT NULL,
+    name TEXT NOT NULL,
+    size INTEGER NOT NULL DEFAULT 0,
+    mtime_ns INTEGER NOT NULL DEFAULT 0,
+    generation INTEGER NOT NULL DEFAULT 0,
+    committed TEXT,
+    committed_gen INTEGER NOT NULL DEFAULT 0,
+    replaces TEXT NOT NULL DEFAULT '[]',
+    has_copy INTEGER NOT NULL DEFAULT 0,
+    unlinked INTEGER NOT NULL DEFAULT 0,
+    put_tried INTEGER NOT NULL DEFAULT 0,
+    failed INTEGER NOT NULL DEFAULT 0,
+    error TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    path TEXT NOT NULL DEFAULT '',
+    state TEXT NOT NULL DEFAULT 'pending',
+    updated REAL NOT NULL DEFAULT 0
+)
+"""
+_COLUMNS = ("rid", "parent", "name", "size", "mtime_ns", "generation", "committed",
+            "committed_gen", "replaces", "has_copy", "unlinked", "put_tried", "failed", "error",
+            "attempts", "path", "state", "updated")
+_DELETED = 1 << 62        # sequence number of a deleted row: no older snapshot re-inserts it
+
+
+def row_of(rec: Record, state: str) -> tuple:
+    """The database row for ``rec`` shown as ``state`` (column order of ``_COLUMNS``)."""
+    return (rec.rid, rec.parent, rec.name, rec.size, rec.mtime_ns, rec.generation, rec.committed,
+            rec.committed_gen, json.dumps(rec.replaces), int(rec.has_copy), int(rec.unlinked),
+            int(rec.put_tried), int(rec.failed), rec.error, rec.attempts, rec.path, state,
+            time.time())
+
+
+def record_of(row: tuple) -> Record:
+    """A ``Record`` from a database row (column order of ``_COLUMNS``)."""
+    (rid, parent, name, size, mtime_ns, generation, committed, committed_gen, replaces,
+     has_copy, unlinked, put_tried, failed, error, attempts, path, _state, _updated) = row
+    try:
+        old = [h for h in json.loads(replaces or "[]") if isinstance(h, str)]
+    except ValueError:
+        old = []
+    return Record(rid, parent, name, size=size, mtime_ns=mtime_ns, generation=generation,
+                  committed=committed, committed_gen=committed_gen, replaces=old,
+                  has_copy=bool(has_copy), unlinked=bool(unlinked), put_tried=bool(put_tried),
+                  failed=bool(failed), error=error, attempts=attempts, path=path or "")
+
+
+def open_db(path: str, *, readonly: bool = False) -> sqlite3.Connection:
+    """The queue database (created 0600 if missing unless ``readonly``)."""
+    if readonly:
+        return sqlite3.connect("file:%s?mode=ro" % path, uri=True, timeout=10)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
+    db = sqlite3.connect(path, check_same_thread=False, timeout=30, isolation_level="DEFERRED")
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute(_SCHEMA)
+    db.commit()
+    return db
+
+
+class QueueStore:
+    """Rows of one mount's queue; thread-safe.  See the module docstring."""
+
+    def __init__(self, mount_dir: str) -> None:
+        self.path = os.path.join(mount_dir, "queue.sqlite")
+        self.db = open_db(self.path)
+        self._db_lock = threading.Lock()
+        self._written: dict[str, int] = {}
+        self._seq = 0
+        self._seq_lock = threading.Lock()
+        self._closed = False
+        # group commit: one leader writes the rows gathered so far, the others wait for it
+        self._gc = threading.Condition(threading.Lock())
+        self._gc_rows: list[tuple[int, tuple]] = []
+        self._gc_open = 0
+        self._gc_done = 0
+        self._gc_leader = False
+        self._gc_failed: dict[int, BaseException] = {}
+
+    def snapshot(self, recs: Iterable[tuple[Record, str]]) -> list[tuple[int, tuple]]:
+        """Sequence-numbered rows of (record, shown state) pairs as they are now (call under
+        the write-back lock, then ``write`` them after releasing it)."""
+        with self._seq_lock:
+            out = []
+            for rec, state in recs:
+                self._seq += 1
+                out.append((self._seq, row_of(rec, state)))
+            return out
+
+    def write(self, rows: list[tuple[int, tuple]]) -> None:
+        """Commit rows durably before returning (group commit with concurrent writers)."""
+        if not rows:
+            return
+        with self._gc:
+            self._gc_rows.extend(rows)
+            mine = self._gc_open
+            while self._gc_done <= mine:
+                if self._gc_leader:
+                    self._gc.wait()
+                    continue
+                self._gc_leader = True
+                batch, self._gc_rows = self._gc_rows, []
+                bid = self._gc_open
+                self._gc_open += 1
+                self._gc.release()
+                error: BaseException | None = None
+                try:
+                    self._commit(batch)
+                except BaseException as exc:   # handed to every thread of this batch
+                    error = exc
+                finally:
+                    self._gc.acquire()
+                    self._gc_leader = False
+                    self._gc_done = bid + 1
+                    if error is not None:
+                        self._gc_failed[bid] = error
+                        while len(self._gc_failed) > 64:
+                            self._gc_failed.pop(next(iter(self._gc_failed)))
+                    self._gc.notify_all()
+            failed = self._gc_failed.get(mine)
+        if failed is not None:
+            raise failed
+
+    def _commit(self, rows: list[tuple[int, tuple]]) -> None:
+        with self._db_lock:
+            if self._closed:
+                return
+            fresh: dict[str, tuple[int, tuple]] = {}
+            for seq, row in rows:
+                rid = row[0]
+                if self._written.get(rid, -1) < seq and fresh.get(rid, (-1,))[0] < seq:
+                    fresh[rid] = (seq, row)
+            if not fresh:
+                return
+            with self.db:
+                self.db.executemany("INSERT OR REPLACE INTO files (%s) VALUES (%s)"
+                                    % (",".join(_COLUMNS), ",".join("?" * len(_COLUMNS))),
+                                    [row for _seq, row in fresh.values()])
+            for rid, (seq, _row) in fresh.items():
+                self._written[rid] = seq
+
+    def delete(self, rids: Iterable[str]) -> None:
+        """Remove rows durably (an older snapshot written later cannot bring one back)."""
+        rids = list(rids)
+        if not rids:
+            return
+        with self._db_lock:
+            if self._closed:
+                return
+            for rid in rids:
+                self._written[rid] = _DELETED
+            with self.db:
+                self.db.executemany("DELETE FROM files WHERE rid = ?", [(r,) for r in rids])
+
+    def forget(self, rid: str) -> None:
+        """A deleted row's id will not be used again: drop its bookkeeping."""
+        with self._db_lock:
+            if self._written.get(rid) == _DELETED:
+                del self._written[rid]
+
+    def load(self) -> list[Record]:
+        """Every row, as records (at mount time)."""
+        with self._db_lock:
+            rows = self.db.execute("SELECT %s FROM files" % ",".join(_COLUMNS)).fetchall()
+            legacy = _legacy_rows(self.db)
+        return [record_of(row) for row in rows] + legacy
+
+    def close(self) -> None:
+        with self._db_lock:
+            self._closed = True
+            try:
+                self.db.close()
+            except sqlite3.Error:
+                pass
+
+
+def _legacy_rows(db: sqlite3.Connection) -> list[Record]:
+    """Unfinished rows of a queue written by megafs 0.1 (table ``records``), as records.
+
+    Their staged copies are kept under the same rid; a node committed for their generation is
+    recognised by the same upload id.  The old table is dropped once read (the rows are saved
+    again in the new table by the caller)."""
+    exists = db.execute("SELECT name FROM sqlite_master WHERE type='table' AND name='records'"
+                        ).fetchone()
+    if not exists:
+        return []
+    out = []
+    for rid, parent, name, size, mtime, state, gen, replaces, handle, put_tried in db.execute(
+            "SELECT rid, parent, name, size, mtime, state, generation, replaces, handle,"
+            " put_tried FROM records WHERE state != 'uploaded'"):
+        try:
+            old = [h for h in json.loads(replaces or "[]") if isinstance(h, str)]
+        except ValueError:
+            old = []
+        out.append(Record(rid, parent, name, size=size, mtime_ns=int(mtime * 1e9),
+                          generation=gen, committed=handle, committed_gen=gen if handle else 0,
+                          replaces=old, has_copy=True, put_tried=bool(put_tried)))
+    with db:
+        db.execute("DROP TABLE records")
+    if out:
+        log.info("converted %d queued upload(s) from the megafs 0.1 queue format", len(out))
+    return out
+
+
+def read_status(mount_dir: str) -> list[dict[str, Any]]:
+    """Rows of a (possibly unmounted) queue, for ``megafs status`` without a live mount."""
+    path = os.path.join(mount_dir, "queue.sqlite")
+    if not os.path.exists(path):
+        return []
+    db = open_db(path, readonly=True)
+    try:
+        try:
+            rows = db.execute("SELECT %s FROM files ORDER BY updated" % ",".join(_COLUMNS)
+                              ).fetchall()
+        except sqlite3.OperationalError:      # a queue written by megafs 0.1, never remounted
+            return [{"path": n, "state": s, "size": z, "progress": 0, "error": e}
+                    for n, s, z, e in db.execute("SELECT name, state, size, error FROM records"
+                                                 " WHERE state != 'uploaded'")]
+    finally:
+        db.close()
+    out = []
+    for row in rows:
+        rec, state = record_of(row), row[_COLUMNS.index("state")]
+        if state == "uploaded" or rec.unlinked:
+            continue
+        if state == "uploading":
+            state = "pending"           # nothing uploads while unmounted
+        out.append({"path": rec.path or rec.name, "state": state, "size": rec.size,
+                    "progress": 0, "error": rec.error, "attempts": rec.attempts})
+    return out
+
+
+def mark_failed_for_retry(mount_dir: str) -> int:
+    """``megafs retry`` when the mount is not running: failed rows retry at the next mount."""
+    path = os.path.join(mount_dir, "queue.sqlite")
+    if not os.path.exists(path):
+        return 0
+    db = open_db(path)
+    try:
+        with db:
+            cur = db.execute("UPDATE files SET failed = 0, attempts = 0, error = NULL,"
+                             " state = 'pending' WHERE failed = 1")
+            return cur.rowcount
+    finally:
+        db.close()
+
+
+_ALPHABET = string.ascii_letters + string.digits
+
+
+def persistent_request_id(mount_dir: str) -> str:
+    """The request id ``i`` every mount of this queue sends (10 letters/digits, kept in
+    ``<mount_dir>/request-id``): the change feed tells our own packets, including those of a
+    killed earlier mount, from other clients' changes."""
+    path = os.path.join(mount_dir, "request-id")
+    try:
+        with open(path) as fh:
+            value = fh.read().strip()
+        if len(value) == 10 and value.isalnum():
+            return value
+    except OSError:
+        pass
+    value = "".join(secrets.choice(_ALPHABET) for _ in range(10))
+    config.atomic_write(path, value)
+    return value
