@@ -16,27 +16,22 @@ import pytest
 
 from megafs.api.client import MegaClient
 from megafs.errors import FsError, IntegrityError, MegafsError
-from megafs.fs import MegaFS
-from megafs.tree.tree import Tree
-from megafs.vfs.readcache import ReadCache
-from megafs.writeback import WriteBack
+from megafs.mount.runtime import MountConfig, MountRuntime
 from mount_support import listing_paths, wait_for
 
 
 class Stack:
+    """The mount's own composition root (``MountRuntime``) without FUSE."""
+
     def __init__(self, api: str, state_dir: str, *, start: bool = True, workers: int = 4,
                  link_timeout: float = 60.0) -> None:
         self.api, self.state_dir = api, state_dir
-        self.client = MegaClient.open(api=api, state_dir=state_dir)
-        self.tree = Tree(self.client.session.master_key, self.client.session.user_handle)
-        listing = self.client.fetch()
-        self.tree.load(listing.nodes, listing.public)
-        self.mount_dir = os.path.join(state_dir, "mounts", "test")
-        self.wb = WriteBack(self.mount_dir, self.client, self.tree, workers=workers)
-        self.wb.recover()
-        self.reads = ReadCache(self.client)
-        self.fs = MegaFS(self.client, self.tree, self.wb, link_timeout=link_timeout,
-                         readcache=self.reads, mount_dir=self.mount_dir)
+        cfg = MountConfig(state_dir=state_dir, api=api, uploads=workers,
+                          link_timeout=link_timeout)
+        self.rt = MountRuntime(cfg).__enter__()
+        self.client, self.tree, self.wb = self.rt.client, self.rt.tree, self.rt.wb
+        self.mount_dir, self.reads, self.core = self.rt.mount_dir, self.rt.reads, self.rt.core
+        self.fs = self.rt.fs
         if start:
             self.wb.start()
 
@@ -63,6 +58,17 @@ class Stack:
     def link(self, path: str) -> str:
         return self.read_file(path + ".link").decode().strip()
 
+    def staged(self, path: str):
+        """The staged file shown at ``path`` (None if the name shows a plain remote node)."""
+        return self.core.ns.resolve(path).sf
+
+    def settled(self, path: str) -> bool:
+        """The name shows its remote node again (its staged file was retired)."""
+        return self.staged(path) is None
+
+    def node(self, path: str):
+        return self.core.ns.resolve(path).node
+
     def fresh_names(self) -> dict[str, object]:
         """Path -> node of a brand-new listing (what another client would see)."""
         return listing_paths(self.client)
@@ -71,9 +77,7 @@ class Stack:
         if getattr(self, "_closed", False):
             return
         self._closed = True
-        self.wb.stop()
-        self.reads.close()
-        self.client.close()
+        self.rt.close()
 
 
 @pytest.fixture
@@ -111,8 +115,8 @@ def test_write_close_link_and_download(stack, tmp_path):
 def test_staged_mode_and_private_dirs(stack):
     fh = stack.fs.create("/secret.txt")
     stack.fs.write(fh, b"x", 0)
-    rec = stack.wb.lookup(stack.tree.root, "secret.txt")
-    assert stat.S_IMODE(os.stat(rec.staged).st_mode) == 0o600
+    sf = stack.staged("/secret.txt")
+    assert stat.S_IMODE(os.stat(sf.path).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(stack.wb.staging).st_mode) == 0o700
     stack.fs.flush(fh)
     stack.fs.release(fh)
@@ -123,9 +127,8 @@ def test_read_remote_ranges_and_cache(stack):
     data = os.urandom(6 * 1048576 + 12345)
     stack.write_file("/big.bin", data)
     stack.link("/big.bin")
-    wait_for(lambda: stack.wb.lookup(stack.tree.root, "big.bin") is None, what="record dropped")
-    ent = stack.fs.resolve("/big.bin")
-    assert ent.kind == "file"
+    wait_for(lambda: stack.settled("/big.bin"), what="staged file retired")
+    assert stack.node("/big.bin").size == len(data)
     fh = stack.fs.open("/big.bin", os.O_RDONLY)
     try:
         for off, n in [(0, 10), (131071, 5), (4718590, 100000), (len(data) - 3, 100),
@@ -140,7 +143,7 @@ def test_tampered_download_gives_eio(stack, server):
     data = os.urandom(300000)
     stack.write_file("/t.bin", data)
     stack.link("/t.bin")
-    wait_for(lambda: stack.wb.lookup(stack.tree.root, "t.bin") is None, what="record dropped")
+    wait_for(lambda: stack.settled("/t.bin"), what="staged file retired")
     server.faults([{"where": "download", "tamper": True}])
     with pytest.raises(IntegrityError):
         stack.read_file("/t.bin")
@@ -152,9 +155,9 @@ def test_tampered_download_gives_eio(stack, server):
 def test_rewrite_existing_remote_file_replaces_node(stack, tmp_path):
     stack.write_file("/r.txt", b"version one")
     first = stack.link("/r.txt")
-    wait_for(lambda: stack.wb.lookup(stack.tree.root, "r.txt") is None, what="dropped")
-    old_handle = stack.fs.resolve("/r.txt").node.handle
-    # open without O_TRUNC: contents are brought down first, then patched
+    wait_for(lambda: stack.settled("/r.txt"), what="retired")
+    old_handle = stack.node("/r.txt").handle
+    # open without O_TRUNC: the old contents come down at the first write, then get patched
     fh = stack.fs.open("/r.txt", os.O_RDWR)
     stack.fs.write(fh, b"VERSION", 0)
     stack.fs.flush(fh)
@@ -167,16 +170,24 @@ def test_rewrite_existing_remote_file_replaces_node(stack, tmp_path):
     assert [p for p in names if p.startswith("/r")] == ["/r.txt"]
 
 
-def test_open_for_write_without_change_uploads_nothing(stack):
+def test_open_for_write_without_change_downloads_and_uploads_nothing(stack):
     stack.write_file("/same.txt", b"abc")
     stack.link("/same.txt")
-    wait_for(lambda: stack.wb.lookup(stack.tree.root, "same.txt") is None, what="dropped")
-    handle = stack.fs.resolve("/same.txt").node.handle
-    fh = stack.fs.open("/same.txt", os.O_RDWR)
-    stack.fs.flush(fh)
-    stack.fs.release(fh)
-    assert stack.wb.lookup(stack.tree.root, "same.txt") is None
-    assert stack.fs.resolve("/same.txt").node.handle == handle
+    wait_for(lambda: stack.settled("/same.txt"), what="retired")
+    handle = stack.node("/same.txt").handle
+    fetched = []
+    original = stack.reads.fetch_to_file
+    stack.reads.fetch_to_file = lambda *a: fetched.append(a) or original(*a)
+    for flags in (os.O_RDWR, os.O_WRONLY, os.O_WRONLY | os.O_APPEND):
+        fh = stack.fs.open("/same.txt", flags)
+        stack.fs.fsync(fh)
+        stack.fs.flush(fh)
+        stack.fs.release(fh)
+    stack.fs.utimens("/same.txt", 1_500_000_000_123_456_789)   # touch: metadata only
+    assert fetched == []
+    wait_for(lambda: stack.settled("/same.txt"), what="retired again")
+    assert stack.node("/same.txt").handle == handle
+    assert stack.fs.getattr("/same.txt")["st_mtime"] == 1_500_000_000_123_456_789
 
 
 def test_namespace_ops_round_trip(stack):
@@ -189,6 +200,7 @@ def test_namespace_ops_round_trip(stack):
     stack.link("/d1/a.txt")
     stack.fs.rename("/d1/a.txt", "/d1/sub/b.txt")
     stack.fs.rename("/d1/sub", "/d2")
+    wait_for(lambda: stack.settled("/d2/b.txt"), what="the rename applied remotely")
     names = stack.fresh_names()
     assert "/d2/b.txt" in names and "/d1/sub" not in names and "/d1/a.txt" not in names
     with pytest.raises(FsError) as ei:
@@ -215,14 +227,14 @@ def test_rename_pending_file_and_onto_existing(stack, tmp_path):
     assert s1.fs.getxattr("/target.txt", "user.mega.state") == b"pending"
     assert s1.read_file("/target.txt") == b"new data"
     with pytest.raises(FsError):
-        s1.fs.resolve("/pending.txt")
+        s1.core.ns.resolve("/pending.txt")
     s1.close()
     # The queue survives in its database; a new stack (a remount) finishes the upload.
     s = Stack(stack.api, stack.state_dir)
     try:
         link = s.link("/target.txt")
         assert _download(s.client, link, tmp_path / "x") == b"new data"
-        wait_for(lambda: s.wb.lookup(s.tree.root, "target.txt") is None, what="done")
+        wait_for(lambda: s.settled("/target.txt"), what="done")
         names = s.fresh_names()
         assert [p for p in names if p.endswith(".txt")] == ["/target.txt"]
     finally:
@@ -236,13 +248,16 @@ def test_unlink_pending_cancels_upload(server, tmp_path):
         s.fs.write(fh, b"bye", 0)
         s.fs.flush(fh)
         s.fs.release(fh)
-        rec = s.wb.lookup(s.tree.root, "gone.txt")
-        assert os.path.exists(rec.staged)
+        sf = s.staged("/gone.txt")
+        assert os.path.exists(sf.path)
         s.fs.unlink("/gone.txt")
-        assert not os.path.exists(rec.staged)
+        assert not os.path.exists(sf.path)
         db = sqlite3.connect(os.path.join(s.mount_dir, "queue.sqlite"))
-        assert db.execute("SELECT COUNT(*) FROM records").fetchone()[0] == 0
+        assert db.execute("SELECT COUNT(*) FROM files").fetchone()[0] == 0
         db.close()
+        with pytest.raises(FsError) as ei:
+            s.core.ns.resolve("/gone.txt")
+        assert ei.value.errno == errno.ENOENT
     finally:
         s.close()
 
@@ -259,31 +274,49 @@ def test_links_and_xattrs(stack):
     with pytest.raises(FsError) as ei:
         stack.fs.getxattr("/x.txt", "user.other")
     assert ei.value.errno == errno.ENODATA
-    for op in (lambda: stack.fs.unlink("/x.txt.link"),
-               lambda: stack.fs.truncate("/x.txt.link", 0),
+    for op in (lambda: stack.fs.truncate("/x.txt.link", 0),
                lambda: stack.fs.open("/x.txt.link", os.O_WRONLY),
                lambda: stack.fs.rename("/x.txt.link", "/y"),
-               lambda: stack.fs.create("/x.txt.link")):
+               lambda: stack.fs.utimens("/x.txt.link", 1)):
         with pytest.raises(FsError) as ei:
             op()
         assert ei.value.errno == errno.EPERM
     assert stack.fs.getattr("/x.txt.link")["st_mode"] & 0o777 == 0o444
+    assert stack.fs.getattr("/x.txt.link")["st_size"] == len(link) + 1
+    # rm X.link revokes the public link; reading it again exports a fresh one
+    stack.fs.unlink("/x.txt.link")
+    with MegaClient.public(api=stack.api) as pub:
+        with pytest.raises(MegafsError):
+            pub.download_info(link)
+    fresh = stack.link("/x.txt")
+    assert fresh != link
+    with MegaClient.public(api=stack.api) as pub:
+        assert pub.download_info(fresh).size == 5
 
 
 def test_real_file_named_link_wins(stack, tmp_path):
     stack.write_file("/a", b"data of a")
     link = stack.link("/a")
-    # Through the mount, creating over a virtual .link is refused; another client can do it.
-    from megafs.api.client import PutItem
-    src = tmp_path / "real"
-    src.write_bytes(b"i am real")
-    up = stack.client.upload(str(src))
-    (raw,) = stack.client.put_files([PutItem(stack.tree.root, up, {"n": "a.link"})])
-    stack.tree.add_raw(raw)
+    assert "a.link" not in stack.fs.readdir("/")
+    # Creating a real file over the virtual name is allowed; it hides the virtual one.
+    stack.write_file("/a.link", b"i am real")
     assert stack.read_file("/a.link") == b"i am real"
     assert stack.fs.getxattr("/a", "user.mega.link").decode() == link
     listing = stack.fs.readdir("/")
-    assert listing.count("a.link") == 1 and "a.link.link" in listing
+    assert listing.count("a.link") == 1 and "a.link.link" not in listing
+    stack.fs.unlink("/a.link")                 # removes the real file, not the link
+    assert stack.link("/a") == link
+
+
+def test_show_links_lists_them(server, tmp_path):
+    s = Stack(server.url, str(tmp_path / "state"))
+    try:
+        s.write_file("/v.txt", b"v")
+        assert s.fs.readdir("/") == ["v.txt"]
+        s.fs.show_links = True
+        assert s.fs.readdir("/") == ["v.txt", "v.txt.link"]
+    finally:
+        s.close()
 
 
 def test_names_too_long_and_unsupported(stack):
@@ -293,7 +326,9 @@ def test_names_too_long_and_unsupported(stack):
     name = "/" + "é" * 127   # 254 bytes: fine; its .link name would be too long: xattr only
     stack.write_file(name, b"x")
     assert stack.fs.getxattr(name, "user.mega.link").startswith(b"https://mega.nz/file/")
-    assert name[1:] + ".link" not in stack.fs.readdir("/")
+    with pytest.raises(FsError) as ei:
+        stack.fs.getattr(name + ".link")
+    assert ei.value.errno == errno.ENAMETOOLONG
 
 
 def test_fsync_waits_for_upload(stack):
@@ -326,24 +361,26 @@ def test_quota_failure_then_retry(stack, server):
 def test_crash_after_put_is_not_repeated(server, tmp_path):
     """A put that succeeded right before a crash is adopted at recovery, not repeated."""
     state = str(tmp_path / "state")
-    s = Stack(server.url, state)
-    s.write_file("/once.txt", b"exactly once")
-    s.link("/once.txt")
-    rec_rows = sqlite3.connect(os.path.join(s.mount_dir, "queue.sqlite")).execute(
-        "SELECT rid FROM records").fetchall()
+    s = Stack(server.url, state, start=False)
+    fh = s.fs.create("/once.txt")
+    s.fs.write(fh, b"exactly once", 0)
+    s.fs.release(fh)
+    sf = s.staged("/once.txt")
+    db_path = os.path.join(s.mount_dir, "queue.sqlite")
+    rid, gen = sf.rid, sf.rec.generation
+    # The put reaches MEGA but the mount dies before recording it: commit by hand.
+    up = s.client.upload(sf.path)
+    from megafs.api.client import PutItem
+    s.client.put_files([PutItem(s.tree.root, up, {"n": "once.txt", "mfs": "%s.%d" % (rid, gen)})])
     s.close()
-    (rid,) = rec_rows[0]
-    # Rewind the row to "put sent, answer lost" and restore the staged data.
-    db = sqlite3.connect(os.path.join(s.mount_dir, "queue.sqlite"))
+    db = sqlite3.connect(db_path)
     with db:
-        db.execute("UPDATE records SET state='uploading', handle=NULL, link=NULL, put_tried=1")
+        db.execute("UPDATE files SET put_tried=1")
     db.close()
-    with open(os.path.join(s.mount_dir, "staging", rid), "wb") as fh:
-        fh.write(b"exactly once")
     s2 = Stack(server.url, state)
     try:
         assert s2.link("/once.txt")
-        wait_for(lambda: s2.wb.lookup(s2.tree.root, "once.txt") is None, what="done")
+        wait_for(lambda: s2.settled("/once.txt"), what="done")
         names = s2.fresh_names()
         assert [p for p in names if "once" in p] == ["/once.txt"]
         assert not os.listdir(os.path.join(s2.mount_dir, "staging"))
@@ -371,8 +408,7 @@ def test_statfs_and_readdir(stack):
     st = stack.fs.statfs()
     assert st["f_namemax"] == 255 and st["f_blocks"] > 0
     stack.write_file("/ls.txt", b"12345")
-    entries = stack.fs.readdir("/")
-    assert "ls.txt" in entries and "ls.txt.link" in entries
+    assert stack.fs.readdir("/") == ["ls.txt"]
     assert stack.fs.getattr("/ls.txt")["st_size"] == 5
 
 
@@ -393,7 +429,7 @@ def test_remote_change_poller(stack):
 
 def test_errors_are_megafs_errors(stack):
     with pytest.raises(MegafsError):
-        stack.fs.resolve("/missing/x")
+        stack.core.ns.resolve("/missing/x")
     with pytest.raises(FsError) as ei:
         stack.fs.rmdir("/")
     assert ei.value.errno == errno.EBUSY
@@ -403,8 +439,8 @@ def test_rewrite_while_uploading_uploads_the_new_data_once(stack, server, tmp_pa
     """A file rewritten while its upload is in flight ends with the new data, one node."""
     server.faults([{"where": "upload", "delay": 0.5}])
     stack.write_file("/gen.bin", b"first version " * 50000)
-    rec = stack.wb.lookup(stack.tree.root, "gen.bin")
-    wait_for(lambda: rec.busy, timeout=10, what="upload in flight")
+    sf = stack.staged("/gen.bin")
+    wait_for(lambda: sf.busy, timeout=10, what="upload in flight")
     fh = stack.fs.open("/gen.bin", os.O_WRONLY | os.O_TRUNC)
     stack.fs.write(fh, b"second", 0)
     stack.fs.flush(fh)
@@ -412,7 +448,7 @@ def test_rewrite_while_uploading_uploads_the_new_data_once(stack, server, tmp_pa
     server.clear_faults()
     link = stack.link("/gen.bin")
     assert _download(stack.client, link, tmp_path / "g") == b"second"
-    wait_for(lambda: stack.wb.lookup(stack.tree.root, "gen.bin") is None, what="dropped")
+    wait_for(lambda: stack.settled("/gen.bin"), what="retired")
     names = stack.fresh_names()
     assert [p for p in names if p.startswith("/gen")] == ["/gen.bin"]
     assert names["/gen.bin"].size == 6
@@ -429,14 +465,15 @@ def test_fsync_reports_a_failed_upload(stack, server):
     server.control("quota", {"bytes": 1 << 40})
 
 
-def test_staging_a_big_file_does_not_block_the_namespace(stack, tmp_path):
-    """Opening a remote file for writing downloads it outside the namespace lock; a rename
-    of that file meanwhile makes the open start over (and fail, as the path is gone)."""
+def test_downloading_old_contents_does_not_block_the_namespace(stack, tmp_path):
+    """The old contents of a remote file come down at its first write, outside the
+    namespace lock: other operations go ahead, and a rename of the very file meanwhile moves
+    it with the write in progress (nothing is lost, nothing shows twice)."""
     from mount_support import run_with_timeout
     data = os.urandom(2 * 1048576 + 5)
     stack.write_file("/big.bin", data)
     stack.link("/big.bin")
-    wait_for(lambda: stack.wb.lookup(stack.tree.root, "big.bin") is None, what="dropped")
+    wait_for(lambda: stack.settled("/big.bin"), what="retired")
     entered, gate = threading.Event(), threading.Event()
     original = stack.reads.fetch_to_file
 
@@ -445,41 +482,61 @@ def test_staging_a_big_file_does_not_block_the_namespace(stack, tmp_path):
         assert gate.wait(30)
         return original(*args)
     stack.reads.fetch_to_file = gated
-    box: dict = {}
-
-    def opener():
-        try:
-            box["fh"] = stack.fs.open("/big.bin", os.O_RDWR)
-        except FsError as exc:
-            box["err"] = exc
-    t = threading.Thread(target=opener)
+    fh = stack.fs.open("/big.bin", os.O_RDWR)
+    t = threading.Thread(target=lambda: stack.fs.write(fh, b"HEAD", 0))
     t.start()
     assert entered.wait(10)
     # While the old contents download, other namespace operations go ahead.
     run_with_timeout(lambda: stack.write_file("/other.txt", b"other"), 10)
     run_with_timeout(lambda: stack.fs.mkdir("/dir"), 10)
-    assert stack.fs.resolve("/big.bin").kind == "file"   # readers still see the remote file
+    run_with_timeout(lambda: stack.fs.rename("/big.bin", "/dir/big.bin"), 10)
+    assert stack.fs.getattr("/dir/big.bin")["st_size"] == len(data)
     gate.set()
     t.join(30)
-    fh = box["fh"]
-    stack.fs.write(fh, b"HEAD", 0)
     stack.fs.flush(fh)
     stack.fs.release(fh)
-    assert _download(stack.client, stack.link("/big.bin"), tmp_path / "b") == b"HEAD" + data[4:]
-    # Renamed while being staged: the open starts over and finds the path gone.
-    wait_for(lambda: stack.wb.lookup(stack.tree.root, "big.bin") is None, what="dropped")
-    entered.clear()
-    gate.clear()
-    box.clear()
-    t = threading.Thread(target=opener)
-    t.start()
-    assert entered.wait(10)
-    stack.fs.rename("/big.bin", "/dir/big.bin")
-    gate.set()
-    t.join(30)
-    assert box["err"].errno == errno.ENOENT
-    assert stack.fs.resolve("/dir/big.bin").kind == "file"
-    assert stack.wb.lookup(stack.tree.root, "big.bin") is None
+    expected = b"HEAD" + data[4:]
+    assert _download(stack.client, stack.link("/dir/big.bin"), tmp_path / "b") == expected
+    wait_for(lambda: stack.settled("/dir/big.bin"), what="retired")
+    names = stack.fresh_names()
+    assert "/big.bin" not in names and names["/dir/big.bin"].size == len(data)
+
+
+def test_open_file_outlives_unlink_and_rename_over(stack):
+    """A descriptor keeps reading, writing, fstat-ing and fsync-ing its own bytes after the
+    name is removed or replaced; the name is gone at once for every later lookup."""
+    stack.write_file("/keep.txt", b"remote bytes")
+    stack.link("/keep.txt")
+    wait_for(lambda: stack.settled("/keep.txt"), what="retired")
+    reader = stack.fs.open("/keep.txt", os.O_RDONLY)
+    writer = stack.fs.open("/keep.txt", os.O_RDWR)
+    stack.fs.unlink("/keep.txt")
+    with pytest.raises(FsError) as ei:
+        stack.fs.getattr("/keep.txt")
+    assert ei.value.errno == errno.ENOENT
+    fh = stack.fs.create("/keep.txt", os.O_WRONLY | os.O_EXCL)   # the name is free at once
+    stack.fs.release(fh)
+    assert stack.fs.read(reader, 100, 0) == b"remote bytes"
+    assert stack.fs.write(writer, b"R", 0) == 1
+    assert stack.fs.read(writer, 100, 0) == b"Remote bytes"
+    assert stack.fs.getattr(None, writer)["st_size"] == 12
+    stack.fs.fsync(writer)
+    stack.fs.release(reader)
+    stack.fs.release(writer)
+    # rename over an open file
+    stack.write_file("/a.txt", b"old a")
+    stack.link("/a.txt")
+    held = stack.fs.open("/a.txt", os.O_RDONLY)
+    stack.write_file("/b.txt", b"new b")
+    stack.fs.rename("/b.txt", "/a.txt")
+    assert stack.read_file("/a.txt") == b"new b"
+    assert stack.fs.read(held, 100, 0) == b"old a"
+    stack.fs.release(held)
+    stack.link("/a.txt")
+    wait_for(lambda: stack.settled("/a.txt"), what="retired")
+    names = stack.fresh_names()
+    assert sorted(p for p in names if p.endswith(".txt")) == ["/a.txt", "/keep.txt"]
+    assert names["/keep.txt"].size == 0
 
 
 def test_upload_into_a_folder_deleted_remotely_fails_and_keeps_data(server, tmp_path):
@@ -487,13 +544,13 @@ def test_upload_into_a_folder_deleted_remotely_fails_and_keeps_data(server, tmp_
     try:
         s.fs.mkdir("/doomed")
         s.write_file("/doomed/orphan.txt", b"keep me")
-        rec = s.wb.lookup(s.fs.resolve("/doomed").n.handle, "orphan.txt")
-        folder = s.fs.resolve("/doomed").n.handle
+        sf = s.staged("/doomed/orphan.txt")
+        folder = s.core.ns.resolve("/doomed").folder.handle
         s.client.delete(folder)          # as another client would
         s.tree.remove(folder)
         s.wb.start()
-        wait_for(lambda: rec.state == "failed", timeout=30, what="upload to fail")
-        assert "-9" in (rec.error or "")
-        assert open(rec.staged, "rb").read() == b"keep me"
+        wait_for(lambda: sf.rec.failed, timeout=30, what="upload to fail")
+        assert "-9" in (sf.rec.error or "")
+        assert open(sf.path, "rb").read() == b"keep me"
     finally:
         s.close()

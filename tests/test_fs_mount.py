@@ -66,13 +66,15 @@ def test_copy_files_and_read_links_at_once(mounted, server, tmp_path):
     for name, link in links.items():
         got = get_link(link.strip(), tmp_path / ("got-" + name), server.url)
         assert got == (src / name).read_bytes(), name
-    # ls -l: sizes, modes, and the .link files
+    # ls -l: sizes and modes; the .link files are reachable by name, not listed
     ls = sh("ls -l %s" % mnt).stdout
     for name, size in sizes.items():
         line = next(x for x in ls.splitlines() if x.endswith(" " + name))
         assert line.startswith("-rw-r--r--") and (" %d " % size) in line
-        lline = next(x for x in ls.splitlines() if x.endswith(" " + name + ".link"))
-        assert lline.startswith("-r--r--r--")
+        assert not any(x.endswith(".link") for x in ls.splitlines())
+        lline = sh("ls -l %s/%s.link" % (mnt, name)).stdout
+        assert lline.startswith("-r--r--r--") and (" %d " % len(links[name])) in lline
+        assert os.stat(mnt / (name + ".link")).st_size == len(links[name])
     # xattrs
     p = str(mnt / "page.txt")
     assert os.getxattr(p, "user.mega.state") == b"uploaded"
@@ -120,7 +122,6 @@ def test_unsupported_and_readonly_operations(mounted):
         (lambda: os.link(mnt / "f.txt", mnt / "hard"), errno.EPERM),
         (lambda: open(mnt / "f.txt.link", "w"), (errno.EPERM, errno.EACCES)),
         (lambda: os.truncate(mnt / "f.txt.link", 0), (errno.EPERM, errno.EACCES)),
-        (lambda: os.unlink(mnt / "f.txt.link"), errno.EPERM),
         (lambda: os.rename(mnt / "f.txt.link", mnt / "g"), errno.EPERM),
         (lambda: os.setxattr(mnt / "f.txt", "user.x", b"1"), errno.ENOTSUP),
         (lambda: os.removexattr(mnt / "f.txt", "user.mega.link"), errno.ENOTSUP),
@@ -497,7 +498,7 @@ def test_local_mount_after_kill9_restarts_its_server(tmp_path):
         link = run_with_timeout(lambda: (mnt / "a.txt.link").read_text(), 60).strip()
         port = (state / "local-server.port").read_text().strip()
         assert get_link(link, tmp_path / "a", "http://127.0.0.1:%s/" % port) == b"first"
-        assert sorted(os.listdir(mnt)) == ["a.txt", "a.txt.link"]
+        assert sorted(os.listdir(mnt)) == ["a.txt"]
         megafs("umount", str(mnt), "--state-dir", str(state), timeout=60)
     finally:
         force_unmount(mnt)

@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 from .. import config
 from ..errors import FsError
@@ -124,8 +125,10 @@ def mount_foreground(args: argparse.Namespace, mnt: str,
 
         try:
             _own, fuse_opts = split_options(args.options)
+            host = urlsplit(rt.api).netloc
             serve(MegaOps(rt.fs, on_init=on_init), mnt,
-                  mount_options(fuse_opts, allow_other=args.allow_other))
+                  mount_options(fuse_opts, allow_other=args.allow_other,
+                                fsname="megafs:" + host))
             log.info("unmounted %s", mnt)
         finally:
             # Kept after unmount: `status`/`retry` still find the queue of this mount point.

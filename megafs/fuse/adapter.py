@@ -84,7 +84,10 @@ class MegaOps(Operations):
             config.entry_timeout = CACHE_TIMEOUT
             config.attr_timeout = CACHE_TIMEOUT
             config.negative_timeout = 0.0
-            config.hard_remove = 1
+            # Not hard_remove: libfuse renames a file removed while open to a hidden name
+            # (the core treats that as the removal) so that fstat, which the kernel sends
+            # without the open file, still finds it by that path until the last close.
+            config.hard_remove = 0
             config.nullpath_ok = 1
             config.use_ino = 0
         if self.on_init is not None:

@@ -3,8 +3,10 @@
 Kernel caches: names and attributes are cached for ``CACHE_TIMEOUT`` seconds (the change feed
 applies remote changes within about half a second; a shorter cache made a warm ``ls -l`` of
 10,000 files look every entry up again); negative lookups are not cached, so a new name shows
-at once.  ``hard_remove``: an unlinked file that is still open keeps working through its handle
-(no ``.fuse_hidden`` renames); ``nullpath_ok``: operations on such a handle arrive without a
+at once.  A file removed while open is renamed by libfuse to a hidden ``.fuse_hidden*`` name
+until its last close (not ``hard_remove``: the kernel asks for the attributes of an open file
+by inode only, and libfuse needs a path for that); the core treats that rename as the removal
+and never lists hidden names.  ``nullpath_ok``: operations on open files may arrive without a
 path.  ``default_permissions``: the kernel checks modes.
 """
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 CACHE_TIMEOUT = 5.0
+MAX_THREADS = 16        # libfuse worker threads serving requests at once
 
 # Options megafs itself understands in ``-o`` (the rest go to libfuse).
 OWN_OPTIONS = frozenset({"show_links"})
@@ -30,12 +33,15 @@ def split_options(extra: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
     return own, fuse
 
 
-def mount_options(extra: dict[str, Any] | None = None, *, allow_other: bool = False
-                  ) -> dict[str, Any]:
+def mount_options(extra: dict[str, Any] | None = None, *, allow_other: bool = False,
+                  fsname: str = "megafs:") -> dict[str, Any]:
     """Options for ``mfusepy.FUSE`` (mount options; cache settings go into the libfuse 3
-    config at ``init``, see ``adapter.MegaOps.init_with_config``)."""
-    opts: dict[str, Any] = {"fsname": "megafs", "subtype": "megafs",
-                            "default_permissions": True}
+    config at ``init``, see ``adapter.MegaOps.init_with_config``).  ``fsname`` is the mount's
+    source in /proc/mounts (``megafs:`` + the API host; a bare word would be taken for a path
+    by fusermount)."""
+    # max_threads: libfuse 3.14 otherwise warns that its default (-1) is invalid
+    opts: dict[str, Any] = {"fsname": fsname, "subtype": "megafs",
+                            "default_permissions": True, "max_threads": MAX_THREADS}
     if allow_other:
         opts["allow_other"] = True
     opts.update(extra or {})

@@ -38,7 +38,7 @@ from ..tree.tree import Tree
 from ..writeback.queue import WriteBack
 from ..writeback.staged import StagedFile
 from .handles import DirHandle, FileHandle, HandleTable
-from .namespace import DIR, FILE, Entry, Namespace
+from .namespace import DIR, HIDDEN_PREFIX, Entry, Namespace
 from .readcache import ReadCache
 
 if TYPE_CHECKING:
@@ -187,6 +187,8 @@ class FileSystem:
                 return 0
             sf = self.ns.staged_for(entry)
             if self.wb.opened(sf, write):
+                if sf.rec.committed and not sf.rec.has_copy:
+                    self.reads.reset_bad(sf.rec.committed)   # a new open downloads afresh
                 fh = self.handles.add(FileHandle(sf, write))
                 if flags & os.O_TRUNC:
                     try:
@@ -385,6 +387,8 @@ class FileSystem:
             entry = self.ns.resolve(path)
             if entry.kind == DIR:
                 raise FsError(errno.EISDIR, "use rmdir for folders")
+            if self.ns.forget_hidden(entry.parent, entry.name):
+                return                 # the last close of a file removed while open
             self.ns.remove(self.ns.staged_for(entry))
 
     def rename(self, old: str, new: str) -> None:
@@ -399,6 +403,10 @@ class FileSystem:
                 return
             if src.kind == DIR:
                 self._rename_folder(src.folder, parent, name, dst)
+                return
+            if name.startswith(HIDDEN_PREFIX) and dst is None:
+                # libfuse hides a file removed while open: to us that is the removal
+                self.ns.hide(self.ns.staged_for(src), parent.handle, name)
                 return
             if dst is not None:
                 if dst.kind == DIR:

@@ -28,7 +28,6 @@ from typing import Callable
 
 from ..api.links import format_link
 from ..errors import FsError
-from ..tree.nodes import Node
 from .core import FileSystem
 from .handles import FileHandle, LinkHandle
 from .namespace import DIR, Entry
@@ -36,6 +35,7 @@ from .namespace import DIR, Entry
 log = logging.getLogger(__name__)
 
 LINK_SUFFIX = ".link"
+LINK_SIZE = len(format_link("A" * 8, bytes(32))) + 1      # the link and a newline
 XA_STATE, XA_LINK, XA_HANDLE, XA_ERROR = ("user.mega.state", "user.mega.link",
                                           "user.mega.handle", "user.mega.error")
 XA_STATUS, XA_MOUNTDIR, XA_RETRY = ("user.megafs.status", "user.megafs.mountdir",
@@ -76,11 +76,6 @@ class LinkLayer:
             return None
         return target if target.kind != DIR else None
 
-    def _link_of(self, node: Node | None) -> str | None:
-        if node is None or not node.public or node.key is None or len(node.key) != 32:
-            return None
-        return format_link(node.public, node.key)
-
     def wait_link(self, target: Entry) -> str:
         """``target``'s public link, waiting for its upload and exporting if needed."""
         node = self.core.wait_uploaded(target, self.link_timeout, self.interrupted)
@@ -107,10 +102,11 @@ class LinkLayer:
         return self.core.getattr(path, fh)
 
     def _link_stat(self, target: Entry) -> dict[str, int]:
-        link = self._link_of(self.core.remote_node(target))
         st = self.core.stat_entry(target)
         st["st_mode"] = stat.S_IFREG | 0o444
-        st["st_size"] = len(link) + 1 if link else 0
+        # Every link has the same length (8-character handle, 43-character key), so the size
+        # is right before the link exists and no cached attribute goes stale.
+        st["st_size"] = LINK_SIZE
         st["st_blocks"] = (st["st_size"] + 511) // 512
         return st
 
@@ -134,7 +130,7 @@ class LinkLayer:
         self.core.release(fh)
 
     # --- files ------------------------------------------------------------------------------
-    def create(self, path: str, flags: int) -> int:
+    def create(self, path: str, flags: int = os.O_WRONLY) -> int:
         return self.core.create(path, flags)
 
     def open(self, path: str, flags: int) -> int:
@@ -276,4 +272,3 @@ class LinkLayer:
         if self._virtual(path) is None:
             self.core.ns.resolve(path)
         raise FsError(errno.ENOTSUP, "megafs does not store extended attributes")
-

@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 
 NAME_MAX = 255
 DIR, FILE = "dir", "file"
+# libfuse renames a file that is removed while open to this prefix + a counter, and removes
+# it at the last close; the kernel keeps asking for its attributes (fstat) by that path.
+HIDDEN_PREFIX = ".fuse_hidden"
 
 
 @dataclass(frozen=True, eq=False)
@@ -70,6 +73,8 @@ class Namespace:
         self.wb = wb
         self.lock = threading.RLock()
         self._overlay: dict[str, dict[str, StagedFile]] = {}
+        # (folder, hidden name) -> a removed file still open, see HIDDEN_PREFIX; not listed
+        self._hidden: dict[tuple[str, str], StagedFile] = {}
 
     # --- lookups (lock-free) ----------------------------------------------------------------
     def lookup(self, folder: str, name: str) -> Entry | None:
@@ -79,6 +84,9 @@ class Namespace:
             sf = shown.get(name)
             if sf is not None:
                 return Entry(FILE, folder, name, sf=sf)
+        if name.startswith(HIDDEN_PREFIX):
+            sf = self._hidden.get((folder, name))
+            return None if sf is None else Entry(FILE, folder, name, sf=sf)
         node = self.tree.child(folder, name)
         if node is None or (node.type == 0 and self.wb.hides(node)):
             return None
@@ -161,6 +169,16 @@ class Namespace:
         """Stop showing ``sf`` (unlink, or replaced by a rename; call under ``self.lock``)."""
         self._hide(sf)
         self.wb.unlink(sf)
+
+    def hide(self, sf: StagedFile, folder: str, name: str) -> None:
+        """Remove ``sf`` from the namespace but keep it reachable as the hidden name libfuse
+        gave it (call under ``self.lock``)."""
+        self.remove(sf)
+        self._hidden[(folder, name)] = sf
+
+    def forget_hidden(self, folder: str, name: str) -> bool:
+        """libfuse removed a hidden name at the last close; False if it was not one."""
+        return self._hidden.pop((folder, name), None) is not None
 
     def retire(self, sf: StagedFile) -> None:
         """``WriteBack.on_settled``: drop a settled file from the overlay if the tree now

@@ -133,6 +133,10 @@ class Committer:
             for sf in wb.files.values():
                 if sf.rec.next_try and sf.rec.next_try <= wall:
                     wb.todo.add(sf.rid)
+                elif not sf.busy and sf.handles == 0:
+                    # settled files the namespace kept (another node showed under the name
+                    # for a moment) are offered again
+                    wb.todo.add(sf.rid)
         if self.ready and wb.scheduler.in_flight > len(self.ready):
             # Uploads about to finish share this batch: one p and one l serve them all.
             deadline = now + GATHER
@@ -156,6 +160,8 @@ class Committer:
             if step in (Step.FIX, Step.CLEANUP, Step.EXPORT, Step.DELETE):
                 sf.busy = True
                 batch.append(sf)
+            elif step is Step.UPLOAD:
+                wb.scheduler.offer(sf)
             elif step is Step.DONE and wb.settled(sf):
                 settled.append(sf)
         return batch

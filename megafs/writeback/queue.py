@@ -149,7 +149,6 @@ class WriteBack:
         """``utimens``: the new mtime is saved durably before this returns."""
         with self.lock:
             sf.rec.mtime_ns = mtime_ns
-            sf.meta_dirty = True
         self.save(sf)
 
     def materialized(self, sf: StagedFile, size: int) -> None:
@@ -191,7 +190,11 @@ class WriteBack:
         self.save(sf)
 
     def save(self, sf: StagedFile) -> None:
-        """Commit ``sf``'s row durably now (after a rename, touch or removal)."""
+        """Commit ``sf``'s row durably now (after a rename, touch or removal) and let the
+        committer apply the change."""
+        with self.lock:
+            sf.meta_dirty = False
+            self._touched(sf)
         self._save([sf])
 
     def unlink(self, sf: StagedFile) -> None:
@@ -401,7 +404,7 @@ class WriteBack:
                 for handle in [sf.rec.committed, *sf.rec.replaces]:
                     if handle:
                         self.owner[handle] = sf
-                self.todo.add(sf.rid)
+                self._touched(sf)
         self._save(keep)
         # Staged copies without a row were never made durable: nothing promised them.
         known = {sf.rid for sf in keep}
