@@ -391,6 +391,10 @@ class WriteBack:
                 rec.failed, rec.error = True, "staged data is missing from %s" % self.staging
                 log.error("staged data of %s is missing; marked failed", rec.name)
             if rec.committed and self.tree.get(rec.committed) is None:
+                if not rec.unlinked:
+                    log.warning("node %s of %s is gone from MEGA; %s", rec.committed, rec.name,
+                                "uploading the staged copy again" if rec.has_copy
+                                else "the file is gone")
                 rec.committed, rec.committed_gen = None, 0
             if rec.put_tried and rec.committed_gen < rec.generation:
                 adopt(rec, self.tree)
