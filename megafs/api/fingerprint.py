@@ -118,4 +118,4 @@ def parse(value: str) -> tuple[bytes, int]:
     n = raw[CRC_BYTES]
     if n > 8 or len(raw) < CRC_BYTES + 1 + n:     # like the SDK, later bytes are ignored
         raise ValueError("fingerprint has a bad mtime length")
-    return raw[:CRC_BYTES], int.from_bytes(raw[CRC_BYTES + 1:], "little")
+    return raw[:CRC_BYTES], int.from_bytes(raw[CRC_BYTES + 1:CRC_BYTES + 1 + n], "little")

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import crypto
+from ..api import fingerprint
 from ..errors import ProtocolError
 
 log = logging.getLogger(__name__)
@@ -78,19 +79,11 @@ def _seconds(value: Any) -> int | None:
 
 
 def fingerprint_mtime(value: Any) -> int | None:
-    """The mtime (seconds) inside a ``c`` fingerprint attribute, or None if there is none.
-
-    Layout (protocol reference §3.2): base64url of 16 CRC bytes, one length byte ``n``, then
-    ``n`` bytes of the mtime, little-endian."""
-    if not isinstance(value, str) or len(value) < 23:
-        return None
+    """The mtime (seconds) inside a ``c`` fingerprint attribute, or None if there is none."""
     try:
-        raw = crypto.b64decode(value)
+        return fingerprint.parse(value)[1]
     except ValueError:
         return None
-    if len(raw) < 17 or raw[16] > 8 or len(raw) < 17 + raw[16]:
-        return None
-    return int.from_bytes(raw[17:17 + raw[16]], "little")
 
 
 def time_attrs(mtime_ns: int, attrs: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -100,17 +93,12 @@ def time_attrs(mtime_ns: int, attrs: dict[str, Any] | None = None) -> dict[str, 
     seconds = mtime_ns // NS
     out["t"] = seconds
     out[MTIME_NS_ATTR] = mtime_ns
-    c = out.get("c")
-    if fingerprint_mtime(c) is not None:
-        raw = crypto.b64decode(c)
-        out["c"] = crypto.b64encode(raw[:16] + encode_fingerprint_mtime(seconds))
+    try:
+        crc, _old = fingerprint.parse(out.get("c"))
+    except ValueError:
+        return out
+    out["c"] = fingerprint.encode(crc, seconds)
     return out
-
-
-def encode_fingerprint_mtime(seconds: int) -> bytes:
-    """The length byte and little-endian bytes of an mtime in a ``c`` fingerprint."""
-    body = seconds.to_bytes(max(1, (seconds.bit_length() + 7) // 8), "little")
-    return bytes([len(body)]) + body
 
 
 def _key_for_user(k: str, user_handle: str) -> str | None:

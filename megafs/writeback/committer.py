@@ -206,9 +206,11 @@ class Committer:
             if sf.job != (rec.generation, sf.version) or rec.unlinked:
                 sf.token = None                # stale: the file changed or went away
                 return None
-            attrs = time_attrs(rec.mtime_ns, {"n": rec.name, UPLOAD_ID_ATTR: rec.upload_id})
+            uploaded, crc_attr = sf.token
+            attrs = time_attrs(rec.mtime_ns, {"n": rec.name, "c": crc_attr,
+                                              UPLOAD_ID_ATTR: rec.upload_id})
             rec.put_tried = True
-            return _Ops(put=(rec.parent, sf.token, attrs, gen))
+            return _Ops(put=(rec.parent, uploaded, attrs, gen))
         step = wb.step(sf)
         if step is Step.DELETE:
             return _Ops(delete=[h for h in [rec.committed, *rec.replaces] if h])

@@ -24,6 +24,7 @@ import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from ..api import fingerprint
 from ..errors import Cancelled, MegafsError, describe, is_permanent
 from ..tree.tree import Tree
 from . import record as R
@@ -131,11 +132,14 @@ class Scheduler:
         log.debug("uploading %s (%d bytes)", sf.rec.name, sf.rec.size)
         assert sf.cancel is not None
         uploaded = wb.client.upload(sf.path, progress=progress, cancel=sf.cancel)
+        # MEGA's own apps read the mtime from the c fingerprint (its CRC part is of the bytes
+        # just sent; a file changed meanwhile is caught by the version check below).
+        crc_attr = fingerprint.fingerprint(sf.path, size=uploaded.size, mtime=0)
         with wb.lock:
             if sf.job != (sf.rec.generation, sf.version) or sf.rec.unlinked or sf.retired:
                 self._release(sf)        # the file changed or went away meanwhile
                 return
-            sf.token = uploaded
+            sf.token = (uploaded, crc_attr)
             wb.committer.hand(sf)
 
     def _release(self, sf: StagedFile) -> None:
