@@ -16,7 +16,6 @@ final models (hex data, mtimes) and counts to OUT.json.
 """
 from __future__ import annotations
 
-import errno
 import json
 import os
 import sys

@@ -7,6 +7,7 @@ test_fs_mount.py repeat the important claims through the kernel.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import sqlite3
 import stat
@@ -17,7 +18,7 @@ import pytest
 from megafs.api.client import MegaClient
 from megafs.errors import FsError, IntegrityError, MegafsError
 from megafs.mount.runtime import MountConfig, MountRuntime
-from mount_support import listing_paths, wait_for
+from mount_support import listing_paths, run_with_timeout, wait_for
 
 
 class Stack:
@@ -539,18 +540,35 @@ def test_open_file_outlives_unlink_and_rename_over(stack):
     assert names["/keep.txt"].size == 0
 
 
-def test_upload_into_a_folder_deleted_remotely_fails_and_keeps_data(server, tmp_path):
+@pytest.mark.parametrize("landed", ["before", "after"])
+def test_file_whose_folder_is_removed_elsewhere_is_recovered(server, tmp_path, caplog, landed):
+    """Another client removes the folder of a file waiting for upload: the file is kept in
+    /megafs-recovered (never an orphan in the Rubbish Bin), with a WARNING saying so.
+    ``before``: the removal is known before the upload; ``after``: the p lands first (the
+    real service then puts the node in the Rubbish Bin)."""
     s = Stack(server.url, str(tmp_path / "state"), start=False)
+    other = MegaClient.open(api=server.url, state_dir=str(tmp_path / "state"))
     try:
         s.fs.mkdir("/doomed")
         s.write_file("/doomed/orphan.txt", b"keep me")
-        sf = s.staged("/doomed/orphan.txt")
         folder = s.core.ns.resolve("/doomed").folder.handle
-        s.client.delete(folder)          # as another client would
-        s.tree.remove(folder)
-        s.wb.start()
-        wait_for(lambda: sf.rec.failed, timeout=30, what="upload to fail")
-        assert "-9" in (sf.rec.error or "")
-        assert open(sf.path, "rb").read() == b"keep me"
+        other.delete(folder)                 # another client, another request id
+        if landed == "before":
+            s.tree.remove(folder)            # as the change feed would have told us
+        with caplog.at_level(logging.WARNING, logger="megafs.vfs.core"):
+            s.rt.start()                     # uploads and the change feed
+            wait_for(lambda: s.fs.getattr("/megafs-recovered/orphan.txt"), timeout=30,
+                     what="the file to be recovered")
+            link = run_with_timeout(lambda: s.link("/megafs-recovered/orphan.txt"), 60)
+        assert _download(s.client, link, tmp_path / "o") == b"keep me"
+        assert any("kept as /megafs-recovered/orphan.txt" in r.getMessage()
+                   for r in caplog.records)
+        wait_for(lambda: s.settled("/megafs-recovered/orphan.txt"), what="retired")
+        listing = other.fetch()
+        rubbish = next(n["h"] for n in listing.nodes if n["t"] == 4)
+        assert [n for n in listing.nodes if n.get("p") == rubbish] == []
+        names = s.fresh_names()
+        assert "/megafs-recovered/orphan.txt" in names and "/doomed" not in names
     finally:
+        other.close()
         s.close()

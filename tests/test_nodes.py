@@ -7,7 +7,6 @@ import pytest
 
 from megafs import crypto
 from megafs.errors import ProtocolError
-from megafs.tree import nodes
 from megafs.tree.tree import Tree
 
 MK = bytes(range(16))

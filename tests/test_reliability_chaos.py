@@ -56,7 +56,8 @@ BIG_SIZES = [5 * MIB + 3, 8 * MIB, 12 * MIB + 7, 20 * MIB]
 
 # Issue 6, item 1: 10% of requests fail.  Rules are tried in order and each decides on its own
 # seeded sequence, so per request kind the chance that some rule fires is 1 - prod(1 - rate)
-# (cs ~9.6% plus stalls of `u`/`l` batches, upload ~9.6%).  `expire` makes that upload URL answer -8 from then on.
+# (cs ~9.6% plus stalls of `u`/`l` batches, upload ~9.6%).  `expire` makes that upload URL
+# answer -8 from then on.
 FAULT_MIX = [
     {"where": "cs", "error": -3, "rate": 0.02, "seed": 101},
     {"where": "cs", "error": -4, "rate": 0.02, "seed": 102},

@@ -85,9 +85,9 @@ def test_model_based_stress(server, tmp_path):
             got = run_with_timeout(p.read_bytes, 60)
             if got != data:
                 mismatches.append("%s: bytes differ after remount" % path)
-            if mtime != -1 and os.stat(p).st_mtime_ns != mtime:
-                mismatches.append("%s: mtime %d, expected %d" % (path, os.stat(p).st_mtime_ns,
-                                                                  mtime))
+            seen = os.stat(p).st_mtime_ns
+            if mtime != -1 and seen != mtime:
+                mismatches.append("%s: mtime %d, expected %d" % (path, seen, mtime))
         links = {}
         for path in expected:
             links[path] = run_with_timeout(lambda: Path(path + ".link").read_text(), 300).strip()

@@ -43,7 +43,8 @@ _api.PyThreadState_Clear.argtypes = [ctypes.c_void_p]
 _api.PyThreadState_Delete.argtypes = [ctypes.c_void_p]
 _PYGILSTATE_LOCKED = 0
 _DESTRUCTOR = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
-_tls = {"key": ctypes.c_uint(0), "ready": False, "failed": False}
+_tls_key = ctypes.c_uint(0)
+_tls = {"ready": False, "failed": False}
 _tls_lock = threading.Lock()
 
 
@@ -83,12 +84,12 @@ def pin() -> None:
         libc = ctypes.CDLL(None, use_errno=True)
         with _tls_lock:
             if not _tls["ready"]:
-                if libc.pthread_key_create(ctypes.byref(_tls["key"]), _destructor) != 0:
+                if libc.pthread_key_create(ctypes.byref(_tls_key), _destructor) != 0:
                     _tls["failed"] = True
                     return
                 _tls["ready"] = True
         _api.PyGILState_Ensure()
-        libc.pthread_setspecific(_tls["key"], ctypes.c_void_p(_api.PyThreadState_Get()))
+        libc.pthread_setspecific(_tls_key, ctypes.c_void_p(_api.PyThreadState_Get()))
     except (OSError, AttributeError):
         _tls["failed"] = True
         log.debug("cannot keep the thread states of libfuse threads", exc_info=True)

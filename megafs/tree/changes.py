@@ -55,9 +55,9 @@ class RemoteWatcher:
         if packet.get("a") != "t":
             return None
         body = packet.get("t")
-        raws = body.get("f") if isinstance(body, dict) else None
-        if not isinstance(raws, list):
+        if not isinstance(body, dict) or not isinstance(body.get("f"), list):
             return None
+        raws = body["f"]
         fresh = [raw for raw in raws if isinstance(raw, dict) and isinstance(raw.get("h"), str)
                  and self.tree.get(raw["h"]) is None and not self.tree.was_removed(raw["h"])]
         if not fresh:

@@ -80,6 +80,8 @@ def _seconds(value: Any) -> int | None:
 
 def fingerprint_mtime(value: Any) -> int | None:
     """The mtime (seconds) inside a ``c`` fingerprint attribute, or None if there is none."""
+    if not isinstance(value, str):
+        return None
     try:
         return fingerprint.parse(value)[1]
     except ValueError:
@@ -93,8 +95,11 @@ def time_attrs(mtime_ns: int, attrs: dict[str, Any] | None = None) -> dict[str, 
     seconds = mtime_ns // NS
     out["t"] = seconds
     out[MTIME_NS_ATTR] = mtime_ns
+    c = out.get("c")
+    if not isinstance(c, str):
+        return out
     try:
-        crc, _old = fingerprint.parse(out.get("c"))
+        crc, _old = fingerprint.parse(c)
     except ValueError:
         return out
     out["c"] = fingerprint.encode(crc, seconds)
@@ -123,10 +128,11 @@ def decrypt_node(raw: Any, master_key: bytes, user_handle: str) -> Node:
     ntype = raw.get("t")
     if not isinstance(ntype, int) or isinstance(ntype, bool) or ntype not in (0, 1, 2, 3, 4):
         raise ProtocolError("node %s has an unknown type %r" % (handle, ntype))
-    parent = raw.get("p") if isinstance(raw.get("p"), str) else ""
-    size = raw.get("s") if isinstance(raw.get("s"), int) and raw.get("s", 0) >= 0 else 0
-    ts = raw.get("ts") if isinstance(raw.get("ts"), int) else 0
-    owner = raw.get("u") if isinstance(raw.get("u"), str) else ""
+    p, s, t, u = raw.get("p"), raw.get("s"), raw.get("ts"), raw.get("u")
+    parent = p if isinstance(p, str) else ""
+    size = s if isinstance(s, int) and s >= 0 else 0
+    ts = t if isinstance(t, int) else 0
+    owner = u if isinstance(u, str) else ""
     node = Node(handle, parent, ntype, None, size=size, ts=ts, owner=owner)
     if ntype in (ROOT, INBOX, RUBBISH):
         node.name = {ROOT: "Cloud Drive", INBOX: "Inbox", RUBBISH: "Rubbish Bin"}[ntype]

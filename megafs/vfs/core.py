@@ -35,6 +35,7 @@ from ..api.download import start_writeback
 from ..errors import FsError, MegaError, MegafsError, describe
 from ..tree.nodes import NS, Node
 from ..tree.tree import Tree
+from ..writeback import record as R
 from ..writeback.queue import WriteBack
 from ..writeback.staged import StagedFile
 from .handles import DirHandle, FileHandle, HandleTable
@@ -48,6 +49,7 @@ log = logging.getLogger(__name__)
 
 WRITEBACK_STEP = 8 << 20         # start disk writeback of a sequential writer every 8 MiB
 BLOCK_SIZE = 131072
+RECOVERY_FOLDER = "megafs-recovered"   # files whose folder another client removed
 
 
 class FileSystem:
@@ -66,6 +68,7 @@ class FileSystem:
         self._quota: tuple[float, tuple[int, int]] | None = None
         self._quota_busy = threading.Event()
         wb.on_settled = self.ns.retire
+        wb.on_orphaned = self.recover_orphan
         wb.path_of = self.ns.path_of
 
     def recover(self) -> None:
@@ -467,6 +470,40 @@ class FileSystem:
                 return
             sf = self.ns.staged_for(entry)
         self.wb.set_mtime(sf, mtime)
+
+    def recover_orphan(self, sf: StagedFile) -> None:
+        """``WriteBack.on_orphaned``: the folder ``sf`` is shown in was removed by another
+        client.  Keep the file (never an orphan in the Rubbish Bin): move it to
+        ``/megafs-recovered`` at the root (made if missing), under a free name, and say so."""
+        with self.ns.lock:
+            if sf.retired or sf.rec.unlinked or self.tree.get(sf.rec.parent) is not None:
+                return
+            root = self.tree.root
+            folder = self.ns.lookup(root, RECOVERY_FOLDER)
+            try:
+                if folder is None:
+                    self.mkdir("/" + RECOVERY_FOLDER)
+                    folder = self.ns.lookup(root, RECOVERY_FOLDER)
+            except MegafsError as exc:
+                log.warning("cannot make /%s for %s: %s; trying again later", RECOVERY_FOLDER,
+                            sf.rec.name, describe(exc))
+                return
+            if folder is None or folder.kind != DIR:
+                log.warning("/%s is not a folder; %s stays queued", RECOVERY_FOLDER,
+                            sf.rec.name)
+                return
+            name = sf.rec.name
+            if self.ns.lookup(folder.folder.handle, name) is not None:
+                stem, dot, ext = name.rpartition(".")
+                name = ("%s (%s).%s" % (stem, sf.rid[:8], ext) if dot and stem
+                        else "%s (%s)" % (name, sf.rid[:8]))
+            old = self.ns.path_of(sf)
+            self.ns.move(sf, folder.folder.handle, name)
+            with self.wb.lock:
+                sf.rec = R.retry_now(sf.rec)
+        self.wb.save(sf)
+        log.warning("the folder of %s was removed by another client; the file is kept as "
+                    "/%s/%s", old, RECOVERY_FOLDER, name)
 
     # --- state for the .link layer ----------------------------------------------------------
     def wait_uploaded(self, entry: Entry, timeout: float | None,

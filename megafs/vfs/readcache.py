@@ -26,7 +26,7 @@ from typing import Any
 from cachetools import LRUCache
 
 from .. import chunks, crypto
-from ..errors import IntegrityError, MegafsError
+from ..errors import ApiCode, IntegrityError, MegaError
 
 log = logging.getLogger(__name__)
 
@@ -176,22 +176,20 @@ class ReadCache:
         return url
 
     def _download(self, handle: str, key: crypto.FileKey, start: int, length: int) -> bytes:
-        last_exc: Exception | None = None
-        for attempt in range(3):
-            try:
-                url = self._url(handle, refresh=attempt > 0)
-                data = self.client.read_range(url, key, start, length)
-                if len(data) != length:
-                    raise IntegrityError("short read from the transfer server (%d of %d bytes)"
-                                         % (len(data), length))
-                return data
-            except MegafsError as exc:
-                # 403/404/-8 mean a stale URL; a fresh one costs one `g`.
-                last_exc = exc
-                log.info("read of node %s at %d failed (%s); refreshing its URL", handle, start,
-                         exc)
-        assert last_exc is not None
-        raise last_exc
+        """One block; the client retries on its own, and a dead download URL (``-8``: expired,
+        or refused by the transfer server) costs one ``g`` for a fresh one."""
+        url = self._url(handle)
+        try:
+            data = self.client.read_range(url, key, start, length)
+        except MegaError as exc:
+            if exc.code != ApiCode.EEXPIRED:
+                raise
+            log.info("the download URL of node %s expired; asking for a new one", handle)
+            data = self.client.read_range(self._url(handle, refresh=True), key, start, length)
+        if len(data) != length:
+            raise IntegrityError("short read from the transfer server (%d of %d bytes)"
+                                 % (len(data), length))
+        return data
 
     # --- MACs -------------------------------------------------------------------------------
     def _record_macs(self, handle: str, key: crypto.FileKey, start: int, data: bytes) -> None:

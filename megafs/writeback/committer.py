@@ -106,11 +106,15 @@ class Committer:
         wb = self.wb
         while not wb.stopping.is_set():
             settled: list[StagedFile] = []
+            orphans: list[StagedFile] = []
             with wb.lock:
-                batch = self._gather(settled)
-                if not batch and not settled:
+                batch = self._gather(settled, orphans)
+                if not batch and not settled and not orphans:
                     wb.lock.wait(0.5)
                     continue
+            for sf in orphans:
+                if wb.on_orphaned is not None:
+                    wb.on_orphaned(sf)
             if settled:
                 wb._settle(settled)
             if batch:
@@ -123,8 +127,10 @@ class Committer:
                             sf.busy, sf.token, sf.job, sf.cancel = False, None, None, None
                             wb._touched(sf)
 
-    def _gather(self, settled: list[StagedFile]) -> list[StagedFile]:
-        """Take a batch of files with committer work (under ``wb.lock``)."""
+    def _gather(self, settled: list[StagedFile], orphans: list[StagedFile]
+                ) -> list[StagedFile]:
+        """Take a batch of files with committer work (under ``wb.lock``); files whose folder
+        is gone go to ``orphans``, settled ones to ``settled``."""
         wb = self.wb
         now = time.monotonic()
         if now - self._last_scan > RESCAN:
@@ -150,8 +156,12 @@ class Committer:
         del self.ready[:BATCH]
         todo, wb.todo = wb.todo, set()
         for rid in todo:
-            sf = wb.files.get(rid)
-            if sf is None or sf.busy or sf.retired:
+            found = wb.files.get(rid)
+            if found is None or found.busy or found.retired:
+                continue
+            sf = found
+            if not sf.rec.unlinked and wb.tree.get(sf.rec.parent) is None:
+                orphans.append(sf)
                 continue
             if len(batch) >= BATCH:
                 wb.todo.add(rid)

@@ -6,7 +6,9 @@ Owns the staged files (``StagedFile``) of the mount, their rows in ``queue.sqlit
 never decides POSIX semantics and never changes the namespace: where a file is shown
 (``rec.parent``/``rec.name``) is set by the filesystem core; the queue only brings MEGA in
 line with it and reports back.  When a file has nothing left to send and nothing has it open,
-the queue calls ``on_settled(file)``; the namespace then retires it under its own lock.
+the queue calls ``on_settled(file)``; the namespace then retires it under its own lock.  When
+the folder a file is shown in disappears (removed by another client), the queue calls
+``on_orphaned(file)`` and the namespace finds it a new place.
 
 Concurrency contract: ``self.lock`` (a Condition) guards every ``StagedFile`` field, the
 ``files``/``owner`` indexes and the committer's to-do set.  It is never held during network
@@ -45,6 +47,7 @@ class WriteBack:
 
     def __init__(self, mount_dir: str, client: "MegaClient", tree: Tree, *, workers: int = 4,
                  on_settled: Callable[[StagedFile], None] | None = None,
+                 on_orphaned: Callable[[StagedFile], None] | None = None,
                  on_change: Callable[[set[str]], None] | None = None,
                  path_of: Callable[[StagedFile], str] | None = None) -> None:
         from .committer import Committer
@@ -55,6 +58,7 @@ class WriteBack:
         self.client = client
         self.tree = tree
         self.on_settled = on_settled
+        self.on_orphaned = on_orphaned
         self.on_change = on_change
         self.path_of = path_of or (lambda sf: sf.rec.name)
         self.lock = threading.Condition(threading.Lock())
@@ -344,8 +348,9 @@ class WriteBack:
                     continue
                 step = Step.IDLE if sf.dirty else self.step(sf)
                 shown = R.shown_state(sf.rec, step, sf.busy)
-                if shown == R.UPLOADED or (step is Step.IDLE and not sf.rec.has_copy
-                                          and not sf.rec.failed and not sf.persisted):
+                idle_remote = (step is Step.IDLE and not sf.rec.has_copy
+                               and not sf.rec.failed and not sf.persisted)
+                if shown == R.UPLOADED or idle_remote:
                     continue
                 out.append({"path": self.path_of(sf), "state": shown, "size": sf.rec.size,
                             "progress": sf.progress if sf.busy else 0,
