@@ -7,7 +7,7 @@ randomness except where a caller asks for fresh keys (``secrets`` only).  Every 
 a single pycryptodome call over the whole buffer; nothing loops per 16-byte block in Python.
 
 Client and server both import this module, so it is pinned by the third-party known-answer
-vectors in ``tests/data/mega-vectors.json`` rather than by round trips alone.
+vectors in ``tests/unit/data/mega-vectors.json`` rather than by round trips alone.
 """
 from __future__ import annotations
 

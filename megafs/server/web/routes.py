@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import re
 import socket
+import ssl
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -32,7 +33,10 @@ API, WAIT, TRANSFERS = "api", "wait", "transfers"      # listener roles
 HTTP_BAD_REQUEST = 400
 HTTP_NOT_FOUND = 404
 HTTP_INTERNAL_ERROR = 500
-_PEER_GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, socket.timeout)
+# The client went away mid-request: plain sockets raise the first ones, TLS ones report an
+# unexpected EOF (ssl.SSLEOFError) or a reset during the TLS layer's write (ssl.SSLError).
+_PEER_GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, socket.timeout,
+              ssl.SSLEOFError, ssl.SSLZeroReturnError)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,574 @@
+"""The filesystem core and write-back queue without FUSE, against the real local server.
+
+Each test builds the same stack a mount builds (MegaClient -> Tree -> WriteBack -> MegaFS) in
+this process, so semantics can be checked quickly and deterministically; the mount tests in
+test_fs_mount.py repeat the important claims through the kernel.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import sqlite3
+import stat
+import threading
+
+import pytest
+
+from megafs.api.client import MegaClient
+from megafs.errors import FsError, IntegrityError, MegafsError
+from megafs.mount.runtime import MountConfig, MountRuntime
+from helpers.mount import listing_paths, run_with_timeout, wait_for
+
+
+class Stack:
+    """The mount's own composition root (``MountRuntime``) without FUSE."""
+
+    def __init__(self, api: str, state_dir: str, *, start: bool = True, workers: int = 4,
+                 link_timeout: float = 60.0) -> None:
+        self.api, self.state_dir = api, state_dir
+        cfg = MountConfig(state_dir=state_dir, api=api, uploads=workers,
+                          link_timeout=link_timeout)
+        self.rt = MountRuntime(cfg).__enter__()
+        self.client, self.tree, self.wb = self.rt.client, self.rt.tree, self.rt.wb
+        self.mount_dir, self.reads, self.core = self.rt.mount_dir, self.rt.reads, self.rt.core
+        self.fs = self.rt.fs
+        if start:
+            self.wb.start()
+
+    def write_file(self, path: str, data: bytes) -> None:
+        fh = self.fs.create(path)
+        for off in range(0, len(data), 131072):
+            self.fs.write(fh, data[off:off + 131072], off)
+        self.fs.flush(fh)
+        self.fs.release(fh)
+
+    def read_file(self, path: str) -> bytes:
+        fh = self.fs.open(path, os.O_RDONLY)
+        try:
+            out, off = [], 0
+            while True:
+                chunk = self.fs.read(fh, 131072, off)
+                if not chunk:
+                    return b"".join(out)
+                out.append(chunk)
+                off += len(chunk)
+        finally:
+            self.fs.release(fh)
+
+    def link(self, path: str) -> str:
+        return self.read_file(path + ".link").decode().strip()
+
+    def staged(self, path: str):
+        """The staged file shown at ``path`` (None if the name shows a plain remote node)."""
+        return self.core.ns.resolve(path).sf
+
+    def settled(self, path: str) -> bool:
+        """The name shows its remote node again (its staged file was retired)."""
+        return self.staged(path) is None
+
+    def node(self, path: str):
+        return self.core.ns.resolve(path).node
+
+    def fresh_names(self) -> dict[str, object]:
+        """Path -> node of a brand-new listing (what another client would see)."""
+        return listing_paths(self.client)
+
+    def close(self) -> None:
+        if getattr(self, "_closed", False):
+            return
+        self._closed = True
+        self.rt.close()
+
+
+@pytest.fixture
+def stack(server, tmp_path):
+    s = Stack(server.url, str(tmp_path / "state"))
+    yield s
+    s.close()
+
+
+def _download(client: MegaClient, link: str, dest) -> bytes:
+    client.download(link, str(dest))
+    return open(dest, "rb").read()
+
+
+def test_write_close_link_and_download(stack, tmp_path):
+    sizes = [0, 1, 15, 16, 4096, 131073, 1048576 + 7, 5 * 1048576 + 3]
+    blobs = {}
+    for i, size in enumerate(sizes):
+        blobs["/f%d.bin" % i] = os.urandom(size)
+        stack.write_file("/f%d.bin" % i, blobs["/f%d.bin" % i])
+    for path, data in blobs.items():
+        link = stack.link(path)
+        assert link.startswith("https://mega.nz/file/")
+        assert _download(stack.client, link, tmp_path / "dl") == data
+        assert stack.fs.getxattr(path, "user.mega.state") == b"uploaded"
+        assert stack.fs.getattr(path)["st_size"] == len(data)
+        assert stack.read_file(path) == data
+    names = stack.fresh_names()
+    for path, data in blobs.items():
+        assert names[path].size == len(data)
+    # exactly once
+    assert len([p for p in names if p.startswith("/f")]) == len(sizes)
+
+
+def test_staged_mode_and_private_dirs(stack):
+    fh = stack.fs.create("/secret.txt")
+    stack.fs.write(fh, b"x", 0)
+    sf = stack.staged("/secret.txt")
+    assert stat.S_IMODE(os.stat(sf.path).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(stack.wb.staging).st_mode) == 0o700
+    stack.fs.flush(fh)
+    stack.fs.release(fh)
+    stack.link("/secret.txt")
+
+
+def test_read_remote_ranges_and_cache(stack):
+    data = os.urandom(6 * 1048576 + 12345)
+    stack.write_file("/big.bin", data)
+    stack.link("/big.bin")
+    wait_for(lambda: stack.settled("/big.bin"), what="staged file retired")
+    assert stack.node("/big.bin").size == len(data)
+    fh = stack.fs.open("/big.bin", os.O_RDONLY)
+    try:
+        for off, n in [(0, 10), (131071, 5), (4718590, 100000), (len(data) - 3, 100),
+                       (1048576 * 3 + 1, 1048576 * 2)]:
+            assert stack.fs.read(fh, n, off) == data[off:off + n]
+    finally:
+        stack.fs.release(fh)
+    assert stack.read_file("/big.bin") == data
+
+
+def test_tampered_download_gives_eio(stack, server):
+    data = os.urandom(300000)
+    stack.write_file("/t.bin", data)
+    stack.link("/t.bin")
+    wait_for(lambda: stack.settled("/t.bin"), what="staged file retired")
+    server.faults([{"where": "download", "tamper": True}])
+    with pytest.raises(IntegrityError):
+        stack.read_file("/t.bin")
+    server.clear_faults()
+    # A new open downloads afresh and succeeds.
+    assert stack.read_file("/t.bin") == data
+
+
+def test_rewrite_existing_remote_file_replaces_node(stack, tmp_path):
+    stack.write_file("/r.txt", b"version one")
+    first = stack.link("/r.txt")
+    wait_for(lambda: stack.settled("/r.txt"), what="retired")
+    old_handle = stack.node("/r.txt").handle
+    # open without O_TRUNC: the old contents come down at the first write, then get patched
+    fh = stack.fs.open("/r.txt", os.O_RDWR)
+    stack.fs.write(fh, b"VERSION", 0)
+    stack.fs.flush(fh)
+    stack.fs.release(fh)
+    second = stack.link("/r.txt")
+    assert second != first
+    assert _download(stack.client, second, tmp_path / "d") == b"VERSION one"
+    names = stack.fresh_names()
+    assert names["/r.txt"].handle != old_handle
+    assert [p for p in names if p.startswith("/r")] == ["/r.txt"]
+
+
+def test_open_for_write_without_change_downloads_and_uploads_nothing(stack):
+    stack.write_file("/same.txt", b"abc")
+    stack.link("/same.txt")
+    wait_for(lambda: stack.settled("/same.txt"), what="retired")
+    handle = stack.node("/same.txt").handle
+    fetched = []
+    original = stack.reads.fetch_to_file
+    stack.reads.fetch_to_file = lambda *a: fetched.append(a) or original(*a)
+    for flags in (os.O_RDWR, os.O_WRONLY, os.O_WRONLY | os.O_APPEND):
+        fh = stack.fs.open("/same.txt", flags)
+        stack.fs.fsync(fh)
+        stack.fs.flush(fh)
+        stack.fs.release(fh)
+    stack.fs.utimens("/same.txt", 1_500_000_000_123_456_789)   # touch: metadata only
+    assert fetched == []
+    wait_for(lambda: stack.settled("/same.txt"), what="retired again")
+    assert stack.node("/same.txt").handle == handle
+    assert stack.fs.getattr("/same.txt")["st_mtime"] == 1_500_000_000_123_456_789
+
+
+def test_namespace_ops_round_trip(stack):
+    stack.fs.mkdir("/d1")
+    stack.fs.mkdir("/d1/sub")
+    with pytest.raises(FsError) as ei:
+        stack.fs.mkdir("/d1")
+    assert ei.value.errno == errno.EEXIST
+    stack.write_file("/d1/a.txt", b"a")
+    stack.link("/d1/a.txt")
+    stack.fs.rename("/d1/a.txt", "/d1/sub/b.txt")
+    stack.fs.rename("/d1/sub", "/d2")
+    wait_for(lambda: stack.settled("/d2/b.txt"), what="the rename applied remotely")
+    names = stack.fresh_names()
+    assert "/d2/b.txt" in names and "/d1/sub" not in names and "/d1/a.txt" not in names
+    with pytest.raises(FsError) as ei:
+        stack.fs.rmdir("/d2")
+    assert ei.value.errno == errno.ENOTEMPTY
+    stack.fs.unlink("/d2/b.txt")
+    stack.fs.rmdir("/d2")
+    stack.fs.rmdir("/d1")
+    names = stack.fresh_names()
+    assert not [p for p in names if p.startswith("/d")]
+
+
+def test_rename_pending_file_and_onto_existing(stack, tmp_path):
+    stack.write_file("/target.txt", b"old target")
+    stack.link("/target.txt")
+    stack.close()
+    # A stack whose uploader is not running keeps the next file pending while we rename it.
+    s1 = Stack(stack.api, stack.state_dir, start=False)
+    fh = s1.fs.create("/pending.txt")
+    s1.fs.write(fh, b"new data", 0)
+    s1.fs.flush(fh)
+    s1.fs.release(fh)
+    s1.fs.rename("/pending.txt", "/target.txt")
+    assert s1.fs.getxattr("/target.txt", "user.mega.state") == b"pending"
+    assert s1.read_file("/target.txt") == b"new data"
+    with pytest.raises(FsError):
+        s1.core.ns.resolve("/pending.txt")
+    s1.close()
+    # The queue survives in its database; a new stack (a remount) finishes the upload.
+    s = Stack(stack.api, stack.state_dir)
+    try:
+        link = s.link("/target.txt")
+        assert _download(s.client, link, tmp_path / "x") == b"new data"
+        wait_for(lambda: s.settled("/target.txt"), what="done")
+        names = s.fresh_names()
+        assert [p for p in names if p.endswith(".txt")] == ["/target.txt"]
+    finally:
+        s.close()
+
+
+def test_unlink_pending_cancels_upload(server, tmp_path):
+    s = Stack(server.url, str(tmp_path / "state"), start=False)
+    try:
+        fh = s.fs.create("/gone.txt")
+        s.fs.write(fh, b"bye", 0)
+        s.fs.flush(fh)
+        s.fs.release(fh)
+        sf = s.staged("/gone.txt")
+        assert os.path.exists(sf.path)
+        s.fs.unlink("/gone.txt")
+        assert not os.path.exists(sf.path)
+        db = sqlite3.connect(os.path.join(s.mount_dir, "queue.sqlite"))
+        assert db.execute("SELECT COUNT(*) FROM files").fetchone()[0] == 0
+        db.close()
+        with pytest.raises(FsError) as ei:
+            s.core.ns.resolve("/gone.txt")
+        assert ei.value.errno == errno.ENOENT
+    finally:
+        s.close()
+
+
+def test_links_and_xattrs(stack):
+    stack.write_file("/x.txt", b"hello")
+    link = stack.fs.getxattr("/x.txt", "user.mega.link").decode()
+    assert stack.link("/x.txt") == link
+    assert set(stack.fs.listxattr("/x.txt")) >= {"user.mega.link", "user.mega.state",
+                                                 "user.mega.handle"}
+    with pytest.raises(FsError) as ei:
+        stack.fs.setxattr("/x.txt", "user.other", b"1")
+    assert ei.value.errno == errno.ENOTSUP
+    with pytest.raises(FsError) as ei:
+        stack.fs.getxattr("/x.txt", "user.other")
+    assert ei.value.errno == errno.ENODATA
+    for op in (lambda: stack.fs.truncate("/x.txt.link", 0),
+               lambda: stack.fs.open("/x.txt.link", os.O_WRONLY),
+               lambda: stack.fs.rename("/x.txt.link", "/y"),
+               lambda: stack.fs.utimens("/x.txt.link", 1)):
+        with pytest.raises(FsError) as ei:
+            op()
+        assert ei.value.errno == errno.EPERM
+    assert stack.fs.getattr("/x.txt.link")["st_mode"] & 0o777 == 0o444
+    assert stack.fs.getattr("/x.txt.link")["st_size"] == len(link) + 1
+    # rm X.link revokes the public link; reading it again exports a fresh one
+    stack.fs.unlink("/x.txt.link")
+    with MegaClient.public(api=stack.api) as pub:
+        with pytest.raises(MegafsError):
+            pub.download_info(link)
+    fresh = stack.link("/x.txt")
+    assert fresh != link
+    with MegaClient.public(api=stack.api) as pub:
+        assert pub.download_info(fresh).size == 5
+
+
+def test_real_file_named_link_wins(stack, tmp_path):
+    stack.write_file("/a", b"data of a")
+    link = stack.link("/a")
+    assert "a.link" not in stack.fs.readdir("/")
+    # Creating a real file over the virtual name is allowed; it hides the virtual one.
+    stack.write_file("/a.link", b"i am real")
+    assert stack.read_file("/a.link") == b"i am real"
+    assert stack.fs.getxattr("/a", "user.mega.link").decode() == link
+    listing = stack.fs.readdir("/")
+    assert listing.count("a.link") == 1 and "a.link.link" not in listing
+    stack.fs.unlink("/a.link")                 # removes the real file, not the link
+    assert stack.link("/a") == link
+
+
+def test_show_links_lists_them(server, tmp_path):
+    s = Stack(server.url, str(tmp_path / "state"))
+    try:
+        s.write_file("/v.txt", b"v")
+        assert s.fs.readdir("/") == ["v.txt"]
+        s.fs.show_links = True
+        assert s.fs.readdir("/") == ["v.txt", "v.txt.link"]
+    finally:
+        s.close()
+
+
+def test_names_too_long_and_unsupported(stack):
+    with pytest.raises(FsError) as ei:
+        stack.fs.create("/" + "n" * 256)
+    assert ei.value.errno == errno.ENAMETOOLONG
+    name = "/" + "é" * 127   # 254 bytes: fine; its .link name would be too long: xattr only
+    stack.write_file(name, b"x")
+    assert stack.fs.getxattr(name, "user.mega.link").startswith(b"https://mega.nz/file/")
+    with pytest.raises(FsError) as ei:
+        stack.fs.getattr(name + ".link")
+    assert ei.value.errno == errno.ENAMETOOLONG
+
+
+def test_fsync_waits_for_upload(stack):
+    fh = stack.fs.create("/sync.txt")
+    stack.fs.write(fh, b"durable", 0)
+    stack.fs.fsync(fh)  # returns only once uploaded, even with the handle still open
+    assert stack.fs.getxattr("/sync.txt", "user.mega.state") == b"uploaded"
+    names = stack.fresh_names()
+    assert names["/sync.txt"].size == 7
+    stack.fs.write(fh, b"D", 0)
+    stack.fs.flush(fh)
+    stack.fs.release(fh)
+    stack.link("/sync.txt")
+
+
+def test_quota_failure_then_retry(stack, server):
+    server.control("quota", {"bytes": 10})
+    stack.write_file("/q.bin", os.urandom(5000))
+    with pytest.raises(FsError) as ei:
+        stack.link("/q.bin")
+    assert ei.value.errno == errno.EIO
+    assert stack.fs.getxattr("/q.bin", "user.mega.state") == b"failed"
+    assert b"-17" in stack.fs.getxattr("/q.bin", "user.mega.error")
+    assert "user.mega.error" in stack.fs.listxattr("/q.bin")
+    server.control("quota", {"bytes": 1 << 40})
+    assert stack.wb.retry_failed() == 1
+    assert stack.link("/q.bin")
+
+
+def test_crash_after_put_is_not_repeated(server, tmp_path):
+    """A put that succeeded right before a crash is adopted at recovery, not repeated."""
+    state = str(tmp_path / "state")
+    s = Stack(server.url, state, start=False)
+    fh = s.fs.create("/once.txt")
+    s.fs.write(fh, b"exactly once", 0)
+    s.fs.release(fh)
+    sf = s.staged("/once.txt")
+    db_path = os.path.join(s.mount_dir, "queue.sqlite")
+    rid, gen = sf.rid, sf.rec.generation
+    # The put reaches MEGA but the mount dies before recording it: commit by hand.
+    up = s.client.upload(sf.path)
+    from megafs.api.client import PutItem
+    s.client.put_files([PutItem(s.tree.root, up, {"n": "once.txt", "mfs": "%s.%d" % (rid, gen)})])
+    s.close()
+    db = sqlite3.connect(db_path)
+    with db:
+        db.execute("UPDATE files SET put_tried=1")
+    db.close()
+    s2 = Stack(server.url, state)
+    try:
+        assert s2.link("/once.txt")
+        wait_for(lambda: s2.settled("/once.txt"), what="done")
+        names = s2.fresh_names()
+        assert [p for p in names if "once" in p] == ["/once.txt"]
+        assert not os.listdir(os.path.join(s2.mount_dir, "staging"))
+    finally:
+        s2.close()
+
+
+def test_concurrent_writers_and_reads_during_upload(stack, tmp_path):
+    blobs = {"/c%d.bin" % i: os.urandom(200000 + i) for i in range(12)}
+
+    def writer(path: str) -> None:
+        stack.write_file(path, blobs[path])
+    threads = [threading.Thread(target=writer, args=(p,)) for p in blobs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    for path, data in blobs.items():
+        assert stack.read_file(path) == data  # staged or remote, same bytes
+    for path, data in blobs.items():
+        assert _download(stack.client, stack.link(path), tmp_path / "d") == data
+
+
+def test_statfs_and_readdir(stack):
+    st = stack.fs.statfs()
+    assert st["f_namemax"] == 255 and st["f_blocks"] > 0
+    stack.write_file("/ls.txt", b"12345")
+    assert stack.fs.readdir("/") == ["ls.txt"]
+    assert stack.fs.getattr("/ls.txt")["st_size"] == 5
+
+
+def test_remote_change_poller(stack):
+    from megafs.tree.changes import RemoteWatcher
+    listing = stack.client.fetch()
+    watcher = RemoteWatcher(stack.client, stack.tree, listing.sn, poll_timeout=5)
+    watcher.start()
+    other = MegaClient.open(api=stack.api, state_dir=stack.state_dir)
+    try:
+        other.mkdir(stack.tree.root, "from-elsewhere")
+        wait_for(lambda: "from-elsewhere" in stack.fs.readdir("/"), timeout=20,
+                 what="remote mkdir to show")
+    finally:
+        watcher.stop()
+        other.close()
+
+
+def test_errors_are_megafs_errors(stack):
+    with pytest.raises(MegafsError):
+        stack.core.ns.resolve("/missing/x")
+    with pytest.raises(FsError) as ei:
+        stack.fs.rmdir("/")
+    assert ei.value.errno == errno.EBUSY
+
+
+def test_rewrite_while_uploading_uploads_the_new_data_once(stack, server, tmp_path):
+    """A file rewritten while its upload is in flight ends with the new data, one node."""
+    server.faults([{"where": "upload", "delay": 0.5}])
+    stack.write_file("/gen.bin", b"first version " * 50000)
+    sf = stack.staged("/gen.bin")
+    wait_for(lambda: sf.busy, timeout=10, what="upload in flight")
+    fh = stack.fs.open("/gen.bin", os.O_WRONLY | os.O_TRUNC)
+    stack.fs.write(fh, b"second", 0)
+    stack.fs.flush(fh)
+    stack.fs.release(fh)
+    server.clear_faults()
+    link = stack.link("/gen.bin")
+    assert _download(stack.client, link, tmp_path / "g") == b"second"
+    wait_for(lambda: stack.settled("/gen.bin"), what="retired")
+    names = stack.fresh_names()
+    assert [p for p in names if p.startswith("/gen")] == ["/gen.bin"]
+    assert names["/gen.bin"].size == 6
+
+
+def test_fsync_reports_a_failed_upload(stack, server):
+    server.control("quota", {"bytes": 10})
+    fh = stack.fs.create("/nospace.bin")
+    stack.fs.write(fh, os.urandom(5000), 0)
+    with pytest.raises(FsError) as ei:
+        stack.fs.fsync(fh)
+    assert ei.value.errno == errno.EIO and "-17" in str(ei.value)
+    stack.fs.release(fh)
+    server.control("quota", {"bytes": 1 << 40})
+
+
+def test_downloading_old_contents_does_not_block_the_namespace(stack, tmp_path):
+    """The old contents of a remote file come down at its first write, outside the
+    namespace lock: other operations go ahead, and a rename of the very file meanwhile moves
+    it with the write in progress (nothing is lost, nothing shows twice)."""
+    from helpers.mount import run_with_timeout
+    data = os.urandom(2 * 1048576 + 5)
+    stack.write_file("/big.bin", data)
+    stack.link("/big.bin")
+    wait_for(lambda: stack.settled("/big.bin"), what="retired")
+    entered, gate = threading.Event(), threading.Event()
+    original = stack.reads.fetch_to_file
+
+    def gated(*args):
+        entered.set()
+        assert gate.wait(30)
+        return original(*args)
+    stack.reads.fetch_to_file = gated
+    fh = stack.fs.open("/big.bin", os.O_RDWR)
+    t = threading.Thread(target=lambda: stack.fs.write(fh, b"HEAD", 0))
+    t.start()
+    assert entered.wait(10)
+    # While the old contents download, other namespace operations go ahead.
+    run_with_timeout(lambda: stack.write_file("/other.txt", b"other"), 10)
+    run_with_timeout(lambda: stack.fs.mkdir("/dir"), 10)
+    run_with_timeout(lambda: stack.fs.rename("/big.bin", "/dir/big.bin"), 10)
+    assert stack.fs.getattr("/dir/big.bin")["st_size"] == len(data)
+    gate.set()
+    t.join(30)
+    stack.fs.flush(fh)
+    stack.fs.release(fh)
+    expected = b"HEAD" + data[4:]
+    assert _download(stack.client, stack.link("/dir/big.bin"), tmp_path / "b") == expected
+    wait_for(lambda: stack.settled("/dir/big.bin"), what="retired")
+    names = stack.fresh_names()
+    assert "/big.bin" not in names and names["/dir/big.bin"].size == len(data)
+
+
+def test_open_file_outlives_unlink_and_rename_over(stack):
+    """A descriptor keeps reading, writing, fstat-ing and fsync-ing its own bytes after the
+    name is removed or replaced; the name is gone at once for every later lookup."""
+    stack.write_file("/keep.txt", b"remote bytes")
+    stack.link("/keep.txt")
+    wait_for(lambda: stack.settled("/keep.txt"), what="retired")
+    reader = stack.fs.open("/keep.txt", os.O_RDONLY)
+    writer = stack.fs.open("/keep.txt", os.O_RDWR)
+    stack.fs.unlink("/keep.txt")
+    with pytest.raises(FsError) as ei:
+        stack.fs.getattr("/keep.txt")
+    assert ei.value.errno == errno.ENOENT
+    fh = stack.fs.create("/keep.txt", os.O_WRONLY | os.O_EXCL)   # the name is free at once
+    stack.fs.release(fh)
+    assert stack.fs.read(reader, 100, 0) == b"remote bytes"
+    assert stack.fs.write(writer, b"R", 0) == 1
+    assert stack.fs.read(writer, 100, 0) == b"Remote bytes"
+    assert stack.fs.getattr(None, writer)["st_size"] == 12
+    stack.fs.fsync(writer)
+    stack.fs.release(reader)
+    stack.fs.release(writer)
+    # rename over an open file
+    stack.write_file("/a.txt", b"old a")
+    stack.link("/a.txt")
+    held = stack.fs.open("/a.txt", os.O_RDONLY)
+    stack.write_file("/b.txt", b"new b")
+    stack.fs.rename("/b.txt", "/a.txt")
+    assert stack.read_file("/a.txt") == b"new b"
+    assert stack.fs.read(held, 100, 0) == b"old a"
+    stack.fs.release(held)
+    stack.link("/a.txt")
+    wait_for(lambda: stack.settled("/a.txt"), what="retired")
+    names = stack.fresh_names()
+    assert sorted(p for p in names if p.endswith(".txt")) == ["/a.txt", "/keep.txt"]
+    assert names["/keep.txt"].size == 0
+
+
+@pytest.mark.parametrize("landed", ["before", "after"])
+def test_file_whose_folder_is_removed_elsewhere_is_recovered(server, tmp_path, caplog, landed):
+    """Another client removes the folder of a file waiting for upload: the file is kept in
+    /megafs-recovered (never an orphan in the Rubbish Bin), with a WARNING saying so.
+    ``before``: the removal is known before the upload; ``after``: the p lands first (the
+    real service then puts the node in the Rubbish Bin)."""
+    s = Stack(server.url, str(tmp_path / "state"), start=False)
+    other = MegaClient.open(api=server.url, state_dir=str(tmp_path / "state"))
+    try:
+        s.fs.mkdir("/doomed")
+        s.write_file("/doomed/orphan.txt", b"keep me")
+        folder = s.core.ns.resolve("/doomed").folder.handle
+        other.delete(folder)                 # another client, another request id
+        if landed == "before":
+            s.tree.remove(folder)            # as the change feed would have told us
+        with caplog.at_level(logging.WARNING, logger="megafs.vfs.core"):
+            s.rt.start()                     # uploads and the change feed
+            wait_for(lambda: s.fs.getattr("/megafs-recovered/orphan.txt"), timeout=30,
+                     what="the file to be recovered")
+            link = run_with_timeout(lambda: s.link("/megafs-recovered/orphan.txt"), 60)
+        assert _download(s.client, link, tmp_path / "o") == b"keep me"
+        assert any("kept as /megafs-recovered/orphan.txt" in r.getMessage()
+                   for r in caplog.records)
+        wait_for(lambda: s.settled("/megafs-recovered/orphan.txt"), what="retired")
+        listing = other.fetch()
+        rubbish = next(n["h"] for n in listing.nodes if n["t"] == 4)
+        assert [n for n in listing.nodes if n.get("p") == rubbish] == []
+        names = s.fresh_names()
+        assert "/megafs-recovered/orphan.txt" in names and "/doomed" not in names
+    finally:
+        other.close()
+        s.close()

@@ -1,0 +1,65 @@
+"""Drive the independent third-party MEGA client ``async-mega-py`` (PyPI, pinned 2.5.0) against
+a MEGA API URL.  Runs inside ``.venv-thirdparty`` (``$MEGAFS_THIRDPARTY_PYTHON``), never imports
+megafs, and uses only the library's public client API:
+
+    python driver.py API_URL WORKDIR FILE [FILE...]
+
+For each FILE: anonymous login (``up`` + ``us``, solving an X-Hashcash challenge if the server
+sends one), upload into the Cloud Drive, export a public link, then, with a second, logged-out
+client, download that link into WORKDIR/<index>/ with the library's own meta-MAC check.
+Prints one JSON object: {"files": [{"name", "link", "handle", "downloaded"}...]}; exits non-zero
+with the error on stderr if anything fails.
+
+Pointing the library at our server: MegaAPI has no constructor option for the API host; its
+entry point is the class attribute ``MegaAPI._entrypoint`` (``https://g.api.mega.co.nz/cs``),
+so we set that one attribute and nothing else.  Upload and download URLs come from the server's
+``u`` and ``g`` answers, as with the real service.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+import yarl
+from mega.api import MegaAPI
+from mega.client import MegaNzClient
+
+
+async def run(api_url: str, workdir: Path, files: list[Path]) -> dict:
+    MegaAPI._entrypoint = yarl.URL(api_url.rstrip("/") + "/cs")
+    results = []
+    async with MegaNzClient() as uploader:
+        await uploader.login()  # no email/password: anonymous ephemeral account
+        for path in files:
+            node = await uploader.upload(path)
+            link = await uploader.export(node)
+            results.append({"name": path.name, "handle": node.id, "link": link})
+        listing = await uploader.get_filesystem(force=True)
+        names = sorted(n.attributes.name for n in listing if n.is_file)
+    async with MegaNzClient() as downloader:   # not logged in: a stranger with the link
+        for index, item in enumerate(results):
+            target = workdir / str(index)
+            target.mkdir(parents=True, exist_ok=True)
+            outcome = await downloader.download_url(item["link"], target)
+            if outcome.fails:
+                error = next(iter(outcome.fails.values()))
+                raise RuntimeError("download of %s failed: %r" % (item["name"], error))
+            item["downloaded"] = str(next(iter(outcome.success.values())))
+    return {"files": results, "listed": names}
+
+
+def main() -> int:
+    if len(sys.argv) < 4:
+        print(__doc__, file=sys.stderr)
+        return 2
+    api_url, workdir = sys.argv[1], Path(sys.argv[2])
+    files = [Path(p) for p in sys.argv[3:]]
+    result = asyncio.run(run(api_url, workdir, files))
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
