@@ -157,7 +157,14 @@ def _files(mnt: str, info: dict | None) -> tuple[list[dict], bool]:
     """(unfinished files, from the live mount?)."""
     live = _live_status(mnt) if is_mounted(mnt) else None
     if live is not None:
-        return live["files"], True
+        files = live["files"]
+        if info is not None and live.get("total", len(files)) > len(files):
+            # the live list is cut to fit an xattr: the rest comes from the queue file
+            from ..writeback.store import read_status
+            shown = {f["path"] for f in files}
+            files = files + [f for f in read_status(info["mount_dir"])
+                             if f["path"] not in shown]
+        return files, True
     if info is None:
         raise FsError(errno.ENOENT, "no megafs mount or queue known for %s (try --state-dir)"
                       % mnt)

@@ -97,7 +97,8 @@ class MountRuntime:
         self.fs = LinkLayer(self.core, link_timeout=cfg.link_timeout,
                             show_links=cfg.show_links, mount_dir=self.mount_dir)
         self.watcher = RemoteWatcher(self.client, self.tree, listing.sn,
-                                     poll_timeout=cfg.poll_timeout, on_recover=self.wb.kick)
+                                     poll_timeout=cfg.poll_timeout, on_recover=self.wb.kick,
+                                     on_change=self.wb.touch_all)
         stack.callback(self.watcher.stop)
 
     def start(self) -> None:

@@ -39,7 +39,7 @@ from ..writeback import record as R
 from ..writeback.queue import WriteBack
 from ..writeback.staged import StagedFile
 from .handles import DirHandle, FileHandle, HandleTable
-from .namespace import DIR, HIDDEN_PREFIX, Entry, Namespace
+from .namespace import DIR, HIDDEN_NAME, Entry, Namespace
 from .readcache import ReadCache
 
 if TYPE_CHECKING:
@@ -68,7 +68,7 @@ class FileSystem:
         self._quota: tuple[float, tuple[int, int]] | None = None
         self._quota_busy = threading.Event()
         wb.on_settled = self.ns.retire
-        wb.on_orphaned = self.recover_orphan
+        wb.on_remote_change = self.remote_change
         wb.path_of = self.ns.path_of
 
     def recover(self) -> None:
@@ -407,8 +407,9 @@ class FileSystem:
             if src.kind == DIR:
                 self._rename_folder(src.folder, parent, name, dst)
                 return
-            if name.startswith(HIDDEN_PREFIX) and dst is None:
-                # libfuse hides a file removed while open: to us that is the removal
+            if dst is None and HIDDEN_NAME.fullmatch(name):
+                # libfuse hides a file removed while it thinks it open (its release may still
+                # be on the way): to us that is the removal
                 self.ns.hide(self.ns.staged_for(src), parent.handle, name)
                 return
             if dst is not None:
@@ -471,36 +472,61 @@ class FileSystem:
             sf = self.ns.staged_for(entry)
         self.wb.set_mtime(sf, mtime)
 
-    def recover_orphan(self, sf: StagedFile) -> None:
-        """``WriteBack.on_orphaned``: the folder ``sf`` is shown in was removed by another
-        client.  Keep the file (never an orphan in the Rubbish Bin): move it to
-        ``/megafs-recovered`` at the root (made if missing), under a free name, and say so."""
+    def remote_change(self, sf: StagedFile) -> None:
+        """``WriteBack.on_remote_change``: another client changed what ``sf`` shows.
+
+        A file whose place was not chosen here follows its node (moved, renamed, touched), or
+        leaves the namespace if the node was removed and nothing was written here (open
+        handles keep their descriptors).  A file with local state whose folder was removed is
+        kept: it moves to ``/megafs-recovered`` (never an orphan in the Rubbish Bin)."""
         with self.ns.lock:
-            if sf.retired or sf.rec.unlinked or self.tree.get(sf.rec.parent) is not None:
+            if sf.retired or sf.rec.unlinked:
                 return
-            root = self.tree.root
-            folder = self.ns.lookup(root, RECOVERY_FOLDER)
-            try:
-                if folder is None:
-                    self.mkdir("/" + RECOVERY_FOLDER)
-                    folder = self.ns.lookup(root, RECOVERY_FOLDER)
-            except MegafsError as exc:
-                log.warning("cannot make /%s for %s: %s; trying again later", RECOVERY_FOLDER,
-                            sf.rec.name, describe(exc))
-                return
-            if folder is None or folder.kind != DIR:
-                log.warning("/%s is not a folder; %s stays queued", RECOVERY_FOLDER,
-                            sf.rec.name)
-                return
-            name = sf.rec.name
-            if self.ns.lookup(folder.folder.handle, name) is not None:
-                stem, dot, ext = name.rpartition(".")
-                name = ("%s (%s).%s" % (stem, sf.rid[:8], ext) if dot and stem
-                        else "%s (%s)" % (name, sf.rid[:8]))
-            old = self.ns.path_of(sf)
-            self.ns.move(sf, folder.folder.handle, name)
             with self.wb.lock:
-                sf.rec = R.retry_now(sf.rec)
+                rec = sf.rec
+                node = self.tree.get(rec.committed) if rec.committed else None
+                ours = rec.generation > rec.committed_gen or sf.dirty
+                mirror = not rec.local_meta
+            if mirror and node is None and rec.committed and not rec.has_copy:
+                log.info("%s was removed by another client", self.ns.path_of(sf))
+                self.ns.unshow(sf)
+                return
+            if mirror and node is not None:
+                name = self.tree.name_of(node.handle)
+                if name is not None and (node.parent, name) != (rec.parent, rec.name):
+                    if self.ns.lookup(node.parent, name) is None:
+                        self.ns.follow(sf, node.parent, name)
+                if not ours and node.mtime_ns != rec.mtime_ns:
+                    with self.wb.lock:
+                        sf.rec.mtime_ns = node.mtime_ns
+            if self.tree.get(sf.rec.parent) is None:
+                self._recover(sf)
+
+    def _recover(self, sf: StagedFile) -> None:
+        """Move a file whose folder is gone to ``/megafs-recovered`` (under the namespace
+        lock), under a free name, and say so."""
+        root = self.tree.root
+        folder = self.ns.lookup(root, RECOVERY_FOLDER)
+        try:
+            if folder is None:
+                self.mkdir("/" + RECOVERY_FOLDER)
+                folder = self.ns.lookup(root, RECOVERY_FOLDER)
+        except MegafsError as exc:
+            log.warning("cannot make /%s for %s: %s; trying again later", RECOVERY_FOLDER,
+                        sf.rec.name, describe(exc))
+            return
+        if folder is None or folder.kind != DIR:
+            log.warning("/%s is not a folder; %s stays queued", RECOVERY_FOLDER, sf.rec.name)
+            return
+        name = sf.rec.name
+        if self.ns.lookup(folder.folder.handle, name) is not None:
+            stem, dot, ext = name.rpartition(".")
+            name = ("%s (%s).%s" % (stem, sf.rid[:8], ext) if dot and stem
+                    else "%s (%s)" % (name, sf.rid[:8]))
+        old = self.ns.path_of(sf)
+        self.ns.move(sf, folder.folder.handle, name)
+        with self.wb.lock:
+            sf.rec = R.retry_now(sf.rec)
         self.wb.save(sf)
         log.warning("the folder of %s was removed by another client; the file is kept as "
                     "/%s/%s", old, RECOVERY_FOLDER, name)

@@ -35,6 +35,7 @@ from .namespace import DIR, Entry
 log = logging.getLogger(__name__)
 
 LINK_SUFFIX = ".link"
+STATUS_FILES = 200            # files listed in the status xattr (its value is <= 64 KiB)
 LINK_SIZE = len(format_link("A" * 8, bytes(32))) + 1      # the link and a newline
 XA_STATE, XA_LINK, XA_HANDLE, XA_ERROR = ("user.mega.state", "user.mega.link",
                                           "user.mega.handle", "user.mega.error")
@@ -254,8 +255,17 @@ class LinkLayer:
             return folder.handle.encode()
         if folder.handle == self.core.tree.root:
             if name == XA_STATUS:
-                wb = self.core.wb
-                return json.dumps({"counts": wb.counts(), "files": wb.snapshot()}).encode()
+                # An xattr value is at most 64 KiB: uploading and failed files first, then
+                # pending ones, up to STATUS_FILES; `megafs status` reads the rest from the
+                # queue file.
+                files = self.core.wb.snapshot()
+                order = {"uploading": 0, "failed": 1}
+                files.sort(key=lambda f: order.get(f["state"], 2))
+                counts: dict[str, int] = {"pending": 0, "uploading": 0, "failed": 0}
+                for f in files:
+                    counts[f["state"]] = counts.get(f["state"], 0) + 1
+                return json.dumps({"counts": counts, "total": len(files),
+                                   "files": files[:STATUS_FILES]}).encode()
             if name == XA_MOUNTDIR:
                 return self.mount_dir.encode()
         raise FsError(errno.ENODATA, "no such attribute")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import re
 import threading
 from dataclasses import dataclass
 
@@ -34,9 +35,10 @@ log = logging.getLogger(__name__)
 
 NAME_MAX = 255
 DIR, FILE = "dir", "file"
-# libfuse renames a file that is removed while open to this prefix + a counter, and removes
-# it at the last close; the kernel keeps asking for its attributes (fstat) by that path.
-HIDDEN_PREFIX = ".fuse_hidden"
+# libfuse renames a file that is removed while open to ".fuse_hidden" + 16 hex digits (node id
+# and a counter), and removes it at the last close; the kernel keeps asking for its
+# attributes (fstat) by that path.
+HIDDEN_NAME = re.compile(r"\.fuse_hidden[0-9a-f]{16}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -57,11 +59,19 @@ class Entry:
 
 
 def split(path: str) -> list[str]:
-    """Path components; ENAMETOOLONG for a component over 255 bytes."""
+    """Path components; ENAMETOOLONG for a component over 255 bytes, EILSEQ for one that is
+    not valid UTF-8 (MEGA stores names as UTF-8 JSON; the kernel's bytes arrive here with
+    ``surrogateescape``, so invalid bytes show as lone surrogates)."""
     parts = [p for p in path.split("/") if p]
     for part in parts:
-        if len(part.encode("utf-8", "surrogateescape")) > NAME_MAX:
+        raw = part.encode("utf-8", "surrogateescape")
+        if len(raw) > NAME_MAX:
             raise FsError(errno.ENAMETOOLONG, "a name is longer than 255 bytes")
+        try:
+            part.encode("utf-8")
+        except UnicodeEncodeError:
+            raise FsError(errno.EILSEQ, "a name is not valid UTF-8 (MEGA stores UTF-8 names)") \
+                from None
     return parts
 
 
@@ -73,7 +83,7 @@ class Namespace:
         self.wb = wb
         self.lock = threading.RLock()
         self._overlay: dict[str, dict[str, StagedFile]] = {}
-        # (folder, hidden name) -> a removed file still open, see HIDDEN_PREFIX; not listed
+        # (folder, hidden name) -> a removed file still open, see HIDDEN_NAME; not listed
         self._hidden: dict[tuple[str, str], StagedFile] = {}
 
     # --- lookups (lock-free) ----------------------------------------------------------------
@@ -84,9 +94,10 @@ class Namespace:
             sf = shown.get(name)
             if sf is not None:
                 return Entry(FILE, folder, name, sf=sf)
-        if name.startswith(HIDDEN_PREFIX):
+        if self._hidden and HIDDEN_NAME.fullmatch(name):
             sf = self._hidden.get((folder, name))
-            return None if sf is None else Entry(FILE, folder, name, sf=sf)
+            if sf is not None:
+                return Entry(FILE, folder, name, sf=sf)
         node = self.tree.child(folder, name)
         if node is None or (node.type == 0 and self.wb.hides(node)):
             return None
@@ -162,8 +173,22 @@ class Namespace:
         self._hide(sf)
         with self.wb.lock:
             sf.rec.parent, sf.rec.name = parent, name
+            sf.rec.local_meta = True
             sf.meta_dirty = True
         self._show(sf)
+
+    def follow(self, sf: StagedFile, parent: str, name: str) -> None:
+        """Show ``sf`` where another client moved its node (call under ``self.lock``); its
+        place stays the node's, not a choice made here."""
+        self._hide(sf)
+        with self.wb.lock:
+            sf.rec.parent, sf.rec.name = parent, name
+        self._show(sf)
+
+    def unshow(self, sf: StagedFile) -> None:
+        """Stop showing ``sf``: its node was removed by another client (call under
+        ``self.lock``); open handles keep it until they are released."""
+        self._hide(sf)
 
     def remove(self, sf: StagedFile) -> None:
         """Stop showing ``sf`` (unlink, or replaced by a rename; call under ``self.lock``)."""

@@ -113,8 +113,8 @@ class Committer:
                     wb.lock.wait(0.5)
                     continue
             for sf in orphans:
-                if wb.on_orphaned is not None:
-                    wb.on_orphaned(sf)
+                if wb.on_remote_change is not None:
+                    wb.on_remote_change(sf)
             if settled:
                 wb._settle(settled)
             if batch:
@@ -130,7 +130,8 @@ class Committer:
     def _gather(self, settled: list[StagedFile], orphans: list[StagedFile]
                 ) -> list[StagedFile]:
         """Take a batch of files with committer work (under ``wb.lock``); files whose folder
-        is gone go to ``orphans``, settled ones to ``settled``."""
+        is gone or that mirror a node another client changed go to ``orphans``, settled ones
+        to ``settled``."""
         wb = self.wb
         now = time.monotonic()
         if now - self._last_scan > RESCAN:
@@ -139,9 +140,9 @@ class Committer:
             for sf in wb.files.values():
                 if sf.rec.next_try and sf.rec.next_try <= wall:
                     wb.todo.add(sf.rid)
-                elif not sf.busy and sf.handles == 0:
+                elif not sf.busy:
                     # settled files the namespace kept (another node showed under the name
-                    # for a moment) are offered again
+                    # for a moment), and mirrors of nodes other clients change, again
                     wb.todo.add(sf.rid)
         if self.ready and wb.scheduler.in_flight > len(self.ready):
             # Uploads about to finish share this batch: one p and one l serve them all.
@@ -160,7 +161,7 @@ class Committer:
             if found is None or found.busy or found.retired:
                 continue
             sf = found
-            if not sf.rec.unlinked and wb.tree.get(sf.rec.parent) is None:
+            if wb.remote_changed(sf):
                 orphans.append(sf)
                 continue
             if len(batch) >= BATCH:
@@ -309,7 +310,10 @@ class Committer:
             except Exception as exc:
                 ops.export = None
                 with wb.lock:
-                    record_failure(sf, exc, "update")
+                    # -9: the node or its new folder is gone (another client): not the
+                    # file's fault; the next look decides (upload again, recover, follow)
+                    gone = isinstance(exc, MegaError) and exc.code == ApiCode.ENOENT
+                    record_failure(sf, exc, "update", transient=gone)
 
     def _delete(self, handle: str, changed: set[str]) -> None:
         node = self.wb.tree.get(handle)
@@ -333,6 +337,8 @@ class Committer:
             results = [exc] * len(wanted)
         for (sf, handle), ph in zip(wanted, results):
             with wb.lock:
+                if isinstance(ph, MegaError) and ph.code == ApiCode.ENOENT:
+                    continue             # the node is gone (removed meanwhile): plan again
                 if isinstance(ph, BaseException):
                     record_failure(sf, ph, "export")
                     continue

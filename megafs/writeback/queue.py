@@ -7,8 +7,9 @@ never decides POSIX semantics and never changes the namespace: where a file is s
 (``rec.parent``/``rec.name``) is set by the filesystem core; the queue only brings MEGA in
 line with it and reports back.  When a file has nothing left to send and nothing has it open,
 the queue calls ``on_settled(file)``; the namespace then retires it under its own lock.  When
-the folder a file is shown in disappears (removed by another client), the queue calls
-``on_orphaned(file)`` and the namespace finds it a new place.
+another client changes what a file is shown as (its folder is removed, or the node it mirrors
+is renamed, touched or removed), the queue calls ``on_remote_change(file)`` and the namespace
+decides the file's new place.
 
 Concurrency contract: ``self.lock`` (a Condition) guards every ``StagedFile`` field, the
 ``files``/``owner`` indexes and the committer's to-do set.  It is never held during network
@@ -47,7 +48,7 @@ class WriteBack:
 
     def __init__(self, mount_dir: str, client: "MegaClient", tree: Tree, *, workers: int = 4,
                  on_settled: Callable[[StagedFile], None] | None = None,
-                 on_orphaned: Callable[[StagedFile], None] | None = None,
+                 on_remote_change: Callable[[StagedFile], None] | None = None,
                  on_change: Callable[[set[str]], None] | None = None,
                  path_of: Callable[[StagedFile], str] | None = None) -> None:
         from .committer import Committer
@@ -58,7 +59,7 @@ class WriteBack:
         self.client = client
         self.tree = tree
         self.on_settled = on_settled
-        self.on_orphaned = on_orphaned
+        self.on_remote_change = on_remote_change
         self.on_change = on_change
         self.path_of = path_of or (lambda sf: sf.rec.name)
         self.lock = threading.Condition(threading.Lock())
@@ -91,6 +92,8 @@ class WriteBack:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
             os.close(fd)
             rec.has_copy, rec.size = True, 0
+        if node is None:
+            rec.local_meta = True          # a new file: its place is ours
         if mtime_ns is not None:
             rec.mtime_ns = mtime_ns
         sf = StagedFile(rec, path)
@@ -153,6 +156,7 @@ class WriteBack:
         """``utimens``: the new mtime is saved durably before this returns."""
         with self.lock:
             sf.rec.mtime_ns = mtime_ns
+            sf.rec.local_meta = True
         self.save(sf)
 
     def materialized(self, sf: StagedFile, size: int) -> None:
@@ -242,6 +246,30 @@ class WriteBack:
         if not sf.rec.unlinked and (sf.dirty or sf.meta_dirty):
             return False
         return self.step(sf) is Step.DONE
+
+    def remote_changed(self, sf: StagedFile) -> bool:
+        """Whether another client changed what ``sf`` shows, so the namespace must look at it:
+        its folder is gone, or it mirrors a node (no place of its own) that was moved,
+        renamed, touched or removed (call under ``self.lock``)."""
+        rec = sf.rec
+        if rec.unlinked or sf.retired:
+            return False
+        if self.tree.get(rec.parent) is None:
+            return True
+        if rec.local_meta or not rec.committed:
+            return False
+        node = self.tree.get(rec.committed)
+        if node is None:
+            return not rec.has_copy
+        ours = rec.generation > rec.committed_gen or sf.dirty    # content changed here
+        return (node.parent != rec.parent or self.tree.name_of(node.handle) != rec.name
+                or (not ours and node.mtime_ns != rec.mtime_ns))
+
+    def touch_all(self, _folders: Any = None) -> None:
+        """The change feed applied other clients' changes: look at every file again."""
+        with self.lock:
+            self.todo.update(self.files)
+            self.lock.notify_all()
 
     def state(self, sf: StagedFile) -> tuple[str, str | None, str | None]:
         """(state, committed handle once uploaded, error once failed) for xattrs."""
@@ -357,12 +385,6 @@ class WriteBack:
                             "error": sf.rec.error if shown == R.FAILED else None,
                             "attempts": sf.rec.attempts, "open": sf.writers > 0})
             return out
-
-    def counts(self) -> dict[str, int]:
-        out = {R.PENDING: 0, R.UPLOADING: 0, R.FAILED: 0}
-        for row in self.snapshot():
-            out[row["state"]] = out.get(row["state"], 0) + 1
-        return out
 
     def retry_failed(self) -> int:
         """``megafs retry``: failed files are tried again now; returns how many."""

@@ -57,6 +57,8 @@ class Record:
     replaces: list[str] = field(default_factory=list)
     has_copy: bool = False           # the staged copy holds the content (else ``committed``)
     unlinked: bool = False           # removed from the namespace: nodes go once closed
+    # place/name/mtime chosen here (create, rename, touch); else they follow the node
+    local_meta: bool = False
     put_tried: bool = False          # a ``p`` for ``upload_id`` may have been applied
     failed: bool = False             # a permanent error: retried after a long back-off
     error: str | None = None
@@ -114,7 +116,7 @@ def plan(rec: Record, *, node: tuple[str, str | None, int, bool] | None, writers
     if rec.committed is None or node is None:
         return Step.DONE      # no copy and no node: the file is gone; the namespace drops it
     parent, name, mtime_ns, public = node
-    if meta_differs(rec, parent, name, mtime_ns):
+    if rec.local_meta and meta_differs(rec, parent, name, mtime_ns):
         return Step.FIX
     if rec.replaces:
         return Step.CLEANUP

@@ -109,7 +109,13 @@ class Scheduler:
             try:
                 self._upload(sf, verify)
             except Exception as exc:        # every failure is a state transition
-                self._failed(sf, exc)
+                try:
+                    self._failed(sf, exc)
+                except Exception:           # a worker must never die: log the bug, go on
+                    log.error("unexpected error recording a failed upload of %s",
+                              sf.rec.name, exc_info=True)
+                    with wb.lock:
+                        sf.busy, sf.cancel, sf.job, sf.token = False, None, None, None
             finally:
                 with wb.lock:
                     self.in_flight -= 1
@@ -212,10 +218,12 @@ class Scheduler:
             down = not up
 
 
-def record_failure(sf: StagedFile, exc: BaseException, what: str) -> None:
-    """Turn a failed attempt into the record's back-off (under ``wb.lock``) and log it."""
+def record_failure(sf: StagedFile, exc: BaseException, what: str, *,
+                   transient: bool = False) -> None:
+    """Turn a failed attempt into the record's back-off (under ``wb.lock``) and log it;
+    ``transient`` overrides the classification of the error."""
     text = describe(exc)
-    permanent = is_permanent(exc)
+    permanent = is_permanent(exc) and not transient
     sf.rec = R.attempt_failed(sf.rec, text, permanent=permanent, now=time.time())
     if permanent:
         log.error("%s of %s failed: %s (kept staged; `megafs retry` or automatic retry later)",

@@ -40,6 +40,7 @@ CREATE TABLE IF NOT EXISTS files (
     replaces TEXT NOT NULL DEFAULT '[]',
     has_copy INTEGER NOT NULL DEFAULT 0,
     unlinked INTEGER NOT NULL DEFAULT 0,
+    local_meta INTEGER NOT NULL DEFAULT 0,
     put_tried INTEGER NOT NULL DEFAULT 0,
     failed INTEGER NOT NULL DEFAULT 0,
     error TEXT,
@@ -50,7 +51,8 @@ CREATE TABLE IF NOT EXISTS files (
 )
 """
 _COLUMNS = ("rid", "parent", "name", "size", "mtime_ns", "generation", "committed",
-            "committed_gen", "replaces", "has_copy", "unlinked", "put_tried", "failed", "error",
+            "committed_gen", "replaces", "has_copy", "unlinked", "local_meta", "put_tried",
+            "failed", "error",
             "attempts", "path", "state", "updated")
 _DELETED = 1 << 62        # sequence number of a deleted row: no older snapshot re-inserts it
 
@@ -59,21 +61,23 @@ def row_of(rec: Record, state: str) -> tuple:
     """The database row for ``rec`` shown as ``state`` (column order of ``_COLUMNS``)."""
     return (rec.rid, rec.parent, rec.name, rec.size, rec.mtime_ns, rec.generation, rec.committed,
             rec.committed_gen, json.dumps(rec.replaces), int(rec.has_copy), int(rec.unlinked),
-            int(rec.put_tried), int(rec.failed), rec.error, rec.attempts, rec.path, state,
-            time.time())
+            int(rec.local_meta), int(rec.put_tried), int(rec.failed), rec.error, rec.attempts,
+            rec.path, state, time.time())
 
 
 def record_of(row: tuple) -> Record:
     """A ``Record`` from a database row (column order of ``_COLUMNS``)."""
     (rid, parent, name, size, mtime_ns, generation, committed, committed_gen, replaces,
-     has_copy, unlinked, put_tried, failed, error, attempts, path, _state, _updated) = row
+     has_copy, unlinked, local_meta, put_tried, failed, error, attempts, path, _state,
+     _updated) = row
     try:
         old = [h for h in json.loads(replaces or "[]") if isinstance(h, str)]
     except ValueError:
         old = []
     return Record(rid, parent, name, size=size, mtime_ns=mtime_ns, generation=generation,
                   committed=committed, committed_gen=committed_gen, replaces=old,
-                  has_copy=bool(has_copy), unlinked=bool(unlinked), put_tried=bool(put_tried),
+                  has_copy=bool(has_copy), unlinked=bool(unlinked),
+                  local_meta=bool(local_meta), put_tried=bool(put_tried),
                   failed=bool(failed), error=error, attempts=attempts, path=path or "")
 
 
@@ -227,7 +231,8 @@ def _legacy_rows(db: sqlite3.Connection) -> list[Record]:
             old = []
         out.append(Record(rid, parent, name, size=size, mtime_ns=int(mtime * 1e9),
                           generation=gen, committed=handle, committed_gen=gen if handle else 0,
-                          replaces=old, has_copy=True, put_tried=bool(put_tried)))
+                          replaces=old, has_copy=True, local_meta=True,
+                          put_tried=bool(put_tried)))
     with db:
         db.execute("DROP TABLE records")
     if out:

@@ -12,6 +12,7 @@ import os
 import sqlite3
 import stat
 import threading
+import time
 
 import pytest
 
@@ -572,3 +573,60 @@ def test_file_whose_folder_is_removed_elsewhere_is_recovered(server, tmp_path, c
     finally:
         other.close()
         s.close()
+
+
+def test_names_that_are_not_utf8_or_look_like_libfuse_hidden_ones(stack):
+    """Names MEGA cannot store (not UTF-8) are refused with EILSEQ; names that merely start
+    like libfuse's hidden names are ordinary files."""
+    bad = b"/bad\xffname".decode("utf-8", "surrogateescape")
+    stack.write_file("/src", b"s")
+    for op in (lambda: stack.fs.create(bad), lambda: stack.fs.mkdir(bad),
+               lambda: stack.fs.rename("/src", bad)):
+        with pytest.raises(FsError) as ei:
+            op()
+        assert ei.value.errno == errno.EILSEQ
+    stack.write_file("/.fuse_hidden_mine", b"mine")
+    stack.write_file("/plain", b"plain")
+    stack.fs.rename("/plain", "/.fuse_hidden0001")   # not libfuse's pattern: a rename
+    stack.link("/.fuse_hidden_mine")
+    stack.link("/.fuse_hidden0001")
+    wait_for(lambda: stack.settled("/.fuse_hidden0001"), what="retired")
+    assert stack.fs.readdir("/") == [".fuse_hidden0001", ".fuse_hidden_mine",
+                                     "src"]
+    assert stack.read_file("/.fuse_hidden_mine") == b"mine"
+    names = stack.fresh_names()
+    assert sorted(names) == ["/.fuse_hidden0001", "/.fuse_hidden_mine", "/src"]
+
+
+def test_open_files_follow_other_clients_changes(stack):
+    """A file this mount only has open (no change made here) shows what other clients do to
+    it: a rename, a touch, a removal or a replacement; nothing is undone."""
+    other = MegaClient.open(api=stack.api, state_dir=stack.state_dir)
+    try:
+        watcher = stack.rt.watcher
+        watcher.start()
+        for name in ("x", "y", "z"):
+            stack.write_file("/" + name, name.encode())
+            stack.link("/" + name)
+            wait_for(lambda: stack.settled("/" + name), what="retired")
+        node = {n: stack.node("/" + n) for n in ("x", "y", "z")}
+        held = {n: stack.fs.open("/" + n, os.O_RDONLY) for n in ("x", "y", "z")}
+        attrs = dict(node["x"].attrs, n="x-renamed")
+        other.set_attrs(node["x"].handle, node["x"].key, attrs)           # rename x
+        from megafs.tree.nodes import time_attrs
+        other.set_attrs(node["y"].handle, node["y"].key, time_attrs(10**18, node["y"].attrs))
+        other.delete(node["z"].handle)                                      # remove z
+        wait_for(lambda: sorted(stack.fs.readdir("/")) == ["x-renamed", "y"], timeout=20,
+                 what="the changes to show")
+        wait_for(lambda: stack.fs.getattr("/y")["st_mtime"] == 10**18, timeout=20,
+                 what="the touch to show")
+        assert stack.fs.read(held["x"], 100, 0) == b"x"      # descriptors keep working
+        for fh in held.values():
+            stack.fs.release(fh)
+        time.sleep(1.5)                                      # nothing is "fixed" back
+        assert sorted(stack.fs.readdir("/")) == ["x-renamed", "y"]
+        names = stack.fresh_names()
+        assert sorted(names) == ["/x-renamed", "/y"]
+        assert names["/y"].mtime_ns == 10**18
+    finally:
+        other.close()

@@ -522,3 +522,19 @@ def test_umount_of_a_dead_mount_does_not_wait(server, tmp_path):
     finally:
         server.clear_faults()
         m.stop()
+
+
+@pytest.mark.log_ok("upload of", "megafs.retry")
+def test_status_of_many_pending_files(mounted, server):
+    """More unfinished files than fit in one xattr: `megafs status` still says mounted and
+    lists every one of them."""
+    server.faults([{"where": "upload", "http": 503}])
+    try:
+        for i in range(260):
+            (mounted.mnt / ("p%03d" % i)).write_bytes(b"x" * 100)
+        out = json.loads(megafs("status", str(mounted.mnt), "--state-dir",
+                                str(mounted.state_dir), "--json").stdout)
+        assert out["mounted"]
+        assert sorted(f["path"] for f in out["files"]) == ["/p%03d" % i for i in range(260)]
+    finally:
+        server.clear_faults()
