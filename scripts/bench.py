@@ -28,12 +28,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
 
+from benchlib import Mount as MountProcess, Server as ServerProcess  # noqa: E402
 from megafs import crypto  # noqa: E402
 from megafs.api.client import MegaClient, PutItem  # noqa: E402
-from mount_support import MountProcess  # noqa: E402
-from support import ServerProcess  # noqa: E402
 
 MIB = 1 << 20
 

@@ -38,11 +38,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 
 from megafs import crypto  # noqa: E402
 from megafs.api.client import MegaClient, PutItem  # noqa: E402
-from support import ServerProcess  # noqa: E402
+from benchlib import Server as ServerProcess  # noqa: E402
 
 MIB = 1 << 20
 

@@ -312,8 +312,8 @@ class Committer:
                 with wb.lock:
                     # -9: the node or its new folder is gone (another client): not the
                     # file's fault; the next look decides (upload again, recover, follow)
-                    gone = isinstance(exc, MegaError) and exc.code == ApiCode.ENOENT
-                    record_failure(sf, exc, "update", transient=gone)
+                    vanished = isinstance(exc, MegaError) and exc.code == ApiCode.ENOENT
+                    record_failure(sf, exc, "update", transient=vanished)
 
     def _delete(self, handle: str, changed: set[str]) -> None:
         node = self.wb.tree.get(handle)

@@ -30,8 +30,8 @@ pytestmark = [pytest.mark.fuse,
 
 FULL = os.environ.get("MEGAFS_STRESS_FULL") == "1"
 PROCS = int(os.environ.get("MEGAFS_STRESS_PROCS", "4" if FULL else "1"))
-EXAMPLES = int(os.environ.get("MEGAFS_STRESS_EXAMPLES", "150" if FULL else "6"))
-STEPS = int(os.environ.get("MEGAFS_STRESS_STEPS", "60" if FULL else "40"))
+EXAMPLES = int(os.environ.get("MEGAFS_STRESS_EXAMPLES", "150" if FULL else "25"))
+STEPS = int(os.environ.get("MEGAFS_STRESS_STEPS", "60" if FULL else "50"))
 SEED = int(os.environ.get("MEGAFS_STRESS_SEED", "20261130"))
 
 

@@ -11,7 +11,7 @@ import requests
 
 from megafs import crypto
 from helpers.rawapi import (Api, checksum_b64, decrypt_and_verify, encrypt_file, plaintext,
-                        solve_hashcash)
+                            solve_hashcash)
 
 
 @pytest.fixture(scope="module")
