@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Callable
 
 from ..api.download import start_writeback
 from ..errors import FsError, MegaError, MegafsError, describe
+from ..tree.names import base_display_name
 from ..tree.nodes import NS, Node
 from ..tree.tree import Tree
 from ..writeback import record as R
@@ -412,14 +413,17 @@ class FileSystem:
                 # be on the way): to us that is the removal
                 self.ns.hide(self.ns.staged_for(src), parent.handle, name)
                 return
+            sf = self.ns.staged_for(src)
+            replaced = None
             if dst is not None:
                 if dst.kind == DIR:
                     raise FsError(errno.EISDIR, "a folder has the new name")
-                sf = self.ns.staged_for(src)
-                self.ns.remove(self.ns.staged_for(dst))
-            else:
-                sf = self.ns.staged_for(src)
+                replaced = self.ns.staged_for(dst)
+            # The new name shows the file before the old file there is removed: a reader of
+            # the new name always finds one of the two (rename(2) is atomic).
             self.ns.move(sf, parent.handle, name)
+            if replaced is not None:
+                self.ns.remove(replaced)
             self.wb.save(sf)
 
     def _rename_folder(self, folder: Node, parent: Node, name: str, dst: Entry | None) -> None:
@@ -491,9 +495,9 @@ class FileSystem:
                 log.info("%s was removed by another client", self.ns.path_of(sf))
                 self.ns.unshow(sf)
                 return
-            if mirror and node is not None:
-                name = self.tree.name_of(node.handle)
-                if name is not None and (node.parent, name) != (rec.parent, rec.name):
+            if mirror and node is not None and node.name is not None:
+                name = base_display_name(node)          # escaped; never a "(HANDLE)" alias
+                if (node.parent, name) != (rec.parent, rec.name):
                     if self.ns.lookup(node.parent, name) is None:
                         self.ns.follow(sf, node.parent, name)
                 if not ours and node.mtime_ns != rec.mtime_ns:

@@ -99,8 +99,13 @@ class Namespace:
             if sf is not None:
                 return Entry(FILE, folder, name, sf=sf)
         node = self.tree.child(folder, name)
-        if node is None or (node.type == 0 and self.wb.hides(node)):
+        if node is None:
             return None
+        if node.type == 0 and self.wb.hides(node):
+            # A staged file holds the node.  It is shown before it holds it, so if it was
+            # shown under this name after the overlay was read above, it is there now.
+            sf = self._overlay.get(folder, {}).get(name)
+            return None if sf is None else Entry(FILE, folder, name, sf=sf)
         return Entry(DIR if node.is_dir else FILE, folder, name, node=node)
 
     def listing(self, folder: str) -> dict[str, Entry]:
@@ -157,33 +162,33 @@ class Namespace:
             held = self.wb.holder(entry.node.handle)
             if held is not None and not held.retired:
                 return held
-            sf = self.wb.add(entry.parent, entry.name, node=entry.node)
+            # Shown before it holds (hides) the node, so the name never resolves to nothing.
+            sf = self.wb.add(entry.parent, entry.name, node=entry.node, own=False)
             self._show(sf)
+            self.wb.own(sf, entry.node.handle)
             return sf
 
     def add(self, parent: str, name: str, *, node: Node | None = None,
             content: bool = False, mtime_ns: int | None = None) -> StagedFile:
         """A new staged file shown at (parent, name) (call under ``self.lock``)."""
-        sf = self.wb.add(parent, name, node=node, content=content, mtime_ns=mtime_ns)
+        sf = self.wb.add(parent, name, node=node, content=content, mtime_ns=mtime_ns, own=False)
         self._show(sf)
+        if node is not None:
+            self.wb.own(sf, node.handle)
         return sf
 
     def move(self, sf: StagedFile, parent: str, name: str) -> None:
-        """Show ``sf`` at a new place (rename; call under ``self.lock``)."""
-        self._hide(sf)
+        """Show ``sf`` at a new place (rename; call under ``self.lock``).  Whatever the new
+        place showed is replaced in the same step, so it never resolves to nothing."""
+        self._relocate(sf, parent, name)
         with self.wb.lock:
-            sf.rec.parent, sf.rec.name = parent, name
             sf.rec.local_meta = True
             sf.meta_dirty = True
-        self._show(sf)
 
     def follow(self, sf: StagedFile, parent: str, name: str) -> None:
         """Show ``sf`` where another client moved its node (call under ``self.lock``); its
         place stays the node's, not a choice made here."""
-        self._hide(sf)
-        with self.wb.lock:
-            sf.rec.parent, sf.rec.name = parent, name
-        self._show(sf)
+        self._relocate(sf, parent, name)
 
     def unshow(self, sf: StagedFile) -> None:
         """Stop showing ``sf``: its node was removed by another client (call under
@@ -226,6 +231,33 @@ class Namespace:
         folder = dict(self._overlay.get(sf.rec.parent, {}))
         folder[sf.rec.name] = sf
         self._overlay[sf.rec.parent] = folder
+
+    def _relocate(self, sf: StagedFile, parent: str, name: str) -> None:
+        """Show ``sf`` at (parent, name) instead of its old place: the new place first (one
+        replacement, taking over whatever was shown there), then the old one goes."""
+        old_parent, old_name = sf.rec.parent, sf.rec.name
+        if old_parent == parent:
+            folder = dict(self._overlay.get(parent, {}))
+            if folder.get(old_name) is sf:
+                del folder[old_name]
+            folder[name] = sf
+            with self.wb.lock:
+                sf.rec.name = name
+            self._overlay[parent] = folder
+            return
+        target = dict(self._overlay.get(parent, {}))
+        target[name] = sf
+        self._overlay[parent] = target
+        with self.wb.lock:
+            sf.rec.parent, sf.rec.name = parent, name
+        source = self._overlay.get(old_parent)
+        if source is not None and source.get(old_name) is sf:
+            fresh = dict(source)
+            del fresh[old_name]
+            if fresh:
+                self._overlay[old_parent] = fresh
+            else:
+                del self._overlay[old_parent]
 
     def _hide(self, sf: StagedFile) -> None:
         folder = self._overlay.get(sf.rec.parent)

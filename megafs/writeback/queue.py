@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from .. import config
 from ..errors import FsError
+from ..tree.names import base_display_name
 from ..tree.nodes import UPLOAD_ID_ATTR, Node
 from ..tree.tree import Tree
 from . import record as R
@@ -77,12 +78,15 @@ class WriteBack:
 
     # --- creating and finding files ---------------------------------------------------------
     def add(self, parent: str, name: str, *, node: Node | None = None,
-            mtime_ns: int | None = None, content: bool = False) -> StagedFile:
+            mtime_ns: int | None = None, content: bool = False, own: bool = True
+            ) -> StagedFile:
         """A new staged file shown at (parent, name).
 
         ``node``: the remote file it starts from (its committed node; no copy is made yet).
         ``content``: start with an empty staged copy (new files, ``O_TRUNC``) that is dirty
-        until flushed.  Raises OSError if the staged copy cannot be created."""
+        until flushed.  ``own=False``: the caller calls ``own`` for the node later (the
+        namespace shows the file first).  Raises OSError if the staged copy cannot be
+        created."""
         rid = secrets.token_hex(8)
         path = os.path.join(self.staging, rid)
         rec = Record(rid, parent, name)
@@ -101,9 +105,14 @@ class WriteBack:
             sf.version = 1          # even an empty new file must be uploaded once
         with self.lock:
             self.files[rid] = sf
-            if node is not None:
+            if node is not None and own:
                 self.owner[node.handle] = sf
         return sf
+
+    def own(self, sf: StagedFile, handle: str) -> None:
+        """``sf`` holds node ``handle`` from now on (the tree stops showing the node)."""
+        with self.lock:
+            self.owner[handle] = sf
 
     def hides(self, node: Node) -> bool:
         """Whether a tree node is held by a live staged file (its committed node, an old
@@ -262,7 +271,9 @@ class WriteBack:
         if node is None:
             return not rec.has_copy
         ours = rec.generation > rec.committed_gen or sf.dirty    # content changed here
-        return (node.parent != rec.parent or self.tree.name_of(node.handle) != rec.name
+        # the node's own name (escaped), not its display name: that one can carry a
+        # "(HANDLE)" alias for a moment while an old version of this very file still exists
+        return (node.parent != rec.parent or base_display_name(node) != rec.name
                 or (not ours and node.mtime_ns != rec.mtime_ns))
 
     def touch_all(self, _folders: Any = None) -> None:
