@@ -13,7 +13,6 @@ import threading
 from collections import OrderedDict
 from typing import Any, Iterable
 
-from .. import crypto
 from ..errors import ProtocolError
 from .names import base_display_name, duplicate_name
 from .nodes import FILE, FOLDER, INBOX, ROOT, RUBBISH, Node, decrypt_node  # noqa: F401
@@ -320,53 +319,7 @@ class Tree:
                 node.public = ph
 
     def apply(self, packet: Any) -> set[str]:
-        """Apply one action packet; return the folder handles whose listing changed."""
-        if not isinstance(packet, dict):
-            log.warning("ignoring a malformed action packet (%s)", type(packet).__name__)
-            return set()
-        kind = packet.get("a")
-        with self.lock:
-            if kind == "t":
-                body = packet.get("t")
-                raws = body.get("f") if isinstance(body, dict) else None
-                if not isinstance(raws, list):
-                    log.warning("ignoring a 't' packet without nodes")
-                    return set()
-                affected = set()
-                for raw in raws:
-                    node = self._add(raw)
-                    if node is not None:
-                        affected.add(node.parent)
-                return affected
-            if kind == "d":
-                handle = packet.get("n")
-                return self.remove(handle) if isinstance(handle, str) else set()
-            if kind == "u":
-                return self._apply_update(packet)
-            if kind == "ph":
-                handle = packet.get("h")
-                node = self._nodes.get(handle) if isinstance(handle, str) else None
-                if node is not None:
-                    if packet.get("d"):
-                        node.public = None
-                    elif isinstance(packet.get("ph"), str):
-                        node.public = packet["ph"]
-                return set()
-            return set()
-
-    def _apply_update(self, packet: dict) -> set[str]:
-        handle = packet.get("n")
-        node = self._nodes.get(handle) if isinstance(handle, str) else None
-        at = packet.get("at")
-        if node is None or not isinstance(at, str) or node.key is None:
-            return set()
-        try:
-            attrs = crypto.decrypt_attr(crypto.b64decode(at), node.key)
-        except (ValueError, crypto.AttributeError_) as exc:
-            log.warning("attribute update for node %s cannot be decrypted (%s)", handle, exc)
-            node.ok, node.name = False, None
-            self._forget_names(node.parent)
-            return {node.parent}
-        node.ok = True
-        self.set_attrs(node.handle, attrs)
-        return {node.parent}
+        """Apply one action packet (``packets.apply``); return the folders whose listing
+        changed."""
+        from .packets import apply
+        return apply(self, packet)

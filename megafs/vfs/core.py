@@ -2,9 +2,11 @@
 
 Owns the meaning of every operation the FUSE adapter forwards (except the virtual ``.link``
 files and ``user.mega.*`` attributes, which ``vfs/links.py`` layers on top): attributes,
-listings, create/open/read/write/truncate/flush/fsync/release, mkdir/rmdir/unlink/rename,
-utimens and statfs.  It returns plain data and raises ``FsError`` (or another
-``MegafsError``) carrying the errno the caller must see; it never imports FUSE.
+listings, mkdir/rmdir/unlink/rename and utimens here; the data operations of open files
+(create/open/read/write/truncate/flush/fsync/release) in ``vfs/io.py`` (``FileSystem.io``);
+statfs in ``vfs/quota.py``; other clients' changes in ``vfs/follow.py``.  It returns plain
+data and raises ``FsError`` (or another ``MegafsError``) carrying the errno the caller must
+see; it never imports FUSE.
 
 Files are local first.  Creating, writing, renaming, touching or removing a file changes its
 ``StagedFile`` and the namespace at once (durably where the operation promises it) and the
@@ -27,20 +29,19 @@ import errno
 import logging
 import os
 import stat
-import threading
 import time
 from typing import TYPE_CHECKING, Callable
 
-from ..api.download import start_writeback
-from ..errors import FsError, MegaError, MegafsError, describe
-from ..tree.names import base_display_name
+from ..errors import FsError, MegaError
 from ..tree.nodes import NS, Node
 from ..tree.tree import Tree
-from ..writeback import record as R
 from ..writeback.queue import WriteBack
 from ..writeback.staged import StagedFile
+from .follow import RemoteChanges
 from .handles import DirHandle, FileHandle, HandleTable
+from .io import FileIO
 from .namespace import DIR, HIDDEN_NAME, Entry, Namespace
+from .quota import QuotaCache
 from .readcache import ReadCache
 
 if TYPE_CHECKING:
@@ -48,9 +49,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-WRITEBACK_STEP = 8 << 20         # start disk writeback of a sequential writer every 8 MiB
 BLOCK_SIZE = 131072
-RECOVERY_FOLDER = "megafs-recovered"   # files whose folder another client removed
 
 
 class FileSystem:
@@ -66,10 +65,11 @@ class FileSystem:
         self.handles = HandleTable()
         self.uid, self.gid = os.getuid(), os.getgid()
         self.started_ns = time.time_ns()
-        self._quota: tuple[float, tuple[int, int]] | None = None
-        self._quota_busy = threading.Event()
+        self.io = FileIO(self.ns, wb, tree, self.reads, self.handles)
+        self.quota = QuotaCache(client)
+        self.changes = RemoteChanges(self.ns, wb, tree, self.mkdir)
         wb.on_settled = self.ns.retire
-        wb.on_remote_change = self.remote_change
+        wb.on_remote_change = self.changes.remote_change
         wb.path_of = self.ns.path_of
 
     def recover(self) -> None:
@@ -129,223 +129,6 @@ class FileSystem:
         if self.tree.get(folder) is None:
             raise FsError(errno.ENOENT, "the folder was removed")
         return sorted(self.ns.listing(folder))
-
-    def statfs(self) -> dict[str, int]:
-        """Sizes from ``uq``; served from a cache refreshed in the background after 5 s, so
-        ``df`` never waits on a slow or unreachable server once one answer is known."""
-        cached = self._quota
-        if cached is None:
-            self._refresh_quota()
-            cached = self._quota
-            assert cached is not None
-        elif time.monotonic() - cached[0] > 5.0 and not self._quota_busy.is_set():
-            self._quota_busy.set()
-            threading.Thread(target=self._refresh_quota, name="megafs-quota",
-                             daemon=True).start()
-        used, total = cached[1]
-        bs = 4096
-        free = max(0, total - used) // bs
-        return {"f_bsize": bs, "f_frsize": bs, "f_blocks": max(1, total // bs), "f_bfree": free,
-                "f_bavail": free, "f_files": 1 << 20, "f_ffree": 1 << 20, "f_favail": 1 << 20,
-                "f_namemax": 255}
-
-    def _refresh_quota(self) -> None:
-        try:
-            used, total = self.client.quota()
-            self._quota = (time.monotonic(), (int(used), int(total)))
-        except MegafsError as exc:
-            if self._quota is None:
-                raise
-            log.info("quota refresh failed (%s); using the cached value", describe(exc))
-        finally:
-            self._quota_busy.clear()
-
-    # --- opening ----------------------------------------------------------------------------
-    def create(self, path: str, flags: int = os.O_WRONLY) -> int:
-        """``open(O_CREAT)``: a new empty file, or an existing one opened (and emptied with
-        ``O_TRUNC``); EEXIST with ``O_EXCL`` if the name exists."""
-        with self.ns.lock:
-            parent, name = self.ns.parent_of(path)
-            entry = self.ns.lookup(parent.handle, name)
-            if entry is None:
-                sf = self.ns.add(parent.handle, name, content=True, mtime_ns=time.time_ns())
-                return self._open_file(sf, True)
-            if entry.kind == DIR:
-                raise FsError(errno.EISDIR, "a folder has that name")
-            if flags & os.O_EXCL:
-                raise FsError(errno.EEXIST, "the file exists")
-            sf = self.ns.staged_for(entry)
-            fh = self._open_file(sf, True)
-        if flags & os.O_TRUNC:
-            self._truncate_file(sf, 0)
-        return fh
-
-    def open(self, path: str, flags: int) -> int:
-        """``open`` without ``O_CREAT``: nothing is downloaded until data is read or written."""
-        write = (flags & os.O_ACCMODE) != os.O_RDONLY or bool(flags & os.O_TRUNC)
-        for _attempt in range(100):
-            entry = self.ns.resolve(path)
-            if entry.kind == DIR:
-                if write:
-                    raise FsError(errno.EISDIR, "a folder cannot be opened for writing")
-                return 0
-            sf = self.ns.staged_for(entry)
-            if self.wb.opened(sf, write):
-                if sf.rec.committed and not sf.rec.has_copy:
-                    self.reads.reset_bad(sf.rec.committed)   # a new open downloads afresh
-                fh = self.handles.add(FileHandle(sf, write))
-                if flags & os.O_TRUNC:
-                    try:
-                        self._truncate_file(sf, 0)
-                    except BaseException:
-                        self.release(fh)
-                        raise
-                return fh
-            # Retired between the lookup and the open: the retirement holds the namespace
-            # lock until the name shows the remote node; wait for it, then resolve again.
-            with self.ns.lock:
-                pass
-        raise FsError(errno.EAGAIN, "the file kept changing while being opened")
-
-    def _open_file(self, sf: StagedFile, write: bool) -> int:
-        if not self.wb.opened(sf, write):      # cannot happen under the namespace lock
-            raise FsError(errno.EAGAIN, "the file was retired while being opened")
-        return self.handles.add(FileHandle(sf, write))
-
-    def file_handle(self, fh: int) -> FileHandle:
-        handle = self.handles.get(fh)
-        if not isinstance(handle, FileHandle):
-            raise FsError(errno.EBADF, "not an open file")
-        return handle
-
-    # --- data -------------------------------------------------------------------------------
-    def read(self, fh: int, size: int, offset: int) -> bytes:
-        handle = self.file_handle(fh)
-        sf = handle.sf
-        with self.wb.lock:
-            has_copy, committed, length = sf.rec.has_copy, sf.rec.committed, sf.rec.size
-        if has_copy:
-            return os.pread(handle.staged_fd(), size, offset)
-        node = self.tree.get(committed) if committed else None
-        if node is None:
-            if length == 0:
-                return b""
-            raise FsError(errno.EIO, "the file's node is gone from MEGA")
-        return self.reads.read(node.handle, node.file_key, node.size, offset, size,
-                               handle.read_state)
-
-    def write(self, fh: int, data: bytes, offset: int) -> int:
-        handle = self.file_handle(fh)
-        if not handle.write:
-            raise FsError(errno.EBADF, "not open for writing")
-        sf = handle.sf
-        self._materialize(sf)
-        fd = handle.staged_fd()
-        n = os.pwrite(fd, data, offset)
-        end = offset + n
-        with self.wb.lock:
-            size = max(sf.rec.size, end)
-        self.wb.wrote(sf, size)
-        if end - handle.flushed_to >= WRITEBACK_STEP and offset >= handle.flushed_to:
-            # Sequential writer: start the disk writeback of what it wrote so far, so the
-            # fsync that close() must do finds little left (it was ~0.3 s of a 2.8 s dd of
-            # 512 MiB).  Asynchronous: it does not wait for the disk.
-            start_writeback(fd, handle.flushed_to, end - handle.flushed_to)
-            handle.flushed_to = end
-        return n
-
-    def truncate(self, path: str | None, length: int, fh: int | None = None) -> None:
-        if length < 0:
-            raise FsError(errno.EINVAL, "negative length")
-        if fh:
-            handle = self.handles.get(fh)
-            if isinstance(handle, FileHandle):
-                self._truncate_file(handle.sf, length)
-                return
-        if path is None:
-            raise FsError(errno.EBADF, "no path and no open file")
-        entry = self.ns.resolve(path)
-        if entry.kind == DIR:
-            raise FsError(errno.EISDIR, "a folder cannot be truncated")
-        sf = self.ns.staged_for(entry)
-        if not self.wb.opened(sf, True):
-            with self.ns.lock:        # retired meanwhile: wait for the retirement, retry
-                pass
-            return self.truncate(path, length)
-        try:
-            self._truncate_file(sf, length)
-            self.wb.flush(sf)      # truncate(2) by path: nothing will close this file
-        finally:
-            self.wb.closed(sf, True)
-
-    def _truncate_file(self, sf: StagedFile, length: int) -> None:
-        with self.wb.lock:
-            if sf.rec.size == length:
-                return            # no change: nothing to download, mtime stays (POSIX)
-        self._materialize(sf, keep=length)
-        os.truncate(sf.path, length)
-        self.wb.wrote(sf, length)
-
-    def _materialize(self, sf: StagedFile, keep: int | None = None) -> None:
-        """Give ``sf`` a staged copy holding its committed node's bytes (only the first
-        ``keep`` bytes are needed: none at all for a truncate to 0)."""
-        if sf.rec.has_copy:
-            return
-        with sf.materialize:
-            with self.wb.lock:
-                if sf.rec.has_copy:
-                    return
-                committed = sf.rec.committed
-            node = self.tree.get(committed) if committed else None
-            fd = os.open(sf.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                size = 0
-                if node is not None and node.size and keep != 0:
-                    self.reads.fetch_to_file(node.handle, node.file_key, node.size, fd)
-                    size = node.size
-                elif node is None and committed is not None:
-                    raise FsError(errno.EIO, "the file's node is gone from MEGA")
-                os.fsync(fd)
-            except BaseException:
-                os.close(fd)
-                try:
-                    os.unlink(sf.path)
-                except OSError:
-                    pass
-                raise
-            os.close(fd)
-            self.wb.materialized(sf, size)
-
-    def flush(self, fh: int) -> None:
-        """``close``: the staged data and the file's row are durable before this returns."""
-        handle = self.handles.get(fh)
-        if isinstance(handle, FileHandle) and handle.write:
-            self.wb.flush(handle.sf, handle.fd if handle.fd >= 0 else None)
-
-    def release(self, fh: int) -> None:
-        """The last close of ``fh`` (files and folders)."""
-        handle = self.handles.pop(fh)
-        if not isinstance(handle, FileHandle):
-            return
-        try:
-            if handle.write:
-                # mmap'd pages can be written back after the last flush
-                self.wb.flush(handle.sf, handle.fd if handle.fd >= 0 else None)
-        finally:
-            handle.close()
-            self.wb.closed(handle.sf, handle.write)
-
-    def fsync(self, fh: int, cancelled: Callable[[], bool] | None = None) -> None:
-        """Returns once the file's current data is on MEGA (EIO with the reason if its upload
-        failed for good)."""
-        handle = self.file_handle(fh)
-        sf = handle.sf
-        self.wb.flush(sf, handle.fd if handle.fd >= 0 else None)
-        with self.wb.lock:
-            if sf.rec.unlinked:
-                return
-        self.wb.force(sf)
-        self.wb.wait(sf, None, cancelled)
 
     # --- namespace --------------------------------------------------------------------------
     def mkdir(self, path: str) -> None:
@@ -476,65 +259,6 @@ class FileSystem:
             sf = self.ns.staged_for(entry)
         self.wb.set_mtime(sf, mtime)
 
-    def remote_change(self, sf: StagedFile) -> None:
-        """``WriteBack.on_remote_change``: another client changed what ``sf`` shows.
-
-        A file whose place was not chosen here follows its node (moved, renamed, touched), or
-        leaves the namespace if the node was removed and nothing was written here (open
-        handles keep their descriptors).  A file with local state whose folder was removed is
-        kept: it moves to ``/megafs-recovered`` (never an orphan in the Rubbish Bin)."""
-        with self.ns.lock:
-            if sf.retired or sf.rec.unlinked:
-                return
-            with self.wb.lock:
-                rec = sf.rec
-                node = self.tree.get(rec.committed) if rec.committed else None
-                ours = rec.generation > rec.committed_gen or sf.dirty
-                mirror = not rec.local_meta
-            if mirror and node is None and rec.committed and not rec.has_copy:
-                log.info("%s was removed by another client", self.ns.path_of(sf))
-                self.ns.unshow(sf)
-                return
-            if mirror and node is not None and node.name is not None:
-                name = base_display_name(node)          # escaped; never a "(HANDLE)" alias
-                if (node.parent, name) != (rec.parent, rec.name):
-                    if self.ns.lookup(node.parent, name) is None:
-                        self.ns.follow(sf, node.parent, name)
-                if not ours and node.mtime_ns != rec.mtime_ns:
-                    with self.wb.lock:
-                        sf.rec.mtime_ns = node.mtime_ns
-            if self.tree.get(sf.rec.parent) is None:
-                self._recover(sf)
-
-    def _recover(self, sf: StagedFile) -> None:
-        """Move a file whose folder is gone to ``/megafs-recovered`` (under the namespace
-        lock), under a free name, and say so."""
-        root = self.tree.root
-        folder = self.ns.lookup(root, RECOVERY_FOLDER)
-        try:
-            if folder is None:
-                self.mkdir("/" + RECOVERY_FOLDER)
-                folder = self.ns.lookup(root, RECOVERY_FOLDER)
-        except MegafsError as exc:
-            log.warning("cannot make /%s for %s: %s; trying again later", RECOVERY_FOLDER,
-                        sf.rec.name, describe(exc))
-            return
-        if folder is None or folder.kind != DIR:
-            log.warning("/%s is not a folder; %s stays queued", RECOVERY_FOLDER, sf.rec.name)
-            return
-        name = sf.rec.name
-        if self.ns.lookup(folder.folder.handle, name) is not None:
-            stem, dot, ext = name.rpartition(".")
-            name = ("%s (%s).%s" % (stem, sf.rid[:8], ext) if dot and stem
-                    else "%s (%s)" % (name, sf.rid[:8]))
-        old = self.ns.path_of(sf)
-        self.ns.move(sf, folder.folder.handle, name)
-        with self.wb.lock:
-            sf.rec = R.retry_now(sf.rec)
-        self.wb.save(sf)
-        log.warning("the folder of %s was removed by another client; the file is kept as "
-                    "/%s/%s", old, RECOVERY_FOLDER, name)
-
     # --- state for the .link layer ----------------------------------------------------------
     def wait_uploaded(self, entry: Entry, timeout: float | None,
                       cancelled: Callable[[], bool] | None = None) -> Node:
@@ -542,7 +266,7 @@ class FileSystem:
         if entry.sf is None:
             assert entry.node is not None
             return self.tree.get(entry.node.handle) or entry.node
-        handle = self.wb.wait(entry.sf, timeout, cancelled)
+        handle = self.wb.control.wait(entry.sf, timeout, cancelled)
         node = self.tree.get(handle)
         if node is None:
             raise FsError(errno.EIO, "the uploaded node is gone from MEGA")
@@ -553,7 +277,7 @@ class FileSystem:
         if entry.sf is None:
             assert entry.node is not None
             return "uploaded", entry.node.handle, None
-        return self.wb.state(entry.sf)
+        return self.wb.control.state(entry.sf)
 
     def remote_node(self, entry: Entry) -> Node | None:
         """The node currently holding a file entry's bytes, if it is on MEGA."""

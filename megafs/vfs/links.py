@@ -122,22 +122,22 @@ class LinkLayer:
         return sorted(names + extra)
 
     def statfs(self) -> dict[str, int]:
-        return self.core.statfs()
+        return self.core.quota.statfs()
 
     def opendir(self, path: str) -> int:
         return self.core.opendir(path)
 
     def releasedir(self, fh: int) -> None:
-        self.core.release(fh)
+        self.core.io.release(fh)
 
     # --- files ------------------------------------------------------------------------------
     def create(self, path: str, flags: int = os.O_WRONLY) -> int:
-        return self.core.create(path, flags)
+        return self.core.io.create(path, flags)
 
     def open(self, path: str, flags: int) -> int:
         target = self._virtual(path)
         if target is None:
-            return self.core.open(path, flags)
+            return self.core.io.open(path, flags)
         if (flags & os.O_ACCMODE) != os.O_RDONLY or flags & os.O_TRUNC:
             raise _readonly()
         return self.core.handles.add(LinkHandle(target))
@@ -152,27 +152,27 @@ class LinkLayer:
             if handle.content is None:
                 handle.content = (self.wait_link(handle.target) + "\n").encode()
             return handle.content[offset:offset + size]
-        return self.core.read(fh, size, offset)
+        return self.core.io.read(fh, size, offset)
 
     def write(self, fh: int, data: bytes, offset: int) -> int:
-        return self.core.write(fh, data, offset)
+        return self.core.io.write(fh, data, offset)
 
     def truncate(self, path: str | None, length: int, fh: int | None = None) -> None:
         if fh and isinstance(self.core.handles.get(fh), LinkHandle):
             raise _readonly()
         if path is not None and not fh and self._virtual(path) is not None:
             raise _readonly()
-        self.core.truncate(path, length, fh)
+        self.core.io.truncate(path, length, fh)
 
     def flush(self, fh: int) -> None:
-        self.core.flush(fh)
+        self.core.io.flush(fh)
 
     def release(self, fh: int) -> None:
-        self.core.release(fh)
+        self.core.io.release(fh)
 
     def fsync(self, fh: int) -> None:
         if isinstance(self.core.handles.get(fh), FileHandle):
-            self.core.fsync(fh, self.interrupted)
+            self.core.io.fsync(fh, self.interrupted)
 
     def utimens(self, path: str | None, mtime_ns: int | None, fh: int | None = None) -> None:
         if path is not None and not fh and self._virtual(path) is not None:
@@ -258,7 +258,7 @@ class LinkLayer:
                 # An xattr value is at most 64 KiB: uploading and failed files first, then
                 # pending ones, up to STATUS_FILES; `megafs status` reads the rest from the
                 # queue file.
-                files = self.core.wb.snapshot()
+                files = self.core.wb.control.snapshot()
                 order = {"uploading": 0, "failed": 1}
                 files.sort(key=lambda f: order.get(f["state"], 2))
                 counts: dict[str, int] = {"pending": 0, "uploading": 0, "failed": 0}
@@ -273,7 +273,7 @@ class LinkLayer:
     def setxattr(self, path: str, name: str, value: bytes) -> None:
         entry = self._virtual(path) or self.core.ns.resolve(path)
         if entry.kind == DIR and entry.folder.handle == self.core.tree.root and name == XA_RETRY:
-            n = self.core.wb.retry_failed()
+            n = self.core.wb.control.retry_failed()
             log.info("retry requested: %d failed upload(s) re-queued", n)
             return
         raise FsError(errno.ENOTSUP, "megafs does not store extended attributes")

@@ -28,9 +28,8 @@ from typing import TYPE_CHECKING, Any
 from ..api.links import format_link
 from ..errors import ApiCode, MegaError
 from ..tree.nodes import UPLOAD_ID_ATTR, Node, time_attrs
-from ..tree.tree import Tree
 from . import record as R
-from .record import Record, Step
+from .record import Step
 from .scheduler import record_failure
 from .staged import StagedFile
 
@@ -43,29 +42,6 @@ BATCH = 200               # files per round
 GATHER = 0.05             # seconds to wait for uploads about to finish, so they share a batch
 RESCAN = 1.0              # seconds between scans for ended back-offs
 MAX_PHASES = 4            # rounds of requests per batch (p; then d + l; then what is left)
-
-
-def adopt(rec: Record, tree: Tree) -> str | None:
-    """Find nodes committed by an earlier ``p`` of this record (crash or ambiguous failure).
-
-    The node carrying the current upload id becomes the committed one; nodes of older
-    generations of the same record become old versions.  Returns the adopted handle."""
-    found = None
-    for node in tree.children(rec.parent).values():
-        mfs = node.attrs.get(UPLOAD_ID_ATTR) if node.attrs else None
-        if R.rid_of(mfs) != rec.rid:
-            continue
-        if mfs == rec.upload_id and found is None:
-            found = node.handle
-        elif node.handle not in rec.replaces and node.handle != rec.committed:
-            rec.replaces.append(node.handle)
-    if found is not None:
-        if rec.committed and rec.committed != found and rec.committed not in rec.replaces:
-            rec.replaces.append(rec.committed)
-        rec.committed, rec.committed_gen = found, rec.generation
-        log.info("adopted node %s committed before a crash for %s", found, rec.name)
-    rec.put_tried = False
-    return found
 
 
 @dataclass
@@ -161,7 +137,7 @@ class Committer:
             if found is None or found.busy or found.retired:
                 continue
             sf = found
-            if wb.remote_changed(sf):
+            if wb.control.remote_changed(sf):
                 orphans.append(sf)
                 continue
             if len(batch) >= BATCH:

@@ -20,7 +20,6 @@ The invariants are written in ``megafs/ARCHITECTURE.md``.
 """
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import secrets
@@ -29,13 +28,12 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from .. import config
-from ..errors import FsError
-from ..tree.names import base_display_name
 from ..tree.nodes import UPLOAD_ID_ATTR, Node
 from ..tree.tree import Tree
 from . import record as R
 from .record import Record, Step
-from .staged import StagedFile
+from .control import QueueControl
+from .staged import StagedFile, unlink_quiet
 from .store import QueueStore, persistent_request_id
 
 if TYPE_CHECKING:
@@ -75,6 +73,7 @@ class WriteBack:
         self.stopping = threading.Event()
         self.scheduler = Scheduler(self, workers=max(1, workers))
         self.committer = Committer(self)
+        self.control = QueueControl(self)
 
     # --- creating and finding files ---------------------------------------------------------
     def add(self, parent: str, name: str, *, node: Node | None = None,
@@ -256,67 +255,11 @@ class WriteBack:
             return False
         return self.step(sf) is Step.DONE
 
-    def remote_changed(self, sf: StagedFile) -> bool:
-        """Whether another client changed what ``sf`` shows, so the namespace must look at it:
-        its folder is gone, or it mirrors a node (no place of its own) that was moved,
-        renamed, touched or removed (call under ``self.lock``)."""
-        rec = sf.rec
-        if rec.unlinked or sf.retired:
-            return False
-        if self.tree.get(rec.parent) is None:
-            return True
-        if rec.local_meta or not rec.committed:
-            return False
-        node = self.tree.get(rec.committed)
-        if node is None:
-            return not rec.has_copy
-        ours = rec.generation > rec.committed_gen or sf.dirty    # content changed here
-        # the node's own name (escaped), not its display name: that one can carry a
-        # "(HANDLE)" alias for a moment while an old version of this very file still exists
-        return (node.parent != rec.parent or base_display_name(node) != rec.name
-                or (not ours and node.mtime_ns != rec.mtime_ns))
-
     def touch_all(self, _folders: Any = None) -> None:
         """The change feed applied other clients' changes: look at every file again."""
         with self.lock:
             self.todo.update(self.files)
             self.lock.notify_all()
-
-    def state(self, sf: StagedFile) -> tuple[str, str | None, str | None]:
-        """(state, committed handle once uploaded, error once failed) for xattrs."""
-        with self.lock:
-            step = Step.IDLE if sf.dirty else self.step(sf)
-            shown = R.shown_state(sf.rec, step, sf.busy)
-            handle = sf.rec.committed if shown == R.UPLOADED else None
-            return shown, handle, sf.rec.error if shown == R.FAILED else None
-
-    def wait(self, sf: StagedFile, timeout: float | None,
-             cancelled: Callable[[], bool] | None = None) -> str:
-        """Block until ``sf``'s current content is on MEGA and exported; return the handle of
-        its node.  FsError: ENOENT if the file is removed meanwhile, EIO with the reason if
-        its upload failed for good, ETIMEDOUT after ``timeout`` seconds, EINTR if
-        ``cancelled()`` says the caller gave up."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self.lock:
-            while True:
-                if sf.rec.unlinked:
-                    raise FsError(errno.ENOENT, "the file was removed before its upload ended")
-                step = Step.IDLE if sf.dirty else self.step(sf)
-                if step is Step.DONE and not sf.busy and not sf.dirty and sf.rec.committed:
-                    return sf.rec.committed
-                if sf.rec.failed and not sf.busy:
-                    raise FsError(errno.EIO, "upload failed: %s" % (sf.rec.error or "unknown"))
-                if self.stopping.is_set():
-                    raise FsError(errno.EIO, "the mount is shutting down")
-                if cancelled is not None and cancelled():
-                    raise FsError(errno.EINTR, "interrupted")
-                wait = 0.5
-                if deadline is not None:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        raise FsError(errno.ETIMEDOUT, "timed out waiting for the upload")
-                    wait = min(wait, left)
-                self.lock.wait(wait)
 
     # --- retirement -------------------------------------------------------------------------
     def retire(self, sf: StagedFile) -> bool:
@@ -329,7 +272,7 @@ class WriteBack:
                 return False
             self._forget(sf)
         self._drop_row(sf)
-        _unlink_quiet(sf.path)
+        unlink_quiet(sf.path)
         return True
 
     def _forget(self, sf: StagedFile) -> None:
@@ -378,84 +321,16 @@ class WriteBack:
             self.on_settled(sf)
 
     # --- status -----------------------------------------------------------------------------
-    def snapshot(self) -> list[dict[str, Any]]:
-        """Unfinished files for ``megafs status``: path, state, size, progress, error."""
-        with self.lock:
-            out = []
-            for sf in self.files.values():
-                if sf.rec.unlinked:
-                    continue
-                step = Step.IDLE if sf.dirty else self.step(sf)
-                shown = R.shown_state(sf.rec, step, sf.busy)
-                idle_remote = (step is Step.IDLE and not sf.rec.has_copy
-                               and not sf.rec.failed and not sf.persisted)
-                if shown == R.UPLOADED or idle_remote:
-                    continue
-                out.append({"path": self.path_of(sf), "state": shown, "size": sf.rec.size,
-                            "progress": sf.progress if sf.busy else 0,
-                            "error": sf.rec.error if shown == R.FAILED else None,
-                            "attempts": sf.rec.attempts, "open": sf.writers > 0})
-            return out
-
-    def retry_failed(self) -> int:
-        """``megafs retry``: failed files are tried again now; returns how many."""
-        with self.lock:
-            failed = [sf for sf in self.files.values() if sf.rec.failed]
-            for sf in failed:
-                sf.rec = R.retry_now(sf.rec)
-                self._touched(sf)
-        self._save(failed)
-        return len(failed)
+    # --- start / stop -----------------------------------------------------------------------
+    def recover(self) -> list[StagedFile]:
+        """Load the queue after a clean or crashed stop (``recovery.recover``); call with a
+        freshly loaded tree.  Returns the recovered files (the namespace shows them)."""
+        from .recovery import recover
+        return recover(self)
 
     def kick(self) -> None:
         """The server answers again: transient back-offs end now."""
-        with self.lock:
-            for sf in self.files.values():
-                if not sf.rec.failed and sf.rec.next_try:
-                    sf.rec = R.retry_now(sf.rec)
-                    self._touched(sf)
-
-    # --- start / stop -----------------------------------------------------------------------
-    def recover(self) -> list[StagedFile]:
-        """Load the queue after a clean or crashed stop; call with a freshly loaded tree.
-        Returns the recovered files (the namespace shows them)."""
-        from .committer import adopt
-
-        keep: list[StagedFile] = []
-        for rec in self.store.load():
-            path = os.path.join(self.staging, rec.rid)
-            if rec.has_copy and not os.path.exists(path):
-                rec.has_copy = False
-                rec.failed, rec.error = True, "staged data is missing from %s" % self.staging
-                log.error("staged data of %s is missing; marked failed", rec.name)
-            if rec.committed and self.tree.get(rec.committed) is None:
-                if not rec.unlinked:
-                    log.warning("node %s of %s is gone from MEGA; %s", rec.committed, rec.name,
-                                "uploading the staged copy again" if rec.has_copy
-                                else "the file is gone")
-                rec.committed, rec.committed_gen = None, 0
-            if rec.put_tried and rec.committed_gen < rec.generation:
-                adopt(rec, self.tree)
-            if rec.failed:
-                rec.next_try = time.time() + R.FAILED_FIRST
-            sf = StagedFile(rec, path, persisted=True)
-            keep.append(sf)
-        with self.lock:
-            for sf in keep:
-                self.files[sf.rid] = sf
-                for handle in [sf.rec.committed, *sf.rec.replaces]:
-                    if handle:
-                        self.owner[handle] = sf
-                self._touched(sf)
-        self._save(keep)
-        # Staged copies without a row were never made durable: nothing promised them.
-        known = {sf.rid for sf in keep}
-        for entry in os.listdir(self.staging):
-            if entry not in known:
-                _unlink_quiet(os.path.join(self.staging, entry))
-        if keep:
-            log.info("recovered %d queued file(s)", len(keep))
-        return keep
+        self.control.kick()
 
     def start(self) -> None:
         self.scheduler.start()
@@ -473,10 +348,3 @@ class WriteBack:
         self.scheduler.join(deadline)
         self.committer.join(deadline)
         self.store.close()
-
-
-def _unlink_quiet(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass

@@ -156,7 +156,7 @@ class Scheduler:
 
     def _verify(self, sf: StagedFile) -> None:
         """After an ambiguous ``p`` failure: look for our node in a fresh listing."""
-        from .committer import adopt
+        from .recovery import adopt
 
         listing = self.wb.client.fetch()
         fresh = Tree(self.wb.tree.master_key, self.wb.tree.user_handle)

@@ -15,6 +15,7 @@ lock held while the old contents of a remote file are downloaded into the staged
 """
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,3 +53,11 @@ class StagedFile:
     @property
     def rid(self) -> str:
         return self.rec.rid
+
+
+def unlink_quiet(path: str) -> None:
+    """Remove a staged copy; one that is already gone is fine."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

@@ -356,7 +356,7 @@ def test_quota_failure_then_retry(stack, server):
     assert b"-17" in stack.fs.getxattr("/q.bin", "user.mega.error")
     assert "user.mega.error" in stack.fs.listxattr("/q.bin")
     server.control("quota", {"bytes": 1 << 40})
-    assert stack.wb.retry_failed() == 1
+    assert stack.wb.control.retry_failed() == 1
     assert stack.link("/q.bin")
 
 

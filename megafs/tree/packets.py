@@ -1,0 +1,72 @@
+"""Action packets from the change feed (``sc``), applied to the node tree.
+
+Packet types (protocol reference §11.2): ``t`` new nodes (also the second half of a move),
+``d`` removal of a subtree, ``u`` attribute update (``at`` re-encrypted with the node key),
+``ph`` public handle created or removed; others are ignored.  Malformed packets are logged at
+WARNING and skipped, never raised.  Runs under ``tree.lock``.
+"""
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from .. import crypto
+
+if TYPE_CHECKING:
+    from .tree import Tree
+
+log = logging.getLogger(__name__)
+
+
+def apply(tree: "Tree", packet: Any) -> set[str]:
+    """Apply one action packet; return the folder handles whose listing changed."""
+    if not isinstance(packet, dict):
+        log.warning("ignoring a malformed action packet (%s)", type(packet).__name__)
+        return set()
+    kind = packet.get("a")
+    with tree.lock:
+        if kind == "t":
+            body = packet.get("t")
+            raws = body.get("f") if isinstance(body, dict) else None
+            if not isinstance(raws, list):
+                log.warning("ignoring a 't' packet without nodes")
+                return set()
+            affected = set()
+            for raw in raws:
+                node = tree._add(raw)
+                if node is not None:
+                    affected.add(node.parent)
+            return affected
+        if kind == "d":
+            handle = packet.get("n")
+            return tree.remove(handle) if isinstance(handle, str) else set()
+        if kind == "u":
+            return _apply_update(tree, packet)
+        if kind == "ph":
+            handle = packet.get("h")
+            node = tree._nodes.get(handle) if isinstance(handle, str) else None
+            if node is not None:
+                if packet.get("d"):
+                    node.public = None
+                elif isinstance(packet.get("ph"), str):
+                    node.public = packet["ph"]
+            return set()
+        return set()
+
+
+def _apply_update(tree: "Tree", packet: dict) -> set[str]:
+    handle = packet.get("n")
+    node = tree._nodes.get(handle) if isinstance(handle, str) else None
+    at = packet.get("at")
+    if node is None or not isinstance(at, str) or node.key is None:
+        return set()
+    try:
+        attrs = crypto.decrypt_attr(crypto.b64decode(at), node.key)
+    except (ValueError, crypto.AttributeError_) as exc:
+        log.warning("attribute update for node %s cannot be decrypted (%s)", handle, exc)
+        node.ok, node.name = False, None
+        tree._forget_names(node.parent)
+        return {node.parent}
+    node.ok = True
+    tree.set_attrs(node.handle, attrs)
+    return {node.parent}

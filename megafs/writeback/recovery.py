@@ -1,0 +1,90 @@
+"""Crash recovery: load the queue's rows after a clean or crashed stop.
+
+Every row becomes a ``StagedFile`` again.  A staged copy that is missing marks its file
+failed (logged at ERROR); a committed node that is gone from MEGA is forgotten (logged at
+WARNING: the copy is uploaded again, or the file is gone); a row whose ``p`` may have been
+applied looks for its node by upload id (``committer.adopt``) instead of committing the same
+data twice (``adopt``, also used after an ambiguous ``p`` failure at run time); staged
+copies without a row were never promised and are deleted.  See the crash
+table in ``megafs/ARCHITECTURE.md``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import TYPE_CHECKING
+
+from . import record as R
+from ..tree.nodes import UPLOAD_ID_ATTR
+from ..tree.tree import Tree
+from .record import Record
+from .staged import StagedFile, unlink_quiet
+
+if TYPE_CHECKING:
+    from .queue import WriteBack
+
+log = logging.getLogger(__name__)
+
+
+def recover(wb: "WriteBack") -> list[StagedFile]:
+    """Load the queue after a clean or crashed stop; call with a freshly loaded tree.
+    Returns the recovered files (the namespace shows them)."""
+    keep: list[StagedFile] = []
+    for rec in wb.store.load():
+        path = os.path.join(wb.staging, rec.rid)
+        if rec.has_copy and not os.path.exists(path):
+            rec.has_copy = False
+            rec.failed, rec.error = True, "staged data is missing from %s" % wb.staging
+            log.error("staged data of %s is missing; marked failed", rec.name)
+        if rec.committed and wb.tree.get(rec.committed) is None:
+            if not rec.unlinked:
+                log.warning("node %s of %s is gone from MEGA; %s", rec.committed, rec.name,
+                            "uploading the staged copy again" if rec.has_copy
+                            else "the file is gone")
+            rec.committed, rec.committed_gen = None, 0
+        if rec.put_tried and rec.committed_gen < rec.generation:
+            adopt(rec, wb.tree)
+        if rec.failed:
+            rec.next_try = time.time() + R.FAILED_FIRST
+        sf = StagedFile(rec, path, persisted=True)
+        keep.append(sf)
+    with wb.lock:
+        for sf in keep:
+            wb.files[sf.rid] = sf
+            for handle in [sf.rec.committed, *sf.rec.replaces]:
+                if handle:
+                    wb.owner[handle] = sf
+            wb._touched(sf)
+    wb._save(keep)
+    # Staged copies without a row were never made durable: nothing promised them.
+    known = {sf.rid for sf in keep}
+    for entry in os.listdir(wb.staging):
+        if entry not in known:
+            unlink_quiet(os.path.join(wb.staging, entry))
+    if keep:
+        log.info("recovered %d queued file(s)", len(keep))
+    return keep
+
+
+def adopt(rec: Record, tree: Tree) -> str | None:
+    """Find nodes committed by an earlier ``p`` of this record (crash or ambiguous failure).
+
+    The node carrying the current upload id becomes the committed one; nodes of older
+    generations of the same record become old versions.  Returns the adopted handle."""
+    found = None
+    for node in tree.children(rec.parent).values():
+        mfs = node.attrs.get(UPLOAD_ID_ATTR) if node.attrs else None
+        if R.rid_of(mfs) != rec.rid:
+            continue
+        if mfs == rec.upload_id and found is None:
+            found = node.handle
+        elif node.handle not in rec.replaces and node.handle != rec.committed:
+            rec.replaces.append(node.handle)
+    if found is not None:
+        if rec.committed and rec.committed != found and rec.committed not in rec.replaces:
+            rec.replaces.append(rec.committed)
+        rec.committed, rec.committed_gen = found, rec.generation
+        log.info("adopted node %s committed before a crash for %s", found, rec.name)
+    rec.put_tried = False
+    return found
