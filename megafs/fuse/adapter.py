@@ -261,6 +261,7 @@ class MegaFUSE(mfusepy.FUSE):
 
 def serve(ops: MegaOps, mountpoint: str, options: dict[str, Any]) -> None:
     """Mount and serve until unmounted (foreground, multi-threaded)."""
+    log.info("thread states of libfuse threads: %s", "kept" if _PIN else "not kept")
     if mfusepy.fuse_version_major != 3:
         log.warning("libfuse %d.%d is in use; megafs is built for libfuse 3",
                     mfusepy.fuse_version_major, mfusepy.fuse_version_minor)
