@@ -126,7 +126,9 @@ def mount_foreground(args: argparse.Namespace, mnt: str,
         try:
             _own, fuse_opts = split_options(args.options)
             host = urlsplit(rt.api).netloc
-            serve(MegaOps(rt.fs, on_init=on_init), mnt,
+            ops = MegaOps(rt.fs, on_init=on_init)
+            rt.invalidate = ops.invalidate
+            serve(ops, mnt,
                   mount_options(fuse_opts, allow_other=args.allow_other,
                                 fsname="megafs:" + host))
             log.info("unmounted %s", mnt)

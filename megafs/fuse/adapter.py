@@ -10,12 +10,13 @@ after the file was unlinked) and ``UTIME_OMIT``/``UTIME_NOW`` (``touch -m``, ``f
 """
 from __future__ import annotations
 
+import ctypes
 import errno
 import functools
 import logging
 import os
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")   # before the binding picks a libfuse
 
@@ -30,6 +31,7 @@ from .options import CACHE_TIMEOUT  # noqa: E402
 log = logging.getLogger(__name__)
 
 UTIME_NOW, UTIME_OMIT = (1 << 30) - 1, (1 << 30) - 2     # utimensat(2) tv_nsec markers
+FUSE_READDIR_PLUS, FUSE_FILL_DIR_PLUS = 1, 2              # libfuse 3 fuse.h enums
 _PIN = threadstate.enabled()
 
 
@@ -77,6 +79,7 @@ class MegaOps(Operations):
     def __init__(self, fs: LinkLayer, on_init: Callable[[], None] | None = None) -> None:
         self.fs = fs
         self.on_init = on_init
+        self.invalidate = Invalidator()
         fs.interrupted = interrupted
 
     def init_with_config(self, conn: Any, config: Any) -> None:
@@ -90,6 +93,7 @@ class MegaOps(Operations):
             config.hard_remove = 0
             config.nullpath_ok = 1
             config.use_ino = 0
+        self.invalidate.bind()
         if self.on_init is not None:
             try:
                 self.on_init()
@@ -103,6 +107,11 @@ class MegaOps(Operations):
     @_translate
     def readdir(self, path: str | None, fh: Any) -> list[str]:
         return [".", ".."] + self.fs.readdir(path, _fh(fh) or None)
+
+    @_translate
+    def readdir_plus(self, path: str | None, fh: int) -> list[tuple[str, dict | None]]:
+        """Entries with their attributes (see ``MegaFUSE.readdir_fuse_3``)."""
+        return [(".", None), ("..", None)] + list(self.fs.readdir_attrs(path, fh or None))
 
     @_translate
     def opendir(self, path: str) -> int:
@@ -226,6 +235,31 @@ class MegaOps(Operations):
         return 0
 
 
+class Invalidator:
+    """Drops the kernel's cached attributes of mount paths (``fuse_invalidate_path``), so
+    another client's changes show at once although the kernel may cache for
+    ``CACHE_TIMEOUT``.  Bound to libfuse at ``init``; safe to call from any thread."""
+
+    def __init__(self) -> None:
+        self._fuse: int | None = None
+        lib = mfusepy._libfuse
+        self._call = getattr(lib, "fuse_invalidate_path", None)
+        if self._call is not None:
+            self._call.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+            self._call.restype = ctypes.c_int
+
+    def bind(self) -> None:
+        """Remember libfuse's ``struct fuse`` (call from a FUSE callback, e.g. ``init``)."""
+        self._fuse = mfusepy._libfuse.fuse_get_context().contents.fuse
+
+    def __call__(self, paths: Iterable[str]) -> None:
+        if self._fuse is None or self._call is None:
+            return
+        for path in paths:
+            # -ENOENT: the kernel has nothing cached for it; nothing to do
+            self._call(self._fuse, path.encode("utf-8", "surrogateescape"))
+
+
 def interrupted() -> bool:
     """Whether the FUSE request served by this thread was interrupted (Ctrl-C, SIGKILL)."""
     try:
@@ -252,6 +286,27 @@ class MegaFUSE(mfusepy.FUSE):
     def truncate_fuse_3(self, path: bytes | None, length: int, fip: Any) -> int:
         fh = fip.contents.fh if fip else None
         return self.operations.truncate(self._path(path), length, fh)
+
+    def readdir_fuse_3(self, path: bytes | None, buf: Any, filler: Any, offset: int, fip: Any,
+                       flags: int) -> int:
+        """readdir with attributes when the kernel asks for readdirplus: ``ls -l`` of a
+        folder then costs one request instead of one lookup per entry."""
+        plus = bool(flags & FUSE_READDIR_PLUS)
+        items = self.operations.readdir_plus(self._path(path), fip.contents.fh)
+        st = mfusepy.c_stat()
+        for name, attrs in items:
+            ctypes.memset(ctypes.byref(st), 0, ctypes.sizeof(st))
+            fill = 0
+            if attrs:
+                if plus:
+                    mfusepy.set_st_attrs(st, attrs, use_ns=True)
+                    fill = FUSE_FILL_DIR_PLUS
+                else:
+                    st.st_mode = attrs["st_mode"]
+            if filler(buf, name.encode(self.encoding, self.errors),
+                      ctypes.byref(st) if attrs else None, 0, fill) != 0:
+                break
+        return 0
 
     def utimens_fuse_3(self, path: bytes | None, buf: Any, fip: Any) -> int:
         mtime = _timespec_ns(buf.contents.modtime) if buf else time.time_ns()

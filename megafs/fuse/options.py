@@ -1,11 +1,11 @@
 """Mount options: what megafs asks of the kernel and libfuse, and the user's ``-o`` list.
 
-Kernel caches: names and attributes are cached for ``CACHE_TIMEOUT`` seconds (the change feed
-applies remote changes within about half a second; a shorter cache made a warm ``ls -l`` of
-10,000 files look every entry up again); negative lookups are not cached, so a new name shows
-at once.  A file removed while open is renamed by libfuse to a hidden ``.fuse_hidden*`` name
-until its last close (not ``hard_remove``: the kernel asks for the attributes of an open file
-by inode only, and libfuse needs a path for that); the core treats that rename as the removal
+Kernel caches: names and attributes are cached for ``CACHE_TIMEOUT`` seconds; what another
+client changes is invalidated as soon as the change feed applies it (``adapter.Invalidator``),
+and negative lookups are not cached, so a new name shows at once.  A file removed while open
+is renamed by libfuse to a hidden ``.fuse_hidden*`` name until its last close (not
+``hard_remove``: the kernel asks for the attributes of an open file by inode only, and libfuse
+needs a path for that); the core treats that rename as the removal
 and never lists hidden names.  ``nullpath_ok``: operations on open files may arrive without a
 path.  ``default_permissions``: the kernel checks modes.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-CACHE_TIMEOUT = 5.0
+CACHE_TIMEOUT = 60.0      # seconds; remote changes invalidate what they touch at once
 MAX_THREADS = 16        # libfuse worker threads serving requests at once
 
 # Options megafs itself understands in ``-o`` (the rest go to libfuse).

@@ -15,7 +15,7 @@ import fcntl
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from .. import config
 from ..api.client import MegaClient
@@ -55,6 +55,9 @@ class MountRuntime:
         self.server: LocalServer | None = None
         self.api = ""
         self.mount_dir = ""
+        # drops the kernel's cached entries of paths other clients changed (set by the FUSE
+        # adapter when there is a kernel mount)
+        self.invalidate: Callable[[set[str]], None] | None = None
 
     def __enter__(self) -> "MountRuntime":
         try:
@@ -98,8 +101,13 @@ class MountRuntime:
                             show_links=cfg.show_links, mount_dir=self.mount_dir)
         self.watcher = RemoteWatcher(self.client, self.tree, listing.sn,
                                      poll_timeout=cfg.poll_timeout, on_recover=self.wb.kick,
-                                     on_change=self.wb.touch_all)
+                                     on_change=self.wb.touch_all,
+                                     on_paths=self._invalidate)
         stack.callback(self.watcher.stop)
+
+    def _invalidate(self, paths: set[str]) -> None:
+        if self.invalidate is not None:
+            self.invalidate(paths)
 
     def start(self) -> None:
         """Start the background threads (uploads, committer, change feed)."""

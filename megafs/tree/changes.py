@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import MegaError, MegafsError, describe
 from .tree import Tree
@@ -30,13 +30,15 @@ class RemoteWatcher:
     """
 
     def __init__(self, client: Any, tree: Tree, sn: str, *, poll_timeout: float = 20.0,
-                 on_change: Any = None, on_recover: Any = None) -> None:
+                 on_change: Any = None, on_recover: Any = None,
+                 on_paths: Callable[[set[str]], None] | None = None) -> None:
         self.client = client
         self.tree = tree
         self.sn = sn
         self.poll_timeout = poll_timeout
         self.on_change = on_change
         self.on_recover = on_recover
+        self.on_paths = on_paths      # mount paths another client changed (kernel caches)
         self.min_interval = 0.5
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="megafs-sc", daemon=True)
@@ -63,6 +65,29 @@ class RemoteWatcher:
         if not fresh:
             return None
         return dict(packet, t=dict(body, f=fresh))
+
+    def _paths(self, packet: dict) -> set[str]:
+        """Mount paths a packet touches (the nodes it names and their folders), as the tree
+        shows them now; the kernel's cached entries for them are invalidated."""
+        handles: list[str] = []
+        kind = packet.get("a")
+        if kind in ("d", "u") and isinstance(packet.get("n"), str):
+            handles.append(packet["n"])
+        elif kind == "t" and isinstance(packet.get("t"), dict):
+            raws = packet["t"].get("f")
+            if isinstance(raws, list):
+                handles += [r["h"] for r in raws if isinstance(r, dict)
+                            and isinstance(r.get("h"), str)]
+        out = set()
+        for handle in handles:
+            node = self.tree.get(handle)
+            if node is None:
+                continue
+            for h in (handle, node.parent):
+                path = self.tree.path_of(h)
+                if path is not None:
+                    out.add(path)
+        return out
 
     def _new_own_files(self, packet: Any) -> list[str]:
         """Handles of files that a ``t`` packet of our own request id adds to the tree."""
@@ -109,12 +134,15 @@ class RemoteWatcher:
             try:
                 packets, sn = self.client.poll(self.sn, self.poll_timeout)
                 affected: set[str] = set()
+                paths: set[str] = set()
                 for p in packets:
                     p = self._relevant(p)
                     if p is None:
                         continue
                     ours = self._new_own_files(p)
+                    paths |= self._paths(p)                 # where things were
                     affected |= self.tree.apply(p)
+                    paths |= self._paths(p)                 # where things are now
                     if ours:
                         self._reap_late_repeats(ours)
                 self.sn = sn or self.sn
@@ -123,6 +151,8 @@ class RemoteWatcher:
                 delay = 1.0
                 if affected and self.on_change:
                     self.on_change(affected)
+                if paths and self.on_paths:
+                    self.on_paths(paths)
             except MegaError as exc:
                 if self._stop.is_set():
                     return

@@ -121,6 +121,22 @@ class LinkLayer:
                  and len((name + LINK_SUFFIX).encode()) <= 255]
         return sorted(names + extra)
 
+    def readdir_attrs(self, path: str | None, fh: int | None = None
+                      ) -> list[tuple[str, dict[str, int]]]:
+        """(name, stat fields) of every entry of a folder (for ``readdirplus``: the kernel
+        then needs no lookup per entry for ``ls -l``)."""
+        folder = self.core.folder_of(path, fh)
+        listing = self.core.ns.listing(folder)
+        out = [(name, self.core.stat_entry(entry)) for name, entry in sorted(listing.items())]
+        if self.show_links:
+            extra = [name + LINK_SUFFIX for name, ent in listing.items() if ent.kind != DIR
+                     and name + LINK_SUFFIX not in listing
+                     and len((name + LINK_SUFFIX).encode()) <= 255]
+            out += [(name, self._link_stat(listing[name[:-len(LINK_SUFFIX)]]))
+                    for name in extra]
+            out.sort()
+        return out
+
     def statfs(self) -> dict[str, int]:
         return self.core.quota.statfs()
 

@@ -165,8 +165,23 @@ def test_remote_changes_appear(mounted, server, tmp_path):
                  what="remote file")
         assert (mnt / "elsewhere" / "x.bin").read_bytes() == src.read_bytes()
         assert (mnt / "elsewhere" / "x.bin.link").read_text().startswith("https://mega.nz/")
+        # The kernel caches names and attributes for a minute: what another client changes
+        # must show long before that (the change feed invalidates the cached entries).
+        st = os.stat(mnt / "elsewhere" / "x.bin")
+        node = other.fetch()
+        from megafs.tree.nodes import time_attrs
+        from megafs.tree.tree import Tree
+        tree = Tree(other.session.master_key, other.session.user_handle)
+        tree.load(node.nodes, node.public)
+        x = tree.get(raw["h"])
+        other.set_attrs(x.handle, x.key, time_attrs(st.st_mtime_ns + 86_400 * 10**9, x.attrs))
+        wait_for(lambda: os.stat(mnt / "elsewhere" / "x.bin").st_mtime_ns
+                 == st.st_mtime_ns + 86_400 * 10**9, timeout=10, what="remote touch")
+        other.set_attrs(x.handle, x.key, dict(time_attrs(st.st_mtime_ns, x.attrs), n="y.bin"))
+        wait_for(lambda: not (mnt / "elsewhere" / "x.bin").exists()
+                 and (mnt / "elsewhere" / "y.bin").exists(), timeout=10, what="remote rename")
         other.delete(raw["h"])
-        wait_for(lambda: not (mnt / "elsewhere" / "x.bin").exists(), timeout=15,
+        wait_for(lambda: not (mnt / "elsewhere" / "y.bin").exists(), timeout=10,
                  what="remote delete")
     assert mounted.log_problems() == []
 
