@@ -14,13 +14,15 @@ import errno
 import fcntl
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .. import config
 from ..api.client import MegaClient
-from ..errors import FsError
-from ..tree.changes import RemoteWatcher
+from ..errors import FsError, MegafsError
+from ..tree import cache as tree_cache
+from ..tree.changes import RemoteWatcher, catch_up
 from ..tree.tree import Tree
 from ..vfs.core import FileSystem
 from ..vfs.links import LinkLayer
@@ -88,9 +90,7 @@ class MountRuntime:
         stack.callback(os.close, lock_fd)
         session = self.client.session
         assert session is not None
-        self.tree = Tree(session.master_key, session.user_handle)
-        listing = self.client.fetch()
-        self.tree.load(listing.nodes, listing.public)
+        self.tree, sn = self._load_tree(session.master_key, session.user_handle)
         self.wb = WriteBack(self.mount_dir, self.client, self.tree, workers=cfg.uploads)
         stack.callback(self.wb.stop)
         self.reads = ReadCache(self.client)
@@ -99,11 +99,42 @@ class MountRuntime:
         self.core.recover()
         self.fs = LinkLayer(self.core, link_timeout=cfg.link_timeout,
                             show_links=cfg.show_links, mount_dir=self.mount_dir)
-        self.watcher = RemoteWatcher(self.client, self.tree, listing.sn,
+        self.watcher = RemoteWatcher(self.client, self.tree, sn,
                                      poll_timeout=cfg.poll_timeout, on_recover=self.wb.kick,
                                      on_change=self.wb.touch_all,
                                      on_paths=self._invalidate)
+        stack.callback(self._save_tree)      # runs after the change feed stopped
         stack.callback(self.watcher.stop)
+
+    def _load_tree(self, master_key: bytes, user_handle: str) -> tuple[Tree, str]:
+        """The node tree: from the state cache plus the change feed since, or fetched."""
+        cached = tree_cache.load(self.mount_dir, master_key, user_handle)
+        if cached is not None:
+            tree, sn = cached
+            try:
+                sn = catch_up(self.client, tree, sn)
+                log.info("node tree from the cache: %d nodes", len(tree))
+                return tree, sn
+            except MegafsError as exc:
+                log.info("the node-tree cache is too old (%s); fetching the tree", exc)
+        started = time.monotonic()
+        listing = self.client.fetch()
+        total = len(listing.nodes)
+        tree = Tree(master_key, user_handle)
+        tree.load(listing.nodes, listing.public,
+                  progress=lambda n: log.info("decrypting the node tree: %d of %d nodes", n,
+                                              total))
+        log.info("fetched the node tree: %d nodes in %.1f s", total,
+                 time.monotonic() - started)
+        return tree, listing.sn
+
+    def _save_tree(self) -> None:
+        """Keep the tree for the next mount (big accounts mount from it in seconds)."""
+        try:
+            n = tree_cache.save(self.tree, self.watcher.sn, self.mount_dir)
+            log.debug("saved the node tree (%d nodes) for the next mount", n)
+        except OSError as exc:
+            log.warning("could not save the node-tree cache: %s", exc)
 
     def _invalidate(self, paths: set[str]) -> None:
         if self.invalidate is not None:

@@ -177,3 +177,24 @@ class RemoteWatcher:
                         exc_info=not isinstance(exc, MegafsError))
                 self._stop.wait(delay)
                 delay = min(10.0, delay * 2)
+
+
+def catch_up(client: Any, tree: Tree, sn: str, *, limit: float = 60.0) -> str:
+    """Apply every action packet after ``sn`` (our own ones too: a cached tree has not seen
+    them) until the server has nothing more; returns the new ``sn``.  Raises MegaError(-6)
+    when ``sn`` is older than the packets the server keeps (fetch the tree again) and
+    MegafsError when the server cannot be asked within ``limit`` seconds."""
+    deadline = time.monotonic() + limit
+    applied = 0
+    while True:
+        packets, new_sn = client.poll(sn, 0.0)
+        for packet in packets:
+            tree.apply(packet)
+        applied += len(packets)
+        if not packets or new_sn == sn:
+            log.info("node tree caught up with %d change(s) since the cache", applied)
+            return new_sn
+        sn = new_sn
+        if time.monotonic() > deadline:
+            raise MegafsError("catching up with the change feed took longer than %.0f s"
+                              % limit)

@@ -20,8 +20,10 @@ log = logging.getLogger(__name__)
 FILE, FOLDER, ROOT, INBOX, RUBBISH = 0, 1, 2, 3, 4
 
 
-@dataclass
+@dataclass(slots=True)
 class Node:
+    """A node as the mount sees it (slotted: a 1,000,000-node account keeps a million)."""
+
     handle: str
     parent: str
     type: int
@@ -33,6 +35,12 @@ class Node:
     public: str | None = None  # public handle once exported
     ok: bool = True
     owner: str = ""
+    mtime_ns: int = 0          # derived from ``attrs`` and ``ts`` (``set_attrs``)
+
+    def set_attrs(self, attrs: dict[str, Any]) -> None:
+        """Replace the attributes and the values derived from them (mtime)."""
+        self.attrs = attrs
+        self.mtime_ns = _mtime_ns(attrs, self.ts)
 
     @property
     def is_dir(self) -> bool:
@@ -44,21 +52,6 @@ class Node:
         return self.mtime_ns // NS
 
     @property
-    def mtime_ns(self) -> int:
-        """Modification time in nanoseconds: the fingerprint's (``c``) seconds, else ``t``,
-        else the creation time ``ts``; sub-second digits from ``mfs-mt`` when it names the
-        same second (megafs writes all three; MEGA's own apps read ``c``)."""
-        seconds = fingerprint_mtime(self.attrs.get("c"))
-        if seconds is None:
-            seconds = _seconds(self.attrs.get("t"))
-        if seconds is None:
-            return self.ts * NS
-        exact = self.attrs.get(MTIME_NS_ATTR)
-        if isinstance(exact, int) and not isinstance(exact, bool) and exact // NS == seconds:
-            return exact
-        return seconds * NS
-
-    @property
     def file_key(self) -> crypto.FileKey:
         if self.type != FILE or self.key is None or len(self.key) != 32:
             raise ProtocolError("node %s has no usable file key" % self.handle)
@@ -68,6 +61,21 @@ class Node:
 NS = 1_000_000_000
 MTIME_NS_ATTR = "mfs-mt"     # megafs: the mtime in nanoseconds (MEGA keeps whole seconds)
 UPLOAD_ID_ATTR = "mfs"       # megafs: ``rid.generation`` of the upload that made the node
+
+
+def _mtime_ns(attrs: dict[str, Any], ts: int) -> int:
+    """Modification time in nanoseconds: the fingerprint's (``c``) seconds, else ``t``, else
+    the creation time ``ts``; sub-second digits from ``mfs-mt`` when it names the same second
+    (megafs writes all three; MEGA's own apps read ``c``)."""
+    seconds = fingerprint_mtime(attrs.get("c"))
+    if seconds is None:
+        seconds = _seconds(attrs.get("t"))
+    if seconds is None:
+        return ts * NS
+    exact = attrs.get(MTIME_NS_ATTR)
+    if isinstance(exact, int) and not isinstance(exact, bool) and exact // NS == seconds:
+        return exact
+    return seconds * NS
 
 
 def _seconds(value: Any) -> int | None:
@@ -133,7 +141,7 @@ def decrypt_node(raw: Any, master_key: bytes, user_handle: str) -> Node:
     size = s if isinstance(s, int) and s >= 0 else 0
     ts = t if isinstance(t, int) else 0
     owner = u if isinstance(u, str) else ""
-    node = Node(handle, parent, ntype, None, size=size, ts=ts, owner=owner)
+    node = Node(handle, parent, ntype, None, size=size, ts=ts, owner=owner, mtime_ns=ts * NS)
     if ntype in (ROOT, INBOX, RUBBISH):
         node.name = {ROOT: "Cloud Drive", INBOX: "Inbox", RUBBISH: "Rubbish Bin"}[ntype]
         return node
@@ -152,7 +160,7 @@ def decrypt_node(raw: Any, master_key: bytes, user_handle: str) -> Node:
         a = raw.get("a")
         if not isinstance(a, str):
             raise ValueError("no attribute field")
-        node.attrs = crypto.decrypt_attr(crypto.b64decode(a), node.key)
+        node.set_attrs(crypto.decrypt_attr(crypto.b64decode(a), node.key))
         name = node.attrs.get("n")
         if not isinstance(name, str):
             raise ValueError("attributes carry no name")

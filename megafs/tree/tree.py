@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from ..errors import ProtocolError
 from .names import base_display_name, duplicate_name
@@ -20,6 +20,7 @@ from .nodes import FILE, FOLDER, INBOX, ROOT, RUBBISH, Node, decrypt_node  # noq
 log = logging.getLogger(__name__)
 
 REMOVED_KEPT = 100_000
+PROGRESS_STEP = 50_000          # nodes between progress calls of ``load``
 
 
 class Tree:
@@ -47,22 +48,57 @@ class Tree:
         self._removed: OrderedDict[str, None] = OrderedDict()
 
     # --- loading ----------------------------------------------------------------------------
-    def load(self, raw_nodes: Iterable[Any], public: dict[str, str] | None = None) -> None:
+    def load(self, raw_nodes: Iterable[Any], public: dict[str, str] | None = None,
+             progress: Callable[[int], None] | None = None) -> None:
+        """Replace the tree with the nodes of an ``f`` listing (decrypting each);
+        ``progress(n)`` is called every ``PROGRESS_STEP`` nodes."""
         with self.lock:
-            self._nodes.clear()
-            self._kids.clear()
-            self._names.clear()
-            self._rnames.clear()
-            self._dups.clear()
-            self._uploads.clear()
-            for raw in raw_nodes:
+            self._clear()
+            for i, raw in enumerate(raw_nodes, 1):
                 self._add(raw)
+                if progress is not None and i % PROGRESS_STEP == 0:
+                    progress(i)
             for handle, ph in (public or {}).items():
                 node = self._nodes.get(handle)
                 if node is not None and isinstance(ph, str):
                     node.public = ph
             if not self.root:
                 raise ProtocolError("the node listing has no Cloud Drive root")
+
+    def _clear(self) -> None:
+        self._nodes.clear()
+        self._kids.clear()
+        self._names.clear()
+        self._rnames.clear()
+        self._dups.clear()
+        self._uploads.clear()
+
+    def restore(self, nodes: Iterable[Node]) -> None:
+        """Replace the tree with already decrypted nodes (the state cache); no crypto."""
+        with self.lock:
+            self._clear()
+            kids = self._kids
+            table = self._nodes
+            for node in nodes:
+                table[node.handle] = node
+                siblings = kids.get(node.parent)
+                if siblings is None:
+                    kids[node.parent] = {node.handle}
+                else:
+                    siblings.add(node.handle)
+                if node.type == FILE:
+                    self._track_upload(node, True)
+                elif node.type == ROOT:
+                    self.root = node.handle
+                elif node.type == RUBBISH:
+                    self.rubbish = node.handle
+            if not self.root:
+                raise ProtocolError("the cached tree has no Cloud Drive root")
+
+    def nodes(self) -> list[Node]:
+        """Every node (a copy of the list; the nodes themselves are shared)."""
+        with self.lock:
+            return list(self._nodes.values())
 
     def _add(self, raw: Any) -> Node | None:
         try:
@@ -296,7 +332,7 @@ class Tree:
                 return
             self._names_remove(node)
             self._track_upload(node, False)
-            node.attrs = dict(attrs)
+            node.set_attrs(dict(attrs))
             self._track_upload(node, True)
             name = attrs.get("n")
             node.name = name if isinstance(name, str) else node.name

@@ -630,3 +630,41 @@ def test_open_files_follow_other_clients_changes(stack):
         assert names["/y"].mtime_ns == 10**18
     finally:
         other.close()
+
+
+def test_node_tree_cache_and_catch_up(server, tmp_path, caplog):
+    """A remount starts from the saved node tree and catches up with what other clients did
+    meanwhile; a cache the server can no longer catch up is dropped for a fresh fetch."""
+    state = str(tmp_path / "state")
+    s = Stack(server.url, state)
+    s.fs.mkdir("/kept")
+    s.write_file("/kept/a.txt", b"a")
+    s.link("/kept/a.txt")
+    s.close()                                     # saves the tree
+    other = MegaClient.open(api=server.url, state_dir=state)
+    try:
+        root = other.fetch().roots()[2]
+        other.mkdir(root, "made-elsewhere")
+        with caplog.at_level(logging.INFO, logger="megafs.mount.runtime"):
+            s = Stack(server.url, state)
+        try:
+            assert any("node tree from the cache" in r.getMessage() for r in caplog.records)
+            assert sorted(s.fs.readdir("/")) == ["kept", "made-elsewhere"]
+            assert s.read_file("/kept/a.txt") == b"a"
+        finally:
+            s.close()
+        # the server keeps 2 packets only: the cache's sn is too old to catch up
+        server.options({"packet_log": 2})
+        for i in range(5):
+            other.mkdir(root, "more-%d" % i)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="megafs.mount.runtime"):
+            s = Stack(server.url, state)
+        try:
+            assert any("fetching the tree" in r.getMessage() for r in caplog.records)
+            assert sorted(s.fs.readdir("/")) == ["kept", "made-elsewhere"] + [
+                "more-%d" % i for i in range(5)]
+        finally:
+            s.close()
+    finally:
+        other.close()
