@@ -16,6 +16,8 @@ Pure functions; no I/O.
 """
 from __future__ import annotations
 
+from typing import Iterable
+
 from .nodes import Node
 
 NAME_MAX = 255
@@ -70,3 +72,28 @@ def duplicate_name(name: str, handle: str) -> str:
     else:
         candidate = "%s (%s).%s" % (stem, handle, ext)
     return _fit(candidate, handle)
+
+
+def display_names(children: Iterable[Node]) -> tuple[dict[str, Node], set[str]]:
+    """Display name -> node for the children of one folder, and the base names that several
+    of them share (see the module docstring for the duplicate-name policy)."""
+    groups: dict[str, list[Node]] = {}
+    for node in children:
+        groups.setdefault(base_display_name(node), []).append(node)
+    result: dict[str, Node] = {}
+    taken = set(groups)
+    dups = set()
+    for name, members in groups.items():
+        if len(members) == 1:
+            result[name] = members[0]
+            continue
+        dups.add(name)
+        members.sort(key=lambda n: (n.ts, n.handle), reverse=True)
+        result[name] = members[0]
+        for other in members[1:]:
+            alias = duplicate_name(name, other.handle)
+            while alias in taken or alias in result:
+                alias = duplicate_name(alias, other.handle)
+            result[alias] = other
+            taken.add(alias)
+    return result, dups

@@ -14,7 +14,7 @@ from collections import OrderedDict
 from typing import Any, Callable, Iterable
 
 from ..errors import ProtocolError
-from .names import base_display_name, duplicate_name
+from .names import base_display_name, display_names
 from .nodes import FILE, FOLDER, INBOX, ROOT, RUBBISH, Node, decrypt_node  # noqa: F401
 
 log = logging.getLogger(__name__)
@@ -211,7 +211,7 @@ class Tree:
         with self.lock:
             names = self._names.get(handle)
             if names is None:
-                names, dups = self._compute_names(handle)
+                names, dups = display_names(self._nodes[h] for h in self._kids.get(handle, ()))
                 self._names[handle] = names
                 self._rnames[handle] = {n.handle: name for name, n in names.items()}
                 self._dups[handle] = dups
@@ -226,29 +226,6 @@ class Tree:
                 names = self.children_view(handle)
             return names.get(name)
 
-    def _compute_names(self, handle: str) -> tuple[dict[str, Node], set[str]]:
-        groups: dict[str, list[Node]] = {}
-        for child in self._kids.get(handle, ()):
-            node = self._nodes[child]
-            groups.setdefault(base_display_name(node), []).append(node)
-        result: dict[str, Node] = {}
-        taken = set(groups)
-        dups = set()
-        for name, members in groups.items():
-            if len(members) == 1:
-                result[name] = members[0]
-                continue
-            dups.add(name)
-            members.sort(key=lambda n: (n.ts, n.handle), reverse=True)
-            result[name] = members[0]
-            for other in members[1:]:
-                alias = duplicate_name(name, other.handle)
-                while alias in taken or alias in result:
-                    alias = duplicate_name(alias, other.handle)
-                result[alias] = other
-                taken.add(alias)
-        return result, dups
-
     def name_of(self, handle: str) -> str | None:
         with self.lock:
             node = self._nodes.get(handle)
@@ -258,16 +235,6 @@ class Tree:
                 return ""
             self.children_view(node.parent)
             return self._rnames[node.parent].get(handle)
-
-    def lookup(self, path: str) -> Node | None:
-        """The node at an absolute mount path ('/' is the Cloud Drive root)."""
-        with self.lock:
-            node = self._nodes.get(self.root)
-            for part in (p for p in path.split("/") if p):
-                if node is None or not node.is_dir:
-                    return None
-                node = self.child(node.handle, part)
-            return node
 
     def path_of(self, handle: str) -> str | None:
         with self.lock:
@@ -359,3 +326,14 @@ class Tree:
         changed."""
         from .packets import apply
         return apply(self, packet)
+
+
+def lookup(tree: Tree, path: str) -> Node | None:
+    """The node at an absolute mount path ('/' is the Cloud Drive root), by display names."""
+    with tree.lock:
+        node = tree.get(tree.root)
+        for part in (p for p in path.split("/") if p):
+            if node is None or not node.is_dir:
+                return None
+            node = tree.child(node.handle, part)
+        return node

@@ -7,7 +7,7 @@ import pytest
 
 from megafs import crypto
 from megafs.errors import ProtocolError
-from megafs.tree.tree import Tree
+from megafs.tree.tree import Tree, lookup
 
 MK = bytes(range(16))
 UH = "AbCdEfGhIjK"
@@ -40,18 +40,18 @@ def test_load_lookup_and_paths():
                    raw_node("FILEAAAA", "DIRAAAAA", "a.txt", size=5, attrs={"t": 1234}))
     assert tree.root == "ROOTROOT" and tree.rubbish == "RUBBISHX"
     assert set(tree.children("ROOTROOT")) == {"docs"}
-    node = tree.lookup("/docs/a.txt")
+    node = lookup(tree, "/docs/a.txt")
     assert node.handle == "FILEAAAA" and node.size == 5 and node.mtime == 1234
     assert node.file_key.pack() == node.key
     assert tree.path_of("FILEAAAA") == "/docs/a.txt"
-    assert tree.lookup("/docs/missing") is None
-    assert tree.lookup("/docs/a.txt/x") is None
-    assert tree.lookup("/").handle == "ROOTROOT"
+    assert lookup(tree, "/docs/missing") is None
+    assert lookup(tree, "/docs/a.txt/x") is None
+    assert lookup(tree, "/").handle == "ROOTROOT"
 
 
 def test_mtime_falls_back_to_ts():
     tree = tree_of(raw_node("FILEAAAA", "ROOTROOT", "a", ts=777))
-    assert tree.lookup("/a").mtime == 777
+    assert lookup(tree, "/a").mtime == 777
 
 
 @pytest.mark.parametrize("remote,shown", [
@@ -62,7 +62,7 @@ def test_mtime_falls_back_to_ts():
 def test_invalid_names_are_escaped(remote, shown):
     tree = tree_of(raw_node("FILEAAAA", "ROOTROOT", remote))
     assert list(tree.children("ROOTROOT")) == [shown]
-    assert tree.lookup("/" + shown).handle == "FILEAAAA"
+    assert lookup(tree, "/" + shown).handle == "FILEAAAA"
 
 
 def test_long_names_are_cut_with_handle():
@@ -121,7 +121,7 @@ def test_action_packets():
     tree = tree_of(raw_node("DIRAAAAA", "ROOTROOT", "d", folder=True))
     new = raw_node("FILEAAAA", "DIRAAAAA", "n.txt")
     assert tree.apply({"a": "t", "t": {"f": [new]}}) == {"DIRAAAAA"}
-    assert tree.lookup("/d/n.txt").handle == "FILEAAAA"
+    assert lookup(tree, "/d/n.txt").handle == "FILEAAAA"
     # rename through a 'u' packet re-encrypted with the node's own key
     key = tree.get("FILEAAAA").key
     at = crypto.b64encode(crypto.encrypt_attr({"n": "renamed.txt"}, key))
@@ -140,12 +140,12 @@ def test_action_packets():
     # deleting a folder removes its subtree
     tree.apply({"a": "t", "t": {"f": [raw_node("INNERAAA", "DIRAAAAA", "inner")]}})
     tree.apply({"a": "d", "n": "DIRAAAAA"})
-    assert tree.get("INNERAAA") is None and tree.lookup("/d") is None
+    assert tree.get("INNERAAA") is None and lookup(tree, "/d") is None
     # garbage packets are ignored
     for junk in (5, None, {"a": "t"}, {"a": "t", "t": 3}, {"a": "d", "n": 7}, {"a": "zz"},
                  {"a": "u", "n": "FILEAAAA", "at": 9}):
         assert tree.apply(junk) == set()
-    assert tree.lookup("/renamed.txt") is not None
+    assert lookup(tree, "/renamed.txt") is not None
 
 
 def test_update_that_fails_to_decrypt_marks_node():
