@@ -15,6 +15,7 @@ import mmap
 import os
 import re
 import select
+import socket
 import ssl
 import threading
 from http import HTTPStatus
@@ -217,9 +218,94 @@ class HttpPool:
                 else:
                     self._free.append(sess)
 
-    def request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
-        with self.session() as sess:
-            return sess.request(method, url, **kwargs)
+    def request(self, method: str, url: str, *, data: bytes | None = None,
+                headers: dict[str, str] | None = None,
+                timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
+                **kwargs: Any) -> "ApiReply | requests.Response":
+        """One API request (``/cs``, ``sc``, wait URLs), its whole answer read.
+
+        Sent over the keep-alive ``http.client`` connections of the transfer path unless the
+        environment sends the URL through a proxy (or other ``requests`` options are given):
+        a ``requests`` round trip cost 0.47 ms of client CPU against 0.09 ms here (local
+        server, 2 cores), and a mount sends two or three per small file (``u``, ``p``, ``l``).
+        Failures raise the ``requests`` exceptions callers already handle:
+        ``ConnectTimeout``/``ReadTimeout`` (both ``requests.Timeout``), ``SSLError`` and
+        ``ConnectionError``.  A kept-alive connection that the server closed before answering
+        is retried once at once on a new connection (what urllib3 does with a dropped pooled
+        connection; every API request may be repeated: ``/cs`` batches keep their id).
+        """
+        parts = urlsplit(url)
+        if kwargs or parts.scheme not in ("http", "https") or not parts.hostname \
+                or self._via_proxy(parts.scheme, parts.netloc, url):
+            with self.session() as sess:
+                return sess.request(method, url, data=data, headers=headers, timeout=timeout,
+                                    **kwargs)
+        connect_timeout, read_timeout = (timeout if isinstance(timeout, tuple)
+                                         else (timeout, timeout))
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        host_key = (parts.scheme, parts.hostname, port)
+        target = (parts.path or "/") + ("?" + parts.query if parts.query else "")
+        body = bytes(data) if data is not None else None
+        for attempt in (1, 2):
+            conn = self._take(host_key)
+            reused = conn.sock is not None
+            try:
+                return self._api_exchange(conn, host_key, method, target, body, headers,
+                                          connect_timeout, read_timeout)
+            except _StaleConnection as exc:
+                if not reused or attempt == 2:
+                    raise requests.ConnectionError("%s: %s" % (
+                        type(exc.__cause__).__name__, short_error(exc))) from None
+                log.debug("kept-alive API connection closed by the server; sending again")
+        raise AssertionError("unreachable")
+
+    def _api_exchange(self, conn: http.client.HTTPConnection, host_key: tuple[str, str, int],
+                      method: str, target: str, body: bytes | None,
+                      headers: dict[str, str] | None, connect_timeout: float | None,
+                      read_timeout: float | None) -> "ApiReply":
+        """Send one request on ``conn`` and read the whole answer (see ``request``)."""
+        answered = False
+        try:
+            if conn.sock is None:
+                conn.timeout = connect_timeout
+                try:
+                    conn.connect()
+                except (TimeoutError, socket.timeout) as exc:
+                    raise requests.exceptions.ConnectTimeout(short_error(exc)) from None
+            conn.sock.settimeout(read_timeout)
+            conn.putrequest(method, target, skip_accept_encoding=True)
+            conn.putheader("User-Agent", USER_AGENT)
+            for name, value in (headers or {}).items():
+                conn.putheader(name, value)
+            if body is not None or method in ("POST", "PUT"):
+                conn.putheader("Content-Length", str(len(body or b"")))
+            conn.endheaders(body or None)
+            resp = conn.getresponse()
+            answered = True
+            content = resp.read()
+        except requests.RequestException:
+            conn.close()
+            raise
+        except ssl.SSLError as exc:
+            conn.close()
+            raise requests.exceptions.SSLError(short_error(exc)) from None
+        except (TimeoutError, socket.timeout) as exc:
+            conn.close()
+            raise requests.exceptions.ReadTimeout(short_error(exc)) from None
+        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
+            conn.close()
+            if answered:
+                raise requests.ConnectionError(short_error(exc)) from None
+            raise _StaleConnection(short_error(exc)) from exc
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            raise requests.ConnectionError("%s: %s" % (type(exc).__name__, short_error(exc))) \
+                from None
+        if resp.will_close:
+            conn.close()
+        else:
+            self._give(host_key, conn)
+        return ApiReply(resp.status, content, resp.headers)
 
     def close(self) -> None:
         with self._lock:
@@ -366,6 +452,20 @@ class HttpPool:
                 yield TransferStream(resp.raw, resp.status_code, resp.headers)
             finally:
                 resp.close()
+
+
+class _StaleConnection(Exception):
+    """A kept-alive connection failed before the server answered (it had closed it)."""
+
+
+@dataclass
+class ApiReply:
+    """The answer to ``HttpPool.request`` on the fast path: the parts of a
+    ``requests.Response`` the API transport reads."""
+
+    status_code: int
+    content: bytes
+    headers: Any                 # case-insensitive ``.get(name, default)``
 
 
 class TransferStream:

@@ -271,8 +271,9 @@ class WriteBack:
             if not self.settled(sf):
                 return False
             self._forget(sf)
-        self._drop_row(sf)
-        unlink_quiet(sf.path)
+        # Lazily (store.py): not an fsync under the namespace lock for every retired file;
+        # the staged copy goes once the row's delete is durable.
+        self._drop_row(sf, then=lambda: unlink_quiet(sf.path))
         return True
 
     def _forget(self, sf: StagedFile) -> None:
@@ -283,11 +284,13 @@ class WriteBack:
             del self.owner[handle]
         self.lock.notify_all()
 
-    def _drop_row(self, sf: StagedFile) -> None:
+    def _drop_row(self, sf: StagedFile, then: Callable[[], None] | None = None) -> None:
         with self.lock:
             persisted, sf.persisted = sf.persisted, False
         if persisted:
-            self.store.delete([sf.rid])
+            self.store.delete([sf.rid], then=then)
+        elif then is not None:
+            then()
 
     # --- plumbing ---------------------------------------------------------------------------
     def _touched(self, sf: StagedFile) -> None:
