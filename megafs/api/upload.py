@@ -10,11 +10,11 @@ invalid token).
 
 Data path: ``connections`` worker threads each own one span buffer and a small scratch buffer
 for the whole upload; a worker reads its next span with ``preadv`` into the buffer, MACs the
-plaintext (CBC output into the scratch), encrypts it in place, checksums it and sends it
-straight from the buffer (``HttpPool.transfer``): no per-span allocation, one copy from the
-page cache and one into the socket.  pycryptodome releases the GIL in its C calls, so workers
-encrypt on both cores while others wait for the server.  A file of one span is sent on the
-calling thread.  Spans are 1 MiB for small files and grow to ``SPAN`` (4 MiB) once every
+plaintext, encrypts it in place, checksums it (into the scratch) and sends it straight from
+the buffer (``HttpPool.transfer``): no per-span allocation, one copy from the page cache and
+one into the socket.  The span's MAC chunks are sealed on every core (``crypto.seal_chunks``;
+the C calls release the GIL), so even one worker uses all cores.  A file of one span is sent
+on the calling thread.  Spans are 1 MiB for small files and grow to ``SPAN`` (4 MiB) once every
 connection has at least four: each POST costs the client and the server about a millisecond of
 CPU apiece (HTTP, checksum fold, SQLite), so 1 GiB in 1 MiB POSTs took 7.3 s of CPU on the two
 sides together against 5.2 s in 4 MiB POSTs (2 cores, local server).
@@ -113,22 +113,16 @@ def post_url(base: str, offset: int, checksum: bytes) -> str:
 
 
 def seal_span(key: FileKey, offset: int, view: memoryview,
-              scratch: bytearray | memoryview | mmap.mmap
+              scratch: bytearray | memoryview | mmap.mmap | None = None
               ) -> list[tuple[int, bytes]]:
     """Encrypt a chunk-aligned span in place; return the (offset, chunk MAC)s of its plaintext.
 
-    ``scratch`` receives the CBC output (see ``crypto.chunk_mac``); nothing the size of the
-    span is allocated.
+    The span's chunks are MACed and encrypted on every core (``crypto.seal_chunks``): one
+    worker's 4 MiB span keeps both cores busy even when the other workers wait for the server.
+    Nothing the size of the span is allocated (``scratch`` is no longer needed; kept for
+    callers).
     """
-    macs = []
-    pos, end = offset, offset + len(view)
-    while pos < end:
-        length = min(chunks.size_at(pos), end - pos)
-        macs.append((pos, crypto.chunk_mac(key.aes_key, key.nonce,
-                                           view[pos - offset:pos - offset + length], scratch)))
-        pos += length
-    crypto.ctr_crypt(key.aes_key, key.nonce, offset, view, output=view)
-    return macs
+    return crypto.seal_chunks(key.aes_key, key.nonce, offset, view)
 
 
 def encrypt_span(key: FileKey, offset: int, plaintext: bytes

@@ -193,15 +193,8 @@ class ReadCache:
 
     # --- MACs -------------------------------------------------------------------------------
     def _record_macs(self, handle: str, key: crypto.FileKey, start: int, data: bytes) -> None:
-        view = memoryview(data)
-        macs = {}
-        pos = start
-        end = start + len(data)
-        while pos < end:
-            clen = min(chunks.size_at(pos), end - pos)
-            rel = pos - start
-            macs[pos] = crypto.chunk_mac(key.aes_key, key.nonce, view[rel:rel + clen])
-            pos += clen
+        # the block's chunks on every core (a block at the start of a file holds several)
+        macs = dict(crypto.chunk_macs(key.aes_key, key.nonce, start, memoryview(data)))
         with self._lock:
             table = self._macs.get(handle)
             if table is None:
