@@ -13,8 +13,7 @@ Speed: the chunk CBC-MAC is the bottleneck of every transfer (CBC is serial with
 pycryptodome ~830 MiB/s against ~3,500 MiB/s for its AES-CTR here), so it runs through
 OpenSSL (``cryptography``, ~1,450 MiB/s on the same core) where that package is installed,
 else pycryptodome; both release the GIL.  Chunk MACs are independent of each other, so
-``seal_chunks``/``chunk_macs`` spread the chunks of a span over every core (a shared pool of
-``os.cpu_count()`` threads, the only state of this module).
+``megafs.sealing`` spreads the chunks of a span over every core.
 """
 from __future__ import annotations
 
@@ -22,11 +21,8 @@ import base64
 import hashlib
 import json
 import mmap
-import os
 import secrets
 import struct
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Iterable, Union
 
@@ -45,8 +41,7 @@ except ImportError:    # pragma: no cover - pycryptodome alone is correct, only 
 
 __all__ = [
     "b64encode", "b64decode", "a32_to_bytes", "bytes_to_a32", "wrap_key", "unwrap_key",
-    "encrypt_attr", "decrypt_attr", "AttributeError_", "ctr_crypt", "chunk_mac", "chunk_macs",
-    "seal_chunks", "condense_macs",
+    "encrypt_attr", "decrypt_attr", "AttributeError_", "ctr_crypt", "chunk_mac", "condense_macs",
     "meta_mac", "FileKey", "new_file_key", "MacAccumulator", "prepare_key_v1", "stringhash",
     "derive_key_v2", "make_ts", "check_tsid", "hashcash_threshold", "hashcash_check",
     "hashcash_solve", "hashcash_body", "hashcash_value", "random_key", "upload_checksum",
@@ -203,7 +198,7 @@ def chunk_mac(key: bytes, nonce: bytes, plaintext: bytes | memoryview,
     return bytes(out[end - 16:end])
 
 
-_MAC_STEP = 256 * 1024          # CBC output buffer when the caller gives no scratch
+MAC_STEP = 256 * 1024           # CBC output buffer when the caller gives no scratch
 
 
 def _chunk_mac_openssl(key: bytes, iv: bytes, view: memoryview,
@@ -215,95 +210,13 @@ def _chunk_mac_openssl(key: bytes, iv: bytes, view: memoryview,
     if out is None or len(out) < 32:
         if out is not None and len(out) < 16:
             raise ValueError("scratch must hold at least 16 bytes")
-        out = memoryview(bytearray(min(len(view), _MAC_STEP) + 16))
+        out = memoryview(bytearray(min(len(view), MAC_STEP) + 16))
     step = (len(out) - 15) // 16 * 16
     end = 0
     for pos in range(0, len(view), step):
         piece = view[pos:pos + step]
         end = enc.update_into(piece, out)
     return bytes(out[end - 16:end])
-
-
-def chunk_macs(key: bytes, nonce: bytes, offset: int, view: memoryview,
-               parallel: bool = True) -> list[tuple[int, bytes]]:
-    """(offset, chunk MAC) of every MAC chunk of a chunk-aligned span starting at ``offset``
-    of the file, in order; the chunks are MACed on every core when ``parallel``."""
-    view = memoryview(view).cast("B")
-    spans = _chunk_spans(offset, len(view))
-    if not parallel or len(spans) < 2 or _cores() < 2:
-        return [(pos, _pooled_mac(key, nonce, view[pos - offset:pos - offset + n]))
-                for pos, n in spans]
-    pool = _crypto_pool()
-    futures = [pool.submit(_pooled_mac, key, nonce, view[pos - offset:pos - offset + n])
-               for pos, n in spans]
-    return [(pos, fut.result()) for (pos, _n), fut in zip(spans, futures)]
-
-
-def seal_chunks(key: bytes, nonce: bytes, offset: int, view: memoryview,
-                parallel: bool = True) -> list[tuple[int, bytes]]:
-    """Encrypt a chunk-aligned plaintext span in place (AES-CTR); return the (offset, chunk
-    MAC) of each of its chunks, computed from the plaintext first.  With ``parallel`` the
-    chunks go to every core, each MACed then encrypted by one thread."""
-    view = memoryview(view).cast("B")
-    spans = _chunk_spans(offset, len(view))
-    if not parallel or len(spans) < 2 or _cores() < 2:
-        macs = [(pos, _pooled_mac(key, nonce, view[pos - offset:pos - offset + n]))
-                for pos, n in spans]
-        ctr_crypt(key, nonce, offset, view, output=view)
-        return macs
-    pool = _crypto_pool()
-    futures = [pool.submit(_seal_one, key, nonce, pos, view[pos - offset:pos - offset + n])
-               for pos, n in spans]
-    return [(pos, fut.result()) for (pos, _n), fut in zip(spans, futures)]
-
-
-def _seal_one(key: bytes, nonce: bytes, pos: int, piece: memoryview) -> bytes:
-    mac = _pooled_mac(key, nonce, piece)
-    ctr_crypt(key, nonce, pos, piece, output=piece)
-    return mac
-
-
-class _Scratch(threading.local):
-    buf: bytearray | None = None
-
-
-_scratch = _Scratch()
-
-
-def _pooled_mac(key: bytes, nonce: bytes, piece: memoryview) -> bytes:
-    """``chunk_mac`` with a per-thread CBC output buffer (no allocation per chunk)."""
-    if _scratch.buf is None:
-        _scratch.buf = bytearray(_MAC_STEP + 16)
-    return chunk_mac(key, nonce, piece, _scratch.buf)
-
-
-def _chunk_spans(offset: int, length: int) -> list[tuple[int, int]]:
-    if offset != chunks.floor(offset):
-        raise ValueError("span does not start on a MAC chunk boundary")
-    out = []
-    pos, end = offset, offset + length
-    while pos < end:
-        n = min(chunks.size_at(pos), end - pos)
-        out.append((pos, n))
-        pos += n
-    return out
-
-
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
-
-
-def _cores() -> int:
-    return os.cpu_count() or 1
-
-
-def _crypto_pool() -> ThreadPoolExecutor:
-    """The shared pool of ``os.cpu_count()`` threads for parallel MACs (made on first use)."""
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(_cores(), thread_name_prefix="megafs-crypto")
-        return _pool
 
 
 def condense_macs(key: bytes, macs: Iterable[bytes]) -> bytes:

@@ -15,7 +15,6 @@ import mmap
 import os
 import re
 import select
-import socket
 import ssl
 import threading
 from http import HTTPStatus
@@ -27,6 +26,10 @@ import requests
 import urllib3
 
 from ..errors import TransportError
+from .apireq import (USER_AGENT, ApiReply, StaleConnection, api_exchange, redact_url,
+                     short_error)
+
+__all__ = ["ApiReply", "HttpPool", "redact_url", "short_error", "USER_AGENT"]
 
 log = logging.getLogger(__name__)
 
@@ -49,17 +52,6 @@ def parse_error_body(body: bytes) -> int | None:
     return int(match.group(1)) if match else None
 
 
-_SECRET_QUERY = re.compile(r"([?&](?:sid|n|esid|cauth)=)[^&#]*")
-_LONG_SEGMENT = re.compile(r"/([A-Za-z0-9_\-]{6})[A-Za-z0-9_\-]{10,}")
-
-
-def redact_url(url: str) -> str:
-    """A URL that is safe to log: query values hidden, long path tokens shortened."""
-    url = url.split("#", 1)[0]
-    url = _SECRET_QUERY.sub(r"\1…", url)
-    return _LONG_SEGMENT.sub(r"/\1…", url)
-
-
 class _RedactingFilter(logging.Filter):
     """Rewrites urllib3's request log lines, which carry full URLs (sid, upload tokens)."""
 
@@ -78,7 +70,6 @@ logging.getLogger("urllib3.connectionpool").addFilter(_RedactingFilter())
 
 
 DEFAULT_TIMEOUT = (10.0, 120.0)   # (connect, read) for cs; the SDK uses 120 s without data
-USER_AGENT = "megafs/0.1"
 
 
 def new_http_session(pool: int = 4) -> requests.Session:
@@ -250,62 +241,20 @@ class HttpPool:
             conn = self._take(host_key)
             reused = conn.sock is not None
             try:
-                return self._api_exchange(conn, host_key, method, target, body, headers,
-                                          connect_timeout, read_timeout)
-            except _StaleConnection as exc:
+                reply, reusable = api_exchange(conn, method, target, body, headers,
+                                               connect_timeout, read_timeout)
+            except StaleConnection as exc:
                 if not reused or attempt == 2:
                     raise requests.ConnectionError("%s: %s" % (
                         type(exc.__cause__).__name__, short_error(exc))) from None
                 log.debug("kept-alive API connection closed by the server; sending again")
+                continue
+            if reusable:
+                self._give(host_key, conn)
+            else:
+                conn.close()
+            return reply
         raise AssertionError("unreachable")
-
-    def _api_exchange(self, conn: http.client.HTTPConnection, host_key: tuple[str, str, int],
-                      method: str, target: str, body: bytes | None,
-                      headers: dict[str, str] | None, connect_timeout: float | None,
-                      read_timeout: float | None) -> "ApiReply":
-        """Send one request on ``conn`` and read the whole answer (see ``request``)."""
-        answered = False
-        try:
-            if conn.sock is None:
-                conn.timeout = connect_timeout
-                try:
-                    conn.connect()
-                except (TimeoutError, socket.timeout) as exc:
-                    raise requests.exceptions.ConnectTimeout(short_error(exc)) from None
-            conn.sock.settimeout(read_timeout)
-            conn.putrequest(method, target, skip_accept_encoding=True)
-            conn.putheader("User-Agent", USER_AGENT)
-            for name, value in (headers or {}).items():
-                conn.putheader(name, value)
-            if body is not None or method in ("POST", "PUT"):
-                conn.putheader("Content-Length", str(len(body or b"")))
-            conn.endheaders(body or None)
-            resp = conn.getresponse()
-            answered = True
-            content = resp.read()
-        except requests.RequestException:
-            conn.close()
-            raise
-        except ssl.SSLError as exc:
-            conn.close()
-            raise requests.exceptions.SSLError(short_error(exc)) from None
-        except (TimeoutError, socket.timeout) as exc:
-            conn.close()
-            raise requests.exceptions.ReadTimeout(short_error(exc)) from None
-        except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
-            conn.close()
-            if answered:
-                raise requests.ConnectionError(short_error(exc)) from None
-            raise _StaleConnection(short_error(exc)) from exc
-        except (OSError, http.client.HTTPException) as exc:
-            conn.close()
-            raise requests.ConnectionError("%s: %s" % (type(exc).__name__, short_error(exc))) \
-                from None
-        if resp.will_close:
-            conn.close()
-        else:
-            self._give(host_key, conn)
-        return ApiReply(resp.status, content, resp.headers)
 
     def close(self) -> None:
         with self._lock:
@@ -454,20 +403,6 @@ class HttpPool:
                 resp.close()
 
 
-class _StaleConnection(Exception):
-    """A kept-alive connection failed before the server answered (it had closed it)."""
-
-
-@dataclass
-class ApiReply:
-    """The answer to ``HttpPool.request`` on the fast path: the parts of a
-    ``requests.Response`` the API transport reads."""
-
-    status_code: int
-    content: bytes
-    headers: Any                 # case-insensitive ``.get(name, default)``
-
-
 class TransferStream:
     """The answer to a transfer request: status, headers, and a body read by the caller."""
 
@@ -533,11 +468,3 @@ class TransferStream:
             except (OSError, http.client.HTTPException):
                 return False
         return bool(closed())
-
-
-def short_error(exc: BaseException) -> str:
-    """An exception message without URLs (requests puts the full URL, sid included, in them)."""
-    text = str(exc)
-    text = re.sub(r"https?://\S+", lambda m: redact_url(m.group(0)), text)
-    text = re.sub(r"(sid|n|sn)=[^&\s'\")]+", r"\1=…", text)
-    return text[:200]

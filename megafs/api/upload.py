@@ -12,7 +12,7 @@ Data path: ``connections`` worker threads each own one span buffer and a small s
 for the whole upload; a worker reads its next span with ``preadv`` into the buffer, MACs the
 plaintext, encrypts it in place, checksums it (into the scratch) and sends it straight from
 the buffer (``HttpPool.transfer``): no per-span allocation, one copy from the page cache and
-one into the socket.  The span's MAC chunks are sealed on every core (``crypto.seal_chunks``;
+one into the socket.  The span's MAC chunks are sealed on every core (``sealing.seal_chunks``;
 the C calls release the GIL), so even one worker uses all cores.  A file of one span is sent
 on the calling thread.  Spans are 1 MiB for small files and grow to ``SPAN`` (4 MiB) once every
 connection has at least four: each POST costs the client and the server about a millisecond of
@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Callable
 
-from .. import chunks, crypto
+from .. import chunks, crypto, sealing
 from ..crypto import FileKey, upload_checksum
 from ..errors import (ApiCode, Cancelled, MegaError, TransportError, UploadFailed, Verdict,
                       classify)
@@ -117,12 +117,12 @@ def seal_span(key: FileKey, offset: int, view: memoryview,
               ) -> list[tuple[int, bytes]]:
     """Encrypt a chunk-aligned span in place; return the (offset, chunk MAC)s of its plaintext.
 
-    The span's chunks are MACed and encrypted on every core (``crypto.seal_chunks``): one
+    The span's chunks are MACed and encrypted on every core (``sealing.seal_chunks``): one
     worker's 4 MiB span keeps both cores busy even when the other workers wait for the server.
     Nothing the size of the span is allocated (``scratch`` is no longer needed; kept for
     callers).
     """
-    return crypto.seal_chunks(key.aes_key, key.nonce, offset, view)
+    return sealing.seal_chunks(key.aes_key, key.nonce, offset, view)
 
 
 def encrypt_span(key: FileKey, offset: int, plaintext: bytes

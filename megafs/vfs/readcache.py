@@ -25,7 +25,7 @@ from typing import Any
 
 from cachetools import LRUCache
 
-from .. import chunks, crypto
+from .. import chunks, crypto, sealing
 from ..errors import ApiCode, IntegrityError, MegaError
 
 log = logging.getLogger(__name__)
@@ -194,7 +194,7 @@ class ReadCache:
     # --- MACs -------------------------------------------------------------------------------
     def _record_macs(self, handle: str, key: crypto.FileKey, start: int, data: bytes) -> None:
         # the block's chunks on every core (a block at the start of a file holds several)
-        macs = dict(crypto.chunk_macs(key.aes_key, key.nonce, start, memoryview(data)))
+        macs = dict(sealing.chunk_macs(key.aes_key, key.nonce, start, memoryview(data)))
         with self._lock:
             table = self._macs.get(handle)
             if table is None:

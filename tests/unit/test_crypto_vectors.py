@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from megafs import chunks, crypto
+from megafs import chunks, crypto, sealing
 from megafs.api import hashcash, links
 from megafs.errors import LinkError
 
@@ -258,9 +258,9 @@ def test_parallel_seal_and_macs_match_the_vectors(v, parallel, mac_backend):
         sealed = bytearray(data)
         for off, n in chunks.groups(len(data), target) if data else []:
             plain = memoryview(data)[off:off + n]
-            macs = crypto.chunk_macs(key, nonce, off, plain, parallel=parallel)
+            macs = sealing.chunk_macs(key, nonce, off, plain, parallel=parallel)
             view = memoryview(sealed)[off:off + n]
-            assert crypto.seal_chunks(key, nonce, off, view, parallel=parallel) == macs
+            assert sealing.seal_chunks(key, nonce, off, view, parallel=parallel) == macs
             assert [o for o, _ in macs] == [o for o, _ in chunks.spans(len(data))
                                             if off <= o < off + n]
             for o, mac in macs:
@@ -275,9 +275,9 @@ def test_parallel_seal_and_macs_match_the_vectors(v, parallel, mac_backend):
 
 def test_parallel_helpers_refuse_a_span_off_the_chunk_boundaries():
     with pytest.raises(ValueError):
-        crypto.chunk_macs(bytes(16), bytes(8), 5, memoryview(bytes(32)))
+        sealing.chunk_macs(bytes(16), bytes(8), 5, memoryview(bytes(32)))
     with pytest.raises(ValueError):
-        crypto.seal_chunks(bytes(16), bytes(8), chunks.SEGMENT + 16, memoryview(bytearray(32)))
+        sealing.seal_chunks(bytes(16), bytes(8), chunks.SEGMENT + 16, memoryview(bytearray(32)))
 
 
 @pytest.mark.parametrize("size", [1, 15, 16, 17, 131072, 131073, 300000, 5 << 20])
