@@ -11,6 +11,13 @@ Run through ``scripts/bench`` (which installs what is needed).  Starts ``megafs 
   listing     ls -l of a folder of N files, cold (fresh mount) and warm
   memory      peak RSS of the mount while a big file is written and uploaded; RSS growth with
               file count
+
+and (issue 12) the crypto limit on one thread and on every core; ``--rounds`` interleaved
+rounds of the small-file copy and the listing, megafs beside rclone mount (mega backend,
+``--vfs-cache-mode writes``, same server) where rclone can log in (``bench_side.py``),
+reported as medians with their spread and megafs/rclone ratios; the mount of an account with
+``--many-nodes`` nodes (made in bulk through ``p``); the latency of a remote change (another
+client of the same account makes a folder; until the mount lists it).
 """
 from __future__ import annotations
 
@@ -20,6 +27,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,7 +38,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 from benchlib import Mount as MountProcess, Server as ServerProcess  # noqa: E402
-from megafs import crypto  # noqa: E402
+from bench_side import RcloneSide  # noqa: E402
+from megafs import sealing  # noqa: E402
+from megafs.api import commands  # noqa: E402
 from megafs.api.client import MegaClient, PutItem  # noqa: E402
 
 MIB = 1 << 20
@@ -111,6 +121,8 @@ class Bench:
         self.mnt = self.work / "mnt"
         self.state = self.work / "state"
         self.mount: MountProcess | None = None
+        self.rclone: RcloneSide | None = None
+        self.rclone_ok = False
 
     # --- plumbing ---------------------------------------------------------------------------
     def start_mount(self) -> MountProcess:
@@ -139,16 +151,21 @@ class Bench:
 
     # --- workloads --------------------------------------------------------------------------
     def crypto_limit(self) -> float:
+        """AES-CTR + chunk MAC of 4 MiB spans (the uploader's unit), on one thread and on
+        every core; the single-thread figure is the limit the ratios use, as before."""
         mib = self.args.crypto_mib
         key, nonce = os.urandom(16), os.urandom(8)
-        buf = os.urandom(MIB)
-        start = now()
-        for i in range(mib):
-            crypto.encrypt_chunk(key, nonce, i * MIB, buf)
-        mbps = mib / (now() - start)
-        self.record("crypto_limit", workload="%d MiB AES-CTR + chunk MAC, 1 thread, in-process"
-                    % mib, mib_s=mbps)
-        return mbps
+        buf = memoryview(bytearray(os.urandom(4 * MIB)))
+        rates = {}
+        for parallel in (False, True):
+            start = now()
+            for i in range(mib // 4):
+                sealing.seal_chunks(key, nonce, 4718592 + i * 4 * MIB, buf, parallel=parallel)
+            rates[parallel] = (mib // 4 * 4) / (now() - start)
+        self.record("crypto_limit", workload="%d MiB AES-CTR + chunk MAC in 4 MiB spans, "
+                    "in-process" % mib, mib_s=rates[False], all_cores_mib_s=rates[True],
+                    cores=os.cpu_count())
+        return rates[False]
 
     def write_and_upload(self, limit: float, mib: int, tag: str = "") -> None:
         local = self.state / ("bench-local-%d" % mib)
@@ -264,6 +281,172 @@ class Bench:
                     rss_few_mib=after_few / 1024, rss_many_mib=after_many / 1024,
                     growth_mib=(after_many - after_few) / 1024, target="growth <= 50 MiB")
 
+    # --- issue 12: rounds side by side, many nodes, remote changes ----------------------------
+    def copy_small(self, root: Path, tag: str, count: int, links: bool) -> float:
+        """files/s of ``cp -r`` of ``count`` 4 KiB files into ``root`` until every file is on
+        MEGA: megafs until every ``.link`` reads, rclone until its listing shows them all."""
+        src = self.work / "small-src"
+        if not src.exists():
+            src.mkdir()
+            for i in range(count):
+                (src / ("f%05d.bin" % i)).write_bytes(os.urandom(4096))
+        dest = root / tag
+        start = now()
+        subprocess.run(["cp", "-r", str(src), str(dest)], check=True)
+        if links:
+            with cf.ThreadPoolExecutor(16) as pool:
+                got = list(pool.map(read_link, (dest / ("f%05d.bin" % i) for i in range(count))))
+            assert len(set(got)) == count
+        else:
+            assert self.rclone is not None
+            self.rclone.wait_uploaded(tag, count)
+        return count / (now() - start)
+
+    def list_times(self, path: Path, count: int, remount) -> tuple[float, float]:
+        remount()
+
+        def ls() -> float:
+            start = now()
+            out = subprocess.run(["ls", "-l", str(path)], check=True, capture_output=True)
+            assert out.stdout.count(b"\n") >= count
+            return now() - start
+        return ls(), ls()
+
+    def rounds(self) -> None:
+        a = self.args
+        small, listing = a.side_small, a.side_listing
+        folder = "list-side-%d" % listing
+        self.populate(folder, listing)
+        mf: dict[str, list[float]] = {"small": [], "cold": [], "warm": []}
+        rc: dict[str, list[float]] = {"small": [], "cold": [], "warm": []}
+        rmnt = self.work / "rclone-mnt"
+        if self.rclone is not None and self.rclone_ok:
+            self.rclone.rclone("mkdir", "mega:" + folder)
+            self.rclone.rclone("copy", str(self._listing_src(listing)), "mega:" + folder,
+                               "--transfers", "16", timeout=3600)
+        for r in range(a.rounds):
+            self.remount()
+            mf["small"].append(self.copy_small(self.mnt, "small-%d" % r, small, links=True))
+            cold, warm = self.list_times(self.mnt / folder, listing, self.remount)
+            mf["cold"].append(cold)
+            mf["warm"].append(warm)
+            if self.rclone is not None and self.rclone_ok:
+                self.rclone.mount(rmnt)
+                try:
+                    rc["small"].append(self.copy_small(rmnt, "rsmall-%d" % r, small,
+                                                       links=False))
+                finally:
+                    self.rclone.unmount(rmnt)
+
+                def remount_rclone() -> None:
+                    self.rclone.unmount(rmnt)       # type: ignore[union-attr]
+                    drop_caches()
+                    self.rclone.mount(rmnt)         # type: ignore[union-attr]
+                try:
+                    cold, warm = self.list_times(rmnt / folder, listing, remount_rclone)
+                finally:
+                    self.rclone.unmount(rmnt)
+                rc["cold"].append(cold)
+                rc["warm"].append(warm)
+            print("    round %d: megafs %.1f files/s, ls -l %.3f/%.3f s%s" % (
+                r + 1, mf["small"][-1], mf["cold"][-1], mf["warm"][-1],
+                "; rclone %.1f files/s, ls -l %.3f/%.3f s"
+                % (rc["small"][-1], rc["cold"][-1], rc["warm"][-1]) if rc["small"] else ""),
+                flush=True)
+        fields = {"rounds": a.rounds, "rclone": "measured" if rc["small"] else
+                  (self.rclone.reason if self.rclone is not None else "off")}
+        for key, unit in (("small", "files_s"), ("cold", "s"), ("warm", "s")):
+            fields["megafs_%s_%s" % (key, unit)] = spread(mf[key])
+            if rc[key]:
+                fields["rclone_%s_%s" % (key, unit)] = spread(rc[key])
+                ratio = (statistics.median(mf[key]) / statistics.median(rc[key]) if key == "small"
+                         else statistics.median(rc[key]) / statistics.median(mf[key]))
+                fields["%s_speedup_megafs_over_rclone" % key] = ratio
+        self.record("side_by_side", workload="%d x 4 KiB cp -r until on MEGA; ls -l of %d "
+                    "files cold/warm; %d interleaved rounds" % (small, listing, a.rounds),
+                    target="small >= 300 files/s; listing at least as fast as rclone",
+                    **fields)
+
+    def _listing_src(self, count: int) -> Path:
+        src = self.work / ("list-src-%d" % count)
+        if not src.exists():
+            src.mkdir()
+            for i in range(count):
+                (src / ("file%05d" % i)).write_bytes(b"x")
+        return src
+
+    def many_nodes(self, count: int) -> None:
+        """Mount time of an account holding ``count`` more nodes (folders made in bulk with
+        ``p``, 10,000 a request), and the mount's RSS after it came up."""
+        client = MegaClient.open(api=self.server.url, state_dir=str(self.state))
+        try:
+            session = client._need_session()
+            root = client.fetch().roots()[2]
+            top = client.mkdir(root, "many-%d" % count)["h"]
+            made = 0
+            start = now()
+            while made < count:
+                n = min(10000, count - made)
+                nodes = [commands.folder_node({"n": "d%07d" % (made + i)}, session.master_key)
+                         for i in range(n)]
+                reply = client.transport.batch([commands.put_nodes(top, nodes,
+                                                                   client.request_id)])[0]
+                assert isinstance(reply, dict), reply
+                made += n
+            t_make = now() - start
+        finally:
+            client.close()
+        self.stop_mount()
+        drop_caches()
+        start = now()
+        mount = self.start_mount()
+        subprocess.run(["ls", str(self.mnt)], check=True, capture_output=True)
+        t_mount = now() - start
+        assert mount.proc is not None
+        rss = rss_kib(mount.proc.pid) / 1024
+        start = now()
+        self.remount()
+        subprocess.run(["ls", str(self.mnt)], check=True, capture_output=True)
+        t_again = now() - start
+        self.record("many_nodes", workload="mount of an account with %d more nodes, until "
+                    "ls of the root answers" % count, first_mount_s=t_mount,
+                    second_mount_s=t_again, rss_mib=rss, make_s=t_make,
+                    target="< 5 s from the cache for 1,000,000 nodes, RSS < 1 GiB")
+
+    def remote_change(self, rounds: int) -> None:
+        """Seconds until the mount shows another client's change (same account): a new
+        folder (until its name resolves) and a move of a folder the mount has just looked up
+        (until the old name is gone: the kernel's cached entry must be dropped)."""
+        assert self.mount is not None
+        client = MegaClient.open(api=self.server.url, state_dir=str(self.state))
+        made, moved = [], []
+
+        def until(start: float, test, what: str) -> float:
+            while not test():
+                if now() - start > 60:
+                    raise RuntimeError("the mount never showed " + what)
+                time.sleep(0.005)
+            return now() - start
+        try:
+            root = client.fetch().roots()[2]
+            away = client.mkdir(root, "remote-change-away-%d" % os.getpid())["h"]
+            for r in range(rounds):
+                name = "remote-change-%d-%d" % (os.getpid(), r)
+                start = now()
+                node = client.mkdir(root, name)
+                made.append(until(start, (self.mnt / name).exists, name))
+                for _ in range(3):
+                    os.stat(self.mnt / name)          # the kernel now caches the entry
+                start = now()
+                client.move(node["h"], away)
+                moved.append(until(start, lambda: not (self.mnt / name).exists(), "the move"))
+                time.sleep(0.2)
+        finally:
+            client.close()
+        self.record("remote_change", workload="another client makes a folder / moves a "
+                    "folder the mount just looked up (%d rounds)" % rounds,
+                    new_folder_s=spread(made), moved_away_s=spread(moved), target="< 1 s")
+
     # --- driver -----------------------------------------------------------------------------
     def run(self) -> int:
         a = self.args
@@ -285,6 +468,15 @@ class Bench:
             if a.scaling:
                 self.listing(max(1000, a.listing // 10), tag="_%d" % max(1000, a.listing // 10))
             self.memory(a.memory_mib, a.rss_few, a.rss_many)
+            if a.rounds:
+                self.rclone = RcloneSide(self.work, None, None, a.rclone_user, a.rclone_pass)
+                self.rclone_ok = self.rclone.setup()
+                if not self.rclone_ok:
+                    print("  rclone: %s" % self.rclone.reason, flush=True)
+                self.rounds()
+            self.remote_change(a.change_rounds)
+            if a.many_nodes:
+                self.many_nodes(a.many_nodes)
         finally:
             self.stop_mount()
             self.server.stop()
@@ -299,21 +491,37 @@ class Bench:
         return 0
 
 
+def spread(values: list[float]) -> str:
+    """``median [min-max] (n)`` of some rounds."""
+    return "%.3f [%.3f-%.3f] (n=%d)" % (statistics.median(values), min(values), max(values),
+                                        len(values))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="reduced sizes (< 2 minutes)")
     parser.add_argument("--json", metavar="FILE", help="write the figures as JSON")
     parser.add_argument("--workdir", default=None, help="where to put the temporary folder")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="interleaved side-by-side rounds (quick 3, full 5; 0 = none)")
+    parser.add_argument("--many-nodes", type=int, default=None, metavar="N",
+                        help="nodes of the big-account mount (quick 20,000, full 1,000,000)")
+    parser.add_argument("--rclone-user", default=os.environ.get("MEGAFS_BENCH_RCLONE_USER", ""),
+                        help="e-mail of a full account on the server for rclone")
+    parser.add_argument("--rclone-pass", default=os.environ.get("MEGAFS_BENCH_RCLONE_PASS", ""))
     args = parser.parse_args()
     if args.quick:
         sizes = dict(crypto_mib=64, big_mib=128, small=200, listing=1000, memory_mib=256,
-                     rss_few=100, rss_many=400, scaling=False)
+                     rss_few=100, rss_many=400, scaling=False, side_small=300,
+                     side_listing=1000, rounds=3, many_nodes=20000, change_rounds=5)
     else:
         sizes = dict(crypto_mib=256, big_mib=1024, small=1000, listing=10000, memory_mib=4096,
-                     rss_few=500, rss_many=5000, scaling=True)
+                     rss_few=500, rss_many=5000, scaling=True, side_small=300,
+                     side_listing=5000, rounds=5, many_nodes=1000000, change_rounds=10)
     for key, value in sizes.items():
-        setattr(args, key, value)
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
     return Bench(args).run()
 
 

