@@ -38,7 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 from benchlib import Mount as MountProcess, Server as ServerProcess  # noqa: E402
-from bench_side import RcloneSide  # noqa: E402
+from bench_side import ConnectRelay, RcloneSide, make_tls  # noqa: E402
 from megafs import sealing  # noqa: E402
 from megafs.api import commands  # noqa: E402
 from megafs.api.client import MegaClient, PutItem  # noqa: E402
@@ -116,7 +116,14 @@ class Bench:
         self.args = args
         self.work = Path(tempfile.mkdtemp(prefix="megafs-bench-", dir=args.workdir))
         self.results: dict[str, dict] = {}
-        self.server = ServerProcess(self.work / "server", extra_args=["--quota", str(1 << 40)],
+        extra = ["--quota", str(1 << 40)]
+        self.ca: Path | None = None
+        if args.rclone_user:
+            # rclone only talks https to the real API host name (bench_side.py)
+            self.ca = make_tls(self.work / "server")
+            os.environ["REQUESTS_CA_BUNDLE"] = str(self.ca)
+            extra.append("--tls-api")
+        self.server = ServerProcess(self.work / "server", extra_args=extra,
                                     log_path=self.work / "server.log")
         self.mnt = self.work / "mnt"
         self.state = self.work / "state"
@@ -469,7 +476,8 @@ class Bench:
                 self.listing(max(1000, a.listing // 10), tag="_%d" % max(1000, a.listing // 10))
             self.memory(a.memory_mib, a.rss_few, a.rss_many)
             if a.rounds:
-                self.rclone = RcloneSide(self.work, None, None, a.rclone_user, a.rclone_pass)
+                relay = ConnectRelay(("127.0.0.1", self.server.port)) if self.ca else None
+                self.rclone = RcloneSide(self.work, self.ca, relay, a.rclone_user, a.rclone_pass)
                 self.rclone_ok = self.rclone.setup()
                 if not self.rclone_ok:
                     print("  rclone: %s" % self.rclone.reason, flush=True)
