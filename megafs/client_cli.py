@@ -1,11 +1,12 @@
-"""The ``megafs upload``, ``megafs get`` and ``megafs session`` commands.
+"""The ``megafs upload`` and ``megafs get`` commands (``megafs session`` is in ``cli/account``).
 
 Thin wrappers over ``MegaClient``: argument parsing, file names, the stderr progress bar (only
 when stderr is a terminal) and one-line error reporting.  Uploaded files carry MEGA's ``c``
 fingerprint attribute next to their name and mtime, as the official clients' uploads do.  Links
 go to stdout, one per uploaded file in argument order; everything else goes to stderr.  Never
-prints a session id or key except where the user asked for the session JSON (``megafs
-session``), which comes with a warning.
+prints a session id or key.  ``--account EMAIL`` uses that logged-in account (``megafs login``)
+instead of the anonymous one; a session the server ended is renewed by asking for the password
+on a terminal (or from ``$MEGAFS_PASSWORD``), else the command stops with a line saying so.
 """
 from __future__ import annotations
 
@@ -67,6 +68,9 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument("--state-dir", metavar="DIR", default=None,
                         help="where sessions and the --local server live "
                              "(default: $XDG_DATA_HOME/megafs)")
+    parser.add_argument("--account", metavar="EMAIL", default=None,
+                        help="use this logged-in account (`megafs login EMAIL`) instead of the "
+                             "anonymous one")
     if name != "get":
         parser.add_argument("--session", metavar="FILE", default=None,
                             help="use this session file instead of the state dir's")
@@ -80,14 +84,10 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
         parser.add_argument("-o", "--output", metavar="PATH", default=None,
                             help="file or directory to write (default: the file's name in the "
                                  "current directory)")
-    elif name == "session":
-        parser.add_argument("--new", action="store_true",
-                            help="start a new account; the old session file is kept, renamed "
-                                 "with a timestamp")
 
 
 def run(args: argparse.Namespace) -> int:
-    commands = {"upload": run_upload, "get": run_get, "session": run_session}
+    commands = {"upload": run_upload, "get": run_get}
     if args.local:
         args.api = local_api(args.state_dir)
     try:
@@ -140,8 +140,12 @@ def _display_name(path: str) -> str:
 
 
 def _client_options(args: argparse.Namespace) -> dict[str, Any]:
-    return {"api": args.api, "state_dir": getattr(args, "state_dir", None),
-            "session_file": getattr(args, "session", None)}
+    options = {"api": args.api, "state_dir": getattr(args, "state_dir", None),
+               "session_file": getattr(args, "session", None)}
+    if getattr(args, "account", None):
+        from .cli.credentials import terminal_reauth
+        options.update(account=args.account, reauth=terminal_reauth())
+    return options
 
 
 def run_upload(args: argparse.Namespace) -> int:
@@ -194,9 +198,16 @@ def _safe_name(name: Any, fallback: str) -> str:
     return name[:255]
 
 
+def _get_client(args: argparse.Namespace) -> MegaClient:
+    """A public client, or with ``--account`` that account's (its transfer quota counts)."""
+    if args.account:
+        return MegaClient.open(connections=args.connections, **_client_options(args))
+    return MegaClient.public(api=args.api, connections=args.connections)
+
+
 def run_get(args: argparse.Namespace) -> int:
     link = links.parse_link(args.link)
-    with MegaClient.public(api=args.api, connections=args.connections) as client:
+    with _get_client(args) as client:
         try:
             info = client.download_info(link)
         except MegaError as exc:
@@ -214,15 +225,4 @@ def run_get(args: argparse.Namespace) -> int:
         finally:
             bar.finish()
         log.info("wrote %s (%d bytes)", written, info.size)
-    return 0
-
-
-def run_session(args: argparse.Namespace) -> int:
-    with MegaClient.open(new_session=args.new, **_client_options(args)) as client:
-        session = client.session
-        assert session is not None
-        print("megafs session: warning: this is a secret; anyone holding it controls the "
-              "account and every file in it (%s)" % session.path, file=sys.stderr, flush=True)
-        sys.stdout.write(session.dumps())
-        sys.stdout.flush()
     return 0

@@ -31,7 +31,8 @@ from ..retry import RetryPolicy
 from . import commands, links
 from .commands import DownloadInfo, FetchResult, PutItem
 from .download import Downloader
-from .session import Session, SessionManager, open_session, peek_api
+from .session import (Reauth, Session, SessionManager, open_account_session, open_session,
+                      peek_api)
 from .transport import Transport
 from .upload import Uploaded, Uploader
 
@@ -44,13 +45,14 @@ _REQUEST_ID_ALPHABET = string.ascii_letters + string.digits
 
 class MegaClient:
     def __init__(self, transport: Transport, session: Session | None, *,
-                 connections: int = 4) -> None:
+                 connections: int = 4, reauth: Reauth | None = None) -> None:
         self.transport = transport
         self.session = session  # None for a public (anonymous) client: public downloads only
         self.api = transport.api
         self.connections = connections
         self.request_id = "".join(secrets.choice(_REQUEST_ID_ALPHABET) for _ in range(10))
-        self._manager = SessionManager(session, transport) if session is not None else None
+        self._manager = SessionManager(session, transport, reauth) if session is not None \
+            else None
         self.uploader = Uploader(transport, connections=connections)
         self.downloader = Downloader(transport.pool, retry=transport.retry,
                                      connections=connections)
@@ -60,22 +62,30 @@ class MegaClient:
     def open(cls, api: str | None = None, state_dir: str | None = None,
              session_file: str | None = None, connections: int = 4, *,
              new_session: bool = False, retry: RetryPolicy | None = None,
-             https_transfers: bool | None = None) -> "MegaClient":
+             https_transfers: bool | None = None, account: str | None = None,
+             reauth: Reauth | None = None) -> "MegaClient":
         """Resume this API's session (or the named file's), creating the account if needed.
 
         With ``session_file`` and no ``api``/``$MEGAFS_API``, the API URL recorded in that file
         is used.  ``https_transfers``: see ``Transport`` (default: when the API is https).
+        ``account`` (an email) resumes that logged-in account instead of the anonymous one and
+        never creates anything: no session is a SessionError; ``reauth`` renews it when the
+        server ended it (else that is a SessionError too).
         """
         if api is None and session_file and not os.environ.get("MEGAFS_API"):
             api = peek_api(session_file)
         transport = Transport(api, retry=retry, https_transfers=https_transfers)
         try:
-            session = open_session(transport, state_dir=state_dir, session_file=session_file,
-                                   new=new_session)
+            if account is not None:
+                session = open_account_session(transport, account, state_dir=state_dir,
+                                               session_file=session_file)
+            else:
+                session = open_session(transport, state_dir=state_dir,
+                                       session_file=session_file, new=new_session)
         except BaseException:
             transport.close()
             raise
-        return cls(transport, session, connections=connections)
+        return cls(transport, session, connections=connections, reauth=reauth)
 
     @classmethod
     def public(cls, api: str | None = None, connections: int = 4,

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from ..retry import RetryPolicy
     from .commands import DownloadInfo, FetchResult, PutItem
     from .links import FileLink
-    from .session import Session
+    from .session import Reauth, Session
     from .upload import Uploaded
 
 
@@ -129,11 +129,15 @@ class MegaClientFactory(Protocol):
     def open(self, api: str | None = None, state_dir: str | None = None,
              session_file: str | None = None, connections: int = 4, *,
              new_session: bool = False, retry: "RetryPolicy | None" = None,
-             https_transfers: bool | None = None) -> MegaApi:
+             https_transfers: bool | None = None, account: str | None = None,
+             reauth: "Reauth | None" = None) -> MegaApi:
         """Resume the API's session from the state dir (creating the account if needed);
         ``SessionError`` for a session file that is corrupt, insecure or for another API.
         ``https_transfers`` asks for https upload/download URLs (default: when the API URL is
-        https); ``connections`` parallel connections per transfer."""
+        https); ``connections`` parallel connections per transfer.  ``account`` (an email)
+        resumes that full account's session (``megafs login``) and creates nothing: without
+        one it is a ``SessionError``; ``reauth(old session) -> new session`` renews it when the
+        server has ended it (``-15``), else that is a ``SessionError`` too."""
 
     def public(self, api: str | None = None, connections: int = 4,
                retry: "RetryPolicy | None" = None, *,

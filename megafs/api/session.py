@@ -13,6 +13,14 @@ The session file is JSON ``{"api", "user_handle", "sid", "master_key", "password
 others may read is a ``SessionError``: it is never replaced silently, because replacing it would
 orphan every file and link made with that account.  Resuming re-uses the stored sid; if the
 server rejects it (``-15``) the same account logs in again with ``us``.  Never logs secrets.
+
+Full (email) accounts (``api.account`` logs them in) have one file per account and API:
+``<state dir>/sessions/acct-<sha256(api NUL email)[:16]>.json`` holding ``{"kind": "account",
+"api", "email", "user_handle", "sid", "master_key", "created", "version"}``: no password key
+and no authentication key, so a session the server ended (``-15``) can only be renewed with
+the password (the ``reauth`` hook of ``SessionManager``, which the CLI fills with a prompt on a
+terminal); without it the error says to run ``megafs login EMAIL``.  Nothing here ever turns
+a missing or expired account session into a new anonymous account.
 """
 from __future__ import annotations
 
@@ -26,7 +34,7 @@ import stat
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from .. import crypto
 from ..config import default_state_dir, normalise_api
@@ -37,29 +45,43 @@ log = logging.getLogger(__name__)
 
 SESSION_VERSION = 1
 _FIELDS = ("api", "user_handle", "sid", "master_key", "password_key")
+_ACCOUNT_FIELDS = ("api", "user_handle", "sid", "master_key", "email")
+ACCOUNT_PREFIX = "acct-"
 
 
 @dataclass
 class Session:
-    """An ephemeral account's credentials.  ``sid`` may change after a re-login."""
+    """An account's credentials: an ephemeral one (``password_key``) or a full one (``email``,
+    no password key).  ``sid`` may change after a re-login."""
 
     api: str
     user_handle: str
     sid: str
     master_key: bytes
-    password_key: bytes
+    password_key: bytes | None
     created: str
     path: str | None = None
+    email: str | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def __repr__(self) -> str:  # never show the sid or keys
-        return "Session(api=%r, user_handle=%r, path=%r)" % (self.api, self.user_handle,
-                                                             self.path)
+        return "Session(api=%r, user_handle=%r, email=%r, path=%r)" % (
+            self.api, self.user_handle, self.email, self.path)
+
+    @property
+    def is_account(self) -> bool:
+        return self.email is not None
 
     def to_json(self) -> dict[str, Any]:
-        return {"version": SESSION_VERSION, "api": self.api, "user_handle": self.user_handle,
-                "sid": self.sid, "master_key": crypto.b64encode(self.master_key),
-                "password_key": crypto.b64encode(self.password_key), "created": self.created}
+        data: dict[str, Any] = {"version": SESSION_VERSION, "api": self.api,
+                                "user_handle": self.user_handle, "sid": self.sid,
+                                "master_key": crypto.b64encode(self.master_key),
+                                "created": self.created}
+        if self.email is not None:
+            data.update({"kind": "account", "email": self.email})
+        else:
+            data["password_key"] = crypto.b64encode(self.password_key or b"")
+        return data
 
     def dumps(self) -> str:
         return json.dumps(self.to_json(), indent=2, sort_keys=True) + "\n"
@@ -69,8 +91,9 @@ class Session:
         where = path or "session"
         if not isinstance(data, dict):
             raise SessionError("%s: not a megafs session (expected a JSON object)" % where)
-        missing = [name for name in _FIELDS if not isinstance(data.get(name), str)
-                   or not data.get(name)]
+        account = data.get("kind") == "account"
+        missing = [name for name in (_ACCOUNT_FIELDS if account else _FIELDS)
+                   if not isinstance(data.get(name), str) or not data.get(name)]
         if missing:
             raise SessionError("%s: not a megafs session (missing %s)"
                                % (where, ", ".join(missing)))
@@ -83,14 +106,14 @@ class Session:
                                "session file" % (where, file_api, normalise_api(api), file_api))
         try:
             mk = crypto.b64decode(data["master_key"])
-            pk = crypto.b64decode(data["password_key"])
+            pk = None if account else crypto.b64decode(data["password_key"])
         except ValueError:
             raise SessionError("%s: keys are not base64url" % where) from None
-        if len(mk) != 16 or len(pk) != 16:
+        if len(mk) != 16 or (pk is not None and len(pk) != 16):
             raise SessionError("%s: keys must be 16 bytes" % where)
         return cls(api=file_api, user_handle=data["user_handle"], sid=data["sid"],
                    master_key=mk, password_key=pk, created=str(data.get("created", "")),
-                   path=path)
+                   path=path, email=data["email"] if account else None)
 
 
 # --------------------------------------------------------------------------------------------
@@ -101,12 +124,50 @@ def session_path(api: str, state_dir: str | None = None) -> str:
     return os.path.join(state_dir or default_state_dir(), "sessions", digest + ".json")
 
 
+def account_session_path(api: str, email: str, state_dir: str | None = None) -> str:
+    """The session file of a full account on an API (one per account and API)."""
+    key = "%s\0%s" % (normalise_api(api), email.strip().lower())
+    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
+    return os.path.join(state_dir or default_state_dir(), "sessions",
+                        ACCOUNT_PREFIX + digest + ".json")
+
+
 def _is_managed(path: str) -> bool:
     """A session file inside a state dir's ``sessions/`` (named by the API hash)."""
     directory = os.path.dirname(os.path.abspath(path))
     name = os.path.basename(path)
+    if name.startswith(ACCOUNT_PREFIX):
+        name = name[len(ACCOUNT_PREFIX):]
     return os.path.basename(directory) == "sessions" and len(name) == 21 \
         and name.endswith(".json") and all(c in "0123456789abcdef" for c in name[:16])
+
+
+def account_sessions(state_dir: str | None = None) -> list[Session | SessionError]:
+    """Every full-account session file of a state dir (a SessionError for a broken one)."""
+    directory = os.path.join(state_dir or default_state_dir(), "sessions")
+    try:
+        names = sorted(n for n in os.listdir(directory)
+                       if n.startswith(ACCOUNT_PREFIX) and n.endswith(".json"))
+    except FileNotFoundError:
+        return []
+    out: list[Session | SessionError] = []
+    for name in names:
+        try:
+            out.append(read_session_file(os.path.join(directory, name), None))
+        except SessionError as exc:
+            out.append(exc)
+        except FileNotFoundError:
+            continue
+    return out
+
+
+def remove_session_file(path: str) -> bool:
+    """Delete a session file; False if it was already gone."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def _private_dir(path: str, tighten: bool) -> None:
@@ -244,21 +305,46 @@ def login(transport: Transport, user_handle: str, master_key: bytes, password_ke
     return crypto.b64encode(raw_tsid)
 
 
-class SessionManager:
-    """Binds a Session to a Transport: supplies the sid and re-logs in on ``-15``."""
+# Renews an ended full-account session: given the old session, returns a fresh one of the same
+# account (the CLI asks for the password on a terminal); raises MegafsError otherwise.
+Reauth = Callable[[Session], Session]
 
-    def __init__(self, session: Session, transport: Transport) -> None:
+
+class SessionManager:
+    """Binds a Session to a Transport: supplies the sid and re-logs in on ``-15`` (ephemeral
+    accounts by themselves; full accounts only through ``reauth``, else SessionError)."""
+
+    def __init__(self, session: Session, transport: Transport,
+                 reauth: Reauth | None = None) -> None:
         self.session = session
         self.transport = transport
+        self.reauth = reauth
         self._lock = threading.Lock()
         transport.sid_source = lambda: self.session.sid
         transport.on_bad_session = self.relogin
+
+    def _renew_account(self, session: Session) -> None:
+        if self.reauth is None:
+            raise SessionError("the session of %s on %s has ended (the server answered -15: "
+                               "logged out elsewhere or expired); log in again with `megafs "
+                               "login %s`" % (session.email, session.api, session.email))
+        fresh = self.reauth(session)
+        if fresh.user_handle != session.user_handle or fresh.master_key != session.master_key:
+            raise SessionError("logging in again as %s gave another account" % session.email)
+        session.sid = fresh.sid
+        log.info("logged in again as %s", session.user_handle)
+        if session.path:
+            write_session_file(session, session.path)
 
     def relogin(self, rejected_sid: str | None) -> None:
         with self._lock:
             if rejected_sid is not None and self.session.sid != rejected_sid:
                 return  # another thread already logged in again
             session = self.session
+            if session.is_account:
+                self._renew_account(session)
+                return
+            assert session.password_key is not None
             try:
                 sid = login(self.transport, session.user_handle, session.master_key,
                             session.password_key)
@@ -303,6 +389,22 @@ def open_session(transport: Transport, *, state_dir: str | None = None,
         session = create_account(transport)
         write_session_file(session, path)
         return session
+
+
+def open_account_session(transport: Transport, email: str, *, state_dir: str | None = None,
+                         session_file: str | None = None) -> Session:
+    """The logged-in session of ``email`` on ``transport.api``; SessionError if there is none
+    (never a new account: only ``megafs login`` makes one)."""
+    path = os.path.abspath(session_file) if session_file else \
+        account_session_path(transport.api, email, state_dir)
+    try:
+        session = read_session_file(path, transport.api)
+    except FileNotFoundError:
+        raise SessionError("%s is not logged in on %s: run `megafs login %s` first"
+                           % (email, transport.api, email)) from None
+    if session.email is None or session.email.lower() != email.strip().lower():
+        raise SessionError("session file %s is not the session of %s" % (path, email))
+    return session
 
 
 def peek_api(session_file: str) -> str | None:

@@ -41,6 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
         src.add_argument("--local", action="store_true",
                          help="start the bundled local server (data in the state dir) and "
                               "mount it")
+        parser.add_argument("--account", metavar="EMAIL", default=None,
+                            help="mount this logged-in account (`megafs login EMAIL`) instead "
+                                 "of the anonymous one")
         parser.add_argument("--foreground", "-f", action="store_true",
                             help="stay attached and log to stderr")
         parser.add_argument("-o", dest="options", metavar="OPTIONS", default=None,
@@ -111,7 +114,8 @@ def mount_foreground(args: argparse.Namespace, mnt: str,
     sys.setswitchinterval(config.switch_interval())
     cfg = MountConfig(state_dir=state_dir, api=args.api, local=args.local,
                       uploads=args.uploads, connections=args.connections,
-                      link_timeout=args.link_timeout, show_links=args.show_links)
+                      link_timeout=args.link_timeout, show_links=args.show_links,
+                      account=args.account)
     with MountRuntime(cfg) as rt:
         entry = {"mountpoint": mnt, "pid": os.getpid(), "mount_dir": rt.mount_dir,
                  "api": rt.api, "local": bool(args.local)}

@@ -46,6 +46,7 @@ class MountConfig:
     link_timeout: float = 600.0        # seconds a .link read waits for an upload
     show_links: bool = False           # list X.link files in readdir
     poll_timeout: float = 20.0         # seconds of one sc long-poll
+    account: str | None = None         # an email: that logged-in account, not the anonymous one
 
 
 class MountRuntime:
@@ -82,10 +83,14 @@ class MountRuntime:
             stack.callback(self.server.stop)
             api = self.server.start()
         self.client = MegaClient.open(api=api, state_dir=cfg.state_dir,
-                                      connections=cfg.connections)
+                                      connections=cfg.connections, account=cfg.account)
         stack.callback(self.client.close)
         self.api = self.client.api
-        self.mount_dir = config.private_dir(mount_dir_for(cfg.state_dir, self.api))
+        mount_dir = mount_dir_for(cfg.state_dir, self.api)
+        if cfg.account is not None:     # an account's queue is its own, never the anonymous one
+            assert self.client.session is not None
+            mount_dir += "-" + self.client.session.user_handle
+        self.mount_dir = config.private_dir(mount_dir)
         lock_fd = lock_mount_dir(self.mount_dir)
         stack.callback(os.close, lock_fd)
         session = self.client.session

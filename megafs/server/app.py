@@ -18,6 +18,7 @@ from .stats import Stats
 from .store import State
 from .transfer_quota import TransferMeter
 from .uploads import Uploads
+from .useradmin import account_admin, all_mail
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,14 @@ class App:
         self.state.packet_log = self.policy.packet_log
         log.info("options changed: %s", ", ".join("%s=%r" % kv for kv in changes.items()))
         return snapshot
+
+    def mail(self) -> list[dict[str, Any]]:
+        """The confirmation mail the real service would have sent (loopback clients only)."""
+        return all_mail(self.state)
+
+    def account_admin(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """Block/unblock a full account or import a v1 one (ValueError for a bad request)."""
+        return account_admin(self.state, payload)
 
     def info(self) -> dict[str, Any]:
         return {"api": self.urls.api, "wait": self.urls.wait,

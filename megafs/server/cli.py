@@ -19,7 +19,8 @@ from pathlib import Path
 
 from .app import App
 
-from .config import (DEFAULT_COMPLETION_TTL, DEFAULT_EASINESS, DEFAULT_PACKET_LOG,
+from .config import (DEFAULT_COMPLETION_TTL, DEFAULT_EASINESS, DEFAULT_LOGIN_ATTEMPTS,
+                     DEFAULT_LOGIN_WINDOW, DEFAULT_PACKET_LOG,
                      DEFAULT_QUOTA, DEFAULT_TRANSFER_WINDOW, DEFAULT_UPLOAD_IDLE,
                      DEFAULT_WAIT_TIMEOUT, DELETED_TARGET, LATE_UPLOAD_POST, MAX_SECONDS, Config,
                      Policy)
@@ -150,6 +151,14 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument("--late-upload-post", choices=LATE_UPLOAD_POST, default="error",
                         help="a POST to an upload URL that has completed: answer -4 (default) "
                              "or the completion token again")
+    parser.add_argument("--login-attempts", type=count_arg, default=DEFAULT_LOGIN_ATTEMPTS,
+                        metavar="N",
+                        help="wrong passwords or 2FA codes per email within --login-window "
+                             "before logins answer -6 (default %d; 0: no lockout)"
+                             % DEFAULT_LOGIN_ATTEMPTS)
+    parser.add_argument("--login-window", type=seconds_arg, default=DEFAULT_LOGIN_WINDOW,
+                        metavar="SECONDS",
+                        help="how long failed logins count (default %g)" % DEFAULT_LOGIN_WINDOW)
 
 
 def _url_host(host: str) -> str:
@@ -177,7 +186,8 @@ def build_config(args: argparse.Namespace) -> Config:
                     late_upload_post=args.late_upload_post,
                     transfer_quota=args.transfer_quota, transfer_window=args.transfer_window,
                     packet_log=args.packet_log, upload_idle=args.upload_idle,
-                    completion_ttl=args.completion_ttl)
+                    completion_ttl=args.completion_ttl, login_attempts=args.login_attempts,
+                    login_window=args.login_window)
     return Config(data_dir=Path(args.data or default_data_dir()), host=args.host,
                   port=args.port, wait_port=args.wait_port, tls=args.tls or args.tls_api,
                   tls_api=args.tls_api, tls_port=args.tls_port, quota=args.quota,

@@ -23,6 +23,11 @@ DEFAULT_UPLOAD_IDLE = 3600.0        # an upload URL without a POST this long exp
 DEFAULT_COMPLETION_TTL = 3600.0     # an unused completion token lives this long (a guess)
 DEFAULT_TRANSFER_WINDOW = 6 * 3600.0   # `uq` reports transfer use in six hourly buckets (`tah`)
 MAX_SECONDS = 10 * 365 * 86400.0
+# Wrong passwords (or 2FA codes) per email before `us` answers -6 "too many attempts", and the
+# window they are counted in.  The web client waits an hour after a -6
+# (meganz/webclient js/security.js ``sendAuthenticationKey``); the count is a guess.
+DEFAULT_LOGIN_ATTEMPTS = 10
+DEFAULT_LOGIN_WINDOW = 3600.0
 
 DELETED_TARGET = ("rubbish", "enoent")
 LATE_UPLOAD_POST = ("error", "token")
@@ -83,6 +88,8 @@ class Policy:
     packet_log: int = DEFAULT_PACKET_LOG
     upload_idle: float = DEFAULT_UPLOAD_IDLE
     completion_ttl: float = DEFAULT_COMPLETION_TTL
+    login_attempts: int = DEFAULT_LOGIN_ATTEMPTS   # 0: no lockout
+    login_window: float = DEFAULT_LOGIN_WINDOW
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     CHECKS = {
@@ -91,7 +98,7 @@ class Policy:
         "deleted_target": _choice(DELETED_TARGET), "temp_account_links": _flag,
         "late_upload_post": _choice(LATE_UPLOAD_POST), "transfer_quota": _count,
         "transfer_window": _seconds, "packet_log": _count, "upload_idle": _seconds,
-        "completion_ttl": _seconds,
+        "completion_ttl": _seconds, "login_attempts": _count, "login_window": _seconds,
     }
 
     def update(self, changes: dict[str, Any]) -> dict[str, Any]:

@@ -4,9 +4,10 @@ janitor share.  No I/O beyond what SQLite does for the schema; nothing here know
 
 Layout of ``--data DIR``::
 
-    megafs-server.db (+ -wal, -shm)   accounts, sessions, nodes, public handles, action packets,
-                                      uploads in progress, completion tokens, the id-replay
-                                      cache, deleted handles, per-account packet floors
+    megafs-server.db (+ -wal, -shm)   accounts (ephemeral and full), sessions, registrations,
+                                      kept mail, failed logins, nodes, public handles, action
+                                      packets, uploads in progress, completion tokens, the
+                                      id-replay cache, deleted handles, per-account packet floors
     uploads/<upload token>.part       ciphertext of an upload that is still missing bytes
     blobs/<blob id>                   ciphertext of a complete upload (referenced by nodes or
                                       by a not yet used completion token)
@@ -74,6 +75,26 @@ CREATE TABLE IF NOT EXISTS deleted (h TEXT PRIMARY KEY, uh TEXT NOT NULL, ts INT
 -- changes: `u` and `p` check the quota on every call, and a SUM over an account of 18,000
 -- nodes took a quarter of the server's time in a small-files run.
 CREATE TABLE IF NOT EXISTS usage (uh TEXT PRIMARY KEY, bytes INTEGER NOT NULL);
+-- Full (email) accounts: the ephemeral account `uh` a confirmed registration turned into one.
+-- v2: `salt` and `hak` = SHA-256(auth key)[:16]; v1: `hak` is the 8-byte stringhash.  `k` is
+-- the master key under the password key; `privk`/`pubk` are set by the client at its first
+-- login (never seen in the clear here).  `mfa` is a TOTP secret (base32), `mfa_pending` one
+-- handed out by `mfas` and not yet confirmed with a code.
+CREATE TABLE IF NOT EXISTS users (
+    uh TEXT PRIMARY KEY, email TEXT NOT NULL UNIQUE, v INTEGER NOT NULL, salt TEXT,
+    hak TEXT NOT NULL, k TEXT NOT NULL, name TEXT NOT NULL DEFAULT '', privk TEXT, pubk TEXT,
+    mfa TEXT, mfa_pending TEXT, blocked INTEGER NOT NULL DEFAULT 0, created INTEGER NOT NULL);
+-- Registrations waiting for their confirmation link (`uc2` -> `ud2`), one per email.
+CREATE TABLE IF NOT EXISTS signups (
+    code TEXT PRIMARY KEY, email TEXT NOT NULL UNIQUE, uh TEXT NOT NULL, name TEXT NOT NULL,
+    crv TEXT NOT NULL, hak TEXT NOT NULL, k TEXT NOT NULL, created INTEGER NOT NULL);
+-- Mail the real service would send (confirmation links), readable at GET /_megafs/mail.
+CREATE TABLE IF NOT EXISTS mail (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, recipient TEXT NOT NULL, subject TEXT NOT NULL,
+    link TEXT NOT NULL, created INTEGER NOT NULL);
+-- Failed logins per email, for the lockout (policy login_attempts / login_window).
+CREATE TABLE IF NOT EXISTS login_failures (email TEXT NOT NULL, ts REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS login_failures_email ON login_failures(email, ts);
 CREATE TRIGGER IF NOT EXISTS usage_add AFTER INSERT ON nodes WHEN NEW.t = 0 BEGIN
     INSERT INTO usage (uh, bytes) VALUES (NEW.uh, COALESCE(NEW.s, 0))
     ON CONFLICT(uh) DO UPDATE SET bytes = bytes + COALESCE(NEW.s, 0);

@@ -1,6 +1,6 @@
-"""Account commands: ``up`` (create an ephemeral account), ``us`` (its session), ``ug``,
-``uq`` and ``sml``.  Only ephemeral (temporary) accounts exist here; an email login answers
-``-9`` as an unknown user would."""
+"""Account commands: ``up`` (create an ephemeral account, or with a session update it:
+``signup.update_user``), ``us`` (an ephemeral account's session; with ``uh`` an email login:
+``login.full_login``), ``ug``, ``uq`` and ``sml`` (log out)."""
 from __future__ import annotations
 
 import logging
@@ -8,8 +8,11 @@ from typing import Any
 
 from ... import crypto
 from ...errors import ApiCode
+from .. import userdb
 from ..db import FILE, ROOT_TYPES
 from .base import Ctx, Fail, arg_b64, arg_str
+from .login import full_login
+from .signup import update_user
 
 log = logging.getLogger(__name__)
 
@@ -19,6 +22,8 @@ TRANSFER_MAX = 1 << 50      # `mxfer` reported while no transfer quota is config
 
 def cmd_up(ctx: Ctx, cmd: dict) -> Any:
     """Create an ephemeral account: ``k`` = E_pk(mk), ``ts`` = ssc || E_mk(ssc)."""
+    if ctx.uh is not None and not ("k" in cmd and "ts" in cmd):
+        return update_user(ctx, cmd)
     k = arg_b64(cmd, "k", lengths=(16,))
     ts = arg_b64(cmd, "ts", lengths=(32,))
     uh = ctx.tx.create_account(k, ts)
@@ -28,12 +33,14 @@ def cmd_up(ctx: Ctx, cmd: dict) -> Any:
 
 def cmd_us(ctx: Ctx, cmd: dict) -> Any:
     """Ephemeral session: tsid = ts[0:16] + user handle (ASCII) + ts[16:32]."""
-    user = arg_str(cmd, "user")
     if "uh" in cmd:
-        raise Fail(ApiCode.ENOENT, "full-account (email) login is not supported")
+        return full_login(ctx, cmd)
+    user = arg_str(cmd, "user")
     account = ctx.tx.account(user)
     if account is None:
         raise Fail(ApiCode.ENOENT, "unknown user")
+    if userdb.user_by_handle(ctx.tx, user) is not None:
+        raise Fail(ApiCode.ENOENT, "a full account logs in with its email and password")
     ts = crypto.b64decode(account["ts"])
     tsid = crypto.b64encode(ts[:16] + user.encode("ascii") + ts[16:])
     ctx.tx.add_session(tsid, user)
@@ -41,10 +48,22 @@ def cmd_us(ctx: Ctx, cmd: dict) -> Any:
 
 
 def cmd_ug(ctx: Ctx, cmd: dict) -> Any:
+    """The user record; full accounts add ``email``, ``name``, ``privk``, ``pubk`` and the
+    account version ``aav`` (and salt ``aas`` for v2), as the web client reads them
+    (meganz/webclient js/user.js, js/security.js); ``c`` is 1 once confirmed."""
     account = ctx.tx.account(ctx.user())
     assert account is not None
-    return {"u": account["uh"], "s": 1, "n": 0, "k": account["k"], "c": 0,
-            "ts": account["ts"], "since": account["created"]}
+    record = {"u": account["uh"], "s": 1, "n": 0, "k": account["k"], "c": 0,
+              "ts": account["ts"], "since": account["created"]}
+    user = userdb.user_by_handle(ctx.tx, account["uh"])
+    if user is not None:
+        record.update({"c": 1, "email": user["email"], "name": user["name"], "aav": user["v"],
+                       "mfa": int(bool(user["mfa"]))})
+        if user["salt"]:
+            record["aas"] = user["salt"]
+        if user["privk"]:
+            record.update({"privk": user["privk"], "pubk": user["pubk"]})
+    return record
 
 
 def cmd_uq(ctx: Ctx, cmd: dict) -> Any:

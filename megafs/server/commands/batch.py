@@ -21,6 +21,8 @@ from ..store import State
 from .account import cmd_sml, cmd_ug, cmd_up, cmd_uq, cmd_us
 from .base import Ctx, Fail
 from .files import cmd_g, cmd_l, cmd_u
+from .login import cmd_mfag, cmd_mfas, cmd_us0
+from .signup import cmd_uc2, cmd_ud2
 from .tree import cmd_a, cmd_d, cmd_f, cmd_m, cmd_p
 
 log = logging.getLogger(__name__)
@@ -30,6 +32,7 @@ Handler = Callable[[Ctx, dict], Any]
 COMMANDS: dict[str, Handler] = {
     "up": cmd_up, "us": cmd_us, "ug": cmd_ug, "uq": cmd_uq, "f": cmd_f, "u": cmd_u,
     "p": cmd_p, "g": cmd_g, "l": cmd_l, "a": cmd_a, "m": cmd_m, "d": cmd_d, "sml": cmd_sml,
+    "us0": cmd_us0, "uc2": cmd_uc2, "ud2": cmd_ud2, "mfas": cmd_mfas, "mfag": cmd_mfag,
 }
 
 

@@ -7,6 +7,12 @@
     GET  U/_megafs/options    the run-time policies (config.Policy)
     POST U/_megafs/options    {"name": value, ...} changes policies (all or none)
     GET  U/_megafs/info       the listeners' base URLs and the TLS CA file
+    GET  U/_megafs/mail       the mail the real service would have sent, oldest first:
+                              [{"to", "subject", "link"}] (confirmation links of `uc2`)
+    POST U/_megafs/accounts   {"email", "blocked": bool} blocks or unblocks a full account;
+                              {"email", "v": 1, "k", "uh", "ts"[, "privk", "pubk"]} adds a
+                              legacy v1 account (the real service has made none since 2018, so
+                              only an import can make one); see ``App.account_admin``
 
 A bad body answers HTTP 400 with ``{"error": reason}`` and changes nothing.
 """
@@ -73,7 +79,8 @@ class ControlEndpoint(Endpoint):
         name, payload = req.params["name"], prep.data
         if req.method == "GET":
             _json(req, {"stats": app.stats_snapshot, "faults": app.faults.snapshot,
-                        "options": app.policy.snapshot, "info": app.info}[name]())
+                        "options": app.policy.snapshot, "info": app.info,
+                        "mail": app.mail}[name]())
         elif name == "faults":
             try:
                 app.faults.replace(payload.get("rules", []))
@@ -84,6 +91,11 @@ class ControlEndpoint(Endpoint):
         elif name == "options":
             try:
                 _json(req, {"ok": True, **app.set_options(payload)})
+            except ValueError as exc:
+                _error(req, str(exc))
+        elif name == "accounts":
+            try:
+                _json(req, {"ok": True, **app.account_admin(payload)})
             except ValueError as exc:
                 _error(req, str(exc))
         else:

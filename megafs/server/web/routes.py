@@ -62,8 +62,8 @@ ROUTES: tuple[Route, ...] = (
              UploadEndpoint()),
     Route.of("GET POST", r"/dl/(?P<blob>[^/]+)(?:/(?P<range>[^/]+))?", (API, TRANSFERS),
              DownloadEndpoint()),
-    Route.of("GET", r"/_megafs/(?P<name>stats|faults|options|info)", (API,), _CONTROL),
-    Route.of("POST", r"/_megafs/(?P<name>faults|quota|options)", (API,), _CONTROL),
+    Route.of("GET", r"/_megafs/(?P<name>stats|faults|options|info|mail)", (API,), _CONTROL),
+    Route.of("POST", r"/_megafs/(?P<name>faults|quota|options|accounts)", (API,), _CONTROL),
 )
 
 
