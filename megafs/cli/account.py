@@ -40,6 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument("--state-dir", metavar="DIR", default=None,
                         help="where sessions live (default: $XDG_DATA_HOME/megafs)")
     if name in ("login", "signup"):
+        # Defined so that `--password SECRET` is refused, not taken as --password-file.
+        parser.add_argument("--password", action=_RefusePassword, help=argparse.SUPPRESS)
         parser.add_argument("--password-file", metavar="FILE", default=None,
                             help="read the password from the first line of FILE (else "
                                  "$%s, else a prompt on a terminal)" % ENV_PASSWORD)
@@ -73,6 +75,13 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
                                  "old session file is kept, renamed with a timestamp")
         parser.add_argument("--session", metavar="FILE", default=None,
                             help="with --show: this session file instead of the state dir's")
+
+
+class _RefusePassword(argparse.Action):
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        parser.error("a password is never taken on the command line (other users can read "
+                     "it): use --password-file FILE, $%s or the prompt" % ENV_PASSWORD)
 
 
 def run(args: argparse.Namespace) -> int:

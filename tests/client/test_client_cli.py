@@ -141,12 +141,15 @@ def test_upload_over_quota(srv, common, tmp_path):
 
 def test_session_command(fresh, tmp_path):
     common = fresh
-    first = megafs("session", *common)
+    assert megafs("session", "--state-dir", common[-1]).stdout == ""    # lists, creates none
+    first = megafs("session", "--show", *common)
     assert first.returncode == 0, first.stderr
     data = json.loads(first.stdout)
     assert {"api", "user_handle", "sid", "master_key", "password_key"} <= set(data)
     assert "secret" in first.stderr
-    again = json.loads(megafs("session", *common).stdout)
+    again = json.loads(megafs("session", "--show", *common).stdout)
+    listed = megafs("session", "--state-dir", common[-1]).stdout
+    assert "anonymous" in listed and data["user_handle"] in listed and data["sid"] not in listed
     assert again["user_handle"] == data["user_handle"]
     sessions = tmp_path / "state" / "sessions"
     assert stat.S_IMODE(os.stat(sessions).st_mode) == 0o700
@@ -165,7 +168,7 @@ def test_session_command(fresh, tmp_path):
 
 def test_session_file_errors_from_the_cli(srv, fresh, tmp_path):
     common = fresh
-    assert megafs("session", *common).returncode == 0
+    assert megafs("session", "--show", *common).returncode == 0
     sessions = tmp_path / "state" / "sessions"
     (name,) = [n for n in os.listdir(sessions) if n.endswith(".json")]
     path = sessions / name
@@ -179,7 +182,8 @@ def test_session_file_errors_from_the_cli(srv, fresh, tmp_path):
 
 
 def test_api_from_environment(srv, tmp_path):
-    result = megafs("session", "--state-dir", str(tmp_path / "st"), env={"MEGAFS_API": srv.url})
+    result = megafs("session", "--show", "--state-dir", str(tmp_path / "st"),
+                    env={"MEGAFS_API": srv.url})
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["api"] == srv.url
 

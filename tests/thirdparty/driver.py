@@ -10,6 +10,14 @@ client, download that link into WORKDIR/<index>/ with the library's own meta-MAC
 Prints one JSON object: {"files": [{"name", "link", "handle", "downloaded"}...]}; exits non-zero
 with the error on stderr if anything fails.
 
+    python driver.py --account API_URL WORKDIR EMAIL [FILE...]
+
+logs in to a full account with EMAIL and the password in ``$DRIVER_PASSWORD`` (the library's
+``login(email, password)``: ``us0``, v2 key derivation, ``us``, the RSA ``csid``), downloads
+every file of its Cloud Drive into WORKDIR/<name> with the library's MAC check, then uploads
+each FILE, and prints {"user", "listed": [names before the uploads], "downloaded": {name:
+path}, "uploaded": [names]}.
+
 Pointing the library at our server: MegaAPI has no constructor option for the API host; its
 entry point is the class attribute ``MegaAPI._entrypoint`` (``https://g.api.mega.co.nz/cs``),
 so we set that one attribute and nothing else.  Upload and download URLs come from the server's
@@ -19,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -50,7 +59,30 @@ async def run(api_url: str, workdir: Path, files: list[Path]) -> dict:
     return {"files": results, "listed": names}
 
 
+async def run_account(api_url: str, workdir: Path, email: str, files: list[Path]) -> dict:
+    MegaAPI._entrypoint = yarl.URL(api_url.rstrip("/") + "/cs")
+    async with MegaNzClient() as client:
+        await client.login(email, os.environ["DRIVER_PASSWORD"])
+        user = await client.get_user()
+        listing = await client.get_filesystem(force=True)
+        nodes = [n for n in listing if n.is_file]
+        downloaded = {}
+        for node in nodes:
+            target = workdir / node.attributes.name
+            target.mkdir(parents=True, exist_ok=True)
+            downloaded[node.attributes.name] = str(await client.download(node, target))
+        for path in files:
+            await client.upload(path)
+    return {"user": user.get("u"), "listed": sorted(n.attributes.name for n in nodes),
+            "downloaded": downloaded, "uploaded": [p.name for p in files]}
+
+
 def main() -> int:
+    if len(sys.argv) >= 5 and sys.argv[1] == "--account":
+        result = asyncio.run(run_account(sys.argv[2], Path(sys.argv[3]), sys.argv[4],
+                                         [Path(p) for p in sys.argv[5:]]))
+        print(json.dumps(result))
+        return 0
     if len(sys.argv) < 4:
         print(__doc__, file=sys.stderr)
         return 2

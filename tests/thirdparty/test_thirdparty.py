@@ -6,19 +6,24 @@ scripts/test) and uses only that library's public API: anonymous login, upload, 
 and download of the link with the library's own meta-MAC check.  This test then checks the
 bytes round-tripped, and that our own crypto decrypts and verifies what the library uploaded,
 fetched from our server as ciphertext: the server holds ciphertext only, and our crypto and
-an independent implementation agree on the format.
+an independent implementation agree on the format.  The account tests do the same for an
+account made by ``megafs signup``: the library logs in with email and password (v2 key
+derivation, RSA ``csid``), and both clients see and download each other's files.
 """
 from __future__ import annotations
 
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import requests
 
 from megafs import crypto
 from megafs.api import links
+from megafs.api.client import MegaClient
 from helpers.rawapi import Api, decrypt_and_verify, plaintext
 from helpers.server import ROOT, ServerProcess
 
@@ -81,3 +86,81 @@ def test_async_mega_py_uploads_exports_and_downloads(tmp_path):
     log = srv.log_path.read_text(errors="replace")
     assert " ERROR " not in log and "Traceback" not in log
     assert fired["fired"].get("hashcash") == 1
+
+
+def megafs_cli(*args: str, env: dict) -> subprocess.CompletedProcess:
+    full = dict(os.environ, **env)
+    full.pop("MEGAFS_API", None)
+    return subprocess.run([sys.executable, "-m", "megafs", *args], cwd=ROOT, env=full,
+                          capture_output=True, text=True, timeout=120,
+                          stdin=subprocess.DEVNULL)
+
+
+def test_account_made_by_megafs_signup_is_shared_with_async_mega_py(tmp_path):
+    """An account registered with `megafs signup` logs in with email and password in the
+    independent client, which sees and downloads megafs' upload; its own upload is then seen
+    and downloaded (MAC-checked) by megafs."""
+    email, password = "Shared.Account@example.com", "a passphrase for both clients"
+    env = {"MEGAFS_PASSWORD": password}
+    mine = tmp_path / "from-megafs.bin"
+    mine.write_bytes(plaintext(700_001, seed=7))
+    theirs = tmp_path / "from-thirdparty.bin"
+    theirs.write_bytes(plaintext(300_017, seed=8))
+    with ServerProcess(tmp_path / "server-data") as srv:
+        common = ["--api", srv.url, "--state-dir", str(tmp_path / "state")]
+        start = megafs_cli("signup", email, *common, env=env)
+        assert start.returncode == 0, start.stderr
+        mail = requests.get(srv.url + "_megafs/mail", timeout=10).json()
+        done = megafs_cli("signup", "--confirm", mail[-1]["link"], *common, env=env)
+        assert done.returncode == 0, done.stderr
+        up = megafs_cli("upload", "--account", email, *common, str(mine), env=env)
+        assert up.returncode == 0, up.stderr
+        proc = subprocess.run([thirdparty_python(), str(DRIVER), "--account", srv.url,
+                               str(tmp_path / "tp"), email, str(theirs)],
+                              capture_output=True, text=True, timeout=240, cwd=tmp_path,
+                              env=dict(os.environ, DRIVER_PASSWORD=password))
+        assert proc.returncode == 0, "driver failed:\n" + proc.stderr[-4000:]
+        result = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert result["listed"] == ["from-megafs.bin"]
+        assert Path(result["downloaded"]["from-megafs.bin"]).read_bytes() == mine.read_bytes()
+        with MegaClient.open(api=srv.url, state_dir=str(tmp_path / "state"),
+                             account=email.lower()) as client:
+            assert client.session.user_handle == result["user"]
+            nodes = {client_name(client, n): n for n in client.fetch().nodes if n["t"] == 0}
+            assert sorted(nodes) == ["from-megafs.bin", "from-thirdparty.bin"]
+            node = nodes["from-thirdparty.bin"]
+            link = client.link_for(node, client.export([node["h"]])[0])
+            client.download(link, str(tmp_path / "back.bin"))
+        assert (tmp_path / "back.bin").read_bytes() == theirs.read_bytes()
+
+
+def client_name(client, node) -> str:
+    return crypto.decrypt_attr(crypto.b64decode(node["a"]), client.node_key(node))["n"]
+
+
+def test_csid_vectors_with_async_mega_pys_own_login_code():
+    """tests/unit/data/account-vectors.json, recomputed live by the library's login code."""
+    script = (
+        "import json,sys\n"
+        "from mega.auth import _decrypt_credentials\n"
+        "from mega.crypto import a32_to_bytes, str_to_a32\n"
+        "d = json.load(open(sys.argv[1]))\n"
+        "pk = str_to_a32(bytes.fromhex(d['password_key_hex']))\n"
+        "out = {}\n"
+        "for v in d['vectors']:\n"
+        "    mk, sid = _decrypt_credentials(v['csid'], d['k'], d['privk'], pk)\n"
+        "    out[v['id']] = [a32_to_bytes(mk).hex(), sid]\n"
+        "print(json.dumps(out))\n")
+    data = ROOT / "tests" / "unit" / "data" / "account-vectors.json"
+    proc = subprocess.run([thirdparty_python(), "-c", script, str(data)], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)
+    vectors = json.loads(data.read_text())
+    for v in vectors["vectors"]:
+        mk, sid = got[v["id"]]
+        assert mk == vectors["expected_master_key_hex"]
+        if "async-mega-py 2.5.0" in v.get("agreed_by", []):
+            assert sid == v["sid_b64"]
+        else:
+            assert sid == v["dissent"]["async-mega-py 2.5.0"] != v["sid_b64"]
