@@ -1,8 +1,13 @@
 """The ``megafs upload`` and ``megafs get`` commands (``megafs session`` is in ``cli/account``).
 
 Thin wrappers over ``MegaClient``: argument parsing, file names, the stderr progress bar (only
-when stderr is a terminal) and one-line error reporting.  Uploaded files carry MEGA's ``c``
-fingerprint attribute next to their name and mtime, as the official clients' uploads do.  Links
+when stderr is a terminal, ``cli/progress.py``) and one-line error reporting.  Before any
+request the API host must accept a connection within seconds (``mount/preflight.check_api``),
+so a wrong ``--api`` or a forgotten ``--local`` is one line at once, not minutes of retries.
+``get`` never replaces an existing file unless ``--force`` says so, and accepts the links a
+``--local`` mount prints (``http://127.0.0.1:PORT/file/H#K``: that server is then the API).
+Uploaded files carry MEGA's ``c`` fingerprint attribute next to their name and mtime, as the
+official clients' uploads do.  Links
 go to stdout, one per uploaded file in argument order; everything else goes to stderr.  Never
 prints a session id or key.  ``--account EMAIL`` uses that logged-in account (``megafs login``)
 instead of the anonymous one; a session the server ended is renewed by asking for the password
@@ -15,12 +20,11 @@ import logging
 import os
 import socket
 import sys
-import threading
-import time
-from typing import Any, TextIO
+from typing import Any
 
 from .api import fingerprint, links
 from .api.client import MegaClient, PutItem
+from .cli.progress import Transfer
 from .config import default_state_dir
 from .errors import ApiCode, MegaError, MegafsError, UploadFailed, describe
 
@@ -84,12 +88,36 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
         parser.add_argument("-o", "--output", metavar="PATH", default=None,
                             help="file or directory to write (default: the file's name in the "
                                  "current directory)")
+        parser.add_argument("--force", action="store_true",
+                            help="replace the output file if it exists")
 
 
 def run(args: argparse.Namespace) -> int:
+    from .config import resolve_api, state_dir_ready
+    from .mount.preflight import check_api
+
     commands = {"upload": run_upload, "get": run_get}
+    if args.command != "get" or args.account:     # a plain get needs no state dir
+        state_dir_ready(os.path.abspath(args.state_dir or default_state_dir()))
+    args.site = None
     if args.local:
         args.api = local_api(args.state_dir)
+        args.site = args.api           # links of the local server open in a browser there
+    session = getattr(args, "session", None)
+    if session and not os.path.exists(session):
+        raise MegafsError("session file %s does not exist (a typo?); give an existing file, or "
+                          "`megafs session --new --session %s` to start a new account there"
+                          % (session, session))
+    if session:
+        from .api.session import read_session_file
+        # a session of another API, or a corrupt one, is the error to report, not the API
+        read_session_file(session, resolve_api(args.api) if args.api else None)
+    if args.command == "get":
+        args.parsed = links.parse_link(args.link)
+        if args.parsed.api and args.api is None:
+            args.api = args.parsed.api       # a --local mount's link names its server
+    if args.api is not None or not session:
+        check_api(resolve_api(args.api))
     try:
         return commands[args.command](args)
     except OSError as exc:  # a local file or directory problem: one line, no traceback
@@ -97,40 +125,6 @@ def run(args: argparse.Namespace) -> int:
         print("megafs %s: %s%s" % (args.command, where + ": " if where else "",
                                    exc.strerror or exc), file=sys.stderr)
         return 1
-
-
-# --------------------------------------------------------------------------------------------
-class ProgressBar:
-    """``name  42%  12.0/28.5 MiB  31.2 MiB/s`` redrawn in place on a terminal, 10 times a
-    second at most; does nothing when the stream is not a terminal."""
-
-    def __init__(self, label: str, total: int, stream: TextIO | None = None) -> None:
-        self.stream = stream or sys.stderr
-        self.enabled = self.stream.isatty()
-        self.label = label if len(label) <= 30 else label[:27] + "..."
-        self.total = total
-        self.start = time.monotonic()
-        self.last = 0.0
-        self.lock = threading.Lock()
-
-    def __call__(self, done: int) -> None:
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        with self.lock:
-            if now - self.last < 0.1 and done < self.total:
-                return
-            self.last = now
-            pct = 100 if not self.total else min(100, done * 100 // self.total)
-            rate = done / max(now - self.start, 1e-3) / 1048576
-            self.stream.write("\r\033[K%s  %3d%%  %.1f/%.1f MiB  %.1f MiB/s"
-                              % (self.label, pct, done / 1048576, self.total / 1048576, rate))
-            self.stream.flush()
-
-    def finish(self) -> None:
-        if self.enabled:
-            self.stream.write("\r\033[K")
-            self.stream.flush()
 
 
 def _display_name(path: str) -> str:
@@ -156,7 +150,7 @@ def run_upload(args: argparse.Namespace) -> int:
             raise MegafsError("the account has no Cloud Drive root")
         for path in args.files:
             try:
-                print(upload_one(client, root, path), flush=True)
+                print(upload_one(client, root, path, args.site), flush=True)
             except (MegafsError, OSError) as exc:
                 failures += 1
                 reason = describe(exc) if isinstance(exc, MegafsError) else \
@@ -165,12 +159,13 @@ def run_upload(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-def upload_one(client: MegaClient, parent: str, path: str) -> str:
-    """Upload one file into ``parent`` and return its public link."""
+def upload_one(client: MegaClient, parent: str, path: str, site: str | None = None) -> str:
+    """Upload one file into ``parent`` and return its public link (on ``site``: a local
+    server's base URL, else mega.nz)."""
     st = os.stat(path)
     if not os.path.isfile(path):
         raise UploadFailed("not a regular file")
-    bar = ProgressBar(_display_name(path), st.st_size)
+    bar = Transfer(_display_name(path), st.st_size)
     try:
         uploaded = client.upload(path, progress=bar)
     finally:
@@ -185,7 +180,10 @@ def upload_one(client: MegaClient, parent: str, path: str) -> str:
     ph = client.export([node["h"]])[0]
     if isinstance(ph, Exception):
         raise ph
-    return client.link_for(node, ph)
+    link = client.link_for(node, ph)
+    if site:
+        link = links.format_link(ph, links.parse_link(link).key, site=site)
+    return link
 
 
 def _safe_name(name: Any, fallback: str) -> str:
@@ -205,8 +203,26 @@ def _get_client(args: argparse.Namespace) -> MegaClient:
     return MegaClient.public(api=args.api, connections=args.connections)
 
 
+def _destination(output: str | None, name: str, force: bool) -> str:
+    """Where ``get`` writes: ``output`` (a file, or a folder to put ``name`` in), else ``name``
+    here.  MegafsError if its folder is missing or the file exists (without ``force``)."""
+    dest = output or name
+    if output and (output.endswith(os.sep) or os.path.isdir(output)):
+        if not os.path.isdir(output):
+            raise MegafsError("folder %s does not exist; create it first (`mkdir -p %s`)"
+                              % (output, output))
+        dest = os.path.join(output, name)
+    folder = os.path.dirname(os.path.abspath(dest))
+    if not os.path.isdir(folder):
+        raise MegafsError("folder %s does not exist; create it first (`mkdir -p %s`) or give "
+                          "another -o" % (folder, folder))
+    if os.path.lexists(dest) and not force:
+        raise MegafsError("%s exists; add --force to replace it, or give another -o" % dest)
+    return dest
+
+
 def run_get(args: argparse.Namespace) -> int:
-    link = links.parse_link(args.link)
+    link = args.parsed
     with _get_client(args) as client:
         try:
             info = client.download_info(link)
@@ -216,10 +232,8 @@ def run_get(args: argparse.Namespace) -> int:
                                 "handle") from None
             raise
         name = _safe_name(info.attrs.get("n"), link.handle)
-        dest = args.output or name
-        if os.path.isdir(dest):
-            dest = os.path.join(dest, name)
-        bar = ProgressBar(name, info.size)
+        dest = _destination(args.output, name, args.force)
+        bar = Transfer(name, info.size)
         try:
             written = client.download(link, dest, progress=bar, info=info)
         finally:

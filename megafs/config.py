@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import re
 import sys
 from typing import TextIO
 from urllib.parse import urlsplit
@@ -59,6 +60,21 @@ def default_state_dir() -> str:
     base = (os.environ.get("XDG_DATA_HOME")
             or os.path.join(os.path.expanduser("~"), ".local", "share"))
     return os.path.join(base, "megafs")
+
+
+def state_dir_ready(path: str) -> str:
+    """Make the state directory (0700) and check that it is usable, or raise ``MegafsError``
+    with one line saying what to do (an unwritable ``$HOME``, ``--state-dir /proc/x``)."""
+    try:
+        private_dir(path)
+        probe = os.path.join(path, ".megafs-write-test-%d" % os.getpid())
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+        os.unlink(probe)
+    except OSError as exc:
+        raise MegafsError("cannot use the state directory %s: %s; choose a writable one with "
+                          "--state-dir DIR (or set XDG_DATA_HOME)"
+                          % (path, exc.strerror or exc)) from None
+    return path
 
 
 def private_dir(path: str) -> str:
@@ -136,21 +152,55 @@ def is_loopback(url: str) -> bool:
 
 # --- logging ---------------------------------------------------------------------------------
 LOG_FORMAT = "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
-def setup_logging(verbosity: int = 0, stream: TextIO | None = None) -> None:
-    """Configure the root logger once: WARNING, INFO with ``-v``, DEBUG with ``-vv``.
+def setup_logging(verbosity: int = 0, stream: TextIO | None = None, *,
+                  level: str | None = None, log_file: str | None = None) -> None:
+    """Configure the root logger once: WARNING, INFO with ``-v``, DEBUG with ``-vv``, or
+    ``level`` by name; to ``log_file`` (appended, 0600) if given, else ``stream`` (stderr).
 
-    Replaces handlers set before (a daemonized mount re-points its log at mount.log).  urllib3
-    logs full URLs (session ids included) at DEBUG, so it stays at WARNING; fusepy logs a
-    traceback at DEBUG for every errno answer, so it stays at INFO below ``-vvv``."""
+    Replaces handlers set before (a daemonized mount re-points its log at its log file).
+    urllib3 logs full URLs (session ids included) at DEBUG, so it stays at WARNING; fusepy
+    logs a traceback at DEBUG for every errno answer, so it stays at INFO below ``-vvv``.
+    Raises OSError if ``log_file`` cannot be opened."""
     root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler: logging.Handler
+    if log_file:
+        fd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        handler = logging.StreamHandler(os.fdopen(fd, "a", buffering=1))
+    else:
+        handler = logging.StreamHandler(stream or sys.stderr)
+    for old in list(root.handlers):
+        root.removeHandler(old)
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     root.addHandler(handler)
-    root.setLevel(max(logging.DEBUG, logging.WARNING - 10 * verbosity))
+    if level:
+        root.setLevel(getattr(logging, level.upper()))
+    else:
+        root.setLevel(max(logging.DEBUG, logging.WARNING - 10 * verbosity))
     logging.getLogger("urllib3").setLevel(logging.WARNING)
     if verbosity < 3:
         logging.getLogger("fuse").setLevel(logging.INFO)
+
+
+# --- sizes -----------------------------------------------------------------------------------
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """``1048576``, ``512K``, ``20G``, ``1.5T`` (binary multiples) as bytes; ValueError."""
+    found = _SIZE.match(str(text))
+    if found is None:
+        raise ValueError("not a size: %r (try 500M or 20G)" % text)
+    number, unit = found.groups()
+    return int(float(number) * 1024 ** " kmgt".index(unit.lower() or " "))
+
+
+def format_size(n: float) -> str:
+    """``12.0 MiB``-style text for people."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return ("%d %s" % (n, unit)) if unit == "B" else ("%.1f %s" % (n, unit))
+        n /= 1024.0
+    return "%.1f TiB" % n

@@ -15,6 +15,11 @@ Produces ``https://mega.nz/file/HANDLE#KEY``.  Parses (protocol reference §9):
   ``…``) after the key.  The key of a file link is exactly 43 base64url characters, so whatever
   follows it must be punctuation or spaces; anything else is refused.
 
+Links of the bundled local server (``megafs mount --local``) have the same path on the server
+itself: ``http://127.0.0.1:PORT/file/HANDLE#KEY`` (any loopback address or ``localhost``, http or
+https); the server answers that URL with a page that decrypts the file in the browser, and
+``FileLink.api`` is the server's API base URL, so ``megafs get`` needs no ``--api`` for them.
+
 Folder links (``/folder/…``, ``#F!…``) get a clear "not a file link" error, so do
 password-protected links (``#P!…``).  Pure string work, no I/O; never logs a link (its fragment
 is the file key).
@@ -31,7 +36,9 @@ from ..errors import LinkError
 LINK_HOST = "mega.nz"
 _B64 = "A-Za-z0-9_-"
 _START = re.compile(r"(?:https?://(?:www\.)?(?:mega\.nz|mega\.co\.nz|mega\.app)(?=[/?#]|$)"
-                    r"|mega:(?://)?)", re.IGNORECASE)
+                    r"|mega:(?://)?"
+                    r"|(?P<local>https?://(?:localhost|127(?:\.\d{1,3}){3}|\[::1\])"
+                    r"(?::\d{1,5})?)(?=/(?:file|embed)/))", re.IGNORECASE)
 _OPENERS = re.compile(r"^[\s<(\[{\"'*_~`‘“«]*$")
 _TRAILING = re.compile(r"^[\s.,;:!?)\]}>\"'*_~`’”»…-]*$")
 _HANDLE = re.compile(r"^[%s]{8}$" % _B64)
@@ -45,22 +52,26 @@ _FORMS = "https://mega.nz/file/HANDLE#KEY or https://mega.nz/#!HANDLE!KEY"
 class FileLink:
     handle: str       # public handle, 8 b64 chars
     key: bytes        # 32-byte packed file key
+    api: str | None = None    # a local server's link: its API base URL (None: MEGA's)
 
     @property
     def key_b64(self) -> str:
         return crypto.b64encode(self.key)
 
     def url(self) -> str:
-        return format_link(self.handle, self.key)
+        return format_link(self.handle, self.key, site=self.api)
 
     def __repr__(self) -> str:  # never show the key
         return "FileLink(handle=%r)" % self.handle
 
 
-def format_link(public_handle: str, file_key: bytes) -> str:
+def format_link(public_handle: str, file_key: bytes, site: str | None = None) -> str:
+    """``https://mega.nz/file/H#K``; with ``site`` (a local server's base URL, e.g.
+    ``http://127.0.0.1:8733/``) ``SITE/file/H#K``, the page that server shows for it."""
     if len(file_key) != 32:
         raise ValueError("a file link needs the 32-byte file key")
-    return "https://%s/file/%s#%s" % (LINK_HOST, public_handle, crypto.b64encode(file_key))
+    base = site.rstrip("/") if site else "https://%s" % LINK_HOST
+    return "%s/file/%s#%s" % (base, public_handle, crypto.b64encode(file_key))
 
 
 def format_legacy_link(public_handle: str, file_key: bytes) -> str:
@@ -84,6 +95,7 @@ def parse_link(text: str) -> FileLink:
     start = _START.search(text)
     if start is None or not _OPENERS.match(text[:start.start()]):
         raise LinkError("not a MEGA file link (expected %s)" % _FORMS)
+    local = start.group("local")
     rest = text[start.end():].strip()
     path, _, fragment = rest.partition("#")
     path = path.split("?", 1)[0]         # tracking parameters before the '#'
@@ -109,4 +121,7 @@ def parse_link(text: str) -> FileLink:
     if key is None or not _TRAILING.match(key.group(2)):
         raise LinkError("the link has no file key or a damaged one (expected 43 base64url "
                         "characters after the '#'; was the link cut off?)")
-    return FileLink(handle, crypto.b64decode(key.group(1)))
+    api = None
+    if local:
+        api = local.lower() + "/"
+    return FileLink(handle, crypto.b64decode(key.group(1)), api)

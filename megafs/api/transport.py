@@ -176,9 +176,13 @@ class Transport:
             if proof:
                 headers["X-Hashcash"] = proof
             try:
+                sent_at = time.monotonic()
                 resp = self.pool.request("POST", self._cs_url(seq, sid), data=body,
                                          headers=headers, timeout=self.timeout)
                 status, payload = resp.status_code, resp.content
+                # -vv: every batch, with no URL (the sid is in it) and no body (keys)
+                log.debug("%s: HTTP %d, %d bytes in %.3f s", what, status, len(payload),
+                          time.monotonic() - sent_at)
                 challenge = resp.headers.get("X-Hashcash")
             except _CONNECTION_ERRORS as exc:
                 backoff.wait("%s: %s" % (type(exc).__name__, short_error(exc)))

@@ -1,18 +1,23 @@
 """The ``megafs`` command: argument parsing, logging set-up and dispatch to subcommands.
 
-Each subcommand lives in its own module that defines ``add_arguments(parser)`` and
-``run(args) -> int``; this file only wires them together and turns an escaped ``MegafsError``
-into a one-line message and a non-zero exit status (never a traceback).
+Each subcommand lives in its own module that defines ``add_arguments(parser, name)`` and
+``run(args) -> int``; this file only wires them together and turns every failure a person can
+cause into one line on stderr and a non-zero exit status (never a traceback): a
+``MegafsError`` (exit 1), a local ``OSError`` (exit 1), Ctrl-C (exit 130) and a closed
+output pipe (``megafs status | head``: exit 141, quietly).  The common options (``-v``,
+``--log-file``, ``--log-level``) are accepted before and after the subcommand.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 import logging
+import os
 import sys
+from typing import NoReturn
 
 from .. import __version__
-from ..config import setup_logging
+from ..config import LOG_LEVELS, setup_logging
 from ..errors import MegafsError, describe
 
 log = logging.getLogger(__name__)
@@ -32,30 +37,140 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "retry": ("megafs.cli.mount", "retry failed uploads of a mount now"),
 }
 
+# Shown at the end of `megafs COMMAND --help`.
+EXAMPLES: dict[str, str] = {
+    "mount": """examples:
+  megafs mount ~/mega --local             # try it offline: the bundled local server
+  megafs mount ~/mega                     # the real MEGA, an anonymous account
+  megafs mount ~/mega -o uploads=8,staging_max=20G,allow_other
+  megafs mount ~/mega -f -v               # stay in the foreground, log to stderr
+  mount -t fuse.megafs local ~/mega -o state_dir=/var/lib/megafs   # via mount.megafs
+
+-o options (comma separated; `--name value` does the same for most):
+%(options)s""",
+    "umount": """examples:
+  megafs umount ~/mega                    # wait for uploads (with progress), then unmount
+  megafs umount ~/mega --timeout 600      # give up (exit 1, still mounted) after 10 minutes
+  megafs umount ~/mega --no-wait          # unmount now; uploads resume at the next mount""",
+    "status": """examples:
+  megafs status ~/mega                    # pending, uploading and failed files
+  megafs status ~/mega --watch            # live bytes, rates and ETA until all are uploaded
+  megafs status ~/mega --json | jq .files""",
+    "retry": """examples:
+  megafs retry ~/mega                     # failed uploads are tried again now""",
+    "upload": """examples:
+  megafs upload photo.png notes.pdf       # one link per file on stdout
+  megafs upload --local photo.png         # to the server of a `megafs mount --local`""",
+    "get": """examples:
+  megafs get 'https://mega.nz/file/HANDLE#KEY'
+  megafs get 'http://127.0.0.1:8733/file/HANDLE#KEY' -o copy.png   # a --local link
+  megafs get LINK -o downloads/           # into a folder, under the file's own name
+  megafs get LINK -o copy.png --force     # replace copy.png if it exists""",
+    "session": """examples:
+  megafs session                          # the sessions of the state dir
+  megafs session --show --local           # one session's JSON (a secret)
+  megafs session --new                    # start a new anonymous account (the old file is kept)""",
+    "login": """examples:
+  megafs login ann@example.com            # asks for the password (or $MEGAFS_PASSWORD)
+  megafs login ann@example.com --password-file ~/.mega-pw
+  megafs mount ~/mega --account ann@example.com""",
+    "logout": """examples:
+  megafs logout ann@example.com           # ends the session and removes its file""",
+    "signup": """examples:
+  megafs signup ann@example.com --name Ann          # then open the mailed link:
+  megafs signup --confirm 'https://mega.nz/#confirm...'""",
+    "serve": """examples:
+  megafs serve --port 0 --data /tmp/mega-local     # prints its URL, e.g. http://127.0.0.1:41234/
+  megafs serve --tls --fault '{"where":"cs","error":-3,"rate":0.1,"seed":1}'""",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes in one line (the usage block is what ``--help`` is for)."""
+
+    def error(self, message: str) -> "NoReturn":  # type: ignore[override]
+        self.exit(2, "%s: %s (see `%s --help`)\n" % (self.prog, message, self.prog))
+
+
+def _common_options(top: bool) -> "_Parser":
+    """``-v``, ``--log-file`` and ``--log-level``, for the top parser (``top``) and for every
+    subcommand; values given after the subcommand are kept apart and merged in ``main``."""
+    common = _Parser(add_help=False)
+    prefix = "" if top else "sub_"
+    default = None if top else argparse.SUPPRESS
+    common.add_argument("-v", "--verbose", dest=prefix + "verbose", action="count",
+                        default=0 if top else argparse.SUPPRESS,
+                        help="more log output: -v INFO, -vv DEBUG (anywhere on the line)")
+    common.add_argument("--log-file", dest=prefix + "log_file", metavar="FILE", default=default,
+                        help="write the log to FILE (a background mount's default is "
+                             "<state-dir>/logs/mount-<mount point>.log)")
+    common.add_argument("--log-level", dest=prefix + "log_level", metavar="LEVEL",
+                        default=default, type=str.upper, choices=LOG_LEVELS,
+                        help="log level: %s (overrides -v)" % ", ".join(LOG_LEVELS))
+    return common
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="megafs", description=__doc__.splitlines()[0])
+    parser = _Parser(
+        prog="megafs", description=__doc__.splitlines()[0], parents=[_common_options(True)],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="`megafs COMMAND --help` shows a command's options and examples.")
     parser.add_argument("--version", action="version", version="megafs " + __version__)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
+    common = _common_options(False)
     for name, (module_name, help_text) in COMMANDS.items():
         module = importlib.import_module(module_name)
-        cmd = sub.add_parser(name, help=help_text, description=help_text)
-        cmd.add_argument("-v", "--verbose", action="count", default=0,
-                         help="more log output (repeat for debug)")
+        epilog = EXAMPLES.get(name)
+        if epilog and "%(options)s" in epilog:
+            from ..fuse.options import describe_options
+            epilog = epilog.replace("%(options)s", describe_options())
+        cmd = sub.add_parser(name, help=help_text, description=help_text, parents=[common],
+                             epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)
         getattr(module, "add_arguments")(cmd, name)
         cmd.set_defaults(_module=module)
     return parser
 
 
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse a command line; the common options given after the subcommand win."""
+    args = build_parser().parse_args(argv)
+    args.verbose = args.verbose + getattr(args, "sub_verbose", 0)
+    for name in ("log_file", "log_level"):
+        value = getattr(args, "sub_" + name, None)
+        if value is not None:
+            setattr(args, name, value)
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    setup_logging(args.verbose)
+    args = parse(argv)
+    try:
+        setup_logging(args.verbose, level=args.log_level, log_file=args.log_file)
+    except OSError as exc:
+        print("megafs %s: cannot write the log file %s: %s" % (args.command, args.log_file,
+                                                               exc.strerror or exc),
+              file=sys.stderr)
+        return 1
     try:
         return int(args._module.run(args) or 0)
     except KeyboardInterrupt:
+        print("\nmegafs %s: interrupted" % args.command, file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # `megafs status | head`: the reader is gone; say nothing more, and keep Python's
+        # exit-time flush of stdout from printing a traceback.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except OSError:
+            pass
+        return 141
     except MegafsError as exc:
         print("megafs %s: %s" % (args.command, describe(exc)), file=sys.stderr)
+        return 1
+    except OSError as exc:
+        # a local file or directory problem: one line, no traceback
+        where = "%s: " % exc.filename if exc.filename else ""
+        print("megafs %s: %s%s" % (args.command, where, exc.strerror or exc), file=sys.stderr)
         return 1

@@ -1,10 +1,19 @@
 """``megafs mount / umount / status / retry``: the mount life cycle from the command line.
 
-``mount`` turns the options into a ``MountConfig``, builds the mount with ``MountRuntime`` (the
-one composition root) and serves it through the FUSE adapter; without ``--foreground`` it
-daemonizes first and returns once the kernel mount is live.  ``umount`` waits for pending
-uploads (as the live mount reports them, or the queue file when the mount does not answer),
-then unmounts and waits for the mount process to exit.  No filesystem logic here.
+``mount`` checks everything a person can get wrong before it starts anything (the ``-o``
+options, the mount point, ``/dev/fuse``, a second mount of the same state dir, an unreachable
+API: ``mount/preflight.py``), turns the options into a ``MountConfig``, builds the mount with
+``MountRuntime`` (the one composition root) and serves it through the FUSE adapter; without
+``--foreground`` it daemonizes first and returns once the kernel mount is live, logging to a
+log file of its own per mount point.  libfuse's own complaints (printed on stderr while it
+mounts) are caught and reported in the one-line error.  ``umount`` waits for pending uploads
+(as the live mount reports them, or the queue file when the mount does not answer), showing
+bytes, rates and ETA, then unmounts and returns once the mount process has exited.  No
+filesystem logic here.
+
+Several mount points per state dir: one mount per state dir and API at a time (they would
+share one upload queue and, with ``--local``, one server); a second one is refused before it
+touches anything.  Use another ``--state-dir`` for a second mount.
 """
 from __future__ import annotations
 
@@ -13,52 +22,75 @@ import errno
 import json
 import logging
 import os
-import shutil
-import subprocess
 import sys
+import tempfile
 import threading
 import time
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from .. import config
-from ..errors import FsError
+from ..errors import FsError, MegafsError
 from ..mount.localserver import alive
-from ..mount.registry import find_mount, is_mounted, mount_dir_for, write_entry
+from ..mount.registry import (find_mount, is_mounted, live_entries, log_path_for, mount_dir_for,
+                              write_entry)
+from ..mount.unmount import unmount
 
 log = logging.getLogger(__name__)
+
+EXIT_WAIT = 60.0          # seconds umount waits for the mount process to exit
+
+
+def _count_arg(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("not a number: %r" % text) from None
+    if not 1 <= value <= 64:
+        raise argparse.ArgumentTypeError("must be between 1 and 64")
+    return value
+
+
+def _size_arg(text: str) -> int:
+    try:
+        return config.parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument("mountpoint", metavar="MOUNTPOINT")
     parser.add_argument("--state-dir", metavar="DIR", default=None,
-                        help="sessions, upload queue and staged files (default: "
+                        help="sessions, upload queue, staged files and logs (default: "
                              "$XDG_DATA_HOME/megafs)")
     if name == "mount":
         src = parser.add_mutually_exclusive_group()
         src.add_argument("--api", metavar="URL", default=None,
                          help="MEGA API base URL (default: $MEGAFS_API or the real MEGA)")
-        src.add_argument("--local", action="store_true",
+        src.add_argument("--local", action="store_true", default=None,
                          help="start the bundled local server (data in the state dir) and "
-                              "mount it")
+                              "mount it; links then open in a browser")
         parser.add_argument("--account", metavar="EMAIL", default=None,
                             help="mount this logged-in account (`megafs login EMAIL`) instead "
                                  "of the anonymous one")
         parser.add_argument("--foreground", "-f", action="store_true",
-                            help="stay attached and log to stderr")
+                            help="stay attached and log to stderr (for systemd: Type=notify)")
         parser.add_argument("-o", dest="options", metavar="OPTIONS", default=None,
-                            help="mount options, comma separated (show_links, allow_other, "
-                                 "or any libfuse option)")
-        parser.add_argument("--link-timeout", type=float, default=600.0, metavar="SECONDS",
+                            help="mount options, comma separated (listed below)")
+        parser.add_argument("--link-timeout", type=float, default=None, metavar="SECONDS",
                             help="how long reading X.link waits for X's upload (default 600)")
-        parser.add_argument("--uploads", type=int, default=4, metavar="N",
-                            help="files uploaded in parallel (default 4)")
-        parser.add_argument("--connections", type=int, default=4, metavar="N",
-                            help="parallel connections per file transfer (default 4)")
+        parser.add_argument("--uploads", type=_count_arg, default=None, metavar="N",
+                            help="files uploaded in parallel, 1-64 (default 4)")
+        parser.add_argument("--connections", type=_count_arg, default=None, metavar="N",
+                            help="parallel connections per file transfer, 1-64 (default 4)")
         parser.add_argument("--allow-other", action="store_true",
-                            help="let other users access the mount (needs user_allow_other)")
-        parser.add_argument("--show-links", action="store_true",
+                            help="let other users access the mount (non-root: needs "
+                                 "user_allow_other in /etc/fuse.conf)")
+        parser.add_argument("--show-links", action="store_true", default=None,
                             help="list the virtual X.link files in directory listings")
+        parser.add_argument("--staging-max", type=_size_arg, default=None, metavar="SIZE",
+                            help="most bytes staged for upload at once, e.g. 20G; writes "
+                                 "past it wait for uploads, then fail with ENOSPC")
     elif name == "umount":
         parser.add_argument("--no-wait", action="store_true",
                             help="unmount at once; pending uploads resume at the next mount")
@@ -66,6 +98,8 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
                             help="give up waiting for uploads after this long (exit 1)")
     elif name == "status":
         parser.add_argument("--json", action="store_true", help="machine-readable output")
+        parser.add_argument("--watch", action="store_true",
+                            help="show bytes, rates and ETA until nothing is left to upload")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -75,37 +109,124 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _state_dir(args: argparse.Namespace) -> str:
-    return os.path.abspath(args.state_dir or config.default_state_dir())
+    return os.path.abspath(os.path.expanduser(args.state_dir or config.default_state_dir()))
 
 
 # --- mount -----------------------------------------------------------------------------------
-def run_mount(args: argparse.Namespace) -> int:
-    from ..fuse.options import split_options
+MOUNT_DEFAULTS: dict[str, Any] = {"local": False, "uploads": 4, "connections": 4,
+                                  "link_timeout": 600.0, "show_links": False,
+                                  "staging_max": 0, "api": None, "state_dir": None,
+                                  "session": None, "nonempty": False}
 
-    mnt = os.path.abspath(args.mountpoint)
-    if not os.path.isdir(mnt):
-        raise FsError(errno.ENOTDIR, "mount point %s is not a directory" % mnt)
-    if is_mounted(mnt):
-        raise FsError(errno.EBUSY, "%s is already mounted" % mnt)
-    own, _fuse = split_options(args.options)
-    if own.get("show_links"):
-        args.show_links = True
+
+def apply_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Merge ``-o`` into ``args`` (a flag given on the command line wins); returns the libfuse
+    options.  MegafsError for an unknown or malformed option."""
+    from ..fuse.options import OptionError, split_options
+    try:
+        own, fuse = split_options(args.options)
+    except OptionError as exc:
+        raise MegafsError(str(exc)) from None
+    for key, value in own.items():
+        if key in ("log_file", "log_level"):
+            if getattr(args, key, None) is None:
+                setattr(args, key, value)
+        elif getattr(args, key, None) in (None, False):
+            setattr(args, key, value)
+    if args.api and args.local:
+        raise MegafsError("give either an API URL or local, not both")
+    for key, value in MOUNT_DEFAULTS.items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    if fuse.pop("allow_other", False):
+        args.allow_other = True
+    return fuse
+
+
+def run_mount(args: argparse.Namespace) -> int:
+    from ..mount.preflight import check_api, check_fuse_device, check_mountpoint
+
+    mnt = os.path.abspath(os.path.expanduser(args.mountpoint))
+    args.fuse_options = apply_options(args)
+    if args.log_level is not None and args.log_file is None and args.foreground:
+        config.setup_logging(args.verbose, level=args.log_level)
+    check_mountpoint(mnt, nonempty=args.nonempty)
+    check_fuse_device(allow_other=args.allow_other)
+    state_dir = config.state_dir_ready(_state_dir(args))
+    _refuse_second_mount(state_dir, args)
+    if not args.local and not args.session:
+        check_api(config.resolve_api(args.api))
     if args.foreground:
+        if args.log_file:
+            config.setup_logging(args.verbose, level=args.log_level, log_file=args.log_file)
         return mount_foreground(args, mnt, ready=None)
     from ..mount.daemon import daemonize
 
-    state_dir = config.private_dir(_state_dir(args))
-    pid, api = daemonize(lambda ready: mount_foreground(args, mnt, ready),
-                         os.path.join(state_dir, "mount.log"), args.verbose)
-    print("megafs: mounted %s (pid %d, API %s)" % (mnt, pid, api), file=sys.stderr)
+    log_path = args.log_file or log_path_for(state_dir, mnt)
+    config.private_dir(os.path.dirname(log_path))
+    pid, api = daemonize(lambda ready: mount_foreground(args, mnt, ready, log_path=log_path),
+                         log_path, args.verbose, mnt, level=args.log_level)
+    print("megafs: mounted %s (pid %d, API %s, log %s)" % (mnt, pid, api, log_path),
+          file=sys.stderr)
     return 0
 
 
+def _refuse_second_mount(state_dir: str, args: argparse.Namespace) -> None:
+    """One mount per state dir and API (the runtime's locks are the guarantee; this says it
+    before anything is started, naming the mount that is running)."""
+    api = None if args.local else config.resolve_api(args.api)
+    for entry in live_entries(state_dir):
+        same = entry.get("local") if args.local else (
+            not entry.get("local") and entry.get("api") == api)
+        if same:
+            raise FsError(errno.EBUSY, "state dir %s is already mounted at %s (pid %s); one "
+                          "mount per state dir and API: use another --state-dir for a second "
+                          "mount, or `megafs umount %s` first"
+                          % (state_dir, entry.get("mountpoint"), entry.get("pid"),
+                             entry.get("mountpoint")))
+
+
+class _LibfuseMessages:
+    """Catch what libfuse prints on stderr (fd 2) while it mounts, so a failure is reported in
+    its words; once the mount is live (``release``), stderr is restored and the text
+    passed on."""
+
+    def __init__(self) -> None:
+        self.file = tempfile.TemporaryFile()
+        self.saved = os.dup(2)
+        sys.stderr.flush()
+        os.dup2(self.file.fileno(), 2)
+        self.lock = threading.Lock()
+        self.released = False
+
+    def release(self) -> str:
+        with self.lock:
+            if self.released:
+                return ""
+            self.released = True
+            sys.stderr.flush()
+            os.dup2(self.saved, 2)
+            os.close(self.saved)
+            self.file.seek(0)
+            text = self.file.read().decode(errors="replace")
+            self.file.close()
+        if text:
+            os.write(2, text.encode())
+        return text
+
+
+def _libfuse_reason(text: str) -> str:
+    lines = [ln.strip() for ln in text.splitlines()
+             if "fuse" in ln.lower() and " INFO " not in ln and " DEBUG " not in ln]
+    return lines[-1] if lines else "no reason given"
+
+
 def mount_foreground(args: argparse.Namespace, mnt: str,
-                     ready: Callable[[str], None] | None) -> int:
+                     ready: Callable[[str], None] | None, log_path: str = "") -> int:
     """Build the mount and serve it until it is unmounted; ``ready(api)`` once it is live."""
     from ..fuse.adapter import MegaOps, serve
-    from ..fuse.options import mount_options, split_options
+    from ..fuse.options import mount_options
+    from ..mount.notify import sd_notify
     from ..mount.runtime import MountConfig, MountRuntime
 
     state_dir = _state_dir(args)
@@ -115,26 +236,36 @@ def mount_foreground(args: argparse.Namespace, mnt: str,
     cfg = MountConfig(state_dir=state_dir, api=args.api, local=args.local,
                       uploads=args.uploads, connections=args.connections,
                       link_timeout=args.link_timeout, show_links=args.show_links,
-                      account=args.account)
+                      staging_max=args.staging_max, session_file=args.session,
+                      mountpoint=mnt, account=args.account)
     with MountRuntime(cfg) as rt:
         entry = {"mountpoint": mnt, "pid": os.getpid(), "mount_dir": rt.mount_dir,
-                 "api": rt.api, "local": bool(args.local)}
+                 "api": rt.api, "local": bool(args.local), "log": log_path}
         write_entry(state_dir, mnt, entry)
+        messages = _LibfuseMessages()
 
         def on_init() -> None:
+            messages.release()
             rt.start()
             log.info("mounted %s", mnt)
             if ready is not None:
                 ready(rt.api)
+            sd_notify("READY=1\nSTATUS=mounted %s" % mnt)
 
         try:
-            _own, fuse_opts = split_options(args.options)
             host = urlsplit(rt.api).netloc
-            ops = MegaOps(rt.fs, on_init=on_init)
-            rt.invalidate = ops.invalidate
-            serve(ops, mnt,
-                  mount_options(fuse_opts, allow_other=args.allow_other,
-                                fsname="megafs:" + host))
+            try:
+                ops = MegaOps(rt.fs, on_init=on_init)
+                rt.invalidate = ops.invalidate
+                serve(ops, mnt, mount_options(args.fuse_options, allow_other=args.allow_other,
+                                              fsname="megafs:" + host))
+            except RuntimeError:
+                reason = _libfuse_reason(messages.release())
+                raise FsError(errno.EIO, "libfuse could not mount %s: %s" % (mnt, reason)
+                              ) from None
+            finally:
+                messages.release()
+            sd_notify("STOPPING=1")
             log.info("unmounted %s", mnt)
         finally:
             # Kept after unmount: `status`/`retry` still find the queue of this mount point.
@@ -172,72 +303,78 @@ def _files(mnt: str, info: dict | None) -> tuple[list[dict], bool]:
                              if f["path"] not in shown]
         return files, True
     if info is None:
-        raise FsError(errno.ENOENT, "no megafs mount or queue known for %s (try --state-dir)"
-                      % mnt)
+        raise FsError(errno.ENOENT, "no megafs mount or queue known for %s (is it the right "
+                      "folder? try --state-dir)" % mnt)
     from ..writeback.store import read_status
     return read_status(info["mount_dir"]), False
 
 
 def run_umount(args: argparse.Namespace) -> int:
-    mnt = os.path.abspath(args.mountpoint)
+    mnt = os.path.abspath(os.path.expanduser(args.mountpoint))
     info = find_mount(_state_dir(args), mnt)
     if not is_mounted(mnt):
         raise FsError(errno.EINVAL, "%s is not mounted" % mnt)
     if info is not None and not args.no_wait:
-        deadline = None if args.timeout is None else time.monotonic() + args.timeout
-        last = ""
-        failed: list[dict] = []
-        while True:
-            files, _live = _files(mnt, info)
-            waiting = [f for f in files if f["state"] in ("pending", "uploading")]
-            failed = [f for f in files if f["state"] == "failed"]
-            if not waiting:
-                break
-            pid = info.get("pid")
-            if pid and not alive(pid):
-                print("megafs umount: the mount process is gone; %d upload(s) resume at the "
-                      "next mount" % len(waiting), file=sys.stderr)
-                break
-            line = "megafs umount: waiting for %d upload(s) (%d failed)" % (len(waiting),
-                                                                            len(failed))
-            if line != last:
-                print(line, file=sys.stderr, flush=True)
-                last = line
-            if deadline is not None and time.monotonic() > deadline:
-                raise FsError(errno.ETIMEDOUT, "uploads still pending after %.0f s; not "
-                              "unmounted" % args.timeout)
-            time.sleep(0.5)
-        if failed:
-            print("megafs umount: %d failed upload(s) stay queued and are retried at the next "
-                  "mount (see `megafs status`)" % len(failed), file=sys.stderr)
-    _unmount(mnt)
+        try:
+            _wait_for_uploads(mnt, info, args.timeout)
+        except KeyboardInterrupt:
+            print("\nmegafs umount: interrupted; %s stays mounted and its uploads go on"
+                  % mnt, file=sys.stderr)
+            return 130
+    unmount(mnt)
     pid = info.get("pid") if info else None
     if pid:
-        deadline_exit = time.monotonic() + 30
-        while time.monotonic() < deadline_exit and alive(pid):
-            time.sleep(0.1)
+        deadline_exit = time.monotonic() + EXIT_WAIT
+        while alive(pid):
+            if time.monotonic() > deadline_exit:
+                raise FsError(errno.ETIMEDOUT, "unmounted %s, but its mount process (pid %d) "
+                              "has not exited after %.0f s" % (mnt, pid, EXIT_WAIT))
+            time.sleep(0.05)
     print("megafs umount: unmounted %s" % mnt, file=sys.stderr)
     return 0
 
 
-def _unmount(mnt: str) -> None:
-    errors = []
-    for cmd in (["fusermount3", "-u", mnt], ["fusermount", "-u", mnt], ["umount", mnt]):
-        if shutil.which(cmd[0]) is None:
-            continue
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-        if proc.returncode == 0:
-            return
-        errors.append(proc.stderr.strip())
-        if not is_mounted(mnt):
-            return
-    raise FsError(errno.EBUSY, "could not unmount %s: %s"
-                  % (mnt, "; ".join(e for e in errors if e)))
+def _wait_for_uploads(mnt: str, info: dict, timeout: float | None) -> None:
+    from .progress import QueueProgress
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    bar = QueueProgress()
+    failed: list[dict] = []
+    try:
+        while True:
+            files, _live = _files(mnt, info)
+            waiting = [f for f in files if f["state"] in ("pending", "uploading")]
+            failed = [f for f in files if f["state"] == "failed"]
+            bar.update(files)
+            if not waiting:
+                break
+            pid = info.get("pid")
+            if pid and not alive(pid):
+                bar.clear()
+                print("megafs umount: the mount process is gone; %d upload(s) resume at the "
+                      "next mount" % len(waiting), file=sys.stderr)
+                break
+            bar.draw(force=bar.last_plain == 0)
+            if deadline is not None and time.monotonic() > deadline:
+                bar.clear()
+                raise FsError(errno.ETIMEDOUT, "uploads still pending after %.0f s; not "
+                              "unmounted" % (timeout or 0))
+            time.sleep(0.5)
+    finally:
+        bar.clear()
+    if bar.finished_files:
+        print("megafs umount: %s" % bar.summary(), file=sys.stderr)
+    if failed:
+        print("megafs umount: %d failed upload(s) stay queued and are retried at the next "
+              "mount (see `megafs status`)" % len(failed), file=sys.stderr)
 
 
 def run_status(args: argparse.Namespace) -> int:
-    mnt = os.path.abspath(args.mountpoint)
-    files, live = _files(mnt, find_mount(_state_dir(args), mnt))
+    mnt = os.path.abspath(os.path.expanduser(args.mountpoint))
+    info = find_mount(_state_dir(args), mnt)
+    if args.watch:
+        return _watch(mnt, info)
+    files, live = _files(mnt, info)
     if args.json:
         print(json.dumps({"mounted": live, "files": files}))
         return 0
@@ -258,8 +395,36 @@ def run_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _watch(mnt: str, info: dict | None) -> int:
+    """``status --watch``: redraw bytes, rates and ETA until nothing is pending or uploading."""
+    from .progress import QueueProgress
+
+    bar = QueueProgress(sys.stdout if sys.stdout.isatty() else sys.stderr)
+    try:
+        while True:
+            files, live = _files(mnt, info)
+            bar.update(files)
+            waiting = [f for f in files if f["state"] in ("pending", "uploading")]
+            if not waiting:
+                break
+            if not live:
+                bar.clear()
+                print("%s: not mounted; %d upload(s) wait for the next mount"
+                      % (mnt, len(waiting)), file=sys.stderr)
+                return 1
+            bar.draw(force=bar.last_plain == 0)
+            time.sleep(0.5)
+    finally:
+        bar.clear()
+    failed = sum(1 for f in files if f["state"] == "failed")
+    print("%s: nothing left to upload (%s%s)" % (mnt, bar.summary(),
+                                                 ", %d failed" % failed if failed else ""),
+          file=sys.stderr)
+    return 0
+
+
 def run_retry(args: argparse.Namespace) -> int:
-    mnt = os.path.abspath(args.mountpoint)
+    mnt = os.path.abspath(os.path.expanduser(args.mountpoint))
     if is_mounted(mnt):
         try:
             os.setxattr(mnt, "user.megafs.retry", b"1")
@@ -269,8 +434,8 @@ def run_retry(args: argparse.Namespace) -> int:
             log.info("retry through the mount failed (%s); updating the queue", exc)
     info = find_mount(_state_dir(args), mnt)
     if info is None:
-        raise FsError(errno.ENOENT, "no megafs mount or queue known for %s (try --state-dir)"
-                      % mnt)
+        raise FsError(errno.ENOENT, "no megafs mount or queue known for %s (is it the right "
+                      "folder? try --state-dir)" % mnt)
     from ..writeback.store import mark_failed_for_retry
     n = mark_failed_for_retry(info["mount_dir"])
     print("megafs retry: %d failed upload(s) will be retried at the next mount" % n,

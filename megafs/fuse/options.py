@@ -8,29 +8,167 @@ is renamed by libfuse to a hidden ``.fuse_hidden*`` name until its last close (n
 needs a path for that); the core treats that rename as the removal
 and never lists hidden names.  ``nullpath_ok``: operations on open files may arrive without a
 path.  ``default_permissions``: the kernel checks modes.
+
+The ``-o`` list is checked here, before anything is started: megafs' own options
+(``OWN_OPTIONS``: the same settings as the command-line flags, so that ``mount -t fuse.megafs``
+and ``/etc/fstab`` can give all of them), the libfuse and kernel options megafs passes on
+(``FUSE_OPTIONS``), and the options ``mount(8)`` and systemd use for themselves
+(``IGNORED_OPTIONS``).  Anything else is refused with one line naming it, instead of libfuse's
+"RuntimeError: 1".
 """
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 CACHE_TIMEOUT = 60.0      # seconds; remote changes invalidate what they touch at once
 MAX_THREADS = 16        # libfuse worker threads serving requests at once
 
-# Options megafs itself understands in ``-o`` (the rest go to libfuse).
-OWN_OPTIONS = frozenset({"show_links"})
+
+class OptionError(ValueError):
+    """A ``-o`` option that megafs does not know or whose value is wrong."""
+
+
+def _flag(value: str | bool) -> bool:
+    if value is True:
+        return True
+    text = str(value).strip().lower()
+    if text in ("1", "yes", "true", "on"):
+        return True
+    if text in ("0", "no", "false", "off"):
+        return False
+    raise ValueError("expected yes or no")
+
+
+def _size(value: str | bool) -> int:
+    from ..config import parse_size
+    return parse_size(str(value))
+
+
+def _count(low: int, high: int) -> Callable[[str | bool], int]:
+    def convert(value: str | bool) -> int:
+        number = int(str(value))
+        if not low <= number <= high:
+            raise ValueError("must be between %d and %d" % (low, high))
+        return number
+    return convert
+
+
+def _seconds(value: str | bool) -> float:
+    number = float(str(value))
+    if number <= 0:
+        raise ValueError("must be more than 0 seconds")
+    return number
+
+
+def _text(value: str | bool) -> str:
+    if value is True or not str(value):
+        raise ValueError("needs a value")
+    return str(value)
+
+
+@dataclass(frozen=True)
+class OwnOption:
+    name: str                          # as written in -o (with _); --name-with-dashes alike
+    convert: Callable[[Any], Any]
+    help: str
+    value: str = ""                    # shown as name=VALUE; "" for a flag
+
+
+OWN_OPTIONS: dict[str, OwnOption] = {o.name: o for o in (
+    OwnOption("state_dir", _text, "sessions, queue, staged files, logs "
+              "(default $XDG_DATA_HOME/megafs)", "DIR"),
+    OwnOption("api", _text, "MEGA API base URL (default $MEGAFS_API or the real MEGA)", "URL"),
+    OwnOption("local", _flag, "start the bundled local server of the state dir and mount it"),
+    OwnOption("uploads", _count(1, 64), "files uploaded in parallel (default 4)", "N"),
+    OwnOption("connections", _count(1, 64), "connections per file transfer, 1-64 (default 4)",
+              "N"),
+    OwnOption("link_timeout", _seconds, "longest wait of a .link read for its upload "
+              "(default 600)", "SECONDS"),
+    OwnOption("show_links", _flag, "list the virtual X.link files in directory listings"),
+    OwnOption("staging_max", _size, "most bytes staged for upload at once; writes past it "
+              "wait for uploads, then fail with ENOSPC (default: no limit but the disk)",
+              "SIZE"),
+    OwnOption("log_file", _text, "log file of the mount (default "
+              "<state-dir>/logs/mount-<mount point>.log)", "FILE"),
+    OwnOption("log_level", lambda v: _text(v).upper(), "DEBUG, INFO, WARNING or ERROR "
+              "(default INFO for a background mount)", "LEVEL"),
+    OwnOption("nonempty", _flag, "allow mounting over a folder that is not empty (hides its "
+              "files)"),
+    OwnOption("session", _text, "use this session file instead of the state dir's", "FILE"),
+)}
+
+# Passed on to libfuse / the kernel (libfuse 3 mount options, fuse(8) and mount(8)).
+FUSE_OPTIONS: dict[str, str] = {
+    "allow_other": "let other users use the mount (non-root: needs user_allow_other in "
+                   "/etc/fuse.conf)",
+    "allow_root": "let root use the mount",
+    "auto_unmount": "unmount when the megafs process dies (needs fusermount3)",
+    "default_permissions": "the kernel checks modes (always on)",
+    "ro": "read-only", "rw": "read-write (the default)",
+    "nosuid": "", "suid": "", "nodev": "", "dev": "", "noexec": "", "exec": "",
+    "noatime": "", "atime": "", "relatime": "", "nodiratime": "", "diratime": "",
+    "sync": "", "async": "", "dirsync": "",
+    "fsname": "=NAME: the mount's source in /proc/mounts (default megafs:HOST)",
+    "subtype": "=NAME: the type after fuse. (default megafs)",
+    "max_read": "=BYTES", "max_threads": "=N: libfuse worker threads (default 16)",
+    "max_idle_threads": "=N",
+    "umask": "=MODE", "uid": "=UID", "gid": "=GID",
+    "kernel_cache": "", "debug": "libfuse's own request trace on stderr",
+}
+
+# Options mount(8), fstab and systemd use for themselves; never given to libfuse.
+IGNORED_OPTIONS = frozenset({"defaults", "auto", "noauto", "user", "users", "nouser", "owner",
+                             "group", "_netdev", "nofail", "comment", "loop", "bg", "fg"})
+IGNORED_PREFIXES = ("x-", "comment=")
+
+
+def _canonical(key: str) -> str:
+    return key.strip().replace("-", "_")
 
 
 def split_options(extra: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The user's ``-o a,b=c`` string as (megafs options, libfuse options)."""
+    """The user's ``-o a,b=c`` string as (megafs options, libfuse options), checked and
+    converted.  Raises ``OptionError`` naming the first unknown or malformed option."""
     own: dict[str, Any] = {}
     fuse: dict[str, Any] = {}
     for item in (extra or "").split(","):
         item = item.strip()
-        if not item:
+        if not item or item.startswith(IGNORED_PREFIXES):
             continue
         key, eq, value = item.partition("=")
-        (own if key in OWN_OPTIONS else fuse)[key] = value if eq else True
+        name = _canonical(key)
+        raw: Any = value if eq else True
+        if name in OWN_OPTIONS:
+            try:
+                own[name] = OWN_OPTIONS[name].convert(raw)
+            except ValueError as exc:
+                raise OptionError("bad value for mount option %s: %s" % (name, exc)) from None
+        elif name in FUSE_OPTIONS:
+            fuse[name] = raw
+        elif name in IGNORED_OPTIONS:
+            continue
+        else:
+            raise OptionError("unknown mount option %r (`megafs mount --help` lists the -o "
+                              "options)" % key)
     return own, fuse
+
+
+def describe_options() -> str:
+    """The ``-o`` options for ``megafs mount --help`` and the README."""
+    import textwrap
+
+    lines = []
+    for opt in OWN_OPTIONS.values():
+        left = opt.name + ("=" + opt.value if opt.value else "")
+        lines += textwrap.wrap(opt.help, 96, initial_indent="  %-22s " % left,
+                               subsequent_indent=" " * 25)
+    for title, names in (("passed to libfuse/the kernel: ", sorted(FUSE_OPTIONS)),
+                         ("ignored (for mount(8)/systemd): ",
+                          sorted(IGNORED_OPTIONS) + ["x-*"])):
+        lines += textwrap.wrap(", ".join(names), 96, initial_indent="  " + title,
+                               subsequent_indent=" " * 4)
+    return "\n".join(lines)
 
 
 def mount_options(extra: dict[str, Any] | None = None, *, allow_other: bool = False,

@@ -1,10 +1,13 @@
 """Daemonizing ``megafs mount``: fork, detach, and report readiness (or the reason for failing)
 to the waiting parent through a pipe.
 
-The child becomes a session leader, points stdin at /dev/null and stdout/stderr at the log file,
-configures logging once, and runs the mount; it writes ``R<api>\\n`` once the kernel mount is
-live (FUSE ``init``) or ``E<reason>\\n`` if it fails.  The parent returns (pid, api) on ``R``
-and raises ``FsError`` with the child's reason otherwise.
+The child becomes a session leader, points stdin at /dev/null and stdout/stderr at the mount's
+log file, configures logging once, and runs the mount; it writes ``R<api>\\n`` once the kernel
+mount is live (FUSE ``init``) or ``E<reason>\\n`` if it fails.  The parent returns (pid, api) on
+``R`` and raises ``FsError`` with the child's reason otherwise.  If the parent is interrupted
+(Ctrl-C) or gives up before that, it stops the child (SIGTERM, then SIGKILL) and clears a
+mount it may have made, so nothing is left behind; the bundled server of ``--local`` dies with
+the child (``localserver``).
 """
 from __future__ import annotations
 
@@ -12,19 +15,24 @@ import errno
 import logging
 import os
 import select
+import signal
 import time
 from typing import Callable
 
 from .. import config
 from ..errors import FsError, describe
+from .localserver import alive
+from .registry import is_mounted
+from .unmount import unmount
 
 log = logging.getLogger(__name__)
 
 READY_TIMEOUT = 180.0
+STOP_TIMEOUT = 10.0
 
 
-def daemonize(run: Callable[[Callable[[str], None]], int], log_path: str, verbosity: int
-              ) -> tuple[int, str]:
+def daemonize(run: Callable[[Callable[[str], None]], int], log_path: str, verbosity: int,
+              mountpoint: str, level: str | None = None) -> tuple[int, str]:
     """Run ``run(ready)`` in a detached child; ``ready(api)`` reports the mount live.
 
     Returns (child pid, API URL) once ready; FsError with the child's reason otherwise."""
@@ -42,7 +50,7 @@ def daemonize(run: Callable[[Callable[[str], None]], int], log_path: str, verbos
             os.dup2(logfd, 2)
             os.close(devnull)
             os.close(logfd)
-            config.setup_logging(max(1, verbosity))
+            config.setup_logging(max(1, verbosity), level=level)
 
             def ready(api: str) -> None:
                 os.write(wfd, ("R%s\n" % api).encode())
@@ -57,24 +65,63 @@ def daemonize(run: Callable[[Callable[[str], None]], int], log_path: str, verbos
         finally:
             os._exit(code)
     os.close(wfd)
-    deadline = time.monotonic() + READY_TIMEOUT
     buf = b""
     try:
-        while time.monotonic() < deadline:
-            readable, _, _ = select.select([rfd], [], [], 1.0)
-            if not readable:
-                continue
-            chunk = os.read(rfd, 4096)
-            if not chunk:
-                break
-            buf += chunk
-            if buf.endswith(b"\n"):
-                break
+        buf = _wait_ready(rfd)
+    except BaseException:          # Ctrl-C (or anything else): leave nothing behind
+        _stop_child(pid, mountpoint)
+        raise
     finally:
         os.close(rfd)
     if buf.startswith(b"R"):
         return pid, buf[1:].decode(errors="replace").strip()
+    _stop_child(pid, mountpoint)
     if buf.startswith(b"E"):
         raise FsError(errno.EIO, buf[1:].decode(errors="replace").strip())
-    raise FsError(errno.EIO, "the mount process exited before the mount was ready (see %s)"
-                  % log_path)
+    if not buf:
+        raise FsError(errno.EIO, "the mount process exited before the mount was ready (see %s)"
+                      % log_path)
+    raise FsError(errno.ETIMEDOUT, "the mount was not ready after %.0f s; stopped it (see %s)"
+                  % (READY_TIMEOUT, log_path))
+
+
+def _wait_ready(rfd: int) -> bytes:
+    """The child's message; b"" if it exited without one, b"T" after ``READY_TIMEOUT``."""
+    deadline = time.monotonic() + READY_TIMEOUT
+    buf = b""
+    while time.monotonic() < deadline:
+        readable, _, _ = select.select([rfd], [], [], 1.0)
+        if not readable:
+            continue
+        chunk = os.read(rfd, 4096)
+        if not chunk:
+            return buf
+        buf += chunk
+        if buf.endswith(b"\n"):
+            return buf
+    return b"T"
+
+
+def _stop_child(pid: int, mountpoint: str) -> None:
+    """Stop a mount child that did not become ready, and clear its mount if it made one."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while time.monotonic() < deadline and alive(pid):
+            try:
+                if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                    break
+            except ChildProcessError:
+                break
+            time.sleep(0.05)
+        if not alive(pid):
+            break
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    if is_mounted(mountpoint):
+        unmount(mountpoint, lazy=True, check=False)

@@ -4,13 +4,19 @@ Its data lives in ``<state-dir>/local-server`` and its port is persisted in
 ``<state-dir>/local-server.port`` (so links and sessions stay valid across mounts).  The child
 is started with ``python -P`` from ``/``, so an unrelated ``megafs/`` folder in the caller's
 working directory cannot shadow the installed package; if it does not start, the error is the
-server's own last log line.  It dies with the mount (``PR_SET_PDEATHSIG``) and a server left
-by a killed mount is stopped before a new one starts.
+server's own last log line.  It dies with the mount (``PR_SET_PDEATHSIG``).
+
+One mount at a time owns a state dir's server: ``start`` first takes ``local-server.lock``
+(``flock``, held by the mount process for its life and released by the kernel when it dies).
+A second ``mount --local`` of the same state dir is refused at that point, before it touches
+anything, so a running mount and its server are never disturbed; only the lock's owner stops
+a server left behind by a killed mount (its pid file names it).
 """
 from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import logging
 import os
 import signal
@@ -32,8 +38,10 @@ PR_SET_PDEATHSIG = 1
 class LocalServer:
     """The bundled server as a child process, on a port persisted in the state dir."""
 
-    def __init__(self, state_dir: str) -> None:
+    def __init__(self, state_dir: str, owner: str = "") -> None:
         self.state_dir = state_dir
+        self.owner = owner                   # who we are, for the refusal of a second mount
+        self.lock_fd = -1
         self.data = os.path.join(state_dir, "local-server")
         self.port_file = os.path.join(state_dir, "local-server.port")
         self.pid_file = os.path.join(state_dir, "local-server.pid")
@@ -44,6 +52,7 @@ class LocalServer:
     def start(self) -> str:
         """Start the server; return its API URL.  FsError with the server's own reason."""
         config.private_dir(self.data)
+        self._lock()
         try:
             with open(self.port_file) as fh:
                 port = int(fh.read().strip())
@@ -71,6 +80,25 @@ class LocalServer:
             config.atomic_write(self.port_file, str(chosen))
         log.info("local server running on port %d", chosen)
         return self.url
+
+    def _lock(self) -> None:
+        """Take the state dir's server lock, or refuse (FsError EBUSY) naming its owner."""
+        path = os.path.join(self.state_dir, "local-server.lock")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            try:
+                owner = os.pread(fd, 4096, 0).decode(errors="replace").strip()
+            finally:
+                os.close(fd)
+            raise FsError(errno.EBUSY, "the local server of state dir %s is in use by %s; "
+                          "unmount that first, or use another --state-dir for a second "
+                          "mount" % (self.state_dir, owner or "another megafs mount")
+                          ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (self.owner or "pid %d" % os.getpid()).encode(), 0)
+        self.lock_fd = fd
 
     def _last_error(self, start_at: int) -> str:
         try:
@@ -106,6 +134,14 @@ class LocalServer:
                 return
 
     def stop(self) -> None:
+        try:
+            self._stop()
+        finally:
+            if self.lock_fd >= 0:
+                os.close(self.lock_fd)
+                self.lock_fd = -1
+
+    def _stop(self) -> None:
         if self.proc is None:
             return
         if self.proc.poll() is None:

@@ -1,6 +1,6 @@
 """Which mount point uses which queue: ``<state-dir>/mounted/<key>.json`` and /proc/mounts.
 
-Each running mount writes its entry (mount point, pid, per-mount state dir, API); it stays
+Each running mount writes its entry (mount point, pid, per-mount state dir, API, log); it stays
 after unmount so ``megafs status``/``retry`` still find the queue of that mount point.  Per-API
 mount directories live in ``<state-dir>/mounts/<sha256(API)[:16]>``.  No FUSE here.
 """
@@ -71,3 +71,37 @@ def is_mounted(mountpoint: str) -> bool:
 def _unescape(text: str) -> str:
     return text.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n") \
         .replace("\\134", "\\")
+
+
+def live_entries(state_dir: str) -> list[dict]:
+    """Registry entries of this state dir whose mount process is alive and still mounted."""
+    from .localserver import alive
+    out: list[dict] = []
+    folder = os.path.join(state_dir, "mounted")
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
+        return out
+    for name in names:
+        if not name.endswith(".json"):
+            continue
+        try:
+            with open(os.path.join(folder, name)) as fh:
+                info = json.load(fh)
+        except (OSError, ValueError):
+            continue
+        pid = info.get("pid")
+        if pid and alive(pid) and is_mounted(info.get("mountpoint", "")):
+            out.append(info)
+    return out
+
+
+def log_path_for(state_dir: str, mountpoint: str) -> str:
+    """The default log file of a background mount: one per mount point, named after it
+    (``/home/ann/mega`` -> ``logs/mount-home-ann-mega.log``)."""
+    real = os.path.realpath(mountpoint)
+    name = real.strip("/").replace("/", "-") or "root"
+    if len(name) > 80:
+        digest = hashlib.sha256(real.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+        name = name[-70:] + "-" + digest
+    return os.path.join(state_dir, "logs", "mount-%s.log" % name)

@@ -29,6 +29,7 @@ from ..vfs.links import LinkLayer
 from ..vfs.readcache import ReadCache
 from ..writeback.queue import WriteBack
 from .localserver import LocalServer
+from .preflight import check_api
 from .registry import mount_dir_for
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,9 @@ class MountConfig:
     show_links: bool = False           # list X.link files in readdir
     poll_timeout: float = 20.0         # seconds of one sc long-poll
     account: str | None = None         # an email: that logged-in account, not the anonymous one
+    staging_max: int = 0               # most bytes staged at once (0: only the disk's limit)
+    session_file: str | None = None    # a session file other than the state dir's
+    mountpoint: str = ""               # for messages (who holds a lock)
 
 
 class MountRuntime:
@@ -61,6 +65,7 @@ class MountRuntime:
         # drops the kernel's cached entries of paths other clients changed (set by the FUSE
         # adapter when there is a kernel mount)
         self.invalidate: Callable[[set[str]], None] | None = None
+        self.link_site: str | None = None   # base of printed links (None: https://mega.nz/)
 
     def __enter__(self) -> "MountRuntime":
         try:
@@ -77,13 +82,23 @@ class MountRuntime:
         cfg = self.cfg
         stack = self._stack
         config.private_dir(cfg.state_dir)
+        owner = "the mount at %s (pid %d)" % (cfg.mountpoint or "?", os.getpid())
         api = cfg.api
         if cfg.local:
-            self.server = LocalServer(cfg.state_dir)
+            self.server = LocalServer(cfg.state_dir, owner=owner)
             stack.callback(self.server.stop)
             api = self.server.start()
+            # links of a --local mount open in a browser: the server serves /file/H
+            self.link_site = api
+        else:
+            # a wrong or unreachable API is reported in seconds, not after minutes of retries
+            if api is None and cfg.session_file and not os.environ.get(config.ENV_API):
+                from ..api.session import peek_api
+                api = peek_api(cfg.session_file)
+            check_api(config.resolve_api(api))
         self.client = MegaClient.open(api=api, state_dir=cfg.state_dir,
-                                      connections=cfg.connections, account=cfg.account)
+                                      connections=cfg.connections, account=cfg.account,
+                                      session_file=cfg.session_file)
         stack.callback(self.client.close)
         self.api = self.client.api
         mount_dir = mount_dir_for(cfg.state_dir, self.api)
@@ -91,19 +106,21 @@ class MountRuntime:
             assert self.client.session is not None
             mount_dir += "-" + self.client.session.user_handle
         self.mount_dir = config.private_dir(mount_dir)
-        lock_fd = lock_mount_dir(self.mount_dir)
+        lock_fd = lock_mount_dir(self.mount_dir, owner)
         stack.callback(os.close, lock_fd)
         session = self.client.session
         assert session is not None
         self.tree, sn = self._load_tree(session.master_key, session.user_handle)
-        self.wb = WriteBack(self.mount_dir, self.client, self.tree, workers=cfg.uploads)
+        self.wb = WriteBack(self.mount_dir, self.client, self.tree, workers=cfg.uploads,
+                            staging_max=cfg.staging_max)
         stack.callback(self.wb.stop)
         self.reads = ReadCache(self.client)
         stack.callback(self.reads.close)
         self.core = FileSystem(self.client, self.tree, self.wb, readcache=self.reads)
         self.core.recover()
         self.fs = LinkLayer(self.core, link_timeout=cfg.link_timeout,
-                            show_links=cfg.show_links, mount_dir=self.mount_dir)
+                            show_links=cfg.show_links, mount_dir=self.mount_dir,
+                            link_site=self.link_site)
         self.watcher = RemoteWatcher(self.client, self.tree, sn,
                                      poll_timeout=cfg.poll_timeout, on_recover=self.wb.kick,
                                      on_change=self.wb.touch_all,
@@ -154,14 +171,19 @@ class MountRuntime:
         self._stack.close()
 
 
-def lock_mount_dir(mount_dir: str) -> int:
+def lock_mount_dir(mount_dir: str, owner: str = "") -> int:
     """One mount per queue: a second mount of the same API and state dir would race uploads.
-    Returns the locked descriptor (held for the life of the mount); FsError(EBUSY) if taken."""
-    fd = os.open(os.path.join(mount_dir, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    Returns the locked descriptor (held for the life of the mount); FsError(EBUSY) naming the
+    mount that holds it if taken."""
+    fd = os.open(os.path.join(mount_dir, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
+        holder = os.pread(fd, 4096, 0).decode(errors="replace").strip()
         os.close(fd)
-        raise FsError(errno.EBUSY, "another megafs mount is using %s (same API and state dir)"
-                      % mount_dir) from None
+        raise FsError(errno.EBUSY, "this state dir and API are already mounted by %s; one "
+                      "mount per state dir and API: unmount it first, or use another "
+                      "--state-dir" % (holder or "another megafs mount")) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, (owner or "pid %d" % os.getpid()).encode(), 0)
     return fd

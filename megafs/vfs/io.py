@@ -113,12 +113,15 @@ class FileIO:
         return self.reads.read(node.handle, node.file_key, node.size, offset, size,
                                handle.read_state)
 
-    def write(self, fh: int, data: bytes, offset: int) -> int:
+    def write(self, fh: int, data: bytes, offset: int,
+              cancelled: Callable[[], bool] | None = None) -> int:
         handle = self.file_handle(fh)
         if not handle.write:
             raise FsError(errno.EBADF, "not open for writing")
         sf = handle.sf
         self._materialize(sf)
+        if self.wb.staging_max and offset + len(data) > sf.rec.size:
+            self.wb.control.make_room(sf, offset + len(data), cancelled)    # --staging-max
         fd = handle.staged_fd()
         n = os.pwrite(fd, data, offset)
         end = offset + n
@@ -162,6 +165,8 @@ class FileIO:
             if sf.rec.size == length:
                 return            # no change: nothing to download, mtime stays (POSIX)
         self._materialize(sf, keep=length)
+        if self.wb.staging_max and length > sf.rec.size:
+            self.wb.control.make_room(sf, length)                            # --staging-max
         os.truncate(sf.path, length)
         self.wb.wrote(sf, length)
 
@@ -176,6 +181,8 @@ class FileIO:
                     return
                 committed = sf.rec.committed
             node = self.tree.get(committed) if committed else None
+            if self.wb.staging_max and node is not None and keep != 0:
+                self.wb.control.make_room(sf, node.size)                     # --staging-max
             fd = os.open(sf.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
                 size = 0

@@ -1,10 +1,12 @@
 """The virtual layer over the filesystem core: ``X.link`` files and ``user.mega.*`` xattrs.
 
 ``X.link`` is reachable by name beside every file ``X`` (``cat``, ``stat``, ``ls X.link``) and
-holds ``X``'s public link and a newline; it is not listed by ``readdir`` (so ``rsync
---delete``, ``cp -a`` and ``git add -A`` see only real files) unless the mount option
-``show_links`` asks for it.  A real entry named ``X.link`` always wins over the virtual one
-(creating or renaming a real file onto the name is allowed).  Reading ``X.link`` waits for
+holds ``X``'s public link and a newline (``https://mega.nz/file/H#K``, or the local server's
+``http://127.0.0.1:PORT/file/H#K`` on a ``--local`` mount, of the same length for every file
+of a mount); it is not listed by ``readdir`` (so ``rsync --delete``, ``cp -a`` and ``git add
+-A`` see only real files) unless the mount option ``show_links`` asks for it.  A real entry
+named ``X.link`` always wins over the virtual one (creating or renaming a real file onto the
+name is allowed).  Reading ``X.link`` waits for
 ``X``'s upload (``--link-timeout``, interruptible), exporting the link if the node has none;
 removing ``X.link`` revokes the public link (``l`` with ``d:1``), and reading it again exports a
 fresh one.  Other changes to a virtual ``.link`` (writing, truncating, touching, renaming it)
@@ -37,6 +39,13 @@ log = logging.getLogger(__name__)
 LINK_SUFFIX = ".link"
 STATUS_FILES = 200            # files listed in the status xattr (its value is <= 64 KiB)
 LINK_SIZE = len(format_link("A" * 8, bytes(32))) + 1      # the link and a newline
+
+
+def link_size(site: str | None = None) -> int:
+    """The exact size of every ``X.link`` of a mount whose links start with ``site``."""
+    return len(format_link("A" * 8, bytes(32), site=site)) + 1
+
+
 XA_STATE, XA_LINK, XA_HANDLE, XA_ERROR = ("user.mega.state", "user.mega.link",
                                           "user.mega.handle", "user.mega.error")
 XA_STATUS, XA_MOUNTDIR, XA_RETRY = ("user.megafs.status", "user.megafs.mountdir",
@@ -51,8 +60,12 @@ class LinkLayer:
     """What the FUSE adapter talks to: the core plus the virtual ``.link`` files and xattrs."""
 
     def __init__(self, core: FileSystem, *, link_timeout: float = 600.0,
-                 show_links: bool = False, mount_dir: str = "") -> None:
+                 show_links: bool = False, mount_dir: str = "",
+                 link_site: str | None = None) -> None:
         self.core = core
+        # links of a --local mount point at the local server (its /file/H page)
+        self.link_site = link_site
+        self.link_size = link_size(link_site)
         self.link_timeout = link_timeout
         self.show_links = show_links
         self.mount_dir = mount_dir
@@ -87,8 +100,8 @@ class LinkLayer:
             if isinstance(ph, BaseException):
                 raise ph
             self.core.tree.set_public(node.handle, ph)
-            return format_link(ph, node.key)
-        return format_link(node.public, node.key)
+            return format_link(ph, node.key, site=self.link_site)
+        return format_link(node.public, node.key, site=self.link_site)
 
     # --- attributes and listings ------------------------------------------------------------
     def getattr(self, path: str | None, fh: int | None = None) -> dict[str, int]:
@@ -107,7 +120,7 @@ class LinkLayer:
         st["st_mode"] = stat.S_IFREG | 0o444
         # Every link has the same length (8-character handle, 43-character key), so the size
         # is right before the link exists and no cached attribute goes stale.
-        st["st_size"] = LINK_SIZE
+        st["st_size"] = self.link_size
         st["st_blocks"] = (st["st_size"] + 511) // 512
         return st
 
@@ -116,10 +129,17 @@ class LinkLayer:
         if not self.show_links:
             return names
         listing = self.core.ns.listing(self.core.folder_of(path, fh))
-        extra = [name + LINK_SUFFIX for name, ent in listing.items() if ent.kind != DIR
+        extra = {name + LINK_SUFFIX for name, ent in listing.items() if ent.kind != DIR
                  and name + LINK_SUFFIX not in listing
-                 and len((name + LINK_SUFFIX).encode()) <= 255]
-        return sorted(names + extra)
+                 and len((name + LINK_SUFFIX).encode()) <= 255}
+        # Each X.link right before its X: `rm -r` and `mv DIR /elsewhere` remove entries in
+        # listing order, and X.link vanishes with X (removing it first revokes the link).
+        out: list[str] = []
+        for name in sorted(names):
+            if name + LINK_SUFFIX in extra:
+                out.append(name + LINK_SUFFIX)
+            out.append(name)
+        return out
 
     def readdir_attrs(self, path: str | None, fh: int | None = None
                       ) -> list[tuple[str, dict[str, int]]]:
@@ -171,7 +191,7 @@ class LinkLayer:
         return self.core.io.read(fh, size, offset)
 
     def write(self, fh: int, data: bytes, offset: int) -> int:
-        return self.core.io.write(fh, data, offset)
+        return self.core.io.write(fh, data, offset, self.interrupted)
 
     def truncate(self, path: str | None, length: int, fh: int | None = None) -> None:
         if fh and isinstance(self.core.handles.get(fh), LinkHandle):

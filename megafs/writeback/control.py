@@ -1,10 +1,12 @@
 """Watching and steering a running queue: a file's shown state, waiting for its upload
 (``.link``, ``fsync``), whether another client changed what it shows, ``megafs status`` rows,
-``megafs retry``, and the end of back-offs when the server answers again.  Takes
-``WriteBack.lock`` only, never during I/O."""
+``megafs retry``, the end of back-offs when the server answers again, and the staging limit
+(``make_room``: writes wait for uploads to free space, then ENOSPC).  Takes ``WriteBack.lock``
+only, never during I/O."""
 from __future__ import annotations
 
 import errno
+import logging
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -16,6 +18,10 @@ from .staged import StagedFile
 
 if TYPE_CHECKING:
     from .queue import WriteBack
+
+log = logging.getLogger(__name__)
+
+STAGING_WAIT = 60.0      # seconds a write waits for uploads to free staging space
 
 
 class QueueControl:
@@ -116,3 +122,49 @@ class QueueControl:
         # "(HANDLE)" alias for a moment while an old version of this very file still exists
         return (node.parent != rec.parent or base_display_name(node) != rec.name
                 or (not ours and node.mtime_ns != rec.mtime_ns))
+
+    # --- the staging limit (``--staging-max``, issue 13) ---------------------------------
+    def make_room(self, sf: StagedFile, new_size: int,
+                  cancelled: Callable[[], bool] | None = None) -> None:
+        """Called before ``sf``'s staged copy grows to ``new_size`` bytes.  While the staged
+        copies of all files (their ``rec.size``) would then exceed ``staging_max``, wait for
+        uploads to free space (a copy goes when its file is retired), at most
+        ``STAGING_WAIT`` seconds; then, or at once when nothing could free space (every other
+        copy is open for writing or failed) or the file alone is larger than the limit,
+        FsError(ENOSPC).  EINTR if ``cancelled()`` (the FUSE request was interrupted).  Without
+        a limit it returns at once."""
+        if not self.wb.staging_max:
+            return
+        deadline = time.monotonic() + STAGING_WAIT
+        warned = False
+        with self.wb.lock:
+            while True:
+                others = [f for f in self.wb.files.values()
+                          if f is not sf and f.rec.has_copy and not f.retired]
+                used = sum(f.rec.size for f in others) + new_size
+                if used <= self.wb.staging_max:
+                    return
+                if new_size > self.wb.staging_max:
+                    raise self._full(sf, "the file alone (%d bytes) is larger than the "
+                                     "staging limit" % new_size)
+                if not any(f.writers == 0 and not f.rec.failed and not f.rec.unlinked
+                           for f in others):
+                    raise self._full(sf, "the other staged files are open for writing or "
+                                     "failed, so no upload can free space")
+                if cancelled is not None and cancelled():
+                    raise FsError(errno.EINTR, "interrupted while waiting for staging space")
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise self._full(sf, "no upload freed space within %.0f s" % STAGING_WAIT)
+                if not warned:
+                    warned = True
+                    log.warning("staging area full (%d of %d bytes staged): a write to %s waits "
+                                "for uploads to free space (up to %.0f s)", used - new_size,
+                                self.wb.staging_max, sf.rec.name, STAGING_WAIT)
+                self.wb.lock.wait(min(0.5, left))
+
+    def _full(self, sf: StagedFile, why: str) -> FsError:
+        log.warning("staging area full (limit %d bytes): a write to %s fails with ENOSPC: %s",
+                    self.wb.staging_max, sf.rec.name, why)
+        return FsError(errno.ENOSPC, "staging area full (--staging-max %d): %s"
+                       % (self.wb.staging_max, why))

@@ -46,6 +46,7 @@ class WriteBack:
     """The queue of one mount; see the module docstring."""
 
     def __init__(self, mount_dir: str, client: "MegaClient", tree: Tree, *, workers: int = 4,
+                 staging_max: int = 0,
                  on_settled: Callable[[StagedFile], None] | None = None,
                  on_remote_change: Callable[[StagedFile], None] | None = None,
                  on_change: Callable[[set[str]], None] | None = None,
@@ -71,6 +72,8 @@ class WriteBack:
         self.request_id = persistent_request_id(mount_dir)
         client.request_id = self.request_id
         self.stopping = threading.Event()
+        # bytes staged at most (``control.make_room``); 0: only the disk's own limit
+        self.staging_max = max(0, staging_max)
         self.scheduler = Scheduler(self, workers=max(1, workers))
         self.committer = Committer(self)
         self.control = QueueControl(self)

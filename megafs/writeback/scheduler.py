@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from ..api import fingerprint
+from ..api.identical import same_content
 from ..errors import Cancelled, MegafsError, describe, is_permanent
 from ..tree.tree import Tree
 from . import record as R
@@ -130,6 +131,22 @@ class Scheduler:
                     self._release(sf)
                     return
 
+        if self._unchanged(sf):
+            with wb.lock:
+                if sf.job != (sf.rec.generation, sf.version) or sf.rec.unlinked or sf.retired:
+                    self._release(sf)        # the file changed or went away meanwhile
+                    return
+                # The same bytes as the committed node (issue 13): that node holds this
+                # generation too, so the node and its public link stay; the new mtime goes to
+                # MEGA as an attribute update (FIX: ``a``), as after a touch.
+                sf.rec = R.committed(sf.rec, sf.rec.generation, sf.rec.committed or "")
+                sf.rec.local_meta = True
+                log.info("%s has the same bytes as node %s: kept it and its link",
+                         sf.rec.name, sf.rec.committed)
+                self._release(sf)
+            wb.save(sf)
+            return
+
         def progress(*args: Any) -> None:
             done = next((a for a in args if isinstance(a, int)), None)
             if done is not None:
@@ -147,6 +164,20 @@ class Scheduler:
                 return
             sf.token = (uploaded, crc_attr)
             wb.committer.hand(sf)
+
+    def _unchanged(self, sf: StagedFile) -> bool:
+        """Whether ``sf``'s staged bytes are exactly its committed node's: same size and the
+        node's meta-MAC over them under the node's own key (``api.identical``), so nothing
+        needs uploading.  Costs one MAC pass over the file, only when the sizes match."""
+        with self.wb.lock:
+            committed, size = sf.rec.committed, sf.rec.size
+            if not committed or sf.rec.committed_gen >= sf.rec.generation:
+                return False
+        node = self.wb.tree.get(committed)
+        if node is None or node.is_dir or node.size != size or node.key is None \
+                or len(node.key) != 32:
+            return False
+        return same_content(sf.path, node.file_key, size, sf.cancel)
 
     def _release(self, sf: StagedFile) -> None:
         """Give a file back after an abandoned attempt (under ``wb.lock``)."""

@@ -193,5 +193,6 @@ def test_get_into_missing_directory_is_one_line(srv, common, tmp_path):
     path.write_bytes(b"x")
     link = megafs("upload", *common, str(path)).stdout.strip()
     got = megafs("get", "--api", srv.url, link, "-o", str(tmp_path / "no" / "such" / "file"))
-    assert got.returncode == 1 and "No such file or directory" in got.stderr
+    assert got.returncode == 1 and "folder %s does not exist" % (tmp_path / "no" / "such") \
+        in got.stderr and "mkdir -p" in got.stderr
     assert "Traceback" not in got.stderr and len(got.stderr.strip().splitlines()) == 1

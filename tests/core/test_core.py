@@ -316,7 +316,7 @@ def test_show_links_lists_them(server, tmp_path):
         s.write_file("/v.txt", b"v")
         assert s.fs.readdir("/") == ["v.txt"]
         s.fs.show_links = True
-        assert s.fs.readdir("/") == ["v.txt", "v.txt.link"]
+        assert s.fs.readdir("/") == ["v.txt.link", "v.txt"]     # X.link right before X
     finally:
         s.close()
 

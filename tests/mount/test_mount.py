@@ -37,7 +37,7 @@ def sh(cmd: str, cwd: str | Path | None = None, timeout: float = 120.0,
 
 
 def get_link(link: str, dest: Path, api: str) -> bytes:
-    megafs("get", link, "-o", str(dest), "--api", api)
+    megafs("get", link, "-o", str(dest), "--api", api, "--force")
     return dest.read_bytes()
 
 
@@ -426,8 +426,13 @@ def test_second_mount_of_same_queue_is_refused(mounted, server, tmp_path):
     other.mkdir()
     proc = megafs("mount", str(other), "--api", server.url, "--state-dir",
                   str(mounted.state_dir), "--foreground", check=False, timeout=60)
-    assert proc.returncode == 1 and "another megafs mount" in proc.stderr
+    assert proc.returncode == 1 and "is already mounted at %s" % mounted.mnt in proc.stderr
     assert not is_mounted(other)
+    # the runtime's lock names the holder too (a mount that skipped the registry check)
+    from megafs.errors import FsError
+    from megafs.mount.runtime import MountConfig, MountRuntime
+    with pytest.raises(FsError, match="already mounted by the mount at %s" % mounted.mnt):
+        MountRuntime(MountConfig(state_dir=str(mounted.state_dir), api=server.url)).__enter__()
 
 
 def test_concurrent_processes_shared_file_and_reads_during_upload(mounted, server, tmp_path):

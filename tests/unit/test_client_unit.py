@@ -312,8 +312,8 @@ def test_archive_session_file(tmp_path):
 
 
 def test_upload_progress_and_bar_disabled_off_tty(capsys):
-    from megafs.client_cli import ProgressBar
-    bar = ProgressBar("x", 10)
+    from megafs.cli.progress import Transfer
+    bar = Transfer("x", 10)
     bar(5)
     bar.finish()
     assert capsys.readouterr().err == ""

@@ -21,6 +21,7 @@ from . import fault_apply
 from .endpoint import Endpoint, StreamEffect
 from .ep_api import CsEndpoint, PollEndpoint, WaitEndpoint
 from .ep_control import ControlEndpoint
+from .ep_linkpage import LinkPageEndpoint
 from .ep_transfers import DownloadEndpoint, UploadEndpoint
 from .request import JSON_TYPE, TEXT_TYPE, BadRequest, Request
 
@@ -64,6 +65,7 @@ ROUTES: tuple[Route, ...] = (
              DownloadEndpoint()),
     Route.of("GET", r"/_megafs/(?P<name>stats|faults|options|info|mail)", (API,), _CONTROL),
     Route.of("POST", r"/_megafs/(?P<name>faults|quota|options|accounts)", (API,), _CONTROL),
+    Route.of("GET", r"/file/(?P<handle>[A-Za-z0-9_-]{8})", (API,), LinkPageEndpoint()),
 )
 
 

@@ -1,0 +1,154 @@
+"""Progress on stderr for people: one transfer (``upload``/``get``) and a mount's upload queue
+(``umount``, ``status --watch``).
+
+Lines are formatted by tqdm (bytes, percentage, rate, elapsed and ETA), so they read like
+every other progress bar on the terminal.  On a terminal the block of lines is redrawn in place
+a few times a second; when stderr is a file or a pipe a plain block is printed every
+``PLAIN_EVERY`` seconds (and at the end), so logs and tests see the same figures without
+control characters.  Rates are averages since a file's upload (or the watch) began.  Never
+touches stdout (links and ``--json`` go there), except ``status --watch`` on a terminal.
+"""
+from __future__ import annotations
+
+import shutil
+import sys
+import threading
+import time
+from typing import Any, TextIO
+
+from tqdm import tqdm
+
+PLAIN_EVERY = 2.0          # seconds between blocks when stderr is not a terminal
+
+
+def _meter(done: int, total: int, elapsed: float, prefix: str, rate: float | None,
+           width: int) -> str:
+    # rate None: tqdm uses the average since ``elapsed`` began, steadier for an ETA than the
+    # last samples (a stalled upload would otherwise show an ETA of centuries)
+    return tqdm.format_meter(min(done, total), total, elapsed, ncols=width, prefix=prefix,
+                             unit="B", unit_scale=True, unit_divisor=1024, rate=rate)
+
+
+class Transfer:
+    """The progress of one file transfer; ``transfer(done_bytes)`` from any thread."""
+
+    def __init__(self, label: str, total: int, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stderr
+        enabled = self.stream.isatty()
+        self.lock = threading.Lock()
+        label = label if len(label) <= 30 else label[:27] + "..."
+        self.bar = tqdm(total=total, desc=label, unit="B", unit_scale=True, unit_divisor=1024,
+                        file=self.stream, disable=not enabled, leave=False, mininterval=0.1)
+
+    def __call__(self, *args: Any) -> None:
+        done = next((a for a in args if isinstance(a, int)), None)
+        if done is None:
+            return
+        with self.lock:
+            if done > self.bar.n:
+                self.bar.update(done - self.bar.n)
+
+    def finish(self) -> None:
+        with self.lock:
+            self.bar.close()
+
+
+class QueueProgress:
+    """Bytes, rates and ETA of a mount's unfinished uploads, per file and in total.
+
+    ``update(files)`` takes the rows of ``megafs status`` (``path``, ``state``, ``size``,
+    ``progress``); ``draw()`` shows them.  A file that leaves the list counts as uploaded."""
+
+    def __init__(self, stream: TextIO | None = None, *, tty: bool | None = None,
+                 max_files: int = 10) -> None:
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty() if tty is None else tty
+        self.max_files = max_files
+        self.start = time.monotonic()
+        self.last_plain = 0.0
+        self.drawn = 0                               # lines of the block on screen
+        self.files: dict[str, dict[str, Any]] = {}   # path -> state, size, done, since
+        self.finished = 0                            # bytes of files that left the list
+        self.finished_files = 0
+
+    # --- figures ----------------------------------------------------------------------------
+    def update(self, rows: list[dict[str, Any]]) -> None:
+        now = time.monotonic()
+        current: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            if row.get("state") not in ("pending", "uploading"):
+                continue
+            path = str(row.get("path"))
+            old = self.files.get(path)
+            started = old is not None and old["state"] == "uploading"
+            current[path] = {"state": row["state"], "size": int(row.get("size") or 0),
+                             "done": int(row.get("progress") or 0),
+                             "since": old["since"] if old is not None and started else now}
+        for path, old in self.files.items():
+            if path not in current:
+                self.finished += old["size"]
+                self.finished_files += 1
+        self.files = current
+
+    @property
+    def remaining(self) -> int:
+        return sum(max(0, f["size"] - f["done"]) for f in self.files.values())
+
+    def lines(self, width: int | None = None) -> list[str]:
+        width = width or (shutil.get_terminal_size((100, 20)).columns - 1 if self.tty else 0)
+        now = time.monotonic()
+        out = []
+        shown = sorted(self.files.items(), key=lambda kv: (kv[1]["state"] != "uploading",
+                                                           kv[0]))
+        for path, f in shown[:self.max_files]:
+            label = path if len(path) <= 40 else "..." + path[-37:]
+            if f["state"] == "uploading":
+                out.append(_meter(f["done"], f["size"], now - f["since"], "  " + label,
+                                  None, width))
+            else:
+                out.append("  %s: pending, %s" % (label, _size(f["size"])))
+        if len(shown) > self.max_files:
+            out.append("  ... and %d more file(s)" % (len(shown) - self.max_files))
+        done = self.finished + sum(f["done"] for f in self.files.values())
+        total = done + self.remaining
+        prefix = "total: %d file(s) left, %d uploaded" % (len(self.files), self.finished_files)
+        out.append(_meter(done, max(total, 1), now - self.start, prefix, None, width))
+        return out
+
+    # --- output -----------------------------------------------------------------------------
+    def draw(self, force: bool = False) -> None:
+        if self.tty:
+            lines = self.lines()
+            text = ""
+            if self.drawn:
+                text += "\033[%dF" % self.drawn              # back to the block's first line
+            text += "".join("\033[2K%s\n" % line for line in lines)
+            if self.drawn > len(lines):
+                text += "\033[J"                          # clear lines left below
+            self.stream.write(text)
+            self.stream.flush()
+            self.drawn = len(lines)
+            return
+        now = time.monotonic()
+        if not force and now - self.last_plain < PLAIN_EVERY:
+            return
+        self.last_plain = now
+        self.stream.write("\n".join(self.lines()) + "\n")
+        self.stream.flush()
+
+    def clear(self) -> None:
+        """Remove the block from a terminal (the caller prints its own summary)."""
+        if self.tty and self.drawn:
+            self.stream.write("\033[%dF\033[J" % self.drawn)
+            self.stream.flush()
+            self.drawn = 0
+
+    def summary(self) -> str:
+        elapsed = time.monotonic() - self.start
+        return "%d file(s), %s uploaded in %.0f s" % (self.finished_files,
+                                                      _size(self.finished), elapsed)
+
+
+def _size(n: int) -> str:
+    from ..config import format_size
+    return format_size(n)

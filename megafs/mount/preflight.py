@@ -1,0 +1,147 @@
+"""Checks made before a mount starts anything, so that the mistakes people make are answered
+with one line naming the cause and the fix instead of a libfuse error code in a log file.
+
+* the mount point: missing, not a folder, already mounted, a dead mount left by a killed
+  process ("Transport endpoint is not connected"), or not empty (libfuse 3 would mount over
+  it and hide the files; ``-o nonempty`` allows it);
+* ``/dev/fuse``: missing (no FUSE module, or a container without the device) or not
+  accessible to this user; non-root mounts also need ``fusermount3``;
+* ``allow_other`` as a non-root user without ``user_allow_other`` in ``/etc/fuse.conf``;
+* the API: whether its host accepts a TCP connection within a few seconds, so a wrong or
+  unreachable ``--api`` (or a forgotten ``--local``) is reported at once instead of after five
+  minutes of retries.  Once a mount is up, outages are retried quietly in the background.
+
+Every check raises ``FsError``/``MegafsError`` with the message to print; none changes
+anything.  No FUSE import here.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shutil
+import socket
+from urllib.parse import urlsplit
+
+from ..config import is_loopback
+from ..errors import FsError, MegafsError
+from .registry import is_mounted
+
+log = logging.getLogger(__name__)
+
+FUSE_DEVICE = "/dev/fuse"
+FUSE_CONF = "/etc/fuse.conf"
+API_CONNECT_TIMEOUT = 5.0
+
+
+def check_mountpoint(mnt: str, *, nonempty: bool = False) -> None:
+    """The mount point exists, is an empty folder and is not mounted (alive or dead)."""
+    try:
+        st = os.stat(mnt)
+    except FileNotFoundError:
+        raise FsError(errno.ENOENT, "mount point %s does not exist; create it with "
+                      "`mkdir -p %s`" % (mnt, mnt)) from None
+    except OSError as exc:
+        if exc.errno == errno.ENOTCONN or is_mounted(mnt):
+            raise FsError(errno.EBUSY, "%s is a dead mount (its megafs process was killed); "
+                          "clear it with `megafs umount %s` (or `fusermount3 -u %s`), then "
+                          "mount again" % (mnt, mnt, mnt)) from None
+        raise FsError(exc.errno or errno.EIO, "cannot use mount point %s: %s"
+                      % (mnt, exc.strerror or exc)) from None
+    import stat as stat_mod
+    if not stat_mod.S_ISDIR(st.st_mode):
+        raise FsError(errno.ENOTDIR, "mount point %s is not a folder" % mnt)
+    if is_mounted(mnt):
+        if _dead(mnt):
+            raise FsError(errno.EBUSY, "%s is a dead mount (its megafs process was killed); "
+                          "clear it with `megafs umount %s` (or `fusermount3 -u %s`), then "
+                          "mount again" % (mnt, mnt, mnt))
+        raise FsError(errno.EBUSY, "%s is already mounted; unmount it first (`megafs umount "
+                      "%s`) or choose another folder" % (mnt, mnt))
+    if not os.access(mnt, os.W_OK | os.X_OK):
+        raise FsError(errno.EACCES, "no write access to mount point %s; use a folder you "
+                      "own" % mnt)
+    if not nonempty:
+        with os.scandir(mnt) as entries:
+            if any(True for _ in entries):
+                raise FsError(errno.ENOTEMPTY, "mount point %s is not empty (the mount would "
+                              "hide its files); use an empty folder, or -o nonempty" % mnt)
+
+
+def _dead(mnt: str, timeout: float = 2.0) -> bool:
+    """Whether a mount point's FUSE connection is gone (statvfs: ENOTCONN).  The root's
+    attributes may still come from the kernel's cache, so stat alone cannot tell; a mount that
+    does not answer within ``timeout`` counts as alive (busy)."""
+    import threading
+
+    box: list[bool] = []
+
+    def probe() -> None:
+        try:
+            os.statvfs(mnt)
+            box.append(False)
+        except OSError as exc:
+            box.append(exc.errno == errno.ENOTCONN)
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(box and box[0])
+
+
+def check_fuse_device(*, allow_other: bool = False, device: str = FUSE_DEVICE,
+                      conf: str = FUSE_CONF) -> None:
+    """``/dev/fuse`` can be opened by this user, and what a non-root mount needs is there."""
+    if not os.path.exists(device):
+        raise FsError(errno.ENODEV, "%s is missing: load the FUSE module (`modprobe fuse`) "
+                      "or, in a container, pass the device (`--device /dev/fuse`)" % device)
+    try:
+        os.close(os.open(device, os.O_RDWR))
+    except OSError as exc:
+        raise FsError(exc.errno or errno.EACCES, "cannot open %s (%s): this user may not "
+                      "use FUSE; make it readable and writable for you (Debian: mode 0666, "
+                      "package fuse3) or mount as root" % (device, exc.strerror or exc)
+                      ) from None
+    if os.geteuid() == 0:
+        return
+    if shutil.which("fusermount3") is None and shutil.which("fusermount") is None:
+        raise FsError(errno.ENOENT, "fusermount3 is missing: install the fuse3 package "
+                      "(`apt-get install fuse3`)")
+    if allow_other and not _conf_allows_other(conf):
+        raise FsError(errno.EPERM, "allow_other needs `user_allow_other` in %s for users "
+                      "other than root; add that line (as root) or drop allow_other" % conf)
+
+
+def _conf_allows_other(conf: str) -> bool:
+    try:
+        with open(conf) as fh:
+            return any(line.split("#", 1)[0].strip() == "user_allow_other" for line in fh)
+    except OSError:
+        return False
+
+
+def check_api(api: str, timeout: float = API_CONNECT_TIMEOUT) -> None:
+    """The API host accepts a TCP connection within ``timeout`` seconds."""
+    parts = urlsplit(api)
+    host = parts.hostname or ""
+    if parts.scheme == "http" and not is_loopback(api):
+        # said before the connection is tried, so it is said even when the host is down
+        log.warning("API URL %s uses plain http on a non-loopback host: session ids would "
+                    "travel unencrypted", api)
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise MegafsError("the API URL %s has a bad port" % api) from None
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        if isinstance(exc, socket.gaierror):
+            reason = "unknown host %s" % host
+        elif isinstance(exc, (socket.timeout, TimeoutError)):
+            reason = "no answer within %.0f s" % timeout
+        else:
+            reason = exc.strerror or str(exc)
+        hint = ("start the local server with --local (or `megafs serve`)"
+                if host in ("127.0.0.1", "localhost", "::1") else
+                "check the --api URL and your network")
+        raise MegafsError("cannot reach the MEGA API at %s (%s); %s" % (api, reason, hint)
+                          ) from None
