@@ -6,7 +6,7 @@ holds ``X``'s public link and a newline (``https://mega.nz/file/H#K``, or the lo
 of a mount); it is not listed by ``readdir`` (so ``rsync --delete``, ``cp -a`` and ``git add
 -A`` see only real files) unless the mount option ``show_links`` asks for it.  A real entry
 named ``X.link`` always wins over the virtual one (creating or renaming a real file onto the
-name is allowed).  Reading ``X.link`` waits for
+name is allowed); listed, ``X.link`` comes right before ``X``.  Reading ``X.link`` waits for
 ``X``'s upload (``--link-timeout``, interruptible), exporting the link if the node has none;
 removing ``X.link`` revokes the public link (``l`` with ``d:1``), and reading it again exports a
 fresh one.  Other changes to a virtual ``.link`` (writing, truncating, touching, renaming it)
@@ -50,6 +50,15 @@ XA_STATE, XA_LINK, XA_HANDLE, XA_ERROR = ("user.mega.state", "user.mega.link",
                                           "user.mega.handle", "user.mega.error")
 XA_STATUS, XA_MOUNTDIR, XA_RETRY = ("user.megafs.status", "user.megafs.mountdir",
                                     "user.megafs.retry")
+
+
+def _order(name: str, links: set[str]) -> tuple[str, int]:
+    """Listing order with each virtual X.link right before its X: `rm -r` and `mv DIR
+    /elsewhere` remove entries in listing order, and X.link vanishes with X (removing it
+    first only revokes the link)."""
+    if name in links:
+        return name[:-len(LINK_SUFFIX)], 0
+    return name, 1
 
 
 def _readonly() -> FsError:
@@ -132,14 +141,7 @@ class LinkLayer:
         extra = {name + LINK_SUFFIX for name, ent in listing.items() if ent.kind != DIR
                  and name + LINK_SUFFIX not in listing
                  and len((name + LINK_SUFFIX).encode()) <= 255}
-        # Each X.link right before its X: `rm -r` and `mv DIR /elsewhere` remove entries in
-        # listing order, and X.link vanishes with X (removing it first revokes the link).
-        out: list[str] = []
-        for name in sorted(names):
-            if name + LINK_SUFFIX in extra:
-                out.append(name + LINK_SUFFIX)
-            out.append(name)
-        return out
+        return sorted(names + list(extra), key=lambda name: _order(name, extra))
 
     def readdir_attrs(self, path: str | None, fh: int | None = None
                       ) -> list[tuple[str, dict[str, int]]]:
@@ -154,7 +156,8 @@ class LinkLayer:
                      and len((name + LINK_SUFFIX).encode()) <= 255]
             out += [(name, self._link_stat(listing[name[:-len(LINK_SUFFIX)]]))
                     for name in extra]
-            out.sort()
+            links = set(extra)
+            out.sort(key=lambda item: _order(item[0], links))
         return out
 
     def statfs(self) -> dict[str, int]:

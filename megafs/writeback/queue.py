@@ -58,8 +58,7 @@ class WriteBack:
         self.staging = config.private_dir(os.path.join(mount_dir, "staging"))
         self.client = client
         self.tree = tree
-        self.on_settled = on_settled
-        self.on_remote_change = on_remote_change
+        self.on_settled, self.on_remote_change = on_settled, on_remote_change
         self.on_change = on_change
         self.path_of = path_of or (lambda sf: sf.rec.name)
         self.lock = threading.Condition(threading.Lock())
@@ -72,8 +71,7 @@ class WriteBack:
         self.request_id = persistent_request_id(mount_dir)
         client.request_id = self.request_id
         self.stopping = threading.Event()
-        # bytes staged at most (``control.make_room``); 0: only the disk's own limit
-        self.staging_max = max(0, staging_max)
+        self.staging_max = max(0, staging_max)      # bytes (control.make_room); 0: no limit
         self.scheduler = Scheduler(self, workers=max(1, workers))
         self.committer = Committer(self)
         self.control = QueueControl(self)
