@@ -34,7 +34,7 @@ from .download import Downloader
 from .session import (Reauth, Session, SessionManager, open_account_session, open_session,
                       peek_api)
 from .transport import Transport
-from .upload import Uploaded, Uploader
+from .upload import Premac, Uploaded, Uploader
 
 log = logging.getLogger(__name__)
 
@@ -137,10 +137,12 @@ class MegaClient:
 
     # --- uploads and nodes ----------------------------------------------------------------------
     def upload(self, path: str, *, progress: Callable[[int], None] | None = None,
-               cancel: threading.Event | None = None) -> Uploaded:
-        """Encrypt and upload a file's contents; no node is created (see ``put_files``)."""
+               cancel: threading.Event | None = None, premac: Premac | None = None
+               ) -> Uploaded:
+        """Encrypt and upload a file's contents; no node is created (see ``put_files``).
+        ``premac``: (key, chunk MACs) made while the file was written (``Uploader.upload``)."""
         self._need_session()
-        return self.uploader.upload(path, progress=progress, cancel=cancel)
+        return self.uploader.upload(path, progress=progress, cancel=cancel, premac=premac)
 
     def put_files(self, items: list[PutItem]) -> list[dict[str, Any] | Exception]:
         """Create file nodes for finished uploads: one batch, one ``p`` per parent."""

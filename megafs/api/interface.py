@@ -63,8 +63,12 @@ class MegaApi(Protocol):
         with ``fetch``.  Failing wait URLs are backed off inside (no request storm)."""
 
     def upload(self, path: str, *, progress: Callable[[int], None] | None = None,
-               cancel: threading.Event | None = None) -> "Uploaded":
+               cancel: threading.Event | None = None,
+               premac: "tuple[FileKey, dict[int, bytes]] | None" = None) -> "Uploaded":
         """Encrypt and upload a file's contents (no node yet): ``Uploaded(token, key, size)``.
+
+        ``premac``: (file key, {chunk offset: chunk MAC}) made while the file was written
+        (``writeback.premac``); the first attempt uses that key and only encrypts those chunks.
 
         ``progress(bytes_stored)`` is called from worker threads.  ``UploadCancelled`` when
         ``cancel`` is set; ``UploadFailed`` after repeated restarts or an unreadable file;

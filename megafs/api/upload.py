@@ -65,6 +65,7 @@ SCRATCH = chunks.MIB                # per worker: CBC-MAC output (one call a chu
 TOKEN_BYTES = 36
 TRANSFER_TIMEOUT = (10.0, 120.0)    # (connect, read) per POST
 
+Premac = tuple[FileKey, dict[int, bytes]]   # (file key, {chunk offset: MAC})
 Progress = Callable[[int], None]
 
 
@@ -172,28 +173,38 @@ class Uploader:
         self.max_in_flight = 0      # observed high-water mark of spans held in memory (tests)
 
     def upload(self, path: str, *, progress: Progress | None = None,
-               cancel: threading.Event | None = None) -> Uploaded:
+               cancel: threading.Event | None = None, premac: Premac | None = None
+               ) -> Uploaded:
+        """Upload a file; ``premac`` = (file key, {chunk offset: chunk MAC}) computed while the
+        file was written: those chunks are only encrypted, not MACed again."""
         try:
             fd = os.open(path, os.O_RDONLY)
         except OSError as exc:
             raise UploadFailed("cannot read %s: %s" % (path, exc.strerror)) from None
         try:
             size = os.fstat(fd).st_size
-            return self.upload_fd(fd, size, progress=progress, cancel=cancel)
+            return self.upload_fd(fd, size, progress=progress, cancel=cancel, premac=premac)
         finally:
             os.close(fd)
 
     def upload_fd(self, fd: int, size: int, *, progress: Progress | None = None,
-                  cancel: threading.Event | None = None) -> Uploaded:
+                  cancel: threading.Event | None = None, premac: Premac | None = None
+                  ) -> Uploaded:
         """Upload ``size`` bytes of the open file ``fd`` (read with preadv, offset 0)."""
         backoff = Backoff(self.retry, "upload", cancel)
         attempt = 0
+        known: dict[int, bytes] = {}
         while True:
             attempt += 1
-            key = crypto.new_file_key()  # fresh key per attempt: no CTR keystream reuse
+            if premac is not None and attempt == 1:
+                key, known = premac          # the key the chunk MACs were made under
+            else:
+                # fresh key per attempt (also after a premac first one): a key never encrypts
+                # two contents, so no CTR keystream is reused
+                key, known = crypto.new_file_key(), {}
             try:
                 url = self._get_url(size, cancel)
-                token, meta_mac = self._attempt(fd, size, url, key, progress, cancel)
+                token, meta_mac = self._attempt(fd, size, url, key, progress, cancel, known)
             except Cancelled:
                 raise UploadCancelled("upload cancelled") from None
             except _Restart as exc:
@@ -217,13 +228,15 @@ class Uploader:
         return commands.parse_upload_url(reply)
 
     def _attempt(self, fd: int, size: int, url: str, key: FileKey, progress: Progress | None,
-                 cancel: threading.Event | None) -> tuple[str, bytes]:
+                 cancel: threading.Event | None, known: dict[int, bytes] | None = None
+                 ) -> tuple[str, bytes]:
         """One try on one URL: (completion token, meta-MAC), or _Restart / the error."""
         macs = crypto.MacAccumulator(key.aes_key)
         target = self.span_for(size)
         spans = list(chunks.groups(size, target))
         state = _AttemptState(cancel, spans)
-        job = _Job(fd, url, key, macs, state, progress, max(1, min(target, size)))
+        job = _Job(fd, url, key, macs, state, progress, max(1, min(target, size)),
+                   known or {})
         run_workers(lambda: self._worker(job), min(self.connections, len(spans)),
                     "megafs-upload", state.stop)
         if state.token is not None:     # finished: whatever else happened does not matter
@@ -275,7 +288,12 @@ class Uploader:
         state, length = job.state, len(view)
         if read_exact_at(job.fd, view, offset) != length:
             raise UploadFailed("file shrank while uploading (short read at offset %d)" % offset)
-        for chunk_offset, mac in seal_span(job.key, offset, view, scratch):
+        premacs = _known_macs(job.known, offset, length)
+        if premacs is not None:          # MACed while the file was written: encrypt only
+            crypto.ctr_crypt(job.key.aes_key, job.key.nonce, offset, view, output=view)
+        else:
+            premacs = seal_span(job.key, offset, view, scratch)
+        for chunk_offset, mac in premacs:
             job.macs.add(chunk_offset, mac)
         target = post_url(job.url, offset, upload_checksum(view, scratch))
         what = "upload POST @%d (%d bytes) to %s" % (offset, length, redact_url(job.url))
@@ -332,6 +350,23 @@ class _Job:
     state: "_AttemptState"
     progress: Progress | None
     buffer_size: int
+    known: dict[int, bytes]          # chunk MACs computed while the file was written
+
+
+def _known_macs(known: dict[int, bytes], offset: int, length: int
+                ) -> list[tuple[int, bytes]] | None:
+    """The precomputed MACs of every chunk of a span, or None if any is missing."""
+    if not known:
+        return None
+    out = []
+    pos, end = offset, offset + length
+    while pos < end:
+        mac = known.get(pos)
+        if mac is None:
+            return None
+        out.append((pos, mac))
+        pos += min(chunks.size_at(pos), end - pos)
+    return out
 
 
 class _AttemptState:

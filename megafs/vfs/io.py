@@ -123,7 +123,9 @@ class FileIO:
         if self.wb.staging_max and offset + len(data) > sf.rec.size:
             self.wb.control.make_room(sf, offset + len(data), cancelled)    # --staging-max
         fd = handle.staged_fd()
+        sf.premac.before_write(offset)
         n = os.pwrite(fd, data, offset)
+        sf.premac.after_write(offset, n)
         end = offset + n
         with self.wb.lock:
             size = max(sf.rec.size, end)
@@ -167,6 +169,10 @@ class FileIO:
         self._materialize(sf, keep=length)
         if self.wb.staging_max and length > sf.rec.size:
             self.wb.control.make_room(sf, length)                            # --staging-max
+        if length == 0:
+            sf.premac.start(sf.path)     # empty again: MACs can be made while it is rewritten
+        else:
+            sf.premac.invalidate()
         os.truncate(sf.path, length)
         self.wb.wrote(sf, length)
 

@@ -46,8 +46,7 @@ class WriteBack:
     """The queue of one mount; see the module docstring."""
 
     def __init__(self, mount_dir: str, client: "MegaClient", tree: Tree, *, workers: int = 4,
-                 staging_max: int = 0,
-                 on_settled: Callable[[StagedFile], None] | None = None,
+                 staging_max: int = 0, on_settled: Callable[[StagedFile], None] | None = None,
                  on_remote_change: Callable[[StagedFile], None] | None = None,
                  on_change: Callable[[set[str]], None] | None = None,
                  path_of: Callable[[StagedFile], str] | None = None) -> None:
@@ -58,8 +57,8 @@ class WriteBack:
         self.staging = config.private_dir(os.path.join(mount_dir, "staging"))
         self.client = client
         self.tree = tree
-        self.on_settled, self.on_remote_change = on_settled, on_remote_change
-        self.on_change = on_change
+        self.on_settled, self.on_remote_change, self.on_change = (on_settled, on_remote_change,
+                                                                  on_change)
         self.path_of = path_of or (lambda sf: sf.rec.name)
         self.lock = threading.Condition(threading.Lock())
         self.files: dict[str, StagedFile] = {}
@@ -103,6 +102,7 @@ class WriteBack:
         sf = StagedFile(rec, path)
         if content:
             sf.version = 1          # even an empty new file must be uploaded once
+            sf.premac.start(path)
         with self.lock:
             self.files[rid] = sf
             if node is not None and own:

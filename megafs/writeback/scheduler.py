@@ -152,9 +152,13 @@ class Scheduler:
             if done is not None:
                 sf.progress, sf.progress_at = done, time.monotonic()
 
-        log.debug("uploading %s (%d bytes)", sf.rec.name, sf.rec.size)
+        with wb.lock:
+            size = sf.rec.size
+        log.debug("uploading %s (%d bytes)", sf.rec.name, size)
         assert sf.cancel is not None
-        uploaded = wb.client.upload(sf.path, progress=progress, cancel=sf.cancel)
+        # the chunk MACs made while the file was written, if it was written in order
+        premac = sf.premac.take(size)
+        uploaded = wb.client.upload(sf.path, progress=progress, cancel=sf.cancel, premac=premac)
         # MEGA's own apps read the mtime from the c fingerprint (its CRC part is of the bytes
         # just sent; a file changed meanwhile is caught by the version check below).
         crc_attr = fingerprint.fingerprint(sf.path, size=uploaded.size, mtime=0)

@@ -20,6 +20,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from .premac import Premac
 from .record import Record
 
 
@@ -44,6 +45,7 @@ class StagedFile:
     job: tuple[int, int] | None = None         # (generation, version) of the upload in flight
     token: Any = None                          # a finished upload waiting for its ``p``
     materialize: threading.Lock = field(default_factory=threading.Lock)
+    premac: Premac = field(default_factory=Premac)   # chunk MACs made while written
 
     @property
     def dirty(self) -> bool:

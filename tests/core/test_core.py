@@ -670,3 +670,74 @@ def test_node_tree_cache_and_catch_up(server, tmp_path, caplog):
             s.close()
     finally:
         other.close()
+
+
+def _spy_premac(monkeypatch) -> list:
+    """Record what every upload got from the chunk MACs made while its file was written."""
+    from megafs.writeback.premac import Premac
+    taken: list = []
+    real = Premac.take
+
+    def take(self, size):
+        got = real(self, size)
+        taken.append(got)
+        return got
+
+    monkeypatch.setattr(Premac, "take", take)
+    return taken
+
+
+def test_sequential_write_uploads_with_macs_made_while_writing(stack, tmp_path, monkeypatch):
+    """Issue 12: the chunk MACs of a file written in order are made during the write, and the
+    upload made with them verifies (the download checks every chunk MAC and the meta-MAC)."""
+    taken = _spy_premac(monkeypatch)
+    data = os.urandom(24 * 1048576 + 12345)
+    stack.write_file("/seq.bin", data)
+    link = stack.link("/seq.bin")
+    assert _download(stack.client, link, tmp_path / "s") == data
+    assert len(taken) == 1 and taken[0] is not None
+    key, macs = taken[0]
+    assert len(macs) >= 8, "the background steps MACed next to nothing"
+    wait_for(lambda: stack.settled("/seq.bin"), what="retired")
+    assert stack.node("/seq.bin").file_key.aes_key == key.aes_key     # its key was used
+
+
+def test_seek_back_before_close_uploads_with_fresh_macs(stack, tmp_path, monkeypatch):
+    """A writer that goes back and rewrites gives up the MACs made so far: what is uploaded is
+    the file as closed, MACed from scratch."""
+    taken = _spy_premac(monkeypatch)
+    data = bytearray(os.urandom(20 * 1048576))
+    fh = stack.fs.create("/back.bin")
+    for off in range(0, len(data), 131072):
+        stack.fs.write(fh, bytes(data[off:off + 131072]), off)
+    time.sleep(0.3)                                  # let background steps run
+    stack.fs.write(fh, b"REWRITTEN", 4096)
+    data[4096:4105] = b"REWRITTEN"
+    stack.fs.write(fh, b"tail", len(data))
+    data += b"tail"
+    stack.fs.flush(fh)
+    stack.fs.release(fh)
+    assert _download(stack.client, stack.link("/back.bin"), tmp_path / "b") == bytes(data)
+    assert taken == [None]
+
+
+def test_truncate_then_rewrite_and_a_restarted_upload_never_reuse_a_key(stack, server, tmp_path,
+                                                                        monkeypatch):
+    """After truncate(0) the file is tracked again under a new key; an upload that must restart
+    on a new URL encrypts with a fresh key, not the one its first attempt used."""
+    taken = _spy_premac(monkeypatch)
+    stack.write_file("/t.bin", os.urandom(12 * 1048576))
+    stack.link("/t.bin")
+    server.faults([{"where": "upload", "http": 404, "count": 1}])
+    data = os.urandom(18 * 1048576 + 5)
+    fh = stack.fs.open("/t.bin", os.O_WRONLY | os.O_TRUNC)
+    for off in range(0, len(data), 131072):
+        stack.fs.write(fh, data[off:off + 131072], off)
+    stack.fs.flush(fh)
+    stack.fs.release(fh)
+    assert _download(stack.client, stack.link("/t.bin"), tmp_path / "t") == data
+    server.clear_faults()
+    assert len(taken) == 2 and None not in taken
+    assert taken[0][0].aes_key != taken[1][0].aes_key
+    wait_for(lambda: stack.settled("/t.bin"), what="retired")
+    assert stack.node("/t.bin").file_key.aes_key not in {k.aes_key for k, _ in taken}
