@@ -39,7 +39,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 from benchlib import Mount as MountProcess, Server as ServerProcess  # noqa: E402
 from bench_side import ConnectRelay, RcloneSide, make_tls  # noqa: E402
-from megafs import sealing  # noqa: E402
+from megafs import crypto, sealing  # noqa: E402
+from megafs.api import hashcash  # noqa: E402
 from megafs.api import commands  # noqa: E402
 from megafs.api.client import MegaClient, PutItem  # noqa: E402
 
@@ -173,6 +174,21 @@ class Bench:
                     "in-process" % mib, mib_s=rates[False], all_cores_mib_s=rates[True],
                     cores=os.cpu_count())
         return rates[False]
+
+    def hashcash(self, easiness: int = 180, rounds: int = 5) -> None:
+        """Solve time of login proof-of-work challenges at the SDK tests' easiness, on one
+        thread and on every core (the time varies a lot from challenge to challenge)."""
+        times: dict[int, list[float]] = {}
+        cores = os.cpu_count() or 1
+        for workers in sorted({1, cores}):
+            for _ in range(rounds):
+                challenge = "1:%d:%d:%s" % (easiness, int(time.time()),
+                                            crypto.b64encode(os.urandom(48)))
+                times.setdefault(workers, []).append(hashcash.solve(challenge,
+                                                                    workers=workers)[1])
+        self.record("hashcash", workload="solve %d login challenges at easiness %d"
+                    % (rounds, easiness), one_thread_s=spread(times[1]),
+                    all_cores_s=spread(times[cores]), cores=cores)
 
     def write_and_upload(self, limit: float, mib: int, tag: str = "") -> None:
         local = self.state / ("bench-local-%d" % mib)
@@ -461,6 +477,7 @@ class Bench:
         self.server.start()
         try:
             limit = self.crypto_limit()
+            self.hashcash(rounds=3 if a.quick else 5)
             self.start_mount()
             self.write_and_upload(limit, a.big_mib)
             if a.scaling:
