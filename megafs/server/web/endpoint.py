@@ -8,6 +8,8 @@ answer's body when a download is to be tampered with, truncated, cut or framed d
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +38,9 @@ class StreamEffect:
     value: Any = None
 
 
-class Endpoint:
+class Endpoint(ABC):
+    """One route's handler: ``prepare`` (optional) then ``serve`` (every endpoint defines it)."""
+
     channel: str | None = None      # the fault channel ("cs", "upload", "download", "sc")
     kind: str = ""                  # the request kind counted in the stats
 
@@ -44,6 +48,7 @@ class Endpoint:
         """Return what ``serve`` needs, or None once the request has been answered."""
         return Prepared()
 
+    @abstractmethod
     def serve(self, app: "App", req: "Request", prep: Prepared,
               effect: StreamEffect | None) -> None:
-        raise NotImplementedError
+        """Answer the request (the fault ``effect``, if any, applied to its stream)."""
