@@ -38,7 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 from benchlib import Mount as MountProcess, Server as ServerProcess  # noqa: E402
-from bench_side import ConnectRelay, RcloneSide, make_tls  # noqa: E402
+from bench_side import API_HOST, ConnectRelay, RcloneSide, rclone_binary, signup  # noqa: E402
 from megafs import crypto, sealing  # noqa: E402
 from megafs.api import hashcash  # noqa: E402
 from megafs.api import commands  # noqa: E402
@@ -119,11 +119,12 @@ class Bench:
         self.results: dict[str, dict] = {}
         extra = ["--quota", str(1 << 40)]
         self.ca: Path | None = None
-        if args.rclone_user:
+        self.rclone_user, self.rclone_pass = args.rclone_user, args.rclone_pass
+        if args.rounds and rclone_binary() is not None:
             # rclone only talks https to the real API host name (bench_side.py)
-            self.ca = make_tls(self.work / "server")
+            self.ca = self.work / "server" / "tls" / "ca.pem"
             os.environ["REQUESTS_CA_BUNDLE"] = str(self.ca)
-            extra.append("--tls-api")
+            extra += ["--tls-api", "--tls-name", API_HOST]
         self.server = ServerProcess(self.work / "server", extra_args=extra,
                                     log_path=self.work / "server.log")
         self.mnt = self.work / "mnt"
@@ -494,7 +495,10 @@ class Bench:
             self.memory(a.memory_mib, a.rss_few, a.rss_many)
             if a.rounds:
                 relay = ConnectRelay(("127.0.0.1", self.server.port)) if self.ca else None
-                self.rclone = RcloneSide(self.work, self.ca, relay, a.rclone_user, a.rclone_pass)
+                if relay is not None and not self.rclone_user:
+                    self.rclone_user, self.rclone_pass = signup(self.server.url, self.work)
+                self.rclone = RcloneSide(self.work, self.ca, relay, self.rclone_user,
+                                         self.rclone_pass)
                 self.rclone_ok = self.rclone.setup()
                 if not self.rclone_ok:
                     print("  rclone: %s" % self.rclone.reason, flush=True)
@@ -533,7 +537,8 @@ def main() -> int:
     parser.add_argument("--many-nodes", type=int, default=None, metavar="N",
                         help="nodes of the big-account mount (quick 20,000, full 1,000,000)")
     parser.add_argument("--rclone-user", default=os.environ.get("MEGAFS_BENCH_RCLONE_USER", ""),
-                        help="e-mail of a full account on the server for rclone")
+                        help="e-mail of a full account on the server for rclone (default: "
+                             "the bench signs one up)")
     parser.add_argument("--rclone-pass", default=os.environ.get("MEGAFS_BENCH_RCLONE_PASS", ""))
     args = parser.parse_args()
     if args.quick:

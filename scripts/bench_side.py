@@ -2,20 +2,21 @@
 a mount of an account with many nodes, and the latency of a remote change.
 
 rclone's mega backend has no setting for the API URL: it always asks
-``https://g.api.mega.co.nz``.  So the bench runs ``megafs serve --tls-api`` and gives rclone
+``https://g.api.mega.co.nz``. So the bench runs ``megafs serve --tls-api`` and gives rclone
 ``HTTPS_PROXY`` pointing at a small CONNECT relay (``ConnectRelay``) that sends every
-``CONNECT`` to the local server's TLS port, and ``SSL_CERT_FILE`` with a CA the bench made, whose
-certificate names ``g.api.mega.co.nz`` too (installed into the server's ``DATA/tls`` before it
-starts).  Only API requests go through the relay: upload and download URLs are plain http to
-127.0.0.1 (rclone's ``use_https`` is off), as megafs' are.  rclone logs in with an e-mail and a
-password (``us0``, then ``us`` with ``uh``): with a server that has only ephemeral accounts the
-login fails and the rclone columns say why (``RcloneSide.reason``).
+``CONNECT`` to the local server's TLS port, and ``SSL_CERT_FILE`` with the server's CA (the
+server runs with ``--tls-name g.api.mega.co.nz``, so its certificate names that host too). Only
+API requests go through the relay: upload and download URLs are plain http to 127.0.0.1
+(rclone's ``use_https`` is off), as megafs' are. rclone logs in with an e-mail and a password
+(``us0``, then ``us`` with ``uh``): the bench signs one up on its server (``signup``) unless it
+is given one; if rclone still cannot log in, the rclone columns say why (``RcloneSide.reason``).
 
 Never imports from ``tests/``; every process it starts is stopped by the caller's ``stop``.
 """
 from __future__ import annotations
 
 import os
+import secrets
 import select
 import shutil
 import socket
@@ -25,38 +26,27 @@ import threading
 import time
 from pathlib import Path
 
+import requests
+
 from benchlib import is_mounted
 
 API_HOST = "g.api.mega.co.nz"
 
 
-def make_tls(data: Path, host: str = "127.0.0.1") -> Path:
-    """A CA and a server certificate for ``host``, localhost and the real API host name,
-    placed where ``megafs serve`` looks (``DATA/tls``) so it uses them; returns the CA file."""
-    tls = data / "tls"
-    tls.mkdir(parents=True, exist_ok=True, mode=0o700)
-    ca_key, ca, key, cert = tls / "ca.key", tls / "ca.pem", tls / "server.key", tls / "server.pem"
-    run = lambda *a: subprocess.run(["openssl", *a], check=True, capture_output=True)  # noqa
-    run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-        "-keyout", str(ca_key), "-out", str(ca), "-days", "2", "-subj", "/CN=megafs bench CA",
-        "-addext", "basicConstraints=critical,CA:TRUE",
-        "-addext", "keyUsage=critical,keyCertSign,cRLSign")
-    names = ["localhost", "127.0.0.1", "::1"] + ([host] if host not in ("127.0.0.1",) else [])
-    san = ",".join(("IP:" if n[0].isdigit() or ":" in n else "DNS:") + n
-                   for n in names + [API_HOST])
-    ext = tls / "ext.cnf"
-    ext.write_text("subjectAltName=%s\nbasicConstraints=critical,CA:FALSE\n"
-                   "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n" % san)
-    csr = tls / "server.csr"
-    run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-        "-keyout", str(key), "-out", str(csr), "-subj", "/CN=%s" % API_HOST)
-    run("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
-        "-CAcreateserial", "-out", str(cert), "-days", "2", "-extfile", str(ext))
-    # the server keeps a certificate whose recorded names match the ones it would choose
-    (tls / "hosts").write_text(" ".join(names) + "\n")
-    for path in (ca_key, key):
-        os.chmod(path, 0o600)
-    return ca
+def signup(api: str, work: Path) -> tuple[str, str]:
+    """Sign up and confirm a full account on the local server at ``api`` with ``megafs signup``
+    (the confirmation link comes from ``GET /_megafs/mail``); returns (e-mail, password)."""
+    email, password = "rclone-bench@example.com", secrets.token_urlsafe(16)
+    env = dict(os.environ, MEGAFS_PASSWORD=password)
+    common = ["--api", api, "--state-dir", str(work / "rclone-account")]
+    megafs = [sys.executable, "-m", "megafs", "signup"]
+    subprocess.run(megafs + [email, *common], env=env, check=True, capture_output=True,
+                   timeout=120)
+    mail = requests.get(api + "_megafs/mail", timeout=30).json()
+    link = [m["link"] for m in mail if m["to"] == email][-1]
+    subprocess.run(megafs + ["--confirm", link, *common], env=env, check=True,
+                   capture_output=True, timeout=120)
+    return email, password
 
 
 class ConnectRelay:

@@ -124,6 +124,10 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
                         help="TCP port of the https transfers (default 0: a free one)")
     parser.add_argument("--tls-api", action="store_true",
                         help="serve the API (and wait URLs) over https too; implies --tls")
+    parser.add_argument("--tls-name", action="append", default=[], metavar="NAME",
+                        help="also name NAME (host name or address) in the server certificate, "
+                             "e.g. g.api.mega.co.nz for a client reaching this server through a "
+                             "proxy; repeatable")
     parser.add_argument("--transfer-quota", type=parse_size, default=0, metavar="BYTES",
                         help="download bytes per client address and window; past it HTTP 509 "
                              "+ X-MEGA-Time-Left (default 0: unlimited)")
@@ -206,7 +210,7 @@ def run(args: argparse.Namespace) -> int:
     tls = None
     if config.tls:
         try:
-            tls = ensure_certificates(config.data_dir, args.host)
+            tls = ensure_certificates(config.data_dir, args.host, tuple(args.tls_name))
         except TlsError as exc:
             print("megafs serve: %s" % exc, file=sys.stderr)
             return EXIT_FAILED

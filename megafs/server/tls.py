@@ -5,7 +5,9 @@ Files: ``ca.pem`` (the CA certificate clients must trust: ``REQUESTS_CA_BUNDLE=<
 ca.pem``; its path is printed at start-up and shown by ``/_megafs/info``), ``ca.key``,
 ``server.pem``, ``server.key`` (keys 0600, directory 0700) and ``hosts`` (the names the server
 certificate covers; a new certificate is issued by the same CA when they change).  Keys are
-P-256; the server certificate names 127.0.0.1, ::1, localhost and the ``--host`` address.
+P-256; the server certificate names 127.0.0.1, ::1, localhost, the ``--host`` address and
+every ``--tls-name`` (e.g. ``g.api.mega.co.nz`` for a client that cannot be given another API
+URL and reaches this server through a proxy; ``scripts/bench`` runs rclone that way).
 """
 from __future__ import annotations
 
@@ -47,7 +49,7 @@ class TlsFiles:
         return ctx
 
 
-def _names(host: str) -> list[str]:
+def _names(host: str, extra: tuple[str, ...] = ()) -> list[str]:
     names = list(DEFAULT_NAMES)
     try:
         unspecified = ipaddress.ip_address(host).is_unspecified
@@ -55,6 +57,7 @@ def _names(host: str) -> list[str]:
         unspecified = False
     if host and not unspecified and host not in names:
         names.append(host)
+    names.extend(name for name in extra if name not in names)
     return names
 
 
@@ -80,8 +83,11 @@ def _openssl(*args: str) -> None:
         raise TlsError("openssl %s failed: %s" % (args[0], detail[-300:])) from None
 
 
-def ensure_certificates(data_dir: Path, host: str) -> TlsFiles:
-    """The CA and server certificate in ``data_dir/tls``, made if missing or outdated."""
+def ensure_certificates(data_dir: Path, host: str, extra_names: tuple[str, ...] = ()) -> TlsFiles:
+    """The CA and server certificate in ``data_dir/tls``, made if missing or outdated.
+
+    The certificate names ``DEFAULT_NAMES``, ``host`` (unless it is a wildcard address) and
+    ``extra_names`` (DNS names or IP addresses); raises ``TlsError`` if ``openssl`` fails."""
     tls_dir = Path(data_dir) / "tls"
     tls_dir.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
     os.chmod(tls_dir, PRIVATE_DIR)
@@ -94,7 +100,7 @@ def ensure_certificates(data_dir: Path, host: str) -> TlsFiles:
                  "-addext", "keyUsage=critical,keyCertSign,cRLSign")
         files.cert.unlink(missing_ok=True)
         log.info("made a new TLS certificate authority: %s", files.ca)
-    names = _names(host)
+    names = _names(host, tuple(extra_names))
     hosts_file = tls_dir / "hosts"
     current = hosts_file.read_text().split() if hosts_file.exists() else []
     if not files.cert.exists() or not files.key.exists() or current != names:

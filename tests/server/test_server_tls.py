@@ -130,6 +130,31 @@ def test_tls_api_serves_everything_over_https(tmp_path):
             requests.get(srv.url + "_megafs/stats", timeout=10)
 
 
+def test_tls_name_adds_a_host_name_and_a_restart_without_it_drops_it(tmp_path):
+    """``--tls-name`` puts another name in the certificate (the bench gives rclone, which
+    always asks g.api.mega.co.nz, this server through a proxy); the CA stays the same when the
+    names change, and a name no longer asked for stops being accepted."""
+    data = tmp_path / "data"
+    ca = str(data / "tls" / "ca.pem")
+
+    def handshake(port: int, name: str) -> str:
+        ctx = ssl.create_default_context(cafile=ca)
+        with ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)),
+                             server_hostname=name) as sock:
+            return sock.version() or ""
+
+    with ServerProcess(data, tls="api", extra_args=["--tls-name", "g.api.mega.co.nz"]) as srv:
+        first_ca = open(ca, "rb").read()
+        assert handshake(srv.port, "g.api.mega.co.nz").startswith("TLS")
+        assert handshake(srv.port, "localhost").startswith("TLS")
+        with pytest.raises(ssl.SSLCertVerificationError):
+            handshake(srv.port, "mega.example")
+    with ServerProcess(data, tls="api") as srv:
+        assert open(ca, "rb").read() == first_ca
+        with pytest.raises(ssl.SSLCertVerificationError):
+            handshake(srv.port, "g.api.mega.co.nz")
+
+
 def test_megafs_client_over_tls_end_to_end(tmp_path, monkeypatch):
     """How client and mount tests run their transfers over TLS: ``--tls-api`` (the client
     asks `ssl: 2` when its API URL is https) and the CA trusted through the environment
