@@ -14,8 +14,9 @@ Run through ``scripts/bench`` (which installs what is needed).  Starts ``megafs 
 
 and (issue 12) the crypto limit on one thread and on every core; ``--rounds`` interleaved
 rounds of the small-file copy and the listing, megafs beside rclone mount (mega backend,
-``--vfs-cache-mode writes``, same server) where rclone can log in (``bench_side.py``),
-reported as medians with their spread and megafs/rclone ratios; the mount of an account with
+``--vfs-cache-mode writes``; same server, same full account, which the bench signs up unless
+given ``--rclone-user``; one mount at a time; ``bench_side.py``), reported as medians with
+their spread and megafs/rclone ratios; the mount of an account with
 ``--many-nodes`` nodes (made in bulk through ``p``); the latency of a remote change (another
 client of the same account makes a folder; until the mount lists it).
 """
@@ -38,7 +39,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 from benchlib import Mount as MountProcess, Server as ServerProcess  # noqa: E402
-from bench_side import API_HOST, ConnectRelay, RcloneSide, rclone_binary, signup  # noqa: E402
+from bench_side import (API_HOST, ConnectRelay, RcloneSide, login, rclone_binary,  # noqa: E402
+                        signup)
 from megafs import crypto, sealing  # noqa: E402
 from megafs.api import hashcash  # noqa: E402
 from megafs.api import commands  # noqa: E402
@@ -129,14 +131,16 @@ class Bench:
                                     log_path=self.work / "server.log")
         self.mnt = self.work / "mnt"
         self.state = self.work / "state"
+        self.account: str | None = None     # the side-by-side rounds mount rclone's account
         self.mount: MountProcess | None = None
         self.rclone: RcloneSide | None = None
         self.rclone_ok = False
 
     # --- plumbing ---------------------------------------------------------------------------
     def start_mount(self) -> MountProcess:
+        extra = ["--account", self.account] if self.account else []
         self.mount = MountProcess(self.mnt, self.server.url, self.state,
-                                  log_path=self.work / "mount.log").start()
+                                  log_path=self.work / "mount.log", extra=extra).start()
         return self.mount
 
     def remount(self) -> MountProcess:
@@ -242,7 +246,8 @@ class Bench:
 
     def populate(self, folder: str, count: int) -> None:
         """Create ``count`` 1-byte files in a new folder through the client API (fast set-up)."""
-        client = MegaClient.open(api=self.server.url, state_dir=str(self.state))
+        client = MegaClient.open(api=self.server.url, state_dir=str(self.state),
+                                 account=self.account)
         try:
             root = client.fetch().roots()[2]
             parent = client.mkdir(root, folder)["h"]
@@ -344,10 +349,6 @@ class Bench:
         mf: dict[str, list[float]] = {"small": [], "cold": [], "warm": []}
         rc: dict[str, list[float]] = {"small": [], "cold": [], "warm": []}
         rmnt = self.work / "rclone-mnt"
-        if self.rclone is not None and self.rclone_ok:
-            self.rclone.rclone("mkdir", "mega:" + folder)
-            self.rclone.rclone("copy", str(self._listing_src(listing)), "mega:" + folder,
-                               "--transfers", "16", timeout=3600)
         for r in range(a.rounds):
             self.remount()
             mf["small"].append(self.copy_small(self.mnt, "small-%d" % r, small, links=True))
@@ -355,6 +356,7 @@ class Bench:
             mf["cold"].append(cold)
             mf["warm"].append(warm)
             if self.rclone is not None and self.rclone_ok:
+                self.stop_mount()           # one mount at a time on the shared account
                 self.rclone.mount(rmnt)
                 try:
                     rc["small"].append(self.copy_small(rmnt, "rsmall-%d" % r, small,
@@ -390,14 +392,6 @@ class Bench:
                     "files cold/warm; %d interleaved rounds" % (small, listing, a.rounds),
                     target="small >= 300 files/s; listing at least as fast as rclone",
                     **fields)
-
-    def _listing_src(self, count: int) -> Path:
-        src = self.work / ("list-src-%d" % count)
-        if not src.exists():
-            src.mkdir()
-            for i in range(count):
-                (src / ("file%05d" % i)).write_bytes(b"x")
-        return src
 
     def many_nodes(self, count: int) -> None:
         """Mount time of an account holding ``count`` more nodes (folders made in bulk with
@@ -495,14 +489,28 @@ class Bench:
             self.memory(a.memory_mib, a.rss_few, a.rss_many)
             if a.rounds:
                 relay = ConnectRelay(("127.0.0.1", self.server.port)) if self.ca else None
+                account_state = self.work / "rclone-account"
                 if relay is not None and not self.rclone_user:
-                    self.rclone_user, self.rclone_pass = signup(self.server.url, self.work)
+                    self.rclone_user, self.rclone_pass = signup(self.server.url, account_state)
+                elif relay is not None:
+                    login(self.server.url, account_state, self.rclone_user, self.rclone_pass)
                 self.rclone = RcloneSide(self.work, self.ca, relay, self.rclone_user,
                                          self.rclone_pass)
                 self.rclone_ok = self.rclone.setup()
                 if not self.rclone_ok:
                     print("  rclone: %s" % self.rclone.reason, flush=True)
-                self.rounds()
+                    self.rounds()
+                else:
+                    # both mount the same account: the listing folder is made once
+                    saved = self.state
+                    self.stop_mount()
+                    self.state, self.account = account_state, self.rclone_user
+                    try:
+                        self.rounds()
+                    finally:
+                        self.stop_mount()
+                        self.state, self.account = saved, None
+                        self.start_mount()
             self.remote_change(a.change_rounds)
             if a.many_nodes:
                 self.many_nodes(a.many_nodes)

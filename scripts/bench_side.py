@@ -33,20 +33,27 @@ from benchlib import is_mounted
 API_HOST = "g.api.mega.co.nz"
 
 
-def signup(api: str, work: Path) -> tuple[str, str]:
+def _megafs(args: list[str], password: str) -> None:
+    subprocess.run([sys.executable, "-m", "megafs", *args], check=True, capture_output=True,
+                   timeout=120, env=dict(os.environ, MEGAFS_PASSWORD=password))
+
+
+def signup(api: str, state: Path) -> tuple[str, str]:
     """Sign up and confirm a full account on the local server at ``api`` with ``megafs signup``
-    (the confirmation link comes from ``GET /_megafs/mail``); returns (e-mail, password)."""
+    (the confirmation link comes from ``GET /_megafs/mail``), logged in with its session in
+    ``state``; returns (e-mail, password)."""
     email, password = "rclone-bench@example.com", secrets.token_urlsafe(16)
-    env = dict(os.environ, MEGAFS_PASSWORD=password)
-    common = ["--api", api, "--state-dir", str(work / "rclone-account")]
-    megafs = [sys.executable, "-m", "megafs", "signup"]
-    subprocess.run(megafs + [email, *common], env=env, check=True, capture_output=True,
-                   timeout=120)
+    common = ["--api", api, "--state-dir", str(state)]
+    _megafs(["signup", email, *common], password)
     mail = requests.get(api + "_megafs/mail", timeout=30).json()
     link = [m["link"] for m in mail if m["to"] == email][-1]
-    subprocess.run(megafs + ["--confirm", link, *common], env=env, check=True,
-                   capture_output=True, timeout=120)
+    _megafs(["signup", "--confirm", link, *common], password)
     return email, password
+
+
+def login(api: str, state: Path, email: str, password: str) -> None:
+    """``megafs login`` of a given account, its session kept in ``state``."""
+    _megafs(["login", email, "--api", api, "--state-dir", str(state)], password)
 
 
 class ConnectRelay:
