@@ -24,6 +24,7 @@ from typing import Any
 
 from .api import fingerprint, links
 from .api.client import MegaClient, PutItem
+from .cli.args import add_source, count_arg
 from .cli.progress import Transfer
 from .config import default_state_dir
 from .errors import ApiCode, MegaError, MegafsError, UploadFailed, describe
@@ -31,16 +32,7 @@ from .errors import ApiCode, MegaError, MegafsError, UploadFailed, describe
 log = logging.getLogger(__name__)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("not a number: %r" % text) from None
-    if not 1 <= value <= 64:
-        raise argparse.ArgumentTypeError("must be between 1 and 64")
-    return value
-
-
+LOCAL_HELP = "use the local server that `megafs mount --local` runs for the state dir"
 LOCAL_PORT_FILE = "local-server.port"   # written by `megafs mount --local` in the state dir
 
 
@@ -62,16 +54,9 @@ def local_api(state_dir: str | None) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument("--api", metavar="URL", default=None,
-                        help="MEGA API base URL (default: $MEGAFS_API or "
-                             "https://g.api.mega.co.nz/)")
-    source.add_argument("--local", action="store_true",
-                        help="use the local server that `megafs mount --local` runs for the "
-                             "state dir")
-    parser.add_argument("--state-dir", metavar="DIR", default=None,
-                        help="where sessions and the --local server live "
-                             "(default: $XDG_DATA_HOME/megafs)")
+    add_source(parser, local_help=LOCAL_HELP,
+               state_help="where sessions and the --local server live "
+                          "(default: $XDG_DATA_HOME/megafs)")
     parser.add_argument("--account", metavar="EMAIL", default=None,
                         help="use this logged-in account (`megafs login EMAIL`) instead of the "
                              "anonymous one")
@@ -79,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
         parser.add_argument("--session", metavar="FILE", default=None,
                             help="use this session file instead of the state dir's")
     if name in ("upload", "get"):
-        parser.add_argument("--connections", metavar="N", type=_positive_int, default=4,
+        parser.add_argument("--connections", metavar="N", type=count_arg, default=4,
                             help="parallel transfer connections per file (default 4)")
     if name == "upload":
         parser.add_argument("files", nargs="+", metavar="FILE", help="files to upload")

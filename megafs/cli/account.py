@@ -23,22 +23,16 @@ from ..api.session import (Session, SessionError, account_session_path,
                            read_session_file, remove_session_file, session_path,
                            write_session_file)
 from ..api.transport import Transport
-from ..client_cli import local_api
+from ..client_cli import LOCAL_HELP, local_api
 from ..config import default_state_dir, is_loopback
 from ..errors import MegafsError, TransportError
+from .args import add_source
 from .credentials import ENV_PASSWORD, mfa_source, read_password
 
 
 def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument("--api", metavar="URL", default=None,
-                        help="MEGA API base URL (default: $MEGAFS_API or "
-                             "https://g.api.mega.co.nz/)")
-    source.add_argument("--local", action="store_true",
-                        help="use the local server that `megafs mount --local` runs for the "
-                             "state dir")
-    parser.add_argument("--state-dir", metavar="DIR", default=None,
-                        help="where sessions live (default: $XDG_DATA_HOME/megafs)")
+    add_source(parser, local_help=LOCAL_HELP,
+               state_help="where sessions live (default: $XDG_DATA_HOME/megafs)")
     if name in ("login", "signup"):
         # Defined so that `--password SECRET` is refused, not taken as --password-file.
         parser.add_argument("--password", action=_RefusePassword, help=argparse.SUPPRESS)

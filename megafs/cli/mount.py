@@ -35,20 +35,11 @@ from ..mount.localserver import alive
 from ..mount.registry import (find_mount, is_mounted, live_entries, log_path_for, mount_dir_for,
                               write_entry)
 from ..mount.unmount import unmount
+from .args import add_source, count_arg
 
 log = logging.getLogger(__name__)
 
 EXIT_WAIT = 60.0          # seconds umount waits for the mount process to exit
-
-
-def _count_arg(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("not a number: %r" % text) from None
-    if not 1 <= value <= 64:
-        raise argparse.ArgumentTypeError("must be between 1 and 64")
-    return value
 
 
 def _size_arg(text: str) -> int:
@@ -60,15 +51,13 @@ def _size_arg(text: str) -> int:
 
 def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument("mountpoint", metavar="MOUNTPOINT")
-    parser.add_argument("--state-dir", metavar="DIR", default=None,
-                        help="sessions, upload queue, staged files and logs (default: "
-                             "$XDG_DATA_HOME/megafs)")
+    state_help = "sessions, upload queue, staged files and logs (default: $XDG_DATA_HOME/megafs)"
+    if name != "mount":
+        parser.add_argument("--state-dir", metavar="DIR", default=None, help=state_help)
     if name == "mount":
-        src = parser.add_mutually_exclusive_group()
-        src.add_argument("--api", metavar="URL", default=None,
-                         help="MEGA API base URL (default: $MEGAFS_API or the real MEGA)")
-        src.add_argument("--local", action="store_true", default=None,
-                         help="start the bundled local server (data in the state dir) and "
+        add_source(parser, state_help=state_help,
+                   api_help="MEGA API base URL (default: $MEGAFS_API or the real MEGA)",
+                   local_help="start the bundled local server (data in the state dir) and "
                               "mount it; links then open in a browser")
         parser.add_argument("--account", metavar="EMAIL", default=None,
                             help="mount this logged-in account (`megafs login EMAIL`) instead "
@@ -79,9 +68,9 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
                             help="mount options, comma separated (listed below)")
         parser.add_argument("--link-timeout", type=float, default=None, metavar="SECONDS",
                             help="how long reading X.link waits for X's upload (default 600)")
-        parser.add_argument("--uploads", type=_count_arg, default=None, metavar="N",
+        parser.add_argument("--uploads", type=count_arg, default=None, metavar="N",
                             help="files uploaded in parallel, 1-64 (default 4)")
-        parser.add_argument("--connections", type=_count_arg, default=None, metavar="N",
+        parser.add_argument("--connections", type=count_arg, default=None, metavar="N",
                             help="parallel connections per file transfer, 1-64 (default 4)")
         parser.add_argument("--allow-other", action="store_true",
                             help="let other users access the mount (non-root: needs "
