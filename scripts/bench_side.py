@@ -28,7 +28,7 @@ from pathlib import Path
 
 import requests
 
-from benchlib import is_mounted
+from benchlib import reap, unmount, wait_mounted
 
 API_HOST = "g.api.mega.co.nz"
 
@@ -176,22 +176,12 @@ class RcloneSide:
             [self.exe, "--config", str(self.config), "mount", "mega:", str(mnt),
              "--vfs-cache-mode", "writes", "--cache-dir", str(self.work / "rclone-cache")],
             stdout=log, stderr=log, env=self.env, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout
-        while not is_mounted(mnt):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("rclone mount did not come up; see rclone-mount.log")
-            time.sleep(0.05)
+        wait_mounted(mnt, self.proc, timeout, self.work / "rclone-mount.log")
 
     def unmount(self, mnt: Path) -> None:
-        if is_mounted(mnt):
-            subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True)
-        if self.proc is not None:
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-            self.proc = None
+        unmount(mnt)
+        reap(self.proc)
+        self.proc = None
 
     def wait_uploaded(self, remote_dir: str, count: int, timeout: float = 600) -> None:
         """Until a separate rclone process lists ``count`` files in ``remote_dir`` (rclone's

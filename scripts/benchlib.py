@@ -46,11 +46,7 @@ class Server:
     def stop(self) -> None:
         if self.proc is not None:
             self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            reap(self.proc, 30)
             self.proc = None
 
 
@@ -58,6 +54,33 @@ def is_mounted(mnt: Path) -> bool:
     real = os.path.realpath(mnt)
     with open("/proc/self/mountinfo") as fh:
         return any(len(f) > 4 and f[4] == real for f in (line.split() for line in fh))
+
+
+def wait_mounted(mnt: Path, proc: subprocess.Popen, timeout: float, log: Path) -> None:
+    """Until ``mnt`` is a mount point; RuntimeError if ``proc`` exits first or time runs out."""
+    deadline = time.monotonic() + timeout
+    while not is_mounted(mnt):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("the mount at %s did not come up; see %s" % (mnt, log))
+        time.sleep(0.05)
+
+
+def unmount(mnt: Path) -> None:
+    """Lazy unmount of a FUSE mount point (fusermount3, else umount), if it is one."""
+    for cmd in (["fusermount3", "-u", "-z", str(mnt)], ["umount", "-l", str(mnt)]):
+        if is_mounted(mnt) and shutil.which(cmd[0]):
+            subprocess.run(cmd, capture_output=True, timeout=60)
+
+
+def reap(proc: subprocess.Popen | None, timeout: float = 60.0) -> None:
+    """Wait for ``proc`` to exit; kill it after ``timeout`` seconds."""
+    if proc is None:
+        return
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 class Mount:
@@ -76,21 +99,10 @@ class Mount:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, cwd=ROOT,
                                          stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout
-        while not is_mounted(self.mnt):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the mount did not come up; see %s" % self.log_path)
-            time.sleep(0.05)
+        wait_mounted(self.mnt, self.proc, timeout, self.log_path)
         return self
 
     def stop(self) -> None:
-        for cmd in (["fusermount3", "-u", "-z", str(self.mnt)], ["umount", "-l", str(self.mnt)]):
-            if is_mounted(self.mnt) and shutil.which(cmd[0]):
-                subprocess.run(cmd, capture_output=True, timeout=60)
-        if self.proc is not None:
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-            self.proc = None
+        unmount(self.mnt)
+        reap(self.proc)
+        self.proc = None

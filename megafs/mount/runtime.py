@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import gc
 import logging
 import os
 import time
@@ -111,6 +112,10 @@ class MountRuntime:
         session = self.client.session
         assert session is not None
         self.tree, sn = self._load_tree(session.master_key, session.user_handle)
+        # The tree's objects live as long as the mount: keep the cyclic collector from
+        # walking them on every full collection (a million nodes: ~0.2 s each, measured).
+        gc.collect()
+        gc.freeze()
         self.wb = WriteBack(self.mount_dir, self.client, self.tree, workers=cfg.uploads,
                             staging_max=cfg.staging_max)
         stack.callback(self.wb.stop)
@@ -143,9 +148,10 @@ class MountRuntime:
         listing = self.client.fetch()
         total = len(listing.nodes)
         tree = Tree(master_key, user_handle)
-        tree.load(listing.nodes, listing.public,
-                  progress=lambda n: log.info("decrypting the node tree: %d of %d nodes", n,
-                                              total))
+        with tree_cache.gc_paused():
+            tree.load(listing.nodes, listing.public,
+                      progress=lambda n: log.info("decrypting the node tree: %d of %d nodes",
+                                                  n, total))
         log.info("fetched the node tree: %d nodes in %.1f s", total,
                  time.monotonic() - started)
         return tree, listing.sn

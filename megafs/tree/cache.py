@@ -12,6 +12,8 @@ keys: it is as secret as the session file.
 """
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import logging
 import marshal
@@ -25,7 +27,7 @@ from .tree import Tree
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2                 # 2: each chunk holds columns, not rows
 FILE_NAME = "tree.cache"
 CHUNK = 50_000
 
@@ -37,19 +39,24 @@ def _key_digest(master_key: bytes) -> bytes:
 def save(tree: Tree, sn: str, mount_dir: str) -> int:
     """Write the cache; returns the number of nodes saved.  OSError if it cannot be written.
 
-    Layout: a header, then the nodes in chunks of ``CHUNK`` rows, each its own marshal
-    object preceded by its length (8 bytes, little-endian), so loading never holds all the
-    rows and all the nodes at once.  (``marshal.load`` on a file object reads in small
-    pieces: 6 s for a 1,000,000-node file against 1.5 s for ``loads`` on slices.)"""
+    Layout: a header, then the nodes in chunks of ``CHUNK``, each its own marshal object
+    preceded by its length (8 bytes, little-endian), so loading never holds all the raw data
+    and all the nodes at once.  A chunk is a list of columns (one per ``Node`` field), which
+    builds nodes with one ``map`` instead of a Python loop over rows (1,000,000 nodes: 3.4 s
+    -> 2.9 s).  (``marshal.load`` on a file object reads in small pieces: 6 s for a
+    1,000,000-node file against 1.5 s for ``loads`` on slices.)"""
     nodes = tree.nodes()
     header = (FORMAT, tuple(sys.version_info[:2]), tree.user_handle,
               _key_digest(tree.master_key), sn, len(nodes))
     parts = [_framed(marshal.dumps(header))]
     for start in range(0, len(nodes), CHUNK):
+        part = nodes[start:start + CHUNK]
         parts.append(_framed(marshal.dumps([
-            (n.handle, n.parent, n.type, None if n.name == n.attrs.get("n") else n.name,
-             n.size, n.ts, n.key, n.attrs, n.public, n.ok, n.owner, n.mtime_ns)
-            for n in nodes[start:start + CHUNK]])))
+            [n.handle for n in part], [n.parent for n in part], [n.type for n in part],
+            [None if n.name == n.attrs.get("n") else n.name for n in part],
+            [n.size for n in part], [n.ts for n in part], [n.key for n in part],
+            [n.attrs for n in part], [n.public for n in part], [n.ok for n in part],
+            [n.owner for n in part], [n.mtime_ns for n in part]])))
     config.atomic_write(os.path.join(mount_dir, FILE_NAME), b"".join(parts))
     return len(nodes)
 
@@ -74,7 +81,8 @@ def load(mount_dir: str, master_key: bytes, user_handle: str) -> tuple[Tree, str
                 log.info("ignoring a node-tree cache made for another account or Python")
                 return None
             tree = Tree(master_key, user_handle)
-            tree.restore(_nodes(pieces))
+            with gc_paused():
+                tree.restore(_nodes(pieces))
             if len(tree) != count:
                 raise ValueError("%d nodes instead of %d" % (len(tree), count))
         except (OSError, ValueError, EOFError, TypeError, StopIteration) as exc:
@@ -105,12 +113,30 @@ def _nodes(pieces: Iterator[bytes]) -> Iterator[Node]:
     a million times in a big account: they are interned (one string each)."""
     intern = sys.intern
     for piece in pieces:
-        for (handle, parent, ntype, name, size, ts, key, attrs, public, ok, owner,
-             mtime_ns) in marshal.loads(piece):
-            if name is None and attrs:
-                name = attrs.get("n")
-            yield Node(handle, intern(parent), ntype, name, size, ts, key, attrs, public, ok,
-                       intern(owner), mtime_ns)
+        columns = marshal.loads(piece)
+        if not isinstance(columns, list) or len(columns) != 12 \
+                or len({len(c) for c in columns}) != 1:
+            raise ValueError("damaged cache chunk")
+        (handles, parents, types, names, sizes, stamps, keys, attrs, publics, oks, owners,
+         mtimes) = columns
+        names = [name if name is not None or not a else a.get("n")
+                 for name, a in zip(names, attrs)]
+        yield from map(Node, handles, map(intern, parents), types, names, sizes, stamps, keys,
+                       attrs, publics, oks, map(intern, owners), mtimes)
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection inside the block (then as before).  Building a million
+    nodes otherwise runs the collector over the growing heap again and again: 1,000,000 nodes
+    from the cache load in 2.5 s with it paused against 3.4 s."""
+    was_on = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_on:
+            gc.enable()
 
 
 def remove(mount_dir: str) -> None:
