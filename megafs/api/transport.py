@@ -45,6 +45,7 @@ from ..errors import (MegaError, ProtocolError, TransportError, Verdict, classif
                       error_from_result, slows_down)
 from ..retry import Backoff, RetryPolicy
 from . import hashcash
+from .apireq import untrusted_certificate
 from .http import (DEFAULT_TIMEOUT, HTTP_RETRY_STATUSES, HttpPool, redact_url, short_error)
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,15 @@ QUICK_WAIT = 1.0            # a wait that returns sooner than this without news 
 
 _CONNECTION_ERRORS = (requests.ConnectionError, requests.Timeout,
                       requests.exceptions.ChunkedEncodingError)
+
+
+def _refuse_untrusted(exc: BaseException, what: str) -> None:
+    """Raise TransportError at once for a certificate the system does not trust: retrying
+    for ``$MEGAFS_RETRY_SECONDS`` would only fail the same way."""
+    if untrusted_certificate(exc):
+        raise TransportError("%s: the API server's certificate is not trusted (%s); for a "
+                             "private CA, set REQUESTS_CA_BUNDLE to its certificate"
+                             % (what, short_error(exc))) from None
 
 
 class Transport:
@@ -185,6 +195,7 @@ class Transport:
                           time.monotonic() - sent_at)
                 challenge = resp.headers.get("X-Hashcash")
             except _CONNECTION_ERRORS as exc:
+                _refuse_untrusted(exc, what)
                 backoff.wait("%s: %s" % (type(exc).__name__, short_error(exc)))
                 continue
             except requests.RequestException as exc:
@@ -258,6 +269,7 @@ class Transport:
             try:
                 resp = self.pool.request("POST", url, data=b"", timeout=self.timeout)
             except _CONNECTION_ERRORS as exc:
+                _refuse_untrusted(exc, "sc poll")
                 backoff.wait("%s: %s" % (type(exc).__name__, short_error(exc)))
                 continue
             if resp.status_code in HTTP_RETRY_STATUSES:

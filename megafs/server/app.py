@@ -31,6 +31,7 @@ class Urls:
     wait: str = ""             # the change feed's wait URLs (their own port, as in reality)
     secure_transfers: str = ""  # https transfers (``--tls``), for `u`/`g` with `ssl`
     ca_file: str = ""           # the CA that signed the TLS certificate
+    proxy: str = ""             # the CONNECT proxy to the API (``--proxy-port``)
 
 
 class App:
@@ -85,7 +86,8 @@ class App:
     def info(self) -> dict[str, Any]:
         return {"api": self.urls.api, "wait": self.urls.wait,
                 "secure_transfers": self.urls.secure_transfers or None,
-                "ca_file": self.urls.ca_file or None, "data": str(self.config.data_dir)}
+                "ca_file": self.urls.ca_file or None, "proxy": self.urls.proxy or None,
+                "data": str(self.config.data_dir)}
 
     def stats_snapshot(self) -> dict[str, Any]:
         out = self.stats.snapshot()

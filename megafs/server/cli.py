@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 from .app import App
 
@@ -128,6 +129,10 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
                         help="also name NAME (host name or address) in the server certificate, "
                              "e.g. g.api.mega.co.nz for a client reaching this server through a "
                              "proxy; repeatable")
+    parser.add_argument("--proxy-port", type=int, default=None, metavar="PORT",
+                        help="also listen on PORT (0: a free one) as an HTTP CONNECT proxy whose "
+                             "every tunnel goes to this API, for clients that only talk to "
+                             "g.api.mega.co.nz (with --tls-api and --tls-name); off by default")
     parser.add_argument("--transfer-quota", type=parse_size, default=0, metavar="BYTES",
                         help="download bytes per client address and window; past it HTTP 509 "
                              "+ X-MEGA-Time-Left (default 0: unlimited)")
@@ -200,6 +205,7 @@ def build_config(args: argparse.Namespace) -> Config:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .web.connect import ConnectProxy
     from .web.listeners import Listener   # after argument parsing: keeps --help fast
     from .tls import TlsError, ensure_certificates
 
@@ -214,8 +220,12 @@ def run(args: argparse.Namespace) -> int:
         except TlsError as exc:
             print("megafs serve: %s" % exc, file=sys.stderr)
             return EXIT_FAILED
+    if args.proxy_port is not None and not config.tls_api:
+        print("megafs serve: --proxy-port needs --tls-api (clients that use it speak https)",
+              file=sys.stderr)
+        return EXIT_USAGE
     app = App(config)
-    listeners: list[Listener] = []
+    listeners: list[Any] = []
     context = tls.context() if tls is not None else None
     try:
         api = Listener(args.host, args.port, app, "api", context if config.tls_api else None)
@@ -225,6 +235,9 @@ def run(args: argparse.Namespace) -> int:
         if tls is not None:
             listeners.append(Listener(args.host, args.tls_port, app, "transfers", context,
                                       buffers=api.buffers))
+        if args.proxy_port is not None:
+            listeners.append(ConnectProxy(args.host, args.proxy_port,
+                                          (args.host, api.server_address[1])))
     except OSError as exc:
         for listener in listeners:
             listener.server_close()
@@ -237,6 +250,8 @@ def run(args: argparse.Namespace) -> int:
     app.urls.api, app.urls.wait = bases[0], bases[1]
     if tls is not None:
         app.urls.secure_transfers, app.urls.ca_file = bases[2], str(tls.ca)
+    if args.proxy_port is not None:
+        app.urls.proxy = bases[-1]
     if not _is_loopback(args.host):
         log.warning("listening on %s: the server has no authentication and anyone who can "
                     "reach this address can use it", args.host)
@@ -278,6 +293,9 @@ def _serve(app: App, listeners: list) -> int:
                                           app.urls.ca_file), file=sys.stderr, flush=True)
         log.info("https transfers at %s, CA certificate %s", app.urls.secure_transfers,
                  app.urls.ca_file)
+    if app.urls.proxy:
+        print("megafs serve: CONNECT proxy to this API at %s (HTTPS_PROXY=%s)"
+              % (app.urls.proxy, app.urls.proxy.rstrip("/")), file=sys.stderr, flush=True)
     try:
         while not stopping:
             try:

@@ -155,6 +155,36 @@ def test_tls_name_adds_a_host_name_and_a_restart_without_it_drops_it(tmp_path):
             handshake(srv.port, "g.api.mega.co.nz")
 
 
+def test_connect_proxy_tunnels_to_this_api_only(tmp_path):
+    """``--proxy-port``: a CONNECT for any host ends at this server's API (TLS end to end,
+    the server's certificate); anything but CONNECT is refused; it needs ``--tls-api``."""
+    with ServerProcess(tmp_path / "data", tls="api",
+                       extra_args=["--tls-name", "g.api.mega.co.nz", "--proxy-port", "0"]) as srv:
+        proxy, ca = srv.info()["proxy"], srv.ca_file
+        assert proxy.startswith("http://127.0.0.1:") and proxy != srv.url
+        # how rclone reaches it: https to the real API host name through the proxy
+        info = requests.get("https://g.api.mega.co.nz/_megafs/info", timeout=10, verify=ca,
+                            proxies={"https": proxy.rstrip("/")}).json()
+        assert info["api"] == srv.url and info["proxy"] == proxy
+        host, port = proxy.split("//")[1].rstrip("/").split(":")
+        # another host name still reaches this server, never the host asked for
+        with socket.create_connection((host, int(port)), timeout=10) as raw:
+            raw.sendall(b"CONNECT example.invalid:443 HTTP/1.1\r\nHost: example.invalid\r\n\r\n")
+            assert raw.recv(1024).startswith(b"HTTP/1.1 200 ")
+            ctx = ssl.create_default_context(cafile=ca)
+            with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+                tls.sendall(b"GET /_megafs/stats HTTP/1.1\r\nHost: localhost\r\n"
+                            b"Connection: close\r\n\r\n")
+                assert tls.recv(1024).startswith(b"HTTP/1.")
+        refused = requests.get(proxy + "_megafs/info", timeout=10)
+        assert refused.status_code == 405 and refused.headers["Allow"] == "CONNECT"
+        assert requests.get(srv.url + "_megafs/stats", timeout=10, verify=ca).ok
+    proc = subprocess.run([sys.executable, "-m", "megafs", "serve", "--data",
+                           str(tmp_path / "plain"), "--port", "0", "--proxy-port", "0"],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 2 and "--proxy-port needs --tls-api" in proc.stderr
+
+
 def test_megafs_client_over_tls_end_to_end(tmp_path, monkeypatch):
     """How client and mount tests run their transfers over TLS: ``--tls-api`` (the client
     asks `ssl: 2` when its API URL is https) and the CA trusted through the environment
