@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable
 
 from ..errors import ProtocolError
 from .names import base_display_name, display_names
-from .nodes import FILE, FOLDER, INBOX, ROOT, RUBBISH, Node, decrypt_node  # noqa: F401
+from .nodes import FILE, FOLDER, INBOX, ROOT, RUBBISH, Node, decrypt_node, own_copy  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ class Tree:
             for handle, ph in (public or {}).items():
                 node = self._nodes.get(handle)
                 if node is not None and isinstance(ph, str):
-                    node.public = ph
+                    node.public = own_copy(ph)
             if not self.root:
                 raise ProtocolError("the node listing has no Cloud Drive root")
 

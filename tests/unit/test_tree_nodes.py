@@ -153,3 +153,20 @@ def test_update_that_fails_to_decrypt_marks_node():
     bad = crypto.b64encode(crypto.encrypt_attr({"n": "b"}, bytes(16)))
     tree.apply({"a": "u", "n": "FILEAAAA", "at": bad})
     assert list(tree.children("ROOTROOT")) == ["undecryptable-FILEAAAA"]
+
+
+def test_own_copy_keeps_values_but_not_the_listings_objects():
+    """Nodes keep copies of the handles and numbers of a parsed listing, so that the listing's
+    memory can go back to the system once it is freed (``nodes.own_copy``)."""
+    import json
+
+    from megafs.tree.nodes import decrypt_node, own_copy
+    raw = json.loads('{"h": "AbCdEfGh", "ts": 1700000000, "s": 123456789012345, '
+                     '"odd": "\\ud800x", "neg": -7000000000, "small": 7}')
+    for key in ("h", "ts", "s", "odd", "neg"):
+        copy = own_copy(raw[key])
+        assert copy == raw[key] and type(copy) is type(raw[key]) and copy is not raw[key]
+    assert own_copy(raw["small"]) == 7
+    node = decrypt_node({"h": raw["h"], "t": 2, "p": "", "ts": raw["ts"], "u": "OwnerUser"},
+                        bytes(16), "OwnerUser")
+    assert node.handle == "AbCdEfGh" and node.handle is not raw["h"] and node.ts == 1700000000
