@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from .commands import DownloadInfo, FetchResult, PutItem
     from .links import FileLink
     from .session import Reauth, Session
-    from .upload import Uploaded
+    from .upload import Premac, Uploaded
 
 
 @runtime_checkable
@@ -64,7 +64,7 @@ class MegaApi(Protocol):
 
     def upload(self, path: str, *, progress: Callable[[int], None] | None = None,
                cancel: threading.Event | None = None,
-               premac: "tuple[FileKey, dict[int, bytes]] | None" = None) -> "Uploaded":
+               premac: "Premac | None" = None) -> "Uploaded":
         """Encrypt and upload a file's contents (no node yet): ``Uploaded(token, key, size)``.
 
         ``premac``: (file key, {chunk offset: chunk MAC}) made while the file was written

@@ -193,7 +193,6 @@ class Uploader:
         """Upload ``size`` bytes of the open file ``fd`` (read with preadv, offset 0)."""
         backoff = Backoff(self.retry, "upload", cancel)
         attempt = 0
-        known: dict[int, bytes] = {}
         while True:
             attempt += 1
             if premac is not None and attempt == 1:

@@ -32,6 +32,7 @@ from .options import CACHE_TIMEOUT  # noqa: E402
 log = logging.getLogger(__name__)
 
 UTIME_NOW, UTIME_OMIT = (1 << 30) - 1, (1 << 30) - 2     # utimensat(2) tv_nsec markers
+NS = 1_000_000_000
 FUSE_READDIR_PLUS, FUSE_FILL_DIR_PLUS = 1, 2              # libfuse 3 fuse.h enums
 _PIN = threadstate.enabled()
 
@@ -322,7 +323,7 @@ class StatPacker:
         values = []
         for key, part in self.order:
             value = attrs.get(key, 0)
-            values.append(value if part < 0 else divmod(value, 1_000_000_000)[part])
+            values.append(value if part < 0 else value % NS if part else value // NS)
         self.struct.pack_into(st, 0, *values)
 
 

@@ -78,8 +78,13 @@ class Premac:
         """Give up: the staged copy is about to change other than by appending."""
         with self._lock:
             if self._valid:
-                self._epoch += 1
-                self._valid, self._key, self._macs = False, None, {}
+                self._give_up()
+
+    def _give_up(self) -> None:
+        """Forget the key and the MACs; a running step's result will be dropped (under the
+        lock)."""
+        self._epoch += 1
+        self._valid, self._key, self._macs = False, None, {}
 
     def before_write(self, offset: int) -> None:
         """Called before ``length`` bytes are written at ``offset`` (before the ``pwrite``)."""
@@ -94,8 +99,7 @@ class Premac:
             if not self._valid:
                 return
             if offset != self._end:      # another write moved the end meanwhile
-                self._epoch += 1
-                self._valid, self._key, self._macs = False, None, {}
+                self._give_up()
                 return
             self._end += length
             if self._running or chunks.floor(self._end) - self._done < STEP:
@@ -113,8 +117,7 @@ class Premac:
         with self._lock:
             ok = self._valid and self._end == size and self._key is not None
             key, macs = self._key, self._macs
-            self._epoch += 1
-            self._valid, self._key, self._macs = False, None, {}
+            self._give_up()
         if not ok or key is None:
             return None
         return key, macs
@@ -128,7 +131,8 @@ class Premac:
                 if not self._valid or self._key is None or stop - self._done < STEP:
                     self._running = False
                     return
-                stop = self._chunk_stop(self._done, min(stop, self._done + len(buf)))
+                # a chunk boundary past done: done + len(buf) - 1 MiB >= done + STEP
+                stop = chunks.floor(min(stop, self._done + len(buf)))
                 epoch, key, start, path = self._epoch, self._key, self._done, self._path
             try:
                 view = memoryview(buf)[:stop - start]
@@ -149,12 +153,3 @@ class Premac:
                     return
                 self._macs.update(macs)
                 self._done = stop
-
-    @staticmethod
-    def _chunk_stop(start: int, limit: int) -> int:
-        """The last chunk boundary at or below ``limit`` (``limit`` is a boundary or past one
-        that is > start)."""
-        pos = start
-        while pos + chunks.size_at(pos) <= limit:
-            pos += chunks.size_at(pos)
-        return pos
