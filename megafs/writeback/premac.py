@@ -65,6 +65,12 @@ class Premac:
         self._running = False       # a background step is queued or running
         self._path = ""
 
+    @property
+    def made(self) -> int:
+        """Bytes from the start of the file whose chunk MACs are made (0 once given up)."""
+        with self._lock:
+            return self._done if self._valid else 0
+
     def start(self, path: str) -> None:
         """The staged copy at ``path`` is now empty (a new file, or truncated to 0): track it
         from offset 0 under a fresh key."""

@@ -692,7 +692,15 @@ def test_sequential_write_uploads_with_macs_made_while_writing(stack, tmp_path, 
     upload made with them verifies (the download checks every chunk MAC and the meta-MAC)."""
     taken = _spy_premac(monkeypatch)
     data = os.urandom(24 * 1048576 + 12345)
-    stack.write_file("/seq.bin", data)
+    fh = stack.fs.create("/seq.bin")
+    for off in range(0, len(data), 131072):
+        stack.fs.write(fh, data[off:off + 131072], off)
+    # the background steps run on their own thread: on a loaded machine they may not have
+    # started by the time a writer closes, so this test waits for them (cp need not)
+    staged = stack.fs.core.handles.get(fh).sf
+    wait_for(lambda: staged.premac.made >= 8 * 1048576, what="background chunk MACs")
+    stack.fs.flush(fh)
+    stack.fs.release(fh)
     link = stack.link("/seq.bin")
     assert _download(stack.client, link, tmp_path / "s") == data
     assert len(taken) == 1 and taken[0] is not None
