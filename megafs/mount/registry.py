@@ -39,7 +39,8 @@ def write_entry(state_dir: str, mountpoint: str, info: dict) -> str:
 
 def find_mount(state_dir: str, mountpoint: str) -> dict | None:
     """The registry entry of a mount point (None if this state dir never mounted it); a live
-    mount without an entry is asked for its queue directory through an xattr."""
+    mount without an entry (mounted with another state dir) is asked for its queue directory
+    and its process id through xattrs."""
     try:
         with open(_entry_path(state_dir, mountpoint)) as fh:
             info = json.load(fh)
@@ -51,6 +52,11 @@ def find_mount(state_dir: str, mountpoint: str) -> dict | None:
             info = {"mountpoint": os.path.realpath(mountpoint), "mount_dir": mdir, "pid": None}
         except OSError:
             info = None
+        if info is not None:
+            try:
+                info["pid"] = int(os.getxattr(mountpoint, "user.megafs.pid"))
+            except (OSError, ValueError):
+                pass          # a mount of an older megafs: umount cannot wait for it
     return info
 
 

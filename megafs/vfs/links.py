@@ -15,9 +15,10 @@ fail with EPERM.
 xattrs on files: ``user.mega.state``, ``user.mega.link`` (waits like ``X.link``),
 ``user.mega.handle`` (once uploaded), ``user.mega.error`` (once failed); on folders
 ``user.mega.handle``; on the mount root the control attributes ``user.megafs.status``,
-``user.megafs.mountdir`` and the write-only ``user.megafs.retry``.  Nothing else is stored:
-setting or removing attributes fails with ENOTSUP, names outside ``user.*`` give ENOTSUP (so
-``ls -l`` stops asking) and unknown ``user.*`` names ENODATA.  Never imports FUSE.
+``user.megafs.mountdir``, ``user.megafs.pid`` (the mount process, for ``megafs umount`` run
+without the mount's ``--state-dir``) and the write-only ``user.megafs.retry``.  Nothing else
+is stored: setting or removing attributes fails with ENOTSUP, names outside ``user.*`` give
+ENOTSUP (so ``ls -l`` stops asking) and unknown ``user.*`` names ENODATA.  Never imports FUSE.
 """
 from __future__ import annotations
 
@@ -48,8 +49,8 @@ def link_size(site: str | None = None) -> int:
 
 XA_STATE, XA_LINK, XA_HANDLE, XA_ERROR = ("user.mega.state", "user.mega.link",
                                           "user.mega.handle", "user.mega.error")
-XA_STATUS, XA_MOUNTDIR, XA_RETRY = ("user.megafs.status", "user.megafs.mountdir",
-                                    "user.megafs.retry")
+XA_STATUS, XA_MOUNTDIR, XA_PID, XA_RETRY = ("user.megafs.status", "user.megafs.mountdir",
+                                            "user.megafs.pid", "user.megafs.retry")
 
 
 def _order(name: str, links: set[str]) -> tuple[str, int]:
@@ -255,7 +256,7 @@ class LinkLayer:
         if entry.kind == DIR:
             names = [XA_HANDLE]
             if entry.folder.handle == self.core.tree.root:
-                names += [XA_STATUS, XA_MOUNTDIR]
+                names += [XA_STATUS, XA_MOUNTDIR, XA_PID]
             return names
         state, handle, error = self.core.file_state(entry)
         names = [XA_STATE, XA_LINK]
@@ -307,6 +308,8 @@ class LinkLayer:
                                    "files": files[:STATUS_FILES]}).encode()
             if name == XA_MOUNTDIR:
                 return self.mount_dir.encode()
+            if name == XA_PID:
+                return str(os.getpid()).encode()
         raise FsError(errno.ENODATA, "no such attribute")
 
     def setxattr(self, path: str, name: str, value: bytes) -> None:

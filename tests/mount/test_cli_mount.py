@@ -217,6 +217,28 @@ def test_second_local_mount_is_refused_without_touching_the_first(tmp_path):
     assert not is_mounted(m1)
 
 
+def test_umount_without_the_mounts_state_dir_still_waits_for_the_process(tmp_path):
+    """`megafs umount MNT` of a mount made with --state-dir, run without it (the default state
+    dir knows nothing of it): it still returns only once the mount process has exited, so a
+    remount right away does not find the state dir's local server in use."""
+    state, mnt = tmp_path / "state", tmp_path / "m"
+    mnt.mkdir()
+    elsewhere = {"XDG_DATA_HOME": str(tmp_path / "empty-default")}
+    s = ["--state-dir", str(state)]
+    for _ in range(2):
+        megafs("mount", str(mnt), "--local", *s)
+        try:
+            (mnt / "f.txt").write_text("kept\n")
+        finally:
+            megafs("umount", str(mnt), env=elsewhere, check=False)
+            force_unmount(mnt)
+    megafs("mount", str(mnt), "--local", *s)
+    try:
+        assert (mnt / "f.txt").read_text() == "kept\n"
+    finally:
+        megafs("umount", str(mnt), *s)
+
+
 def _blocked(args: list[str], sig: int) -> float:
     """Start ``args``, let it block for a second, send ``sig``; seconds until it ended."""
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
