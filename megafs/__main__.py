@@ -1,8 +1,6 @@
 """``python -m megafs`` is the ``megafs`` command."""
 from __future__ import annotations
 
-import sys
+from .cli.entry import main
 
-from .cli.main import main
-
-sys.exit(main())
+main()

@@ -18,6 +18,15 @@ def count_arg(text: str) -> int:
     return value
 
 
+def seconds_arg(text: str) -> float:
+    """An ``argparse`` type: a finite number of seconds above 0 (``ArgumentTypeError``)."""
+    from ..fuse.options import parse_seconds
+    try:
+        return parse_seconds(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_source(parser: argparse.ArgumentParser, *, local_help: str, state_help: str,
                api_help: str = API_HELP) -> None:
     """``--api URL`` or ``--local`` (one of them), and ``--state-dir DIR``."""

@@ -144,7 +144,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse(argv)
+    try:
+        args = parse(argv)
+    except KeyboardInterrupt:
+        print("\nmegafs: interrupted", file=sys.stderr)
+        return 130
     try:
         setup_logging(args.verbose, level=args.log_level, log_file=args.log_file)
     except OSError as exc:

@@ -33,9 +33,9 @@ from .. import config
 from ..errors import FsError, MegafsError
 from ..mount.localserver import alive
 from ..mount.registry import (find_mount, is_mounted, live_entries, log_path_for, mount_dir_for,
-                              write_entry)
+                              mount_type, write_entry)
 from ..mount.unmount import unmount
-from .args import add_source, count_arg
+from .args import add_source, count_arg, seconds_arg
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
                             help="stay attached and log to stderr (for systemd: Type=notify)")
         parser.add_argument("-o", dest="options", metavar="OPTIONS", default=None,
                             help="mount options, comma separated (listed below)")
-        parser.add_argument("--link-timeout", type=float, default=None, metavar="SECONDS",
+        parser.add_argument("--link-timeout", type=seconds_arg, default=None, metavar="SECONDS",
                             help="how long reading X.link waits for X's upload (default 600)")
         parser.add_argument("--uploads", type=count_arg, default=None, metavar="N",
                             help="files uploaded in parallel, 1-64 (default 4)")
@@ -133,13 +133,15 @@ def apply_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_mount(args: argparse.Namespace) -> int:
-    from ..mount.preflight import check_api, check_fuse_device, check_mountpoint
+    from ..mount.preflight import (check_api, check_fuse_device, check_mountpoint,
+                                   check_state_dir_apart)
 
     mnt = os.path.abspath(os.path.expanduser(args.mountpoint))
     args.fuse_options = apply_options(args)
     if args.log_level is not None and args.log_file is None and args.foreground:
         config.setup_logging(args.verbose, level=args.log_level)
     check_mountpoint(mnt, nonempty=args.nonempty)
+    check_state_dir_apart(mnt, _state_dir(args))
     check_fuse_device(allow_other=args.allow_other)
     state_dir = config.state_dir_ready(_state_dir(args))
     _refuse_second_mount(state_dir, args)
@@ -303,6 +305,7 @@ def run_umount(args: argparse.Namespace) -> int:
     info = find_mount(_state_dir(args), mnt)
     if not is_mounted(mnt):
         raise FsError(errno.EINVAL, "%s is not mounted" % mnt)
+    _refuse_foreign_mount(mnt, info)
     if info is not None and not args.no_wait:
         try:
             _wait_for_uploads(mnt, info, args.timeout)
@@ -321,6 +324,35 @@ def run_umount(args: argparse.Namespace) -> int:
             time.sleep(0.05)
     print("megafs umount: unmounted %s" % mnt, file=sys.stderr)
     return 0
+
+
+def _refuse_foreign_mount(mnt: str, info: dict | None) -> None:
+    """``megafs umount`` unmounts megafs mounts only (issue 24: it had removed a tmpfs with its
+    files).  A megafs mount answers ``user.megafs.mountdir`` on its root; a dead one (its
+    process killed: ENOTCONN) is recognised by its type ``fuse.megafs`` or by this state
+    dir's registry entry for a FUSE mount there.  Anything else is FsError(EINVAL)."""
+    kind = mount_type(mnt) or "unknown"
+    if kind == "fuse" or kind.startswith("fuse."):
+        box: list[int] = []
+
+        def ask() -> None:
+            try:
+                os.getxattr(mnt, "user.megafs.mountdir")
+                box.append(0)
+            except OSError as exc:
+                box.append(exc.errno or errno.EIO)
+        probe = threading.Thread(target=ask, daemon=True)
+        probe.start()
+        probe.join(5.0)
+        answer = box[0] if box else None
+        if answer == 0:
+            return
+        if kind == "fuse.megafs" and answer in (None, errno.ENOTCONN, errno.ECONNABORTED):
+            return        # a busy or dead megafs mount: unmounting it is what was asked
+        if info is not None and answer in (errno.ENOTCONN, errno.ECONNABORTED):
+            return        # dead, mounted by this state dir with another -o subtype
+    raise FsError(errno.EINVAL, "%s is a %s mount, not a megafs mount; megafs umount leaves "
+                  "it alone (use umount(8) for it)" % (mnt, kind))
 
 
 def _wait_for_uploads(mnt: str, info: dict, timeout: float | None) -> None:

@@ -47,18 +47,38 @@ def _size(value: str | bool) -> int:
 
 def _count(low: int, high: int) -> Callable[[str | bool], int]:
     def convert(value: str | bool) -> int:
-        number = int(str(value))
+        try:
+            number = int(str(value).strip())
+        except ValueError:
+            raise ValueError("%r is not a whole number (give one between %d and %d)"
+                             % (value if value is not True else "", low, high)) from None
         if not low <= number <= high:
             raise ValueError("must be between %d and %d" % (low, high))
         return number
     return convert
 
 
-def _seconds(value: str | bool) -> float:
-    number = float(str(value))
-    if number <= 0:
-        raise ValueError("must be more than 0 seconds")
+def parse_seconds(value: str | bool) -> float:
+    """A finite number of seconds above 0 and at most a year; ValueError says what is
+    wrong in words (``--link-timeout -5`` was accepted before, issue 24)."""
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        raise ValueError("%r is not a number of seconds" % (value if value is not True
+                                                            else "")) from None
+    if not 0 < number <= 365 * 86400:     # also refuses nan and inf
+        raise ValueError("must be more than 0 seconds and at most a year, not %s" % value)
     return number
+
+
+_seconds = parse_seconds
+
+
+def _level(value: str | bool) -> str:
+    text = _text(value).upper()
+    if text not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ValueError("%r is not a log level (DEBUG, INFO, WARNING or ERROR)" % value)
+    return text
 
 
 def _text(value: str | bool) -> str:
@@ -91,7 +111,7 @@ OWN_OPTIONS: dict[str, OwnOption] = {o.name: o for o in (
               "SIZE"),
     OwnOption("log_file", _text, "log file of the mount (default "
               "<state-dir>/logs/mount-<mount point>.log)", "FILE"),
-    OwnOption("log_level", lambda v: _text(v).upper(), "DEBUG, INFO, WARNING or ERROR "
+    OwnOption("log_level", _level, "DEBUG, INFO, WARNING or ERROR "
               "(default INFO for a background mount)", "LEVEL"),
     OwnOption("nonempty", _flag, "allow mounting over a folder that is not empty (hides its "
               "files)"),

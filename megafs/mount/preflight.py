@@ -2,8 +2,8 @@
 with one line naming the cause and the fix instead of a libfuse error code in a log file.
 
 * the mount point: missing, not a folder, already mounted, a dead mount left by a killed
-  process ("Transport endpoint is not connected"), or not empty (libfuse 3 would mount over
-  it and hide the files; ``-o nonempty`` allows it);
+  process ("Transport endpoint is not connected"), not empty (libfuse 3 would mount over
+  it and hide the files; ``-o nonempty`` allows it), or overlapping the state dir;
 * ``/dev/fuse``: missing (no FUSE module, or a container without the device) or not
   accessible to this user; non-root mounts also need ``fusermount3``;
 * ``allow_other`` as a non-root user without ``user_allow_other`` in ``/etc/fuse.conf``;
@@ -66,6 +66,22 @@ def check_mountpoint(mnt: str, *, nonempty: bool = False) -> None:
             if any(True for _ in entries):
                 raise FsError(errno.ENOTEMPTY, "mount point %s is not empty (the mount would "
                               "hide its files); use an empty folder, or -o nonempty" % mnt)
+
+
+def check_state_dir_apart(mnt: str, state_dir: str) -> None:
+    """The mount point is neither the state dir, nor inside it, nor above it: the mount
+    stages its files in the state dir, so writing there through itself would wait on its own
+    FUSE requests (issue 24: the first write hung in D state until the connection was
+    aborted by hand)."""
+    m, s = os.path.realpath(mnt), os.path.realpath(state_dir)
+    if m == s or m.startswith(s.rstrip("/") + "/"):
+        raise FsError(errno.EINVAL, "mount point %s is inside the state dir %s (megafs keeps "
+                      "its staged files there); mount elsewhere or pass another --state-dir"
+                      % (mnt, state_dir))
+    if s.startswith(m.rstrip("/") + "/"):
+        raise FsError(errno.EINVAL, "the state dir %s is inside the mount point %s (megafs "
+                      "would stage files through its own mount); pass a --state-dir outside it"
+                      % (state_dir, mnt))
 
 
 def _dead(mnt: str, timeout: float = 2.0) -> bool:

@@ -62,16 +62,28 @@ def find_mount(state_dir: str, mountpoint: str) -> dict | None:
 
 def is_mounted(mountpoint: str) -> bool:
     """Whether ``mountpoint`` is a mount point now (from /proc/self/mountinfo)."""
+    return mount_type(mountpoint) is not None
+
+
+def mount_type(mountpoint: str) -> str | None:
+    """The filesystem type of the mount at ``mountpoint`` (``fuse.megafs``, ``tmpfs``, ...;
+    the topmost one when several are stacked), or None when nothing is mounted there.  From
+    /proc/self/mountinfo: field 5 is the mount point, the first field after ``-`` the type
+    (proc(5))."""
     real = os.path.realpath(mountpoint)
+    found = None
     try:
         with open("/proc/self/mountinfo") as fh:
             for line in fh:
                 fields = line.split()
                 if len(fields) > 4 and _unescape(fields[4]) == real:
-                    return True
+                    try:
+                        found = fields[fields.index("-", 6) + 1]
+                    except (ValueError, IndexError):
+                        found = "unknown"
     except OSError:
         pass
-    return False
+    return found
 
 
 def _unescape(text: str) -> str:

@@ -70,6 +70,18 @@ def easiness_arg(text: str) -> int:
     return value
 
 
+def port_arg(text: str) -> int:
+    """A TCP port 0-65535 (0: any free port); ``serve --port 99999`` gave a traceback."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError("a port is a whole number 0-65535 (0: any free port), "
+                                         "not %r" % text)
+    return value
+
+
 def seconds_arg(text: str) -> float:
     try:
         value = float(text)
@@ -94,10 +106,10 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to bind (default 127.0.0.1; anything else is reachable "
                              "from other machines and has no authentication)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT,
+    parser.add_argument("--port", type=port_arg, default=DEFAULT_PORT,
                         help="TCP port of the API (default %d; 0 picks a free one)"
                              % DEFAULT_PORT)
-    parser.add_argument("--wait-port", type=int, default=0, metavar="PORT",
+    parser.add_argument("--wait-port", type=port_arg, default=0, metavar="PORT",
                         help="TCP port of the change feed's wait URLs (default 0: a free one)")
     parser.add_argument("--data", type=Path, default=None,
                         help="state directory (default $XDG_DATA_HOME/megafs-server, i.e. "
@@ -121,7 +133,7 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument("--tls", action="store_true",
                         help="serve https transfer URLs to `u`/`g` with `ssl` (own port); a "
                              "CA and certificate are made in DATA/tls on first run")
-    parser.add_argument("--tls-port", type=int, default=0, metavar="PORT",
+    parser.add_argument("--tls-port", type=port_arg, default=0, metavar="PORT",
                         help="TCP port of the https transfers (default 0: a free one)")
     parser.add_argument("--tls-api", action="store_true",
                         help="serve the API (and wait URLs) over https too; implies --tls")
@@ -129,7 +141,7 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
                         help="also name NAME (host name or address) in the server certificate, "
                              "e.g. g.api.mega.co.nz for a client reaching this server through a "
                              "proxy; repeatable")
-    parser.add_argument("--proxy-port", type=int, default=None, metavar="PORT",
+    parser.add_argument("--proxy-port", type=port_arg, default=None, metavar="PORT",
                         help="also listen on PORT (0: a free one) as an HTTP CONNECT proxy whose "
                              "every tunnel goes to this API, for clients that only talk to "
                              "g.api.mega.co.nz (with --tls-api and --tls-name); off by default")

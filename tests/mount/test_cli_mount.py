@@ -118,6 +118,47 @@ def test_stale_mount_and_status_pipe(tmp_path, server):
         assert not is_mounted(mnt)
 
 
+def test_umount_leaves_other_filesystems_and_overlaps_with_the_state_dir_are_refused(
+        tmp_path, server):
+    """Issue 24: `megafs umount` of a tmpfs said "unmounted" and the tmpfs was gone with its
+    file; a mount point inside the state dir mounted and its first write hung in D state."""
+    other = tmp_path / "other"
+    other.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "megafs-test", str(other)],
+                   check=True, timeout=30)
+    try:
+        (other / "keep").write_text("precious")
+        state = tmp_path / "state"
+        _one_line(megafs("umount", str(other), "--state-dir", str(state), check=False),
+                  "%s is a tmpfs mount, not a megafs mount" % other, "umount(8)")
+        assert is_mounted(other) and (other / "keep").read_text() == "precious"
+    finally:
+        subprocess.run(["umount", str(other)], timeout=30)
+    inside = state / "mnt"
+    inside.mkdir(parents=True)
+    _one_line(megafs("mount", str(inside), "--api", server.url, "--state-dir", str(state),
+                     check=False), "is inside the state dir", "--state-dir")
+    _one_line(megafs("mount", str(state), "--api", server.url, "--state-dir", str(state),
+                     "-o", "nonempty", check=False), "is inside the state dir")
+    outer = tmp_path / "outer"
+    outer.mkdir()
+    _one_line(megafs("mount", str(outer), "--api", server.url, "--state-dir",
+                     str(outer / "state"), check=False), "is inside the mount point")
+    assert not is_mounted(inside) and not is_mounted(state) and not is_mounted(outer)
+    # a megafs mount is still unmounted by it, live and dead
+    mnt = tmp_path / "mnt"
+    with MountProcess(mnt, server.url, tmp_path / "state2") as m:
+        megafs("umount", str(mnt), "--state-dir", str(tmp_path / "state2"))
+        assert not is_mounted(mnt)
+        m.proc = None
+    with MountProcess(mnt, server.url, tmp_path / "state2") as m:
+        m.proc.send_signal(signal.SIGKILL)
+        m.proc.wait(20)
+        m.proc = None
+        megafs("umount", str(mnt), "--state-dir", str(tmp_path / "state3"))
+        assert not is_mounted(mnt)
+
+
 def test_no_access_to_dev_fuse_is_one_line(tmp_path, server):
     """In a mount namespace of its own, /dev/fuse is replaced by a file this process may not
     open (root without CAP_DAC_OVERRIDE): the mount says so before starting anything."""

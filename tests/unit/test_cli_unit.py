@@ -56,6 +56,44 @@ def test_mount_options_are_checked_and_converted():
     with pytest.raises(OptionError, match="staging_max"):
         split_options("staging_max=lots")
     assert "state_dir" in describe_options()
+    # values are checked with a sentence, never Python's own words (issue 24)
+    for bad, words in (("uploads=abc", "'abc' is not a whole number (give one between 1 and "
+                        "64)"), ("log_level=LOUD", "'LOUD' is not a log level"),
+                       ("link_timeout=-5", "must be more than 0 seconds"),
+                       ("link_timeout=nan", "must be more than 0 seconds"),
+                       ("link_timeout=abc", "'abc' is not a number of seconds")):
+        with pytest.raises(OptionError) as caught:
+            split_options(bad)
+        assert words in str(caught.value) and "int()" not in str(caught.value), bad
+    run = [sys.executable, "-m", "megafs"]
+    for args, words in ((["mount", "m", "--link-timeout", "-5"], "--link-timeout: must be"),
+                        (["serve", "--port", "99999"], "a port is a whole number 0-65535")):
+        res = subprocess.run(run + args, capture_output=True, text=True, timeout=60)
+        assert res.returncode == 2 and words in res.stderr, res.stderr
+        assert "Traceback" not in res.stderr
+
+
+def test_ctrl_c_while_the_command_is_still_importing_is_one_line(tmp_path):
+    """Ctrl-C while megafs imports its modules (the first ~0.2 s) gave a KeyboardInterrupt
+    traceback (issue 24).  ``-X importtime`` tells when ``megafs.cli.entry`` is loaded; the
+    signal sent then lands while the command's own modules are still being imported."""
+    import signal
+
+    proc = subprocess.Popen([sys.executable, "-X", "importtime", "-m", "megafs", "serve",
+                             "--data", str(tmp_path / "data"), "--port", "0"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lines = []
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        lines.append(line)
+        if line.rstrip().endswith("megafs.cli.entry"):
+            proc.send_signal(signal.SIGINT)
+            break
+    rest = proc.stderr.read()
+    assert proc.wait(60) == 130, rest[-2000:]
+    said = [ln for ln in rest.splitlines() if not ln.startswith("import time:")]
+    assert said == ["", "megafs: interrupted"] or said[-1].endswith(": interrupted"), said
+    assert "Traceback" not in rest and "KeyboardInterrupt" not in rest
 
 
 def test_sizes():
