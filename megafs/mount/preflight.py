@@ -7,9 +7,11 @@ with one line naming the cause and the fix instead of a libfuse error code in a 
 * ``/dev/fuse``: missing (no FUSE module, or a container without the device) or not
   accessible to this user; non-root mounts also need ``fusermount3``;
 * ``allow_other`` as a non-root user without ``user_allow_other`` in ``/etc/fuse.conf``;
-* the API: whether its host accepts a TCP connection within a few seconds, so a wrong or
-  unreachable ``--api`` (or a forgotten ``--local``) is reported at once instead of after five
-  minutes of retries.  Once a mount is up, outages are retried quietly in the background.
+* the API: whether its host accepts a TCP connection within a few seconds and answers an HTTP
+  request within ``API_REPLY_TIMEOUT``, so a wrong or unreachable ``--api`` (or a forgotten
+  ``--local``), a port that accepts connections but never answers, or ``https://`` for a
+  plain-http server is reported at once instead of after minutes of retries.  Once a mount is
+  up, outages are retried quietly in the background.
 
 Every check raises ``FsError``/``MegafsError`` with the message to print; none changes
 anything.  No FUSE import here.
@@ -32,6 +34,7 @@ log = logging.getLogger(__name__)
 FUSE_DEVICE = "/dev/fuse"
 FUSE_CONF = "/etc/fuse.conf"
 API_CONNECT_TIMEOUT = 5.0
+API_REPLY_TIMEOUT = 10.0     # seconds for the first HTTP reply of the API (issue 24: 3-7 min)
 
 
 def check_mountpoint(mnt: str, *, nonempty: bool = False) -> None:
@@ -161,3 +164,43 @@ def check_api(api: str, timeout: float = API_CONNECT_TIMEOUT) -> None:
                 "check the --api URL and your network")
         raise MegafsError("cannot reach the MEGA API at %s (%s); %s" % (api, reason, hint)
                           ) from None
+    check_api_speaks_http(api)
+
+
+def check_api_speaks_http(api: str, timeout: float = API_REPLY_TIMEOUT) -> None:
+    """The API answers an HTTP request (any status) within ``timeout`` seconds.  A GET of the
+    base URL changes nothing on any server; what fails is named: no reply at all, TLS asked
+    of a plain-http server (and the reverse), an untrusted certificate."""
+    import requests
+
+    from ..api.apireq import untrusted_certificate
+    parts = urlsplit(api)
+    where = "%s:%s" % (parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+    try:
+        requests.get(api, timeout=(API_CONNECT_TIMEOUT, timeout), allow_redirects=False,
+                     stream=True).close()
+    except requests.exceptions.SSLError as exc:
+        text = str(exc)
+        if untrusted_certificate(exc):
+            raise MegafsError("the MEGA API at %s has a certificate this machine does not "
+                              "trust; for a private CA set REQUESTS_CA_BUNDLE to its "
+                              "certificate" % api) from None
+        if "WRONG_VERSION_NUMBER" in text or "wrong version number" in text \
+                or "record layer failure" in text or "packet length too long" in text:
+            raise MegafsError("%s speaks plain http, not https: use --api http://%s/"
+                              % (where, where)) from None
+        raise MegafsError("TLS with the MEGA API at %s failed (%s)" % (api, text[:120])
+                          ) from None
+    except requests.exceptions.ReadTimeout:
+        raise MegafsError("%s accepts connections but sends no HTTP reply within %.0f s; "
+                          "check the --api URL (host and port)" % (where, timeout)) from None
+    except requests.exceptions.ConnectionError as exc:
+        text = str(exc)
+        if parts.scheme == "http" and ("BadStatusLine" in text or "RemoteDisconnected" in text
+                                       or "Connection aborted" in text):
+            raise MegafsError("%s does not answer plain http (if it speaks https, use --api "
+                              "https://%s/)" % (where, where)) from None
+        raise MegafsError("cannot reach the MEGA API at %s (%s)" % (api, text[:120])) from None
+    except requests.RequestException as exc:
+        raise MegafsError("the MEGA API at %s gave no usable HTTP reply (%s)"
+                          % (api, type(exc).__name__)) from None

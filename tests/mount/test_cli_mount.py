@@ -159,6 +159,42 @@ def test_umount_leaves_other_filesystems_and_overlaps_with_the_state_dir_are_ref
         assert not is_mounted(mnt)
 
 
+def test_an_api_that_does_not_answer_http_is_named_in_seconds(tmp_path, server):
+    """Issue 24: a port that accepts connections but never answers (or the wrong scheme)
+    kept `mount` silent for 3 minutes and `upload` retrying TLS for 5-7 minutes."""
+    import socket
+
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(16)          # the kernel completes handshakes; nothing is ever read or sent
+    try:
+        dead = "http://127.0.0.1:%d/" % hole.getsockname()[1]
+        mnt = tmp_path / "mnt"
+        mnt.mkdir()
+        state = ["--state-dir", str(tmp_path / "state")]
+        # upload and get share the check (client_cli); each case costs the 10 s wait
+        for command in (["mount", str(mnt)],
+                        ["get", "https://mega.nz/file/AbCdEfGh#" + "B" * 42 + "A"]):
+            started = time.monotonic()
+            _one_line(megafs(*command, "--api", dead, *state, check=False, timeout=60),
+                      "accepts connections but sends no HTTP reply")
+            assert time.monotonic() - started < 30, command
+        assert not is_mounted(mnt)
+    finally:
+        hole.close()
+    # the test server speaks https: plain http to it, and https to a plain-http server
+    plain = server.url.replace("https://", "http://")
+    _one_line(megafs("upload", "--api", plain, "--state-dir", str(tmp_path / "s2"),
+                     str(ROOT / "setup.cfg"), check=False, timeout=60),
+              "does not answer plain http", "https://127.0.0.1:%d/" % server.port)
+    from helpers.server import ServerProcess
+    with ServerProcess(tmp_path / "plain-data") as srv:
+        wrong = srv.url.replace("http://", "https://")
+        _one_line(megafs("mount", str(tmp_path / "mnt"), "--api", wrong, "--state-dir",
+                         str(tmp_path / "s3"), check=False, timeout=60),
+                  "speaks plain http, not https", "--api http://127.0.0.1:%d/" % srv.port)
+
+
 def test_no_access_to_dev_fuse_is_one_line(tmp_path, server):
     """In a mount namespace of its own, /dev/fuse is replaced by a file this process may not
     open (root without CAP_DAC_OVERRIDE): the mount says so before starting anything."""
