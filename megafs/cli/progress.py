@@ -5,7 +5,8 @@ Lines are formatted by tqdm (bytes, percentage, rate, elapsed and ETA), so they 
 every other progress bar on the terminal.  On a terminal the block of lines is redrawn in place
 a few times a second; when stderr is a file or a pipe a plain block is printed every
 ``PLAIN_EVERY`` seconds (and at the end), so logs and tests see the same figures without
-control characters.  Rates are averages since a file's upload (or the watch) began.  Never
+control characters.  Rates are averages of what was sent since a file's upload (or the
+watch) began.  Never
 touches stdout (links and ``--json`` go there), except ``status --watch`` on a terminal.
 """
 from __future__ import annotations
@@ -27,6 +28,11 @@ def _meter(done: int, total: int, elapsed: float, prefix: str, rate: float | Non
     # last samples (a stalled upload would otherwise show an ETA of centuries)
     return tqdm.format_meter(min(done, total), total, elapsed, ncols=width, prefix=prefix,
                              unit="B", unit_scale=True, unit_divisor=1024, rate=rate)
+
+
+def _rate(sent: int, elapsed: float) -> float:
+    """Bytes per second sent while watched; 0 (tqdm shows "?") before anything was."""
+    return max(0, sent) / elapsed if elapsed > 0 else 0.0
 
 
 class Transfer:
@@ -70,6 +76,7 @@ class QueueProgress:
         self.files: dict[str, dict[str, Any]] = {}   # path -> state, size, done, since
         self.finished = 0                            # bytes of files that left the list
         self.finished_files = 0
+        self.base: int | None = None                 # bytes already sent at the first update
 
     # --- figures ----------------------------------------------------------------------------
     def update(self, rows: list[dict[str, Any]]) -> None:
@@ -81,14 +88,21 @@ class QueueProgress:
             path = str(row.get("path"))
             old = self.files.get(path)
             started = old is not None and old["state"] == "uploading"
+            done = int(row.get("progress") or 0)
+            # "base": bytes already sent when this watch first saw the upload running, so
+            # that rates count only what was sent while watching (issue 24: a watch started
+            # late showed an ETA as if everything sent before had taken no time)
             current[path] = {"state": row["state"], "size": int(row.get("size") or 0),
-                             "done": int(row.get("progress") or 0),
-                             "since": old["since"] if old is not None and started else now}
+                             "done": done,
+                             "since": old["since"] if old is not None and started else now,
+                             "base": old["base"] if old is not None and started else done}
         for path, old in self.files.items():
             if path not in current:
                 self.finished += old["size"]
                 self.finished_files += 1
         self.files = current
+        if self.base is None:
+            self.base = sum(f["done"] for f in current.values())
 
     @property
     def remaining(self) -> int:
@@ -104,7 +118,7 @@ class QueueProgress:
             label = path if len(path) <= 40 else "..." + path[-37:]
             if f["state"] == "uploading":
                 out.append(_meter(f["done"], f["size"], now - f["since"], "  " + label,
-                                  None, width))
+                                  _rate(f["done"] - f["base"], now - f["since"]), width))
             else:
                 out.append("  %s: pending, %s" % (label, _size(f["size"])))
         if len(shown) > self.max_files:
@@ -112,7 +126,8 @@ class QueueProgress:
         done = self.finished + sum(f["done"] for f in self.files.values())
         total = done + self.remaining
         prefix = "total: %d file(s) left, %d uploaded" % (len(self.files), self.finished_files)
-        out.append(_meter(done, max(total, 1), now - self.start, prefix, None, width))
+        out.append(_meter(done, max(total, 1), now - self.start, prefix,
+                          _rate(done - (self.base or 0), now - self.start), width))
         return out
 
     # --- output -----------------------------------------------------------------------------

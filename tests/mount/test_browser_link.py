@@ -129,6 +129,9 @@ def test_local_link_opens_decrypts_and_downloads_in_a_browser(tmp_path):
         state_, text = browser.open(_with_key(link, wrong))
         assert state_ == "error" and text.startswith("Wrong key") and "Nothing" in text
         assert browser.script("return document.getElementById('save').hidden") is True
+        # and not drawn: the button's own CSS once overrode `hidden` (issue 24)
+        assert browser.script("return getComputedStyle(document.getElementById('save'))"
+                              ".display") == "none"
         # the same AES key and nonce, another MAC: the MAC check refuses the file
         delta = bytes(8 * [0x01])
         other = key[:8] + bytes(a ^ b for a, b in zip(key[8:16], delta)) + key[16:24] + \

@@ -28,12 +28,14 @@ def test_quickstart_script_mounts_copies_and_verifies(tmp_path):
     empty.write_bytes(b"")
     env = dict(os.environ, MEGAFS_MOUNTPOINT=str(mnt), MEGAFS_STATE_DIR=str(state))
     try:
-        # a file that does not exist (the README's old first command): one line, no mount
-        proc = _run(["photo.png"], env)
+        # a file that does not exist (the README's old first command): one line, no mount;
+        # a name nobody leaves in the clone (a photo.png left there by hand broke this test)
+        missing = "no-such-photo-%d.png" % os.getpid()
+        proc = _run([missing], env)
         assert proc.returncode == 1 and not is_mounted(mnt)
         assert proc.stderr.strip().splitlines() == [
-            "scripts/quickstart: photo.png: no such file; give files to copy in, or no "
-            "argument for a sample"]
+            "scripts/quickstart: %s: no such file; give files to copy in, or no "
+            "argument for a sample" % missing]
         # without arguments: a sample file, its link printed
         proc = _run([], env)
         assert proc.returncode == 0, proc.stderr[-3000:]

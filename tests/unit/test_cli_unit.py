@@ -137,6 +137,20 @@ def test_queue_progress_lines_have_bytes_rate_and_eta():
     assert bar.finished_files == 2 and bar.finished == (10 << 20) + 1000
     bar.draw(force=True)
     assert "total: 0 file(s) left, 2 uploaded" in out.getvalue()
+    # a watch started when 9 of 10 MiB were already sent: 0.5 MiB in 2 s while watched is
+    # 262 kB/s and 0.5 MiB left is 2 s more, not the 9 MiB "sent" in no time (issue 24)
+    late = QueueProgress(io.StringIO(), tty=False)
+    late.update([{"path": "/c", "state": "uploading", "size": 10 << 20, "progress": 9 << 20}])
+    late.start -= 2
+    for f in late.files.values():
+        f["since"] -= 2
+    lines = late.lines(0)
+    assert "?B/s" in lines[-1] and "?B/s" in lines[0]       # nothing sent while watched yet
+    late.update([{"path": "/c", "state": "uploading", "size": 10 << 20,
+                  "progress": (9 << 20) + (1 << 20) // 2}])
+    line = late.lines(0)[-1]
+    assert "262kB/s" in line, line
+    assert "<00:02" in line, line
 
 
 def test_mountpoint_checks(tmp_path):

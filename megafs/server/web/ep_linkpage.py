@@ -37,6 +37,7 @@ body { font: 16px/1.5 system-ui, sans-serif; max-width: 40em; margin: 3em auto; 
 #status.error { color: #b00020; }
 #save { display: inline-block; margin-top: 1em; padding: .5em 1em; border: 1px solid #333;
         border-radius: .3em; text-decoration: none; color: inherit; }
+#save[hidden] { display: none; }
 small { color: #555; }
 </style></head>
 <body data-state="loading">
