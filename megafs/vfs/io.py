@@ -98,7 +98,10 @@ class FileIO:
             raise FsError(errno.EBADF, "not an open file")
         return handle
 
-    def read(self, fh: int, size: int, offset: int) -> bytes:
+    def read(self, fh: int, size: int, offset: int,
+             cancelled: Callable[[], bool] | None = None) -> bytes:
+        """Bytes of an open file; a read from MEGA that waits (the transfer quota) gives up
+        with EINTR once ``cancelled()`` is true."""
         handle = self.file_handle(fh)
         sf = handle.sf
         with self.wb.lock:
@@ -111,7 +114,7 @@ class FileIO:
                 return b""
             raise FsError(errno.EIO, "the file's node is gone from MEGA")
         return self.reads.read(node.handle, node.file_key, node.size, offset, size,
-                               handle.read_state)
+                               handle.read_state, cancelled)
 
     def write(self, fh: int, data: bytes, offset: int,
               cancelled: Callable[[], bool] | None = None) -> int:
