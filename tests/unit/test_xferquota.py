@@ -2,6 +2,7 @@
 left is hostile input; a wait is shared, announced once, cancellable and ended by ``close``."""
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -73,3 +74,20 @@ def test_close_ends_every_wait_and_a_gate_that_does_not_wait_raises():
         gate.refused(TransferQuotaExceeded(5, "after close"))
     with pytest.raises(TransferQuotaExceeded):
         QuotaGate(waiting=False).refused(TransferQuotaExceeded(5, "fail fast"))
+
+
+def test_a_wait_of_a_reader_that_is_gone_ends():
+    """``fuse.adapter._alive``: the kernel's readahead reads are never interrupted, so a wait
+    also ends once the process that asked has exited (a zombie counts as exited)."""
+    import subprocess
+    import sys
+
+    from megafs.fuse.adapter import _alive
+    assert _alive(os.getpid())
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.monotonic() + 10
+    while _alive(child.pid) and time.monotonic() < deadline:   # exits, not yet reaped
+        time.sleep(0.02)
+    assert not _alive(child.pid)
+    child.wait()
+    assert not _alive(child.pid)
