@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import time
 
 from megafs.api.client import MegaClient, PutItem
 from megafs.mount.runtime import MountConfig, MountRuntime
@@ -119,3 +120,31 @@ def test_recovery_decides_on_the_caught_up_tree(server, tmp_path):
             rt.close()
     finally:
         other.close()
+
+
+def test_a_reload_after_falling_behind_catches_up_with_own_changes(server, tmp_path, caplog):
+    """The change feed fell behind (``-6``) and reloads: the `f` it gets is a snapshot older
+    than a folder this mount removed.  Our own packets are normally skipped (the tree already
+    has them), so without catching up after the reload the folder would come back for good."""
+    from helpers.mount import wait_for
+    state = str(tmp_path / "state")
+    server.options({"snapshot_over": 3, "packet_log": 1})
+    rt = _mount(server.url, state)                   # 3 nodes: the current tree, at sn S0
+    other = MegaClient.open(api=server.url, state_dir=state)
+    try:
+        rt.fs.mkdir("/a")
+        rt.fs.mkdir("/b")                            # the log keeps only b's packet
+        assert _raw_names(other) == {"a", "b"}       # the snapshot, at S1
+        rt.fs.rmdir("/b")                            # our own `d`; the log keeps only it
+        assert sorted(rt.fs.readdir("/")) == ["a"]       # 4 nodes: still a big account
+        with caplog.at_level(logging.INFO, logger="megafs.tree.changes"):
+            rt.watcher.start()                       # polls from S0: -6, reload, catch up
+            wait_for(lambda: any("fell behind" in r.getMessage() for r in caplog.records),
+                     timeout=30, what="the change feed to reload")
+            wait_for(lambda: any("since the fetched tree" in r.getMessage()
+                                 for r in caplog.records), timeout=30, what="the catch-up")
+        time.sleep(1.0)                              # a few more polls: nothing comes back
+        assert sorted(rt.fs.readdir("/")) == ["a"]
+    finally:
+        other.close()
+        rt.close()
