@@ -122,7 +122,7 @@ class FileIO:
         if not handle.write:
             raise FsError(errno.EBADF, "not open for writing")
         sf = handle.sf
-        self._materialize(sf)
+        self._materialize(sf, cancelled=cancelled)
         if self.wb.staging_max and offset + len(data) > sf.rec.size:
             self.wb.control.make_room(sf, offset + len(data), cancelled)    # --staging-max
         fd = handle.staged_fd()
@@ -179,9 +179,11 @@ class FileIO:
         os.truncate(sf.path, length)
         self.wb.wrote(sf, length)
 
-    def _materialize(self, sf: StagedFile, keep: int | None = None) -> None:
+    def _materialize(self, sf: StagedFile, keep: int | None = None,
+                     cancelled: Callable[[], bool] | None = None) -> None:
         """Give ``sf`` a staged copy holding its committed node's bytes (only the first
-        ``keep`` bytes are needed: none at all for a truncate to 0)."""
+        ``keep`` bytes are needed: none at all for a truncate to 0).  EINTR, and no copy,
+        when ``cancelled()`` turns true while the download waits (the transfer quota)."""
         if sf.rec.has_copy:
             return
         with sf.materialize:
@@ -196,7 +198,8 @@ class FileIO:
             try:
                 size = 0
                 if node is not None and node.size and keep != 0:
-                    self.reads.fetch_to_file(node.handle, node.file_key, node.size, fd)
+                    self.reads.fetch_to_file(node.handle, node.file_key, node.size, fd,
+                                             cancelled)
                     size = node.size
                 elif node is None and committed is not None:
                     raise FsError(errno.EIO, "the file's node is gone from MEGA")

@@ -116,14 +116,16 @@ class ReadCache:
             raise IntegrityError("MAC mismatch: node %s is corrupt" % handle)
         return b"".join(parts)
 
-    def fetch_to_file(self, handle: str, key: crypto.FileKey, size: int, fd: int) -> None:
-        """Download a whole remote file into ``fd`` (staging an existing file for writing)."""
+    def fetch_to_file(self, handle: str, key: crypto.FileKey, size: int, fd: int,
+                      cancelled: Callable[[], bool] | None = None) -> None:
+        """Download a whole remote file into ``fd`` (staging an existing file for writing).
+        FsError(EINTR) when ``cancelled()`` turns true while a block is still coming."""
         layout = self._blocks(handle, size)
         window = READ_AHEAD
         for idx, (start, _length) in enumerate(layout):
             for ahead in range(idx + 1, min(len(layout), idx + 1 + window)):
                 self._start(handle, key, size, layout, ahead)
-            data = self._start(handle, key, size, layout, idx).result()
+            data = _result(self._start(handle, key, size, layout, idx), cancelled)
             os.pwrite(fd, data, start)
         if handle in self._bad:
             raise IntegrityError("MAC mismatch: node %s is corrupt" % handle)

@@ -4,9 +4,11 @@ the quota waits the time the server gives and then returns the right bytes; mean
 interrupted or killed at once without harming the mount."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -19,7 +21,7 @@ pytestmark = [pytest.mark.fuse, pytest.mark.slow,
               pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="no /dev/fuse")]
 
 QUOTA = 1 << 20
-WINDOW = 6          # seconds: room for two interrupted readers before the window moves
+WINDOW = 8          # seconds: room for three interrupted callers before the window moves
 SIZE = 600_000      # two files do not fit in one window
 
 
@@ -45,7 +47,7 @@ def test_a_read_waits_out_the_transfer_quota_and_can_be_interrupted(tmp_path):
                        extra_args=["--transfer-quota", str(QUOTA),
                                    "--transfer-window", str(WINDOW)]) as server:
         state = tmp_path / "state"
-        files = {name: os.urandom(SIZE) for name in ("a.bin", "b.bin")}
+        files = {name: os.urandom(SIZE) for name in ("a.bin", "b.bin", "c.bin")}
         with MegaClient.open(api=server.url, state_dir=str(state)) as client:
             root = client.fetch().roots()[2]
             for name, data in files.items():
@@ -60,6 +62,11 @@ def test_a_read_waits_out_the_transfer_quota_and_can_be_interrupted(tmp_path):
             for sig in (signal.SIGKILL, signal.SIGINT):
                 took = _blocked_then(["cat", str(m.mnt / "b.bin")], sig)
                 assert took < 1.5, (sig, took)
+            # so is a writer of a remote file whose bytes must come down first
+            write = [sys.executable, "-c", "import os; fd = os.open(%r, os.O_WRONLY); "
+                     "os.pwrite(fd, b'x', 0)" % str(m.mnt / "c.bin")]
+            took = _blocked_then(write, signal.SIGKILL)
+            assert took < 1.5, took
             status = megafs("status", str(m.mnt), "--state-dir", str(state))
             assert "reads wait for MEGA's transfer quota: continuing in" in status.stdout, \
                 status.stdout
@@ -69,5 +76,7 @@ def test_a_read_waits_out_the_transfer_quota_and_can_be_interrupted(tmp_path):
             assert time.monotonic() - started > 2.0
             said = [ln for ln in m.log().splitlines() if "transfer quota is used up" in ln]
             assert len(said) == 1 and " INFO " in said[0] and "continue in" in said[0], said
-            assert "reads wait" not in megafs("status", str(m.mnt), "--state-dir",
-                                              str(state)).stdout
+            # the killed writer changed nothing: no file waits for an upload
+            status = json.loads(megafs("status", str(m.mnt), "--state-dir", str(state),
+                                       "--json").stdout)
+            assert status["mounted"] and status["files"] == [], status
