@@ -24,6 +24,7 @@ from typing import Any
 
 from .api import fingerprint, links
 from .api.client import MegaClient, PutItem
+from .api.xferquota import wait_text
 from .cli.args import add_source, count_arg
 from .cli.progress import Transfer
 from .config import default_state_dir
@@ -75,6 +76,9 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
                                  "current directory)")
         parser.add_argument("--force", action="store_true",
                             help="replace the output file if it exists")
+        parser.add_argument("--no-wait-quota", action="store_true",
+                            help="past MEGA's transfer quota, fail at once (exit 1) instead of "
+                                 "waiting the time MEGA gives and going on")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -209,6 +213,10 @@ def _destination(output: str | None, name: str, force: bool) -> str:
 def run_get(args: argparse.Namespace) -> int:
     link = args.parsed
     with _get_client(args) as client:
+        # Past the transfer quota: one line, and the download goes on once MEGA allows it
+        # (api/xferquota.py); with --no-wait-quota the refusal is the error.
+        client.transfer_quota.waiting = not args.no_wait_quota
+        client.transfer_quota.on_wait = _quota_line
         try:
             info = client.download_info(link)
         except MegaError as exc:
@@ -225,3 +233,7 @@ def run_get(args: argparse.Namespace) -> int:
             bar.finish()
         log.info("wrote %s (%d bytes)", written, info.size)
     return 0
+
+
+def _quota_line(left: float) -> None:
+    Transfer.note("megafs get: transfer quota used up; continuing in %s" % wait_text(left))

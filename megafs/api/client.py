@@ -35,6 +35,7 @@ from .session import (Reauth, Session, SessionManager, open_account_session, ope
                       peek_api)
 from .transport import Transport
 from .upload import Premac, Uploaded, Uploader
+from .xferquota import QuotaGate, TransferQuotaExceeded
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +55,10 @@ class MegaClient:
         self._manager = SessionManager(session, transport, reauth) if session is not None \
             else None
         self.uploader = Uploader(transport, connections=connections)
+        # when downloads may ask again after MEGA's transfer quota refused one (xferquota)
+        self.transfer_quota = QuotaGate()
         self.downloader = Downloader(transport.pool, retry=transport.retry,
-                                     connections=connections)
+                                     connections=connections, quota=self.transfer_quota)
 
     # --- construction --------------------------------------------------------------------------
     @classmethod
@@ -96,6 +99,7 @@ class MegaClient:
                    connections=connections)
 
     def close(self) -> None:
+        self.transfer_quota.close()
         self.transport.close()
 
     def __enter__(self) -> "MegaClient":
@@ -214,13 +218,19 @@ class MegaClient:
     # --- downloads ------------------------------------------------------------------------------
     def open_download(self, handle: str | None = None, public: str | None = None,
                       key: bytes | None = None) -> DownloadInfo:
-        """``g`` for a node handle or a public handle; attrs decrypted when ``key`` is given."""
+        """``g`` for a node handle or a public handle; attrs decrypted when ``key`` is given.
+        Past the transfer quota (``-17``) it waits at ``transfer_quota`` and asks again."""
         command = commands.download(handle=handle, public=public,
                                     https=self.transport.https_transfers)
         if handle is not None:
             self._need_session()
-        reply = self.transport.batch([command], anonymous=self.session is None)[0]
-        return commands.parse_g_reply(reply, key)
+        while True:
+            self.transfer_quota.wait()
+            reply = self.transport.batch([command], anonymous=self.session is None)[0]
+            try:
+                return commands.parse_g_reply(reply, key)
+            except TransferQuotaExceeded as exc:
+                self.transfer_quota.refused(exc)          # raises unless it waits
 
     def read_range(self, url: str, key: FileKey, offset: int, length: int) -> bytes:
         """Decrypted bytes [offset, offset+length) of a file; the caller clamps to its size.

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from .. import crypto
 from ..errors import (ApiCode, IntegrityError, MegaError, ProtocolError, error_from_result)
 from .http import redact_url
+from .xferquota import TransferQuotaExceeded, parse_time_left
 
 if TYPE_CHECKING:
     from .upload import Uploaded
@@ -242,23 +243,26 @@ def download(*, handle: str | None = None, public: str | None = None,
 
 
 def parse_g_reply(reply: Any, key: bytes | None = None) -> DownloadInfo:
-    """Validate a ``g`` reply; raise MegaError for ``e`` / ``d`` and ProtocolError for junk.
+    """Validate a ``g`` reply; raise MegaError for ``e`` / ``d`` and ProtocolError for junk;
+    ``-17`` (the transfer quota, with ``tl`` seconds or none) is ``TransferQuotaExceeded``.
 
     With ``key`` (the 32-byte node key) the attributes are decrypted; a key that does not
     decrypt them is an ``IntegrityError`` (a wrong or damaged link).
     """
     error = reply if isinstance(reply, MegaError) else error_from_result(reply, "g")
     if error is not None:
+        if error.code == ApiCode.EOVERQUOTA:        # no time given (meganz/sdk commands.cpp)
+            raise TransferQuotaExceeded(parse_time_left(None), "g, the download request")
         raise error
     if not isinstance(reply, dict):
         raise ProtocolError("g: expected an object, got %s" % type(reply).__name__)
     if "e" in reply:
         code = reply.get("e")
+        if code == ApiCode.EOVERQUOTA and not isinstance(code, bool):
+            raise TransferQuotaExceeded(parse_time_left(reply.get("tl")),
+                                        "g, the download request")
         if isinstance(code, int) and code < 0:
-            context = "g"
-            if isinstance(reply.get("tl"), int):
-                context = "g; transfer quota resets in %d s" % reply["tl"]
-            raise MegaError(code, context)
+            raise MegaError(code, "g")
         raise ProtocolError("g: bad error field")
     if reply.get("d"):
         raise MegaError(ApiCode.EBLOCKED, "g: file is blocked")

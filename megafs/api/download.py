@@ -12,10 +12,12 @@ Connection errors, timeouts, HTTP 5xx/429, transient error bodies (``-3``...) an
 that end inside the body are retried per range with one ``Backoff``; a dead URL (HTTP
 403/404/410, ``-8`` and the other new-URL codes) makes the whole-file path ask ``g`` again
 once, and ``read_range`` raises ``MegaError(-8)`` for its caller to do so; HTTP 509 is the
-transfer quota (``MegaError(-17)`` with the time left).  A server that answers a complete
-reply with fewer bytes than asked is not having an outage: after ``SHORT_REPLIES`` such replies
-in a row the range fails with ``IntegrityError`` at once instead of retrying for the whole
-retry time (a mount otherwise spent minutes per read on a server that truncates).
+transfer quota: the range waits at the client's ``QuotaGate`` for the time the server gives
+and asks again (``xferquota``; with a gate that does not wait, ``TransferQuotaExceeded``).
+A server that answers a complete reply with fewer bytes than asked is not having an outage:
+after ``SHORT_REPLIES`` such replies in a row the range fails with ``IntegrityError`` at once
+instead of retrying for the whole retry time (a mount otherwise spent minutes per read on a
+server that truncates).
 
 Data path: a whole-file download is cut into chunk-aligned spans of up to 8 MiB (fewer for
 small files, so every connection gets work), one ranged GET each, on ``connections`` worker
@@ -54,6 +56,7 @@ from .commands import DownloadInfo
 from .http import (ERROR_BODY_MAX, HTTP_DEAD_URL_STATUSES, HTTP_OVER_QUOTA, HTTP_RETRY_STATUSES,
                    HttpPool, TransferInterrupted, TransferStream, parse_error_body, redact_url,
                    run_workers, transfer_buffer)
+from .xferquota import QuotaGate, TransferQuotaExceeded, parse_time_left
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +106,10 @@ class Downloader:
 
     def __init__(self, pool: HttpPool, *, retry: RetryPolicy | None = None,
                  connections: int = 4, span: int = SPAN,
-                 timeout: tuple[float, float] = TRANSFER_TIMEOUT) -> None:
+                 timeout: tuple[float, float] = TRANSFER_TIMEOUT,
+                 quota: QuotaGate | None = None) -> None:
         self.pool = pool
+        self.quota = quota or QuotaGate()
         self.retry = retry or RetryPolicy.from_env()
         self.connections = max(1, connections)
         self.span = max(span, chunks.MIB)   # a span holds at least one whole MAC chunk
@@ -135,12 +140,17 @@ class Downloader:
         what = "download %d-%d from %s" % (offset, offset + length - 1, redact_url(url))
         retry = _RangeRetry(self.retry, what, cancel)
         while True:
+            self.quota.wait(cancel.is_set if cancel is not None else None)
             try:
                 with self.pool.stream("GET", target, timeout=self.timeout) as answer:
                     problem = self._check(answer, length, what)
                     if problem is None:
                         answer.readinto(view)
                         return
+            except TransferQuotaExceeded as exc:
+                self.quota.refused(exc)                   # raises unless it waits
+                retry = _RangeRetry(self.retry, what, cancel)   # a new retry budget after it
+                continue
             except TransferInterrupted as exc:
                 problem = str(exc), False
             except ValueError:
@@ -159,9 +169,8 @@ class Downloader:
         if status in HTTP_DEAD_URL_STATUSES:
             raise _Expired("HTTP %d" % status)
         if status == HTTP_OVER_QUOTA:
-            left = answer.headers.get("X-MEGA-Time-Left", "")
-            raise MegaError(ApiCode.EOVERQUOTA, "download: transfer quota exceeded"
-                            + ("; resets in %s s" % left if left.isdigit() else ""))
+            raise TransferQuotaExceeded(parse_time_left(answer.headers.get("X-MEGA-Time-Left")),
+                                        "the download server, HTTP 509")
         if status in HTTP_RETRY_STATUSES:
             return "HTTP %d" % status, False
         if status not in (HTTPStatus.OK, HTTPStatus.PARTIAL_CONTENT):
@@ -312,6 +321,7 @@ class Downloader:
         refreshed = False
         retry: _RangeRetry | None = None
         while pos < end and not job.stop.is_set():
+            self.quota.wait(job.stopped)
             url = job.url
             what = "download %d-%d from %s" % (pos, end - 1, redact_url(url))
             try:
@@ -324,6 +334,10 @@ class Downloader:
                         answer.readinto(view)
                         self._take_chunk(job, pos, view, scratch)
                         pos += n
+            except TransferQuotaExceeded as exc:
+                self.quota.refused(exc)                   # raises unless it waits
+                retry = None                              # a new retry budget after it
+                continue
             except TransferInterrupted as exc:
                 problem = str(exc), False
             except _Expired as exc:
@@ -390,6 +404,10 @@ class _FillJob:
         self.errors: list[BaseException] = []
         self.done = 0
         self.direct_fd: int | None = None   # O_DIRECT descriptor of the same file, if any
+
+    def stopped(self) -> bool:
+        """Whether the workers should give up (another failed, or the caller cancelled)."""
+        return self.stop.is_set() or (self.cancel is not None and self.cancel.is_set())
 
 
 def _open_direct(path: str) -> int | None:

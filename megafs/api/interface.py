@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from .links import FileLink
     from .session import Reauth, Session
     from .upload import Premac, Uploaded
+    from .xferquota import QuotaGate
 
 
 @runtime_checkable
@@ -49,6 +50,9 @@ class MegaApi(Protocol):
     """The account (``user_handle``, ``master_key``...), None for a public client."""
     request_id: str
     """This client's 10-character ``i``: action packets carrying it are our own changes."""
+    transfer_quota: "QuotaGate"
+    """When downloads may ask again after the transfer quota refused one: ``.left()``
+    seconds, ``.close()`` ends every wait (``api.xferquota``)."""
 
     def close(self) -> None:
         """Close the connection pools; calls in flight must have returned."""
@@ -107,13 +111,15 @@ class MegaApi(Protocol):
     def open_download(self, handle: str | None = None, public: str | None = None,
                       key: bytes | None = None) -> "DownloadInfo":
         """``g`` for a node or a public handle (exactly one): ``.url``, ``.size`` and, when
-        ``key`` is given, the decrypted ``.attrs``.  ``-9`` gone, ``-16`` taken down,
-        ``-17`` transfer quota (with the time left in the message)."""
+        ``key`` is given, the decrypted ``.attrs``.  ``-9`` gone, ``-16`` taken down; past the
+        transfer quota (``-17``) it waits at ``transfer_quota`` and asks again (or raises
+        ``TransferQuotaExceeded`` when that gate does not wait)."""
 
     def read_range(self, url: str, key: "FileKey", offset: int, length: int) -> bytes:
         """Decrypted bytes [offset, offset+length) from a download URL; the caller keeps the
         range within the file.  MegaError ``-8`` (EEXPIRED) when the URL is dead: call
-        ``open_download`` again and retry once; every other error is final."""
+        ``open_download`` again and retry once; every other error is final.  HTTP 509 (the
+        transfer quota) waits at ``transfer_quota`` and asks again."""
 
     def download(self, link_or_public: "str | FileLink", dest: str,
                  progress: Callable[[int], None] | None = None,

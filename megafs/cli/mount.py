@@ -281,6 +281,13 @@ def _live_status(mnt: str, timeout: float = 5.0) -> dict | None:
     return box[0] if box else None
 
 
+def _notes(mnt: str) -> list[str]:
+    """The live mount's lines about itself (e.g. reads waiting out the transfer quota)."""
+    live = _live_status(mnt)
+    notes = live.get("notes") if isinstance(live, dict) else None
+    return [n for n in notes if isinstance(n, str)] if isinstance(notes, list) else []
+
+
 def _files(mnt: str, info: dict | None) -> tuple[list[dict], bool]:
     """(unfinished files, from the live mount?)."""
     live = _live_status(mnt) if is_mounted(mnt) else None
@@ -396,8 +403,9 @@ def run_status(args: argparse.Namespace) -> int:
     if args.watch:
         return _watch(mnt, info)
     files, live = _files(mnt, info)
+    notes = _notes(mnt) if live else []
     if args.json:
-        print(json.dumps({"mounted": live, "files": files}))
+        print(json.dumps({"mounted": live, "files": files, "notes": notes}))
         return 0
     counts: dict[str, int] = {}
     for f in files:
@@ -405,6 +413,8 @@ def run_status(args: argparse.Namespace) -> int:
     print("%s: %s; %d pending, %d uploading, %d failed"
           % (mnt, "mounted" if live else "not mounted", counts.get("pending", 0),
              counts.get("uploading", 0), counts.get("failed", 0)))
+    for note in notes:
+        print("  " + note)
     for f in files:
         size = f.get("size") or 0
         done = f.get("progress") or 0

@@ -58,6 +58,11 @@ class Transfer:
         with self.lock:
             self.bar.close()
 
+    @staticmethod
+    def note(line: str, stream: TextIO | None = None) -> None:
+        """Print one line to stderr (or ``stream``) without breaking a bar on screen."""
+        tqdm.write(line, file=stream or sys.stderr)
+
 
 class QueueProgress:
     """Bytes, rates and ETA of a mount's unfinished uploads, per file and in total.

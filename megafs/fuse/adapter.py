@@ -263,11 +263,38 @@ class Invalidator:
 
 
 def interrupted() -> bool:
-    """Whether the FUSE request served by this thread was interrupted (Ctrl-C, SIGKILL)."""
+    """Whether the FUSE request served by this thread was interrupted (Ctrl-C, SIGKILL), or
+    the process that made it is gone.
+
+    The second matters for reads: the kernel's readahead sends them as background requests,
+    which it never interrupts, and the page cache pages such a read holds locked block every
+    later ``open`` of the file in an unkillable wait until the read ends (seen with a read
+    waiting out the transfer quota: a second ``cat`` of the file sat in
+    ``invalidate_inode_pages2_range`` until the window moved).  So a wait also ends once its
+    reader has exited."""
     try:
-        return bool(mfusepy._libfuse.fuse_interrupted())
-    except (AttributeError, OSError):
+        if mfusepy._libfuse.fuse_interrupted():
+            return True
+        pid = int(mfusepy._libfuse.fuse_get_context().contents.pid)
+    except (AttributeError, OSError, ValueError):
         return False
+    return pid > 0 and not _alive(pid)
+
+
+def _alive(pid: int) -> bool:
+    """Whether process (or thread) ``pid`` exists and has not exited (a zombie has)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True               # exists, owned by someone else
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as handle:
+            state = handle.read().rpartition(b")")[2].split()[:1]
+    except OSError:
+        return True               # no /proc: trust kill(0)
+    return state not in ([b"Z"], [b"X"])
 
 
 def _timespec_ns(ts: Any) -> int | None:

@@ -4,7 +4,8 @@
 by the core tests (which call ``runtime.fs`` directly, without FUSE) and by the benches, so all
 three run exactly the same wiring.  Order: the bundled server (``--local``), the client
 (session), the per-API mount directory and its lock (one mount per queue), the node tree
-(``f``), the write-back queue (recovered), the filesystem core and its ``.link`` layer, the
+(``f``, then the action packets since its ``sn``: a big account's ``f`` is an older
+snapshot), the write-back queue (recovered), the filesystem core and its ``.link`` layer, the
 change feed.  ``close`` stops them in reverse order through an ``ExitStack``.
 """
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any, Callable
 
 from .. import config
 from ..api.client import MegaClient
-from ..errors import FsError, MegafsError
+from ..errors import FsError, MegafsError, describe
 from ..tree import cache as tree_cache
 from ..tree.changes import RemoteWatcher, catch_up
 from ..tree.tree import Tree
@@ -154,7 +155,14 @@ class MountRuntime:
                                                   n, total))
         log.info("fetched the node tree: %d nodes in %.1f s", total,
                  time.monotonic() - started)
-        return tree, listing.sn
+        # A big account's `f` is a snapshot as of an older sn: the changes since are applied
+        # before anything (the write-back recovery above all) looks at the tree.
+        try:
+            sn = catch_up(self.client, tree, listing.sn, since="the fetched tree")
+        except MegafsError as exc:
+            raise MegafsError("cannot catch up with the changes since the fetched node tree "
+                              "(%s); try mounting again" % describe(exc)) from None
+        return tree, sn
 
     def _save_tree(self) -> None:
         """Keep the tree for the next mount (big accounts mount from it in seconds)."""

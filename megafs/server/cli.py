@@ -156,6 +156,11 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
                         metavar="N",
                         help="action packets kept per account; an older sn answers -6 "
                              "(default %d)" % DEFAULT_PACKET_LOG)
+    parser.add_argument("--snapshot-over", type=count_arg, default=0, metavar="N",
+                        help="`f` of an account of more than N nodes answers the tree kept from "
+                             "an earlier `f` and its sn, as the real service does for big "
+                             "accounts: clients catch up with sc (default 0: always the "
+                             "current tree)")
     parser.add_argument("--upload-idle", type=seconds_arg, default=DEFAULT_UPLOAD_IDLE,
                         metavar="SECONDS",
                         help="an upload URL without data this long expires and its bytes are "
@@ -206,7 +211,8 @@ def build_config(args: argparse.Namespace) -> Config:
                     temp_account_links=not args.no_temp_links,
                     late_upload_post=args.late_upload_post,
                     transfer_quota=args.transfer_quota, transfer_window=args.transfer_window,
-                    packet_log=args.packet_log, upload_idle=args.upload_idle,
+                    packet_log=args.packet_log, snapshot_over=args.snapshot_over,
+                    upload_idle=args.upload_idle,
                     completion_ttl=args.completion_ttl, login_attempts=args.login_attempts,
                     login_window=args.login_window)
     return Config(data_dir=Path(args.data or default_data_dir()), host=args.host,

@@ -86,6 +86,7 @@ class Policy:
     transfer_quota: int = 0             # download bytes per window and client address; 0 = off
     transfer_window: float = DEFAULT_TRANSFER_WINDOW
     packet_log: int = DEFAULT_PACKET_LOG
+    snapshot_over: int = 0              # `f` of accounts over this many nodes: a snapshot
     upload_idle: float = DEFAULT_UPLOAD_IDLE
     completion_ttl: float = DEFAULT_COMPLETION_TTL
     login_attempts: int = DEFAULT_LOGIN_ATTEMPTS   # 0: no lockout
@@ -97,7 +98,8 @@ class Policy:
         "hashcash_ttl": _seconds,
         "deleted_target": _choice(DELETED_TARGET), "temp_account_links": _flag,
         "late_upload_post": _choice(LATE_UPLOAD_POST), "transfer_quota": _count,
-        "transfer_window": _seconds, "packet_log": _count, "upload_idle": _seconds,
+        "transfer_window": _seconds, "packet_log": _count, "snapshot_over": _count,
+        "upload_idle": _seconds,
         "completion_ttl": _seconds, "login_attempts": _count, "login_window": _seconds,
     }
 

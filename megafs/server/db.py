@@ -7,7 +7,8 @@ Layout of ``--data DIR``::
     megafs-server.db (+ -wal, -shm)   accounts (ephemeral and full), sessions, registrations,
                                       kept mail, failed logins, nodes, public handles, action
                                       packets, uploads in progress, completion tokens, the
-                                      id-replay cache, deleted handles, per-account packet floors
+                                      id-replay cache, deleted handles, per-account packet floors,
+                                      big accounts' tree snapshots
     uploads/<upload token>.part       ciphertext of an upload that is still missing bytes
     blobs/<blob id>                   ciphertext of a complete upload (referenced by nodes or
                                       by a not yet used completion token)
@@ -57,6 +58,10 @@ CREATE INDEX IF NOT EXISTS packets_uh ON packets(uh, seq);
 -- The newest sequence number pruned from an account's packet log: an sc poll from before it
 -- has missed packets and gets -6.
 CREATE TABLE IF NOT EXISTS packet_floor (uh TEXT PRIMARY KEY, seq INTEGER NOT NULL);
+-- The tree an `f` of a big account answers (policy snapshot_over): the nodes and public
+-- handles as of `seq`, which the client catches up from with `sc`.
+CREATE TABLE IF NOT EXISTS snapshots (uh TEXT PRIMARY KEY, seq INTEGER NOT NULL,
+    body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS uploads (
     token TEXT PRIMARY KEY, uh TEXT NOT NULL, size INTEGER NOT NULL, raw INTEGER NOT NULL,
     created INTEGER NOT NULL, ranges TEXT NOT NULL, expired INTEGER NOT NULL DEFAULT 0,

@@ -222,6 +222,24 @@ class Tx:
         row = self.execute("SELECT seq FROM packet_floor WHERE uh=?", (uh,)).fetchone()
         return int(row["seq"]) if row else 0
 
+    def count_nodes(self, uh: str) -> int:
+        row = self.execute("SELECT COUNT(*) AS n FROM nodes WHERE uh=?", (uh,)).fetchone()
+        return int(row["n"])
+
+    def snapshot(self, uh: str) -> tuple[int, dict[str, Any]] | None:
+        """The kept tree snapshot of ``uh``: (its sequence number, {"f": nodes, "ph": ...})."""
+        row = self.execute("SELECT seq, body FROM snapshots WHERE uh=?", (uh,)).fetchone()
+        return (int(row["seq"]), json.loads(row["body"])) if row else None
+
+    def keep_snapshot(self, uh: str, seq: int, body: dict[str, Any] | None) -> None:
+        """Keep (or with ``body`` None, drop) the tree snapshot of ``uh``."""
+        if body is None:
+            self.execute("DELETE FROM snapshots WHERE uh=?", (uh,))
+            return
+        self.execute("INSERT INTO snapshots (uh, seq, body) VALUES (?,?,?) ON CONFLICT(uh) DO "
+                     "UPDATE SET seq=excluded.seq, body=excluded.body",
+                     (uh, seq, json.dumps(body, separators=(",", ":"))))
+
     # --- uploads ---------------------------------------------------------------------------
     def create_upload(self, uh: str, size: int, raw: bool) -> str:
         while True:

@@ -161,7 +161,8 @@ class RemoteWatcher:
                     try:
                         listing = self.client.fetch()
                         self.tree.load(listing.nodes, listing.public)
-                        self.sn = listing.sn
+                        self.sn = catch_up(self.client, self.tree, listing.sn,
+                                           since="the fetched tree")
                         continue
                     except MegafsError as exc2:
                         log.warning("reload failed: %s", describe(exc2))
@@ -179,11 +180,18 @@ class RemoteWatcher:
                 delay = min(10.0, delay * 2)
 
 
-def catch_up(client: Any, tree: Tree, sn: str, *, limit: float = 60.0) -> str:
-    """Apply every action packet after ``sn`` (our own ones too: a cached tree has not seen
-    them) until the server has nothing more; returns the new ``sn``.  Raises MegaError(-6)
-    when ``sn`` is older than the packets the server keeps (fetch the tree again) and
-    MegafsError when the server cannot be asked within ``limit`` seconds."""
+def catch_up(client: Any, tree: Tree, sn: str, *, limit: float = 60.0,
+             since: str = "the cache") -> str:
+    """Apply every action packet after ``sn`` (our own ones too: a cached tree or a snapshot
+    has not seen them) until the server has nothing more; returns the new ``sn``.
+
+    Used for a tree from the node-tree cache and for every ``f`` answer: for big accounts the
+    real ``f`` is a snapshot whose ``sn`` is older than the account (rclone/rclone#2366,
+    quoting MEGA), and the SDK reports ``fetchnodes`` done only once ``sc`` has nothing more
+    to deliver (meganz/sdk src/megaclient.cpp ``procsc``: ``fetchnodes_result`` when
+    ``!insca_notlast``).  ``since`` names where the tree came from, for the log.  Raises
+    MegaError(-6) when ``sn`` is older than the packets the server keeps (fetch the tree
+    again) and MegafsError when the server cannot be asked within ``limit`` seconds."""
     deadline = time.monotonic() + limit
     applied = 0
     while True:
@@ -192,7 +200,7 @@ def catch_up(client: Any, tree: Tree, sn: str, *, limit: float = 60.0) -> str:
             tree.apply(packet)
         applied += len(packets)
         if not packets or new_sn == sn:
-            log.info("node tree caught up with %d change(s) since the cache", applied)
+            log.info("node tree caught up with %d change(s) since %s", applied, since)
             return new_sn
         sn = new_sn
         if time.monotonic() > deadline:

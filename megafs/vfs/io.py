@@ -98,7 +98,10 @@ class FileIO:
             raise FsError(errno.EBADF, "not an open file")
         return handle
 
-    def read(self, fh: int, size: int, offset: int) -> bytes:
+    def read(self, fh: int, size: int, offset: int,
+             cancelled: Callable[[], bool] | None = None) -> bytes:
+        """Bytes of an open file; a read from MEGA that waits (the transfer quota) gives up
+        with EINTR once ``cancelled()`` is true."""
         handle = self.file_handle(fh)
         sf = handle.sf
         with self.wb.lock:
@@ -111,7 +114,7 @@ class FileIO:
                 return b""
             raise FsError(errno.EIO, "the file's node is gone from MEGA")
         return self.reads.read(node.handle, node.file_key, node.size, offset, size,
-                               handle.read_state)
+                               handle.read_state, cancelled)
 
     def write(self, fh: int, data: bytes, offset: int,
               cancelled: Callable[[], bool] | None = None) -> int:
@@ -119,7 +122,7 @@ class FileIO:
         if not handle.write:
             raise FsError(errno.EBADF, "not open for writing")
         sf = handle.sf
-        self._materialize(sf)
+        self._materialize(sf, cancelled=cancelled)
         if self.wb.staging_max and offset + len(data) > sf.rec.size:
             self.wb.control.make_room(sf, offset + len(data), cancelled)    # --staging-max
         fd = handle.staged_fd()
@@ -176,9 +179,11 @@ class FileIO:
         os.truncate(sf.path, length)
         self.wb.wrote(sf, length)
 
-    def _materialize(self, sf: StagedFile, keep: int | None = None) -> None:
+    def _materialize(self, sf: StagedFile, keep: int | None = None,
+                     cancelled: Callable[[], bool] | None = None) -> None:
         """Give ``sf`` a staged copy holding its committed node's bytes (only the first
-        ``keep`` bytes are needed: none at all for a truncate to 0)."""
+        ``keep`` bytes are needed: none at all for a truncate to 0).  EINTR, and no copy,
+        when ``cancelled()`` turns true while the download waits (the transfer quota)."""
         if sf.rec.has_copy:
             return
         with sf.materialize:
@@ -193,7 +198,8 @@ class FileIO:
             try:
                 size = 0
                 if node is not None and node.size and keep != 0:
-                    self.reads.fetch_to_file(node.handle, node.file_key, node.size, fd)
+                    self.reads.fetch_to_file(node.handle, node.file_key, node.size, fd,
+                                             cancelled)
                     size = node.size
                 elif node is None and committed is not None:
                     raise FsError(errno.EIO, "the file's node is gone from MEGA")

@@ -30,6 +30,7 @@ import stat
 from typing import Callable
 
 from ..api.links import format_link
+from ..api.xferquota import wait_text
 from ..errors import FsError
 from .core import FileSystem
 from .handles import FileHandle, LinkHandle
@@ -99,6 +100,13 @@ class LinkLayer:
         except FsError:
             return None
         return target if target.kind != DIR else None
+
+    def notes(self) -> list[str]:
+        """Lines ``megafs status`` shows about the mount as a whole (a transfer-quota wait)."""
+        left = self.core.client.transfer_quota.left()
+        if left <= 0:
+            return []
+        return ["reads wait for MEGA's transfer quota: continuing in %s" % wait_text(left)]
 
     def wait_link(self, target: Entry) -> str:
         """``target``'s public link, waiting for its upload and exporting if needed."""
@@ -192,7 +200,7 @@ class LinkLayer:
             if handle.content is None:
                 handle.content = (self.wait_link(handle.target) + "\n").encode()
             return handle.content[offset:offset + size]
-        return self.core.io.read(fh, size, offset)
+        return self.core.io.read(fh, size, offset, self.interrupted)
 
     def write(self, fh: int, data: bytes, offset: int) -> int:
         return self.core.io.write(fh, data, offset, self.interrupted)
@@ -305,7 +313,8 @@ class LinkLayer:
                 for f in files:
                     counts[f["state"]] = counts.get(f["state"], 0) + 1
                 return json.dumps({"counts": counts, "total": len(files),
-                                   "files": files[:STATUS_FILES]}).encode()
+                                   "files": files[:STATUS_FILES],
+                                   "notes": self.notes()}).encode()
             if name == XA_MOUNTDIR:
                 return self.mount_dir.encode()
             if name == XA_PID:

@@ -9,6 +9,12 @@ and every later read of the node fail with EIO (``IntegrityError``) and is logge
 Sequential readers get read-ahead: the next blocks are fetched on a small thread pool while the
 current one is consumed.  Never imports FUSE, never logs keys or URLs.
 
+Past MEGA's transfer quota the block downloads wait at the client's gate (``api.xferquota``)
+for the time the server gives, then go on; a reader waiting for such a block gives up with
+EINTR as soon as its ``cancelled()`` says so (the FUSE request was interrupted: Ctrl-C, a
+killed reader), while the block's download keeps waiting for whoever asks next.  ``close``
+ends the waits (unmount).
+
 Concurrency contract: ``self._lock`` guards the cache, the in-flight table, the URL table and
 the MAC tables; it is never held during a download.  One block is downloaded once even when
 several readers (or the read-ahead) want it at the same time: later askers wait on the same
@@ -17,21 +23,24 @@ Future.
 from __future__ import annotations
 
 import bisect
+import errno
 import logging
 import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any, Callable
 
 from cachetools import LRUCache
 
 from .. import chunks, crypto, sealing
-from ..errors import ApiCode, IntegrityError, MegaError
+from ..errors import ApiCode, FsError, IntegrityError, MegaError
 
 log = logging.getLogger(__name__)
 
 BLOCK = 1048576
 READ_AHEAD = 4            # blocks fetched ahead of a sequential reader
+LOOK = 0.25               # seconds between a waiting reader's looks at its cancel condition
 
 
 class ReadState:
@@ -56,6 +65,9 @@ class ReadCache:
         self._pool = ThreadPoolExecutor(prefetch_threads, thread_name_prefix="megafs-readahead")
 
     def close(self) -> None:
+        gate = getattr(self.client, "transfer_quota", None)
+        if gate is not None:
+            gate.close()      # a download waiting out the transfer quota ends now
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     # --- layout -----------------------------------------------------------------------------
@@ -70,8 +82,10 @@ class ReadCache:
 
     # --- public -----------------------------------------------------------------------------
     def read(self, handle: str, key: crypto.FileKey, size: int, offset: int, length: int,
-             state: ReadState | None = None) -> bytes:
-        """Plaintext bytes [offset, offset+length) of a remote file, clipped at EOF."""
+             state: ReadState | None = None,
+             cancelled: Callable[[], bool] | None = None) -> bytes:
+        """Plaintext bytes [offset, offset+length) of a remote file, clipped at EOF.
+        FsError(EINTR) when ``cancelled()`` turns true while a block is still coming."""
         if handle in self._bad:
             raise IntegrityError("MAC mismatch: node %s is corrupt" % handle)
         if offset >= size or length <= 0:
@@ -93,7 +107,7 @@ class ReadCache:
         parts = []
         futures = [self._start(handle, key, size, layout, idx) for idx in range(first, last + 1)]
         for idx, fut in zip(range(first, last + 1), futures):
-            data = fut.result()
+            data = _result(fut, cancelled)
             bstart = layout[idx][0]
             lo = max(offset, bstart) - bstart
             hi = min(end, bstart + len(data)) - bstart
@@ -102,14 +116,16 @@ class ReadCache:
             raise IntegrityError("MAC mismatch: node %s is corrupt" % handle)
         return b"".join(parts)
 
-    def fetch_to_file(self, handle: str, key: crypto.FileKey, size: int, fd: int) -> None:
-        """Download a whole remote file into ``fd`` (staging an existing file for writing)."""
+    def fetch_to_file(self, handle: str, key: crypto.FileKey, size: int, fd: int,
+                      cancelled: Callable[[], bool] | None = None) -> None:
+        """Download a whole remote file into ``fd`` (staging an existing file for writing).
+        FsError(EINTR) when ``cancelled()`` turns true while a block is still coming."""
         layout = self._blocks(handle, size)
         window = READ_AHEAD
         for idx, (start, _length) in enumerate(layout):
             for ahead in range(idx + 1, min(len(layout), idx + 1 + window)):
                 self._start(handle, key, size, layout, ahead)
-            data = self._start(handle, key, size, layout, idx).result()
+            data = _result(self._start(handle, key, size, layout, idx), cancelled)
             os.pwrite(fd, data, start)
         if handle in self._bad:
             raise IntegrityError("MAC mismatch: node %s is corrupt" % handle)
@@ -224,3 +240,16 @@ class ReadCache:
             log.error("MAC mismatch on node %s: the downloaded data is corrupt or tampered",
                       handle)
             raise IntegrityError("MAC mismatch on node %s" % handle)
+
+
+def _result(fut: Future, cancelled: Callable[[], bool] | None) -> bytes:
+    """The block a Future brings; FsError(EINTR) once ``cancelled()`` says the reader left."""
+    if cancelled is None:
+        return fut.result()
+    while True:
+        try:
+            return fut.result(timeout=LOOK)
+        except FutureTimeout:
+            if cancelled():
+                raise FsError(errno.EINTR, "read interrupted while waiting for its "
+                              "download") from None

@@ -179,11 +179,14 @@ class MountProcess:
 
 
 def listing_paths(client) -> dict[str, object]:
-    """Path -> node of a brand-new `f` listing by ``client`` (what another client sees)."""
+    """Path -> node of a brand-new `f` listing by ``client`` (what another client sees),
+    caught up with the changes since when the server answered a big account's snapshot."""
+    from megafs.tree.changes import catch_up
     from megafs.tree.tree import Tree
     listing = client.fetch()
     t = Tree(client.session.master_key, client.session.user_handle)
     t.load(listing.nodes, listing.public)
+    catch_up(client, t, listing.sn, since="the listing")
     out = {}
     for h in t.subtree(t.root):
         p = t.path_of(h)

@@ -152,6 +152,31 @@ def test_sc_errors(server, api, acct):
     assert "WARNING" in server.log_path.read_bytes()[start:].decode()
 
 
+def test_a_big_account_gets_a_snapshot_and_catches_up_with_sc(server, api, acct):
+    """``snapshot_over``: `f` of an account over that many nodes answers the tree kept from an
+    earlier `f` and that tree's sn (the real service's big accounts, rclone/rclone#2366); the
+    packets since come from `sc`; a snapshot the log no longer reaches is taken again."""
+    root = api.roots(acct)[2]
+    api.mkdir(acct, root, "a")
+    server.options({"snapshot_over": 3})
+    try:
+        first = api.call({"a": "f", "c": 1}, sid=acct.sid)       # 4 nodes: taken now
+        made = api.mkdir(acct, root, "b")
+        again = api.call({"a": "f", "c": 1}, sid=acct.sid)
+        assert again["f"] == first["f"] and again["sn"] == first["sn"]
+        assert [p["t"]["f"][0]["h"] for p in sc(api, acct, again["sn"])["a"]] == [made["h"]]
+        server.options({"packet_log": 1})
+        api.mkdir(acct, root, "c")
+        api.mkdir(acct, root, "d")                   # prunes the packets since the snapshot
+        fresh = api.call({"a": "f", "c": 1}, sid=acct.sid)
+        assert len(fresh["f"]) == 7 and "w" in sc(api, acct, fresh["sn"])
+        server.options({"snapshot_over": 10})        # small again: the current tree
+        api.mkdir(acct, root, "e")
+        assert len(api.call({"a": "f", "c": 1}, sid=acct.sid)["f"]) == 8
+    finally:
+        server.options({"snapshot_over": 0, "packet_log": 10000})
+
+
 def test_no_errors_in_the_server_log(server):
     text = server.log_path.read_text(errors="replace")
     assert " ERROR " not in text and "Traceback" not in text

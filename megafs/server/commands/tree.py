@@ -1,5 +1,6 @@
-"""Node tree commands: ``f`` (the whole tree), ``p`` (new files and folders), ``a`` (attributes),
-``m`` (move) and ``d`` (delete).  Each emits the action packets other sessions see.
+"""Node tree commands: ``f`` (the whole tree, or a big account's snapshot), ``p`` (new files
+and folders), ``a`` (attributes), ``m`` (move) and ``d`` (delete).  Each emits the action
+packets other sessions see.
 
 ``p`` into a folder that was deleted meanwhile puts the new nodes in the Rubbish Bin, as the
 real service does (protocol reference §7.6, from meganz/sdk src/commands.cpp; issue 11); the
@@ -22,11 +23,27 @@ log = logging.getLogger(__name__)
 
 
 def cmd_f(ctx: Ctx, cmd: dict) -> Any:
+    """The account's tree.  An account of more than ``snapshot_over`` nodes (policy; 0 = off)
+    gets the snapshot kept from an earlier ``f`` and that snapshot's ``sn``, so the client must
+    apply the action packets since with ``sc``, as the real service answers big accounts
+    (rclone/rclone#2366, quoting MEGA).  A snapshot is kept while every packet since it is
+    still in the account's log (else a client could not catch up: a new one is taken)."""
     uh = ctx.user()
-    nodes = [wire_node(r) for r in ctx.tx.account_nodes(uh)]
-    public = [{"h": r["h"], "ph": r["ph"], "ts": r["ts"]} for r in ctx.tx.public_handles(uh)]
-    return {"f": nodes, "ok": [], "s": [], "u": [{"u": uh, "c": 2, "m": ""}], "ph": public,
-            "sn": encode_sn(ctx.tx.current_seq())}
+    over = ctx.policy.snapshot_over
+    big = over > 0 and ctx.tx.count_nodes(uh) > over
+    kept = ctx.tx.snapshot(uh) if big else None
+    if kept is not None and kept[0] >= ctx.tx.packet_floor(uh):
+        seq, body = kept
+        log.debug("f: the snapshot of %s as of sn %s", uh, encode_sn(seq))
+    else:
+        seq = ctx.tx.current_seq()
+        body = {"f": [wire_node(r) for r in ctx.tx.account_nodes(uh)],
+                "ph": [{"h": r["h"], "ph": r["ph"], "ts": r["ts"]}
+                       for r in ctx.tx.public_handles(uh)]}
+        if over > 0:
+            ctx.tx.keep_snapshot(uh, seq, body if big else None)
+    return {"f": body["f"], "ok": [], "s": [], "u": [{"u": uh, "c": 2, "m": ""}],
+            "ph": body["ph"], "sn": encode_sn(seq)}
 
 
 @dataclass
