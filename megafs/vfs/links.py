@@ -16,9 +16,11 @@ xattrs on files: ``user.mega.state``, ``user.mega.link`` (waits like ``X.link``)
 ``user.mega.handle`` (once uploaded), ``user.mega.error`` (once failed); on folders
 ``user.mega.handle``; on the mount root the control attributes ``user.megafs.status``,
 ``user.megafs.mountdir``, ``user.megafs.pid`` (the mount process, for ``megafs umount`` run
-without the mount's ``--state-dir``) and the write-only ``user.megafs.retry``.  Nothing else
-is stored: setting or removing attributes fails with ENOTSUP, names outside ``user.*`` give
-ENOTSUP (so ``ls -l`` stops asking) and unknown ``user.*`` names ENODATA.  Never imports FUSE.
+without the mount's ``--state-dir``) and the write-only ``user.megafs.retry``.  All are read
+by name and none is listed (``listxattr`` answers no names), so copy tools never carry a
+link's key into a copy.  Nothing else is stored: setting or removing attributes fails with
+ENOTSUP, names outside ``user.*`` give ENOTSUP (so ``ls -l`` stops asking) and unknown
+``user.*`` names ENODATA.  Never imports FUSE.
 """
 from __future__ import annotations
 
@@ -258,21 +260,14 @@ class LinkLayer:
 
     # --- xattrs -----------------------------------------------------------------------------
     def listxattr(self, path: str) -> list[str]:
-        if self._virtual(path) is not None:
-            return []
-        entry = self.core.ns.resolve(path)
-        if entry.kind == DIR:
-            names = [XA_HANDLE]
-            if entry.folder.handle == self.core.tree.root:
-                names += [XA_STATUS, XA_MOUNTDIR, XA_PID]
-            return names
-        state, handle, error = self.core.file_state(entry)
-        names = [XA_STATE, XA_LINK]
-        if handle:
-            names.append(XA_HANDLE)
-        if error:
-            names.append(XA_ERROR)
-        return names
+        """No names.  megafs's own ``user.mega.*`` attributes are readable by name but never
+        listed (issue 22): copy and backup tools (`cp -a`, `rsync -aX`, `tar --xattrs`)
+        copy every listed attribute, so listing ``user.mega.link`` put the file's key into
+        every copy, and `rsync -aX` into the mount failed (exit 23) trying to remove the
+        read-only ones.  ENOENT for a name that does not exist, as for any operation."""
+        if self._virtual(path) is None:
+            self.core.ns.resolve(path)
+        return []
 
     def getxattr(self, path: str, name: str) -> bytes:
         virtual = self._virtual(path)

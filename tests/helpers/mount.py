@@ -33,6 +33,15 @@ def is_mounted(mnt: str | Path) -> bool:
     return False
 
 
+def has_xattr(path: str | Path, name: str) -> bool:
+    """Whether ``path`` answers the attribute ``name`` (megafs's own are not listed)."""
+    try:
+        os.getxattr(path, name)
+        return True
+    except OSError:
+        return False
+
+
 def force_unmount(mnt: str | Path) -> None:
     mnt = str(mnt)
     for cmd in (["fusermount3", "-u", "-z", mnt], ["fusermount", "-u", "-z", mnt],
