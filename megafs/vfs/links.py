@@ -8,8 +8,10 @@ of a mount); it is not listed by ``readdir`` (so ``rsync --delete``, ``cp -a`` a
 named ``X.link`` always wins over the virtual one (creating or renaming a real file onto the
 name is allowed); listed, ``X.link`` comes right before ``X``.  Reading ``X.link`` waits for
 ``X``'s upload (``--link-timeout``, interruptible), exporting the link if the node has none;
-removing ``X.link`` revokes the public link (``l`` with ``d:1``), and reading it again exports a
-fresh one.  Other changes to a virtual ``.link`` (writing, truncating, touching, renaming it)
+removing ``X.link`` revokes the public link (``l`` with ``d:1``) and it stays revoked (also
+while the file is open, uploading or rewritten: ``Record.link_wanted`` is the one owner of that
+wish), until reading ``X.link`` or ``user.mega.link`` asks for a fresh one.  Other changes
+to a virtual ``.link`` (writing, truncating, touching, renaming it)
 fail with EPERM.
 
 xattrs on files: ``user.mega.state``, ``user.mega.link`` (waits like ``X.link``),
@@ -112,6 +114,10 @@ class LinkLayer:
 
     def wait_link(self, target: Entry) -> str:
         """``target``'s public link, waiting for its upload and exporting if needed."""
+        if target.sf is not None:
+            # an explicit read asks again; set first, so the committer exports it as part
+            # of the upload this waits for
+            self.core.wb.want_link(target.sf, True)
         node = self.core.wait_uploaded(target, self.link_timeout, self.interrupted)
         if not node.ok or node.key is None or len(node.key) != 32:
             raise FsError(errno.EIO, "node %s cannot be decrypted" % node.handle)
@@ -246,6 +252,9 @@ class LinkLayer:
         if target is None:
             self.core.unlink(path)
             return
+        if target.sf is not None:
+            # first, so the committer plans no export from now on (and undoes one in flight)
+            self.core.wb.want_link(target.sf, False)
         node = self.core.remote_node(target)
         if node is None or not node.public:
             return

@@ -213,7 +213,7 @@ class Committer:
             attrs = dict(node.attrs)
             attrs["n"] = rec.name
             ops.attrs = time_attrs(rec.mtime_ns, attrs)
-        if rec.committed_gen > 0 and not node.public:
+        if rec.committed_gen > 0 and not node.public and rec.link_wanted:
             ops.export = node.handle
         return ops
 
@@ -311,6 +311,7 @@ class Committer:
             results: list[Any] = list(wb.client.export([h for _sf, h in wanted]))
         except Exception as exc:
             results = [exc] * len(wanted)
+        revoked: list[str] = []
         for (sf, handle), ph in zip(wanted, results):
             with wb.lock:
                 if isinstance(ph, MegaError) and ph.code == ApiCode.ENOENT:
@@ -318,7 +319,17 @@ class Committer:
                 if isinstance(ph, BaseException):
                     record_failure(sf, ph, "export")
                     continue
+                if not sf.rec.link_wanted:
+                    # `rm X.link` came while this `l` was in flight: the revoke wins
+                    revoked.append(handle)
+                    continue
                 wb.tree.set_public(handle, ph)
                 node = wb.tree.get(handle)
                 if node is not None and node.key is not None:
                     sf.rec.link = format_link(ph, node.key)
+        for handle in revoked:
+            try:
+                wb.client.unexport(handle)
+            except Exception as exc:       # the node keeps a link; say so, try no more
+                log.warning("could not revoke the link of node %s, exported while being "
+                            "revoked: %s", handle, exc)

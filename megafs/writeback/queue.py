@@ -91,6 +91,9 @@ class WriteBack:
         rec = Record(rid, parent, name)
         if node is not None:
             rec.committed, rec.size, rec.mtime_ns = node.handle, node.size, node.mtime_ns
+            # an existing file keeps the link state its node has: a link revoked earlier
+            # (also by another client or mount) stays revoked
+            rec.link_wanted = bool(node.public)
         if content:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
             os.close(fd)
@@ -167,6 +170,19 @@ class WriteBack:
             sf.rec.mtime_ns = mtime_ns
             sf.rec.local_meta = True
         self.save(sf)
+
+    def want_link(self, sf: StagedFile, wanted: bool) -> None:
+        """The user asked for ``sf``'s public link or revoked it (``record.link_wish``).  A
+        file with a row saves it durably before this returns; one without (only opened) has
+        nothing queued that could export it after a restart."""
+        with self.lock:
+            if sf.retired or sf.rec.link_wanted == wanted:
+                return
+            sf.rec = R.link_wish(sf.rec, wanted)
+            persisted = sf.persisted
+            self._touched(sf)
+        if persisted:
+            self._save([sf])
 
     def materialized(self, sf: StagedFile, size: int) -> None:
         """The staged copy now holds the committed node's bytes (not a change)."""

@@ -66,6 +66,11 @@ class Record:
     next_try: float = 0.0            # wall clock seconds; no attempt before this
     path: str = ""                   # the mount path when last saved (for ``megafs status``)
     link: str | None = None          # known public link of ``committed`` (memory only)
+    # The one owner of "should this file have a public link" (issue 21): True for new files
+    # and for files whose node had a link; `rm X.link` clears it, reading the link (X.link,
+    # user.mega.link) sets it.  EXPORT is planned only while it is set, so a revoked link
+    # is never brought back by the committer.
+    link_wanted: bool = True
 
     @property
     def upload_id(self) -> str:
@@ -120,7 +125,7 @@ def plan(rec: Record, *, node: tuple[str, str | None, int, bool] | None, writers
         return Step.FIX
     if rec.replaces:
         return Step.CLEANUP
-    if rec.committed_gen > 0 and not public:
+    if rec.committed_gen > 0 and not public and rec.link_wanted:
         return Step.EXPORT
     return Step.DONE
 
@@ -144,6 +149,11 @@ def committed(rec: Record, generation: int, handle: str) -> Record:
     replaces = rec.replaces if old is None or old == handle else _plus(rec.replaces, old)
     return dataclasses.replace(rec, committed=handle, committed_gen=generation,
                                replaces=replaces, put_tried=False, link=None)
+
+
+def link_wish(rec: Record, wanted: bool) -> Record:
+    """The user asked for the file's public link (``wanted``) or revoked it."""
+    return rec if rec.link_wanted == wanted else dataclasses.replace(rec, link_wanted=wanted)
 
 
 def cleaned(rec: Record, gone: list[str]) -> Record:

@@ -56,13 +56,17 @@ CREATE TABLE IF NOT EXISTS files (
     attempts INTEGER NOT NULL DEFAULT 0,
     path TEXT NOT NULL DEFAULT '',
     state TEXT NOT NULL DEFAULT 'pending',
-    updated REAL NOT NULL DEFAULT 0
+    updated REAL NOT NULL DEFAULT 0,
+    link_wanted INTEGER NOT NULL DEFAULT 1
 )
 """
+# Columns added after the first schema: (name, definition, default) for ALTER TABLE on older
+# queues and for reading them read-only.
+_ADDED = (("link_wanted", "INTEGER NOT NULL DEFAULT 1", "1"),)
 _COLUMNS = ("rid", "parent", "name", "size", "mtime_ns", "generation", "committed",
             "committed_gen", "replaces", "has_copy", "unlinked", "local_meta", "put_tried",
             "failed", "error",
-            "attempts", "path", "state", "updated")
+            "attempts", "path", "state", "updated", "link_wanted")
 _DELETED = 1 << 62        # sequence number of a deleted row: no older snapshot re-inserts it
 LAZY_DELAY = 0.05         # seconds a lazy delete waits for a transaction to ride on
 
@@ -72,14 +76,14 @@ def row_of(rec: Record, state: str) -> tuple:
     return (rec.rid, rec.parent, rec.name, rec.size, rec.mtime_ns, rec.generation, rec.committed,
             rec.committed_gen, json.dumps(rec.replaces), int(rec.has_copy), int(rec.unlinked),
             int(rec.local_meta), int(rec.put_tried), int(rec.failed), rec.error, rec.attempts,
-            rec.path, state, time.time())
+            rec.path, state, time.time(), int(rec.link_wanted))
 
 
 def record_of(row: tuple) -> Record:
     """A ``Record`` from a database row (column order of ``_COLUMNS``)."""
     (rid, parent, name, size, mtime_ns, generation, committed, committed_gen, replaces,
      has_copy, unlinked, local_meta, put_tried, failed, error, attempts, path, _state,
-     _updated) = row
+     _updated, link_wanted) = row
     try:
         old = [h for h in json.loads(replaces or "[]") if isinstance(h, str)]
     except ValueError:
@@ -88,7 +92,8 @@ def record_of(row: tuple) -> Record:
                   committed=committed, committed_gen=committed_gen, replaces=old,
                   has_copy=bool(has_copy), unlinked=bool(unlinked),
                   local_meta=bool(local_meta), put_tried=bool(put_tried),
-                  failed=bool(failed), error=error, attempts=attempts, path=path or "")
+                  failed=bool(failed), error=error, attempts=attempts, path=path or "",
+                  link_wanted=bool(link_wanted))
 
 
 def open_db(path: str, *, readonly: bool = False) -> sqlite3.Connection:
@@ -101,6 +106,10 @@ def open_db(path: str, *, readonly: bool = False) -> sqlite3.Connection:
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")
     db.execute(_SCHEMA)
+    have = {row[1] for row in db.execute("PRAGMA table_info(files)")}
+    for name, definition, _default in _ADDED:
+        if name not in have:
+            db.execute("ALTER TABLE files ADD COLUMN %s %s" % (name, definition))
     db.commit()
     return db
 
@@ -342,7 +351,11 @@ def read_status(mount_dir: str) -> list[dict[str, Any]]:
     db = open_db(path, readonly=True)
     try:
         try:
-            rows = db.execute("SELECT %s FROM files ORDER BY updated" % ",".join(_COLUMNS)
+            have = {row[1] for row in db.execute("PRAGMA table_info(files)")}
+            # columns added since (read-only: no ALTER here) read as their default
+            defaults = {name: default for name, _definition, default in _ADDED}
+            cols = [c if c in have else defaults.get(c, c) for c in _COLUMNS]
+            rows = db.execute("SELECT %s FROM files ORDER BY updated" % ",".join(cols)
                               ).fetchall()
         except sqlite3.OperationalError:      # a queue written by megafs 0.1, never remounted
             return [{"path": n, "state": s, "size": z, "progress": 0, "error": e}

@@ -297,6 +297,47 @@ def test_links_and_xattrs(stack):
         assert pub.download_info(fresh).size == 5
 
 
+def _public(stack, path: str) -> bool:
+    """Whether another client sees ``path``'s node with a public handle."""
+    node = stack.fresh_names()[path]
+    return bool(node.public)
+
+
+def test_a_revoked_link_stays_revoked_until_asked_for(stack):
+    """Issue 21: with a file open for reading, `rm X.link` revoked its link and 3 s later the
+    committer exported it again; reading user.mega.link also revived it.  The record's
+    ``link_wanted`` is now the one owner: a revoke holds while the file is open, rewritten or
+    waiting for upload, and only an explicit read of the link (X.link or user.mega.link:
+    documented as "ask again") exports a fresh one."""
+    stack.write_file("/r.txt", b"read me")
+    link = stack.link("/r.txt")
+    wait_for(lambda: stack.settled("/r.txt"), what="staged file retired")
+    fh = stack.fs.open("/r.txt", os.O_RDONLY)            # held open for reading
+    try:
+        assert stack.fs.read(fh, 4, 0) == b"read"
+        stack.fs.unlink("/r.txt.link")
+        time.sleep(4)                                      # past several committer rounds
+        assert not _public(stack, "/r.txt")
+        assert stack.fs.listxattr("/r.txt") == []          # cp -a finds nothing to copy
+    finally:
+        stack.fs.release(fh)
+    time.sleep(1)
+    assert not _public(stack, "/r.txt")
+    # a rewrite after the revoke uploads a new node without a link
+    stack.write_file("/r.txt", b"new content")
+    wait_for(lambda: stack.settled("/r.txt"), what="rewrite retired")
+    assert not _public(stack, "/r.txt")
+    # a file whose link is revoked while its upload is still pending is never exported
+    stack.write_file("/p.txt", b"pending")
+    stack.fs.unlink("/p.txt.link")
+    wait_for(lambda: stack.settled("/p.txt"), what="pending file retired")
+    assert not _public(stack, "/p.txt")
+    # an explicit read asks again, through the xattr as through X.link
+    fresh = stack.fs.getxattr("/r.txt", "user.mega.link").decode()
+    assert fresh != link and _public(stack, "/r.txt")
+    assert stack.link("/p.txt") and _public(stack, "/p.txt")
+
+
 def test_real_file_named_link_wins(stack, tmp_path):
     stack.write_file("/a", b"data of a")
     link = stack.link("/a")
