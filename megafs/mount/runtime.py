@@ -128,7 +128,7 @@ class MountRuntime:
                             show_links=cfg.show_links, mount_dir=self.mount_dir,
                             link_site=self.link_site)
         self.watcher = RemoteWatcher(self.client, self.tree, sn,
-                                     poll_timeout=cfg.poll_timeout, on_recover=self.wb.kick,
+                                     poll_timeout=cfg.poll_timeout, on_recover=self.wb.control.kick,
                                      on_change=self.wb.touch_all,
                                      on_paths=self._invalidate)
         stack.callback(self._save_tree)      # runs after the change feed stopped

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Callable
 from ..errors import FsError, MegaError
 from ..tree.nodes import NS, Node
 from ..tree.tree import Tree
+from ..writeback import record as R
 from ..writeback.queue import WriteBack
 from ..writeback.staged import StagedFile
 from .follow import RemoteChanges
@@ -241,7 +242,7 @@ class FileSystem:
         if fh:
             handle = self.handles.get(fh)
             if isinstance(handle, FileHandle):
-                self.wb.set_mtime(handle.sf, mtime)
+                self.wb.change(handle.sf, lambda rec: R.touched(rec, mtime))
                 return
         if path is None:
             raise FsError(errno.EBADF, "no path and no open file")
@@ -257,7 +258,7 @@ class FileSystem:
                 self.tree.set_attrs(node.handle, attrs)
                 return
             sf = self.ns.staged_for(entry)
-        self.wb.set_mtime(sf, mtime)
+        self.wb.change(sf, lambda rec: R.touched(rec, mtime))
 
     # --- state for the .link layer ----------------------------------------------------------
     def wait_uploaded(self, entry: Entry, timeout: float | None,

@@ -36,6 +36,7 @@ from typing import Callable
 from ..api.links import format_link
 from ..api.xferquota import wait_text
 from ..errors import FsError
+from ..writeback.record import link_wish
 from .core import FileSystem
 from .handles import FileHandle, LinkHandle
 from .namespace import DIR, Entry
@@ -117,7 +118,7 @@ class LinkLayer:
         if target.sf is not None:
             # an explicit read asks again; set first, so the committer exports it as part
             # of the upload this waits for
-            self.core.wb.want_link(target.sf, True)
+            self.core.wb.change(target.sf, lambda rec: link_wish(rec, True))
         node = self.core.wait_uploaded(target, self.link_timeout, self.interrupted)
         if not node.ok or node.key is None or len(node.key) != 32:
             raise FsError(errno.EIO, "node %s cannot be decrypted" % node.handle)
@@ -254,7 +255,7 @@ class LinkLayer:
             return
         if target.sf is not None:
             # first, so the committer plans no export from now on (and undoes one in flight)
-            self.core.wb.want_link(target.sf, False)
+            self.core.wb.change(target.sf, lambda rec: link_wish(rec, False))
         node = self.core.remote_node(target)
         if node is None or not node.public:
             return

@@ -156,7 +156,6 @@ class Committer:
     # --- one batch --------------------------------------------------------------------------
     def _commit(self, batch: list[StagedFile]) -> None:
         wb = self.wb
-        changed: set[str] = set()
         active = list(batch)
         for _phase in range(MAX_PHASES):
             plans: dict[StagedFile, _Ops] = {}
@@ -170,8 +169,8 @@ class Committer:
             put_files = [sf for sf, ops in plans.items() if ops.put is not None]
             if put_files:
                 wb._save(put_files)          # put_tried is durable before the p is sent
-            self._run_puts(plans, changed)
-            self._run_simple(plans, changed)
+            self._run_puts(plans)
+            self._run_simple(plans)
             self._run_exports(plans)
             active = list(plans)
         with wb.lock:
@@ -181,8 +180,6 @@ class Committer:
         wb._save([sf for sf in batch if not sf.retired and not (
             sf.rec.unlinked and not sf.rec.committed and not sf.rec.replaces)])
         wb._settle(batch)
-        if changed and wb.on_change is not None:
-            wb.on_change(changed)
 
     def _plan(self, sf: StagedFile) -> _Ops | None:
         """This phase's requests for ``sf`` (under ``wb.lock``), or None when it is done."""
@@ -217,7 +214,7 @@ class Committer:
             ops.export = node.handle
         return ops
 
-    def _run_puts(self, plans: dict[StagedFile, _Ops], changed: set[str]) -> None:
+    def _run_puts(self, plans: dict[StagedFile, _Ops]) -> None:
         from ..api.client import PutItem
 
         wb = self.wb
@@ -245,7 +242,6 @@ class Committer:
                 handle = res.get("h")
                 wb.owner[handle] = sf                # hidden before the tree has it
             node = wb.tree.add_raw(res)
-            changed.add(parent)
             with wb.lock:
                 sf.rec = R.succeeded(R.committed(sf.rec, gen, handle))
                 for twin in wb.tree.same_upload(handle):
@@ -256,7 +252,7 @@ class Committer:
                 if node is not None and gen == sf.rec.generation:
                     log.info("uploaded %s as node %s", sf.rec.name, handle)
 
-    def _run_simple(self, plans: dict[StagedFile, _Ops], changed: set[str]) -> None:
+    def _run_simple(self, plans: dict[StagedFile, _Ops]) -> None:
         """Moves, attribute updates and deletes (one request each)."""
         wb = self.wb
         for sf, ops in plans.items():
@@ -267,15 +263,13 @@ class Committer:
                 node: Node | None = wb.tree.get(handle) if handle else None
                 if node is not None and ops.move is not None:
                     wb.client.move(node.handle, ops.move)
-                    changed |= {node.parent, ops.move}
                     wb.tree.move(node.handle, ops.move)
                 if node is not None and ops.attrs is not None and node.key is not None:
                     wb.client.set_attrs(node.handle, node.key, ops.attrs)
                     wb.tree.set_attrs(node.handle, ops.attrs)
-                    changed.add(node.parent)
                 gone = []
                 for old in ops.delete:
-                    self._delete(old, changed)
+                    self._delete(old)
                     gone.append(old)
                 with wb.lock:
                     if sf.rec.unlinked:
@@ -291,15 +285,12 @@ class Committer:
                     vanished = isinstance(exc, MegaError) and exc.code == ApiCode.ENOENT
                     record_failure(sf, exc, "update", transient=vanished)
 
-    def _delete(self, handle: str, changed: set[str]) -> None:
-        node = self.wb.tree.get(handle)
+    def _delete(self, handle: str) -> None:
         try:
             self.wb.client.delete(handle)
         except MegaError as exc:
             if exc.code != ApiCode.ENOENT:
                 raise
-        if node is not None:
-            changed.add(node.parent)
         self.wb.tree.remove(handle)
 
     def _run_exports(self, plans: dict[StagedFile, _Ops]) -> None:

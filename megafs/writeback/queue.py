@@ -48,7 +48,6 @@ class WriteBack:
     def __init__(self, mount_dir: str, client: "MegaClient", tree: Tree, *, workers: int = 4,
                  staging_max: int = 0, on_settled: Callable[[StagedFile], None] | None = None,
                  on_remote_change: Callable[[StagedFile], None] | None = None,
-                 on_change: Callable[[set[str]], None] | None = None,
                  path_of: Callable[[StagedFile], str] | None = None) -> None:
         from .committer import Committer
         from .scheduler import Scheduler
@@ -57,8 +56,7 @@ class WriteBack:
         self.staging = config.private_dir(os.path.join(mount_dir, "staging"))
         self.client = client
         self.tree = tree
-        self.on_settled, self.on_remote_change, self.on_change = (on_settled, on_remote_change,
-                                                                  on_change)
+        self.on_settled, self.on_remote_change = on_settled, on_remote_change
         self.path_of = path_of or (lambda sf: sf.rec.name)
         self.lock = threading.Condition(threading.Lock())
         self.files: dict[str, StagedFile] = {}
@@ -164,25 +162,12 @@ class WriteBack:
             if sf.cancel is not None and sf.token is None:
                 sf.cancel.set()        # the upload reads bytes that are no longer current
 
-    def set_mtime(self, sf: StagedFile, mtime_ns: int) -> None:
-        """``utimens``: the new mtime is saved durably before this returns."""
+    def change(self, sf: StagedFile, transition: Callable[[Record], Record]) -> None:
+        """Apply a pure ``record`` transition (``touched``: utimens; ``link_wish``: a link
+        asked for or revoked); the row is saved durably before this returns."""
         with self.lock:
-            sf.rec.mtime_ns = mtime_ns
-            sf.rec.local_meta = True
+            sf.rec = transition(sf.rec)
         self.save(sf)
-
-    def want_link(self, sf: StagedFile, wanted: bool) -> None:
-        """The user asked for ``sf``'s public link or revoked it (``record.link_wish``).  A
-        file with a row saves it durably before this returns; one without (only opened) has
-        nothing queued that could export it after a restart."""
-        with self.lock:
-            if sf.retired or sf.rec.link_wanted == wanted:
-                return
-            sf.rec = R.link_wish(sf.rec, wanted)
-            persisted = sf.persisted
-            self._touched(sf)
-        if persisted:
-            self._save([sf])
 
     def materialized(self, sf: StagedFile, size: int) -> None:
         """The staged copy now holds the committed node's bytes (not a change)."""
@@ -340,17 +325,12 @@ class WriteBack:
         for sf in ready:
             self.on_settled(sf)
 
-    # --- status -----------------------------------------------------------------------------
     # --- start / stop -----------------------------------------------------------------------
     def recover(self) -> list[StagedFile]:
         """Load the queue after a clean or crashed stop (``recovery.recover``); call with a
         freshly loaded tree.  Returns the recovered files (the namespace shows them)."""
         from .recovery import recover
         return recover(self)
-
-    def kick(self) -> None:
-        """The server answers again: transient back-offs end now."""
-        self.control.kick()
 
     def start(self) -> None:
         self.scheduler.start()

@@ -151,6 +151,11 @@ def committed(rec: Record, generation: int, handle: str) -> Record:
                                replaces=replaces, put_tried=False, link=None)
 
 
+def touched(rec: Record, mtime_ns: int) -> Record:
+    """``utimens``: a new mtime chosen here."""
+    return dataclasses.replace(rec, mtime_ns=mtime_ns, local_meta=True)
+
+
 def link_wish(rec: Record, wanted: bool) -> Record:
     """The user asked for the file's public link (``wanted``) or revoked it."""
     return rec if rec.link_wanted == wanted else dataclasses.replace(rec, link_wanted=wanted)

@@ -243,7 +243,7 @@ class Scheduler:
             up = reachable(getattr(wb.client, "api", ""))
             if up and down:
                 log.info("the API server is reachable again; restarting stalled uploads")
-                wb.kick()
+                wb.control.kick()
                 with wb.lock:
                     for sf in wb.files.values():
                         if (sf.busy and sf.token is None and sf.cancel is not None
