@@ -34,7 +34,7 @@ from .download import Downloader
 from .session import (Reauth, Session, SessionManager, open_account_session, open_session,
                       peek_api)
 from .transport import Transport
-from .upload import Premac, Uploaded, Uploader
+from .upload import PremadeMacs, Uploaded, Uploader
 from .xferquota import QuotaGate, TransferQuotaExceeded
 
 log = logging.getLogger(__name__)
@@ -141,7 +141,7 @@ class MegaClient:
 
     # --- uploads and nodes ----------------------------------------------------------------------
     def upload(self, path: str, *, progress: Callable[[int], None] | None = None,
-               cancel: threading.Event | None = None, premac: Premac | None = None
+               cancel: threading.Event | None = None, premac: PremadeMacs | None = None
                ) -> Uploaded:
         """Encrypt and upload a file's contents; no node is created (see ``put_files``).
         ``premac``: (key, chunk MACs) made while the file was written (``Uploader.upload``)."""

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from .commands import DownloadInfo, FetchResult, PutItem
     from .links import FileLink
     from .session import Reauth, Session
-    from .upload import Premac, Uploaded
+    from .upload import PremadeMacs, Uploaded
     from .xferquota import QuotaGate
 
 
@@ -68,7 +68,7 @@ class MegaApi(Protocol):
 
     def upload(self, path: str, *, progress: Callable[[int], None] | None = None,
                cancel: threading.Event | None = None,
-               premac: "Premac | None" = None) -> "Uploaded":
+               premac: "PremadeMacs | None" = None) -> "Uploaded":
         """Encrypt and upload a file's contents (no node yet): ``Uploaded(token, key, size)``.
 
         ``premac``: (file key, {chunk offset: chunk MAC}) made while the file was written

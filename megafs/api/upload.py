@@ -48,6 +48,7 @@ from http import HTTPStatus
 from typing import Callable
 
 from .. import chunks, crypto, sealing
+from ..osio import read_at
 from ..crypto import FileKey, upload_checksum
 from ..errors import (ApiCode, Cancelled, MegaError, TransportError, UploadFailed, Verdict,
                       classify)
@@ -65,7 +66,9 @@ SCRATCH = chunks.MIB                # per worker: CBC-MAC output (one call a chu
 TOKEN_BYTES = 36
 TRANSFER_TIMEOUT = (10.0, 120.0)    # (connect, read) per POST
 
-Premac = tuple[FileKey, dict[int, bytes]]   # (file key, {chunk offset: MAC})
+# (file key, {chunk offset: MAC}) made while a file was written (writeback.premac.Premac
+# makes them): a type of its own name, not a second "Premac"
+PremadeMacs = tuple[FileKey, dict[int, bytes]]
 Progress = Callable[[int], None]
 
 
@@ -134,25 +137,6 @@ def encrypt_span(key: FileKey, offset: int, plaintext: bytes
     return bytes(buf), macs
 
 
-def read_exact_at(fd: int, view: memoryview, offset: int) -> int:
-    """Fill ``view`` from ``fd`` at ``offset`` (``preadv``, no intermediate copy); bytes read."""
-    got = 0
-    while got < len(view):
-        if _preadv is not None:
-            n = _preadv(fd, [view[got:]], offset + got)
-        else:
-            data = os.pread(fd, len(view) - got, offset + got)
-            n = len(data)
-            view[got:got + n] = data
-        if not n:
-            break
-        got += n
-    return got
-
-
-_preadv = getattr(os, "preadv", None)
-
-
 # --------------------------------------------------------------------------------------------
 class Uploader:
     """Uploads files through one Transport (for ``u``) and one HttpPool (for the POSTs)."""
@@ -173,7 +157,7 @@ class Uploader:
         self.max_in_flight = 0      # observed high-water mark of spans held in memory (tests)
 
     def upload(self, path: str, *, progress: Progress | None = None,
-               cancel: threading.Event | None = None, premac: Premac | None = None
+               cancel: threading.Event | None = None, premac: PremadeMacs | None = None
                ) -> Uploaded:
         """Upload a file; ``premac`` = (file key, {chunk offset: chunk MAC}) computed while the
         file was written: those chunks are only encrypted, not MACed again."""
@@ -188,7 +172,7 @@ class Uploader:
             os.close(fd)
 
     def upload_fd(self, fd: int, size: int, *, progress: Progress | None = None,
-                  cancel: threading.Event | None = None, premac: Premac | None = None
+                  cancel: threading.Event | None = None, premac: PremadeMacs | None = None
                   ) -> Uploaded:
         """Upload ``size`` bytes of the open file ``fd`` (read with preadv, offset 0)."""
         backoff = Backoff(self.retry, "upload", cancel)
@@ -285,7 +269,7 @@ class Uploader:
     def _send_span(self, job: "_Job", offset: int, view: memoryview,
                    scratch: mmap.mmap) -> None:
         state, length = job.state, len(view)
-        if read_exact_at(job.fd, view, offset) != length:
+        if read_at(job.fd, view, offset) != length:
             raise UploadFailed("file shrank while uploading (short read at offset %d)" % offset)
         premacs = _known_macs(job.known, offset, length)
         if premacs is not None:          # MACed while the file was written: encrypt only

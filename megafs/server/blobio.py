@@ -15,6 +15,7 @@ import errno
 import os
 from typing import Iterator
 
+from ..osio import read_at
 from .store import State
 
 READ_PIECE = 1 << 20
@@ -96,21 +97,6 @@ def read_pieces(fd: int, start: int, length: int, buf: memoryview | None = None,
 
 
 def _readinto(fd: int, view: memoryview, offset: int) -> int:
-    """Fill ``view`` from ``offset``; fewer bytes only at end of file."""
-    got = 0
-    while got < len(view):
-        if _preadv is not None:
-            n = _preadv(fd, [view[got:]], offset + got)
-        else:
-            data = os.pread(fd, len(view) - got, offset + got)
-            n = len(data)
-            view[got:got + n] = data
-        if not n:
-            break
-        got += n
-        if got % ALIGN:
-            break   # a short read that is not block-aligned: end of file (O_DIRECT)
-    return got
-
-
-_preadv = getattr(os, "preadv", None)
+    """Fill ``view`` from ``offset``; fewer bytes only at end of file (O_DIRECT: a short read
+    off a block boundary is the end)."""
+    return read_at(fd, view, offset, align=ALIGN)

@@ -25,7 +25,6 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..api.links import format_link
 from ..errors import ApiCode, MegaError
 from ..tree.nodes import UPLOAD_ID_ATTR, Node, time_attrs
 from . import record as R
@@ -315,9 +314,6 @@ class Committer:
                     revoked.append(handle)
                     continue
                 wb.tree.set_public(handle, ph)
-                node = wb.tree.get(handle)
-                if node is not None and node.key is not None:
-                    sf.rec.link = format_link(ph, node.key)
         for handle in revoked:
             try:
                 wb.client.unexport(handle)

@@ -24,12 +24,12 @@ upload sends:
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from .. import chunks, crypto, sealing
 from ..crypto import FileKey
+from ..osio import read_at
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ class Premac:
             try:
                 view = memoryview(buf)[:stop - start]
                 with open(path, "rb", buffering=0) as f:
-                    got = os.preadv(f.fileno(), [view], start)
+                    got = read_at(f.fileno(), view, start)
                 if got != len(view):
                     raise OSError("short read of the staged copy")
                 macs = sealing.chunk_macs(key.aes_key, key.nonce, start, view)

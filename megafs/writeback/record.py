@@ -65,7 +65,6 @@ class Record:
     attempts: int = 0
     next_try: float = 0.0            # wall clock seconds; no attempt before this
     path: str = ""                   # the mount path when last saved (for ``megafs status``)
-    link: str | None = None          # known public link of ``committed`` (memory only)
     # The one owner of "should this file have a public link" (issue 21): True for new files
     # and for files whose node had a link; `rm X.link` clears it, reading the link (X.link,
     # user.mega.link) sets it.  EXPORT is planned only while it is set, so a revoked link
@@ -134,7 +133,7 @@ def flushed(rec: Record, size: int, mtime_ns: int) -> Record:
     """New content reached the disk: a new generation to upload."""
     return dataclasses.replace(rec, size=size, mtime_ns=mtime_ns, generation=rec.generation + 1,
                                has_copy=True, put_tried=False, failed=False, error=None,
-                               attempts=0, next_try=0.0, link=None)
+                               attempts=0, next_try=0.0)
 
 
 def committed(rec: Record, generation: int, handle: str) -> Record:
@@ -148,7 +147,7 @@ def committed(rec: Record, generation: int, handle: str) -> Record:
     old = rec.committed
     replaces = rec.replaces if old is None or old == handle else _plus(rec.replaces, old)
     return dataclasses.replace(rec, committed=handle, committed_gen=generation,
-                               replaces=replaces, put_tried=False, link=None)
+                               replaces=replaces, put_tried=False)
 
 
 def touched(rec: Record, mtime_ns: int) -> Record:

@@ -9,7 +9,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent.parent / "megafs"
 # The layers, top to bottom; a module may import its own layer and the ones below it.
 LAYERS = [["cli", "__main__"], ["mount"], ["fuse"], ["vfs"], ["writeback"], ["tree"], ["api"],
-          ["errors", "retry", "config", "sealing", "crypto", "chunks", "__init__"]]
+          ["errors", "retry", "config", "sealing", "crypto", "chunks", "osio", "__init__"]]
 BESIDE = {"server"}          # the local server: may import only the ground floor
 
 
