@@ -16,6 +16,7 @@ Layout of ``--data DIR``::
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -127,6 +128,12 @@ def decode_sn(sn: str) -> int | None:
     if len(raw) != 8:
         return None
     return int(struct.unpack(">Q", raw)[0])
+
+
+def sid_key(sid: str) -> str:
+    """How a session id is stored (sessions, replay cache): SHA-256 hex, so a copy of the
+    database gives no usable session.  Session ids are 16+ random bytes: no salt needed."""
+    return hashlib.sha256(sid.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def random_handle(nbytes: int) -> str:

@@ -27,6 +27,11 @@ from .tree import cmd_a, cmd_d, cmd_f, cmd_m, cmd_p
 
 log = logging.getLogger(__name__)
 
+# Commands per batch: the SDK never sends more (meganz/sdk include/mega/request.h MAX_COMMANDS;
+# protocol reference §1.2).  A longer batch is answered -2 as a whole before it takes the
+# state lock (issue 20: 20,000 `f` in one batch held it for 42 s).
+MAX_COMMANDS = 10000
+
 Handler = Callable[[Ctx, dict], Any]
 
 COMMANDS: dict[str, Handler] = {
@@ -65,6 +70,10 @@ def run_cs(state: State, *, batch: Any, raw_body: bytes, sid: str | None, rid: s
     if not isinstance(batch, list):
         log.warning("cs: request body is not a JSON array (%s); answering -2",
                     type(batch).__name__)
+        return CsResult(dumps(ApiCode.EARGS), warnings=1)
+    if len(batch) > MAX_COMMANDS:
+        log.warning("cs: %d commands in one batch (at most %d); answering -2", len(batch),
+                    MAX_COMMANDS)
         return CsResult(dumps(ApiCode.EARGS), warnings=1)
     digest = hashlib.sha256(raw_body).digest()
     result = CsResult(b"", commands=tuple(command_names(batch)))
