@@ -40,6 +40,7 @@ COMMANDS = ["up", "us", "ug", "uq", "f", "u", "p", "g", "l", "a", "m", "d", "sml
 ODD = [None, True, False, 0, -1, 2 ** 63, 2 ** 64, -2 ** 63 - 1, 1e308, float("nan"), "",
        "A" * 8, "A" * 11, "A" * 5000, "\ud800", "\x00", "../../etc/passwd", [], {}, [[[[]]]],
        {"a": {"b": {}}}, "é" * 10, "AAAAAAAA:BBBBBBBB"]
+RELOGIN_EVERY = 100
 KEYS = ["a", "s", "n", "t", "k", "ts", "h", "p", "ph", "user", "uh", "c", "r", "i", "ssl",
         "v", "at", "attr", "e", "m", "mfa", "crv", "hak", "ud", "sn"]
 
@@ -53,7 +54,7 @@ class Fuzzer:
         self.errors: collections.Counter = collections.Counter()
         self.sent = 0
         self.server_errors: list[str] = []
-        self.sid, self.upload, self.blob = "", "", ""
+        self.sid, self.upload, self.token = "", "", ""
 
     # --- helpers -----------------------------------------------------------------------------
     def value(self, depth: int = 0):
@@ -98,6 +99,14 @@ class Fuzzer:
 
     # --- set-up: one account, one upload URL, one blob -------------------------------------
     def setup(self) -> None:
+        try:
+            self.token = read_token(self.data)
+        except OSError:           # a server from before the control token
+            self.token = ""
+        self.login()
+
+    def login(self) -> None:
+        """A fresh account and session (fuzzed commands such as `sml` end the old one)."""
         mk, pk, ssc = (crypto.random_key() for _ in range(3))
         uh = self.cs([{"a": "up", "k": crypto.b64encode(crypto.wrap_key(mk, pk)),
                        "ts": crypto.b64encode(crypto.make_ts(mk, ssc))}])[0]
@@ -161,7 +170,7 @@ class Fuzzer:
                                     "mail", "nope"])
             headers = {}
             if self.rng.random() < 0.7:
-                headers[TOKEN_HEADER] = read_token(self.data)
+                headers[TOKEN_HEADER] = self.token
             if self.rng.random() < 0.8:
                 headers["Content-Type"] = self.rng.choice(["application/json", "text/plain"])
             payload = self.value() if self.rng.random() < 0.5 else {
@@ -205,6 +214,7 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--seconds", type=float, default=120.0)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--keep-log", metavar="FILE", help="copy the server's log to FILE")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory(prefix="megafs-fuzz-") as tmp:
@@ -222,12 +232,16 @@ def main() -> int:
             started = time.monotonic()
             while fuzz.sent < args.requests and time.monotonic() - started < args.seconds:
                 fuzz.step()
+                if fuzz.sent % RELOGIN_EVERY == 0:
+                    fuzz.login()
             elapsed = time.monotonic() - started
             alive = requests.get(url + "_megafs/stats", timeout=10).ok
         finally:
             proc.terminate()
             proc.wait(30)
         text = log_path.read_text(errors="replace")
+        if args.keep_log:
+            Path(args.keep_log).write_text(text)
     bad = [ln for ln in text.splitlines() if " ERROR " in ln or "Traceback" in ln]
     fives = sum(n for code, n in fuzz.statuses.items() if code >= 500)
     print("requests sent: %d in %.1f s (seed %d)" % (fuzz.sent, elapsed, args.seed))

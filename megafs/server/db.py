@@ -13,6 +13,10 @@ Layout of ``--data DIR``::
     blobs/<blob id>                   ciphertext of a complete upload (referenced by nodes or
                                       by a not yet used completion token)
     tls/                              CA and certificate for ``--tls`` (see ``tls.py``)
+    control-token                     the control endpoints' token (``datadir.py``), 0600
+
+Folders are 0700, the database 0600 (``datadir.prepare``); session ids are stored as
+``sid_key(sid)`` (SHA-256) in ``sessions`` and ``replay``.
 """
 from __future__ import annotations
 

@@ -302,3 +302,12 @@ def test_sn_beyond_any_issued_answers_minus_6(srv, api, seq):
     assert resp.status_code == 200 and resp.json() == -6
     wait = requests.get("%swsc/%s/%s" % (srv.info()["wait"], "A" * 11, sn), timeout=10)
     assert wait.status_code == 200
+
+
+@pytest.mark.log_ok("lone surrogate")
+def test_a_lone_surrogate_in_an_argument_answers_minus_2(srv, api):
+    """Found by scripts/fuzz_server.py: ``ud2`` with ``"c": "\\ud800"`` was an internal error
+    (-1 and a traceback: SQLite cannot store the string)."""
+    acct = api.new_account()
+    resp = api.post_cs('[{"a":"ud2","c":"\\ud800"}]', sid=acct.sid)
+    assert resp.json() == [-2]
