@@ -253,6 +253,14 @@ def test_batch_of_more_commands_than_the_sdk_sends_is_refused(srv, api):
     assert len(api.batch([{"a": "ug"}] * 3, sid=acct.sid)) == 3
 
 
+@pytest.mark.log_ok("'f' commands in one batch")
+def test_one_tree_per_batch(srv, api):
+    """20,000 `f` in one batch held the state lock for 42 s: a batch may carry one."""
+    acct = api.new_account()
+    assert api.batch([{"a": "f", "c": 1}, {"a": "ug"}, {"a": "f", "c": 1}], sid=acct.sid) == -2
+    assert len(api.batch([{"a": "ug"}, {"a": "f", "c": 1}], sid=acct.sid)) == 2
+
+
 @pytest.mark.log_ok("request head not complete")
 def test_a_slow_request_head_is_cut_off(srv):
     """One byte every 0.3 s: the connection is closed at the head deadline (2 s here)."""
