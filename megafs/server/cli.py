@@ -23,7 +23,7 @@ from .datadir import TOKEN_HEADER, TOKEN_NAME, prepare
 
 from .config import (DEFAULT_COMPLETION_TTL, DEFAULT_EASINESS, DEFAULT_LOGIN_ATTEMPTS,
                      DEFAULT_HEAD_TIMEOUT, DEFAULT_LOGIN_WINDOW, DEFAULT_MAX_CONNECTIONS,
-                     DEFAULT_PACKET_LOG,
+                     DEFAULT_PACKET_LOG, DEFAULT_UPLOAD_MEMORY,
                      DEFAULT_QUOTA, DEFAULT_TRANSFER_WINDOW, DEFAULT_UPLOAD_IDLE,
                      DEFAULT_WAIT_TIMEOUT, DELETED_TARGET, LATE_UPLOAD_POST, MAX_SECONDS, Config,
                      Policy)
@@ -196,6 +196,10 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
                         metavar="SECONDS",
                         help="time for a request line and headers after their first byte; "
                              "slower clients are cut off (default %g)" % DEFAULT_HEAD_TIMEOUT)
+    parser.add_argument("--upload-memory", type=parse_size, default=DEFAULT_UPLOAD_MEMORY,
+                        metavar="BYTES",
+                        help="upload POST bodies held in memory at once; more wait (default "
+                             "512M)")
 
 
 def _url_host(host: str) -> str:
@@ -232,7 +236,7 @@ def build_config(args: argparse.Namespace) -> Config:
                   wait_timeout=args.wait_timeout,
                   faults=[rule for group in args.fault for rule in group], policy=policy,
                   names=tuple(args.tls_name), max_connections=max(1, args.max_connections),
-                  head_timeout=args.head_timeout)
+                  head_timeout=args.head_timeout, upload_memory=args.upload_memory)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -32,6 +32,7 @@ DEFAULT_LOGIN_WINDOW = 3600.0
 # client has for a request line and its headers once it sent the first byte (slowloris).
 DEFAULT_MAX_CONNECTIONS = 256
 DEFAULT_HEAD_TIMEOUT = 20.0
+DEFAULT_UPLOAD_MEMORY = 512 << 20   # two of the largest upload POSTs (256 MiB) at once
 
 DELETED_TARGET = ("rubbish", "enoent")
 LATE_UPLOAD_POST = ("error", "token")
@@ -146,3 +147,4 @@ class Config:
     names: tuple[str, ...] = ()   # host names served besides addresses and localhost (--tls-name)
     max_connections: int = DEFAULT_MAX_CONNECTIONS   # open connections per listener
     head_timeout: float = DEFAULT_HEAD_TIMEOUT       # seconds for a request line and headers
+    upload_memory: int = DEFAULT_UPLOAD_MEMORY       # bytes of upload bodies held at once

@@ -45,7 +45,8 @@ def srv(scratch):
     old = os.umask(0o022)
     try:
         server = ServerProcess(os.path.join(scratch, "data"), hashcash_easiness=0,
-                               extra_args=["--head-timeout", "2", "--max-connections", "12"])
+                               extra_args=["--head-timeout", "2", "--max-connections", "12",
+                                           "--upload-memory", "4M"])
         server.start()
     finally:
         os.umask(old)
@@ -242,6 +243,34 @@ def test_upload_range_is_checked_before_the_body(srv, api):
     answer = _raw(srv, b"POST /%s/0 HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\n\r\n"
                   % (path.encode(), 200 << 20))
     assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"-7"), answer[-80:]
+
+
+def test_upload_bodies_held_at_once_are_bounded(srv, api):
+    """With ``--upload-memory 4M`` a 2 MiB body waits while a 3 MiB one is held (its client
+    still sending), and is taken once that one is done."""
+    acct = api.new_account()
+    url = api.upload_url(acct, 4608 << 10)          # chunk boundaries 2688 KiB, 4608 KiB
+    path = url.split("//", 1)[1].split("/", 1)[1].encode()
+    first_len, second_len = 2688 << 10, 1920 << 10
+    first = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+    second = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+    try:
+        first.sendall(b"POST /%s/0 HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\n\r\n"
+                      % (path, first_len) + os.urandom(first_len // 2))
+        time.sleep(0.5)
+        second.sendall(b"POST /%s/%d HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\n"
+                       b"\r\n" % (path, first_len, second_len) + os.urandom(second_len))
+        second.settimeout(1.5)
+        with pytest.raises(socket.timeout):          # waiting for memory: no answer yet
+            second.recv(100)
+        first.sendall(os.urandom(first_len - first_len // 2))
+        first.settimeout(10)
+        second.settimeout(10)
+        assert first.recv(100).startswith(b"HTTP/1.1 200")
+        assert second.recv(1000).startswith(b"HTTP/1.1 200")     # and the upload completed
+    finally:
+        first.close()
+        second.close()
 
 
 @pytest.mark.log_ok("commands in one batch")

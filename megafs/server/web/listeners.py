@@ -57,27 +57,38 @@ class BufferPool:
     """Transfer buffers lent to the requests in flight: anonymous private mmaps, so page-aligned
     (O_DIRECT), in steps of 1 MiB.  At most ``KEEP_FREE`` free buffers of up to
     ``KEEP_BUFFER`` bytes are kept, so memory follows the transfers in flight, not the idle
-    kept-alive connections.  Thread-safe."""
+    kept-alive connections.  Buffers over 1 MiB (upload bodies: a request takes at most one)
+    lent at once total at most ``budget`` bytes (``--upload-memory``): a request that would
+    pass it waits until others give theirs back, so concurrent upload POSTs cannot exhaust
+    memory (issue 20: 4 POSTs held 809 MB); one larger than the budget alone still proceeds.
+    Thread-safe."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
+    def __init__(self, budget: int = 1 << 62) -> None:
+        self._lock = threading.Condition()
         self._free: list[mmap.mmap] = []
+        self.budget = budget
+        self.lent_big = 0           # bytes of buffers over BUFFER_MIN lent now
 
     def take(self, size: int) -> mmap.mmap:
-        with self._lock:
-            fits = [b for b in self._free if len(b) >= size]
-            if fits:
-                buf = min(fits, key=len)
-                self._free.remove(buf)
-                return buf
         rounded = -(-max(size, BUFFER_MIN) // BUFFER_MIN) * BUFFER_MIN
-        return mmap.mmap(-1, rounded, flags=mmap.MAP_PRIVATE)
+        with self._lock:
+            if rounded > BUFFER_MIN:
+                while self.lent_big and self.lent_big + rounded > self.budget:
+                    self._lock.wait()
+            fits = [b for b in self._free if len(b) >= size]
+            buf = min(fits, key=len) if fits else None
+            if buf is not None:
+                self._free.remove(buf)
+            if max(rounded, len(buf) if buf is not None else 0) > BUFFER_MIN:
+                self.lent_big += len(buf) if buf is not None else rounded
+        return buf if buf is not None else mmap.mmap(-1, rounded, flags=mmap.MAP_PRIVATE)
 
     def give(self, buf: mmap.mmap) -> None:
-        if len(buf) > KEEP_BUFFER:
-            return
         with self._lock:
-            if len(self._free) < KEEP_FREE:
+            if len(buf) > BUFFER_MIN:
+                self.lent_big -= len(buf)
+                self._lock.notify_all()
+            if len(buf) <= KEEP_BUFFER and len(self._free) < KEEP_FREE:
                 self._free.append(buf)
 
 
@@ -139,7 +150,7 @@ class Listener(ThreadingHTTPServer):
         self.app = app
         self.role = role
         self.tls = tls
-        self.buffers = buffers or BufferPool()
+        self.buffers = buffers or BufferPool(app.config.upload_memory)
         self.max_connections = app.config.max_connections
         self.head_timeout = app.config.head_timeout
         self._open = 0
