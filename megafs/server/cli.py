@@ -328,8 +328,9 @@ def _serve(app: App, listeners: list) -> int:
              "hashcash easiness %d%s)", app.urls.api, app.urls.wait, app.config.data_dir,
              app.config.quota, policy.hashcash_easiness,
              ", %d fault rule(s)" % len(app.config.faults) if app.config.faults else "")
-    log.info("control endpoints: send the header %s with the token in %s", TOKEN_HEADER,
-             app.config.data_dir / TOKEN_NAME)
+    print("megafs serve: control endpoints (%s_megafs/...) take the header %s with the "
+          "token in %s" % (app.urls.api, TOKEN_HEADER, app.config.data_dir / TOKEN_NAME),
+          file=sys.stderr, flush=True)
     if app.urls.ca_file:
         print("megafs serve: https transfers at %s; trust the CA %s (e.g. "
               "REQUESTS_CA_BUNDLE=%s)" % (app.urls.secure_transfers, app.urls.ca_file,
