@@ -194,7 +194,7 @@ class Listener(ThreadingHTTPServer):
     def _serve_connection(self, request: Any, client_address: Any) -> None:
         if self.tls is not None:
             try:
-                request.settimeout(CONNECTION_TIMEOUT)
+                request.settimeout(self.head_timeout)     # the handshake, like a head
                 request = self.tls.wrap_socket(request, server_side=True)
             except (OSError, ssl.SSLError) as exc:
                 log.debug("TLS handshake with %s failed: %s", client_address[0], exc)
