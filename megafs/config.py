@@ -7,6 +7,7 @@ I/O; raises ``MegafsError`` with a one-line reason for a bad value.
 """
 from __future__ import annotations
 
+import errno
 import ipaddress
 import logging
 import os
@@ -78,9 +79,22 @@ def state_dir_ready(path: str) -> str:
 
 
 def private_dir(path: str) -> str:
-    """Create ``path`` (and parents) with mode 0700 if missing and tighten it to 0700."""
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    os.chmod(path, 0o700)
+    """Create ``path`` and its missing parents with mode 0700; return ``path``.
+
+    A folder that already exists keeps its mode: megafs never changes the mode of a folder it
+    did not create (``--log-file /tmp/megafs.log`` once made ``/tmp`` 0700, issue 20).  What
+    megafs keeps inside is private by its own modes (0700 folders, 0600 files).  Raises
+    OSError (``NotADirectoryError`` if ``path`` is a file)."""
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        private_dir(parent)
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        if not os.path.isdir(path):
+            raise NotADirectoryError(errno.ENOTDIR, "not a folder", path) from None
+        return path
+    os.chmod(path, 0o700)        # made here: 0700 whatever the umask
     return path
 
 

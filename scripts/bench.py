@@ -506,7 +506,8 @@ class Bench:
                         "proxy"]
                 account_state = self.work / "rclone-account"
                 if proxy and not self.rclone_user:
-                    self.rclone_user, self.rclone_pass = signup(self.server.url, account_state)
+                    self.rclone_user, self.rclone_pass = signup(
+                        self.server.url, account_state, self.work / "server")
                 elif proxy:
                     login(self.server.url, account_state, self.rclone_user, self.rclone_pass)
                 self.rclone = RcloneSide(self.work, self.ca, proxy, self.rclone_user,

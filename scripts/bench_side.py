@@ -25,6 +25,7 @@ from pathlib import Path
 import requests
 
 from benchlib import reap, unmount, wait_mounted
+from megafs.server.datadir import TOKEN_HEADER, read_token
 
 API_HOST = "g.api.mega.co.nz"
 
@@ -34,14 +35,16 @@ def _megafs(args: list[str], password: str) -> None:
                    timeout=120, env=dict(os.environ, MEGAFS_PASSWORD=password))
 
 
-def signup(api: str, state: Path) -> tuple[str, str]:
+def signup(api: str, state: Path, data_dir: Path) -> tuple[str, str]:
     """Sign up and confirm a full account on the local server at ``api`` with ``megafs signup``
-    (the confirmation link comes from ``GET /_megafs/mail``), logged in with its session in
+    (the confirmation link comes from ``GET /_megafs/mail``, with the control token of the
+    server's ``data_dir``), logged in with its session in
     ``state``; returns (e-mail, password)."""
     email, password = "rclone-bench@example.com", secrets.token_urlsafe(16)
     common = ["--api", api, "--state-dir", str(state)]
     _megafs(["signup", email, *common], password)
-    mail = requests.get(api + "_megafs/mail", timeout=30).json()
+    mail = requests.get(api + "_megafs/mail", timeout=30,
+                        headers={TOKEN_HEADER: read_token(data_dir)}).json()
     link = [m["link"] for m in mail if m["to"] == email][-1]
     _megafs(["signup", "--confirm", link, *common], password)
     return email, password

@@ -137,7 +137,8 @@ def run_signup(args: argparse.Namespace) -> int:
         if args.from_anonymous:
             temporary = open_session(transport, state_dir=args.state_dir, create=False)
         base = account.signup(transport, args.email, password, args.name or "", temporary)
-    where = " (the local server keeps it: %s_megafs/mail)" % base.api \
+    where = " (the local server keeps it: GET %s_megafs/mail with the header X-Megafs-Token " \
+        "holding its data dir's control-token)" % base.api \
         if _is_loopback_api(base.api) else ""
     print("megafs signup: a confirmation link was sent to %s%s; finish with `megafs signup "
           "--confirm LINK`" % (args.email, where), file=sys.stderr)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .config import Config
+from .datadir import new_token
 from .faults import Faults
 from .hashcash import Hashcash
 from .janitor import Janitor, recover
@@ -47,6 +48,7 @@ class App:
         self.meter = TransferMeter(self.policy)
         self.janitor = Janitor(self.state, self.uploads, self.policy, self.stats)
         self.urls = Urls()
+        self.control_token = new_token(config.data_dir)   # asked for by web/ep_control.py
         self.closing = False        # set by stop(): requests still arriving are dropped
 
     @property

@@ -19,9 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from .app import App
+from .datadir import TOKEN_HEADER, TOKEN_NAME, prepare
 
 from .config import (DEFAULT_COMPLETION_TTL, DEFAULT_EASINESS, DEFAULT_LOGIN_ATTEMPTS,
-                     DEFAULT_LOGIN_WINDOW, DEFAULT_PACKET_LOG,
+                     DEFAULT_HEAD_TIMEOUT, DEFAULT_LOGIN_WINDOW, DEFAULT_MAX_CONNECTIONS,
+                     DEFAULT_PACKET_LOG, DEFAULT_UPLOAD_MEMORY,
                      DEFAULT_QUOTA, DEFAULT_TRANSFER_WINDOW, DEFAULT_UPLOAD_IDLE,
                      DEFAULT_WAIT_TIMEOUT, DELETED_TARGET, LATE_UPLOAD_POST, MAX_SECONDS, Config,
                      Policy)
@@ -140,7 +142,8 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument("--tls-name", action="append", default=[], metavar="NAME",
                         help="also name NAME (host name or address) in the server certificate, "
                              "e.g. g.api.mega.co.nz for a client reaching this server through a "
-                             "proxy; repeatable")
+                             "proxy, also a host name the server answers to (any other name in "
+                             "a request's Host header gets HTTP 421); repeatable")
     parser.add_argument("--proxy-port", type=port_arg, default=None, metavar="PORT",
                         help="also listen on PORT (0: a free one) as an HTTP CONNECT proxy whose "
                              "every tunnel goes to this API, for clients that only talk to "
@@ -185,6 +188,18 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument("--login-window", type=seconds_arg, default=DEFAULT_LOGIN_WINDOW,
                         metavar="SECONDS",
                         help="how long failed logins count (default %g)" % DEFAULT_LOGIN_WINDOW)
+    parser.add_argument("--max-connections", type=count_arg, default=DEFAULT_MAX_CONNECTIONS,
+                        metavar="N",
+                        help="open connections per listener; more get HTTP 503 (default %d)"
+                             % DEFAULT_MAX_CONNECTIONS)
+    parser.add_argument("--head-timeout", type=seconds_arg, default=DEFAULT_HEAD_TIMEOUT,
+                        metavar="SECONDS",
+                        help="time for a request line and headers after their first byte; "
+                             "slower clients are cut off (default %g)" % DEFAULT_HEAD_TIMEOUT)
+    parser.add_argument("--upload-memory", type=parse_size, default=DEFAULT_UPLOAD_MEMORY,
+                        metavar="BYTES",
+                        help="upload POST bodies held in memory at once; more wait (default "
+                             "512M)")
 
 
 def _url_host(host: str) -> str:
@@ -219,7 +234,9 @@ def build_config(args: argparse.Namespace) -> Config:
                   port=args.port, wait_port=args.wait_port, tls=args.tls or args.tls_api,
                   tls_api=args.tls_api, tls_port=args.tls_port, quota=args.quota,
                   wait_timeout=args.wait_timeout,
-                  faults=[rule for group in args.fault for rule in group], policy=policy)
+                  faults=[rule for group in args.fault for rule in group], policy=policy,
+                  names=tuple(args.tls_name), max_connections=max(1, args.max_connections),
+                  head_timeout=args.head_timeout, upload_memory=args.upload_memory)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -231,6 +248,12 @@ def run(args: argparse.Namespace) -> int:
         print("megafs serve: --wait-timeout must be positive", file=sys.stderr)
         return EXIT_USAGE
     config = build_config(args)
+    try:
+        prepare(config.data_dir)          # before tls/: every folder made 0700
+    except OSError as exc:
+        print("megafs serve: cannot use the data directory %s: %s"
+              % (config.data_dir, exc.strerror or exc), file=sys.stderr)
+        return EXIT_FAILED
     tls = None
     if config.tls:
         try:
@@ -305,6 +328,9 @@ def _serve(app: App, listeners: list) -> int:
              "hashcash easiness %d%s)", app.urls.api, app.urls.wait, app.config.data_dir,
              app.config.quota, policy.hashcash_easiness,
              ", %d fault rule(s)" % len(app.config.faults) if app.config.faults else "")
+    print("megafs serve: control endpoints (%s_megafs/...) take the header %s with the "
+          "token in %s" % (app.urls.api, TOKEN_HEADER, app.config.data_dir / TOKEN_NAME),
+          file=sys.stderr, flush=True)
     if app.urls.ca_file:
         print("megafs serve: https transfers at %s; trust the CA %s (e.g. "
               "REQUESTS_CA_BUNDLE=%s)" % (app.urls.secure_transfers, app.urls.ca_file,

@@ -28,6 +28,11 @@ MAX_SECONDS = 10 * 365 * 86400.0
 # (meganz/webclient js/security.js ``sendAuthenticationKey``); the count is a guess.
 DEFAULT_LOGIN_ATTEMPTS = 10
 DEFAULT_LOGIN_WINDOW = 3600.0
+# Floods (issue 20): open connections per listener (a mount uses a few dozen), and the time a
+# client has for a request line and its headers once it sent the first byte (slowloris).
+DEFAULT_MAX_CONNECTIONS = 256
+DEFAULT_HEAD_TIMEOUT = 20.0
+DEFAULT_UPLOAD_MEMORY = 512 << 20   # two of the largest upload POSTs (256 MiB) at once
 
 DELETED_TARGET = ("rubbish", "enoent")
 LATE_UPLOAD_POST = ("error", "token")
@@ -139,3 +144,7 @@ class Config:
     wait_timeout: float = DEFAULT_WAIT_TIMEOUT
     faults: list[dict] = field(default_factory=list)
     policy: Policy = field(default_factory=Policy)
+    names: tuple[str, ...] = ()   # host names served besides addresses and localhost (--tls-name)
+    max_connections: int = DEFAULT_MAX_CONNECTIONS   # open connections per listener
+    head_timeout: float = DEFAULT_HEAD_TIMEOUT       # seconds for a request line and headers
+    upload_memory: int = DEFAULT_UPLOAD_MEMORY       # bytes of upload bodies held at once

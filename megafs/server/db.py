@@ -13,9 +13,14 @@ Layout of ``--data DIR``::
     blobs/<blob id>                   ciphertext of a complete upload (referenced by nodes or
                                       by a not yet used completion token)
     tls/                              CA and certificate for ``--tls`` (see ``tls.py``)
+    control-token                     the control endpoints' token (``datadir.py``), 0600
+
+Folders are 0700, the database 0600 (``datadir.prepare``); session ids are stored as
+``sid_key(sid)`` (SHA-256) in ``sessions`` and ``replay``.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -127,6 +132,12 @@ def decode_sn(sn: str) -> int | None:
     if len(raw) != 8:
         return None
     return int(struct.unpack(">Q", raw)[0])
+
+
+def sid_key(sid: str) -> str:
+    """How a session id is stored (sessions, replay cache): SHA-256 hex, so a copy of the
+    database gives no usable session.  Session ids are 16+ random bytes: no salt needed."""
+    return hashlib.sha256(sid.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def random_handle(nbytes: int) -> str:

@@ -27,13 +27,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from .datadir import prepare
 from .db import (BLOB_ID_RE, DB_NAME, SCHEMA, SCHEMA_VERSION, Upload, fsync_dir, now,
-                 random_handle, upload_from_row)
+                 random_handle, sid_key, upload_from_row)
 from .tx import Tx
 
 log = logging.getLogger(__name__)
 
 PRUNE_SLACK = 10        # prune an account's packet log once it is 1/10 over its bound
+SID_STORAGE = "sha256"  # meta 'sids': how session ids are stored (see State._hash_sids)
 
 
 class State:
@@ -44,8 +46,7 @@ class State:
         self.data_dir = Path(data_dir)
         self.blob_dir = self.data_dir / "blobs"
         self.upload_dir = self.data_dir / "uploads"
-        for d in (self.data_dir, self.blob_dir, self.upload_dir):
-            d.mkdir(parents=True, exist_ok=True)
+        prepare(self.data_dir)          # 0700 folders, a 0600 database (datadir.py)
         self.default_quota = default_quota
         self.packet_log = packet_log        # packets kept per account (see prune_packets)
         self.lock = threading.RLock()
@@ -67,11 +68,31 @@ class State:
             elif row["value"] != SCHEMA_VERSION:
                 raise RuntimeError("data directory %s has schema %s, expected %s"
                                    % (self.data_dir, row["value"], SCHEMA_VERSION))
+            self._hash_sids()
             # rebuilt once per start, so data made before the triggers existed counts too
             with self.db:
                 self.db.execute("DELETE FROM usage")
                 self.db.execute("INSERT INTO usage (uh, bytes) SELECT uh, "
                                 "COALESCE(SUM(s), 0) FROM nodes WHERE t=0 GROUP BY uh")
+
+    def _hash_sids(self) -> None:
+        """Session ids are stored as ``sid_key(sid)`` (a read database gives no session);
+        a data dir of an older server, which stored them as they are, is converted once."""
+        row = self.db.execute("SELECT value FROM meta WHERE key='sids'").fetchone()
+        if row is not None and row["value"] == SID_STORAGE:
+            return
+        converted = 0
+        with self.db:
+            for table in ("sessions", "replay"):
+                rows = self.db.execute("SELECT rowid, sid FROM %s" % table).fetchall()
+                converted += len(rows)
+                for r in rows:
+                    self.db.execute("UPDATE %s SET sid=? WHERE rowid=?" % table,
+                                    (sid_key(r["sid"]), r["rowid"]))
+            self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('sids', ?)",
+                            (SID_STORAGE,))
+        if converted:
+            log.info("stored the %d session id(s) of %s hashed", converted, self.data_dir)
 
     def close(self) -> None:
         with self.lock:

@@ -89,8 +89,11 @@ def ensure_certificates(data_dir: Path, host: str, extra_names: tuple[str, ...] 
     The certificate names ``DEFAULT_NAMES``, ``host`` (unless it is a wildcard address) and
     ``extra_names`` (DNS names or IP addresses); raises ``TlsError`` if ``openssl`` fails."""
     tls_dir = Path(data_dir) / "tls"
-    tls_dir.mkdir(mode=PRIVATE_DIR, parents=True, exist_ok=True)
-    os.chmod(tls_dir, PRIVATE_DIR)
+    try:
+        tls_dir.mkdir(mode=PRIVATE_DIR, parents=True)
+        os.chmod(tls_dir, PRIVATE_DIR)          # made here: 0700 whatever the umask
+    except FileExistsError:
+        pass                                    # not ours to chmod (issue 20); keys are 0600
     files = TlsFiles(tls_dir / "ca.pem", tls_dir / "server.pem", tls_dir / "server.key")
     ca_key = tls_dir / "ca.key"
     if not files.ca.exists() or not ca_key.exists():

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-from .db import FOLDER, ROOT_TYPES, RUBBISH, now, random_handle, tree_order
+from .db import FOLDER, ROOT_TYPES, RUBBISH, now, random_handle, sid_key, tree_order
 
 if TYPE_CHECKING:
     from .store import State
@@ -71,14 +71,14 @@ class Tx:
 
     def add_session(self, sid: str, uh: str) -> None:
         self.execute("INSERT OR REPLACE INTO sessions (sid, uh, created) VALUES (?,?,?)",
-                     (sid, uh, now()))
+                     (sid_key(sid), uh, now()))
 
     def session_user(self, sid: str) -> str | None:
-        row = self.execute("SELECT uh FROM sessions WHERE sid=?", (sid,)).fetchone()
+        row = self.execute("SELECT uh FROM sessions WHERE sid=?", (sid_key(sid),)).fetchone()
         return row["uh"] if row else None
 
     def drop_session(self, sid: str) -> None:
-        self.execute("DELETE FROM sessions WHERE sid=?", (sid,))
+        self.execute("DELETE FROM sessions WHERE sid=?", (sid_key(sid),))
 
     def quota(self, uh: str) -> int:
         row = self.account(uh)
@@ -261,8 +261,8 @@ class Tx:
     # --- replay cache ----------------------------------------------------------------------
     def replay(self, sid: str, rid: str) -> sqlite3.Row | None:
         return self.execute("SELECT digest, response FROM replay WHERE sid=? AND rid=?",
-                            (sid, rid)).fetchone()
+                            (sid_key(sid), rid)).fetchone()
 
     def store_replay(self, sid: str, rid: str, digest: bytes, response: bytes) -> None:
         self.execute("INSERT OR REPLACE INTO replay (sid, rid, digest, response, created) "
-                     "VALUES (?,?,?,?,?)", (sid, rid, digest, response, now()))
+                     "VALUES (?,?,?,?,?)", (sid_key(sid), rid, digest, response, now()))

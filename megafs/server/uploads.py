@@ -132,23 +132,12 @@ class Uploads:
              checksum: str | None, scratch: bytearray | memoryview | None = None
              ) -> UploadReply:
         """Verify and store one POST; ``scratch`` is optional room for the checksum fold."""
-        up = self.state.upload(token)
-        if up is None:
-            return UploadReply(missing=True)
-        if up.expired:
-            return UploadReply(code=ApiCode.EEXPIRED)
-        if not _OFFSET_RE.match(offset_text):
-            return UploadReply(code=ApiCode.EARGS, warning="upload offset %r is not a number"
-                               % offset_text[:20])
-        offset = int(offset_text)
         length = memoryview(body).nbytes
+        refused = self.check_before_body(token, offset_text, length)
+        if refused is not None:
+            return refused
+        offset = int(offset_text)
         end = offset + length
-        if end > up.size:
-            return UploadReply(code=ApiCode.ERANGE, warning="upload range %d-%d is beyond the "
-                               "size %d" % (offset, end, up.size))
-        if not chunks.is_boundary(offset) or not (end == up.size or chunks.is_boundary(end)):
-            return UploadReply(code=ApiCode.ERANGE, warning="upload range %d-%d is not on "
-                               "chunk boundaries" % (offset, end))
         if checksum is not None:
             try:
                 expected = crypto.b64decode(checksum)
@@ -211,6 +200,33 @@ class Uploads:
             self.completed += 1
             log.debug("upload %s... complete: %d bytes", token[:6], current.size)
             return UploadReply(token=completion)
+
+    def check_before_body(self, token: str, offset_text: str, length: int | None
+                          ) -> UploadReply | None:
+        """The answer to a POST of ``length`` bytes (None: not known yet) at ``offset_text``
+        that needs no body: an unknown (404) or expired URL, a malformed offset, a range
+        beyond the upload's size or off the chunk boundaries; None if the body is wanted.  The
+        transfer endpoint asks this before it reads a body (issue 20: bodies of up to 256 MiB
+        were read for URLs that did not exist)."""
+        up = self.state.upload(token)
+        if up is None:
+            return UploadReply(missing=True)
+        if up.expired:
+            return UploadReply(code=ApiCode.EEXPIRED)
+        if not _OFFSET_RE.match(offset_text):
+            return UploadReply(code=ApiCode.EARGS, warning="upload offset %r is not a number"
+                               % offset_text[:20])
+        if length is None:
+            return None
+        offset = int(offset_text)
+        end = offset + length
+        if end > up.size:
+            return UploadReply(code=ApiCode.ERANGE, warning="upload range %d-%d is beyond the "
+                               "size %d" % (offset, end, up.size))
+        if not chunks.is_boundary(offset) or not (end == up.size or chunks.is_boundary(end)):
+            return UploadReply(code=ApiCode.ERANGE, warning="upload range %d-%d is not on "
+                               "chunk boundaries" % (offset, end))
+        return None
 
     def _settled(self, token: str) -> UploadReply | None:
         """The answer for an upload that is gone, expired or complete (caller holds its cond)."""

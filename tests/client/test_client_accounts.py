@@ -13,7 +13,6 @@ import sys
 import time
 
 import pytest
-import requests
 
 from megafs import crypto
 from megafs.api import account
@@ -51,7 +50,7 @@ def unique(tag: str) -> str:
 
 
 def last_link(srv, email: str) -> str:
-    mail = requests.get(srv.url + "_megafs/mail", timeout=10).json()
+    mail = srv.mail()
     links = [m["link"] for m in mail if m["to"] == email]
     assert links, mail
     return links[-1]

@@ -11,7 +11,9 @@ Rubbish Bin) except for the easiness of the login challenge (``SUITE_EASINESS``,
 asks `ssl: 2` when its API URL is https) transfers over TLS.  ``client_env()`` is the
 environment a client (or mount) process needs to trust the CA, and ``trust_ca(monkeypatch)``
 the same for the test process.  Faults and policies are set at run
-time through the control endpoints ``POST {url}_megafs/faults`` and ``.../options``.
+time through the control endpoints ``POST {url}_megafs/faults`` and ``.../options``, which
+(like ``GET .../mail``) need the control token the server writes to ``DATA/control-token``:
+``control_headers()`` has it (``megafs/server/web/guard.py``).
 """
 from __future__ import annotations
 
@@ -24,6 +26,8 @@ import time
 from pathlib import Path
 
 import requests
+
+from megafs.server.datadir import TOKEN_HEADER, read_token
 
 from . import logs
 
@@ -102,9 +106,21 @@ class ServerProcess:
         return self.start()
 
     # --- control endpoint -------------------------------------------------------------------
+    def control_headers(self) -> dict:
+        """The headers a control request needs: the token (read now: a restart makes a new
+        one) and the JSON content type."""
+        return {TOKEN_HEADER: read_token(self.data_dir), "Content-Type": "application/json"}
+
     def control(self, path: str, payload) -> dict:
         resp = requests.post(self.url + "_megafs/" + path, data=json.dumps(payload), timeout=10,
-                             verify=self._verify())
+                             verify=self._verify(), headers=self.control_headers())
+        resp.raise_for_status()
+        return resp.json()
+
+    def mail(self) -> list:
+        """The mail the server kept (``GET _megafs/mail``, with the control token)."""
+        resp = requests.get(self.url + "_megafs/mail", timeout=10, verify=self._verify(),
+                            headers=self.control_headers())
         resp.raise_for_status()
         return resp.json()
 

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import time
 
+from megafs.server.datadir import TOKEN_HEADER, read_token
 from helpers.mount import ROOT, force_unmount, is_mounted, megafs, wait_for
 
 LINK = re.compile(r"^http://127\.0\.0\.1:\d+/file/[A-Za-z0-9_-]{8}#[A-Za-z0-9_-]{43}$")
@@ -88,6 +89,7 @@ def test_quickstart_failures_leave_no_mount(tmp_path):
         port = int((state / "local-server.port").read_text())
         import requests
         requests.post("http://127.0.0.1:%d/_megafs/faults" % port, timeout=10,
+                      headers={TOKEN_HEADER: read_token(state / "local-server")},
                       json={"rules": [{"where": "upload", "delay": 60}]}).raise_for_status()
         wait_for(lambda: (mnt / "big.bin").exists(), timeout=60, what="the copy")
         time.sleep(1)

@@ -45,9 +45,7 @@ def signup(api: Api, email: str, password: str, name: str = "Test User"):
 
 
 def mail(srv) -> list[dict]:
-    resp = requests.get(srv.url + "_megafs/mail", timeout=10)
-    resp.raise_for_status()
-    return resp.json()
+    return srv.mail()
 
 
 def code_of(srv, email: str) -> str:

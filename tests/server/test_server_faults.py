@@ -319,7 +319,7 @@ def test_rules_apply_in_order_and_delay_rules_add_up(api, acct, faults):
 def test_invalid_rules_are_refused_and_keep_the_old_ones(module_server, faults, rules):
     faults([{"where": "cs", "delay": 0}])
     resp = requests.post(module_server.url + "_megafs/faults", data=json.dumps({"rules": rules}),
-                         timeout=10)
+                         timeout=10, headers=module_server.control_headers())
     assert resp.status_code == 400 and resp.json()["error"]
     current = requests.get(module_server.url + "_megafs/faults", timeout=10).json()
     assert [r["where"] for r in current["rules"]] == ["cs"]

@@ -172,10 +172,12 @@ def test_quota_for_one_user_via_the_control_endpoint(srv):
     assert srv.control("quota", {"bytes": 10, "user": small.uh})["ok"]
     assert api.call({"a": "u", "s": 11}, sid=small.sid) == -17
     assert isinstance(api.call({"a": "u", "s": 11}, sid=large.sid), dict)
-    resp = requests.post(srv.url + "_megafs/quota", data=json.dumps({"bytes": -1}), timeout=10)
+    resp = requests.post(srv.url + "_megafs/quota", data=json.dumps({"bytes": -1}), timeout=10,
+                         headers=srv.control_headers())
     assert resp.status_code == 400 and "error" in resp.json()
     resp = requests.post(srv.url + "_megafs/quota",
-                         data=json.dumps({"bytes": 1, "user": "AAAAAAAAAAA"}), timeout=10)
+                         data=json.dumps({"bytes": 1, "user": "AAAAAAAAAAA"}), timeout=10,
+                         headers=srv.control_headers())
     assert resp.status_code == 400
 
 

@@ -103,7 +103,8 @@ def test_bad_options_change_nothing(server):
     before = server.options()
     for bad in ({"hashcash_easiness": 256}, {"nope": 1}, {"deleted_target": "limbo"},
                 {"hashcash_ttl": 0}, {"packet_log": -1}, {"temp_account_links": "no"}):
-        resp = requests.post(server.url + "_megafs/options", data=json.dumps(bad), timeout=10)
+        resp = requests.post(server.url + "_megafs/options", data=json.dumps(bad), timeout=10,
+                             headers=server.control_headers())
         assert resp.status_code == 400 and resp.json()["error"]
     assert server.options() == before
 

@@ -117,6 +117,6 @@ def test_downloads_without_content_length(stored, framing):
 
 def test_a_bad_framing_rule_is_refused(stored):
     srv = stored[0]
-    resp = requests.post(srv.url + "_megafs/faults", timeout=10,
+    resp = requests.post(srv.url + "_megafs/faults", timeout=10, headers=srv.control_headers(),
                          json={"rules": [{"where": "download", "framing": "gzip"}]})
     assert resp.status_code == 400 and "framing" in resp.json()["error"]

@@ -17,7 +17,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import requests
 
 from megafs.api.client import MegaClient
 from helpers.rawapi import plaintext
@@ -74,7 +73,7 @@ def test_rclone_and_megafs_share_an_account(tmp_path, monkeypatch):
         env = srv.client_env({"MEGAFS_PASSWORD": password})
         common = ["--api", srv.url, "--state-dir", str(tmp_path / "state")]
         assert megafs_cli("signup", email, *common, env=env).returncode == 0
-        mail = requests.get(srv.url + "_megafs/mail", timeout=10, verify=srv.ca_file).json()
+        mail = srv.mail()
         done = megafs_cli("signup", "--confirm", mail[-1]["link"], *common, env=env)
         assert done.returncode == 0, done.stderr
         rclone = Rclone(tmp_path, srv)

@@ -19,7 +19,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import requests
 
 from megafs import crypto
 from megafs.api import links
@@ -110,7 +109,7 @@ def test_account_made_by_megafs_signup_is_shared_with_async_mega_py(tmp_path):
         common = ["--api", srv.url, "--state-dir", str(tmp_path / "state")]
         start = megafs_cli("signup", email, *common, env=env)
         assert start.returncode == 0, start.stderr
-        mail = requests.get(srv.url + "_megafs/mail", timeout=10).json()
+        mail = srv.mail()
         done = megafs_cli("signup", "--confirm", mail[-1]["link"], *common, env=env)
         assert done.returncode == 0, done.stderr
         up = megafs_cli("upload", "--account", email, *common, str(mine), env=env)

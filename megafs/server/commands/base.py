@@ -69,6 +69,10 @@ def arg_str(cmd: dict, key: str) -> str:
     value = cmd.get(key)
     if not isinstance(value, str):
         raise Fail(ApiCode.EARGS, "%r must be a string" % key)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:      # JSON allows a lone surrogate ("\ud800"); SQLite does not
+        raise Fail(ApiCode.EARGS, "%r is not valid Unicode (a lone surrogate)" % key) from None
     return value
 
 

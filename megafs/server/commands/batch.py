@@ -27,6 +27,15 @@ from .tree import cmd_a, cmd_d, cmd_f, cmd_m, cmd_p
 
 log = logging.getLogger(__name__)
 
+# Commands per batch: the SDK never sends more (meganz/sdk include/mega/request.h MAX_COMMANDS;
+# protocol reference §1.2).  A longer batch is answered -2 as a whole before it takes the
+# state lock (issue 20: 20,000 `f` in one batch held it for 42 s).
+MAX_COMMANDS = 10000
+# `f` answers the whole tree, so its cost and its answer grow with the account; the SDK sends it
+# alone in its batch (meganz/sdk src/commands.cpp ``batchSeparately``).  More than one `f` in a
+# batch is -2, which bounds a batch's answer to one tree plus small answers.
+MAX_F_COMMANDS = 1
+
 Handler = Callable[[Ctx, dict], Any]
 
 COMMANDS: dict[str, Handler] = {
@@ -65,6 +74,13 @@ def run_cs(state: State, *, batch: Any, raw_body: bytes, sid: str | None, rid: s
     if not isinstance(batch, list):
         log.warning("cs: request body is not a JSON array (%s); answering -2",
                     type(batch).__name__)
+        return CsResult(dumps(ApiCode.EARGS), warnings=1)
+    if len(batch) > MAX_COMMANDS:
+        log.warning("cs: %d commands in one batch (at most %d); answering -2", len(batch),
+                    MAX_COMMANDS)
+        return CsResult(dumps(ApiCode.EARGS), warnings=1)
+    if command_names(batch).count("f") > MAX_F_COMMANDS:
+        log.warning("cs: more than %d 'f' commands in one batch; answering -2", MAX_F_COMMANDS)
         return CsResult(dumps(ApiCode.EARGS), warnings=1)
     digest = hashlib.sha256(raw_body).digest()
     result = CsResult(b"", commands=tuple(command_names(batch)))

@@ -5,6 +5,8 @@ on another host: protocol reference §11.1).
 An ``sn`` older than the oldest packet still kept for the account answers ``-6`` (ETOOMANY:
 the client has fallen too far behind and must reload the tree with ``f``; meganz/sdk
 src/megaclient.cpp; protocol reference §11.1).  The log is bounded by ``State.prune_packets``.
+An ``sn`` this server never issued (past its newest sequence number: forged, or from before its
+data dir was reset; 2^63 and more included) answers ``-6`` too, so the client reloads.
 """
 from __future__ import annotations
 
@@ -37,6 +39,9 @@ def run_sc(state: State, *, sid: str | None, sn: str | None, wait_base: str
         if seq is None:
             log.warning("sc: malformed 'sn' %r; answering -2", sn[:20])
             return dumps(ApiCode.EARGS), True
+        if seq > tx.current_seq():
+            log.info("sc: sn %s of %s was never issued; answering -6", sn[:20], uh)
+            return dumps(ApiCode.ETOOMANY), False
         floor = tx.packet_floor(uh)
         if seq < floor:
             log.info("sc: sn %s of %s is older than its packet log; answering -6", sn, uh)

@@ -142,7 +142,8 @@ class WaitEndpoint(Endpoint):
         uh, sn = req.params["uh"], req.params["sn"]
         seq = decode_sn(sn)
         with app.state.lock:
-            known = app.state.read().account(uh) is not None
+            tx = app.state.read()
+            known = tx.account(uh) is not None and seq is not None and seq <= tx.current_seq()
         if seq is not None and known:
             app.state.wait_for_packets(uh, seq, app.config.wait_timeout)
         req.reply(200, b"", TEXT_TYPE)

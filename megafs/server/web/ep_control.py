@@ -1,4 +1,6 @@
-"""The control endpoints (loopback clients only; HTTP 403 otherwise)::
+"""The control endpoints (loopback clients only; HTTP 403 otherwise).  Every POST and ``GET
+mail`` need the control token (``X-Megafs-Token``, see ``guard.py``), POSTs with
+``Content-Type: application/json``::
 
     GET  U/_megafs/stats      counters as JSON
     GET  U/_megafs/faults     the rules with matched/fired/remaining
@@ -24,6 +26,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from ..faults import FaultRuleError
+from . import guard
 from .endpoint import Endpoint, Prepared, StreamEffect
 from .request import JSON_TYPE, SMALL_BODY_LIMIT, TEXT_TYPE, Request
 
@@ -34,6 +37,7 @@ log = logging.getLogger(__name__)
 
 HTTP_BAD_REQUEST = 400
 HTTP_FORBIDDEN = 403
+TOKEN_READS = frozenset({"mail"})   # GETs that need the control token (see guard.py)
 
 
 def _json(req: Request, value: Any) -> None:
@@ -49,7 +53,6 @@ class ControlEndpoint(Endpoint):
     kind = "control"
 
     def prepare(self, app: "App", req: Request) -> Prepared | None:
-        body = req.read_body(SMALL_BODY_LIMIT)
         address = req.peer.partition("%")[0]       # without an IPv6 zone
         try:
             local = ipaddress.ip_address(address).is_loopback
@@ -57,8 +60,13 @@ class ControlEndpoint(Endpoint):
             local = False
         if not local:
             log.warning("control endpoint refused to non-local client %s", req.peer)
+            req.close_connection = True
             req.reply(HTTP_FORBIDDEN, b"", TEXT_TYPE)
             return None
+        needs_token = req.method == "POST" or req.params["name"] in TOKEN_READS
+        if not guard.check_control(app, req, needs_token):
+            return None
+        body = req.read_body(SMALL_BODY_LIMIT)
         if body is None:
             _error(req, "body too large")
             return None

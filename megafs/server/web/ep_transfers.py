@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from ..blobio import blob_size, open_blob, open_blob_direct, read_pieces
 from .endpoint import Endpoint, Prepared, StreamEffect
 from .fault_apply import HTTP_BANDWIDTH_EXCEEDED, UPLOAD_BODY_LIMIT
+from ..uploads import UploadReply
 from .request import BINARY_TYPE, TEXT_TYPE, BadRequest, Request
 
 if TYPE_CHECKING:
@@ -27,6 +28,10 @@ log = logging.getLogger(__name__)
 
 DOWNLOAD_PIECE = 1 << 20    # at least this many bytes read from the blob and sent per step
 SCRATCH_BYTES = 1 << 20     # room for the upload checksum fold
+# A POST refused before its body (unknown or expired URL, bad range) of up to this many bytes
+# is read and dropped, never kept, so a client sees the answer on a live connection; a larger
+# one is not read at all and the connection closes.
+DRAIN_LIMIT = 64 << 20
 HTTP_NOT_FOUND = 404
 HTTP_PARTIAL = 206
 HTTP_RANGE_NOT_SATISFIABLE = 416
@@ -39,7 +44,16 @@ class UploadEndpoint(Endpoint):
     kind = "upload"
 
     def prepare(self, app: "App", req: Request) -> Prepared | None:
-        return Prepared(token=req.params["token"])
+        """Answer before the body is kept what the URL and the announced length settle: an
+        unknown or expired URL, a bad offset or range (the body is dropped, see DRAIN_LIMIT)."""
+        token = req.params["token"]
+        length = None if req.is_chunked() else req.body_length(1 << 62)
+        reply = app.uploads.check_before_body(token, req.params.get("offset") or "", length)
+        if reply is not None:
+            req.drain_body(DRAIN_LIMIT)
+            _answer(app, req, token, reply)
+            return None
+        return Prepared(token=token)
 
     def serve(self, app: "App", req: Request, prep: Prepared,
               effect: StreamEffect | None) -> None:
@@ -53,24 +67,29 @@ class UploadEndpoint(Endpoint):
         reply = app.uploads.post(token, req.params.get("offset") or "", body, checksum,
                                  req.buffer(SCRATCH_BYTES)[:SCRATCH_BYTES])
         del body
-        if reply.late:
-            app.stats.bump("late_upload_posts")
-            log.info("upload %s...: POST after the upload completed; answering %s", token[:6],
-                     "the token" if reply.token is not None else reply.code)
-        if reply.missing:
-            log.info("upload: unknown upload URL %s...", token[:6])
-            req.reply(HTTP_NOT_FOUND)
-        elif reply.code is not None:
-            if reply.warning:
-                log.warning("upload %s...: %s; answering %d", token[:6], reply.warning,
-                            reply.code)
-                app.stats.bump("bad_requests")
-            req.reply(200, str(int(reply.code)).encode(), TEXT_TYPE)
-        elif reply.token is not None:
-            raw = reply.token[-1:] == b"\x01"
-            req.reply(200, reply.token, BINARY_TYPE if raw else TEXT_TYPE)
-        else:
-            req.reply(200, b"0" if "d" in req.query else b"", TEXT_TYPE)
+        _answer(app, req, token, reply)
+
+
+def _answer(app: "App", req: Request, token: str, reply: UploadReply) -> None:
+    """Send an upload POST's answer (the MEGA code, the completion token, or 404)."""
+    if reply.late:
+        app.stats.bump("late_upload_posts")
+        log.info("upload %s...: POST after the upload completed; answering %s", token[:6],
+                 "the token" if reply.token is not None else reply.code)
+    if reply.missing:
+        log.info("upload: unknown upload URL %s...", token[:6])
+        req.reply(HTTP_NOT_FOUND)
+    elif reply.code is not None:
+        if reply.warning:
+            log.warning("upload %s...: %s; answering %d", token[:6], reply.warning,
+                        reply.code)
+            app.stats.bump("bad_requests")
+        req.reply(200, str(int(reply.code)).encode(), TEXT_TYPE)
+    elif reply.token is not None:
+        raw = reply.token[-1:] == b"\x01"
+        req.reply(200, reply.token, BINARY_TYPE if raw else TEXT_TYPE)
+    else:
+        req.reply(200, b"0" if "d" in req.query else b"", TEXT_TYPE)
 
 
 class DownloadEndpoint(Endpoint):

@@ -5,11 +5,15 @@ control endpoints), ``wait`` (the change feed's wait URLs, on their own port as 
 service) and ``transfers`` (https transfer URLs with ``--tls``).  ``ThreadingHTTPServer`` gives
 every connection its own thread, so parallel upload POSTs and long-polls proceed together;
 HTTP/1.1 keep-alive is supported.  A TLS handshake happens in the connection's thread, never
-in the accepting one.  Every request is logged once at DEBUG with session ids and URL tokens
-cut to six characters.
+in the accepting one.  Floods (issue 20): at most ``--max-connections`` connections are open per
+listener (more are answered 503 and closed at once), and a request line with its headers must
+arrive within ``--head-timeout`` seconds of its first byte (``HeadClock``); a connection
+otherwise waits up to ``CONNECTION_TIMEOUT`` for each piece of data.  Every request is logged
+once at DEBUG with session ids and URL tokens cut to six characters.
 """
 from __future__ import annotations
 
+import io
 import logging
 import mmap
 import re
@@ -34,6 +38,9 @@ KEEP_BUFFER = 8 << 20       # free buffers up to this size are kept for the next
 KEEP_FREE = 8               # at most this many
 CONNECTION_TIMEOUT = 120    # seconds of socket silence before a connection is dropped
 REQUEST_QUEUE = 256
+REFUSAL_LOG_EVERY = 10.0    # seconds between warnings about refused connections
+BUSY_ANSWER = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nRetry-After: 1\r\n"
+               b"Connection: close\r\n\r\n")
 _SECRET_QUERY_RE = re.compile(r"(sid|c|d)=([^&]{6})[^&]*")
 _TOKEN_PATH_RE = re.compile(r"/(ul|dl)/([^/?]{6})[^/?]*")
 _PEER_GONE = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError, TimeoutError,
@@ -50,28 +57,85 @@ class BufferPool:
     """Transfer buffers lent to the requests in flight: anonymous private mmaps, so page-aligned
     (O_DIRECT), in steps of 1 MiB.  At most ``KEEP_FREE`` free buffers of up to
     ``KEEP_BUFFER`` bytes are kept, so memory follows the transfers in flight, not the idle
-    kept-alive connections.  Thread-safe."""
+    kept-alive connections.  Buffers over 1 MiB (upload bodies: a request takes at most one)
+    lent at once total at most ``budget`` bytes (``--upload-memory``): a request that would
+    pass it waits until others give theirs back, so concurrent upload POSTs cannot exhaust
+    memory (issue 20: 4 POSTs held 809 MB); one larger than the budget alone still proceeds.
+    Thread-safe."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
+    def __init__(self, budget: int = 1 << 62) -> None:
+        self._lock = threading.Condition()
         self._free: list[mmap.mmap] = []
+        self.budget = budget
+        self.lent_big = 0           # bytes of buffers over BUFFER_MIN lent now
 
     def take(self, size: int) -> mmap.mmap:
-        with self._lock:
-            fits = [b for b in self._free if len(b) >= size]
-            if fits:
-                buf = min(fits, key=len)
-                self._free.remove(buf)
-                return buf
         rounded = -(-max(size, BUFFER_MIN) // BUFFER_MIN) * BUFFER_MIN
-        return mmap.mmap(-1, rounded, flags=mmap.MAP_PRIVATE)
+        with self._lock:
+            if rounded > BUFFER_MIN:
+                while self.lent_big and self.lent_big + rounded > self.budget:
+                    self._lock.wait()
+            fits = [b for b in self._free if len(b) >= size]
+            buf = min(fits, key=len) if fits else None
+            if buf is not None:
+                self._free.remove(buf)
+            if max(rounded, len(buf) if buf is not None else 0) > BUFFER_MIN:
+                self.lent_big += len(buf) if buf is not None else rounded
+        return buf if buf is not None else mmap.mmap(-1, rounded, flags=mmap.MAP_PRIVATE)
 
     def give(self, buf: mmap.mmap) -> None:
-        if len(buf) > KEEP_BUFFER:
-            return
         with self._lock:
-            if len(self._free) < KEEP_FREE:
+            if len(buf) > BUFFER_MIN:
+                self.lent_big -= len(buf)
+                self._lock.notify_all()
+            if len(buf) <= KEEP_BUFFER and len(self._free) < KEEP_FREE:
                 self._free.append(buf)
+
+
+class HeadClock(io.RawIOBase):
+    """The socket reader under a handler's ``rfile``: while a request head is read it gives
+    the client ``head_timeout`` seconds from the head's first byte (a slowloris sending a byte
+    a second is cut off; an idle kept-alive connection still waits ``idle`` seconds for it);
+    raises TimeoutError when the time is up."""
+
+    def __init__(self, sock: socket.socket, idle: float, head_timeout: float) -> None:
+        super().__init__()
+        self.sock, self.idle, self.head_timeout = sock, idle, head_timeout
+        self.reading_head = False
+        self.deadline: float | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def _late(self) -> TimeoutError:
+        peer = self.sock.getpeername()[0] if self.sock.fileno() >= 0 else "?"
+        log.warning("request head not complete within %g s from %s; closing the connection",
+                    self.head_timeout, peer)
+        return TimeoutError("request head not complete within %g s" % self.head_timeout)
+
+    def start_head(self) -> None:
+        self.reading_head, self.deadline = True, None
+
+    def end_head(self) -> None:
+        if self.reading_head:
+            self.reading_head, self.deadline = False, None
+            self.sock.settimeout(self.idle)
+
+    def readinto(self, buf: Any) -> int:
+        if self.reading_head and self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise self._late()
+            self.sock.settimeout(min(left, self.idle))
+        try:
+            n = self.sock.recv_into(buf)
+        except TimeoutError:
+            if self.reading_head and self.deadline is not None:
+                raise self._late() from None
+            raise
+        if n and self.reading_head and self.deadline is None:
+            self.deadline = time.monotonic() + self.head_timeout
+        return n
 
 
 class Listener(ThreadingHTTPServer):
@@ -86,17 +150,51 @@ class Listener(ThreadingHTTPServer):
         self.app = app
         self.role = role
         self.tls = tls
-        self.buffers = buffers or BufferPool()
+        self.buffers = buffers or BufferPool(app.config.upload_memory)
+        self.max_connections = app.config.max_connections
+        self.head_timeout = app.config.head_timeout
+        self._open = 0
+        self._open_lock = threading.Lock()
+        self._refused_logged = 0.0
         super().__init__((host, port), Handler)
 
     @property
     def scheme(self) -> str:
         return "https" if self.tls is not None else "http"
 
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Serve the connection in its own thread, or refuse it (503) past the cap."""
+        with self._open_lock:
+            full = self._open >= self.max_connections
+            if not full:
+                self._open += 1
+        if not full:
+            super().process_request(request, client_address)
+            return
+        now = time.monotonic()
+        if now - self._refused_logged > REFUSAL_LOG_EVERY:
+            self._refused_logged = now
+            log.warning("%s listener: %d connections open; refusing more (--max-connections)",
+                        self.role, self.max_connections)
+        try:
+            if self.tls is None:
+                request.setblocking(False)
+                request.send(BUSY_ANSWER)
+        except OSError:
+            pass
+        self.shutdown_request(request)
+
     def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            self._serve_connection(request, client_address)
+        finally:
+            with self._open_lock:
+                self._open -= 1
+
+    def _serve_connection(self, request: Any, client_address: Any) -> None:
         if self.tls is not None:
             try:
-                request.settimeout(CONNECTION_TIMEOUT)
+                request.settimeout(self.head_timeout)     # the handshake, like a head
                 request = self.tls.wrap_socket(request, server_side=True)
             except (OSError, ssl.SSLError) as exc:
                 log.debug("TLS handshake with %s failed: %s", client_address[0], exc)
@@ -129,6 +227,13 @@ class Handler(BaseHTTPRequestHandler):
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass
+        self.rfile.close()           # the stdlib's reader, replaced by one with a head deadline
+        self.clock = HeadClock(self.connection, CONNECTION_TIMEOUT, self.server.head_timeout)
+        self.rfile = io.BufferedReader(self.clock)
+
+    def handle_one_request(self) -> None:
+        self.clock.start_head()
+        super().handle_one_request()
 
     def log_request(self, code: Any = "-", size: Any = "-") -> None:
         pass  # one line per request is written by _handle
@@ -143,6 +248,7 @@ class Handler(BaseHTTPRequestHandler):
         self._handle("POST")
 
     def _handle(self, method: str) -> None:
+        self.clock.end_head()
         started = time.monotonic()
         split = urlsplit(self.path)
         query = {k: v[0] for k, v in parse_qs(split.query, keep_blank_values=True).items()}

@@ -22,6 +22,7 @@ TEXT_TYPE = "text/plain; charset=utf-8"
 BINARY_TYPE = "application/octet-stream"
 SMALL_BODY_LIMIT = 1 << 20
 LINE_LIMIT = 1024
+DRAIN_PIECE = 64 << 10
 
 
 class BadRequest(Exception):
@@ -93,6 +94,27 @@ class Request:
                                            % (got, length))
             got += n
         return view
+
+    def drain_body(self, limit: int) -> None:
+        """Read and drop a body that will not be used, in small pieces (nothing is kept), so
+        the client can read the answer and keep its connection; a body over ``limit``, chunked
+        or of a bad length is not read and the answer closes the connection instead (closing
+        with unread data could reset the answer on its way, so this is for refusals)."""
+        if self.body_read:
+            return
+        self.body_read = True
+        try:
+            length = None if self.is_chunked() else self.body_length(limit)
+        except BadRequest:
+            length = None
+        if length is None:
+            self.close_connection = True
+            return
+        while length:
+            piece = self.handler.rfile.read(min(length, DRAIN_PIECE))
+            if not piece:
+                raise ConnectionResetError("request body ended early")
+            length -= len(piece)
 
     def discard_body(self, limit: int = SMALL_BODY_LIMIT) -> None:
         if not self.body_read and self.read_body(limit) is None:

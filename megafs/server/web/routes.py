@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ...errors import ApiCode
-from . import fault_apply
+from . import fault_apply, guard
 from .endpoint import Endpoint, StreamEffect
 from .ep_api import CsEndpoint, PollEndpoint, WaitEndpoint
 from .ep_control import ControlEndpoint
@@ -88,6 +88,9 @@ def dispatch(app: "App", req: Request) -> None:
     route, req.params = match(req.method, req.path, req.listener.role)
     channel = route.endpoint.channel if route is not None else None
     try:
+        if not guard.check_request(app, req):       # Host and Origin (DNS rebinding, CSRF)
+            app.stats.request("refused")
+            return
         if route is None:
             req.discard_body()
             app.stats.request("unknown")
