@@ -60,3 +60,29 @@ def test_many_writers_at_once_are_never_refused(server, tmp_path):
             pub.download(links[name].strip(), str(tmp_path / "dl"))
             assert hashlib.sha256((tmp_path / "dl").read_bytes()).digest() == \
                 hashlib.sha256(data).digest(), name
+
+
+def test_requests_per_small_file(server, tmp_path):
+    """100 x 4 KiB files copied into a mount (one ``cp``): the ``/cs`` requests per file the
+    server counted (the figure quoted at megafs/api/lane.py ``MAX_COMMANDS``), none refused."""
+    count = 100
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(count):
+        (src / ("f%03d.bin" % i)).write_bytes(os.urandom(4096))
+    m = MountProcess(tmp_path / "mnt", server.url, tmp_path / "state").start()
+    try:
+        before = server.stats()
+        subprocess.run(["cp"] + [str(p) for p in sorted(src.iterdir())] + [str(m.mnt)],
+                       check=True, timeout=120)
+        for i in range(count):
+            run_with_timeout(lambda n=i: (m.mnt / ("f%03d.bin.link" % n)).read_text(), 120)
+        after = server.stats()
+    finally:
+        m.stop()
+    requests = after["requests"]["cs"] - before["requests"]["cs"]
+    print("requests per file: %.2f (%d /cs requests for %d files)"
+          % (requests / count, requests, count))
+    assert after.get("api_lock_refused", 0) == before.get("api_lock_refused", 0)
+    # each file needs a `u`, a `p` and an `l`: at most 3 requests, fewer once combined
+    assert requests <= 3 * count
