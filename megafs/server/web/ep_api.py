@@ -19,9 +19,9 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from ...errors import ApiCode
+from ..apilock import is_locking
 from ..commands.base import Bases, Ctx
 from ..commands.batch import command_names, run_cs
-from ..apilock import is_locking
 from ..commands.sc import run_sc
 from ..db import decode_sn
 from .endpoint import Endpoint, Prepared, StreamEffect
@@ -106,8 +106,8 @@ class CsEndpoint(Endpoint):
             if not app.api_locks.acquire(sid):
                 # a second overlapping locking request of this session: bare -3 ("API lock")
                 app.stats.bump("api_lock_refused")
-                log.info("cs: another request of session %s... is in flight; answering -3",
-                         sid[:6])
+                log.info("cs: another locking request of this session is in flight; "
+                         "answering -3")
                 req.reply(200, b"%d" % ApiCode.EAGAIN, JSON_TYPE)
                 return
             locked = sid
