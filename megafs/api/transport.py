@@ -16,8 +16,13 @@ Rules it keeps (protocol reference §1):
   batch-level error is raised as ``MegaError`` for the whole batch;
 * per-command results are checked one by one: a negative int or ``{"err": n}`` becomes a
   ``MegaError`` in that slot; per-command transient codes ("not applied, try again") are
-  resent in a *new* batch (new id) holding only those commands.  One ``Backoff`` covers the
-  whole ``batch`` call, so these resends and the batch-level retries share one budget;
+  resent by their own caller in a *new* batch (new id) holding only those commands.  The
+  caller's ``Backoff`` covers these resends; a request sent through the lane has its own
+  ``Backoff`` of the same policy for its batch-level retries (the direct paths share one);
+* one locking lane per session (``api.lane``, as meganz/sdk ``RequestDispatcher``): at most
+  one request of the session that reads or changes account state is in flight, what other
+  threads submit meanwhile goes out combined in the next one; batches of only ``g``
+  (lockless), anonymous batches and batches sent before there is a session go straight out;
 * a body that is not JSON, not an array, or of the wrong length is a ``ProtocolError``;
 * a 402 challenge is solved on every core (``api.hashcash``) within a deadline shorter than
   the challenge's life, else ``ProofOfWorkTimeout``;
@@ -47,6 +52,7 @@ from ..retry import Backoff, RetryPolicy
 from . import hashcash
 from .apireq import untrusted_certificate
 from .http import (DEFAULT_TIMEOUT, HTTP_RETRY_STATUSES, HttpPool, redact_url, short_error)
+from .lane import Lane, is_lockless
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +81,11 @@ class Transport:
     """Command batches and the sc long-poll against one API base URL.  Thread-safe.
 
     Locking contract: the shared mutable state is the sequence counter (``_lock``), the sc
-    wait back-off (``_wait_lock``) and the ``HttpPool`` (its own lock); a batch is sent and
-    retried entirely on the calling thread, so concurrent callers never wait on each other.
+    wait back-off (``_wait_lock``), the ``HttpPool`` (its own lock) and the session's locking
+    ``lane`` (its own condition): a locking batch waits while another request of the session
+    is in flight and is then sent, combined with the others that waited, by one of the waiting
+    callers (``api.lane``); lockless (``g``) and anonymous batches are sent on the calling
+    thread and never wait on each other.
     ``sid`` is read through ``sid_source`` at every (re)send, so a re-login by one thread is
     picked up by the others' retries.
     """
@@ -111,6 +120,8 @@ class Transport:
         self._wait_backoff = Backoff(WAIT_RETRY, "sc wait")
         self._wait_resume = 0.0      # monotonic time before which no sc poll is sent
         self.pool = HttpPool()
+        # The session's locking lane (megafs/api/lane.py): one /cs request in flight at once.
+        self.lane = Lane(lambda cmds, backoff: self._send_batch(cmds, False, backoff), self.retry)
 
     # --- plumbing --------------------------------------------------------------------------
     def close(self) -> None:
@@ -149,7 +160,7 @@ class Transport:
         pending = list(range(len(commands)))
         backoff = Backoff(self.retry, "command batch", cancel)
         while True:
-            answer = self._send_batch([commands[i] for i in pending], anonymous, backoff)
+            answer = self._send([commands[i] for i in pending], anonymous, backoff)
             again: list[int] = []
             slow = False
             for index, value in zip(pending, answer):
@@ -167,6 +178,15 @@ class Transport:
                              slow=slow)
             except TransportError:
                 return results  # the slots keep their transient MegaError
+
+    def _send(self, commands: list[dict[str, Any]], anonymous: bool,
+              backoff: Backoff) -> list[Any]:
+        """Route one request: through the session's locking lane (combined with what other
+        threads submit meanwhile), or straight out for an anonymous batch, a batch with no
+        session yet, or a lockless batch made only of ``g`` (``api.lane``)."""
+        if anonymous or is_lockless(commands) or not self.sid_source():
+            return self._send_batch(commands, anonymous, backoff)
+        return self.lane.submit(commands, backoff.cancel)
 
     def _send_batch(self, commands: list[dict[str, Any]], anonymous: bool,
                     backoff: Backoff) -> list[Any]:

@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from .apilock import ApiLocks
 from .config import Config
 from .datadir import new_token
 from .faults import Faults
@@ -44,6 +45,7 @@ class App:
         self.faults = Faults(config.faults)
         self.stats = Stats()
         self.hashcash = Hashcash(self.policy)
+        self.api_locks = ApiLocks()           # sessions with a locking /cs request running
         self.uploads = Uploads(self.state, self.policy)
         self.meter = TransferMeter(self.policy)
         self.janitor = Janitor(self.state, self.uploads, self.policy, self.stats)

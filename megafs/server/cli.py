@@ -177,6 +177,10 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
                              "real service; default) or answer -9 (older megafs servers)")
     parser.add_argument("--no-temp-links", action="store_true",
                         help="refuse `l` (export a link) from temporary accounts with -11")
+    parser.add_argument("--api-lock", action=argparse.BooleanOptionalAction, default=True,
+                        help="answer -3 (API lock) to a second overlapping /cs request of one "
+                             "session that is not only `g`, as the real service does (default: "
+                             "on)")
     parser.add_argument("--late-upload-post", choices=LATE_UPLOAD_POST, default="error",
                         help="a POST to an upload URL that has completed: answer -4 (default) "
                              "or the completion token again")
@@ -229,7 +233,7 @@ def build_config(args: argparse.Namespace) -> Config:
                     packet_log=args.packet_log, snapshot_over=args.snapshot_over,
                     upload_idle=args.upload_idle,
                     completion_ttl=args.completion_ttl, login_attempts=args.login_attempts,
-                    login_window=args.login_window)
+                    login_window=args.login_window, api_lock=args.api_lock)
     return Config(data_dir=Path(args.data or default_data_dir()), host=args.host,
                   port=args.port, wait_port=args.wait_port, tls=args.tls or args.tls_api,
                   tls_api=args.tls_api, tls_port=args.tls_port, quota=args.quota,

@@ -96,6 +96,7 @@ class Policy:
     completion_ttl: float = DEFAULT_COMPLETION_TTL
     login_attempts: int = DEFAULT_LOGIN_ATTEMPTS   # 0: no lockout
     login_window: float = DEFAULT_LOGIN_WINDOW
+    api_lock: bool = True               # a 2nd overlapping locking /cs of one sid answers -3
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     CHECKS = {
@@ -106,6 +107,7 @@ class Policy:
         "transfer_window": _seconds, "packet_log": _count, "snapshot_over": _count,
         "upload_idle": _seconds,
         "completion_ttl": _seconds, "login_attempts": _count, "login_window": _seconds,
+        "api_lock": _flag,
     }
 
     def update(self, changes: dict[str, Any]) -> dict[str, Any]:

@@ -6,6 +6,10 @@ Login proof of work: a batch holding one of the policy's ``hashcash_commands`` (
 easiness, as the real service answers logins (issue 11; meganz/sdk src/hashcash.cpp).  The
 fault rules are decided first, so a rule may demand proof of work elsewhere or at another
 easiness.
+
+API lock (policy ``api_lock``, on by default): a locking request of a session (anything but
+only ``g``) that arrives while another of that session is being processed is answered a bare
+``-3`` (``server/apilock.py``; counted as ``api_lock_refused`` in the stats).
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from ...errors import ApiCode
+from ..apilock import is_locking
 from ..commands.base import Bases, Ctx
 from ..commands.batch import command_names, run_cs
 from ..commands.sc import run_sc
@@ -95,9 +100,24 @@ class CsEndpoint(Endpoint):
         def make_ctx(**kw: Any) -> Ctx:
             return Ctx(bases=bases, policy=app.policy, meter=app.meter, client=req.peer, **kw)
 
-        result = run_cs(app.state, batch=batch, raw_body=body, sid=req.query.get("sid") or None,
-                        rid=req.query.get("id") or None, make_ctx=make_ctx,
-                        command_fault=app.faults.command_error)
+        sid = req.query.get("sid") or None
+        locked = None
+        if sid is not None and app.policy.api_lock and is_locking(batch):
+            if not app.api_locks.acquire(sid):
+                # a second overlapping locking request of this session: bare -3 ("API lock")
+                app.stats.bump("api_lock_refused")
+                log.info("cs: another locking request of this session is in flight; "
+                         "answering -3")
+                req.reply(200, b"%d" % ApiCode.EAGAIN, JSON_TYPE)
+                return
+            locked = sid
+        try:
+            result = run_cs(app.state, batch=batch, raw_body=body, sid=sid,
+                            rid=req.query.get("id") or None, make_ctx=make_ctx,
+                            command_fault=app.faults.command_error)
+        finally:
+            if locked is not None:
+                app.api_locks.release(locked)
         if result.replayed:
             app.stats.bump("replays")
         if result.warnings:
