@@ -10,36 +10,9 @@ from __future__ import annotations
 import threading
 import time
 
-import pytest
-
-from megafs.api.client import MegaClient
 from megafs.api.commands import PutItem
 from megafs.errors import ApiCode, Cancelled, MegaError
-from megafs.retry import RetryPolicy
 from helpers.mount import listing_paths
-
-
-def fast_retry(give_up: float = 30.0) -> RetryPolicy:
-    return RetryPolicy(initial=0.02, cap=0.3, give_up_after=give_up)
-
-
-@pytest.fixture
-def srv(module_server):
-    module_server.clear_faults()
-    yield module_server
-    module_server.clear_faults()
-
-
-@pytest.fixture(scope="module")
-def account(tmp_path_factory):
-    """One account for the module (every new login costs a proof of work)."""
-    return str(tmp_path_factory.mktemp("account"))
-
-
-@pytest.fixture
-def client(srv, account):
-    with MegaClient.open(srv.url, state_dir=account, retry=fast_retry()) as c:
-        yield c
 
 
 def counts(srv) -> tuple[int, dict[str, int], int]:

@@ -29,20 +29,6 @@ def megafs(*args: str, env: dict | None = None,
 
 
 @pytest.fixture
-def srv(module_server):
-    module_server.clear_faults()
-    yield module_server
-    module_server.clear_faults()
-
-
-@pytest.fixture(scope="module")
-def account(tmp_path_factory):
-    """One account for the module's upload/get tests (each new one costs two proof-of-work
-    solves on a strict server); the session tests make their own."""
-    return str(tmp_path_factory.mktemp("account"))
-
-
-@pytest.fixture
 def common(srv, account):
     return ["--api", srv.url, "--state-dir", account]
 

@@ -20,37 +20,14 @@ from megafs.errors import IntegrityError, MegaError, SessionError, TransportErro
 from megafs.api.session import read_session_file, session_path, write_session_file
 from megafs.retry import RetryPolicy
 from megafs.api.upload import UploadCancelled
+from helpers.client import fast_retry
 
 MIB = 1 << 20
-
-
-def fast_retry(give_up: float = 30.0) -> RetryPolicy:
-    return RetryPolicy(initial=0.02, cap=0.3, give_up_after=give_up)
-
-
-@pytest.fixture
-def srv(module_server):
-    module_server.clear_faults()
-    yield module_server
-    module_server.clear_faults()
 
 
 @pytest.fixture
 def state(tmp_path):
     return str(tmp_path / "state")
-
-
-@pytest.fixture(scope="module")
-def account(tmp_path_factory):
-    """One account for the module's tests that need no fresh one: with logins under proof of
-    work (easiness 180 by default on a strict server) every new account costs two solves."""
-    return str(tmp_path_factory.mktemp("account"))
-
-
-@pytest.fixture
-def client(srv, account):
-    with MegaClient.open(srv.url, state_dir=account, retry=fast_retry()) as c:
-        yield c
 
 
 @pytest.fixture

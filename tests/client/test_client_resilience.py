@@ -24,10 +24,7 @@ from megafs.api.commands import FetchResult
 from megafs.errors import ApiCode, IntegrityError, MegaError, ProofOfWorkTimeout
 from megafs.retry import RetryPolicy
 from helpers.server import ServerProcess
-
-
-def fast_retry(give_up: float = 30.0) -> RetryPolicy:
-    return RetryPolicy(initial=0.02, cap=0.3, give_up_after=give_up)
+from helpers.client import fast_retry
 
 
 def stats(srv) -> dict:
@@ -42,25 +39,6 @@ def requests_of(srv, kind: str) -> int:
 
 def commands_of(srv, name: str) -> int:
     return stats(srv)["commands"].get(name, 0)
-
-
-@pytest.fixture
-def srv(module_server):
-    module_server.clear_faults()
-    yield module_server
-    module_server.clear_faults()
-
-
-@pytest.fixture(scope="module")
-def account(tmp_path_factory):
-    """One account for the module (each new one costs two proof-of-work solves)."""
-    return str(tmp_path_factory.mktemp("account"))
-
-
-@pytest.fixture
-def client(srv, account):
-    with MegaClient.open(srv.url, state_dir=account, retry=fast_retry()) as c:
-        yield c
 
 
 def like_the_watcher(client: MegaClient, sn: str, seconds: float) -> str:

@@ -16,29 +16,12 @@ import requests
 from megafs import chunks, crypto
 from megafs.api import download as download_module
 from megafs.api.client import MegaClient, PutItem
-from megafs.retry import RetryPolicy
 from helpers.server import ServerProcess
 from helpers.rawapi import Api, decrypt_and_verify, encrypt_file, plaintext
+from helpers.client import fast_retry
 
 MIB = 1 << 20
 BIG = 20 * MIB + 5      # with one connection: 4 MiB POSTs and 5 MiB GETs, several chunks each
-
-
-def fast_retry() -> RetryPolicy:
-    return RetryPolicy(initial=0.02, cap=0.3, give_up_after=30.0)
-
-
-@pytest.fixture
-def srv(module_server):
-    module_server.clear_faults()
-    yield module_server
-    module_server.clear_faults()
-
-
-@pytest.fixture(scope="module")
-def account(tmp_path_factory):
-    """One account for the module (each new one costs two proof-of-work solves)."""
-    return str(tmp_path_factory.mktemp("account"))
 
 
 @pytest.fixture(scope="module")
