@@ -282,6 +282,27 @@ def test_batch_of_more_commands_than_the_sdk_sends_is_refused(srv, api):
     assert len(api.batch([{"a": "ug"}] * 3, sid=acct.sid)) == 3
 
 
+@pytest.mark.log_ok("JSON values")
+def test_a_body_of_millions_of_tiny_values_is_refused_before_parsing(srv, api):
+    """A 64 MiB body of `[{},{},...]` took about 1.4 GB while it was parsed; the values are
+    counted in the raw body first (cs CS_VALUE_LIMIT).  20 MiB of them here."""
+    import requests
+
+    acct = api.new_account()
+    body = b"[" + b",".join([b"{}"] * (7 << 20)) + b"]"
+    started = time.monotonic()
+    resp = requests.post(srv.url + "cs?id=7&sid=" + acct.sid, data=body, timeout=60,
+                         headers={"Content-Type": "application/json"})
+    assert resp.status_code == 200 and resp.json() == -2
+    assert time.monotonic() - started < 10
+    # the server process did not build the objects (its peak RSS stays far below 0.5 GB)
+    pid = srv.proc.pid
+    with open("/proc/%d/status" % pid) as fh:
+        peak = [int(line.split()[1]) for line in fh if line.startswith("VmHWM:")][0]
+    assert peak < 400 * 1024, "server peak RSS %d KiB" % peak
+    assert len(api.batch([{"a": "ug"}], sid=acct.sid)) == 1
+
+
 @pytest.mark.log_ok("'f' commands in one batch")
 def test_one_tree_per_batch(srv, api):
     """20,000 `f` in one batch held the state lock for 42 s: a batch may carry one."""

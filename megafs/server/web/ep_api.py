@@ -34,6 +34,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CS_BODY_LIMIT = 64 << 20
+# JSON values one batch may hold, counted in the raw body before it is parsed (every value
+# past the first of an array or object follows a comma, every member value a colon; commas
+# and colons inside strings only overcount).  The body limit alone let a 64 MiB body of
+# ``[{},{},...]`` (22 million objects) take about 1.4 GB while json.loads built it; a batch
+# of 10,000 `p` nodes (the SDK's MAX_COMMANDS, meganz/sdk include/mega/request.h) holds
+# about 150,000 values.  Counting 64 MiB costs ~20 ms.
+CS_VALUE_LIMIT = 1_000_000
 _HOST_RE = re.compile(r"^[A-Za-z0-9.\-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$")
 
 
@@ -54,6 +61,12 @@ class CsEndpoint(Endpoint):
         body = req.read_body(CS_BODY_LIMIT)
         if body is None:
             log.warning("cs: request body over %d bytes; answering -2", CS_BODY_LIMIT)
+            app.stats.bump("bad_requests")
+            req.reply(200, b"%d" % ApiCode.EARGS, JSON_TYPE)
+            return None
+        if body.count(b",") + body.count(b":") > CS_VALUE_LIMIT:
+            log.warning("cs: request body holds over %d JSON values; answering -2",
+                        CS_VALUE_LIMIT)
             app.stats.bump("bad_requests")
             req.reply(200, b"%d" % ApiCode.EARGS, JSON_TYPE)
             return None
