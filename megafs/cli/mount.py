@@ -395,9 +395,13 @@ def _wait_for_uploads(mnt: str, info: dict, timeout: float | None) -> None:
     if failed:
         print("megafs umount: %d failed upload(s) stay queued and are retried at the next "
               "mount (see `megafs status`)" % len(failed), file=sys.stderr)
+        for f in failed[:10]:
+            print("  %s: %s" % (f["path"], f.get("error") or "unknown error"), file=sys.stderr)
 
 
 def run_status(args: argparse.Namespace) -> int:
+    from .progress import why
+
     mnt = os.path.abspath(os.path.expanduser(args.mountpoint))
     info = find_mount(_state_dir(args), mnt)
     if args.watch:
@@ -420,8 +424,9 @@ def run_status(args: argparse.Namespace) -> int:
         done = f.get("progress") or 0
         pct = "%3d%%" % (100 * done // size) if size and f["state"] == "uploading" else "    "
         line = "  %-9s %s %10d  %s" % (f["state"], pct, size, f["path"])
-        if f.get("error"):
-            line += "  (%s)" % f["error"]
+        reason = why(f, mounted=live)
+        if reason:
+            line += "  (%s)" % reason
         print(line)
     return 0
 

@@ -370,8 +370,10 @@ def read_status(mount_dir: str) -> list[dict[str, Any]]:
             continue
         if state == "uploading":
             state = "pending"           # nothing uploads while unmounted
+        # no next_try: nothing is tried while unmounted; the next mount tries at once
         out.append({"path": rec.path or rec.name, "state": state, "size": rec.size,
-                    "progress": 0, "error": rec.error, "attempts": rec.attempts})
+                    "progress": 0, "error": rec.error, "attempts": rec.attempts,
+                    "next_try": None})
     return out
 
 
