@@ -314,8 +314,12 @@ def run_umount(args: argparse.Namespace) -> int:
         raise FsError(errno.EINVAL, "%s is not mounted" % mnt)
     _refuse_foreign_mount(mnt, info)
     if info is not None and not args.no_wait:
+        from ..writeback.store import QueueUnusable
         try:
             _wait_for_uploads(mnt, info, args.timeout)
+        except QueueUnusable as exc:
+            raise QueueUnusable("%s (`megafs umount --no-wait %s` unmounts without reading "
+                                "it)" % (exc, mnt)) from None
         except KeyboardInterrupt:
             print("\nmegafs umount: interrupted; %s stays mounted and its uploads go on"
                   % mnt, file=sys.stderr)

@@ -32,6 +32,7 @@ import time
 from typing import Any, Callable, Iterable
 
 from .. import config
+from ..errors import MegafsError
 from .record import Record
 
 log = logging.getLogger(__name__)
@@ -96,22 +97,60 @@ def record_of(row: tuple) -> Record:
                   link_wanted=bool(link_wanted))
 
 
+class QueueUnusable(MegafsError):
+    """``queue.sqlite`` cannot be read or written: damaged, unreadable, or its disk is full.
+    The message says which, and what to do (issue 24: it was ``DatabaseError: file is not a
+    database`` or a traceback)."""
+
+
+def queue_error(path: str, exc: sqlite3.Error) -> QueueUnusable:
+    """The one-line error for a failed use of the queue database at ``path``: a full disk is
+    named with its free bytes; otherwise the way to start over while keeping the staged
+    files (the unsent contents) is given."""
+    mount_dir = os.path.dirname(path)
+    text = str(exc) or type(exc).__name__
+    if "full" in text.lower() or getattr(exc, "sqlite_errorcode", None) == 13:  # SQLITE_FULL
+        return QueueUnusable("the disk holding the upload queue %s is full (%s free): free "
+                             "space there; nothing queued was lost" % (path,
+                                                                       _free(mount_dir)))
+    return QueueUnusable(
+        "the upload queue %s is unusable (%s): to start over and keep its staged files "
+        "(the unsent contents, in %s), move its folder aside with `mv %s %s.broken`, then "
+        "mount again" % (path, text, os.path.join(mount_dir, "staging"), mount_dir,
+                         mount_dir))
+
+
+def _free(folder: str) -> str:
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return "unknown"
+    return config.format_size(st.f_bavail * st.f_frsize)
+
+
 def open_db(path: str, *, readonly: bool = False) -> sqlite3.Connection:
-    """The queue database (created 0600 if missing unless ``readonly``)."""
-    if readonly:
-        return sqlite3.connect("file:%s?mode=ro" % path, uri=True, timeout=10)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    os.close(fd)
-    db = sqlite3.connect(path, check_same_thread=False, timeout=30, isolation_level="DEFERRED")
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=FULL")
-    db.execute(_SCHEMA)
-    have = {row[1] for row in db.execute("PRAGMA table_info(files)")}
-    for name, definition, _default in _ADDED:
-        if name not in have:
-            db.execute("ALTER TABLE files ADD COLUMN %s %s" % (name, definition))
-    db.commit()
-    return db
+    """The queue database (created 0600 if missing unless ``readonly``).  QueueUnusable if
+    it is damaged or cannot be written (``queue_error``)."""
+    try:
+        if readonly:
+            db = sqlite3.connect("file:%s?mode=ro" % path, uri=True, timeout=10)
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()    # checks the header
+            return db
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        os.close(fd)
+        db = sqlite3.connect(path, check_same_thread=False, timeout=30,
+                             isolation_level="DEFERRED")
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute(_SCHEMA)
+        have = {row[1] for row in db.execute("PRAGMA table_info(files)")}
+        for name, definition, _default in _ADDED:
+            if name not in have:
+                db.execute("ALTER TABLE files ADD COLUMN %s %s" % (name, definition))
+        db.commit()
+        return db
+    except sqlite3.Error as exc:
+        raise queue_error(path, exc) from None
 
 
 class QueueStore:
@@ -287,8 +326,11 @@ class QueueStore:
     def load(self) -> list[Record]:
         """Every row, as records (at mount time)."""
         with self._db_lock:
-            rows = self.db.execute("SELECT %s FROM files" % ",".join(_COLUMNS)).fetchall()
-            legacy = _legacy_rows(self.db)
+            try:
+                rows = self.db.execute("SELECT %s FROM files" % ",".join(_COLUMNS)).fetchall()
+                legacy = _legacy_rows(self.db)
+            except sqlite3.Error as exc:
+                raise queue_error(self.path, exc) from None
         return [record_of(row) for row in rows] + legacy
 
     def close(self) -> None:
@@ -361,6 +403,8 @@ def read_status(mount_dir: str) -> list[dict[str, Any]]:
             return [{"path": n, "state": s, "size": z, "progress": 0, "error": e}
                     for n, s, z, e in db.execute("SELECT name, state, size, error FROM records"
                                                  " WHERE state != 'uploaded'")]
+    except sqlite3.Error as exc:
+        raise queue_error(path, exc) from None
     finally:
         db.close()
     out = []
@@ -388,6 +432,8 @@ def mark_failed_for_retry(mount_dir: str) -> int:
             cur = db.execute("UPDATE files SET failed = 0, attempts = 0, error = NULL,"
                              " state = 'pending' WHERE failed = 1")
             return cur.rowcount
+    except sqlite3.Error as exc:
+        raise queue_error(path, exc) from None
     finally:
         db.close()
 
