@@ -260,7 +260,10 @@ def mount_foreground(args: argparse.Namespace, mnt: str,
             log.info("unmounted %s", mnt)
         finally:
             # Kept after unmount: `status`/`retry` still find the queue of this mount point.
-            write_entry(state_dir, mnt, dict(entry, pid=None))
+            try:
+                write_entry(state_dir, mnt, dict(entry, pid=None))
+            except OSError as exc:      # e.g. a full disk: the entry's pid is checked anyway
+                log.warning("could not update %s's mount entry: %s", mnt, exc)
     return 0
 
 

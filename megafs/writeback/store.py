@@ -21,6 +21,7 @@ No locks of the write-back are taken here; the store has its own.  Never logs ke
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -98,9 +99,33 @@ def record_of(row: tuple) -> Record:
 
 
 class QueueUnusable(MegafsError):
-    """``queue.sqlite`` cannot be read or written: damaged, unreadable, or its disk is full.
-    The message says which, and what to do (issue 24: it was ``DatabaseError: file is not a
-    database`` or a traceback)."""
+    """``queue.sqlite`` cannot be read or written: damaged, unreadable, or its disk is full
+    (``errno`` ENOSPC, else EIO).  The message says which, and what to do (issue 24: it was
+    ``DatabaseError: file is not a database`` or a traceback)."""
+
+    def __init__(self, message: str, err: int = errno.EIO) -> None:
+        super().__init__(message)
+        self.errno = err  # type: ignore[misc]
+
+
+FULL_NOTE_EVERY = 30.0    # seconds between two log lines about the same full disk
+_full_lock = threading.Lock()
+_full_said: dict[str, float] = {}
+
+
+def disk_full(folder: str) -> str:
+    """``the disk holding FOLDER is full (N free)``; logged at WARNING at most once every
+    ``FULL_NOTE_EVERY`` seconds per folder (a full staging disk must not fill the log)."""
+    text = "the disk holding %s is full (%s free)" % (folder, _free(folder))
+    now = time.monotonic()
+    with _full_lock:
+        said = _full_said.get(folder)
+        if said is not None and now - said < FULL_NOTE_EVERY:
+            return text
+        _full_said[folder] = now
+    log.warning("%s: writes there fail with ENOSPC until space is freed; what was queued "
+                "before is kept", text)
+    return text
 
 
 def queue_error(path: str, exc: sqlite3.Error) -> QueueUnusable:
@@ -110,9 +135,8 @@ def queue_error(path: str, exc: sqlite3.Error) -> QueueUnusable:
     mount_dir = os.path.dirname(path)
     text = str(exc) or type(exc).__name__
     if "full" in text.lower() or getattr(exc, "sqlite_errorcode", None) == 13:  # SQLITE_FULL
-        return QueueUnusable("the disk holding the upload queue %s is full (%s free): free "
-                             "space there; nothing queued was lost" % (path,
-                                                                       _free(mount_dir)))
+        return QueueUnusable("%s: the upload queue cannot save changes; free space there"
+                             % disk_full(mount_dir), errno.ENOSPC)
     return QueueUnusable(
         "the upload queue %s is unusable (%s): to start over and keep its staged files "
         "(the unsent contents, in %s), move its folder aside with `mv %s %s.broken`, then "
@@ -236,15 +260,7 @@ class QueueStore:
                     fresh[rid] = (seq, row)
             if fresh or gone:
                 try:
-                    with self.db:
-                        if gone:
-                            self.db.executemany("DELETE FROM files WHERE rid = ?",
-                                                [(r,) for r in gone])
-                        if fresh:
-                            self.db.executemany(
-                                "INSERT OR REPLACE INTO files (%s) VALUES (%s)"
-                                % (",".join(_COLUMNS), ",".join("?" * len(_COLUMNS))),
-                                [row for _seq, row in fresh.values()])
+                    self._transaction(gone, fresh)
                 except BaseException:
                     self._requeue_lazy(gone, then)
                     raise
@@ -254,6 +270,21 @@ class QueueStore:
             with self._lazy_cond:
                 self._after.extend(then)
                 self._lazy_cond.notify_all()
+
+    def _transaction(self, gone: list[str], fresh: dict[str, tuple[int, tuple]]) -> None:
+        """Delete ``gone`` and write ``fresh`` in one transaction (QueueUnusable if the
+        database refuses: ENOSPC when its disk is full)."""
+        try:
+            with self.db:
+                if gone:
+                    self.db.executemany("DELETE FROM files WHERE rid = ?", [(r,) for r in gone])
+                if fresh:
+                    self.db.executemany(
+                        "INSERT OR REPLACE INTO files (%s) VALUES (%s)"
+                        % (",".join(_COLUMNS), ",".join("?" * len(_COLUMNS))),
+                        [row for _seq, row in fresh.values()])
+        except sqlite3.Error as exc:
+            raise queue_error(self.path, exc) from None
 
     def delete(self, rids: Iterable[str], *, then: Callable[[], None] | None = None) -> None:
         """Remove rows durably (an older snapshot written later cannot bring one back).
@@ -271,11 +302,20 @@ class QueueStore:
             for rid in rids:
                 self._written[rid] = _DELETED
         if then is None:
-            self._commit([], rids)
-            return
+            try:
+                self._commit([], rids)
+                return
+            except QueueUnusable as exc:
+                if exc.errno != errno.ENOSPC:
+                    raise
+                # A full disk must not keep a file from being removed (that frees space):
+                # the delete was queued again (``_commit``) and goes with the next
+                # transaction once there is room; a crash before that leaves the row.
+                rids = []
         with self._lazy_cond:
             self._lazy.extend(rids)
-            self._lazy_then.append(then)
+            if then is not None:
+                self._lazy_then.append(then)
             if self._flusher is None:
                 self._flusher = threading.Thread(target=self._flush_lazy, daemon=True,
                                                  name="megafs-queue-flush")
@@ -314,7 +354,10 @@ class QueueStore:
                 try:
                     self._commit([])
                 except Exception as exc:     # retried with the next transaction
-                    log.warning("could not delete finished queue rows yet: %s", exc)
+                    # a full disk was said already (``disk_full``, rate-limited)
+                    full = getattr(exc, "errno", None) == errno.ENOSPC
+                    log.log(logging.DEBUG if full else logging.WARNING,
+                            "could not delete finished queue rows yet: %s", exc)
                     time.sleep(1.0)
 
     def forget(self, rid: str) -> None:

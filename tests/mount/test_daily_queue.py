@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from helpers.mount import MountProcess, force_unmount, is_mounted, megafs
+from helpers.mount import MountProcess, force_unmount, is_mounted, megafs, wait_for
 
 pytestmark = pytest.mark.fuse
 
@@ -73,3 +73,51 @@ def test_a_damaged_queue_is_named_with_what_to_do(tmp_path, server):
         if m.proc is not None:
             m.stop()
         force_unmount(mnt)
+
+
+@pytest.mark.slow
+@pytest.mark.log_ok("is full")
+def test_a_full_staging_disk_is_named_and_the_queue_stays_healthy(tmp_path, server):
+    """The state dir on a 20 MB tmpfs, no --staging-max: a copy larger than the disk fails
+    with ENOSPC naming the full disk, the log has no sqlite exception, the queue keeps
+    working (files written before and after upload) and status still reads it."""
+    state = tmp_path / "state"
+    state.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(state)],
+                   check=True)
+    mnt = tmp_path / "mnt"
+    s = ["--state-dir", str(state)]
+    try:
+        with MountProcess(mnt, server.url, state,
+                          log_path=tmp_path / "mount.log") as m:
+            (mnt / "before.bin").write_bytes(os.urandom(100000))
+            server.faults([{"where": "upload", "delay": 3}])   # keep the big copy staged
+            src = tmp_path / "big.bin"
+            src.write_bytes(os.urandom(30 << 20))
+            res = subprocess.run(["cp", str(src), str(mnt / "big.bin")], capture_output=True,
+                                 text=True, timeout=120)
+            assert res.returncode != 0
+            assert "No space left on device" in res.stderr, res.stderr
+            assert "Input/output error" not in res.stderr, res.stderr
+            server.clear_faults()
+            log = m.log()
+            assert "sqlite3" not in log and "OperationalError" not in log and \
+                "Traceback" not in log, log[-3000:]
+            full = [ln for ln in log.splitlines() if "is full" in ln]
+            assert full and str(state) in full[0], log[-3000:]
+            os.unlink(mnt / "big.bin")       # frees its staged copy once its upload stops
+
+            def free() -> int:
+                st = os.statvfs(state)
+                return st.f_bavail * st.f_frsize
+            wait_for(lambda: free() > 15 << 20, timeout=30, what="the staged copy removed")
+            (mnt / "after.bin").write_bytes(os.urandom(100000))
+            for name in ("before.bin", "after.bin"):
+                wait_for(lambda: os.getxattr(mnt / name, "user.mega.state") == b"uploaded",
+                         timeout=60, what=name + " uploaded")
+            res = megafs("status", str(mnt), *s)
+            assert "0 pending, 0 uploading, 0 failed" in res.stdout, res.stdout
+            megafs("umount", str(mnt), *s)
+    finally:
+        force_unmount(mnt)
+        subprocess.run(["umount", "-l", str(state)], check=False)
