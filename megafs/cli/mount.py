@@ -11,9 +11,11 @@ mounts) are caught and reported in the one-line error.  ``umount`` waits for pen
 bytes, rates and ETA, then unmounts and returns once the mount process has exited.  No
 filesystem logic here.
 
-Several mount points per state dir: one mount per state dir and API at a time (they would
-share one upload queue and, with ``--local``, one server); a second one is refused before it
-touches anything.  Use another ``--state-dir`` for a second mount.
+Several mount points per state dir: one mount per state dir, API and account at a time (they
+would share one upload queue); a second one is refused before it touches anything.  Other
+accounts of the same API mount side by side (each has its own queue); with ``--local`` the
+bundled server belongs to the mount that started it, so another account needs another
+``--state-dir``.
 """
 from __future__ import annotations
 
@@ -163,16 +165,26 @@ def run_mount(args: argparse.Namespace) -> int:
 
 
 def _refuse_second_mount(state_dir: str, args: argparse.Namespace) -> None:
-    """One mount per state dir and API (the runtime's locks are the guarantee; this says it
-    before anything is started, naming the mount that is running)."""
+    """One mount per state dir, API and account (the runtime's locks are the guarantee; this
+    says it before anything is started, naming the mount that is running).  Other accounts
+    (``--account``) of the same API mount side by side: their queues are their own."""
     api = None if args.local else config.resolve_api(args.api)
+    mine = (args.account or "").strip().lower()
     for entry in live_entries(state_dir):
+        theirs = (entry.get("account") or "").strip().lower()
+        if args.local and entry.get("local") and theirs != mine:
+            # another account of the same bundled server: the server belongs to that mount
+            # (it stops with it), so this mount needs a server, and a state dir, of its own
+            raise FsError(errno.EBUSY, "the bundled local server of state dir %s is run by the "
+                          "mount at %s (pid %s); a --local mount of another account needs "
+                          "its own --state-dir" % (state_dir, entry.get("mountpoint"),
+                                                   entry.get("pid")))
         same = entry.get("local") if args.local else (
             not entry.get("local") and entry.get("api") == api)
-        if same:
+        if same and theirs == mine:
             raise FsError(errno.EBUSY, "state dir %s is already mounted at %s (pid %s); one "
-                          "mount per state dir and API: use another --state-dir for a second "
-                          "mount, or `megafs umount %s` first"
+                          "mount per state dir, API and account: use another --state-dir for "
+                          "a second mount, or `megafs umount %s` first"
                           % (state_dir, entry.get("mountpoint"), entry.get("pid"),
                              entry.get("mountpoint")))
 
@@ -231,7 +243,8 @@ def mount_foreground(args: argparse.Namespace, mnt: str,
                       mountpoint=mnt, account=args.account)
     with MountRuntime(cfg) as rt:
         entry = {"mountpoint": mnt, "pid": os.getpid(), "mount_dir": rt.mount_dir,
-                 "api": rt.api, "local": bool(args.local), "log": log_path}
+                 "api": rt.api, "local": bool(args.local), "log": log_path,
+                 "account": args.account}
         write_entry(state_dir, mnt, entry)
         messages = _LibfuseMessages()
 

@@ -195,9 +195,9 @@ def lock_mount_dir(mount_dir: str, owner: str = "") -> int:
     except OSError:
         holder = os.pread(fd, 4096, 0).decode(errors="replace").strip()
         os.close(fd)
-        raise FsError(errno.EBUSY, "this state dir and API are already mounted by %s; one "
-                      "mount per state dir and API: unmount it first, or use another "
-                      "--state-dir" % (holder or "another megafs mount")) from None
+        raise FsError(errno.EBUSY, "this state dir, API and account are already mounted by "
+                      "%s; one mount per state dir, API and account: unmount it first, or "
+                      "use another --state-dir" % (holder or "another megafs mount")) from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, (owner or "pid %d" % os.getpid()).encode(), 0)
     return fd
