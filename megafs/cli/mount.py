@@ -25,7 +25,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 import threading
 import time
 from typing import Any, Callable
@@ -38,6 +37,7 @@ from ..mount.registry import (find_mount, is_mounted, live_entries, log_path_for
                               mount_type, write_entry)
 from ..mount.unmount import unmount
 from .args import add_source, count_arg, seconds_arg
+from .libfuse_messages import LibfuseMessages, libfuse_reason
 
 log = logging.getLogger(__name__)
 
@@ -189,41 +189,6 @@ def _refuse_second_mount(state_dir: str, args: argparse.Namespace) -> None:
                              entry.get("mountpoint")))
 
 
-class _LibfuseMessages:
-    """Catch what libfuse prints on stderr (fd 2) while it mounts, so a failure is reported in
-    its words; once the mount is live (``release``), stderr is restored and the text
-    passed on."""
-
-    def __init__(self) -> None:
-        self.file = tempfile.TemporaryFile()
-        self.saved = os.dup(2)
-        sys.stderr.flush()
-        os.dup2(self.file.fileno(), 2)
-        self.lock = threading.Lock()
-        self.released = False
-
-    def release(self) -> str:
-        with self.lock:
-            if self.released:
-                return ""
-            self.released = True
-            sys.stderr.flush()
-            os.dup2(self.saved, 2)
-            os.close(self.saved)
-            self.file.seek(0)
-            text = self.file.read().decode(errors="replace")
-            self.file.close()
-        if text:
-            os.write(2, text.encode())
-        return text
-
-
-def _libfuse_reason(text: str) -> str:
-    lines = [ln.strip() for ln in text.splitlines()
-             if "fuse" in ln.lower() and " INFO " not in ln and " DEBUG " not in ln]
-    return lines[-1] if lines else "no reason given"
-
-
 def mount_foreground(args: argparse.Namespace, mnt: str,
                      ready: Callable[[str], None] | None, log_path: str = "") -> int:
     """Build the mount and serve it until it is unmounted; ``ready(api)`` once it is live."""
@@ -246,7 +211,7 @@ def mount_foreground(args: argparse.Namespace, mnt: str,
                  "api": rt.api, "local": bool(args.local), "log": log_path,
                  "account": args.account}
         write_entry(state_dir, mnt, entry)
-        messages = _LibfuseMessages()
+        messages = LibfuseMessages()
 
         def on_init() -> None:
             messages.release()
@@ -264,7 +229,7 @@ def mount_foreground(args: argparse.Namespace, mnt: str,
                 serve(ops, mnt, mount_options(args.fuse_options, allow_other=args.allow_other,
                                               fsname="megafs:" + host))
             except RuntimeError:
-                reason = _libfuse_reason(messages.release())
+                reason = libfuse_reason(messages.release())
                 raise FsError(errno.EIO, "libfuse could not mount %s: %s" % (mnt, reason)
                               ) from None
             finally:
