@@ -66,6 +66,9 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
                                  "of the anonymous one")
         parser.add_argument("--foreground", "-f", action="store_true",
                             help="stay attached and log to stderr (for systemd: Type=notify)")
+        parser.add_argument("--debug", "-d", action="store_true",
+                            help="debug: --foreground, DEBUG log and libfuse's request trace "
+                                 "(as -o debug; like other FUSE file systems)")
         parser.add_argument("-o", dest="options", metavar="OPTIONS", default=None,
                             help="mount options, comma separated (listed below)")
         parser.add_argument("--link-timeout", type=seconds_arg, default=None, metavar="SECONDS",
@@ -131,6 +134,13 @@ def apply_options(args: argparse.Namespace) -> dict[str, Any]:
             setattr(args, key, value)
     if fuse.pop("allow_other", False):
         args.allow_other = True
+    if getattr(args, "debug", False) or fuse.get("debug"):
+        # -d / -o debug, as FUSE file systems take it (sshfs, libfuse's own -d): stay in
+        # the foreground with the DEBUG log on stderr, and libfuse traces its requests
+        fuse["debug"] = True
+        args.foreground = True
+        if args.log_level is None:
+            args.log_level = "DEBUG"
     return fuse
 
 

@@ -134,7 +134,8 @@ FUSE_OPTIONS: dict[str, str] = {
     "max_read": "=BYTES", "max_threads": "=N: libfuse worker threads (default 16)",
     "max_idle_threads": "=N",
     "umask": "=MODE", "uid": "=UID", "gid": "=GID",
-    "kernel_cache": "", "debug": "libfuse's own request trace on stderr",
+    "kernel_cache": "", "debug": "as -d: stay in the foreground with the DEBUG log and "
+                                     "libfuse's request trace on stderr",
 }
 
 # Options mount(8), fstab and systemd use for themselves; never given to libfuse.

@@ -493,3 +493,30 @@ def test_status_and_umount_say_why_an_upload_waits(tmp_path, server):
         wait_for(lambda: os.getxattr(mnt / "stuck.bin", "user.mega.state") == b"uploaded",
                  timeout=90, what="the upload after the fault")
         assert megafs("status", str(mnt), *s, "--json").stdout.count("stuck.bin") == 0
+
+
+@pytest.mark.parametrize("flag", [["-d"], ["-o", "debug"]])
+def test_debug_flag_stays_in_the_foreground_with_the_debug_log(tmp_path, server, flag):
+    """Issue 24, item 9: `-d` / `-o debug` as other FUSE file systems take them: the mount
+    stays attached, logs DEBUG and libfuse's request trace on stderr, and ends with umount."""
+    state = tmp_path / "state"
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    err = open(tmp_path / "stderr.txt", "w+")
+    proc = subprocess.Popen([sys.executable, "-m", "megafs", "mount", str(mnt), "--api",
+                             server.url, "--state-dir", str(state), *flag], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        wait_for(lambda: is_mounted(mnt), timeout=60, what="the mount")
+        assert proc.poll() is None                  # in the foreground: still attached
+        (mnt / "f.txt").write_text("x")
+        megafs("umount", str(mnt), "--state-dir", str(state))
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        force_unmount(mnt)
+        err.close()
+    text = (tmp_path / "stderr.txt").read_text()
+    assert " DEBUG megafs." in text and "opcode: " in text, text[-2000:]
