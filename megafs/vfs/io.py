@@ -21,7 +21,7 @@ from ..errors import FsError
 from ..tree.tree import Tree
 from ..writeback.queue import WriteBack
 from ..writeback.staged import StagedFile
-from ..writeback.store import disk_full
+from ..writeback.diskerrors import disk_full
 from .handles import FileHandle, HandleTable
 from .namespace import DIR, Namespace
 from .readcache import ReadCache
