@@ -8,7 +8,6 @@ import subprocess
 import time
 
 import pytest
-import requests
 
 from helpers.mount import force_unmount, is_mounted, megafs, wait_for
 
@@ -27,11 +26,10 @@ def _one_line(res: subprocess.CompletedProcess, *needles: str) -> str:
     return lines[0]
 
 
-def _signed_up(url: str, state: str, email: str) -> None:
-    common = ["--api", url, "--state-dir", state]
+def _signed_up(server, state: str, email: str) -> None:
+    common = ["--api", server.url, "--state-dir", state]
     megafs("signup", email, "--name", "Test", *common, env=ENV)
-    mail = requests.get(url + "_megafs/mail", timeout=10).json()
-    link = [m["link"] for m in mail if m["to"] == email][-1]
+    link = [m["link"] for m in server.mail() if m["to"] == email][-1]
     megafs("signup", "--confirm", link, *common, env=ENV)
 
 
@@ -41,7 +39,7 @@ def test_accounts_side_by_side_and_logout_of_a_mounted_account(tmp_path, server)
     common = ["--api", server.url, "--state-dir", state]
     ann, bob = ("%s.%d@example.com" % (n, time.time_ns()) for n in ("ann", "bob"))
     for email in (ann, bob):
-        _signed_up(server.url, state, email)
+        _signed_up(server, state, email)
     mnts = {who: tmp_path / who for who in ("ann", "bob", "anon")}
     try:
         for who, mnt in mnts.items():
