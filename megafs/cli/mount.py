@@ -36,7 +36,7 @@ from ..mount.localserver import alive
 from ..mount.registry import (find_mount, is_mounted, live_entries, log_path_for, mount_dir_for,
                               mount_type, write_entry)
 from ..mount.unmount import unmount
-from .args import add_source, count_arg, seconds_arg
+from .args import add_source, count_arg, port_arg, seconds_arg
 from .libfuse_messages import LibfuseMessages, libfuse_reason
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
                    api_help="MEGA API base URL (default: $MEGAFS_API or the real MEGA)",
                    local_help="start the bundled local server (data in the state dir) and "
                               "mount it; links then open in a browser")
+        parser.add_argument("--local-port", type=port_arg, default=None, metavar="PORT",
+                            help="with --local: serve on PORT from now on, e.g. when the kept "
+                                 "one is taken (links made before name the old port)")
         parser.add_argument("--account", metavar="EMAIL", default=None,
                             help="mount this logged-in account (`megafs login EMAIL`) instead "
                                  "of the anonymous one")
@@ -110,7 +113,7 @@ def _state_dir(args: argparse.Namespace) -> str:
 MOUNT_DEFAULTS: dict[str, Any] = {"local": False, "uploads": 4, "connections": 4,
                                   "link_timeout": 600.0, "show_links": False,
                                   "staging_max": 0, "api": None, "state_dir": None,
-                                  "session": None, "nonempty": False}
+                                  "session": None, "nonempty": False, "local_port": None}
 
 
 def apply_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -129,6 +132,8 @@ def apply_options(args: argparse.Namespace) -> dict[str, Any]:
             setattr(args, key, value)
     if args.api and args.local:
         raise MegafsError("give either an API URL or local, not both")
+    if getattr(args, "local_port", None) and not args.local:
+        raise MegafsError("local_port/--local-port is for --local mounts")
     for key, value in MOUNT_DEFAULTS.items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
@@ -215,7 +220,7 @@ def mount_foreground(args: argparse.Namespace, mnt: str,
                       uploads=args.uploads, connections=args.connections,
                       link_timeout=args.link_timeout, show_links=args.show_links,
                       staging_max=args.staging_max, session_file=args.session,
-                      mountpoint=mnt, account=args.account)
+                      mountpoint=mnt, account=args.account, local_port=args.local_port)
     with MountRuntime(cfg) as rt:
         entry = {"mountpoint": mnt, "pid": os.getpid(), "mount_dir": rt.mount_dir,
                  "api": rt.api, "local": bool(args.local), "log": log_path,

@@ -53,6 +53,7 @@ class MountConfig:
     staging_max: int = 0               # most bytes staged at once (0: only the disk's limit)
     session_file: str | None = None    # a session file other than the state dir's
     mountpoint: str = ""               # for messages (who holds a lock)
+    local_port: int | None = None      # with local: this port from now on (else the kept one)
 
 
 class MountRuntime:
@@ -87,7 +88,7 @@ class MountRuntime:
         owner = "the mount at %s (pid %d)" % (cfg.mountpoint or "?", os.getpid())
         api = cfg.api
         if cfg.local:
-            self.server = LocalServer(cfg.state_dir, owner=owner)
+            self.server = LocalServer(cfg.state_dir, owner=owner, port=cfg.local_port)
             stack.callback(self.server.stop)
             api = self.server.start()
             # links of a --local mount open in a browser: the server serves /file/H

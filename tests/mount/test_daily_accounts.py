@@ -88,3 +88,43 @@ def test_local_account_commands_start_the_bundled_server(tmp_path):
     with pytest.raises(OSError):          # stopped with the command
         import socket
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+def test_a_taken_local_port_is_named_and_can_be_changed(tmp_path):
+    """Issue 24, item 7: the port a state dir keeps for its bundled server, taken by another
+    program, is one line naming it and the way out; --local-port moves the server."""
+    import socket
+    state = tmp_path / "state"
+    state.mkdir()
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    port = taken.getsockname()[1]
+    (state / "local-server.port").write_text(str(port))
+    s = ["--state-dir", str(state)]
+    try:
+        _one_line(megafs("mount", str(mnt), "--local", *s, check=False),
+                  "port %d of the local server" % port, "taken by another program",
+                  "--local-port PORT")
+        assert not is_mounted(mnt)
+        bad = megafs("mount", str(mnt), "--local-port", "99999", "--local", *s, check=False)
+        assert bad.returncode == 2 and "1-65535, not '99999'" in bad.stderr, bad.stderr
+        _one_line(megafs("mount", str(mnt), "--local", "-o", "local_port=0", *s, check=False),
+                  "bad value for mount option local_port", "1-65535")
+        free = socket.socket()
+        free.bind(("127.0.0.1", 0))
+        new_port = free.getsockname()[1]
+        free.close()
+        megafs("mount", str(mnt), "--local", "--local-port", str(new_port), *s)
+        try:
+            (mnt / "a.txt").write_text("moved")
+            link = (mnt / "a.txt.link").read_text()
+            assert link.startswith("http://127.0.0.1:%d/" % new_port), link
+        finally:
+            megafs("umount", str(mnt), *s, check=False)
+        assert (state / "local-server.port").read_text().strip() == str(new_port)
+    finally:
+        taken.close()
+        force_unmount(mnt)
