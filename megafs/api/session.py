@@ -393,11 +393,11 @@ def open_session(transport: Transport, *, state_dir: str | None = None,
 
 def login_hint(email: str, api: str, state_dir: str | None) -> str:
     """The ``megafs login`` command line for ``email`` on ``api`` and ``state_dir``: with
-    ``--api`` unless it is the default API, with ``--state-dir`` when one was given."""
+    ``--api`` unless it is the default API, with ``--state-dir`` unless it is the default."""
     words = ["megafs", "login", email]
     if normalise_api(api) != resolve_api(None):
         words += ["--api", api]
-    if state_dir:
+    if state_dir and os.path.abspath(state_dir) != os.path.abspath(default_state_dir()):
         words += ["--state-dir", state_dir]
     return " ".join(words)
 
