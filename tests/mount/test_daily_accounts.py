@@ -90,6 +90,7 @@ def test_local_account_commands_start_the_bundled_server(tmp_path):
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
 
 
+@pytest.mark.slow
 def test_a_taken_local_port_is_named_and_can_be_changed(tmp_path):
     """Issue 24, item 7: the port a state dir keeps for its bundled server, taken by another
     program, is one line naming it and the way out; --local-port moves the server."""
