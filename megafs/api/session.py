@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 from .. import crypto
-from ..config import default_state_dir, normalise_api
+from ..config import default_state_dir, normalise_api, resolve_api
 from ..errors import ApiCode, MegaError, ProtocolError, SessionError
 from .transport import Transport
 
@@ -391,6 +391,17 @@ def open_session(transport: Transport, *, state_dir: str | None = None,
         return session
 
 
+def login_hint(email: str, api: str, state_dir: str | None) -> str:
+    """The ``megafs login`` command line for ``email`` on ``api`` and ``state_dir``: with
+    ``--api`` unless it is the default API, with ``--state-dir`` unless it is the default."""
+    words = ["megafs", "login", email]
+    if normalise_api(api) != resolve_api(None):
+        words += ["--api", api]
+    if state_dir and os.path.abspath(state_dir) != os.path.abspath(default_state_dir()):
+        words += ["--state-dir", state_dir]
+    return " ".join(words)
+
+
 def open_account_session(transport: Transport, email: str, *, state_dir: str | None = None,
                          session_file: str | None = None) -> Session:
     """The logged-in session of ``email`` on ``transport.api``; SessionError if there is none
@@ -400,8 +411,9 @@ def open_account_session(transport: Transport, email: str, *, state_dir: str | N
     try:
         session = read_session_file(path, transport.api)
     except FileNotFoundError:
-        raise SessionError("%s is not logged in on %s: run `megafs login %s` first"
-                           % (email, transport.api, email)) from None
+        raise SessionError("%s is not logged in on %s: run `%s` first"
+                           % (email, transport.api, login_hint(email, transport.api,
+                                                               state_dir))) from None
     if session.email is None or session.email.lower() != email.strip().lower():
         raise SessionError("session file %s is not the session of %s" % (path, email))
     return session

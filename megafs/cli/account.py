@@ -13,9 +13,12 @@ warning).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
+import logging
 import os
 import sys
-from typing import Callable
+from typing import Callable, Iterator
 
 from ..api import account
 from ..api.session import (Session, SessionError, account_session_path,
@@ -24,10 +27,13 @@ from ..api.session import (Session, SessionError, account_session_path,
                            write_session_file)
 from ..api.transport import Transport
 from ..client_cli import LOCAL_HELP, local_api
+from .. import config
 from ..config import default_state_dir, is_loopback
-from ..errors import MegafsError, TransportError
+from ..errors import FsError, MegafsError, TransportError
 from .args import add_source
 from .credentials import ENV_PASSWORD, mfa_source, read_password
+
+log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
@@ -79,11 +85,38 @@ class _RefusePassword(argparse.Action):
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.local:
-        args.api = local_api(args.state_dir)
     runner: dict[str, Callable[[argparse.Namespace], int]] = {
         "login": run_login, "logout": run_logout, "signup": run_signup, "session": run_session}
-    return runner[args.command](args)
+    if not args.local:
+        return runner[args.command](args)
+    with _local_server(args.state_dir) as api:
+        args.api = api
+        return runner[args.command](args)
+
+
+@contextlib.contextmanager
+def _local_server(state_dir: str | None) -> Iterator[str]:
+    """The API URL of the state dir's bundled server (``--local``): the one a running
+    ``mount --local`` runs, else one started for this command and stopped after it (issue
+    24: ``login --local`` needed a running mount).  FsError if it cannot start."""
+    from ..mount.localserver import LocalServer
+
+    try:
+        running = local_api(state_dir)
+    except MegafsError:
+        running = None              # no server running: start one for this command
+    if running is not None:
+        yield running
+        return
+    state = config.state_dir_ready(os.path.abspath(os.path.expanduser(
+        state_dir or default_state_dir())))
+    server = LocalServer(state, owner="megafs (pid %d, for one command)" % os.getpid())
+    try:
+        url = server.start()
+        log.info("started the local server of %s for this command (%s)", state, url)
+        yield url
+    finally:
+        server.stop()
 
 
 # --------------------------------------------------------------------------------------------
@@ -105,6 +138,7 @@ def run_login(args: argparse.Namespace) -> int:
 
 
 def run_logout(args: argparse.Namespace) -> int:
+    _refuse_mounted(args)
     with _transport(args) as transport:
         path = account_session_path(transport.api, args.email, args.state_dir)
         try:
@@ -124,6 +158,23 @@ def run_logout(args: argparse.Namespace) -> int:
           % (session.email, "logged out" if ended else "was no longer logged in", path),
           file=sys.stderr)
     return 0
+
+
+def _refuse_mounted(args: argparse.Namespace) -> None:
+    """``logout`` of an account a running mount uses would stop its uploads silently (issue
+    24): FsError(EBUSY) naming the mount (from the state dir's mount registry)."""
+    from ..mount.registry import live_entries
+
+    state = os.path.abspath(os.path.expanduser(args.state_dir or default_state_dir()))
+    api = config.normalise_api(args.api) if args.api else config.resolve_api(None)
+    email = args.email.strip().lower()
+    for entry in live_entries(state):
+        if (entry.get("account") or "").strip().lower() == email and \
+                config.normalise_api(entry.get("api") or api) == api:
+            raise FsError(errno.EBUSY, "%s is in use by the mount at %s (pid %s): `megafs "
+                          "umount %s` first, then log out" % (
+                              args.email, entry.get("mountpoint"), entry.get("pid"),
+                              entry.get("mountpoint")))
 
 
 def run_signup(args: argparse.Namespace) -> int:

@@ -27,6 +27,15 @@ def seconds_arg(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def port_arg(text: str) -> int:
+    """An ``argparse`` type: a TCP port 1-65535 (``ArgumentTypeError`` otherwise)."""
+    from ..fuse.options import parse_port
+    try:
+        return parse_port(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_source(parser: argparse.ArgumentParser, *, local_help: str, state_help: str,
                api_help: str = API_HELP) -> None:
     """``--api URL`` or ``--local`` (one of them), and ``--state-dir DIR``."""

@@ -24,18 +24,31 @@ log = logging.getLogger(__name__)
 
 # subcommand -> (module, help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "serve": ("megafs.server.cli", "run the local MEGA-compatible API server"),
-    "upload": ("megafs.client_cli", "upload files and print their public links"),
-    "get": ("megafs.client_cli", "download and verify a public file link"),
-    "session": ("megafs.cli.account", "list sessions; --show prints one (a secret)"),
-    "login": ("megafs.cli.account", "log in to your own MEGA account (email and password)"),
-    "logout": ("megafs.cli.account", "end an account's session and remove its file"),
-    "signup": ("megafs.cli.account", "create a MEGA account; --confirm LINK finishes it"),
     "mount": ("megafs.cli.mount", "mount the MEGA Cloud Drive on a directory"),
     "umount": ("megafs.cli.mount", "wait for pending uploads, then unmount"),
     "status": ("megafs.cli.mount", "show pending, uploading and failed files of a mount"),
     "retry": ("megafs.cli.mount", "retry failed uploads of a mount now"),
+    "upload": ("megafs.client_cli", "upload files and print their public links"),
+    "get": ("megafs.client_cli", "download and verify a public file link"),
+    "login": ("megafs.cli.account", "log in to your own MEGA account (email and password)"),
+    "logout": ("megafs.cli.account", "end an account's session and remove its file"),
+    "signup": ("megafs.cli.account", "create a MEGA account; --confirm LINK finishes it"),
+    "session": ("megafs.cli.account", "list sessions; --show prints one (a secret)"),
+    "serve": ("megafs.server.cli", "run the local MEGA-compatible API server"),
+    "completion": ("megafs.cli.extras", "print a bash or zsh completion script"),
+    "install-helper": ("megafs.cli.extras", "link /sbin/mount.fuse.megafs, for mount -t "
+                                            "fuse.megafs and fstab"),
+
 }
+
+# `megafs --help`: what megafs is, for a person meeting it.
+DESCRIPTION = (
+    "megafs mounts your MEGA (mega.nz) Cloud Drive as a folder.  Files copied into it are\n"
+    "encrypted on this machine, uploaded in the background (they survive a crash or a\n"
+    "reboot) and get a public link: read X.link next to a file X, or its user.mega.link\n"
+    "extended attribute.  Without an account megafs uses an anonymous one of its own;\n"
+    "`megafs login` uses yours.  `--local` runs a MEGA-compatible server on this machine to\n"
+    "try it offline.")
 
 # Shown at the end of `megafs COMMAND --help`.
 EXAMPLES: dict[str, str] = {
@@ -79,6 +92,12 @@ EXAMPLES: dict[str, str] = {
     "signup": """examples:
   megafs signup ann@example.com --name Ann          # then open the mailed link:
   megafs signup --confirm 'https://mega.nz/#confirm...'""",
+    "completion": """examples:
+  megafs completion bash > ~/.local/share/bash-completion/completions/megafs
+  megafs completion zsh > ~/.zfunc/_megafs      # with fpath+=(~/.zfunc) in ~/.zshrc""",
+    "install-helper": """examples:
+  sudo megafs install-helper              # /sbin/mount.fuse.megafs -> mount.megafs
+  megafs install-helper --dir ~/sbin      # somewhere else""",
     "serve": """examples:
   megafs serve --port 0 --data /tmp/mega-local     # prints its URL, e.g. http://127.0.0.1:41234/
   megafs serve --tls --fault '{"where":"cs","error":-3,"rate":0.1,"seed":1}'""",
@@ -112,9 +131,14 @@ def _common_options(top: bool) -> "_Parser":
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
-        prog="megafs", description=__doc__.splitlines()[0], parents=[_common_options(True)],
+        prog="megafs", description=DESCRIPTION, parents=[_common_options(True)],
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="`megafs COMMAND --help` shows a command's options and examples.")
+        epilog="getting started:\n"
+               "  mkdir ~/mega && megafs mount ~/mega --local   # or without --local: MEGA\n"
+               "  cp photo.png ~/mega/ && cat ~/mega/photo.png.link\n"
+               "  megafs umount ~/mega                          # waits for the uploads\n\n"
+               "`megafs COMMAND --help` shows a command's options and examples; `man megafs` "
+               "lists every command's options.")
     parser.add_argument("--version", action="version", version="megafs " + __version__)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True

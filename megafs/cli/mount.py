@@ -11,9 +11,11 @@ mounts) are caught and reported in the one-line error.  ``umount`` waits for pen
 bytes, rates and ETA, then unmounts and returns once the mount process has exited.  No
 filesystem logic here.
 
-Several mount points per state dir: one mount per state dir and API at a time (they would
-share one upload queue and, with ``--local``, one server); a second one is refused before it
-touches anything.  Use another ``--state-dir`` for a second mount.
+Several mount points per state dir: one mount per state dir, API and account at a time (they
+would share one upload queue); a second one is refused before it touches anything.  Other
+accounts of the same API mount side by side (each has its own queue); with ``--local`` the
+bundled server belongs to the mount that started it, so another account needs another
+``--state-dir``.
 """
 from __future__ import annotations
 
@@ -23,7 +25,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 import threading
 import time
 from typing import Any, Callable
@@ -35,7 +36,8 @@ from ..mount.localserver import alive
 from ..mount.registry import (find_mount, is_mounted, live_entries, log_path_for, mount_dir_for,
                               mount_type, write_entry)
 from ..mount.unmount import unmount
-from .args import add_source, count_arg, seconds_arg
+from .args import add_source, count_arg, port_arg, seconds_arg
+from .libfuse_messages import LibfuseMessages, libfuse_reason
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +61,17 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
                    api_help="MEGA API base URL (default: $MEGAFS_API or the real MEGA)",
                    local_help="start the bundled local server (data in the state dir) and "
                               "mount it; links then open in a browser")
+        parser.add_argument("--local-port", type=port_arg, default=None, metavar="PORT",
+                            help="with --local: serve on PORT from now on, e.g. when the kept "
+                                 "one is taken (links made before name the old port)")
         parser.add_argument("--account", metavar="EMAIL", default=None,
                             help="mount this logged-in account (`megafs login EMAIL`) instead "
                                  "of the anonymous one")
         parser.add_argument("--foreground", "-f", action="store_true",
                             help="stay attached and log to stderr (for systemd: Type=notify)")
+        parser.add_argument("--debug", "-d", action="store_true",
+                            help="debug: --foreground, DEBUG log and libfuse's request trace "
+                                 "(as -o debug; like other FUSE file systems)")
         parser.add_argument("-o", dest="options", metavar="OPTIONS", default=None,
                             help="mount options, comma separated (listed below)")
         parser.add_argument("--link-timeout", type=seconds_arg, default=None, metavar="SECONDS",
@@ -105,7 +113,7 @@ def _state_dir(args: argparse.Namespace) -> str:
 MOUNT_DEFAULTS: dict[str, Any] = {"local": False, "uploads": 4, "connections": 4,
                                   "link_timeout": 600.0, "show_links": False,
                                   "staging_max": 0, "api": None, "state_dir": None,
-                                  "session": None, "nonempty": False}
+                                  "session": None, "nonempty": False, "local_port": None}
 
 
 def apply_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -124,11 +132,20 @@ def apply_options(args: argparse.Namespace) -> dict[str, Any]:
             setattr(args, key, value)
     if args.api and args.local:
         raise MegafsError("give either an API URL or local, not both")
+    if getattr(args, "local_port", None) and not args.local:
+        raise MegafsError("local_port/--local-port is for --local mounts")
     for key, value in MOUNT_DEFAULTS.items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
     if fuse.pop("allow_other", False):
         args.allow_other = True
+    if getattr(args, "debug", False) or fuse.get("debug"):
+        # -d / -o debug, as FUSE file systems take it (sshfs, libfuse's own -d): stay in
+        # the foreground with the DEBUG log on stderr, and libfuse traces its requests
+        fuse["debug"] = True
+        args.foreground = True
+        if args.log_level is None:
+            args.log_level = "DEBUG"
     return fuse
 
 
@@ -163,53 +180,28 @@ def run_mount(args: argparse.Namespace) -> int:
 
 
 def _refuse_second_mount(state_dir: str, args: argparse.Namespace) -> None:
-    """One mount per state dir and API (the runtime's locks are the guarantee; this says it
-    before anything is started, naming the mount that is running)."""
+    """One mount per state dir, API and account (the runtime's locks are the guarantee; this
+    says it before anything is started, naming the mount that is running).  Other accounts
+    (``--account``) of the same API mount side by side: their queues are their own."""
     api = None if args.local else config.resolve_api(args.api)
+    mine = (args.account or "").strip().lower()
     for entry in live_entries(state_dir):
+        theirs = (entry.get("account") or "").strip().lower()
+        if args.local and entry.get("local") and theirs != mine:
+            # another account of the same bundled server: the server belongs to that mount
+            # (it stops with it), so this mount needs a server, and a state dir, of its own
+            raise FsError(errno.EBUSY, "the bundled local server of state dir %s is run by the "
+                          "mount at %s (pid %s); a --local mount of another account needs "
+                          "its own --state-dir" % (state_dir, entry.get("mountpoint"),
+                                                   entry.get("pid")))
         same = entry.get("local") if args.local else (
             not entry.get("local") and entry.get("api") == api)
-        if same:
+        if same and theirs == mine:
             raise FsError(errno.EBUSY, "state dir %s is already mounted at %s (pid %s); one "
-                          "mount per state dir and API: use another --state-dir for a second "
-                          "mount, or `megafs umount %s` first"
+                          "mount per state dir, API and account: use another --state-dir for "
+                          "a second mount, or `megafs umount %s` first"
                           % (state_dir, entry.get("mountpoint"), entry.get("pid"),
                              entry.get("mountpoint")))
-
-
-class _LibfuseMessages:
-    """Catch what libfuse prints on stderr (fd 2) while it mounts, so a failure is reported in
-    its words; once the mount is live (``release``), stderr is restored and the text
-    passed on."""
-
-    def __init__(self) -> None:
-        self.file = tempfile.TemporaryFile()
-        self.saved = os.dup(2)
-        sys.stderr.flush()
-        os.dup2(self.file.fileno(), 2)
-        self.lock = threading.Lock()
-        self.released = False
-
-    def release(self) -> str:
-        with self.lock:
-            if self.released:
-                return ""
-            self.released = True
-            sys.stderr.flush()
-            os.dup2(self.saved, 2)
-            os.close(self.saved)
-            self.file.seek(0)
-            text = self.file.read().decode(errors="replace")
-            self.file.close()
-        if text:
-            os.write(2, text.encode())
-        return text
-
-
-def _libfuse_reason(text: str) -> str:
-    lines = [ln.strip() for ln in text.splitlines()
-             if "fuse" in ln.lower() and " INFO " not in ln and " DEBUG " not in ln]
-    return lines[-1] if lines else "no reason given"
 
 
 def mount_foreground(args: argparse.Namespace, mnt: str,
@@ -228,12 +220,13 @@ def mount_foreground(args: argparse.Namespace, mnt: str,
                       uploads=args.uploads, connections=args.connections,
                       link_timeout=args.link_timeout, show_links=args.show_links,
                       staging_max=args.staging_max, session_file=args.session,
-                      mountpoint=mnt, account=args.account)
+                      mountpoint=mnt, account=args.account, local_port=args.local_port)
     with MountRuntime(cfg) as rt:
         entry = {"mountpoint": mnt, "pid": os.getpid(), "mount_dir": rt.mount_dir,
-                 "api": rt.api, "local": bool(args.local), "log": log_path}
+                 "api": rt.api, "local": bool(args.local), "log": log_path,
+                 "account": args.account}
         write_entry(state_dir, mnt, entry)
-        messages = _LibfuseMessages()
+        messages = LibfuseMessages()
 
         def on_init() -> None:
             messages.release()
@@ -251,7 +244,7 @@ def mount_foreground(args: argparse.Namespace, mnt: str,
                 serve(ops, mnt, mount_options(args.fuse_options, allow_other=args.allow_other,
                                               fsname="megafs:" + host))
             except RuntimeError:
-                reason = _libfuse_reason(messages.release())
+                reason = libfuse_reason(messages.release())
                 raise FsError(errno.EIO, "libfuse could not mount %s: %s" % (mnt, reason)
                               ) from None
             finally:
@@ -260,7 +253,10 @@ def mount_foreground(args: argparse.Namespace, mnt: str,
             log.info("unmounted %s", mnt)
         finally:
             # Kept after unmount: `status`/`retry` still find the queue of this mount point.
-            write_entry(state_dir, mnt, dict(entry, pid=None))
+            try:
+                write_entry(state_dir, mnt, dict(entry, pid=None))
+            except OSError as exc:      # e.g. a full disk: the entry's pid is checked anyway
+                log.warning("could not update %s's mount entry: %s", mnt, exc)
     return 0
 
 
@@ -314,8 +310,12 @@ def run_umount(args: argparse.Namespace) -> int:
         raise FsError(errno.EINVAL, "%s is not mounted" % mnt)
     _refuse_foreign_mount(mnt, info)
     if info is not None and not args.no_wait:
+        from ..writeback.store import QueueUnusable
         try:
             _wait_for_uploads(mnt, info, args.timeout)
+        except QueueUnusable as exc:
+            raise QueueUnusable("%s (`megafs umount --no-wait %s` unmounts without reading "
+                                "it)" % (exc, mnt)) from None
         except KeyboardInterrupt:
             print("\nmegafs umount: interrupted; %s stays mounted and its uploads go on"
                   % mnt, file=sys.stderr)
@@ -395,9 +395,13 @@ def _wait_for_uploads(mnt: str, info: dict, timeout: float | None) -> None:
     if failed:
         print("megafs umount: %d failed upload(s) stay queued and are retried at the next "
               "mount (see `megafs status`)" % len(failed), file=sys.stderr)
+        for f in failed[:10]:
+            print("  %s: %s" % (f["path"], f.get("error") or "unknown error"), file=sys.stderr)
 
 
 def run_status(args: argparse.Namespace) -> int:
+    from .progress import why
+
     mnt = os.path.abspath(os.path.expanduser(args.mountpoint))
     info = find_mount(_state_dir(args), mnt)
     if args.watch:
@@ -420,8 +424,9 @@ def run_status(args: argparse.Namespace) -> int:
         done = f.get("progress") or 0
         pct = "%3d%%" % (100 * done // size) if size and f["state"] == "uploading" else "    "
         line = "  %-9s %s %10d  %s" % (f["state"], pct, size, f["path"])
-        if f.get("error"):
-            line += "  (%s)" % f["error"]
+        reason = why(f, mounted=live)
+        if reason:
+            line += "  (%s)" % reason
         print(line)
     return 0
 

@@ -100,7 +100,9 @@ class QueueProgress:
             current[path] = {"state": row["state"], "size": int(row.get("size") or 0),
                              "done": done,
                              "since": old["since"] if old is not None and started else now,
-                             "base": old["base"] if old is not None and started else done}
+                             "base": old["base"] if old is not None and started else done,
+                             "error": row.get("error"), "attempts": row.get("attempts"),
+                             "next_try": row.get("next_try")}
         for path, old in self.files.items():
             if path not in current:
                 self.finished += old["size"]
@@ -125,7 +127,9 @@ class QueueProgress:
                 out.append(_meter(f["done"], f["size"], now - f["since"], "  " + label,
                                   _rate(f["done"] - f["base"], now - f["since"]), width))
             else:
-                out.append("  %s: pending, %s" % (label, _size(f["size"])))
+                reason = why(f)
+                tail = " (%s)" % reason if reason else ""
+                out.append("  %s: pending, %s%s" % (label, _size(f["size"]), tail))
         if len(shown) > self.max_files:
             out.append("  ... and %d more file(s)" % (len(shown) - self.max_files))
         done = self.finished + sum(f["done"] for f in self.files.values())
@@ -172,3 +176,31 @@ class QueueProgress:
 def _size(n: int) -> str:
     from ..config import format_size
     return format_size(n)
+
+
+def why(row: dict[str, Any], *, mounted: bool = True, now: float | None = None) -> str:
+    """Why a ``megafs status`` row waits, for people (issue 24), or "" if nothing went wrong:
+    ``attempt 3 failed: <error>; next try in 4 s``, ``failed after 2 attempts: <error>; ...``.
+    ``row`` has ``state``, ``error``, ``attempts`` and ``next_try`` (wall clock seconds or
+    None); ``mounted`` False: a queue read from its file, tried again at the next mount."""
+    from ..api.xferquota import wait_text
+
+    error, attempts = row.get("error"), int(row.get("attempts") or 0)
+    if not error:
+        return ""
+    if row.get("state") == "failed":
+        head = "failed after %d attempt(s): %s" % (max(1, attempts), error)
+    else:
+        head = "attempt %d failed: %s" % (max(1, attempts), error)
+    next_try = row.get("next_try")
+    if not mounted:
+        return head + "; tried again at the next mount"
+    if row.get("state") == "uploading":
+        return head + "; trying again now"
+    if isinstance(next_try, (int, float)) and next_try:
+        left = next_try - (time.time() if now is None else now)
+        tail = "next try in %s" % wait_text(left) if left > 0 else "trying again now"
+        if row.get("state") == "failed":
+            tail += " (or now: `megafs retry`)"
+        return "%s; %s" % (head, tail)
+    return head

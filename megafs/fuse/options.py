@@ -74,6 +74,18 @@ def parse_seconds(value: str | bool) -> float:
 _seconds = parse_seconds
 
 
+def parse_port(value: str | bool) -> int:
+    """A TCP port 1-65535; ValueError says what is wrong in words."""
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        number = -1
+    if not 1 <= number <= 65535:
+        raise ValueError("a port is a whole number 1-65535, not %r"
+                         % (value if value is not True else ""))
+    return number
+
+
 def _level(value: str | bool) -> str:
     text = _text(value).upper()
     if text not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -100,6 +112,8 @@ OWN_OPTIONS: dict[str, OwnOption] = {o.name: o for o in (
               "(default $XDG_DATA_HOME/megafs)", "DIR"),
     OwnOption("api", _text, "MEGA API base URL (default $MEGAFS_API or the real MEGA)", "URL"),
     OwnOption("local", _flag, "start the bundled local server of the state dir and mount it"),
+    OwnOption("local_port", parse_port, "with local: serve on this port from now on (the "
+              "state dir keeps it; links made before name the old one)", "PORT"),
     OwnOption("uploads", _count(1, 64), "files uploaded in parallel (default 4)", "N"),
     OwnOption("connections", _count(1, 64), "connections per file transfer, 1-64 (default 4)",
               "N"),
@@ -134,7 +148,8 @@ FUSE_OPTIONS: dict[str, str] = {
     "max_read": "=BYTES", "max_threads": "=N: libfuse worker threads (default 16)",
     "max_idle_threads": "=N",
     "umask": "=MODE", "uid": "=UID", "gid": "=GID",
-    "kernel_cache": "", "debug": "libfuse's own request trace on stderr",
+    "kernel_cache": "", "debug": "as -d: stay in the foreground with the DEBUG log and "
+                                     "libfuse's request trace on stderr",
 }
 
 # Options mount(8), fstab and systemd use for themselves; never given to libfuse.

@@ -38,8 +38,9 @@ PR_SET_PDEATHSIG = 1
 class LocalServer:
     """The bundled server as a child process, on a port persisted in the state dir."""
 
-    def __init__(self, state_dir: str, owner: str = "") -> None:
+    def __init__(self, state_dir: str, owner: str = "", port: int | None = None) -> None:
         self.state_dir = state_dir
+        self.port = port                     # None: the kept one (``local-server.port``)
         self.owner = owner                   # who we are, for the refusal of a second mount
         self.lock_fd = -1
         self.data = os.path.join(state_dir, "local-server")
@@ -58,6 +59,9 @@ class LocalServer:
                 port = int(fh.read().strip())
         except (OSError, ValueError):
             port = 0
+        kept = port
+        if self.port is not None:
+            port = self.port
         self._stop_orphan()
         log_fh = open(self.log_path, "ab")
         start_at = log_fh.tell()
@@ -72,11 +76,19 @@ class LocalServer:
         line = _readline_timeout(self.proc.stdout, START_TIMEOUT)
         if not line:
             self.stop()
+            reason = self._last_error(start_at)
+            if "in use" in reason and port:
+                # issue 24: a kept port that another program took meanwhile
+                raise FsError(errno.EADDRINUSE, "port %d of the local server (kept in %s so "
+                              "that links stay valid) is taken by another program: stop it, "
+                              "or move the server with --local-port PORT (-o local_port=PORT;"
+                              " links made before name the old port)"
+                              % (port, self.port_file))
             raise FsError(errno.EIO, "the local server did not start: %s (log: %s)"
-                          % (self._last_error(start_at), self.log_path))
+                          % (reason, self.log_path))
         self.url = line.strip()
         chosen = int(self.url.rstrip("/").rsplit(":", 1)[1])
-        if chosen != port:
+        if chosen != kept:
             config.atomic_write(self.port_file, str(chosen))
         log.info("local server running on port %d", chosen)
         return self.url

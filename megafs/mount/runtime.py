@@ -53,6 +53,7 @@ class MountConfig:
     staging_max: int = 0               # most bytes staged at once (0: only the disk's limit)
     session_file: str | None = None    # a session file other than the state dir's
     mountpoint: str = ""               # for messages (who holds a lock)
+    local_port: int | None = None      # with local: this port from now on (else the kept one)
 
 
 class MountRuntime:
@@ -87,7 +88,7 @@ class MountRuntime:
         owner = "the mount at %s (pid %d)" % (cfg.mountpoint or "?", os.getpid())
         api = cfg.api
         if cfg.local:
-            self.server = LocalServer(cfg.state_dir, owner=owner)
+            self.server = LocalServer(cfg.state_dir, owner=owner, port=cfg.local_port)
             stack.callback(self.server.stop)
             api = self.server.start()
             # links of a --local mount open in a browser: the server serves /file/H
@@ -195,9 +196,9 @@ def lock_mount_dir(mount_dir: str, owner: str = "") -> int:
     except OSError:
         holder = os.pread(fd, 4096, 0).decode(errors="replace").strip()
         os.close(fd)
-        raise FsError(errno.EBUSY, "this state dir and API are already mounted by %s; one "
-                      "mount per state dir and API: unmount it first, or use another "
-                      "--state-dir" % (holder or "another megafs mount")) from None
+        raise FsError(errno.EBUSY, "this state dir, API and account are already mounted by "
+                      "%s; one mount per state dir, API and account: unmount it first, or "
+                      "use another --state-dir" % (holder or "another megafs mount")) from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, (owner or "pid %d" % os.getpid()).encode(), 0)
     return fd

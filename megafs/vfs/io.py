@@ -21,6 +21,7 @@ from ..errors import FsError
 from ..tree.tree import Tree
 from ..writeback.queue import WriteBack
 from ..writeback.staged import StagedFile
+from ..writeback.diskerrors import disk_full
 from .handles import FileHandle, HandleTable
 from .namespace import DIR, Namespace
 from .readcache import ReadCache
@@ -127,7 +128,12 @@ class FileIO:
             self.wb.control.make_room(sf, offset + len(data), cancelled)    # --staging-max
         fd = handle.staged_fd()
         sf.premac.before_write(offset)
-        n = os.pwrite(fd, data, offset)
+        try:
+            n = os.pwrite(fd, data, offset)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise FsError(exc.errno, disk_full(self.wb.staging)) from None
+            raise
         sf.premac.after_write(offset, n)
         end = offset + n
         with self.wb.lock:
@@ -218,7 +224,12 @@ class FileIO:
         """``close``: the staged data and the file's row are durable before this returns."""
         handle = self.handles.get(fh)
         if isinstance(handle, FileHandle) and handle.write:
-            self.wb.flush(handle.sf, handle.fd if handle.fd >= 0 else None)
+            try:
+                self.wb.flush(handle.sf, handle.fd if handle.fd >= 0 else None)
+            except OSError as exc:
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise FsError(exc.errno, disk_full(self.wb.staging)) from None
+                raise
 
     def release(self, fh: int) -> None:
         """The last close of ``fh`` (files and folders)."""

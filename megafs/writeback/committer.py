@@ -19,13 +19,14 @@ records, never during a request.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ApiCode, MegaError
+from ..errors import ApiCode, MegaError, MegafsError
 from ..tree.nodes import UPLOAD_ID_ATTR, Node, time_attrs
 from . import record as R
 from .record import Step
@@ -95,8 +96,15 @@ class Committer:
             if batch:
                 try:
                     self._commit(batch)
-                except Exception:            # a bug: log it, give the files back
-                    log.error("unexpected error in the committer", exc_info=True)
+                except Exception as exc:     # give the files back, try again in a second
+                    if isinstance(exc, MegafsError):     # e.g. the queue's disk is full
+                        # (a full disk is logged by store.disk_full, at most every 30 s)
+                        full = getattr(exc, "errno", None) == errno.ENOSPC
+                        log.log(logging.DEBUG if full else logging.WARNING,
+                                "the committer could not save its work: %s", exc)
+                        wb.stopping.wait(1.0)
+                    else:                                # a bug: log it
+                        log.error("unexpected error in the committer", exc_info=True)
                     with wb.lock:
                         for sf in batch:
                             sf.busy, sf.token, sf.job, sf.cancel = False, None, None, None

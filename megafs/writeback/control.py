@@ -31,7 +31,11 @@ class QueueControl:
         self.wb = wb
 
     def snapshot(self) -> list[dict[str, Any]]:
-        """Unfinished files for ``megafs status``: path, state, size, progress, error."""
+        """Unfinished files for ``megafs status``: dicts of ``path``, ``state``, ``size``
+        (bytes), ``progress`` (bytes sent), ``error`` (the last failed attempt's reason, or
+        None), ``attempts`` (failed attempts since the content last changed), ``open`` and
+        ``next_try`` (wall clock seconds of the next attempt while backing off, else None)."""
+        now = time.time()
         with self.wb.lock:
             out = []
             for sf in self.wb.files.values():
@@ -43,10 +47,15 @@ class QueueControl:
                                and not sf.rec.failed and not sf.persisted)
                 if shown == R.UPLOADED or idle_remote:
                     continue
+                # why a file waits (issue 24): its last error, the failed attempts so far
+                # and when the next one starts (wall clock seconds; None while uploading)
+                waiting = not sf.busy and sf.rec.next_try > now
                 out.append({"path": self.wb.path_of(sf), "state": shown, "size": sf.rec.size,
                             "progress": sf.progress if sf.busy else 0,
-                            "error": sf.rec.error if shown == R.FAILED else None,
-                            "attempts": sf.rec.attempts, "open": sf.writers > 0})
+                            "error": sf.rec.error if sf.rec.attempts or sf.rec.failed
+                            else None,
+                            "attempts": sf.rec.attempts, "open": sf.writers > 0,
+                            "next_try": round(sf.rec.next_try, 1) if waiting else None})
             return out
 
     def retry_failed(self) -> int:

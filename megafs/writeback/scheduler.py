@@ -112,9 +112,13 @@ class Scheduler:
             except Exception as exc:        # every failure is a state transition
                 try:
                     self._failed(sf, exc)
-                except Exception:           # a worker must never die: log the bug, go on
-                    log.error("unexpected error recording a failed upload of %s",
-                              sf.rec.name, exc_info=True)
+                except Exception as exc2:   # a worker must never die: log it, go on
+                    if isinstance(exc2, MegafsError):   # the queue cannot save (disk full)
+                        log.debug("could not record the failed upload of %s: %s",
+                                  sf.rec.name, exc2)
+                    else:
+                        log.error("unexpected error recording a failed upload of %s",
+                                  sf.rec.name, exc_info=True)
                     with wb.lock:
                         sf.busy, sf.cancel, sf.job, sf.token = False, None, None, None
             finally:

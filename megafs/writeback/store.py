@@ -21,6 +21,7 @@ No locks of the write-back are taken here; the store has its own.  Never logs ke
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -32,6 +33,7 @@ import time
 from typing import Any, Callable, Iterable
 
 from .. import config
+from .diskerrors import QueueUnusable, queue_error
 from .record import Record
 
 log = logging.getLogger(__name__)
@@ -97,21 +99,28 @@ def record_of(row: tuple) -> Record:
 
 
 def open_db(path: str, *, readonly: bool = False) -> sqlite3.Connection:
-    """The queue database (created 0600 if missing unless ``readonly``)."""
-    if readonly:
-        return sqlite3.connect("file:%s?mode=ro" % path, uri=True, timeout=10)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    os.close(fd)
-    db = sqlite3.connect(path, check_same_thread=False, timeout=30, isolation_level="DEFERRED")
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=FULL")
-    db.execute(_SCHEMA)
-    have = {row[1] for row in db.execute("PRAGMA table_info(files)")}
-    for name, definition, _default in _ADDED:
-        if name not in have:
-            db.execute("ALTER TABLE files ADD COLUMN %s %s" % (name, definition))
-    db.commit()
-    return db
+    """The queue database (created 0600 if missing unless ``readonly``).  QueueUnusable if
+    it is damaged or cannot be written (``queue_error``)."""
+    try:
+        if readonly:
+            db = sqlite3.connect("file:%s?mode=ro" % path, uri=True, timeout=10)
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()    # checks the header
+            return db
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        os.close(fd)
+        db = sqlite3.connect(path, check_same_thread=False, timeout=30,
+                             isolation_level="DEFERRED")
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute(_SCHEMA)
+        have = {row[1] for row in db.execute("PRAGMA table_info(files)")}
+        for name, definition, _default in _ADDED:
+            if name not in have:
+                db.execute("ALTER TABLE files ADD COLUMN %s %s" % (name, definition))
+        db.commit()
+        return db
+    except sqlite3.Error as exc:
+        raise queue_error(path, exc) from None
 
 
 class QueueStore:
@@ -197,15 +206,7 @@ class QueueStore:
                     fresh[rid] = (seq, row)
             if fresh or gone:
                 try:
-                    with self.db:
-                        if gone:
-                            self.db.executemany("DELETE FROM files WHERE rid = ?",
-                                                [(r,) for r in gone])
-                        if fresh:
-                            self.db.executemany(
-                                "INSERT OR REPLACE INTO files (%s) VALUES (%s)"
-                                % (",".join(_COLUMNS), ",".join("?" * len(_COLUMNS))),
-                                [row for _seq, row in fresh.values()])
+                    self._transaction(gone, fresh)
                 except BaseException:
                     self._requeue_lazy(gone, then)
                     raise
@@ -215,6 +216,21 @@ class QueueStore:
             with self._lazy_cond:
                 self._after.extend(then)
                 self._lazy_cond.notify_all()
+
+    def _transaction(self, gone: list[str], fresh: dict[str, tuple[int, tuple]]) -> None:
+        """Delete ``gone`` and write ``fresh`` in one transaction (QueueUnusable if the
+        database refuses: ENOSPC when its disk is full)."""
+        try:
+            with self.db:
+                if gone:
+                    self.db.executemany("DELETE FROM files WHERE rid = ?", [(r,) for r in gone])
+                if fresh:
+                    self.db.executemany(
+                        "INSERT OR REPLACE INTO files (%s) VALUES (%s)"
+                        % (",".join(_COLUMNS), ",".join("?" * len(_COLUMNS))),
+                        [row for _seq, row in fresh.values()])
+        except sqlite3.Error as exc:
+            raise queue_error(self.path, exc) from None
 
     def delete(self, rids: Iterable[str], *, then: Callable[[], None] | None = None) -> None:
         """Remove rows durably (an older snapshot written later cannot bring one back).
@@ -232,11 +248,20 @@ class QueueStore:
             for rid in rids:
                 self._written[rid] = _DELETED
         if then is None:
-            self._commit([], rids)
-            return
+            try:
+                self._commit([], rids)
+                return
+            except QueueUnusable as exc:
+                if exc.errno != errno.ENOSPC:
+                    raise
+                # A full disk must not keep a file from being removed (that frees space):
+                # the delete was queued again (``_commit``) and goes with the next
+                # transaction once there is room; a crash before that leaves the row.
+                rids = []
         with self._lazy_cond:
             self._lazy.extend(rids)
-            self._lazy_then.append(then)
+            if then is not None:
+                self._lazy_then.append(then)
             if self._flusher is None:
                 self._flusher = threading.Thread(target=self._flush_lazy, daemon=True,
                                                  name="megafs-queue-flush")
@@ -275,7 +300,10 @@ class QueueStore:
                 try:
                     self._commit([])
                 except Exception as exc:     # retried with the next transaction
-                    log.warning("could not delete finished queue rows yet: %s", exc)
+                    # a full disk was said already (``disk_full``, rate-limited)
+                    full = getattr(exc, "errno", None) == errno.ENOSPC
+                    log.log(logging.DEBUG if full else logging.WARNING,
+                            "could not delete finished queue rows yet: %s", exc)
                     time.sleep(1.0)
 
     def forget(self, rid: str) -> None:
@@ -287,8 +315,11 @@ class QueueStore:
     def load(self) -> list[Record]:
         """Every row, as records (at mount time)."""
         with self._db_lock:
-            rows = self.db.execute("SELECT %s FROM files" % ",".join(_COLUMNS)).fetchall()
-            legacy = _legacy_rows(self.db)
+            try:
+                rows = self.db.execute("SELECT %s FROM files" % ",".join(_COLUMNS)).fetchall()
+                legacy = _legacy_rows(self.db)
+            except sqlite3.Error as exc:
+                raise queue_error(self.path, exc) from None
         return [record_of(row) for row in rows] + legacy
 
     def close(self) -> None:
@@ -361,6 +392,8 @@ def read_status(mount_dir: str) -> list[dict[str, Any]]:
             return [{"path": n, "state": s, "size": z, "progress": 0, "error": e}
                     for n, s, z, e in db.execute("SELECT name, state, size, error FROM records"
                                                  " WHERE state != 'uploaded'")]
+    except sqlite3.Error as exc:
+        raise queue_error(path, exc) from None
     finally:
         db.close()
     out = []
@@ -370,8 +403,10 @@ def read_status(mount_dir: str) -> list[dict[str, Any]]:
             continue
         if state == "uploading":
             state = "pending"           # nothing uploads while unmounted
+        # no next_try: nothing is tried while unmounted; the next mount tries at once
         out.append({"path": rec.path or rec.name, "state": state, "size": rec.size,
-                    "progress": 0, "error": rec.error, "attempts": rec.attempts})
+                    "progress": 0, "error": rec.error, "attempts": rec.attempts,
+                    "next_try": None})
     return out
 
 
@@ -386,6 +421,8 @@ def mark_failed_for_retry(mount_dir: str) -> int:
             cur = db.execute("UPDATE files SET failed = 0, attempts = 0, error = NULL,"
                              " state = 'pending' WHERE failed = 1")
             return cur.rowcount
+    except sqlite3.Error as exc:
+        raise queue_error(path, exc) from None
     finally:
         db.close()
 

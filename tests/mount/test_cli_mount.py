@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -458,3 +459,64 @@ def test_staging_limit_waits_for_uploads_then_enospc(tmp_path, server):
                 (mnt / "c.bin").write_bytes(os.urandom(2 << 20))
             assert err.value.errno == errno.ENOSPC and time.monotonic() - start < 5
         assert any("staging area full" in ln and "ENOSPC" in ln for ln in m.log_problems())
+
+
+@pytest.mark.slow
+@pytest.mark.log_ok("upload of stuck.bin: MEGA error -3")
+def test_status_and_umount_say_why_an_upload_waits(tmp_path, server):
+    """Issue 24, item 3: an upload that keeps failing shows its last error, the attempt count
+    and the next retry time in `status`, `status --json` and umount's wait."""
+    import json
+    state = tmp_path / "state"
+    mnt = tmp_path / "mnt"
+    s = ["--state-dir", str(state)]
+    # each request gives up after 1 s of -3 answers, so the queue's own back-off shows
+    with MountProcess(mnt, server.url, state, env={"MEGAFS_RETRY_SECONDS": "1"}):
+        server.faults([{"where": "cs", "command": "u", "level": "command", "error": -3}])
+        (mnt / "stuck.bin").write_bytes(os.urandom(5000))
+
+        def backing_off():
+            files = json.loads(megafs("status", str(mnt), *s, "--json").stdout)["files"]
+            row = next(f for f in files if f["path"] == "/stuck.bin")
+            return row if row["attempts"] >= 2 and row["next_try"] else None
+        row = wait_for(backing_off, timeout=60, interval=0.3, what="a backing-off upload")
+        assert row["state"] == "pending" and "MEGA error -3 EAGAIN" in row["error"], row
+        assert time.time() - 1 < row["next_try"] < time.time() + 70
+        text = megafs("status", str(mnt), *s).stdout
+        line = next(ln for ln in text.splitlines() if "/stuck.bin" in ln)
+        assert re.search(r"\(attempt \d+ failed: MEGA error -3 EAGAIN.*; (next try in \d+ s"
+                         r"|trying again now)\)$", line), line
+        res = megafs("umount", str(mnt), *s, "--timeout", "2", check=False)
+        assert res.returncode == 1 and "still pending" in res.stderr, res.stderr
+        assert "stuck.bin: pending" in res.stderr and "failed: " in res.stderr, res.stderr
+        server.clear_faults()
+        wait_for(lambda: os.getxattr(mnt / "stuck.bin", "user.mega.state") == b"uploaded",
+                 timeout=90, what="the upload after the fault")
+        assert megafs("status", str(mnt), *s, "--json").stdout.count("stuck.bin") == 0
+
+
+@pytest.mark.parametrize("flag", [["-d"], ["-o", "debug"]])
+def test_debug_flag_stays_in_the_foreground_with_the_debug_log(tmp_path, server, flag):
+    """Issue 24, item 9: `-d` / `-o debug` as other FUSE file systems take them: the mount
+    stays attached, logs DEBUG and libfuse's request trace on stderr, and ends with umount."""
+    state = tmp_path / "state"
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    err = open(tmp_path / "stderr.txt", "w+")
+    proc = subprocess.Popen([sys.executable, "-m", "megafs", "mount", str(mnt), "--api",
+                             server.url, "--state-dir", str(state), *flag], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        wait_for(lambda: is_mounted(mnt), timeout=60, what="the mount")
+        assert proc.poll() is None                  # in the foreground: still attached
+        (mnt / "f.txt").write_text("x")
+        megafs("umount", str(mnt), "--state-dir", str(state))
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        force_unmount(mnt)
+        err.close()
+    text = (tmp_path / "stderr.txt").read_text()
+    assert " DEBUG megafs." in text and "opcode: " in text, text[-2000:]
