@@ -1,10 +1,10 @@
-"""Generate man/megafs.1 from megafs' argument parser with argparse-manpage (issue 24), so the
+"""Generate megafs/cli/megafs.1 from megafs' argument parser with argparse-manpage (issue 24), so the
 manual always lists the commands and options that `megafs --help` shows.
 
-    .venv/bin/python scripts/manpage.py           # rewrite man/megafs.1
-    .venv/bin/python scripts/manpage.py --check   # exit 1 if man/megafs.1 is out of date
+    .venv/bin/python scripts/manpage.py           # rewrite megafs/cli/megafs.1
+    .venv/bin/python scripts/manpage.py --check   # exit 1 if megafs/cli/megafs.1 is out of date
 
-setup.cfg installs man/megafs.1 as share/man/man1/megafs.1 (`man megafs` in a virtualenv
+setup.cfg installs megafs/cli/megafs.1 as share/man/man1/megafs.1 (`man megafs` in a virtualenv
 with MANPATH including it, or system-wide after `pip install` as root).
 tests/unit/test_conventions.py runs --check.
 """
@@ -16,7 +16,7 @@ import sys
 from argparse_manpage.manpage import Manpage
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PAGE = os.path.join(ROOT, "man", "megafs.1")
+PAGE = os.path.join(ROOT, "megafs", "cli", "megafs.1")
 DATE = "2026-12-07"         # the page's date: bump when regenerating for a release
 
 
@@ -44,7 +44,7 @@ def main(argv: list[str]) -> int:
         except OSError:
             same = False
         if not same:
-            print("man/megafs.1 is out of date: run `python scripts/manpage.py`",
+            print("megafs/cli/megafs.1 is out of date: run `python scripts/manpage.py`",
                   file=sys.stderr)
             return 1
         return 0

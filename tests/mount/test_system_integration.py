@@ -83,7 +83,7 @@ def test_mount_t_fuse_megafs_and_fstab(tmp_path, helper):
 def test_systemd_unit_example_is_complete():
     unit = configparser.ConfigParser(strict=False, interpolation=None)
     unit.optionxform = str          # type: ignore[assignment]
-    unit.read(ROOT / "contrib" / "megafs.service")
+    unit.read(ROOT / "megafs" / "mount" / "examples" / "megafs.service")
     service = unit["Service"]
     assert service["Type"] == "notify"
     assert "--foreground" in service["ExecStart"] and "megafs mount" in service["ExecStart"]
@@ -91,6 +91,6 @@ def test_systemd_unit_example_is_complete():
     assert unit["Install"]["WantedBy"]
     if shutil.which("systemd-analyze"):
         res = subprocess.run(["systemd-analyze", "verify", "--man=no",
-                              str(ROOT / "contrib" / "megafs.service")],
+                              str(ROOT / "megafs" / "mount" / "examples" / "megafs.service")],
                              capture_output=True, text=True, timeout=60)
         assert "Unknown" not in res.stderr and "Invalid" not in res.stderr, res.stderr

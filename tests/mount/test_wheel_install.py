@@ -64,7 +64,7 @@ def test_wheel_and_sdist_install_and_mount(tmp_path):
     assert where.startswith(str(venv)), where        # the installed copy, not the source tree
     # the man page and completion come with the install (issue 24)
     page = venv / "share" / "man" / "man1" / "megafs.1"
-    assert page.read_text() == (ROOT / "man" / "megafs.1").read_text()
+    assert page.read_text() == (ROOT / "megafs" / "cli" / "megafs.1").read_text()
     assert "umount" in _run([str(venv / "bin" / "megafs"), "completion", "bash"], tmp_path)
 
     megafs = str(venv / "bin" / "megafs")

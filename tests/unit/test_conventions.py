@@ -29,12 +29,12 @@ def test_the_man_page_is_generated_from_the_parser_and_installed():
     res = subprocess.run([sys.executable, str(ROOT / "scripts" / "manpage.py"), "--check"],
                          capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert res.returncode == 0, res.stderr
-    page = (ROOT / "man" / "megafs.1").read_text()
+    page = (ROOT / "megafs" / "cli" / "megafs.1").read_text()
     assert page.startswith(".TH MEGAFS \"1\"")
     for name in COMMANDS:
         assert "megafs %s" % name.replace("-", "\\-") in page, name
     assert "\\-\\-staging\\-max" in page and "\\-\\-debug" in page
-    assert "share/man/man1 = man/megafs.1" in (ROOT / "setup.cfg").read_text()
+    assert "share/man/man1 = megafs/cli/megafs.1" in (ROOT / "setup.cfg").read_text()
 
 
 @pytest.mark.parametrize("shell", ["bash", "zsh"])

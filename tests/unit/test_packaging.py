@@ -34,3 +34,15 @@ def test_every_folder_with_modules_is_a_packaged_package():
     assert not missing, "left out of the wheel (add an __init__.py): %s" % missing
     for name in _packaged():
         assert (ROOT / Path(*name.split(".")) / "__init__.py").is_file(), name
+
+
+def test_the_top_level_is_the_fixed_one():
+    """The repository's top level is fixed: setup.cfg, setup.py, megafs/, tests/, scripts/,
+    README.md and .ci/ (design notes, examples and the man page live inside the package)."""
+    import subprocess
+
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout.split()
+    top = {path.split("/", 1)[0] for path in tracked}
+    assert top <= {"setup.cfg", "setup.py", "megafs", "tests", "scripts", "README.md", ".ci",
+                   ".gitignore"}, sorted(top)
