@@ -1,5 +1,5 @@
-"""Generate megafs/cli/megafs.1 from megafs' argument parser with argparse-manpage (issue 24), so the
-manual always lists the commands and options that `megafs --help` shows.
+"""Generate megafs/cli/megafs.1 from megafs' argument parser with argparse-manpage (issue 24),
+so the manual always lists the commands and options that `megafs --help` shows.
 
     .venv/bin/python scripts/manpage.py           # rewrite megafs/cli/megafs.1
     .venv/bin/python scripts/manpage.py --check   # exit 1 if megafs/cli/megafs.1 is out of date
