@@ -123,3 +123,34 @@ def log_path_for(state_dir: str, mountpoint: str) -> str:
         digest = hashlib.sha256(real.encode("utf-8", "surrogateescape")).hexdigest()[:8]
         name = name[-70:] + "-" + digest
     return os.path.join(state_dir, "logs", "mount-%s.log" % name)
+
+
+def _pow_path(state_dir: str, mountpoint: str) -> str:
+    return _entry_path(state_dir, mountpoint)[:-len(".json")] + ".pow"
+
+
+def write_pow(state_dir: str, mountpoint: str, report: dict | None) -> None:
+    """Record (0600) the proof of work a mount process is solving for ``megafs status``
+    (``hashcash.Progress.as_dict`` plus ``pid``); None removes the record."""
+    path = _pow_path(state_dir, mountpoint)
+    if report is None:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        return
+    config.private_dir(os.path.dirname(path))
+    config.atomic_write(path, json.dumps(report))
+
+
+def read_pow(state_dir: str, mountpoint: str) -> dict | None:
+    """The proof of work the mount process of ``mountpoint`` is solving now, or None (none
+    recorded, or its process is gone)."""
+    from .localserver import alive
+    try:
+        with open(_pow_path(state_dir, mountpoint)) as fh:
+            info = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    pid = info.get("pid") if isinstance(info, dict) else None
+    return info if isinstance(pid, int) and alive(pid) else None
