@@ -63,7 +63,7 @@ def default_workers() -> int:
 
 def expected_tries(easiness: int) -> float:
     """The mean number of tries a challenge of ``easiness`` (0-255) takes: 2^32 / (threshold
-    + 1), e.g. ~57,457 at 100 and ~312 at 180."""
+    + 1), e.g. ~57,455 at 100 and ~312 at 180."""
     return _COUNTERS / (crypto.hashcash_threshold(easiness) + 1)
 
 

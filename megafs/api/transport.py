@@ -224,8 +224,10 @@ class Transport:
                 if in_time >= self.max_hashcash:
                     raise TransportError("%s: the server asked for proof of work %d times and "
                                          "refused every answer" % (what, in_time))
-                if late:
-                    log.info("%s: the late answer got a new challenge; solving it", what)
+                if proof is not None:
+                    log.info("%s: the server answered our proof of work with a new challenge "
+                             "(%s); solving it", what, "ours was late" if late else
+                             "expired or refused")
                 proof, seconds = self._solve(what, challenge, backoff.cancel)
                 late = seconds > hashcash.CHALLENGE_LIFE
                 in_time += not late
