@@ -260,16 +260,20 @@ def solve_logged(what: str, challenge: str, *, workers: int | None = None,
     the speed is known and every ``LOG_EVERY`` seconds, and how it ended; ``what`` names the
     request (never the token).  Same results and errors as ``solve``."""
     logged = [0.0]
+    last: list[Progress] = []
 
     def progress(report: Progress) -> None:
+        last[:] = [report]
         first = not logged[0] and report.estimate is not None
         if report.state == "solving" and (first or report.elapsed - logged[0] >= LOG_EVERY):
             logged[0] = report.elapsed
             log.info("%s: %s", what, report.describe())
 
     answer, seconds = solve(challenge, workers=workers, cancel=cancel, progress=progress)
-    log.info("%s: solved a proof-of-work challenge (easiness %s) in %.2f s%s", what,
-             challenge.split(":")[1], seconds,
+    tries = last[0].tries if last else 0
+    log.info("%s: solved a proof-of-work challenge (easiness %s) in %.2f s (%d tries, %.1f "
+             "tries/s)%s", what, challenge.split(":")[1], seconds, tries,
+             tries / seconds if seconds else 0.0,
              "; later than a challenge's life (%.0f s): sending it anyway" % CHALLENGE_LIFE
              if seconds > CHALLENGE_LIFE else "")
     return answer, seconds
