@@ -22,7 +22,7 @@ from megafs import crypto
 from megafs.api import hashcash
 from megafs.api.transport import Transport
 from megafs.cli.progress import ProofOfWorkLine
-from megafs.errors import Cancelled
+from megafs.errors import Cancelled, TransportError
 from megafs.retry import RetryPolicy
 from helpers.server import ROOT
 
@@ -169,3 +169,18 @@ def test_upload_stopped_during_a_solve_exits_at_once(srv, tmp_path, sig, code, w
     assert proc.returncode == code and out == ""
     assert [line for line in err.splitlines() if line.strip()] == [
         "megafs upload: %s%s" % (words, " (SIGTERM)" if sig == signal.SIGTERM else "")]
+
+
+def test_a_server_refusing_every_timely_answer_is_a_clear_error(srv):
+    # every challenge expires before any answer arrives: five answers sent in time (within
+    # the real challenge life) are refused, then one clear error instead of solving forever
+    srv.options({"hashcash_ttl": 0.001, "hashcash_easiness": 255})
+    before = srv.stats().get("hashcash_rejected", 0)
+    transport = Transport(srv.url, retry=RetryPolicy(initial=0.02, cap=0.3, give_up_after=30))
+    try:
+        with pytest.raises(TransportError, match="asked for proof of work 5 times and refused "
+                                                 "every answer"):
+            transport.call(up_command(), anonymous=True)
+    finally:
+        transport.close()
+    assert srv.stats().get("hashcash_rejected", 0) == before + 5
