@@ -32,9 +32,8 @@ from urllib.parse import urlsplit
 from .. import config
 from ..errors import FsError, MegafsError
 from ..mount.localserver import alive
-from ..api import hashcash
 from ..mount.registry import (find_mount, is_mounted, live_entries, log_path_for, mount_dir_for,
-                              mount_type, read_pow, write_entry, write_pow)
+                              mount_type, PowRecord, read_pow, write_entry)
 from ..mount.unmount import unmount
 from .args import add_source, count_arg, seconds_arg
 
@@ -222,34 +221,8 @@ def mount_foreground(args: argparse.Namespace, mnt: str,
     # FUSE requests wait for the GIL behind upload and commit threads; with the default 5 ms
     # switch interval a copy of 4 KiB files spent most of each create/flush waiting for it.
     sys.setswitchinterval(config.switch_interval())
-    with _PowRecord(state_dir, mnt):
+    with PowRecord(state_dir, mnt):
         return _serve(args, mnt, ready, log_path, state_dir)
-
-
-class _PowRecord:
-    """While this process solves a proof of work (the login before mounting, or a re-login
-    later), ``megafs status`` reads its progress from ``registry.write_pow``'s record."""
-
-    def __init__(self, state_dir: str, mnt: str) -> None:
-        self.state_dir, self.mnt = state_dir, mnt
-
-    def __call__(self, report: Any) -> None:
-        try:
-            write_pow(self.state_dir, self.mnt, None if report.state != "solving"
-                      else dict(report.as_dict(), pid=os.getpid(), mountpoint=self.mnt))
-        except OSError as exc:
-            log.debug("cannot record the proof of work's progress: %s", exc)
-
-    def __enter__(self) -> "_PowRecord":
-        hashcash.add_observer(self)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        hashcash.remove_observer(self)
-        try:
-            write_pow(self.state_dir, self.mnt, None)
-        except OSError:
-            pass
 
 
 def _serve(args: argparse.Namespace, mnt: str, ready: Callable[[str], None] | None,

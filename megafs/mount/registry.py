@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+from typing import Any
 
 from .. import config
+from ..api import hashcash
+
+log = logging.getLogger(__name__)
 
 
 def mount_key(api: str) -> str:
@@ -154,3 +159,30 @@ def read_pow(state_dir: str, mountpoint: str) -> dict | None:
         return None
     pid = info.get("pid") if isinstance(info, dict) else None
     return info if isinstance(pid, int) and alive(pid) else None
+
+
+class PowRecord:
+    """While this process solves a proof of work (a mount's login before mounting, or a
+    re-login later), its progress is kept with ``write_pow`` for ``megafs status``.  A context
+    manager: observes every solve of the process (``hashcash.add_observer``) meanwhile."""
+
+    def __init__(self, state_dir: str, mountpoint: str) -> None:
+        self.state_dir, self.mountpoint = state_dir, mountpoint
+
+    def __call__(self, report: Any) -> None:
+        try:
+            write_pow(self.state_dir, self.mountpoint, None if report.state != "solving"
+                      else dict(report.as_dict(), pid=os.getpid(), mountpoint=self.mountpoint))
+        except OSError as exc:
+            log.debug("cannot record the proof of work's progress: %s", exc)
+
+    def __enter__(self) -> "PowRecord":
+        hashcash.add_observer(self)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        hashcash.remove_observer(self)
+        try:
+            write_pow(self.state_dir, self.mountpoint, None)
+        except OSError:
+            pass
