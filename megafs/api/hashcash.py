@@ -31,8 +31,8 @@ order, and once one passes, the workers only finish the smaller ones still in fl
 
 A person waiting sees it: ``solve`` reports ``Progress`` (tries done, expected tries, elapsed
 seconds, the estimate) about once a second to its ``progress`` callback and to the observers
-of the whole process (``add_observer``: the terminal line of the CLI, the mount's status);
-``current()`` is the latest report of a solve in progress.  Pure computation plus threads; no
+of the whole process (``add_observer``: the terminal line of the CLI, the mount's status).
+Pure computation plus threads; no
 I/O, never logs the token.
 """
 from __future__ import annotations
@@ -134,7 +134,6 @@ def _duration(seconds: float) -> str:
 Observer = Callable[[Progress], None]
 _observers: list[Observer] = []
 _observers_lock = threading.Lock()
-_current: dict[int, Progress] = {}       # id(search) -> latest report, while solving
 
 
 def add_observer(observer: Observer) -> None:
@@ -148,12 +147,6 @@ def remove_observer(observer: Observer) -> None:
     with _observers_lock:
         if observer in _observers:
             _observers.remove(observer)
-
-
-def current() -> Progress | None:
-    """The latest report of a solve running in this process, None when none is."""
-    with _observers_lock:
-        return next(iter(_current.values()), None)
 
 
 class _Search:
@@ -221,25 +214,23 @@ def solve(challenge: str, *, workers: int | None = None,
             if now >= next_report:
                 next_report = now + REPORT_EVERY
                 report = replace(report, tries=search.done, elapsed=now - started)
-                _tell(search, report, progress)
+                _tell(report, progress)
             alive = next((t for t in threads if t.is_alive()), threads[0])
             alive.join(min(0.2, max(0.01, next_report - time.monotonic())))
     except BaseException:          # KeyboardInterrupt, SystemExit: the last report first
         search.stop.set()
-        _tell(search, replace(report, tries=search.done, elapsed=time.monotonic() - started,
-                              state="cancelled"), progress)
+        _tell(replace(report, tries=search.done, elapsed=time.monotonic() - started,
+                      state="cancelled"), progress)
         raise
     finally:
         search.stop.set()
         for thread in threads:
             thread.join()
-        with _observers_lock:
-            _current.pop(id(search), None)
     elapsed = time.monotonic() - started
     solved = search.best is not None and not (cancel is not None and cancel.is_set())
     final = replace(report, tries=search.done, elapsed=elapsed,
                     state="solved" if solved else "cancelled")
-    _tell(search, final, progress)
+    _tell(final, progress)
     if solved:
         assert search.best is not None
         return "1:%s:%s" % (token_b64, crypto.b64encode(struct.pack("<I", search.best))), elapsed
@@ -248,10 +239,8 @@ def solve(challenge: str, *, workers: int | None = None,
     raise ValueError("no counter solves this challenge (easiness %d)" % easiness)
 
 
-def _tell(search: _Search, report: Progress, progress: Observer | None) -> None:
+def _tell(report: Progress, progress: Observer | None) -> None:
     with _observers_lock:
-        if report.state == "solving":
-            _current[id(search)] = report
         observers = list(_observers)
     for observer in ([progress] if progress else []) + observers:
         observer(report)

@@ -84,7 +84,6 @@ def test_cancel_ends_every_solver_thread():
     assert time.monotonic() - started < 3
     assert solver_threads() == []
     assert reports[-1].state == "cancelled" and reports[0].expected > 4e8
-    assert hashcash.current() is None
 
 
 def test_ctrl_c_during_a_solve_ends_every_solver_thread():
