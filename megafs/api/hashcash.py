@@ -95,10 +95,12 @@ class Progress:
 
     @property
     def percent(self) -> int:
-        """Tries done as a percentage of the expected tries, at most 99 while solving."""
+        """Tries done as a percentage of the expected tries (100 once solved; over 100 for a
+        solve that is taking longer than average: the draws are independent, so it goes on
+        at the same speed)."""
         if self.state == "solved":
             return 100
-        return min(99, int(100 * self.tries / self.expected))
+        return int(100 * self.tries / self.expected)
 
     def describe(self) -> str:
         """The line a person reads, e.g. "MEGA asks this computer for a proof of work
@@ -111,7 +113,7 @@ class Progress:
             return "%s: cancelled after %s" % (head, _duration(self.elapsed))
         if self.estimate is None:
             return "%s: measuring this computer's speed on %s" % (head, cores)
-        more = "" if self.tries < self.expected else " (longer than average: keeps going)"
+        more = "" if self.tries < self.expected else " (longer than average; keeps going)"
         return "%s: about %s on %s, %d %%%s" % (head, _duration(self.estimate), cores,
                                                 self.percent, more)
 
