@@ -46,7 +46,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from .. import crypto
-from ..errors import Cancelled
+from ..errors import Cancelled, ProtocolError
 
 log = logging.getLogger(__name__)
 
@@ -248,11 +248,17 @@ def _tell(report: Progress, progress: Observer | None) -> None:
         observer(report)
 
 
-def solve_logged(what: str, challenge: str, *, workers: int | None = None,
-                 cancel: threading.Event | None = None) -> tuple[str, float]:
+def solve_logged(what: str, challenge: str, workers: int | None = None,
+                 cancel: threading.Event | None = None, *,
+                 again: bool = False) -> tuple[str, float]:
     """``solve`` for the transport: the log says at INFO what the terminal line says, when
     the speed is known and every ``LOG_EVERY`` seconds, and how it ended; ``what`` names the
-    request (never the token).  Same results and errors as ``solve``."""
+    request (never the token); ``again``: the server answered our last answer with this new
+    challenge.  Same results as ``solve``; a malformed challenge is a ``ProtocolError``,
+    ``cancel`` raises ``Cancelled``."""
+    if again:
+        log.info("%s: the server answered our proof of work with a new challenge (ours was "
+                 "late or refused); solving it", what)
     logged = [0.0]
     last: list[Progress] = []
 
@@ -263,7 +269,10 @@ def solve_logged(what: str, challenge: str, *, workers: int | None = None,
             logged[0] = report.elapsed
             log.info("%s: %s", what, report.describe())
 
-    answer, seconds = solve(challenge, workers=workers, cancel=cancel, progress=progress)
+    try:
+        answer, seconds = solve(challenge, workers=workers, cancel=cancel, progress=progress)
+    except ValueError as exc:
+        raise ProtocolError("%s: bad X-Hashcash challenge: %s" % (what, exc)) from exc
     tries = last[0].tries if last else 0
     log.info("%s: solved a proof-of-work challenge (easiness %s) in %.2f s (%d tries, %.1f "
              "tries/s)%s", what, challenge.split(":")[1], seconds, tries,

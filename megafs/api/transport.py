@@ -198,7 +198,6 @@ class Transport:
         backoff.what = what
         proof: str | None = None
         in_time = 0           # answers sent within the challenge's life
-        late = False          # the last answer was found after it
         relogged = False
         while True:
             sid = None if anonymous else self.sid_source()
@@ -224,13 +223,9 @@ class Transport:
                 if in_time >= self.max_hashcash:
                     raise TransportError("%s: the server asked for proof of work %d times and "
                                          "refused every answer" % (what, in_time))
-                if proof is not None:
-                    log.info("%s: the server answered our proof of work with a new challenge "
-                             "(%s); solving it", what, "ours was late" if late else
-                             "expired or refused")
-                proof, seconds = self._solve(what, challenge, backoff.cancel)
-                late = seconds > hashcash.CHALLENGE_LIFE
-                in_time += not late
+                proof, seconds = hashcash.solve_logged(what, challenge, self.hashcash_workers,
+                                                       backoff.cancel, again=proof is not None)
+                in_time += seconds <= hashcash.CHALLENGE_LIFE
                 backoff.reset()        # the server answered: a solve is no failure streak
                 continue
             if status in HTTP_RETRY_STATUSES:
@@ -263,15 +258,6 @@ class Transport:
                 raise ProtocolError("%s: %d results for %d commands"
                                     % (what, len(value), len(commands)))
             return value
-
-    def _solve(self, what: str, challenge: str,
-               cancel: threading.Event | None) -> tuple[str, float]:
-        """(answer header, seconds) for a 402's challenge (``hashcash.solve_logged``)."""
-        try:
-            return hashcash.solve_logged(what, challenge, workers=self.hashcash_workers,
-                                         cancel=cancel)
-        except ValueError as exc:
-            raise ProtocolError("%s: bad X-Hashcash challenge: %s" % (what, exc)) from exc
 
     # --- server-client channel ---------------------------------------------------------------
     def poll(self, sn: str, timeout: float,
