@@ -183,12 +183,6 @@ class TransportError(MegafsError):
     errno = errno.EIO
 
 
-class ProofOfWorkTimeout(TransportError):
-    """A hashcash challenge (HTTP 402) could not be solved before its deadline."""
-
-    errno = errno.ETIMEDOUT
-
-
 class IntegrityError(MegafsError):
     """Downloaded data failed its MAC check: wrong key or tampered/truncated ciphertext."""
 

@@ -19,6 +19,11 @@ given ``--rclone-user``; one mount at a time; ``bench_side.py``), reported as me
 their spread and megafs/rclone ratios; the mount of an account with
 ``--many-nodes`` nodes (made in bulk through ``p``); the latency of a remote change (another
 client of the same account makes a folder; until the mount lists it).
+
+Issue 19: the proof-of-work solver's tries/s against ``cores`` x one-thread hashlib SHA-256
+over 12 MiB (every run), and with ``--pow`` only the slow proof-of-work steps: that rate and
+a fresh anonymous mount at the real service's easiness 100 until a link downloads
+(``bench_pow.py``; minutes of every core).
 """
 from __future__ import annotations
 
@@ -42,6 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 from benchlib import Mount as MountProcess, Server as ServerProcess  # noqa: E402
 from bench_side import API_HOST, RcloneSide, login, rclone_binary, signup  # noqa: E402
+import bench_pow  # noqa: E402
 from megafs import crypto, sealing  # noqa: E402
 from megafs.api import hashcash  # noqa: E402
 from megafs.api import commands  # noqa: E402
@@ -474,14 +480,24 @@ class Bench:
                     "folder the mount just looked up (%d rounds)" % rounds,
                     new_folder_s=spread(made), moved_away_s=spread(moved), target="< 1 s")
 
+    def pow(self) -> int:
+        """``--pow``: the solver's rate, then a fresh mount at easiness 100 (slow)."""
+        bench_pow.rate(self.record)
+        bench_pow.fresh_mount(self.work, self.record)
+        return self.finish("pow")
+
     # --- driver -----------------------------------------------------------------------------
     def run(self) -> int:
         a = self.args
-        print("megafs bench (%s) in %s" % ("quick" if a.quick else "full", self.work))
+        mode = "pow" if a.pow else "quick" if a.quick else "full"
+        print("megafs bench (%s) in %s" % (mode, self.work))
+        if a.pow:
+            return self.pow()
         self.server.start()
         try:
             limit = self.crypto_limit()
             self.hashcash(rounds=3 if a.quick else 5)
+            bench_pow.rate(self.record)
             self.start_mount()
             self.write_and_upload(limit, a.big_mib)
             if a.scaling:
@@ -533,9 +549,12 @@ class Bench:
         finally:
             self.stop_mount()
             self.server.stop()
+        return self.finish("quick" if a.quick else "full")
+
+    def finish(self, mode: str) -> int:
+        a = self.args
         meta = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": platform.platform(),
-                "cpus": os.cpu_count(), "python": platform.python_version(),
-                "mode": "quick" if a.quick else "full"}
+                "cpus": os.cpu_count(), "python": platform.python_version(), "mode": mode}
         if a.json:
             Path(a.json).write_text(json.dumps({"meta": meta, "results": self.results},
                                                indent=2))
@@ -553,6 +572,9 @@ def spread(values: list[float]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="reduced sizes (< 2 minutes)")
+    parser.add_argument("--pow", action="store_true",
+                        help="only the proof-of-work steps: the solver's tries/s against the "
+                             "machine's limit and a fresh mount at easiness 100 (minutes)")
     parser.add_argument("--json", metavar="FILE", help="write the figures as JSON")
     parser.add_argument("--workdir", default=None, help="where to put the temporary folder")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")

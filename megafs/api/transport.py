@@ -24,8 +24,9 @@ Rules it keeps (protocol reference §1):
   threads submit meanwhile goes out combined in the next one; batches of only ``g``
   (lockless), anonymous batches and batches sent before there is a session go straight out;
 * a body that is not JSON, not an array, or of the wrong length is a ``ProtocolError``;
-* a 402 challenge is solved on every core (``api.hashcash``) within a deadline shorter than
-  the challenge's life, else ``ProofOfWorkTimeout``;
+* a 402 challenge is solved on every core (``api.hashcash``) for as long as it takes (until
+  ``cancel``); an answer found after the challenge's life is sent anyway, and a fresh 402
+  to it is solved again: only answers sent in time count towards ``max_hashcash``;
 * the ``sc`` wait URL (on another host in reality) failing fast never turns into a storm of
   ``sc`` requests: after a failed or empty wait, no ``sc`` poll is sent before a back-off
   (1 s doubling to 30 s, like the web client's keep-alive stream), whoever calls ``poll``.
@@ -95,7 +96,6 @@ class Transport:
                  sid_source: Callable[[], str | None] | None = None,
                  on_bad_session: Callable[[str | None], None] | None = None,
                  max_hashcash: int = 5,
-                 hashcash_deadline: float = hashcash.DEFAULT_DEADLINE,
                  hashcash_workers: int | None = None,
                  https_transfers: bool | None = None) -> None:
         self.api = config.resolve_api(api)
@@ -112,7 +112,6 @@ class Transport:
         self.sid_source = sid_source or (lambda: None)
         self.on_bad_session = on_bad_session
         self.max_hashcash = max_hashcash
-        self.hashcash_deadline = hashcash_deadline
         self.hashcash_workers = hashcash_workers
         self._lock = threading.Lock()
         self._seq = secrets.randbelow(1 << 30)
@@ -198,7 +197,7 @@ class Transport:
         what = "batch %d [%s%s]" % (seq, names, ",…" if len(commands) > 5 else "")
         backoff.what = what
         proof: str | None = None
-        solved = 0
+        in_time = 0           # answers sent within the challenge's life
         relogged = False
         while True:
             sid = None if anonymous else self.sid_source()
@@ -221,10 +220,13 @@ class Transport:
             except requests.RequestException as exc:
                 raise TransportError("%s: %s" % (what, short_error(exc))) from exc
             if status == HTTPStatus.PAYMENT_REQUIRED and challenge:
-                if solved >= self.max_hashcash:
-                    raise TransportError("%s: server keeps demanding proof of work" % what)
-                proof = self._solve(what, challenge, backoff.cancel)
-                solved += 1
+                if in_time >= self.max_hashcash:
+                    raise TransportError("%s: the server asked for proof of work %d times and "
+                                         "refused every answer" % (what, in_time))
+                proof, seconds = hashcash.solve_logged(what, challenge, self.hashcash_workers,
+                                                       backoff.cancel, again=proof is not None)
+                in_time += seconds <= hashcash.CHALLENGE_LIFE
+                backoff.reset()        # the server answered: a solve is no failure streak
                 continue
             if status in HTTP_RETRY_STATUSES:
                 backoff.wait("HTTP %d" % status, slow=status == HTTPStatus.TOO_MANY_REQUESTS)
@@ -256,16 +258,6 @@ class Transport:
                 raise ProtocolError("%s: %d results for %d commands"
                                     % (what, len(value), len(commands)))
             return value
-
-    def _solve(self, what: str, challenge: str, cancel: threading.Event | None) -> str:
-        try:
-            answer, seconds = hashcash.solve(challenge, workers=self.hashcash_workers,
-                                             deadline=self.hashcash_deadline, cancel=cancel)
-        except ValueError as exc:
-            raise ProtocolError("%s: bad X-Hashcash challenge: %s" % (what, exc)) from exc
-        log.info("%s: solved a proof-of-work challenge (easiness %s) in %.2f s", what,
-                 challenge.split(":")[1], seconds)
-        return answer
 
     # --- server-client channel ---------------------------------------------------------------
     def poll(self, sn: str, timeout: float,

@@ -13,8 +13,9 @@ import argparse
 import importlib
 import logging
 import os
+import signal
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from .. import __version__
 from ..config import LOG_LEVELS, setup_logging
@@ -167,6 +168,21 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+# Commands that may log in or make an account, so may be asked for a proof of work: they show
+# its progress line on a terminal (``progress.ProofOfWorkLine``).
+POW_COMMANDS = {"mount", "upload", "login", "signup"}
+# Commands that end with one line on SIGTERM as on Ctrl-C (a mount has its own handling).
+TERM_COMMANDS = {"upload", "get", "login", "signup"}
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread like KeyboardInterrupt so everything unwinds."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = parse(argv)
@@ -180,11 +196,20 @@ def main(argv: list[str] | None = None) -> int:
                                                                exc.strerror or exc),
               file=sys.stderr)
         return 1
+    if args.command in TERM_COMMANDS:
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
+        if args.command in POW_COMMANDS:
+            from .progress import ProofOfWorkLine
+            with ProofOfWorkLine.installed():
+                return int(args._module.run(args) or 0)
         return int(args._module.run(args) or 0)
     except KeyboardInterrupt:
         print("\nmegafs %s: interrupted" % args.command, file=sys.stderr)
         return 130
+    except Terminated:
+        print("megafs %s: terminated (SIGTERM)" % args.command, file=sys.stderr)
+        return 143
     except BrokenPipeError:
         # `megafs status | head`: the reader is gone; say nothing more, and keep Python's
         # exit-time flush of stdout from printing a traceback.

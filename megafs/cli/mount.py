@@ -34,7 +34,7 @@ from .. import config
 from ..errors import FsError, MegafsError
 from ..mount.localserver import alive
 from ..mount.registry import (find_mount, is_mounted, live_entries, log_path_for, mount_dir_for,
-                              mount_type, write_entry)
+                              mount_type, PowRecord, read_pow, write_entry)
 from ..mount.unmount import unmount
 from .args import add_source, count_arg, port_arg, seconds_arg
 from .libfuse_messages import LibfuseMessages, libfuse_reason
@@ -172,8 +172,10 @@ def run_mount(args: argparse.Namespace) -> int:
 
     log_path = args.log_file or log_path_for(state_dir, mnt)
     config.private_dir(os.path.dirname(log_path))
+    from .progress import ProofOfWorkLine
     pid, api = daemonize(lambda ready: mount_foreground(args, mnt, ready, log_path=log_path),
-                         log_path, args.verbose, mnt, level=args.log_level)
+                         log_path, args.verbose, mnt, level=args.log_level,
+                         on_progress=ProofOfWorkLine())
     print("megafs: mounted %s (pid %d, API %s, log %s)" % (mnt, pid, api, log_path),
           file=sys.stderr)
     return 0
@@ -207,15 +209,21 @@ def _refuse_second_mount(state_dir: str, args: argparse.Namespace) -> None:
 def mount_foreground(args: argparse.Namespace, mnt: str,
                      ready: Callable[[str], None] | None, log_path: str = "") -> int:
     """Build the mount and serve it until it is unmounted; ``ready(api)`` once it is live."""
+    state_dir = _state_dir(args)
+    # FUSE requests wait for the GIL behind upload and commit threads; with the default 5 ms
+    # switch interval a copy of 4 KiB files spent most of each create/flush waiting for it.
+    sys.setswitchinterval(config.switch_interval())
+    with PowRecord(state_dir, mnt):
+        return _serve(args, mnt, ready, log_path, state_dir)
+
+
+def _serve(args: argparse.Namespace, mnt: str, ready: Callable[[str], None] | None,
+           log_path: str, state_dir: str) -> int:
     from ..fuse.adapter import MegaOps, serve
     from ..fuse.options import mount_options
     from ..mount.notify import sd_notify
     from ..mount.runtime import MountConfig, MountRuntime
 
-    state_dir = _state_dir(args)
-    # FUSE requests wait for the GIL behind upload and commit threads; with the default 5 ms
-    # switch interval a copy of 4 KiB files spent most of each create/flush waiting for it.
-    sys.setswitchinterval(config.switch_interval())
     cfg = MountConfig(state_dir=state_dir, api=args.api, local=args.local,
                       uploads=args.uploads, connections=args.connections,
                       link_timeout=args.link_timeout, show_links=args.show_links,
@@ -404,13 +412,24 @@ def run_status(args: argparse.Namespace) -> int:
 
     mnt = os.path.abspath(os.path.expanduser(args.mountpoint))
     info = find_mount(_state_dir(args), mnt)
+    pow_ = read_pow(_state_dir(args), mnt)
     if args.watch:
         return _watch(mnt, info)
-    files, live = _files(mnt, info)
+    try:
+        files, live = _files(mnt, info)
+    except FsError:
+        if pow_ is None:
+            raise
+        files, live = [], False       # the first login of this mount is still solving
     notes = _notes(mnt) if live else []
     if args.json:
-        print(json.dumps({"mounted": live, "files": files, "notes": notes}))
+        print(json.dumps({"mounted": live, "files": files, "notes": notes,
+                          "proof_of_work": pow_}))
         return 0
+    if pow_ is not None:
+        print("%s: %s (pid %s)" % (mnt, "logging in" if not live else "logging in again",
+                                   pow_.get("pid")))
+        print("  %s" % pow_.get("line", "proof of work in progress"))
     counts: dict[str, int] = {}
     for f in files:
         counts[f["state"]] = counts.get(f["state"], 0) + 1

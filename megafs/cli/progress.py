@@ -204,3 +204,52 @@ def why(row: dict[str, Any], *, mounted: bool = True, now: float | None = None) 
             tail += " (or now: `megafs retry`)"
         return "%s; %s" % (head, tail)
     return head
+
+
+class ProofOfWorkLine:
+    """The terminal line of a proof of work in progress (``megafs.api.hashcash.Progress``):
+    "MEGA asks this computer for a proof of work (easiness 100): about 3 min on 2 cores,
+    40 %", redrawn in place on stderr, and its last state kept on a line of its own.  Only
+    when stderr is a terminal (checked at every report: a daemonized mount's stderr becomes its
+    log file, which has the same words at INFO).  Call it with each report, from any thread;
+    ``with ProofOfWorkLine.installed():`` shows every solve of this process."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream
+        self.lock = threading.Lock()
+        self.shown = False
+
+    def __call__(self, report: Any) -> None:
+        stream = self.stream or sys.stderr
+        try:
+            if not stream.isatty():
+                return
+        except (AttributeError, ValueError):
+            return
+        width = max(20, shutil.get_terminal_size((100, 20)).columns - 1)
+        line = report.describe()[:width]
+        with self.lock:
+            if report.state == "solving":
+                stream.write("\r\x1b[K" + line)
+                self.shown = True
+            else:
+                stream.write(("\r\x1b[K" if self.shown else "") + line + "\n")
+                self.shown = False
+            stream.flush()
+
+    @classmethod
+    def installed(cls) -> Any:
+        """A context manager: the line observes every solve of this process meanwhile."""
+        from contextlib import contextmanager
+
+        from ..api import hashcash
+
+        @contextmanager
+        def scope() -> Any:
+            line = cls()
+            hashcash.add_observer(line)
+            try:
+                yield line
+            finally:
+                hashcash.remove_observer(line)
+        return scope()

@@ -3,15 +3,19 @@ to the waiting parent through a pipe.
 
 The child becomes a session leader, points stdin at /dev/null and stdout/stderr at the mount's
 log file, configures logging once, and runs the mount; it writes ``R<api>\\n`` once the kernel
-mount is live (FUSE ``init``) or ``E<reason>\\n`` if it fails.  The parent returns (pid, api) on
-``R`` and raises ``FsError`` with the child's reason otherwise.  If the parent is interrupted
-(Ctrl-C) or gives up before that, it stops the child (SIGTERM, then SIGKILL) and clears a
-mount it may have made, so nothing is left behind; the bundled server of ``--local`` dies with
-the child (``localserver``).
+mount is live (FUSE ``init``) or ``E<reason>\\n`` if it fails.  While its login solves a proof of
+work it writes ``P<json>\\n`` about once a second (``hashcash.Progress``): the parent shows the
+progress line and waits on, ``READY_TIMEOUT`` counting from the last message (a solve at the
+real service's easiness takes minutes on a small machine, and has no deadline).  The parent
+returns (pid, api) on ``R`` and raises ``FsError`` with the child's reason otherwise.  If the
+parent is interrupted (Ctrl-C) or gives up before that, it stops the child (SIGTERM, then
+SIGKILL) and clears a mount it may have made, so nothing is left behind; the bundled server
+of ``--local`` dies with the child (``localserver``).
 """
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import select
@@ -20,6 +24,7 @@ import time
 from typing import Callable
 
 from .. import config
+from ..api import hashcash
 from ..errors import FsError, describe
 from .localserver import alive
 from .registry import is_mounted
@@ -32,9 +37,12 @@ STOP_TIMEOUT = 10.0
 
 
 def daemonize(run: Callable[[Callable[[str], None]], int], log_path: str, verbosity: int,
-              mountpoint: str, level: str | None = None) -> tuple[int, str]:
+              mountpoint: str, level: str | None = None,
+              on_progress: Callable[[hashcash.Progress], None] | None = None
+              ) -> tuple[int, str]:
     """Run ``run(ready)`` in a detached child; ``ready(api)`` reports the mount live.
 
+    ``on_progress`` gets the child's proof-of-work reports (e.g. the terminal line).
     Returns (child pid, API URL) once ready; FsError with the child's reason otherwise."""
     rfd, wfd = os.pipe()
     pid = os.fork()
@@ -52,7 +60,15 @@ def daemonize(run: Callable[[Callable[[str], None]], int], log_path: str, verbos
             os.close(logfd)
             config.setup_logging(max(1, verbosity), level=level)
 
+            def tell(report: hashcash.Progress) -> None:
+                try:
+                    os.write(wfd, b"P" + json.dumps(report.as_dict()).encode() + b"\n")
+                except OSError:
+                    pass
+            hashcash.add_observer(tell)
+
             def ready(api: str) -> None:
+                hashcash.remove_observer(tell)
                 os.write(wfd, ("R%s\n" % api).encode())
                 os.close(wfd)
             code = run(ready)
@@ -67,7 +83,7 @@ def daemonize(run: Callable[[Callable[[str], None]], int], log_path: str, verbos
     os.close(wfd)
     buf = b""
     try:
-        buf = _wait_ready(rfd)
+        buf = _wait_ready(rfd, on_progress)
     except BaseException:          # Ctrl-C (or anything else): leave nothing behind
         _stop_child(pid, mountpoint)
         raise
@@ -85,21 +101,40 @@ def daemonize(run: Callable[[Callable[[str], None]], int], log_path: str, verbos
                   % (READY_TIMEOUT, log_path))
 
 
-def _wait_ready(rfd: int) -> bytes:
-    """The child's message; b"" if it exited without one, b"T" after ``READY_TIMEOUT``."""
+def _wait_ready(rfd: int,
+                on_progress: Callable[[hashcash.Progress], None] | None = None) -> bytes:
+    """The child's final message (``R...`` or ``E...``); b"" if it exited without one, b"T"
+    after ``READY_TIMEOUT`` seconds without any message.  Progress messages go to
+    ``on_progress`` and restart the timeout."""
     deadline = time.monotonic() + READY_TIMEOUT
     buf = b""
     while time.monotonic() < deadline:
         readable, _, _ = select.select([rfd], [], [], 1.0)
         if not readable:
             continue
-        chunk = os.read(rfd, 4096)
+        chunk = os.read(rfd, 65536)
         if not chunk:
             return buf
         buf += chunk
-        if buf.endswith(b"\n"):
-            return buf
+        while b"\n" in buf:
+            line, buf = buf.split(b"\n", 1)
+            if not line.startswith(b"P"):
+                return line + b"\n"
+            deadline = time.monotonic() + READY_TIMEOUT
+            report = _progress(line[1:])
+            if report is not None and on_progress is not None:
+                on_progress(report)
     return b"T"
+
+
+def _progress(text: bytes) -> hashcash.Progress | None:
+    """A ``P`` message back into a Progress (None if garbled)."""
+    try:
+        d = json.loads(text)
+        return hashcash.Progress(int(d["easiness"]), int(d["workers"]), int(d["tries"]),
+                                 float(d["expected"]), float(d["elapsed"]), str(d["state"]))
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def _stop_child(pid: int, mountpoint: str) -> None:

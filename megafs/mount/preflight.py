@@ -182,8 +182,8 @@ def check_api_speaks_http(api: str, timeout: float = API_REPLY_TIMEOUT) -> None:
     except requests.exceptions.SSLError as exc:
         text = str(exc)
         if untrusted_certificate(exc):
-            raise MegafsError("the MEGA API at %s has a certificate this machine does not "
-                              "trust; for a private CA set REQUESTS_CA_BUNDLE to its "
+            raise MegafsError("the MEGA API at %s: its certificate is not trusted by this "
+                              "machine; for a private CA, set REQUESTS_CA_BUNDLE to its "
                               "certificate" % api) from None
         if "WRONG_VERSION_NUMBER" in text or "wrong version number" in text \
                 or "record layer failure" in text or "packet length too long" in text:

@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+from typing import Any
 
 from .. import config
+from ..api import hashcash
+
+log = logging.getLogger(__name__)
 
 
 def mount_key(api: str) -> str:
@@ -123,3 +128,61 @@ def log_path_for(state_dir: str, mountpoint: str) -> str:
         digest = hashlib.sha256(real.encode("utf-8", "surrogateescape")).hexdigest()[:8]
         name = name[-70:] + "-" + digest
     return os.path.join(state_dir, "logs", "mount-%s.log" % name)
+
+
+def _pow_path(state_dir: str, mountpoint: str) -> str:
+    return _entry_path(state_dir, mountpoint)[:-len(".json")] + ".pow"
+
+
+def write_pow(state_dir: str, mountpoint: str, report: dict | None) -> None:
+    """Record (0600) the proof of work a mount process is solving for ``megafs status``
+    (``hashcash.Progress.as_dict`` plus ``pid``); None removes the record."""
+    path = _pow_path(state_dir, mountpoint)
+    if report is None:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        return
+    config.private_dir(os.path.dirname(path))
+    config.atomic_write(path, json.dumps(report))
+
+
+def read_pow(state_dir: str, mountpoint: str) -> dict | None:
+    """The proof of work the mount process of ``mountpoint`` is solving now, or None (none
+    recorded, or its process is gone)."""
+    from .localserver import alive
+    try:
+        with open(_pow_path(state_dir, mountpoint)) as fh:
+            info = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    pid = info.get("pid") if isinstance(info, dict) else None
+    return info if isinstance(pid, int) and alive(pid) else None
+
+
+class PowRecord:
+    """While this process solves a proof of work (a mount's login before mounting, or a
+    re-login later), its progress is kept with ``write_pow`` for ``megafs status``.  A context
+    manager: observes every solve of the process (``hashcash.add_observer``) meanwhile."""
+
+    def __init__(self, state_dir: str, mountpoint: str) -> None:
+        self.state_dir, self.mountpoint = state_dir, mountpoint
+
+    def __call__(self, report: Any) -> None:
+        try:
+            write_pow(self.state_dir, self.mountpoint, None if report.state != "solving"
+                      else dict(report.as_dict(), pid=os.getpid(), mountpoint=self.mountpoint))
+        except OSError as exc:
+            log.debug("cannot record the proof of work's progress: %s", exc)
+
+    def __enter__(self) -> "PowRecord":
+        hashcash.add_observer(self)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        hashcash.remove_observer(self)
+        try:
+            write_pow(self.state_dir, self.mountpoint, None)
+        except OSError:
+            pass

@@ -125,8 +125,9 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
                              "the README's fault-injection section")
     parser.add_argument("--hashcash-easiness", type=easiness_arg, default=DEFAULT_EASINESS,
                         metavar="E",
-                        help="easiness 0-255 of the proof of work demanded on login (`us`); "
-                             "0 = none (default %d, as in the MEGA SDK's tests)"
+                        help="easiness 0-255 of the proof of work demanded on `up` (new "
+                             "account) and `us` (login); lower is harder, 100 is the real "
+                             "service's; 0 = none (default %d, as in the MEGA SDK's tests)"
                              % DEFAULT_EASINESS)
     parser.add_argument("--wait-timeout", type=float, default=DEFAULT_WAIT_TIMEOUT,
                         metavar="SECONDS",

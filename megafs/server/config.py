@@ -83,7 +83,9 @@ class Policy:
     """Behaviour that tests and users may switch while the server runs."""
 
     hashcash_easiness: int = DEFAULT_EASINESS     # login challenges; 0 = none
-    hashcash_commands: tuple[str, ...] = ("us",)  # batches holding one of these are challenged
+    # batches holding one of these are challenged: making an account (`up`) and logging in
+    # (`us`), as the real service does since 2025-02 (gpailler/MegaApiClient#248)
+    hashcash_commands: tuple[str, ...] = ("up", "us")
     hashcash_ttl: float = HASHCASH_TTL            # a challenge's life
     deleted_target: str = "rubbish"     # `p` into a deleted folder: Rubbish Bin, or -9
     temp_account_links: bool = True     # False: `l` from temporary accounts answers -11

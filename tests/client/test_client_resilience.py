@@ -5,7 +5,6 @@ the real local server (``megafs serve``) and its fault injection:
   storm of sc requests, however the caller loops, and polling recovers afterwards;
 * ``-4`` on the command channel backs off from about a second, ``-3`` from a tenth;
 * ``-6`` from an upload URL gets a new upload URL instead of retrying the dead one;
-* a proof-of-work challenge the machine cannot solve in time fails fast with a clear error;
 * a download server that keeps answering fewer bytes than asked fails the read at once
   instead of retrying for the whole retry time;
 * ``unexport`` removes a public link.
@@ -21,7 +20,7 @@ import requests
 
 from megafs.api.client import MegaClient, PutItem
 from megafs.api.commands import FetchResult
-from megafs.errors import ApiCode, IntegrityError, MegaError, ProofOfWorkTimeout
+from megafs.errors import ApiCode, IntegrityError, MegaError
 from megafs.retry import RetryPolicy
 from helpers.server import ServerProcess
 from helpers.client import fast_retry
@@ -120,33 +119,6 @@ def test_too_many_ips_on_an_upload_url_gets_a_new_url(client, srv, tmp_path):
     out = tmp_path / "out"
     client.download(client.link_for(node, ph), str(out))
     assert out.read_bytes() == path.read_bytes()
-
-
-# --- item 11: a proof of work that cannot be done in time is a clear, prompt error -------------
-def test_unsolvable_proof_of_work_fails_with_a_clear_error(srv, tmp_path):
-    srv.faults([{"where": "cs", "hashcash": 0, "count": 1}])   # easiness 0: ~1 in 500 million
-    from megafs.api.transport import Transport
-    transport = Transport(srv.url, retry=fast_retry(), hashcash_deadline=1.0)
-    started = time.monotonic()
-    try:
-        with pytest.raises(ProofOfWorkTimeout, match="proof of work.*easiness 0") as info:
-            transport.call({"a": "up", "k": "A" * 22, "ts": "A" * 43}, anonymous=True)
-    finally:
-        transport.close()
-    assert time.monotonic() - started < 5
-    assert "try again later" in str(info.value)
-
-
-def test_solver_stops_when_cancelled():
-    from megafs.api import hashcash
-    from megafs.errors import Cancelled
-    cancel = threading.Event()
-    timer = threading.Timer(0.3, cancel.set)
-    timer.start()
-    started = time.monotonic()
-    with pytest.raises(Cancelled):
-        hashcash.solve("1:0:1700000000:" + "A" * 64, deadline=60, cancel=cancel)
-    assert time.monotonic() - started < 3
 
 
 # --- reads: a server that truncates is not an outage ---------------------------------------------

@@ -56,7 +56,11 @@ def up_body():
 # --- 1. proof of work on login ---------------------------------------------------------------
 def test_login_needs_proof_of_work_at_easiness_180_by_default(server, api):
     assert server.options()["hashcash_easiness"] == 180
-    uh = api.post_cs(up_body(), solve=False).json()[0]        # creating an account: no challenge
+    assert server.options()["hashcash_commands"] == ["up", "us"]
+    created = api.post_cs(up_body(), rid=1000, solve=False)   # creating an account: challenged
+    assert created.status_code == 402 and created.headers["X-Hashcash"].startswith("1:180:")
+    answer = solve_hashcash(created.headers["X-Hashcash"])
+    uh = api.post_cs(up_body(), rid=1000, headers={"X-Hashcash": answer}, solve=False).json()[0]
     assert isinstance(uh, str) and len(uh) == 11
     login = json.dumps([{"a": "us", "user": uh}])
     first = api.post_cs(login, rid=1001, solve=False)
@@ -94,6 +98,8 @@ def test_easiness_0_switches_the_login_challenge_off(api, options):
 
 
 def test_the_challenged_commands_are_a_policy(api, acct, options):
+    options({"hashcash_commands": ["us"]})
+    assert api.post_cs(up_body(), solve=False).status_code == 200
     options({"hashcash_commands": ["us", "up"]})
     assert api.post_cs(up_body(), solve=False).status_code == 402
     assert api.post_cs(json.dumps([{"a": "ug"}]), sid=acct.sid, solve=False).status_code == 200

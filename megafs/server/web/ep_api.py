@@ -2,10 +2,12 @@
 ``sc`` poll and the wait URL.
 
 Login proof of work: a batch holding one of the policy's ``hashcash_commands`` (default
-``us``) without a valid ``X-Hashcash`` answer gets HTTP 402 and a challenge of the policy's
-easiness, as the real service answers logins (issue 11; meganz/sdk src/hashcash.cpp).  The
-fault rules are decided first, so a rule may demand proof of work elsewhere or at another
-easiness.
+``up`` and ``us``: making an account and logging in) without a valid ``X-Hashcash`` answer
+gets HTTP 402 and a challenge of the policy's easiness, as the real service answers them
+(issues 11, 19; meganz/sdk src/hashcash.cpp).  An answer to an expired challenge (older than
+the policy's ``hashcash_ttl``) is no answer: the request gets a fresh 402 with a new
+challenge, not an error.  The fault rules are decided first, so a rule may demand proof of
+work elsewhere or at another easiness.
 
 API lock (policy ``api_lock``, on by default): a locking request of a session (anything but
 only ``g``) that arrives while another of that session is being processed is answered a bare
