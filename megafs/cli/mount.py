@@ -34,8 +34,8 @@ from .. import config
 from ..errors import FsError, MegafsError
 from ..mount.localserver import alive
 from ..mount.registry import (find_mount, is_mounted, live_entries, log_path_for, mount_dir_for,
-                              mount_type, PowRecord, read_pow, write_entry)
-from ..mount.unmount import unmount
+                              PowRecord, read_pow, write_entry)
+from ..mount.unmount import refuse_foreign_mount, unmount
 from .args import add_source, count_arg, port_arg, seconds_arg
 from .libfuse_messages import LibfuseMessages, libfuse_reason
 
@@ -316,7 +316,7 @@ def run_umount(args: argparse.Namespace) -> int:
     info = find_mount(_state_dir(args), mnt)
     if not is_mounted(mnt):
         raise FsError(errno.EINVAL, "%s is not mounted" % mnt)
-    _refuse_foreign_mount(mnt, info)
+    refuse_foreign_mount(mnt, info)
     if info is not None and not args.no_wait:
         from ..writeback.store import QueueUnusable
         try:
@@ -339,35 +339,6 @@ def run_umount(args: argparse.Namespace) -> int:
             time.sleep(0.05)
     print("megafs umount: unmounted %s" % mnt, file=sys.stderr)
     return 0
-
-
-def _refuse_foreign_mount(mnt: str, info: dict | None) -> None:
-    """``megafs umount`` unmounts megafs mounts only (issue 24: it had removed a tmpfs with its
-    files).  A megafs mount answers ``user.megafs.mountdir`` on its root; a dead one (its
-    process killed: ENOTCONN) is recognised by its type ``fuse.megafs`` or by this state
-    dir's registry entry for a FUSE mount there.  Anything else is FsError(EINVAL)."""
-    kind = mount_type(mnt) or "unknown"
-    if kind == "fuse" or kind.startswith("fuse."):
-        box: list[int] = []
-
-        def ask() -> None:
-            try:
-                os.getxattr(mnt, "user.megafs.mountdir")
-                box.append(0)
-            except OSError as exc:
-                box.append(exc.errno or errno.EIO)
-        probe = threading.Thread(target=ask, daemon=True)
-        probe.start()
-        probe.join(5.0)
-        answer = box[0] if box else None
-        if answer == 0:
-            return
-        if kind == "fuse.megafs" and answer in (None, errno.ENOTCONN, errno.ECONNABORTED):
-            return        # a busy or dead megafs mount: unmounting it is what was asked
-        if info is not None and answer in (errno.ENOTCONN, errno.ECONNABORTED):
-            return        # dead, mounted by this state dir with another -o subtype
-    raise FsError(errno.EINVAL, "%s is a %s mount, not a megafs mount; megafs umount leaves "
-                  "it alone (use umount(8) for it)" % (mnt, kind))
 
 
 def _wait_for_uploads(mnt: str, info: dict, timeout: float | None) -> None:
