@@ -226,6 +226,16 @@ class Tree:
                 names = self.children_view(handle)
             return names.get(name)
 
+    def namesakes(self, handle: str, base: str) -> list[Node]:
+        """The children of folder ``handle`` whose own name displays as ``base`` (several
+        only when names repeat: the newest shows as ``base``, the others under aliases)."""
+        with self.lock:
+            self.children_view(handle)
+            if base not in self._dups.get(handle, ()):
+                node = self._names[handle].get(base)
+                return [node] if node is not None else []
+            return [n for n in self._names[handle].values() if base_display_name(n) == base]
+
     def name_of(self, handle: str) -> str | None:
         with self.lock:
             node = self._nodes.get(handle)

@@ -105,16 +105,38 @@ class Namespace:
             # A staged file holds the node.  It is shown before it holds it, so if it was
             # shown under this name after the overlay was read above, it is there now.
             sf = self._overlay.get(folder, {}).get(name)
-            return None if sf is None else Entry(FILE, folder, name, sf=sf)
+            if sf is not None:
+                return Entry(FILE, folder, name, sf=sf)
+            node = self._heir(folder, name)
+            if node is None:
+                return None
         return Entry(DIR if node.is_dir else FILE, folder, name, node=node)
+
+    def _heir(self, folder: str, name: str) -> Node | None:
+        """The node shown as ``name`` when the node that holds that name in the tree is
+        hidden (a removed file whose delete is still on its way): the newest visible node of
+        the same name, which the tree shows under an alias until the hidden one is gone.  So
+        `rm f; mkdir f` always lists the folder as ``f`` (issue 22: 5-6 % of them showed
+        ``f (HANDLE)`` when both nodes had the same creation second)."""
+        visible = [n for n in self.tree.namesakes(folder, name)
+                   if not (n.type == 0 and self.wb.hides(n)) and n.name is not None]
+        return max(visible, key=lambda n: (n.ts, n.handle)) if visible else None
 
     def listing(self, folder: str) -> dict[str, Entry]:
         """Every entry of a folder by name."""
         out: dict[str, Entry] = {}
+        taken: list[str] = []           # names held by hidden nodes
         for name, node in self.tree.children_view(folder).items():
             if node.type == 0 and self.wb.hides(node):
+                taken.append(name)
                 continue
             out[name] = Entry(DIR if node.is_dir else FILE, folder, name, node=node)
+        for name in taken:
+            heir = self._heir(folder, name)
+            if heir is not None and name not in self._overlay.get(folder, {}):
+                for alias in [a for a, e in out.items() if e.node is heir]:
+                    del out[alias]
+                out[name] = Entry(DIR if heir.is_dir else FILE, folder, name, node=heir)
         for name, sf in self._overlay.get(folder, {}).items():
             out[name] = Entry(FILE, folder, name, sf=sf)
         return out

@@ -338,6 +338,42 @@ def test_a_revoked_link_stays_revoked_until_asked_for(stack):
     assert stack.link("/p.txt") and _public(stack, "/p.txt")
 
 
+@pytest.mark.log_ok("command(s) answered", "MEGA error -3")
+def test_mkdir_and_rename_onto_a_name_whose_file_is_still_being_deleted(stack, server):
+    """Issue 22: `rm f; mkdir f` failed with ENOENT 5-6 % of the time: the folder was listed as
+    `f (HANDLE)` until the removed file's node was deleted, when both had the same creation
+    second and the file's handle sorted higher.  The deletes are held back here (every `d`
+    answered -3), so every name has a hidden namesake; with a dozen names the handle order
+    goes both ways."""
+    names = ["n%02d" % i for i in range(12)]
+    for name in names:
+        stack.write_file("/" + name, b"x")
+    for name in names:
+        stack.link("/" + name)
+    for name in names:
+        wait_for(lambda name=name: stack.settled("/" + name), what="retired")
+    stack.fs.mkdir("/src")
+    server.faults([{"where": "cs", "command": "d", "level": "command", "error": -3}])
+    try:
+        for name in names:
+            stack.fs.unlink("/" + name)
+            if name < "n06":
+                stack.fs.mkdir("/" + name)
+            else:
+                stack.fs.mkdir("/src/" + name)
+                stack.fs.rename("/src/" + name, "/" + name)
+            assert stat.S_ISDIR(stack.fs.getattr("/" + name)["st_mode"]), name
+        listed = set(stack.fs.readdir("/"))
+        assert set(names) <= listed, sorted(listed)
+        assert not [n for n in listed if "(" in n], sorted(listed)
+    finally:
+        server.clear_faults()
+    for name in names:
+        wait_for(lambda name=name: stack.fresh_names().get("/" + name) is not None
+                 and stack.fresh_names()["/" + name].is_dir, what="file node deleted")
+    assert set(names) <= set(stack.fs.readdir("/"))
+
+
 def test_real_file_named_link_wins(stack, tmp_path):
     stack.write_file("/a", b"data of a")
     link = stack.link("/a")
