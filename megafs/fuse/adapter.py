@@ -49,7 +49,8 @@ def _translate(func: Callable) -> Callable:
         except FuseOSError:
             raise
         except MegafsError as exc:
-            log.debug("%s: %s", name, exc)
+            log.debug("%s %s: %s", name, args[0] if args and isinstance(args[0], str) else "",
+                      exc)
             raise FuseOSError(to_errno(exc)) from None
         except OSError as exc:
             if not exc.errno:

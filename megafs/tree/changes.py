@@ -12,6 +12,7 @@ import time
 from typing import Any, Callable
 
 from ..errors import MegaError, MegafsError, describe
+from .packets import apply as apply_packet
 from .tree import Tree
 
 log = logging.getLogger(__name__)
@@ -141,7 +142,7 @@ class RemoteWatcher:
                         continue
                     ours = self._new_own_files(p)
                     paths |= self._paths(p)                 # where things were
-                    affected |= self.tree.apply(p)
+                    affected |= apply_packet(self.tree, p)
                     paths |= self._paths(p)                 # where things are now
                     if ours:
                         self._reap_late_repeats(ours)
@@ -197,7 +198,7 @@ def catch_up(client: Any, tree: Tree, sn: str, *, limit: float = 60.0,
     while True:
         packets, new_sn = client.poll(sn, 0.0)
         for packet in packets:
-            tree.apply(packet)
+            apply_packet(tree, packet)
         applied += len(packets)
         if not packets or new_sn == sn:
             log.info("node tree caught up with %d change(s) since %s", applied, since)

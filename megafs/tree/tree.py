@@ -205,9 +205,7 @@ class Tree:
 
     def children_view(self, handle: str) -> dict[str, Node]:
         """Like ``children`` but the cached map itself (no copy): read it, never change it.
-
-        A change in the folder replaces the map instead of mutating it, so iterating the one
-        returned here stays safe (it is a snapshot)."""
+        A change in the folder replaces the map, so the one returned here is a snapshot."""
         with self.lock:
             names = self._names.get(handle)
             if names is None:
@@ -220,21 +218,13 @@ class Tree:
     def child(self, handle: str, name: str) -> Node | None:
         """The child of folder ``handle`` shown as ``name`` (O(1) once the folder's names are
         computed; path lookups must not copy a 10,000-entry map per component)."""
-        with self.lock:
-            names = self._names.get(handle)
-            if names is None:
-                names = self.children_view(handle)
-            return names.get(name)
+        return self.children_view(handle).get(name)
 
-    def namesakes(self, handle: str, base: str) -> list[Node]:
-        """The children of folder ``handle`` whose own name displays as ``base`` (several
-        only when names repeat: the newest shows as ``base``, the others under aliases)."""
+    def dup_names(self, handle: str) -> set[str]:
+        """The base names several children of folder ``handle`` share (read, never change)."""
         with self.lock:
             self.children_view(handle)
-            if base not in self._dups.get(handle, ()):
-                node = self._names[handle].get(base)
-                return [node] if node is not None else []
-            return [n for n in self._names[handle].values() if base_display_name(n) == base]
+            return self._dups.get(handle, set())
 
     def name_of(self, handle: str) -> str | None:
         with self.lock:
@@ -330,12 +320,6 @@ class Tree:
             node = self._nodes.get(handle)
             if node is not None:
                 node.public = ph
-
-    def apply(self, packet: Any) -> set[str]:
-        """Apply one action packet (``packets.apply``); return the folders whose listing
-        changed."""
-        from .packets import apply
-        return apply(self, packet)
 
 
 def lookup(tree: Tree, path: str) -> Node | None:

@@ -65,7 +65,15 @@ class FileIO:
         """``open`` without ``O_CREAT``: nothing is downloaded until data is read or written."""
         write = (flags & os.O_ACCMODE) != os.O_RDONLY or bool(flags & os.O_TRUNC)
         for _attempt in range(100):
-            entry = self.ns.resolve(path)
+            try:
+                entry = self.ns.resolve(path)
+            except FsError as exc:
+                # a file replaced by rename while open, gone by now: its name's new content
+                origin = self.ns.hidden_origin(path) if exc.errno == errno.ENOENT else None
+                if origin is None:
+                    raise
+                path = origin
+                continue
             if entry.kind == DIR:
                 if write:
                     raise FsError(errno.EISDIR, "a folder cannot be opened for writing")
@@ -84,6 +92,12 @@ class FileIO:
                 return fh
             # Retired between the lookup and the open: the retirement holds the namespace
             # lock until the name shows the remote node; wait for it, then resolve again.
+            # A hidden name (a file replaced by rename while open) that can no longer be
+            # opened gives way to its name's new content.
+            origin = self.ns.hidden_origin(path)
+            if origin is not None:
+                path = origin
+                continue
             with self.ns.lock:
                 pass
         raise FsError(errno.EAGAIN, "the file kept changing while being opened")

@@ -26,6 +26,7 @@ import threading
 from dataclasses import dataclass
 
 from ..errors import FsError
+from ..tree.names import base_display_name
 from ..tree.nodes import Node
 from ..tree.tree import Tree
 from ..writeback.queue import WriteBack
@@ -34,6 +35,7 @@ from ..writeback.staged import StagedFile
 log = logging.getLogger(__name__)
 
 NAME_MAX = 255
+HIDDEN_ORIGINS = 1024     # hidden names remembered after their file is gone (hidden_origin)
 DIR, FILE = "dir", "file"
 # libfuse renames a file that is removed while open to ".fuse_hidden" + 16 hex digits (node id
 # and a counter), and removes it at the last close; the kernel keeps asking for its
@@ -85,6 +87,9 @@ class Namespace:
         self._overlay: dict[str, dict[str, StagedFile]] = {}
         # (folder, hidden name) -> a removed file still open, see HIDDEN_NAME; not listed
         self._hidden: dict[tuple[str, str], StagedFile] = {}
+        # (folder, hidden name) -> (folder, name) it was hidden from, kept after the hidden
+        # file is gone (the last HIDDEN_ORIGINS): see ``hidden_origin``
+        self._origins: dict[tuple[str, str], tuple[str, str]] = {}
 
     # --- lookups (lock-free) ----------------------------------------------------------------
     def lookup(self, folder: str, name: str) -> Entry | None:
@@ -118,8 +123,10 @@ class Namespace:
         the same name, which the tree shows under an alias until the hidden one is gone.  So
         `rm f; mkdir f` always lists the folder as ``f`` (issue 22: 5-6 % of them showed
         ``f (HANDLE)`` when both nodes had the same creation second)."""
-        visible = [n for n in self.tree.namesakes(folder, name)
-                   if not (n.type == 0 and self.wb.hides(n)) and n.name is not None]
+        if name not in self.tree.dup_names(folder):
+            return None
+        visible = [n for n in self.tree.children_view(folder).values()
+                   if base_display_name(n) == name and not (n.type == 0 and self.wb.hides(n))]
         return max(visible, key=lambda n: (n.ts, n.handle)) if visible else None
 
     def listing(self, folder: str) -> dict[str, Entry]:
@@ -131,13 +138,14 @@ class Namespace:
                 taken.append(name)
                 continue
             out[name] = Entry(DIR if node.is_dir else FILE, folder, name, node=node)
+        shown = self._overlay.get(folder, {})
         for name in taken:
-            heir = self._heir(folder, name)
-            if heir is not None and name not in self._overlay.get(folder, {}):
+            heir = None if name in shown else self._heir(folder, name)
+            if heir is not None:
                 for alias in [a for a, e in out.items() if e.node is heir]:
                     del out[alias]
                 out[name] = Entry(DIR if heir.is_dir else FILE, folder, name, node=heir)
-        for name, sf in self._overlay.get(folder, {}).items():
+        for name, sf in shown.items():
             out[name] = Entry(FILE, folder, name, sf=sf)
         return out
 
@@ -225,8 +233,37 @@ class Namespace:
     def hide(self, sf: StagedFile, folder: str, name: str) -> None:
         """Remove ``sf`` from the namespace but keep it reachable as the hidden name libfuse
         gave it (call under ``self.lock``)."""
+        origin = (sf.rec.parent, sf.rec.name)
         self.remove(sf)
         self._hidden[(folder, name)] = sf
+        origins = dict(self._origins)
+        origins[(folder, name)] = origin
+        while len(origins) > HIDDEN_ORIGINS:
+            del origins[next(iter(origins))]
+        self._origins = origins
+
+    def hidden_origin(self, path: str) -> str | None:
+        """For a hidden name whose file is gone or going, the path it was hidden from.
+
+        libfuse hides a file replaced by ``rename`` while it is open; a reader whose path walk
+        found the old file just before the rename then opens the hidden name, maybe after the
+        file's last close removed it.  rename(2) is atomic: that open must get the old or the
+        new content, never ENOENT (issue 22), so it opens the name's new content.  Lock-free;
+        None for any other path."""
+        parts = split(path)
+        if not parts or not HIDDEN_NAME.fullmatch(parts[-1]):
+            return None
+        try:
+            folder = self.resolve("/" + "/".join(parts[:-1])) if len(parts) > 1 else self.root()
+        except FsError:
+            return None
+        origin = self._origins.get((folder.node.handle if folder.node else "", parts[-1]))
+        if origin is None:
+            return None
+        folder_path = self.tree.path_of(origin[0])
+        if folder_path is None:
+            return None
+        return folder_path.rstrip("/") + "/" + origin[1]
 
     def forget_hidden(self, folder: str, name: str) -> bool:
         """libfuse removed a hidden name at the last close; False if it was not one."""

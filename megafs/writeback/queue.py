@@ -131,9 +131,11 @@ class WriteBack:
 
     # --- events from the filesystem core ----------------------------------------------------
     def opened(self, sf: StagedFile, write: bool) -> bool:
-        """Count an open handle; False if the file was retired meanwhile (resolve again)."""
+        """Count an open handle; False if the file was retired meanwhile, or is a removed
+        file whose nodes are being deleted (its bytes are going: resolve again)."""
         with self.lock:
-            if sf.retired:
+            if sf.retired or (sf.rec.unlinked and not sf.rec.has_copy
+                              and (sf.busy or not sf.rec.committed)):
                 return False
             sf.handles += 1
             if write:

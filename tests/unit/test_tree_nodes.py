@@ -7,6 +7,7 @@ import pytest
 
 from megafs import crypto
 from megafs.errors import ProtocolError
+from megafs.tree.packets import apply as apply_packet
 from megafs.tree.tree import Tree, lookup
 
 MK = bytes(range(16))
@@ -85,7 +86,7 @@ def test_duplicate_names_newest_keeps_name():
     assert kids["README (NOEXTAAA)"].handle == "NOEXTAAA"
     assert tree.path_of("OLDAAAAA") == "/photo (OLDAAAAA).png"
     # when the newest goes away, the next newest takes the plain name
-    tree.apply({"a": "d", "n": "NEWAAAAA"})
+    apply_packet(tree, {"a": "d", "n": "NEWAAAAA"})
     assert tree.children("ROOTROOT")["photo.png"].handle == "MIDAAAAA"
 
 
@@ -120,38 +121,38 @@ def test_listing_without_root_is_an_error():
 def test_action_packets():
     tree = tree_of(raw_node("DIRAAAAA", "ROOTROOT", "d", folder=True))
     new = raw_node("FILEAAAA", "DIRAAAAA", "n.txt")
-    assert tree.apply({"a": "t", "t": {"f": [new]}}) == {"DIRAAAAA"}
+    assert apply_packet(tree, {"a": "t", "t": {"f": [new]}}) == {"DIRAAAAA"}
     assert lookup(tree, "/d/n.txt").handle == "FILEAAAA"
     # rename through a 'u' packet re-encrypted with the node's own key
     key = tree.get("FILEAAAA").key
     at = crypto.b64encode(crypto.encrypt_attr({"n": "renamed.txt"}, key))
-    tree.apply({"a": "u", "n": "FILEAAAA", "at": at, "ts": 5})
+    apply_packet(tree, {"a": "u", "n": "FILEAAAA", "at": at, "ts": 5})
     assert set(tree.children("DIRAAAAA")) == {"renamed.txt"}
     # public handle set and removed
-    tree.apply({"a": "ph", "h": "FILEAAAA", "ph": "PUBLICPH", "n": 1})
+    apply_packet(tree, {"a": "ph", "h": "FILEAAAA", "ph": "PUBLICPH", "n": 1})
     assert tree.get("FILEAAAA").public == "PUBLICPH"
-    tree.apply({"a": "ph", "h": "FILEAAAA", "ph": "PUBLICPH", "d": 1})
+    apply_packet(tree, {"a": "ph", "h": "FILEAAAA", "ph": "PUBLICPH", "d": 1})
     assert tree.get("FILEAAAA").public is None
     # move = d(m:1) + t
     moved = dict(new, p="ROOTROOT", a=at)
-    tree.apply({"a": "d", "n": "FILEAAAA", "m": 1})
-    tree.apply({"a": "t", "t": {"f": [moved]}})
+    apply_packet(tree, {"a": "d", "n": "FILEAAAA", "m": 1})
+    apply_packet(tree, {"a": "t", "t": {"f": [moved]}})
     assert tree.path_of("FILEAAAA") == "/renamed.txt"
     # deleting a folder removes its subtree
-    tree.apply({"a": "t", "t": {"f": [raw_node("INNERAAA", "DIRAAAAA", "inner")]}})
-    tree.apply({"a": "d", "n": "DIRAAAAA"})
+    apply_packet(tree, {"a": "t", "t": {"f": [raw_node("INNERAAA", "DIRAAAAA", "inner")]}})
+    apply_packet(tree, {"a": "d", "n": "DIRAAAAA"})
     assert tree.get("INNERAAA") is None and lookup(tree, "/d") is None
     # garbage packets are ignored
     for junk in (5, None, {"a": "t"}, {"a": "t", "t": 3}, {"a": "d", "n": 7}, {"a": "zz"},
                  {"a": "u", "n": "FILEAAAA", "at": 9}):
-        assert tree.apply(junk) == set()
+        assert apply_packet(tree, junk) == set()
     assert lookup(tree, "/renamed.txt") is not None
 
 
 def test_update_that_fails_to_decrypt_marks_node():
     tree = tree_of(raw_node("FILEAAAA", "ROOTROOT", "a"))
     bad = crypto.b64encode(crypto.encrypt_attr({"n": "b"}, bytes(16)))
-    tree.apply({"a": "u", "n": "FILEAAAA", "at": bad})
+    apply_packet(tree, {"a": "u", "n": "FILEAAAA", "at": bad})
     assert list(tree.children("ROOTROOT")) == ["undecryptable-FILEAAAA"]
 
 
