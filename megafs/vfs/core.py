@@ -4,7 +4,9 @@ Owns the meaning of every operation the FUSE adapter forwards (except the virtua
 files and ``user.mega.*`` attributes, which ``vfs/links.py`` layers on top): attributes,
 listings, mkdir/rmdir/unlink/rename and utimens here; the data operations of open files
 (create/open/read/write/truncate/flush/fsync/release) in ``vfs/io.py`` (``FileSystem.io``);
-statfs in ``vfs/quota.py``; other clients' changes in ``vfs/follow.py``.  It returns plain
+statfs in ``vfs/quota.py``; other clients' changes in ``vfs/follow.py``; modes and user xattrs
+in ``vfs/meta.py`` (``FileSystem.meta``).  A folder's mtime and ctime move when an entry in it
+is added, removed or renamed here (``Namespace.changed``, memory only).  It returns plain
 data and raises ``FsError`` (or another ``MegafsError``) carrying the errno the caller must
 see; it never imports FUSE.
 
