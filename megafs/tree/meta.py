@@ -7,7 +7,10 @@ a 64-bit ``nameid`` (meganz/sdk src/json.cpp ``JSON::getnameid``: a longer key l
 characters) and writes every value back as a JSON string when it rewrites the blob for a rename
 or any other ``a`` (src/attrmap.cpp ``AttrMap::fromjson``/``getjson``, sent whole by
 src/commands.cpp ``CommandSetAttr``): a number or object value would come back as a string, a
-string comes back unchanged, and keys it does not know are kept.
+string comes back unchanged, and keys it does not know are kept.  MEGA's web client keeps
+unknown keys and their values as they are (meganz/webclient js/crypto.js: ``crypto_procattr``
+puts them in ``n.ar``, ``crypto_makeattr`` starts from ``n.ar``).  A new version uploaded by
+another client starts with fresh attributes: there the mode and xattrs are lost.
 
 * ``mfs-mode``: the permission bits as octal digits (``"755"``).
 * ``mfs-x``: the user xattrs as a JSON text ``{"user.name": "<base64 value>"}``.

@@ -206,14 +206,15 @@ class FileSystem:
             if dst is not None and (dst.sf is not None and dst.sf is src.sf
                                     or dst.node is not None and dst.node is src.node):
                 return
-            self.ns.changed(src.parent, parent.handle)
             if src.kind == DIR:
                 self._rename_folder(src.folder, parent, name, dst)
+                self.ns.changed(src.parent, parent.handle)
                 return
             if dst is None and HIDDEN_NAME.fullmatch(name):
                 # libfuse hides a file removed while it thinks it open (its release may still
                 # be on the way): to us that is the removal
                 self.ns.hide(self.ns.staged_for(src), parent.handle, name)
+                self.ns.changed(src.parent)
                 return
             sf = self.ns.staged_for(src)
             replaced = None
@@ -226,6 +227,7 @@ class FileSystem:
             self.ns.move(sf, parent.handle, name)
             if replaced is not None:
                 self.ns.remove(replaced)
+            self.ns.changed(src.parent, parent.handle)
             self.wb.save(sf)
 
     def _rename_folder(self, folder: Node, parent: Node, name: str, dst: Entry | None) -> None:
