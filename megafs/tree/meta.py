@@ -12,7 +12,9 @@ unknown keys and their values as they are (meganz/webclient js/crypto.js: ``cryp
 puts them in ``n.ar``, ``crypto_makeattr`` starts from ``n.ar``).  A new version uploaded by
 another client starts with fresh attributes: there the mode and xattrs are lost.
 
-* ``mfs-mode``: the permission bits as octal digits (``"755"``).
+* ``mfs-mode``: the permission bits as octal digits (``"755"``); never setuid or setgid
+  (``KEPT_BITS``): a file from the cloud, maybe written by another client or a hostile server,
+  must not run with its owner's rights on this machine (megafs runs as root here and there).
 * ``mfs-x``: the user xattrs as a JSON text ``{"user.name": "<base64 value>"}``.
 
 Anything else found under these keys (another client's garbage, a hostile server) is ignored:
@@ -29,11 +31,12 @@ MODE_ATTR = "mfs-mode"
 XATTR_ATTR = "mfs-x"
 FILE_MODE, DIR_MODE = 0o644, 0o755          # shown when a node carries no mode
 XATTR_LIMIT = 16384       # bytes: names plus values of one node's user xattrs together
+KEPT_BITS = 0o1777        # rwx for user, group, other and the sticky bit; no setuid/setgid
 
 
 def mode_value(mode: int) -> str:
-    """The ``mfs-mode`` value for permission bits ``mode`` (only ``0o7777`` is kept)."""
-    return "%o" % (mode & 0o7777)
+    """The ``mfs-mode`` value for permission bits ``mode`` (only ``KEPT_BITS`` are kept)."""
+    return "%o" % (mode & KEPT_BITS)
 
 
 def mode_of(attrs: dict[str, Any] | None, default: int) -> int:
@@ -41,7 +44,7 @@ def mode_of(attrs: dict[str, Any] | None, default: int) -> int:
     value = attrs.get(MODE_ATTR) if attrs else None
     if isinstance(value, str) and 0 < len(value) <= 5:
         try:
-            return int(value, 8) & 0o7777
+            return int(value, 8) & KEPT_BITS
         except ValueError:
             return default
     return default

@@ -22,8 +22,9 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from ..errors import FsError
-from ..tree.meta import (DIR_MODE, FILE_MODE, MODE_ATTR, XATTR_ATTR, XATTR_LIMIT, carried,
-                         mode_of, mode_value, xattrs_of, xattrs_size, xattrs_value)
+from ..tree.meta import (DIR_MODE, FILE_MODE, KEPT_BITS, MODE_ATTR, XATTR_ATTR,
+                         XATTR_LIMIT, carried, mode_of, mode_value, xattrs_of, xattrs_size,
+                         xattrs_value)
 from ..tree.nodes import ROOT, Node
 from ..writeback import record as R
 from ..writeback.staged import StagedFile
@@ -89,8 +90,12 @@ class Metadata:
 
     # --- changes ----------------------------------------------------------------------------
     def chmod(self, path: str | None, mode: int, fh: int | None = None) -> None:
-        """Store the permission bits ``mode & 0o7777`` of ``path`` or of the open file or
-        folder ``fh`` (``fchmod``: libfuse then gives no path)."""
+        """Store the permission bits ``mode & KEPT_BITS`` of ``path`` or of the open file or
+        folder ``fh`` (``fchmod``: libfuse then gives no path).  setuid/setgid are dropped,
+        with a log line."""
+        if mode & ~KEPT_BITS & 0o7777:
+            log.info("chmod %o of %s: setuid/setgid bits are not kept (stored as %o)",
+                     mode & 0o7777, path or "an open file", mode & KEPT_BITS)
         self._change(path, lambda _old: {MODE_ATTR: mode_value(mode)}, "mode", fh)
 
     def setxattr(self, path: str, name: str, value: bytes, flags: int = 0) -> None:

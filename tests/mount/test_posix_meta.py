@@ -63,6 +63,8 @@ def test_modes_run_a_built_program_and_survive_a_remount(server, tmp_path):
         sh("mkdir -m 700 priv && chmod 750 priv && mkdir open", cwd=mnt)
         assert mode(mnt / "priv") == 0o750 and mode(mnt / "open") == 0o755
         os.chown(mnt / "secret", os.getuid(), os.getgid())       # accepted, not stored
+        os.chmod(mnt / "app", 0o4755)              # setuid from the cloud: never kept
+        assert mode(mnt / "app") == 0o755
         settled(mnt, "app", "run.sh", "secret", "tool.sh")
     with m:
         mnt = m.mnt

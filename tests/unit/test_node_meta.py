@@ -33,3 +33,8 @@ def test_garbage_shows_the_defaults():
     assert meta.xattrs_of({meta.XATTR_ATTR: '{"user.a": "!!", "other": "YQ==", "user.b": 3}'}
                           ) == {}
     assert meta.carried({"n": "a", meta.MODE_ATTR: "600"}) == {meta.MODE_ATTR: "600"}
+
+
+def test_setuid_and_setgid_are_never_kept_or_shown():
+    assert meta.mode_value(0o6755) == "755" and meta.mode_value(0o1777) == "1777"
+    assert meta.mode_of({meta.MODE_ATTR: "4755"}, 0o644) == 0o755    # a hostile node
