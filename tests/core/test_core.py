@@ -945,3 +945,27 @@ def test_fsync_local_returns_before_the_upload(server, tmp_path):
         assert s.fresh_names()["/log.txt"].size == 6
     finally:
         s.close()
+
+
+def test_mode_and_xattrs_of_a_queued_file_survive_a_restart(server, tmp_path):
+    """chmod/setxattr of a file still waiting for upload are in its durable row: a mount that
+    stops before the upload sends them with it next time."""
+    state = str(tmp_path / "state")
+    s = Stack(server.url, state, start=False)
+    fh = s.fs.create("/q.sh", os.O_WRONLY, 0o600)
+    s.fs.write(fh, b"#!/bin/sh\n", 0)
+    s.fs.flush(fh)
+    s.fs.release(fh)
+    s.fs.chmod("/q.sh", 0o700)
+    s.fs.setxattr("/q.sh", "user.origin", b"here")
+    assert "/q.sh" not in s.fresh_names()            # nothing sent: no committer ran
+    s.close()
+    s2 = Stack(server.url, state)
+    try:
+        assert stat.S_IMODE(s2.fs.getattr("/q.sh")["st_mode"]) == 0o700
+        assert s2.fs.getxattr("/q.sh", "user.origin") == b"here"
+        node = _remote(s2, "/q.sh", lambda n: n.size == 10)
+        assert mode_of(node.attrs, 0) == 0o700
+        assert xattrs_of(node.attrs) == {"user.origin": b"here"}
+    finally:
+        s2.close()
