@@ -85,6 +85,9 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
                                  "user_allow_other in /etc/fuse.conf)")
         parser.add_argument("--show-links", action="store_true", default=None,
                             help="list the virtual X.link files in directory listings")
+        parser.add_argument("--fsync", choices=("upload", "local"), default=None,
+                            help="upload: fsync waits for the upload (default); local: fsync "
+                                 "means durable on the local disk, the upload follows")
         parser.add_argument("--staging-max", type=_size_arg, default=None, metavar="SIZE",
                             help="most bytes staged for upload at once, e.g. 20G; writes "
                                  "past it wait for uploads, then fail with ENOSPC")
@@ -113,7 +116,8 @@ def _state_dir(args: argparse.Namespace) -> str:
 MOUNT_DEFAULTS: dict[str, Any] = {"local": False, "uploads": 4, "connections": 4,
                                   "link_timeout": 600.0, "show_links": False,
                                   "staging_max": 0, "api": None, "state_dir": None,
-                                  "session": None, "nonempty": False, "local_port": None}
+                                  "session": None, "nonempty": False, "local_port": None,
+                                  "fsync": "upload"}
 
 
 def apply_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -228,7 +232,8 @@ def _serve(args: argparse.Namespace, mnt: str, ready: Callable[[str], None] | No
                       uploads=args.uploads, connections=args.connections,
                       link_timeout=args.link_timeout, show_links=args.show_links,
                       staging_max=args.staging_max, session_file=args.session,
-                      mountpoint=mnt, account=args.account, local_port=args.local_port)
+                      mountpoint=mnt, account=args.account, local_port=args.local_port,
+                      fsync_local=args.fsync == "local")
     with MountRuntime(cfg) as rt:
         entry = {"mountpoint": mnt, "pid": os.getpid(), "mount_dir": rt.mount_dir,
                  "api": rt.api, "local": bool(args.local), "log": log_path,

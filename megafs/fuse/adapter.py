@@ -132,7 +132,7 @@ class MegaOps(Operations):
     @_translate
     def create(self, path: str, mode: int, fi: Any = None) -> int:
         flags = getattr(fi, "flags", os.O_WRONLY)
-        fh = self.fs.create(path, flags)
+        fh = self.fs.create(path, flags, mode & 0o7777)
         if fi is not None and not isinstance(fi, int):
             fi.fh = fh
             return 0
@@ -175,7 +175,7 @@ class MegaOps(Operations):
 
     @_translate
     def mkdir(self, path: str, mode: int) -> None:
-        self.fs.mkdir(path)
+        self.fs.mkdir(path, mode & 0o7777)
 
     @_translate
     def rmdir(self, path: str) -> None:
@@ -194,12 +194,12 @@ class MegaOps(Operations):
         self.fs.utimens(path, mtime_ns, _fh(fh) or None)
 
     @_translate
-    def chmod(self, path: str | None, mode: int) -> None:
-        self.fs.chmod(path)              # accepted, not stored
+    def chmod(self, path: str | None, mode: int, fh: Any = None) -> None:
+        self.fs.chmod(path, mode & 0o7777, _fh(fh) or None)
 
     @_translate
     def chown(self, path: str | None, uid: int, gid: int) -> None:
-        self.fs.chmod(path)              # accepted, not stored
+        self.fs.chown(path)              # accepted, not stored
 
     @_translate
     def symlink(self, target: str, source: str) -> None:
@@ -228,7 +228,7 @@ class MegaOps(Operations):
     @_translate
     def setxattr(self, path: str, name: str, value: bytes, options: int,
                  position: int = 0) -> None:
-        self.fs.setxattr(path, name, value)
+        self.fs.setxattr(path, name, value, options)
 
     @_translate
     def removexattr(self, path: str, name: str) -> None:
@@ -385,6 +385,11 @@ class MegaFUSE(mfusepy.FUSE):
                       fill if attrs else 0) != 0:
                 break
         return 0
+
+    def chmod_fuse_3(self, path: bytes | None, mode: int, fip: Any) -> int:
+        """``fchmod`` comes without a path (``nullpath_ok``): pass the open file on."""
+        fh = fip.contents.fh if fip else None
+        return self.operations.chmod(self._path(path), mode, fh)
 
     def utimens_fuse_3(self, path: bytes | None, buf: Any, fip: Any) -> int:
         mtime = _timespec_ns(buf.contents.modtime) if buf else time.time_ns()

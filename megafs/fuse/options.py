@@ -93,6 +93,13 @@ def _level(value: str | bool) -> str:
     return text
 
 
+def _fsync(value: str | bool) -> str:
+    text = _text(value).strip().lower()
+    if text not in ("upload", "local"):
+        raise ValueError("%r is not upload or local" % value)
+    return text
+
+
 def _text(value: str | bool) -> str:
     if value is True or not str(value):
         raise ValueError("needs a value")
@@ -129,6 +136,9 @@ OWN_OPTIONS: dict[str, OwnOption] = {o.name: o for o in (
               "(default INFO for a background mount)", "LEVEL"),
     OwnOption("nonempty", _flag, "allow mounting over a folder that is not empty (hides its "
               "files)"),
+    OwnOption("fsync", _fsync, "upload: fsync returns once the data is on MEGA (one upload "
+              "per fsync, the default); local: once it is durable on the local disk, the "
+              "upload follows", "upload|local"),
     OwnOption("session", _text, "use this session file instead of the state dir's", "FILE"),
 )}
 

@@ -54,6 +54,7 @@ class MountConfig:
     session_file: str | None = None    # a session file other than the state dir's
     mountpoint: str = ""               # for messages (who holds a lock)
     local_port: int | None = None      # with local: this port from now on (else the kept one)
+    fsync_local: bool = False          # -o fsync=local: fsync is durable locally, no upload
 
 
 class MountRuntime:
@@ -125,6 +126,7 @@ class MountRuntime:
         stack.callback(self.reads.close)
         self.core = FileSystem(self.client, self.tree, self.wb, readcache=self.reads)
         self.core.recover()
+        self.core.io.fsync_local = cfg.fsync_local
         self.fs = LinkLayer(self.core, link_timeout=cfg.link_timeout,
                             show_links=cfg.show_links, mount_dir=self.mount_dir,
                             link_site=self.link_site)

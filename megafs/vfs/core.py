@@ -4,7 +4,9 @@ Owns the meaning of every operation the FUSE adapter forwards (except the virtua
 files and ``user.mega.*`` attributes, which ``vfs/links.py`` layers on top): attributes,
 listings, mkdir/rmdir/unlink/rename and utimens here; the data operations of open files
 (create/open/read/write/truncate/flush/fsync/release) in ``vfs/io.py`` (``FileSystem.io``);
-statfs in ``vfs/quota.py``; other clients' changes in ``vfs/follow.py``.  It returns plain
+statfs in ``vfs/quota.py``; other clients' changes in ``vfs/follow.py``; modes and user xattrs
+in ``vfs/meta.py`` (``FileSystem.meta``).  A folder's mtime and ctime move when an entry in it
+is added, removed or renamed here (``Namespace.changed``, memory only).  It returns plain
 data and raises ``FsError`` (or another ``MegafsError``) carrying the errno the caller must
 see; it never imports FUSE.
 
@@ -33,6 +35,7 @@ import time
 from typing import TYPE_CHECKING, Callable
 
 from ..errors import FsError, MegaError
+from ..tree.meta import MODE_ATTR, mode_value
 from ..tree.nodes import NS, Node
 from ..tree.tree import Tree
 from ..writeback import record as R
@@ -41,6 +44,7 @@ from ..writeback.staged import StagedFile
 from .follow import RemoteChanges
 from .handles import DirHandle, FileHandle, HandleTable
 from .io import FileIO
+from .meta import Metadata
 from .namespace import DIR, HIDDEN_NAME, Entry, Namespace
 from .quota import QuotaCache
 from .readcache import ReadCache
@@ -69,6 +73,7 @@ class FileSystem:
         self.io = FileIO(self.ns, wb, tree, self.reads, self.handles)
         self.quota = QuotaCache(client)
         self.changes = RemoteChanges(self.ns, wb, tree, self.mkdir)
+        self.meta = Metadata(self)
         wb.on_settled = self.ns.retire
         wb.on_remote_change = self.changes.remote_change
         wb.path_of = self.ns.path_of
@@ -88,17 +93,21 @@ class FileSystem:
         """``stat`` fields of an entry (times in nanoseconds)."""
         if entry.kind == DIR:
             node = entry.folder
-            mtime = node.mtime_ns if node.ts else self.started_ns
-            return self._stat(stat.S_IFDIR | 0o755, 0, mtime, 2)
+            # an entry added, removed or renamed here since (``Namespace.changed``) wins
+            mtime = self.ns.dir_times.get(node.handle) or (
+                node.mtime_ns if node.ts else self.started_ns)
+            return self._stat(stat.S_IFDIR | self.meta.mode(entry), 0, mtime, 2)
         if entry.sf is not None:
             return self.stat_file(entry.sf)
         assert entry.node is not None
-        return self._stat(stat.S_IFREG | 0o644, entry.node.size, entry.node.mtime_ns)
+        return self._stat(stat.S_IFREG | self.meta.mode(entry), entry.node.size,
+                          entry.node.mtime_ns)
 
     def stat_file(self, sf: StagedFile) -> dict[str, int]:
         with self.wb.lock:
             size, mtime = sf.rec.size, sf.rec.mtime_ns
-        return self._stat(stat.S_IFREG | 0o644, size, mtime)
+            mode = self.meta.file_mode(sf)
+        return self._stat(stat.S_IFREG | mode, size, mtime)
 
     def getattr(self, path: str | None, fh: int | None = None) -> dict[str, int]:
         """Attributes of ``path``, or of the open file ``fh`` (also after it was unlinked)."""
@@ -132,13 +141,19 @@ class FileSystem:
         return sorted(self.ns.listing(folder))
 
     # --- namespace --------------------------------------------------------------------------
-    def mkdir(self, path: str) -> None:
+    def mkdir(self, path: str, mode: int | None = None) -> None:
+        """A new folder; ``mode`` (permission bits, the umask already applied by the
+        kernel) is stored in its attributes (``mfs-mode``)."""
         with self.ns.lock:
             parent, name = self.ns.parent_of(path)
             if self.ns.lookup(parent.handle, name) is not None:
                 raise FsError(errno.EEXIST, "the name exists")
-            raw = self.client.mkdir(parent.handle, name, {"n": name, "t": int(time.time())})
+            attrs: dict[str, object] = {"n": name, "t": int(time.time())}
+            if mode is not None:
+                attrs[MODE_ATTR] = mode_value(mode)
+            raw = self.client.mkdir(parent.handle, name, attrs)
             self.tree.add_raw(raw)
+            self.ns.changed(parent.handle)
 
     def rmdir(self, path: str) -> None:
         with self.ns.lock:
@@ -149,6 +164,7 @@ class FileSystem:
             if self.ns.listing(folder.handle):
                 raise FsError(errno.ENOTEMPTY, "the folder is not empty")
             self._delete_folder(folder)
+            self.ns.changed(entry.parent)
 
     def _delete_folder(self, folder: Node) -> None:
         """Delete an (apparently) empty folder remotely.  Nodes in it that staged files shown
@@ -178,6 +194,7 @@ class FileSystem:
             if self.ns.forget_hidden(entry.parent, entry.name):
                 return                 # the last close of a file removed while open
             self.ns.remove(self.ns.staged_for(entry))
+            self.ns.changed(entry.parent)
 
     def rename(self, old: str, new: str) -> None:
         with self.ns.lock:
@@ -191,11 +208,13 @@ class FileSystem:
                 return
             if src.kind == DIR:
                 self._rename_folder(src.folder, parent, name, dst)
+                self.ns.changed(src.parent, parent.handle)
                 return
             if dst is None and HIDDEN_NAME.fullmatch(name):
                 # libfuse hides a file removed while it thinks it open (its release may still
                 # be on the way): to us that is the removal
                 self.ns.hide(self.ns.staged_for(src), parent.handle, name)
+                self.ns.changed(src.parent)
                 return
             sf = self.ns.staged_for(src)
             replaced = None
@@ -208,6 +227,7 @@ class FileSystem:
             self.ns.move(sf, parent.handle, name)
             if replaced is not None:
                 self.ns.remove(replaced)
+            self.ns.changed(src.parent, parent.handle)
             self.wb.save(sf)
 
     def _rename_folder(self, folder: Node, parent: Node, name: str, dst: Entry | None) -> None:
@@ -256,6 +276,7 @@ class FileSystem:
                 attrs["t"] = mtime // NS
                 self.client.set_attrs(node.handle, node.key, attrs)
                 self.tree.set_attrs(node.handle, attrs)
+                self.ns.dir_times.pop(node.handle, None)     # the time set now wins
                 return
             sf = self.ns.staged_for(entry)
         self.wb.change(sf, lambda rec: R.touched(rec, mtime))

@@ -18,6 +18,7 @@ from typing import Callable
 
 from ..api.download import start_writeback
 from ..errors import FsError
+from ..tree.meta import MODE_ATTR, mode_value
 from ..tree.tree import Tree
 from ..writeback.queue import WriteBack
 from ..writeback.staged import StagedFile
@@ -41,15 +42,23 @@ class FileIO:
         self.tree = tree
         self.reads = reads
         self.handles = handles
+        # ``-o fsync=local``: fsync makes the data durable on the local disk only; the upload
+        # follows as after a close (issue 22)
+        self.fsync_local = False
 
-    def create(self, path: str, flags: int = os.O_WRONLY) -> int:
+    def create(self, path: str, flags: int = os.O_WRONLY, mode: int | None = None) -> int:
         """``open(O_CREAT)``: a new empty file, or an existing one opened (and emptied with
-        ``O_TRUNC``); EEXIST with ``O_EXCL`` if the name exists."""
+        ``O_TRUNC``); EEXIST with ``O_EXCL`` if the name exists.  ``mode``: the new file's
+        permission bits (the umask already applied by the kernel), uploaded with it."""
         with self.ns.lock:
             parent, name = self.ns.parent_of(path)
             entry = self.ns.lookup(parent.handle, name)
             if entry is None:
                 sf = self.ns.add(parent.handle, name, content=True, mtime_ns=time.time_ns())
+                if mode is not None:
+                    with self.wb.lock:
+                        sf.rec.own_attrs = {MODE_ATTR: mode_value(mode)}
+                self.ns.changed(parent.handle)
                 return self._open_file(sf, True)
             if entry.kind == DIR:
                 raise FsError(errno.EISDIR, "a folder has that name")
@@ -260,10 +269,13 @@ class FileIO:
 
     def fsync(self, fh: int, cancelled: Callable[[], bool] | None = None) -> None:
         """Returns once the file's current data is on MEGA (EIO with the reason if its upload
-        failed for good)."""
+        failed for good); with ``fsync_local`` once it is durable in the staging area (the
+        upload follows once no writer has the file open)."""
         handle = self.file_handle(fh)
         sf = handle.sf
         self.wb.flush(sf, handle.fd if handle.fd >= 0 else None)
+        if self.fsync_local:
+            return
         with self.wb.lock:
             if sf.rec.unlinked:
                 return

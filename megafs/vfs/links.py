@@ -19,10 +19,11 @@ xattrs on files: ``user.mega.state``, ``user.mega.link`` (waits like ``X.link``)
 ``user.mega.handle``; on the mount root the control attributes ``user.megafs.status``,
 ``user.megafs.mountdir``, ``user.megafs.pid`` (the mount process, for ``megafs umount`` run
 without the mount's ``--state-dir``) and the write-only ``user.megafs.retry``.  All are read
-by name and none is listed (``listxattr`` answers no names), so copy tools never carry a
-link's key into a copy.  Nothing else is stored: setting or removing attributes fails with
-ENOTSUP, names outside ``user.*`` give ENOTSUP (so ``ls -l`` stops asking) and unknown
-``user.*`` names ENODATA.  Never imports FUSE.
+by name and none is listed (``listxattr`` lists only the user xattrs programs stored), so
+copy tools never carry a link's key into a copy; setting or removing them fails with ENOTSUP.
+Other ``user.*`` names are stored with the node (``vfs/meta.py``); names outside ``user.*``
+give ENOTSUP (so ``ls -l`` stops asking) and unknown ``user.*`` names ENODATA.  Never imports
+FUSE.
 """
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ from ..errors import FsError
 from ..writeback.record import link_wish
 from .core import FileSystem
 from .handles import FileHandle, LinkHandle
+from .meta import stored_name
 from .namespace import DIR, Entry
 
 log = logging.getLogger(__name__)
@@ -188,8 +190,8 @@ class LinkLayer:
         self.core.io.release(fh)
 
     # --- files ------------------------------------------------------------------------------
-    def create(self, path: str, flags: int = os.O_WRONLY) -> int:
-        return self.core.io.create(path, flags)
+    def create(self, path: str, flags: int = os.O_WRONLY, mode: int | None = None) -> int:
+        return self.core.io.create(path, flags, mode)
 
     def open(self, path: str, flags: int) -> int:
         target = self._virtual(path)
@@ -236,14 +238,22 @@ class LinkLayer:
             raise _readonly()
         self.core.utimens(path, mtime_ns, fh)
 
-    def chmod(self, path: str | None) -> None:
-        """Accepted and not stored."""
+    def chmod(self, path: str | None, mode: int, fh: int | None = None) -> None:
+        """Store the permission bits (``vfs/meta.py``); a ``.link`` file is read-only."""
+        if fh and isinstance(self.core.handles.get(fh), LinkHandle):
+            raise _readonly()
+        if path is not None and not fh and self._virtual(path) is not None:
+            raise _readonly()
+        self.core.meta.chmod(path, mode, fh)
+
+    def chown(self, path: str | None) -> None:
+        """Accepted and not stored: every file is the mounting user's."""
         if path is not None and self._virtual(path) is None:
             self.core.ns.resolve(path)
 
     # --- namespace --------------------------------------------------------------------------
-    def mkdir(self, path: str) -> None:
-        self.core.mkdir(path)
+    def mkdir(self, path: str, mode: int | None = None) -> None:
+        self.core.mkdir(path, mode)
 
     def rmdir(self, path: str) -> None:
         self.core.rmdir(path)
@@ -270,14 +280,15 @@ class LinkLayer:
 
     # --- xattrs -----------------------------------------------------------------------------
     def listxattr(self, path: str) -> list[str]:
-        """No names.  megafs's own ``user.mega.*`` attributes are readable by name but never
-        listed (issue 22): copy and backup tools (`cp -a`, `rsync -aX`, `tar --xattrs`)
-        copy every listed attribute, so listing ``user.mega.link`` put the file's key into
-        every copy, and `rsync -aX` into the mount failed (exit 23) trying to remove the
-        read-only ones.  ENOENT for a name that does not exist, as for any operation."""
-        if self._virtual(path) is None:
-            self.core.ns.resolve(path)
-        return []
+        """The user xattrs programs stored (``vfs/meta.py``).  megafs's own ``user.mega.*``
+        attributes are readable by name but never listed (issue 22): copy and backup tools
+        (`cp -a`, `rsync -aX`, `tar --xattrs`) copy every listed attribute, so listing
+        ``user.mega.link`` put the file's key into every copy, and `rsync -aX` into the mount
+        failed (exit 23) trying to remove the read-only ones.  ENOENT for a name that does
+        not exist, as for any operation."""
+        if self._virtual(path) is not None:
+            return []
+        return sorted(self.core.meta.xattrs(self.core.ns.resolve(path)))
 
     def getxattr(self, path: str, name: str) -> bytes:
         virtual = self._virtual(path)
@@ -289,6 +300,11 @@ class LinkLayer:
             raise FsError(errno.ENOTSUP, "megafs stores only user.mega.* attributes")
         if virtual is not None:
             raise FsError(errno.ENODATA, "a .link file has no attributes")
+        if stored_name(name):
+            value = self.core.meta.xattrs(entry).get(name)
+            if value is None:
+                raise FsError(errno.ENODATA, "no such attribute")
+            return value
         if entry.kind == DIR:
             return self._dir_xattr(entry, name)
         state, handle, error = self.core.file_state(entry)
@@ -326,15 +342,24 @@ class LinkLayer:
                 return str(os.getpid()).encode()
         raise FsError(errno.ENODATA, "no such attribute")
 
-    def setxattr(self, path: str, name: str, value: bytes) -> None:
-        entry = self._virtual(path) or self.core.ns.resolve(path)
+    def setxattr(self, path: str, name: str, value: bytes, flags: int = 0) -> None:
+        virtual = self._virtual(path)
+        entry = virtual or self.core.ns.resolve(path)
         if entry.kind == DIR and entry.folder.handle == self.core.tree.root and name == XA_RETRY:
             n = self.core.wb.control.retry_failed()
             log.info("retry requested: %d failed upload(s) re-queued", n)
             return
-        raise FsError(errno.ENOTSUP, "megafs does not store extended attributes")
+        if virtual is None and stored_name(name):
+            self.core.meta.setxattr(path, name, value, flags)
+            return
+        raise FsError(errno.ENOTSUP, "megafs stores user.* attributes only; user.mega.* "
+                      "are its own, read-only")
 
     def removexattr(self, path: str, name: str) -> None:
         if self._virtual(path) is None:
             self.core.ns.resolve(path)
-        raise FsError(errno.ENOTSUP, "megafs does not store extended attributes")
+            if stored_name(name):
+                self.core.meta.removexattr(path, name)
+                return
+        raise FsError(errno.ENOTSUP, "megafs stores user.* attributes only; user.mega.* "
+                      "are its own, read-only")

@@ -23,6 +23,7 @@ import errno
 import logging
 import re
 import threading
+import time
 from dataclasses import dataclass
 
 from ..errors import FsError
@@ -90,6 +91,9 @@ class Namespace:
         # (folder, hidden name) -> (folder, name) it was hidden from, kept after the hidden
         # file is gone (the last HIDDEN_ORIGINS): see ``hidden_origin``
         self._origins: dict[tuple[str, str], tuple[str, str]] = {}
+        # folder handle -> time (ns) an entry in it was last added, removed or renamed here
+        # (issue 22; memory only, see ``changed``)
+        self.dir_times: dict[str, int] = {}
 
     # --- lookups (lock-free) ----------------------------------------------------------------
     def lookup(self, folder: str, name: str) -> Entry | None:
@@ -183,6 +187,14 @@ class Namespace:
         return folder.rstrip("/") + "/" + sf.rec.name
 
     # --- changes (under self.lock) ----------------------------------------------------------
+    def changed(self, *folders: str) -> None:
+        """Entries of ``folders`` were added, removed or renamed: their mtime and ctime are
+        now.  Kept in memory only: sending each change to MEGA would cost one ``a`` request
+        per create/unlink/rename (see README, Semantics)."""
+        now = time.time_ns()
+        for folder in folders:
+            self.dir_times[folder] = now
+
     def staged_for(self, entry: Entry) -> StagedFile:
         """The staged file of a file entry, giving a remote file one (shown at its place)."""
         if entry.sf is not None:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ApiCode, MegaError, MegafsError
+from ..tree.meta import carried
 from ..tree.nodes import UPLOAD_ID_ATTR, Node, time_attrs
 from . import record as R
 from .record import Step
@@ -198,8 +199,12 @@ class Committer:
                 sf.token = None                # stale: the file changed or went away
                 return None
             uploaded, crc_attr = sf.token
+            # the new version keeps the old one's mode and xattrs, and those chosen here
+            old = wb.tree.get(rec.committed) if rec.committed else None
             attrs = time_attrs(rec.mtime_ns, {"n": rec.name, "c": crc_attr,
-                                              UPLOAD_ID_ATTR: rec.upload_id})
+                                              UPLOAD_ID_ATTR: rec.upload_id,
+                                              **carried(old.attrs if old else None),
+                                              **rec.own_attrs})
             rec.put_tried = True
             return _Ops(put=(rec.parent, uploaded, attrs, gen))
         step = wb.step(sf)
@@ -213,9 +218,11 @@ class Committer:
             return None
         if node.parent != rec.parent:
             ops.move = rec.parent
-        if node.name != rec.name or node.mtime_ns != rec.mtime_ns:
+        if (node.name != rec.name or node.mtime_ns != rec.mtime_ns
+                or R.attrs_differ(rec, node.attrs)):
             attrs = dict(node.attrs)
             attrs["n"] = rec.name
+            attrs.update(rec.own_attrs)
             ops.attrs = time_attrs(rec.mtime_ns, attrs)
         if rec.committed_gen > 0 and not node.public and rec.link_wanted:
             ops.export = node.handle

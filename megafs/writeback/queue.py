@@ -247,7 +247,8 @@ class WriteBack:
         view = None if node is None else (node.parent, node.name, node.mtime_ns,
                                           bool(node.public))
         return R.plan(sf.rec, node=view, writers=sf.writers, forced=sf.forced,
-                      dirty=sf.dirty, handles=sf.handles, now=time.time())
+                      dirty=sf.dirty, handles=sf.handles, now=time.time(),
+                      node_attrs=None if node is None else node.attrs)
 
     def settled(self, sf: StagedFile) -> bool:
         """Nothing left to send and nothing open, so the file may be retired (call under

@@ -70,6 +70,10 @@ class Record:
     # user.mega.link) sets it.  EXPORT is planned only while it is set, so a revoked link
     # is never brought back by the committer.
     link_wanted: bool = True
+    # Client attributes chosen here that the committed node must carry (issue 22): the mode
+    # (``mfs-mode``, chmod/create) and user xattrs (``mfs-x``), see ``tree/meta.py``.  Sent
+    # with the upload or by FIX (``a``); empty: the node's own are shown.
+    own_attrs: dict[str, Any] = field(default_factory=dict)
 
     @property
     def upload_id(self) -> str:
@@ -97,13 +101,21 @@ def meta_differs(rec: Record, node_parent: str, node_name: str | None, node_mtim
             or node_mtime_ns != rec.mtime_ns)
 
 
+def attrs_differ(rec: Record, node_attrs: dict[str, Any] | None) -> bool:
+    """Whether the committed node lacks one of the attributes chosen here (``own_attrs``)."""
+    attrs = node_attrs or {}
+    return any(attrs.get(key) != value for key, value in rec.own_attrs.items())
+
+
 def plan(rec: Record, *, node: tuple[str, str | None, int, bool] | None, writers: int,
-         forced: bool, dirty: bool, handles: int, now: float) -> Step:
+         forced: bool, dirty: bool, handles: int, now: float,
+         node_attrs: dict[str, Any] | None = None) -> Step:
     """The next step for ``rec``.
 
     ``node`` describes the committed node as the tree has it: (parent, name, mtime_ns, has a
-    public handle), or None if there is no committed node or it vanished.  ``writers``/
-    ``forced``/``dirty``/``handles`` are the in-memory state of the open file.  Pure.
+    public handle), or None if there is no committed node or it vanished; ``node_attrs`` are
+    its attributes.  ``writers``/``forced``/``dirty``/``handles`` are the in-memory state of
+    the open file.  Pure.
     """
     if rec.unlinked:
         if handles > 0:
@@ -120,7 +132,8 @@ def plan(rec: Record, *, node: tuple[str, str | None, int, bool] | None, writers
     if rec.committed is None or node is None:
         return Step.DONE      # no copy and no node: the file is gone; the namespace drops it
     parent, name, mtime_ns, public = node
-    if rec.local_meta and meta_differs(rec, parent, name, mtime_ns):
+    if (rec.local_meta and meta_differs(rec, parent, name, mtime_ns)
+            or attrs_differ(rec, node_attrs)):
         return Step.FIX
     if rec.replaces:
         return Step.CLEANUP
@@ -153,6 +166,11 @@ def committed(rec: Record, generation: int, handle: str) -> Record:
 def touched(rec: Record, mtime_ns: int) -> Record:
     """``utimens``: a new mtime chosen here."""
     return dataclasses.replace(rec, mtime_ns=mtime_ns, local_meta=True)
+
+
+def with_attrs(rec: Record, attrs: dict[str, Any]) -> Record:
+    """chmod, setxattr, removexattr: client attributes chosen here (see ``own_attrs``)."""
+    return dataclasses.replace(rec, own_attrs={**rec.own_attrs, **attrs})
 
 
 def link_wish(rec: Record, wanted: bool) -> Record:

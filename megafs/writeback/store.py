@@ -59,16 +59,18 @@ CREATE TABLE IF NOT EXISTS files (
     path TEXT NOT NULL DEFAULT '',
     state TEXT NOT NULL DEFAULT 'pending',
     updated REAL NOT NULL DEFAULT 0,
-    link_wanted INTEGER NOT NULL DEFAULT 1
+    link_wanted INTEGER NOT NULL DEFAULT 1,
+    own_attrs TEXT NOT NULL DEFAULT '{}'
 )
 """
 # Columns added after the first schema: (name, definition, default) for ALTER TABLE on older
 # queues and for reading them read-only.
-_ADDED = (("link_wanted", "INTEGER NOT NULL DEFAULT 1", "1"),)
+_ADDED = (("link_wanted", "INTEGER NOT NULL DEFAULT 1", "1"),
+          ("own_attrs", "TEXT NOT NULL DEFAULT '{}'", "'{}'"))
 _COLUMNS = ("rid", "parent", "name", "size", "mtime_ns", "generation", "committed",
             "committed_gen", "replaces", "has_copy", "unlinked", "local_meta", "put_tried",
             "failed", "error",
-            "attempts", "path", "state", "updated", "link_wanted")
+            "attempts", "path", "state", "updated", "link_wanted", "own_attrs")
 _DELETED = 1 << 62        # sequence number of a deleted row: no older snapshot re-inserts it
 LAZY_DELAY = 0.05         # seconds a lazy delete waits for a transaction to ride on
 
@@ -78,24 +80,31 @@ def row_of(rec: Record, state: str) -> tuple:
     return (rec.rid, rec.parent, rec.name, rec.size, rec.mtime_ns, rec.generation, rec.committed,
             rec.committed_gen, json.dumps(rec.replaces), int(rec.has_copy), int(rec.unlinked),
             int(rec.local_meta), int(rec.put_tried), int(rec.failed), rec.error, rec.attempts,
-            rec.path, state, time.time(), int(rec.link_wanted))
+            rec.path, state, time.time(), int(rec.link_wanted),
+            json.dumps(rec.own_attrs))
 
 
 def record_of(row: tuple) -> Record:
     """A ``Record`` from a database row (column order of ``_COLUMNS``)."""
     (rid, parent, name, size, mtime_ns, generation, committed, committed_gen, replaces,
      has_copy, unlinked, local_meta, put_tried, failed, error, attempts, path, _state,
-     _updated, link_wanted) = row
+     _updated, link_wanted, own_attrs) = row
     try:
         old = [h for h in json.loads(replaces or "[]") if isinstance(h, str)]
     except ValueError:
         old = []
+    try:
+        attrs = json.loads(own_attrs or "{}")
+    except ValueError:
+        attrs = {}
+    if not isinstance(attrs, dict):
+        attrs = {}
     return Record(rid, parent, name, size=size, mtime_ns=mtime_ns, generation=generation,
                   committed=committed, committed_gen=committed_gen, replaces=old,
                   has_copy=bool(has_copy), unlinked=bool(unlinked),
                   local_meta=bool(local_meta), put_tried=bool(put_tried),
                   failed=bool(failed), error=error, attempts=attempts, path=path or "",
-                  link_wanted=bool(link_wanted))
+                  link_wanted=bool(link_wanted), own_attrs=attrs)
 
 
 def open_db(path: str, *, readonly: bool = False) -> sqlite3.Connection:

@@ -19,6 +19,7 @@ import pytest
 from megafs.api.client import MegaClient
 from megafs.errors import FsError, IntegrityError, MegafsError
 from megafs.mount.runtime import MountConfig, MountRuntime
+from megafs.tree.meta import mode_of, xattrs_of
 from helpers.mount import listing_paths, run_with_timeout, wait_for
 
 
@@ -271,9 +272,10 @@ def test_links_and_xattrs(stack):
     assert stack.fs.listxattr("/x.txt") == []           # read by name, never listed
     assert stack.fs.getxattr("/x.txt", "user.mega.state") == b"uploaded"
     assert stack.fs.getxattr("/x.txt", "user.mega.handle")
-    with pytest.raises(FsError) as ei:
-        stack.fs.setxattr("/x.txt", "user.other", b"1")
-    assert ei.value.errno == errno.ENOTSUP
+    for own in ("user.mega.state", "user.mega.link"):     # megafs's own: read-only
+        with pytest.raises(FsError) as ei:
+            stack.fs.setxattr("/x.txt", own, b"1")
+        assert ei.value.errno == errno.ENOTSUP
     with pytest.raises(FsError) as ei:
         stack.fs.getxattr("/x.txt", "user.other")
     assert ei.value.errno == errno.ENODATA
@@ -826,3 +828,144 @@ def test_truncate_then_rewrite_and_a_restarted_upload_never_reuse_a_key(stack, s
     assert taken[0][0].aes_key != taken[1][0].aes_key
     wait_for(lambda: stack.settled("/t.bin"), what="retired")
     assert stack.node("/t.bin").file_key.aes_key not in {k.aes_key for k, _ in taken}
+
+
+def _remote(stack, path: str, test) -> object:
+    """The node at ``path`` in a fresh listing once ``test(node)`` holds (what another client
+    sees)."""
+    found: list = []
+
+    def check() -> bool:
+        node = stack.fresh_names().get(path)
+        if node is not None and test(node):
+            found.append(node)
+            return True
+        return False
+    wait_for(check, timeout=30)
+    return found[0]
+
+
+def test_modes_and_xattrs_reach_the_node_and_its_new_versions(stack):
+    fh = stack.fs.create("/m.sh", os.O_WRONLY, 0o640)      # the creat() mode, umask applied
+    stack.fs.write(fh, b"#!/bin/sh\n", 0)
+    stack.fs.setxattr("/m.sh", "user.k", b"v\x00")        # while staged: in the record
+    stack.fs.flush(fh)
+    stack.fs.release(fh)
+    assert stat.S_IMODE(stack.fs.getattr("/m.sh")["st_mode"]) == 0o640
+    stack.link("/m.sh")
+    node = _remote(stack, "/m.sh", lambda n: mode_of(n.attrs, 0) == 0o640)
+    assert xattrs_of(node.attrs) == {"user.k": b"v\x00"}     # sent with the upload
+    wait_for(lambda: stack.settled("/m.sh"), timeout=30)
+    # a file already on MEGA: the change goes out as one `a`
+    stack.fs.chmod("/m.sh", 0o755)
+    assert stat.S_IMODE(stack.fs.getattr("/m.sh")["st_mode"]) == 0o755
+    _remote(stack, "/m.sh", lambda n: mode_of(n.attrs, 0) == 0o755)
+    # a new version of the content keeps both
+    fh = stack.fs.open("/m.sh", os.O_WRONLY)
+    stack.fs.write(fh, b"#!/bin/bash\n", 0)
+    stack.fs.flush(fh)
+    stack.fs.release(fh)
+    node = _remote(stack, "/m.sh", lambda n: n.size == 12)
+    assert mode_of(node.attrs, 0) == 0o755 and xattrs_of(node.attrs) == {"user.k": b"v\x00"}
+    assert stack.fs.listxattr("/m.sh") == ["user.k"]
+    stack.fs.removexattr("/m.sh", "user.k")
+    assert stack.fs.listxattr("/m.sh") == []
+    _remote(stack, "/m.sh", lambda n: xattrs_of(n.attrs) == {})
+    with pytest.raises(FsError) as ei:
+        stack.fs.removexattr("/m.sh", "user.k")
+    assert ei.value.errno == errno.ENODATA
+    # folders: remote first
+    stack.fs.mkdir("/d", 0o700)
+    assert stat.S_IMODE(stack.fs.getattr("/d")["st_mode"]) == 0o700
+    stack.fs.setxattr("/d", "user.f", b"1")
+    node = stack.fresh_names()["/d"]
+    assert mode_of(node.attrs, 0) == 0o700 and xattrs_of(node.attrs) == {"user.f": b"1"}
+
+
+def test_xattr_limits_and_flags(stack, caplog):
+    stack.write_file("/x", b"1")
+    with pytest.raises(FsError) as ei:
+        stack.fs.setxattr("/x", "user.big", b"b" * 16385)
+    assert ei.value.errno == errno.E2BIG
+    stack.fs.setxattr("/x", "user.a", b"a" * 10000)
+    with caplog.at_level(logging.WARNING):
+        with pytest.raises(FsError) as ei:
+            stack.fs.setxattr("/x", "user.b", b"b" * 10000)
+    assert ei.value.errno == errno.ENOSPC
+    assert "more than megafs keeps per file" in caplog.text
+    with pytest.raises(FsError) as ei:
+        stack.fs.setxattr("/x", "user.a", b"2", os.XATTR_CREATE)
+    assert ei.value.errno == errno.EEXIST
+    with pytest.raises(FsError) as ei:
+        stack.fs.setxattr("/x", "user.c", b"2", os.XATTR_REPLACE)
+    assert ei.value.errno == errno.ENODATA
+    with pytest.raises(FsError) as ei:
+        stack.fs.setxattr("/x", "trusted.a", b"2")
+    assert ei.value.errno == errno.ENOTSUP
+    assert stack.fs.listxattr("/x") == ["user.a"]
+
+
+def test_folder_times_change_with_their_entries(stack):
+    stack.fs.mkdir("/box")
+    seen = [stack.fs.getattr("/box")["st_mtime"]]
+
+    def changed() -> None:
+        st = stack.fs.getattr("/box")
+        assert st["st_mtime"] > seen[-1] and st["st_ctime"] == st["st_mtime"]
+        seen.append(st["st_mtime"])
+    time.sleep(0.01)
+    stack.write_file("/box/a", b"1")
+    changed()
+    stack.fs.rename("/box/a", "/box/b")
+    changed()
+    stack.fs.unlink("/box/b")
+    changed()
+    stack.fs.mkdir("/box/sub")
+    changed()
+    stack.fs.rmdir("/box/sub")
+    changed()
+    stack.fs.utimens("/box", 5 * 10 ** 9)                  # a time set by touch wins
+    assert stack.fs.getattr("/box")["st_mtime"] == 5 * 10 ** 9
+
+
+def test_fsync_local_returns_before_the_upload(server, tmp_path):
+    s = Stack(server.url, str(tmp_path / "state"), start=False)
+    try:
+        s.core.io.fsync_local = True
+        fh = s.fs.create("/log.txt")
+        s.fs.write(fh, b"entry\n", 0)
+        s.fs.fsync(fh)               # no committer running: returns on the local disk only
+        assert s.fs.getxattr("/log.txt", "user.mega.state") == b"pending"
+        rows = sqlite3.connect(os.path.join(s.mount_dir, "queue.sqlite")).execute(
+            "SELECT size, generation FROM files").fetchall()
+        assert rows == [(6, 1)]      # durable: the row of the synced content is committed
+        s.fs.release(fh)
+        s.wb.start()
+        assert s.link("/log.txt")    # the upload follows
+        assert s.fresh_names()["/log.txt"].size == 6
+    finally:
+        s.close()
+
+
+def test_mode_and_xattrs_of_a_queued_file_survive_a_restart(server, tmp_path):
+    """chmod/setxattr of a file still waiting for upload are in its durable row: a mount that
+    stops before the upload sends them with it next time."""
+    state = str(tmp_path / "state")
+    s = Stack(server.url, state, start=False)
+    fh = s.fs.create("/q.sh", os.O_WRONLY, 0o600)
+    s.fs.write(fh, b"#!/bin/sh\n", 0)
+    s.fs.flush(fh)
+    s.fs.release(fh)
+    s.fs.chmod("/q.sh", 0o700)
+    s.fs.setxattr("/q.sh", "user.origin", b"here")
+    assert "/q.sh" not in s.fresh_names()            # nothing sent: no committer ran
+    s.close()
+    s2 = Stack(server.url, state)
+    try:
+        assert stat.S_IMODE(s2.fs.getattr("/q.sh")["st_mode"]) == 0o700
+        assert s2.fs.getxattr("/q.sh", "user.origin") == b"here"
+        node = _remote(s2, "/q.sh", lambda n: n.size == 10)
+        assert mode_of(node.attrs, 0) == 0o700
+        assert xattrs_of(node.attrs) == {"user.origin": b"here"}
+    finally:
+        s2.close()

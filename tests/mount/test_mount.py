@@ -124,7 +124,8 @@ def test_unsupported_and_readonly_operations(mounted):
         (lambda: open(mnt / "f.txt.link", "w"), (errno.EPERM, errno.EACCES)),
         (lambda: os.truncate(mnt / "f.txt.link", 0), (errno.EPERM, errno.EACCES)),
         (lambda: os.rename(mnt / "f.txt.link", mnt / "g"), errno.EPERM),
-        (lambda: os.setxattr(mnt / "f.txt", "user.x", b"1"), errno.ENOTSUP),
+        (lambda: os.setxattr(mnt / "f.txt", "user.mega.link", b"1"), errno.ENOTSUP),
+        (lambda: os.setxattr(mnt / "f.txt", "trusted.x", b"1"), (errno.ENOTSUP, errno.EPERM)),
         (lambda: os.removexattr(mnt / "f.txt", "user.mega.link"), errno.ENOTSUP),
         (lambda: os.getxattr(mnt / "f.txt", "user.nothing"), errno.ENODATA),
         (lambda: open(mnt / ("n" * 256), "w"), errno.ENAMETOOLONG),
@@ -134,9 +135,9 @@ def test_unsupported_and_readonly_operations(mounted):
             func()
         want = expected if isinstance(expected, tuple) else (expected,)
         assert ei.value.errno in want, (func, ei.value)
-    os.chmod(mnt / "f.txt", 0o600)            # accepted, not stored
-    os.chown(mnt / "f.txt", os.getuid(), os.getgid())
-    assert (os.stat(mnt / "f.txt").st_mode & 0o777) == 0o644
+    os.chmod(mnt / "f.txt", 0o600)            # stored (issue 22)
+    os.chown(mnt / "f.txt", os.getuid(), os.getgid())       # accepted, not stored
+    assert (os.stat(mnt / "f.txt").st_mode & 0o777) == 0o600
     os.utime(mnt / "f.txt", (1000000000, 1000000000))
     wait_for(lambda: os.stat(mnt / "f.txt").st_mtime == 1000000000, timeout=10,
              what="mtime to be kept")

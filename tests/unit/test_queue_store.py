@@ -1,7 +1,8 @@
 """The queue file across versions: a queue written before a column was added (here
-``link_wanted``, issue 21) opens, gains the column with its default, and reads back the same
-records; ``megafs status`` of such a queue while unmounted (read-only: no ALTER) works too.
-And ``record.plan`` never exports a link the user revoked."""
+``link_wanted``, issue 21; ``own_attrs``, issue 22) opens, gains the columns with their
+defaults, and reads back the same records; ``megafs status`` of such a queue while unmounted
+(read-only: no ALTER) works too.  ``record.plan`` never exports a link the user revoked, and
+sends a mode or xattr chosen here (``own_attrs``) to the node with FIX until it has it."""
 from __future__ import annotations
 
 import sqlite3
@@ -41,11 +42,11 @@ def test_a_queue_from_before_link_wanted_opens_and_reads(tmp_path):
         (rec,) = store.load()
     finally:
         store.close()
-    assert (rec.rid, rec.name, rec.size, rec.generation, rec.link_wanted) == \
-        ("00aa", "a.txt", 5, 1, True)
+    assert (rec.rid, rec.name, rec.size, rec.generation, rec.link_wanted, rec.own_attrs) == \
+        ("00aa", "a.txt", 5, 1, True, {})
     cols = [r[1] for r in sqlite3.connect(str(tmp_path / "queue.sqlite"))
             .execute("PRAGMA table_info(files)")]
-    assert cols[-1] == "link_wanted"
+    assert cols[-2:] == ["link_wanted", "own_attrs"]
 
 
 def test_plan_exports_only_a_wanted_link():
@@ -58,3 +59,22 @@ def test_plan_exports_only_a_wanted_link():
     assert R.plan(R.link_wish(revoked, True), node=node, **args) is R.Step.EXPORT
     assert R.plan(revoked, node=("P", "n", 7, True), **args) is R.Step.DONE
     assert R.flushed(revoked, 3, 9).link_wanted is False    # a rewrite keeps the wish
+
+
+def test_own_attrs_are_durable_and_planned_until_the_node_has_them(tmp_path):
+    rec = R.with_attrs(R.Record("r2", "P", "n", committed="H", committed_gen=1, mtime_ns=7,
+                                link_wanted=False), {"mfs-mode": "755"})
+    node = ("P", "n", 7, True)
+    args = dict(writers=0, forced=False, dirty=False, handles=0, now=0.0)
+    assert R.plan(rec, node=node, node_attrs={"n": "n"}, **args) is R.Step.FIX
+    assert R.plan(rec, node=node, node_attrs={"n": "n", "mfs-mode": "755"},
+                  **args) is R.Step.DONE
+    store = QueueStore(str(tmp_path))
+    try:
+        store.write(store.snapshot([(rec, "pending")]))
+        store.close()
+        store = QueueStore(str(tmp_path))
+        (back,) = store.load()
+    finally:
+        store.close()
+    assert back.own_attrs == {"mfs-mode": "755"}

@@ -1,0 +1,172 @@
+"""Modes, user xattrs, folder times and ``-o fsync=local`` through a real mount (issue 22,
+items 3, 4, 6 and 7), driven by the programs people use: a program built in the mount runs,
+``cp -p``/``cp -a``/``rsync -aX`` keep modes and xattrs (a second ``rsync -aX`` sends
+nothing), a notmuch-style check sees a folder's mtime move with every entry change, and all of
+it is still there after a remount."""
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers.mount import MountProcess, wait_for
+
+pytestmark = [pytest.mark.fuse,
+              pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="no /dev/fuse")]
+
+
+def sh(cmd: str, cwd: str | Path | None = None, timeout: float = 120.0
+       ) -> subprocess.CompletedProcess:
+    proc = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True,
+                          timeout=timeout, cwd=cwd)
+    assert proc.returncode == 0, "%s -> %d: %s" % (cmd, proc.returncode, proc.stderr)
+    return proc
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def settled(mnt: Path, *names: str) -> None:
+    """Every named file is on MEGA with its last change."""
+    for name in names:
+        wait_for(lambda: os.getxattr(mnt / name, "user.mega.state") == b"uploaded", 60)
+
+
+def test_modes_run_a_built_program_and_survive_a_remount(server, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "tool.sh").write_text("#!/bin/sh\necho tool\n")
+    os.chmod(src / "tool.sh", 0o750)
+    m = MountProcess(tmp_path / "mnt", server.url, tmp_path / "state")
+    with m:
+        mnt = m.mnt
+        (mnt / "hello.c").write_text('#include <stdio.h>\nint main(void)'
+                                     '{puts("built here");return 0;}\n')
+        sh("cc -o app hello.c", cwd=mnt)          # created with the creat() mode 0777 & ~umask
+        assert mode(mnt / "app") == 0o755
+        assert sh("./app", cwd=mnt).stdout == "built here\n"
+        (mnt / "run.sh").write_text("#!/bin/sh\necho script\n")
+        with pytest.raises(PermissionError):
+            subprocess.run([str(mnt / "run.sh")], check=False)
+        sh("chmod 755 run.sh", cwd=mnt)
+        assert sh("./run.sh", cwd=mnt).stdout == "script\n"
+        (mnt / "secret").write_text("private")
+        sh("chmod 600 secret", cwd=mnt)
+        assert mode(mnt / "secret") == 0o600
+        sh("cp -p %s %s/" % (src / "tool.sh", mnt))
+        assert mode(mnt / "tool.sh") == 0o750
+        sh("mkdir -m 700 priv && chmod 750 priv && mkdir open", cwd=mnt)
+        assert mode(mnt / "priv") == 0o750 and mode(mnt / "open") == 0o755
+        os.chown(mnt / "secret", os.getuid(), os.getgid())       # accepted, not stored
+        os.chmod(mnt / "app", 0o4755)              # setuid from the cloud: never kept
+        assert mode(mnt / "app") == 0o755
+        settled(mnt, "app", "run.sh", "secret", "tool.sh")
+    with m:
+        mnt = m.mnt
+        names = ("app", "run.sh", "secret", "tool.sh", "priv", "open", "hello.c")
+        assert {n: mode(mnt / n) for n in names} == {
+            "app": 0o755, "run.sh": 0o755, "secret": 0o600, "tool.sh": 0o750, "priv": 0o750,
+            "open": 0o755, "hello.c": 0o644}
+        assert sh("./app && ./tool.sh", cwd=mnt).stdout == "built here\ntool\n"
+        assert m.log_problems() == []
+
+
+def test_user_xattrs_round_trip_cp_a_and_rsync_ax(server, tmp_path):
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "page.html").write_text("<p>saved</p>")
+    os.setxattr(src / "page.html", "user.xdg.origin.url", b"https://example.org/p")
+    (src / "sub" / "data.bin").write_bytes(os.urandom(5000))
+    os.setxattr(src / "sub" / "data.bin", "user.checksum", b"\x00\x01binary")
+    os.chmod(src / "sub" / "data.bin", 0o640)
+    m = MountProcess(tmp_path / "mnt", server.url, tmp_path / "state")
+    with m:
+        mnt = m.mnt
+        f = mnt / "note.txt"
+        f.write_text("x")
+        os.setxattr(f, "user.tag", b"red")                       # setfattr -n user.tag
+        assert os.getxattr(f, "user.tag") == b"red"              # getfattr -n user.tag
+        assert os.listxattr(f) == ["user.tag"]                   # never user.mega.*
+        os.setxattr(f, "user.gone", b"1")
+        os.removexattr(f, "user.gone")
+        sh("cp -a %s %s/copied" % (src, mnt))
+        assert os.getxattr(mnt / "copied" / "page.html", "user.xdg.origin.url") == \
+            b"https://example.org/p"
+        assert mode(mnt / "copied" / "sub" / "data.bin") == 0o640
+        first = sh("rsync -aX --stats %s/ %s/synced/" % (src, mnt)).stdout
+        assert "Number of regular files transferred: 2" in first
+        again = sh("rsync -aXi --stats %s/ %s/synced/" % (src, mnt)).stdout
+        assert "Number of regular files transferred: 0" in again, again
+        assert [ln for ln in again.splitlines() if ln[:2] in (">f", "cd", ".f", ".d")] == [], \
+            again
+        # out of the mount: cp -a carries user xattrs but never megafs's link keys
+        sh("cp -a %s/copied %s/back" % (mnt, tmp_path))
+        assert os.listxattr(tmp_path / "back" / "page.html") == ["user.xdg.origin.url"]
+        settled(mnt, "note.txt", "copied/page.html", "synced/sub/data.bin")
+    with m:
+        mnt = m.mnt
+        assert os.getxattr(mnt / "note.txt", "user.tag") == b"red"
+        assert os.listxattr(mnt / "note.txt") == ["user.tag"]
+        assert os.getxattr(mnt / "synced" / "sub" / "data.bin", "user.checksum") == \
+            b"\x00\x01binary"
+        again = sh("rsync -aXi --stats %s/ %s/synced/" % (src, mnt)).stdout
+        assert "Number of regular files transferred: 0" in again, again
+        assert m.log_problems() == []
+
+
+def test_folder_mtime_moves_with_its_entries_notmuch_style(server, tmp_path):
+    """notmuch new, make and sync tools rescan a folder only when its mtime changed."""
+    with MountProcess(tmp_path / "mnt", server.url, tmp_path / "state") as m:
+        box = m.mnt / "Maildir" / "new"
+        box.mkdir(parents=True)
+        seen = [os.stat(box).st_mtime_ns]
+
+        def moved() -> None:
+            st = os.stat(box)
+            assert st.st_mtime_ns > seen[-1] and st.st_ctime_ns >= st.st_mtime_ns
+            seen.append(st.st_mtime_ns)
+        for step in ("create", "rename", "unlink", "mkdir", "rmdir"):
+            time.sleep(0.01)
+            if step == "create":
+                (box / "1.msg").write_text("mail")
+            elif step == "rename":
+                os.rename(box / "1.msg", box / "1.msg:2,S")
+            elif step == "unlink":
+                os.unlink(box / "1.msg:2,S")
+            elif step == "mkdir":
+                os.mkdir(box / "tmp")
+            else:
+                os.rmdir(box / "tmp")
+            moved()
+        # moving an entry out changes both folders
+        (box / "2.msg").write_text("mail")
+        other = os.stat(m.mnt / "Maildir").st_mtime_ns
+        time.sleep(0.01)
+        os.rename(box / "2.msg", m.mnt / "Maildir" / "2.msg")
+        moved()
+        assert os.stat(m.mnt / "Maildir").st_mtime_ns > other
+        assert m.log_problems() == []
+
+
+def test_fsync_local_is_durable_here_and_the_upload_follows(server, tmp_path):
+    with MountProcess(tmp_path / "mnt", server.url, tmp_path / "state",
+                      extra=["-o", "fsync=local"]) as m:
+        path = m.mnt / "journal"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, b"entry 1\n")
+            os.fsync(fd)
+            # still open for writing: no upload yet, fsync did not wait for one
+            assert os.getxattr(path, "user.mega.state") == b"pending"
+            os.write(fd, b"entry 2\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        settled(m.mnt, "journal")
+        assert len(m.mnt.joinpath("journal.link").read_text()) > 20
+        assert m.log_problems() == []
