@@ -203,7 +203,8 @@ class MegaOps(Operations):
 
     @_translate
     def symlink(self, target: str, source: str) -> None:
-        raise FuseOSError(errno.EPERM)
+        # mfusepy's names: ``target`` is the new link's path, ``source`` what it points to
+        self.fs.symlink(target, source)
 
     @_translate
     def link(self, target: str, source: str) -> None:
@@ -215,7 +216,7 @@ class MegaOps(Operations):
 
     @_translate
     def readlink(self, path: str) -> str:
-        raise FuseOSError(errno.EINVAL)   # nothing here is a symlink (readlink(2) says EINVAL)
+        return self.fs.readlink(path)
 
     @_translate
     def getxattr(self, path: str, name: str, position: int = 0) -> bytes:

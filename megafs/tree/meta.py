@@ -16,6 +16,9 @@ another client starts with fresh attributes: there the mode and xattrs are lost.
   (``KEPT_BITS``): a file from the cloud, maybe written by another client or a hostile server,
   must not run with its owner's rights on this machine (megafs runs as root here and there).
 * ``mfs-x``: the user xattrs as a JSON text ``{"user.name": "<base64 value>"}``.
+* ``mfs-lnk``: ``"1"`` on a symbolic link: a file node whose content is the link's target
+  (UTF-8, at most ``LINK_MAX`` bytes).  Other clients see a small file holding the target path,
+  which is what it is; megafs shows it as a symlink.
 
 Anything else found under these keys (another client's garbage, a hostile server) is ignored:
 the default mode and no xattrs.  Pure functions; no I/O.
@@ -29,6 +32,8 @@ from typing import Any
 
 MODE_ATTR = "mfs-mode"
 XATTR_ATTR = "mfs-x"
+LINK_ATTR = "mfs-lnk"
+LINK_MAX = 4095           # bytes of a symlink's target (PATH_MAX less the NUL)
 FILE_MODE, DIR_MODE = 0o644, 0o755          # shown when a node carries no mode
 XATTR_LIMIT = 16384       # bytes: names plus values of one node's user xattrs together
 KEPT_BITS = 0o1777        # rwx for user, group, other and the sticky bit; no setuid/setgid
@@ -84,4 +89,9 @@ def xattrs_size(xattrs: dict[str, bytes]) -> int:
 
 def carried(attrs: dict[str, Any] | None) -> dict[str, Any]:
     """The metadata attributes of a node that a new version of its file must carry too."""
-    return {k: attrs[k] for k in (MODE_ATTR, XATTR_ATTR) if attrs and k in attrs}
+    return {k: attrs[k] for k in (MODE_ATTR, XATTR_ATTR, LINK_ATTR) if attrs and k in attrs}
+
+
+def is_link(attrs: dict[str, Any] | None) -> bool:
+    """Whether a file's attributes mark it as a symbolic link (``mfs-lnk``)."""
+    return bool(attrs) and attrs.get(LINK_ATTR) == "1"  # type: ignore[union-attr]

@@ -35,7 +35,7 @@ import time
 from typing import TYPE_CHECKING, Callable
 
 from ..errors import FsError, MegaError
-from ..tree.meta import MODE_ATTR, mode_value
+from ..tree.meta import LINK_MAX, MODE_ATTR, mode_value
 from ..tree.nodes import NS, Node
 from ..tree.tree import Tree
 from ..writeback import record as R
@@ -100,14 +100,44 @@ class FileSystem:
         if entry.sf is not None:
             return self.stat_file(entry.sf)
         assert entry.node is not None
-        return self._stat(stat.S_IFREG | self.meta.mode(entry), entry.node.size,
+        return self._stat(self.meta.file_type(entry) | self.meta.mode(entry), entry.node.size,
                           entry.node.mtime_ns)
 
     def stat_file(self, sf: StagedFile) -> dict[str, int]:
         with self.wb.lock:
             size, mtime = sf.rec.size, sf.rec.mtime_ns
-            mode = self.meta.file_mode(sf)
-        return self._stat(stat.S_IFREG | mode, size, mtime)
+            mode = self.meta.staged_type(sf) | self.meta.file_mode(sf)
+        return self._stat(mode, size, mtime)
+
+    # --- symbolic links (a file node whose content is the target: tree/meta.py) ------------
+    def symlink(self, path: str, target: str) -> None:
+        """``symlink(target, path)``: EEXIST if ``path`` exists, ENAMETOOLONG for a target
+        over ``LINK_MAX`` bytes; durable (like a closed file) when it returns."""
+        data = target.encode("utf-8", "surrogateescape")
+        if not data or len(data) > LINK_MAX:
+            raise FsError(errno.ENAMETOOLONG if data else errno.ENOENT,
+                          "a symlink target is 1 to %d bytes" % LINK_MAX)
+        fh = self.io.create(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o777)
+        try:
+            self.meta.mark_link(self.io.file_handle(fh).sf)
+            self.io.write(fh, data, 0)
+            self.io.flush(fh)
+        finally:
+            self.io.release(fh)
+
+    def readlink(self, path: str) -> str:
+        """The target of the symbolic link at ``path``; EINVAL if it is not one."""
+        entry = self.ns.resolve(path)
+        if entry.kind == DIR or self.meta.file_type(entry) != stat.S_IFLNK:
+            raise FsError(errno.EINVAL, "not a symbolic link")
+        fh = self.io.open(path, os.O_RDONLY)
+        try:
+            data = self.io.read(fh, LINK_MAX + 1, 0)
+        finally:
+            self.io.release(fh)
+        if len(data) > LINK_MAX:
+            raise FsError(errno.EIO, "a symlink's target is longer than %d bytes" % LINK_MAX)
+        return data.decode("utf-8", "surrogateescape")
 
     def getattr(self, path: str | None, fh: int | None = None) -> dict[str, int]:
         """Attributes of ``path``, or of the open file ``fh`` (also after it was unlinked)."""

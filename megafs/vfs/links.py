@@ -258,6 +258,16 @@ class LinkLayer:
     def rmdir(self, path: str) -> None:
         self.core.rmdir(path)
 
+    def symlink(self, path: str, target: str) -> None:
+        if self._virtual(path) is not None:
+            raise FsError(errno.EEXIST, "the name is a file's .link")
+        self.core.symlink(path, target)
+
+    def readlink(self, path: str) -> str:
+        if self._virtual(path) is not None:
+            raise FsError(errno.EINVAL, "a .link file is not a symbolic link")
+        return self.core.readlink(path)
+
     def unlink(self, path: str) -> None:
         target = self._virtual(path)
         if target is None:

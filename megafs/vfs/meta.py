@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import errno
 import logging
+import stat
 import os
 from typing import TYPE_CHECKING, Any
 
 from ..errors import FsError
-from ..tree.meta import (DIR_MODE, FILE_MODE, KEPT_BITS, MODE_ATTR, XATTR_ATTR,
-                         XATTR_LIMIT, carried, mode_of, mode_value, xattrs_of, xattrs_size,
-                         xattrs_value)
+from ..tree.meta import (DIR_MODE, FILE_MODE, KEPT_BITS, LINK_ATTR, MODE_ATTR, XATTR_ATTR,
+                         XATTR_LIMIT, carried, is_link, mode_of, mode_value, xattrs_of,
+                         xattrs_size, xattrs_value)
 from ..tree.nodes import ROOT, Node
 from ..writeback import record as R
 from ..writeback.staged import StagedFile
@@ -76,6 +77,22 @@ class Metadata:
     def file_mode(self, sf: StagedFile) -> int:
         """Permission bits of a staged file (call under ``wb.lock``)."""
         return mode_of(self.file_attrs(sf), FILE_MODE)
+
+    def file_type(self, entry: Entry) -> int:
+        """``S_IFLNK`` for a symbolic link (``mfs-lnk``), else ``S_IFREG`` (files only)."""
+        if entry.sf is not None:
+            with self.core.wb.lock:
+                return self.staged_type(entry.sf)
+        return stat.S_IFLNK if entry.node is not None and is_link(entry.node.attrs) \
+            else stat.S_IFREG
+
+    def staged_type(self, sf: StagedFile) -> int:
+        """``file_type`` of a staged file (call under ``wb.lock``)."""
+        return stat.S_IFLNK if is_link(self.file_attrs(sf)) else stat.S_IFREG
+
+    def mark_link(self, sf: StagedFile) -> None:
+        """Make a new file a symbolic link (its content is the target); durable on return."""
+        self._change_file(sf, lambda _old: {LINK_ATTR: "1", MODE_ATTR: "777"})
 
     def xattrs(self, entry: Entry) -> dict[str, bytes]:
         """The user xattrs of an entry (name -> value)."""

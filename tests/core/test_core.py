@@ -376,6 +376,27 @@ def test_mkdir_and_rename_onto_a_name_whose_file_is_still_being_deleted(stack, s
     assert set(names) <= set(stack.fs.readdir("/"))
 
 
+def test_a_symlink_is_a_small_file_node_other_clients_can_read(stack, tmp_path):
+    """A symlink is stored as a file node holding its target, marked ``mfs-lnk: "1"``: what
+    another client sees (and downloads) is the target path (README, Semantics)."""
+    stack.fs.symlink("/l", "some/where")
+    assert stack.fs.readlink("/l") == "some/where"
+    assert stat.S_ISLNK(stack.fs.getattr("/l")["st_mode"])
+    with pytest.raises(FsError) as ei:
+        stack.fs.readlink("/")
+    assert ei.value.errno == errno.EINVAL
+    link = stack.link("/l")
+    wait_for(lambda: stack.settled("/l"), what="retired")
+    node = stack.fresh_names()["/l"]
+    assert node.attrs.get("mfs-lnk") == "1" and node.size == len("some/where")
+    assert _download(stack.client, link, tmp_path / "l.got") == b"some/where"
+    assert stack.fs.readlink("/l") == "some/where"          # from the node now
+    assert stat.S_ISLNK(stack.fs.getattr("/l")["st_mode"])
+    with pytest.raises(FsError) as ei:
+        stack.fs.symlink("/t", "x" * 4096)
+    assert ei.value.errno == errno.ENAMETOOLONG
+
+
 def test_real_file_named_link_wins(stack, tmp_path):
     stack.write_file("/a", b"data of a")
     link = stack.link("/a")

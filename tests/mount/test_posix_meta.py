@@ -170,3 +170,44 @@ def test_fsync_local_is_durable_here_and_the_upload_follows(server, tmp_path):
         settled(m.mnt, "journal")
         assert len(m.mnt.joinpath("journal.link").read_text()) > 20
         assert m.log_problems() == []
+
+
+def test_symlinks_round_trip_cp_a_rsync_a_and_tar(server, tmp_path):
+    """Issue 22 item 5: `cp -a` of a tree holding a symlink exited 1, `rsync -a` 23 and npm
+    rolled back on its `.bin` links.  A symlink is a small file node holding its target with
+    `mfs-lnk: "1"` (another client sees a file with the target path in it); megafs shows it as
+    a symlink, and `cp -a`, `rsync -a` and `tar` carry it in and out, also after a remount."""
+    src = tmp_path / "src"
+    (src / "pkg" / "bin").mkdir(parents=True)
+    (src / "pkg" / "bin" / "tool.js").write_text("#!/bin/sh\necho tool\n")
+    os.chmod(src / "pkg" / "bin" / "tool.js", 0o755)
+    (src / ".bin").mkdir()
+    os.symlink("../pkg/bin/tool.js", src / ".bin" / "tool")
+    os.symlink("/nonexistent/absolute target", src / "dangling")
+    mnt, state = tmp_path / "mnt", tmp_path / "state"
+    with MountProcess(mnt, server.url, state) as m:
+        os.symlink("pkg/bin/tool.js", mnt / "direct")
+        assert os.readlink(mnt / "direct") == "pkg/bin/tool.js"
+        assert stat.S_ISLNK(os.lstat(mnt / "direct").st_mode)
+        with pytest.raises(FileExistsError):
+            os.symlink("x", mnt / "direct")
+        sh("cp -a %s/. %s/cp" % (src, mnt))
+        sh("rsync -a %s/ %s/rs/" % (src, mnt))
+        sh("tar -C %s -cf %s/t.tar . && mkdir %s/tar && tar -C %s/tar -xf %s/t.tar"
+           % (src, tmp_path, mnt, mnt, tmp_path))
+        for copy in ("cp", "rs", "tar"):
+            link = mnt / copy / ".bin" / "tool"
+            assert stat.S_ISLNK(os.lstat(link).st_mode), copy
+            assert os.readlink(link) == "../pkg/bin/tool.js"
+            assert sh(str(link)).stdout == "tool\n"          # followed by the kernel
+            assert os.readlink(mnt / copy / "dangling") == "/nonexistent/absolute target"
+        # a second rsync -a finds nothing to send
+        assert sh("rsync -a --itemize-changes %s/ %s/rs/" % (src, mnt)).stdout.strip() == ""
+        settled(mnt / "cp" / ".bin", "tool")
+        m.stop()
+        m.start()
+        out = tmp_path / "out"
+        sh("cp -a %s/cp %s" % (mnt, out))
+        assert os.readlink(out / ".bin" / "tool") == "../pkg/bin/tool.js"
+        assert os.readlink(mnt / "direct") == "pkg/bin/tool.js"
+        assert m.log_problems() == []
