@@ -45,7 +45,7 @@ import sys
 import tempfile
 import threading
 from http import HTTPStatus
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from .. import chunks, crypto
 from ..crypto import FileKey
@@ -69,6 +69,28 @@ TRANSFER_TIMEOUT = (10.0, 120.0)
 SHORT_REPLIES = 3           # complete replies shorter than asked, in a row, before giving up
 
 Progress = Callable[[int], None]
+
+# The temporary files of whole-file downloads in progress: decrypted but not yet MAC-checked
+# bytes.  ``remove_partial_files`` deletes them from a signal handler (``megafs get``), so
+# SIGTERM/SIGHUP/SIGINT leave none behind even while a worker is still blocked in a read.
+# Changed only by the thread running ``download_file``; read without a lock (a handler that
+# waited on a lock its own thread holds would never return).
+_PARTS: set[str] = set()
+
+
+def remove_partial_files() -> None:
+    """Delete the temporary file of every download in progress (for signal handlers)."""
+    for _ in range(3):
+        try:
+            parts = tuple(_PARTS)
+            break
+        except RuntimeError:      # changed by another thread meanwhile
+            continue
+    else:
+        return
+    for path in parts:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 def range_url(url: str, offset: int, length: int) -> str:
@@ -236,6 +258,7 @@ class Downloader:
         directory = os.path.dirname(dest)
         fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(dest)[:100] + ".",
                                    suffix=".megafs-part", dir=directory)
+        _PARTS.add(tmp)
         direct_fd = _open_direct(tmp) if info.size >= DIRECT_MIN else None
         try:
             try:
@@ -251,6 +274,8 @@ class Downloader:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
+        finally:
+            _PARTS.discard(tmp)
         with contextlib.suppress(OSError):
             dfd = os.open(directory, os.O_RDONLY)
             try:
@@ -264,10 +289,12 @@ class Downloader:
               cancel: threading.Event | None) -> None:
         """Fetch every span on up to ``connections`` workers, each with its own buffer."""
         size = info.size
+        span = self.span_for(size)
+        # the spans are handed out one by one, never listed: a claimed size costs no memory
         job = _FillJob(fd, key, info.url, refresh, progress, cancel,
-                       list(chunks.groups(size, self.span_for(size)))[::-1] if size else [])
+                       chunks.groups(size, span) if size else iter(()))
         job.direct_fd = direct_fd
-        count = min(self.connections, len(job.pending))
+        count = min(self.connections, -(-size // span))
         if count:
             run_workers(lambda: self._fill_worker(job, min(chunks.MIB, size)), count,
                         "megafs-download", job.stop)
@@ -278,9 +305,15 @@ class Downloader:
         os.ftruncate(fd, size)
         # An empty file has no bytes for a MAC to vouch for, and clients disagree on its
         # meta-MAC: MEGA's web client and SDK write (0,0), go-mega (rclone) and megajs MAC one
-        # empty chunk (shared/vectors: megajs; tests/thirdparty/test_rclone.py).  We write
-        # (0,0) and read any.
-        if size and not hmac.compare_digest(job.macs.meta_mac(size), key.mac):
+        # empty chunk.  Either is accepted, nothing else: a key whose MAC is that of some data
+        # is not the key of an empty file, whatever size ``g`` claims.  (The local server takes
+        # any meta-MAC for an empty upload: it never sees keys.)
+        if size == 0:
+            if not any(hmac.compare_digest(mac, key.mac)
+                       for mac in crypto.empty_file_macs(key.aes_key, key.nonce)):
+                raise IntegrityError("MAC mismatch: the server says the file is empty, but the "
+                                     "link's key is the key of some data")
+        elif not hmac.compare_digest(job.macs.meta_mac(size), key.mac):
             raise IntegrityError("MAC mismatch: the downloaded data does not match the link's "
                                  "key (tampered, truncated or wrong key)")
 
@@ -299,9 +332,10 @@ class Downloader:
                 if job.stop.is_set() or (job.cancel is not None and job.cancel.is_set()):
                     return
                 with job.lock:
-                    if not job.pending:
-                        return
-                    offset, length = job.pending.pop()
+                    span = next(job.pending, None)
+                if span is None:
+                    return
+                offset, length = span
                 self._fetch_span(job, offset, length, memoryview(buf), scratch)
         except BaseException as exc:  # noqa: B902 - handed to the calling thread
             if not isinstance(exc, Cancelled) or (job.cancel is not None
@@ -389,14 +423,14 @@ class _FillJob:
 
     def __init__(self, fd: int, key: FileKey, url: str,
                  refresh: Callable[[], DownloadInfo] | None, progress: Progress | None,
-                 cancel: threading.Event | None, pending: list[tuple[int, int]]) -> None:
+                 cancel: threading.Event | None, pending: Iterator[tuple[int, int]]) -> None:
         self.fd = fd
         self.key = key
         self.url = url
         self.refresh = refresh
         self.progress = progress
         self.cancel = cancel
-        self.pending = pending           # popped from the end: lowest offsets first
+        self.pending = pending           # lowest offsets first; next() under ``lock``
         self.macs = crypto.MacAccumulator(key.aes_key)
         self.lock = threading.Lock()
         self.refresh_lock = threading.Lock()

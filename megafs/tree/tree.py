@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable
 from ..errors import ProtocolError
 from .names import base_display_name, display_names
 from .nodes import FILE, FOLDER, INBOX, ROOT, RUBBISH, Node, decrypt_node, own_copy  # noqa: F401
+from .walks import is_inside, refuse_cycle, subtree
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ class Tree:
         # handles removed from the tree, most recent last (bounded): our own change feed
         # packets that would bring one back are stale (``was_removed``)
         self._removed: OrderedDict[str, None] = OrderedDict()
+        self._cycles: set[str] = set()     # nodes left out for a cycle (each logged once)
 
     # --- loading ----------------------------------------------------------------------------
     def load(self, raw_nodes: Iterable[Any], public: dict[str, str] | None = None,
@@ -106,6 +108,8 @@ class Tree:
         except ProtocolError as exc:
             log.warning("ignoring a malformed node from the server: %s", exc)
             return None
+        if refuse_cycle(self._cycles, self._nodes, self._kids, node.handle, node.parent):
+            return None
         old = self._nodes.get(node.handle)
         if old is not None:
             self._unlink(old)
@@ -121,6 +125,11 @@ class Tree:
         elif node.type == RUBBISH:
             self.rubbish = node.handle
         return node
+
+    def is_inside(self, handle: str, folder: str) -> bool:
+        """Whether ``handle`` is ``folder`` or somewhere below it (a cycle-safe walk up)."""
+        with self.lock:
+            return is_inside(self._nodes, handle, folder)
 
     def _track_upload(self, node: Node, present: bool) -> None:
         mfs = node.attrs.get("mfs") if node.attrs else None
@@ -255,13 +264,9 @@ class Tree:
             return "/" + "/".join(reversed(parts))
 
     def subtree(self, handle: str) -> list[str]:
+        """``handle`` and every handle below it (each once, even if the tree had a cycle)."""
         with self.lock:
-            out, stack = [], [handle]
-            while stack:
-                h = stack.pop()
-                out.append(h)
-                stack.extend(self._kids.get(h, ()))
-            return out
+            return subtree(self._kids, handle)
 
     # --- changes ----------------------------------------------------------------------------
     def add_raw(self, raw: dict) -> Node | None:
@@ -309,6 +314,8 @@ class Tree:
         with self.lock:
             node = self._nodes.get(handle)
             if node is None:
+                return
+            if refuse_cycle(self._cycles, self._nodes, self._kids, handle, parent):
                 return
             self._unlink(node)
             node.parent = parent

@@ -231,11 +231,8 @@ class FileSystem:
             self.wb.save(sf)
 
     def _rename_folder(self, folder: Node, parent: Node, name: str, dst: Entry | None) -> None:
-        cur: Node | None = parent
-        while cur is not None and cur.handle != self.tree.root:
-            if cur.handle == folder.handle:
-                raise FsError(errno.EINVAL, "cannot move a folder into itself")
-            cur = self.tree.get(cur.parent)
+        if self.tree.is_inside(parent.handle, folder.handle):
+            raise FsError(errno.EINVAL, "cannot move a folder into itself")
         if dst is not None:
             if dst.kind != DIR:
                 raise FsError(errno.ENOTDIR, "a file has the new name")
