@@ -11,7 +11,9 @@ from and verifies.  Each part can then be made hostile:
   ``padding`` spaces streamed before the JSON answer (a reply that is huge but valid JSON);
 * ``attrs``: the attributes encrypted under the file key (the name ``get`` uses), or
   ``raw_attrs``: bytes after ``MEGA`` encrypted as they are (deeply nested JSON);
-* ``delay``: seconds slept before each 64 KiB of transfer data (a slow download).
+* ``delay``: seconds slept before each 64 KiB of transfer data (a slow download);
+* ``transfer``: ``transfer(first, last, data) -> (status, headers, body)`` replacing the
+  transfer server's answer (``body`` is sent as is; a ``Content-Length`` in ``headers`` may lie).
 
 ``link`` is ``https://mega.nz/file/HANDLE#KEY``; give ``--api api.url``.  ``requests`` counts the
 batches answered.  Used by tests/client/test_client_hostile.py and scripts/fuzz-client.
@@ -39,6 +41,11 @@ def encrypt_raw_attrs(body: bytes, packed_key: bytes) -> str:
     return crypto.b64encode(cipher.encrypt(plain))
 
 
+class _QuietServer(http.server.ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass        # a client that hangs up on a hostile answer is what the tests provoke
+
+
 class HostileApi:
     def __init__(self, plaintext: bytes = b"hello hostile world\n", *,
                  name: str = "file.bin", handle: str = "AbCdEf01") -> None:
@@ -53,6 +60,7 @@ class HostileApi:
         self.body: bytes | None = None
         self.padding = 0
         self.delay = 0.0
+        self.transfer: Callable[[int, int, bytes], tuple[int, dict, bytes]] | None = None
         self.requests = 0
         self.transfers = 0
         api = self
@@ -69,7 +77,7 @@ class HostileApi:
             def do_GET(self) -> None:
                 api._transfer(self)
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = _QuietServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = "http://127.0.0.1:%d/" % self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True,
@@ -141,6 +149,20 @@ class HostileApi:
             handler.end_headers()
             return
         data = self.cipher[first:last + 1]
+        if self.transfer is not None:
+            status, headers, body = self.transfer(first, last, data)
+            handler.send_response(status)
+            if "Content-Length" not in headers:
+                handler.send_header("Content-Length", str(len(body)))
+            for name, value in headers.items():
+                handler.send_header(name, value)
+            handler.end_headers()
+            try:
+                handler.wfile.write(body)
+            except OSError:
+                pass
+            handler.close_connection = True
+            return
         handler.send_response(200)
         handler.send_header("Content-Length", str(len(data)))
         handler.end_headers()
