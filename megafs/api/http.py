@@ -72,8 +72,8 @@ logging.getLogger("urllib3.connectionpool").addFilter(_RedactingFilter())
 DEFAULT_TIMEOUT = (10.0, 120.0)   # (connect, read) for cs; the SDK uses 120 s without data
 # The most an API reply may hold (issue 20: a hostile server sent 1.2 GB).  Command replies
 # are small (a `g`, a `p` of a batch of files: kilobytes); only a node listing (`f`) and the
-# `sc` packets of a big change grow with the account: the local server's `f` answers about
-# 200 bytes per node, so 1 GiB is ~5 million nodes (meganz/sdk reads `f` as a stream instead).
+# `sc` packets of a big change grow with the account: a file node megafs made is ~350 bytes of
+# `f` (a folder less), so 1 GiB is ~3 million nodes (meganz/sdk reads `f` as a stream instead).
 MAX_REPLY = 64 * 1048576
 MAX_LISTING_REPLY = 1024 * 1048576
 

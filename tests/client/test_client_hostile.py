@@ -267,3 +267,17 @@ def test_public_client_api_checks_attrs_json(tmp_path):
         with MegaClient.public(api=api.url) as client:
             with pytest.raises((IntegrityError, ProtocolError)):
                 client.download_info(api.link)
+
+
+def test_status_escapes_paths_and_errors(monkeypatch, capsys, tmp_path):
+    import argparse
+    from megafs.cli import mount as cli_mount
+    row = {"state": "failed", "path": "/a\x1b[2Jb", "size": 1, "progress": 0,
+           "error": "bad\u202ename\nx"}
+    monkeypatch.setattr(cli_mount, "_state_dir", lambda args: str(tmp_path))
+    monkeypatch.setattr(cli_mount, "find_mount", lambda state, mnt: None)
+    monkeypatch.setattr(cli_mount, "_files", lambda mnt, info: ([row], False))
+    cli_mount.run_status(argparse.Namespace(mountpoint=str(tmp_path), watch=False, json=False))
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\u202e" not in out and out.count("\n") == 2, out
+    assert "\\x1b[2Jb" in out
