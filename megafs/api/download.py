@@ -70,24 +70,18 @@ SHORT_REPLIES = 3           # complete replies shorter than asked, in a row, bef
 
 Progress = Callable[[int], None]
 
-# The temporary files of whole-file downloads in progress: decrypted but not yet MAC-checked
-# bytes.  ``remove_partial_files`` deletes them from a signal handler (``megafs get``), so
-# SIGTERM/SIGHUP/SIGINT leave none behind even while a worker is still blocked in a read.
-# Changed only by the thread running ``download_file``; read without a lock (a handler that
-# waited on a lock its own thread holds would never return).
+# Temporary files of downloads in progress (decrypted, not yet MAC-checked): a signal handler
+# of ``megafs get`` deletes them at once.  No lock: a handler waiting on a lock its own thread
+# holds would never return.
 _PARTS: set[str] = set()
 
 
 def remove_partial_files() -> None:
     """Delete the temporary file of every download in progress (for signal handlers)."""
-    for _ in range(3):
-        try:
-            parts = tuple(_PARTS)
-            break
-        except RuntimeError:      # changed by another thread meanwhile
-            continue
-    else:
-        return
+    try:
+        parts = tuple(_PARTS)
+    except RuntimeError:          # changed by another thread meanwhile: once more
+        parts = tuple(_PARTS)
     for path in parts:
         with contextlib.suppress(OSError):
             os.unlink(path)
