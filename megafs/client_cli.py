@@ -81,7 +81,9 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
                             help="file or directory to write (default: the file's name in the "
                                  "current directory)")
         parser.add_argument("--force", action="store_true",
-                            help="replace the output file if it exists")
+                            help="replace the output file if it exists, and take the file's "
+                                 "own name even if it starts with '.' or holds control "
+                                 "characters")
         parser.add_argument("--no-wait-quota", action="store_true",
                             help="past MEGA's transfer quota, fail at once (exit 1) instead of "
                                  "waiting the time MEGA gives and going on")
@@ -201,16 +203,16 @@ def _check_remote_name(name: str, force: bool) -> None:
     try:
         name.encode("utf-8")
     except UnicodeEncodeError:
-        raise MegafsError("the file's name %r is not valid text (a broken or hostile server); "
+        raise MegafsError("the file's name '%s' is not valid text (a broken or hostile server); "
                           "give the output file with -o" % shown) from None
     if force:
         return
     if name.startswith("."):
-        raise MegafsError("the file's name %r starts with '.' (a hidden file, maybe a "
+        raise MegafsError("the file's name '%s' starts with '.' (a hidden file, maybe a "
                           "configuration file); give another name with -o, or add --force to "
                           "use it" % shown)
     if has_unsafe(name):
-        raise MegafsError("the file's name %r holds control characters; give another name "
+        raise MegafsError("the file's name '%s' holds control characters; give another name "
                           "with -o, or add --force to use it" % shown)
 
 
