@@ -6,7 +6,7 @@ request the API host must accept a connection within seconds (``mount/preflight.
 so a wrong ``--api`` or a forgotten ``--local`` is one line at once, not minutes of retries.
 ``get`` never replaces an existing file unless ``--force`` says so, never takes a remote name
 starting with ``.`` or holding control characters as a local one without ``--force``, leaves no
-``.megafs-part`` file when SIGTERM/SIGHUP/SIGINT stop it, and accepts the links a
+unverified bytes when SIGTERM/SIGHUP/SIGINT stop it (``api.partfile``), and accepts the links a
 ``--local`` mount prints (``http://127.0.0.1:PORT/file/H#K``: that server is then the API).
 Uploaded files carry MEGA's ``c`` fingerprint attribute next to their name and mtime, as the
 official clients' uploads do.  Links
@@ -29,7 +29,7 @@ from typing import Any, Iterator
 
 from .api import fingerprint, links
 from .api.client import MegaClient, PutItem
-from .api.download import remove_partial_files
+from .api.partfile import remove_partial_files
 from .api.xferquota import wait_text
 from .cli.args import add_source, count_arg
 from .cli.progress import Transfer

@@ -3,9 +3,10 @@
 ``g`` (protocol reference §8) gives a URL and the size; bytes are fetched with ranged GETs
 ``{url}/{start}-{end}`` (inclusive end), decrypted with AES-CTR from any offset, and, for whole
 files, checked against the meta-MAC in the file key: chunk MACs in offset order, condensed,
-compared with key words 6-7.  A whole-file download goes to a temporary file beside the
-destination, is fsynced and renamed over it only once the MAC matches, so a failed or tampered
-download never leaves a file at the destination.
+compared with key words 6-7.  A whole-file download goes to a part file beside the destination
+(``partfile``: unnamed until verified where the filesystem allows), is fsynced and renamed over
+it only once the MAC matches, so a failed or tampered download never leaves a file at the
+destination, nor unverified bytes under any name.
 
 Retries: what to do about a download server's answer is ``errors.classify(code, "transfer")``.
 Connection errors, timeouts, HTTP 5xx/429, transient error bodies (``-3``...) and connections
@@ -42,7 +43,6 @@ import logging
 import mmap
 import os
 import sys
-import tempfile
 import threading
 from http import HTTPStatus
 from typing import Any, Callable, Iterator
@@ -56,6 +56,7 @@ from .commands import DownloadInfo
 from .http import (ERROR_BODY_MAX, HTTP_DEAD_URL_STATUSES, HTTP_OVER_QUOTA, HTTP_RETRY_STATUSES,
                    HttpPool, TransferInterrupted, TransferStream, parse_error_body, redact_url,
                    run_workers, transfer_buffer)
+from .partfile import PartFile
 from .xferquota import QuotaGate, TransferQuotaExceeded, parse_time_left
 
 log = logging.getLogger(__name__)
@@ -69,22 +70,6 @@ TRANSFER_TIMEOUT = (10.0, 120.0)
 SHORT_REPLIES = 3           # complete replies shorter than asked, in a row, before giving up
 
 Progress = Callable[[int], None]
-
-# Temporary files of downloads in progress (decrypted, not yet MAC-checked): a signal handler
-# of ``megafs get`` deletes them at once.  No lock: a handler waiting on a lock its own thread
-# holds would never return.
-_PARTS: set[str] = set()
-
-
-def remove_partial_files() -> None:
-    """Delete the temporary file of every download in progress (for signal handlers)."""
-    try:
-        parts = tuple(_PARTS)
-    except RuntimeError:          # changed by another thread meanwhile: once more
-        parts = tuple(_PARTS)
-    for path in parts:
-        with contextlib.suppress(OSError):
-            os.unlink(path)
 
 
 def range_url(url: str, offset: int, length: int) -> str:
@@ -249,29 +234,24 @@ class Downloader:
                       cancel: threading.Event | None = None) -> str:
         """Download, decrypt and verify into ``dest``; on any error leave no file there."""
         dest = os.path.abspath(dest)
-        directory = os.path.dirname(dest)
-        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(dest)[:100] + ".",
-                                   suffix=".megafs-part", dir=directory)
-        _PARTS.add(tmp)
-        direct_fd = _open_direct(tmp) if info.size >= DIRECT_MIN else None
+        part = PartFile(dest)      # unnamed until verified where the filesystem allows
+        direct_fd = _open_direct(part.reopen_path) if info.size >= DIRECT_MIN else None
         try:
             try:
-                self._fill(fd, direct_fd, info, key, refresh, progress, cancel)
-                os.fchmod(fd, 0o666 & ~_umask())
-                os.fsync(fd)
+                self._fill(part.fd, direct_fd, info, key, refresh, progress, cancel)
+                os.fchmod(part.fd, 0o666 & ~_umask())
+                os.fsync(part.fd)
+                part.publish()
             finally:
-                os.close(fd)
+                os.close(part.fd)
                 if direct_fd is not None:
                     os.close(direct_fd)
-            os.replace(tmp, dest)
+            part.replace()
         except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+            part.discard()
             raise
-        finally:
-            _PARTS.discard(tmp)
         with contextlib.suppress(OSError):
-            dfd = os.open(directory, os.O_RDONLY)
+            dfd = os.open(part.directory, os.O_RDONLY)
             try:
                 os.fsync(dfd)
             finally:
