@@ -8,9 +8,9 @@ hold.  A node left out for a cycle is logged once at WARNING.  No I/O.
 from __future__ import annotations
 
 import logging
-from typing import Mapping
+from typing import Callable, Mapping
 
-from .nodes import Node
+from .nodes import INBOX, RUBBISH, Node
 
 log = logging.getLogger(__name__)
 
@@ -69,3 +69,22 @@ def refuse_cycle(reported: set[str], nodes: Mapping[str, Node], kids: Mapping[st
         log.warning("ignoring node %s from the server: under %s it would be inside itself "
                     "(a cycle in the node tree)", handle, parent)
     return True
+
+
+def path_names(nodes: Mapping[str, Node], handle: str, root: str,
+               name_of: Callable[[str], str | None]) -> list[str] | None:
+    """The display names from below ``root`` down to ``handle``, or None when ``handle`` is
+    not under ``root`` (in the Rubbish Bin or Inbox, a missing parent, a cycle)."""
+    parts = []
+    node = nodes.get(handle)
+    seen: set[str] = set()
+    while node is not None and node.handle != root:
+        if node.handle in seen or node.type in (INBOX, RUBBISH):
+            return None
+        seen.add(node.handle)
+        name = name_of(node.handle)
+        if name is None:
+            return None
+        parts.append(name)
+        node = nodes.get(node.parent)
+    return None if node is None else parts[::-1]

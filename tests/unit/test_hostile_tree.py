@@ -17,7 +17,7 @@ import pytest
 
 from megafs import crypto
 from megafs.errors import ProtocolError
-from megafs.tree.tree import Tree
+from megafs.tree.tree import Tree, is_inside
 from megafs.vfs.readcache import ReadCache
 
 UH = "uuuuuuuuuuu"
@@ -86,7 +86,7 @@ def test_a_cycle_through_packets_is_left_out(tree_and_key, caplog):
         ["AAAAAAAA", "BBBBBBBB", "CCCCCCCC", "RRRRRRRR"]
     assert tree.get("AAAAAAAA").parent == "RRRRRRRR"        # the old, sane place is kept
     assert ends(lambda: tree.path_of("CCCCCCCC")) == "/a/b/c"
-    assert not tree.is_inside("AAAAAAAA", "CCCCCCCC") and tree.is_inside("CCCCCCCC", "RRRRRRRR")
+    assert not is_inside(tree, "AAAAAAAA", "CCCCCCCC") and is_inside(tree, "CCCCCCCC", "RRRRRRRR")
     ends(lambda: tree.remove("BBBBBBBB"))
     tree.move("AAAAAAAA", "AAAAAAAA")                         # a local move into itself
     assert tree.get("AAAAAAAA").parent == "RRRRRRRR"
