@@ -168,6 +168,7 @@ def test_upload_never_prints_a_handle_that_is_not_one(server, tmp_path):
 
 def test_listing_and_packets_keep_only_real_public_handles():
     from megafs.api.commands import parse_export, parse_fetch
+    from megafs.tree import packets
     from megafs.tree.tree import Tree
     listing = parse_fetch({"f": [], "sn": "x", "ph": [{"h": "AAAAAAAA", "ph": EVIL},
                                                       {"h": "BBBBBBBB", "ph": "Pu-_bl1c"}]})
@@ -178,7 +179,7 @@ def test_listing_and_packets_keep_only_real_public_handles():
     mk = crypto.random_key()
     tree = Tree(mk, "uuuuuuuuuuu")
     tree.load([{"h": "RRRRRRRR", "t": 2, "p": ""}])
-    tree.apply({"a": "ph", "h": "RRRRRRRR", "ph": EVIL})
+    packets.apply(tree, {"a": "ph", "h": "RRRRRRRR", "ph": EVIL})
     assert tree.get("RRRRRRRR").public is None
     with pytest.raises(ProtocolError):
         from megafs.api.links import format_link

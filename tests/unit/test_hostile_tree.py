@@ -17,6 +17,7 @@ import pytest
 
 from megafs import crypto
 from megafs.errors import ProtocolError
+from megafs.tree import packets
 from megafs.tree.tree import Tree, is_inside
 from megafs.vfs.readcache import ReadCache
 
@@ -81,7 +82,7 @@ def test_a_cycle_through_packets_is_left_out(tree_and_key, caplog):
     tree.load([{"h": "RRRRRRRR", "t": 2, "p": ""}, folder(mk, "AAAAAAAA", "RRRRRRRR", "a"),
                folder(mk, "BBBBBBBB", "AAAAAAAA", "b"), folder(mk, "CCCCCCCC", "BBBBBBBB", "c")])
     # the server says A now lives under C, its own grandchild
-    tree.apply({"a": "t", "t": {"f": [folder(mk, "AAAAAAAA", "CCCCCCCC", "a")]}})
+    packets.apply(tree, {"a": "t", "t": {"f": [folder(mk, "AAAAAAAA", "CCCCCCCC", "a")]}})
     assert ends(lambda: sorted(tree.subtree("RRRRRRRR"))) == \
         ["AAAAAAAA", "BBBBBBBB", "CCCCCCCC", "RRRRRRRR"]
     assert tree.get("AAAAAAAA").parent == "RRRRRRRR"        # the old, sane place is kept
