@@ -11,9 +11,21 @@ from typing import Iterator
 
 SEGMENT = 131072
 MIB = 1048576
+# The largest size a file node may claim: 2**53 - 1 bytes (8 PiB).  MEGA's web client keeps
+# sizes in JavaScript numbers, exact only up to Number.MAX_SAFE_INTEGER (meganz/webclient
+# parses every API reply with JSON.parse), and RFC 8259 §6 warns that larger JSON integers do not
+# interoperate; the SDK's m_off_t is wider, but no MEGA client could hand out a bigger file.
+# A larger claimed size is a protocol error, never a structure to allocate.
+MAX_FILE_SIZE = 2 ** 53 - 1
 # Boundaries of the first eight (growing) chunks; 4,718,592 = 36 x 128 KiB.
 _SMALL_BOUNDS = [SEGMENT * i * (i + 1) // 2 for i in range(9)]
 _LINEAR_START = _SMALL_BOUNDS[-1]
+LINEAR_START = _LINEAR_START     # every chunk from here on is 1 MiB
+
+
+def storable(size: object) -> bool:
+    """Whether ``size`` is a file size MEGA can store: an int in [0, MAX_FILE_SIZE]."""
+    return isinstance(size, int) and not isinstance(size, bool) and 0 <= size <= MAX_FILE_SIZE
 
 
 def floor(offset: int) -> int:

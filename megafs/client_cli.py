@@ -4,7 +4,9 @@ Thin wrappers over ``MegaClient``: argument parsing, file names, the stderr prog
 when stderr is a terminal, ``cli/progress.py``) and one-line error reporting.  Before any
 request the API host must accept a connection within seconds (``mount/preflight.check_api``),
 so a wrong ``--api`` or a forgotten ``--local`` is one line at once, not minutes of retries.
-``get`` never replaces an existing file unless ``--force`` says so, and accepts the links a
+``get`` never replaces an existing file unless ``--force`` says so, never takes a remote name
+starting with ``.`` or holding control characters as a local one without ``--force``, leaves no
+unverified bytes when SIGTERM/SIGHUP/SIGINT stop it (``api.partfile``), and accepts the links a
 ``--local`` mount prints (``http://127.0.0.1:PORT/file/H#K``: that server is then the API).
 Uploaded files carry MEGA's ``c`` fingerprint attribute next to their name and mtime, as the
 official clients' uploads do.  Links
@@ -16,19 +18,23 @@ on a terminal (or from ``$MEGAFS_PASSWORD``), else the command stops with a line
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import signal
 import socket
 import sys
-from typing import Any
+import threading
+from typing import Any, Iterator
 
 from .api import fingerprint, links
 from .api.client import MegaClient, PutItem
+from .api.partfile import remove_partial_files
 from .api.xferquota import wait_text
 from .cli.args import add_source, count_arg
 from .cli.progress import Transfer
-from .config import default_state_dir
-from .errors import ApiCode, MegaError, MegafsError, UploadFailed, describe
+from .config import default_state_dir, has_unsafe, printable
+from .errors import ApiCode, MegaError, MegafsError, Stopped, UploadFailed, describe
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +81,9 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
                             help="file or directory to write (default: the file's name in the "
                                  "current directory)")
         parser.add_argument("--force", action="store_true",
-                            help="replace the output file if it exists")
+                            help="replace the output file if it exists, and take the file's "
+                                 "own name even if it starts with '.' or holds control "
+                                 "characters")
         parser.add_argument("--no-wait-quota", action="store_true",
                             help="past MEGA's transfer quota, fail at once (exit 1) instead of "
                                  "waiting the time MEGA gives and going on")
@@ -111,8 +119,8 @@ def run(args: argparse.Namespace) -> int:
         return commands[args.command](args)
     except OSError as exc:  # a local file or directory problem: one line, no traceback
         where = exc.filename if exc.filename else ""
-        print("megafs %s: %s%s" % (args.command, where + ": " if where else "",
-                                   exc.strerror or exc), file=sys.stderr)
+        print("megafs %s: %s" % (args.command, printable("%s%s" % (
+            where + ": " if where else "", exc.strerror or exc))), file=sys.stderr)
         return 1
 
 
@@ -144,7 +152,8 @@ def run_upload(args: argparse.Namespace) -> int:
                 failures += 1
                 reason = describe(exc) if isinstance(exc, MegafsError) else \
                     (exc.strerror or str(exc))
-                print("megafs upload: %s: %s" % (path, reason), file=sys.stderr, flush=True)
+                print("megafs upload: %s: %s" % (printable(path), printable(reason)),
+                      file=sys.stderr, flush=True)
     return 1 if failures else 0
 
 
@@ -185,6 +194,28 @@ def _safe_name(name: Any, fallback: str) -> str:
     return name[:255]
 
 
+def _check_remote_name(name: str, force: bool) -> None:
+    """Refuse a remote name as a local file name when it is not text, or (without ``force``)
+    when it would hide itself (a dotfile such as ``.bashrc`` in the current folder) or holds
+    characters that drive a terminal (escape sequences, newlines, RTLO): MegafsError, one
+    line, the name shown escaped (issue 20, item 8)."""
+    shown = printable(name)
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise MegafsError("the file's name '%s' is not valid text (a broken or hostile server); "
+                          "give the output file with -o" % shown) from None
+    if force:
+        return
+    if name.startswith("."):
+        raise MegafsError("the file's name '%s' starts with '.' (a hidden file, maybe a "
+                          "configuration file); give another name with -o, or add --force to "
+                          "use it" % shown)
+    if has_unsafe(name):
+        raise MegafsError("the file's name '%s' holds control characters; give another name "
+                          "with -o, or add --force to use it" % shown)
+
+
 def _get_client(args: argparse.Namespace) -> MegaClient:
     """A public client, or with ``--account`` that account's (its transfer quota counts)."""
     if args.account:
@@ -206,7 +237,8 @@ def _destination(output: str | None, name: str, force: bool) -> str:
         raise MegafsError("folder %s does not exist; create it first (`mkdir -p %s`) or give "
                           "another -o" % (folder, folder))
     if os.path.lexists(dest) and not force:
-        raise MegafsError("%s exists; add --force to replace it, or give another -o" % dest)
+        raise MegafsError("%s exists; add --force to replace it, or give another -o"
+                          % printable(dest))
     return dest
 
 
@@ -225,10 +257,13 @@ def run_get(args: argparse.Namespace) -> int:
                                 "handle") from None
             raise
         name = _safe_name(info.attrs.get("n"), link.handle)
+        if not args.output or args.output.endswith(os.sep) or os.path.isdir(args.output):
+            _check_remote_name(name, args.force)     # the remote name becomes a local one
         dest = _destination(args.output, name, args.force)
         bar = Transfer(name, info.size)
         try:
-            written = client.download(link, dest, progress=bar, info=info)
+            with _signals_stop():
+                written = client.download(link, dest, progress=bar, info=info)
         finally:
             bar.finish()
         log.info("wrote %s (%d bytes)", written, info.size)
@@ -237,3 +272,27 @@ def run_get(args: argparse.Namespace) -> int:
 
 def _quota_line(left: float) -> None:
     Transfer.note("megafs get: transfer quota used up; continuing in %s" % wait_text(left))
+
+
+@contextlib.contextmanager
+def _signals_stop() -> Iterator[None]:
+    """While a download runs: SIGTERM and SIGHUP raise ``Stopped`` and SIGINT
+    ``KeyboardInterrupt``, after deleting the download's temporary file at once (its bytes
+    are not MAC-checked yet, and a worker may be blocked in a read for a while).  The default
+    SIGTERM/SIGHUP action would end the process with that file left behind (issue 20)."""
+    def handler(signum: int, frame: Any) -> None:
+        remove_partial_files()
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise Stopped(signum, signal.Signals(signum).name)
+
+    wanted = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread():
+        yield                       # only the main thread may set handlers
+        return
+    old = {sig: signal.signal(sig, handler) for sig in wanted}
+    try:
+        yield
+    finally:
+        for sig, previous in old.items():
+            signal.signal(sig, previous)

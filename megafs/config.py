@@ -166,6 +166,36 @@ def is_loopback(url: str) -> bool:
 
 # --- logging ---------------------------------------------------------------------------------
 LOG_FORMAT = "%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s"
+
+# What must not reach a terminal as is (issue 20, item 8): C0 and C1 controls and DEL
+# (escape sequences, newlines, bells), the bidirectional overrides and isolates of Unicode
+# (U+061C, U+200E/F, U+202A-E, U+2066-9: "RTLO" names that read backwards), the line and
+# paragraph separators, and lone surrogates (not encodable at all).
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069"
+                     "\ud800-\udfff]")
+
+
+def printable(text: str) -> str:
+    """``text`` safe to show on a terminal or in a log line: every character of ``_UNSAFE``
+    becomes ``\\xNN`` or ``\\uNNNN``, the rest is kept (so names stay readable)."""
+    return _UNSAFE.sub(lambda m: "\\x%02x" % ord(m.group()) if ord(m.group()) < 0x100
+                       else "\\u%04x" % ord(m.group()), text)
+
+
+def has_unsafe(text: str) -> bool:
+    """Whether ``printable`` would change ``text``."""
+    return _UNSAFE.search(text) is not None
+
+
+class _PrintableFormatter(logging.Formatter):
+    """Log lines with their message passed through ``printable``: remote names and server
+    text in a message cannot forge log lines or drive the terminal (tracebacks are kept)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = printable(record.message)
+        return super().formatMessage(record)
+
+
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
@@ -187,7 +217,7 @@ def setup_logging(verbosity: int = 0, stream: TextIO | None = None, *,
         handler = logging.StreamHandler(stream or sys.stderr)
     for old in list(root.handlers):
         root.removeHandler(old)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.setFormatter(_PrintableFormatter(LOG_FORMAT))
     root.addHandler(handler)
     if level:
         root.setLevel(getattr(logging, level.upper()))

@@ -141,8 +141,8 @@ def decrypt_attr(blob: bytes, node_key: bytes) -> dict[str, Any]:
     text = plain[4:].rstrip(b"\0")
     try:
         value = json.loads(text.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise AttributeError_("attributes are not valid UTF-8 JSON") from exc
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        raise AttributeError_("attributes are not valid UTF-8 JSON") from None
     if not isinstance(value, dict):
         raise AttributeError_("attributes are not a JSON object")
     return value
@@ -294,6 +294,12 @@ class MacAccumulator:
             raise ValueError("missing MACs for %d chunk(s), first at offset %d"
                              % (len(missing), missing[0]))
         return meta_mac(condense_macs(self._key, (self._macs[off] for off in expected)))
+
+
+def empty_file_macs(key: bytes, nonce: bytes) -> tuple[bytes, bytes]:
+    """The meta-MACs an empty file's key may carry: (0, 0) of MEGA's web client and SDK (and
+    megafs), and the MAC of one empty chunk of go-mega (rclone) and megajs (shared/vectors)."""
+    return meta_mac(condense_macs(key, [])), meta_mac(condense_macs(key, [nonce + nonce]))
 
 
 def file_meta_mac(key: bytes, nonce: bytes, plaintext: bytes) -> bytes:

@@ -213,6 +213,17 @@ class Cancelled(MegafsError):
     errno = errno.ECANCELED
 
 
+class Stopped(BaseException):
+    """A signal (SIGTERM, SIGHUP) ended a command; raised by its handler so that every
+    ``finally`` and ``except BaseException`` clean-up runs (``megafs get``: no partial file).
+    Not a ``MegafsError``: nothing may catch it as an ordinary failure."""
+
+    def __init__(self, signum: int, name: str) -> None:
+        self.signum = signum
+        self.name = name
+        super().__init__(name)
+
+
 def is_permanent(exc: BaseException) -> bool:
     """Whether repeating the operation that raised ``exc`` cannot succeed without a change on
     the user's side (quota, parent gone, access denied, a file that vanished locally)."""

@@ -1,10 +1,11 @@
 """One API request on a kept-alive ``http.client`` connection (``HttpPool.request``'s fast
-path): send, read the whole answer, and turn wire failures into the ``requests`` exceptions
-the API transport already handles.  Knows nothing about pools, MEGA commands or accounts;
-never logs URLs."""
+path): send, read the answer up to a size limit, and turn wire failures into the ``requests``
+exceptions the API transport already handles; ``parse_reply`` turns the body into JSON or a
+``ProtocolError``.  Knows nothing about pools, MEGA commands or accounts; never logs URLs."""
 from __future__ import annotations
 
 import http.client
+import json
 import re
 import socket
 import ssl
@@ -12,6 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import requests
+
+from ..errors import ProtocolError
 
 USER_AGENT = "megafs/0.1"
 
@@ -36,19 +39,52 @@ class ApiReply:
     headers: Any                 # case-insensitive ``.get(name, default)``
 
 
+class ReplyTooLarge(ProtocolError):
+    """An API reply longer than the caller's limit: refused (and its connection dropped)
+    before more than the limit was read."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__("the API's reply is larger than %d MiB; refused (a broken or hostile "
+                         "server)" % (limit // 1048576))
+
+
+def read_limited(resp: http.client.HTTPResponse, limit: int) -> bytes:
+    """The whole body of ``resp`` if it holds at most ``limit`` bytes, else ReplyTooLarge
+    (read no further than ``limit + 1`` bytes; a too large Content-Length reads nothing)."""
+    if resp.length is not None and resp.length > limit:
+        raise ReplyTooLarge(limit)
+    content = resp.read(limit + 1)
+    if len(content) > limit:
+        raise ReplyTooLarge(limit)
+    return content
+
+
+def parse_reply(payload: bytes, what: str) -> Any:
+    """The JSON value of an API reply; ProtocolError (one line) for anything that is not JSON,
+    nested deeper than the parser's recursion limit, or not UTF-8."""
+    try:
+        return json.loads(payload)
+    except (ValueError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else "not JSON"
+        raise ProtocolError("%s: reply is %s (%d bytes)" % (what, reason, len(payload))) \
+            from None
+
+
 class StaleConnection(Exception):
     """A kept-alive connection failed before the server answered (it had closed it)."""
 
 
 def api_exchange(conn: http.client.HTTPConnection, method: str, target: str,
                  body: bytes | None, headers: dict[str, str] | None,
-                 connect_timeout: float | None, read_timeout: float | None
-                 ) -> tuple[ApiReply, bool]:
-    """Send one request on ``conn`` and read the whole answer; (reply, connection reusable).
+                 connect_timeout: float | None, read_timeout: float | None,
+                 limit: int) -> tuple[ApiReply, bool]:
+    """Send one request on ``conn`` and read the whole answer, at most ``limit`` bytes;
+    (reply, connection reusable).
 
     ``ConnectTimeout``/``ReadTimeout``/``SSLError``/``ConnectionError`` from ``requests`` on
     failure (the connection is closed), ``StaleConnection`` when a connection failed before
-    any answer (the caller may send again on a new one)."""
+    any answer (the caller may send again on a new one), ``ReplyTooLarge`` for a longer body
+    (the connection is closed)."""
     answered = False
     try:
         if conn.sock is None:
@@ -67,8 +103,8 @@ def api_exchange(conn: http.client.HTTPConnection, method: str, target: str,
         conn.endheaders(body or None)
         resp = conn.getresponse()
         answered = True
-        content = resp.read()
-    except requests.RequestException:
+        content = read_limited(resp, limit)
+    except (requests.RequestException, ReplyTooLarge):
         conn.close()
         raise
     except ssl.SSLError as exc:

@@ -9,10 +9,11 @@ policy, ``MegaClient`` strings them together.  Keys are wrapped and attributes e
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .. import crypto
+from .. import chunks, crypto
 from ..errors import (ApiCode, IntegrityError, MegaError, ProtocolError, error_from_result)
 from .http import redact_url
 from .xferquota import TransferQuotaExceeded, parse_time_left
@@ -21,11 +22,16 @@ if TYPE_CHECKING:
     from .upload import Uploaded
 
 FOLDER_PLACEHOLDER = "xxxxxxxx"    # ``h`` of a new folder in ``p`` (later items may use it)
-MAX_HANDLE = 64
+# Node and public handles: 6 bytes as 8 base64url characters (protocol reference §0; meganz/sdk
+# ``MegaClient::NODEHANDLE``/``PUBLICHANDLE`` = 6).  Anything else from a server is refused: a
+# public handle goes into links printed for people (issue 20, item 6: a handle holding a
+# newline printed an attacker's URL carrying the file key).
+_HANDLE = re.compile(r"[A-Za-z0-9_-]{8}")
 
 
 def is_handle(value: Any) -> bool:
-    return isinstance(value, str) and 0 < len(value) <= MAX_HANDLE
+    """Whether ``value`` has the form of a MEGA node or public handle (8 base64url chars)."""
+    return isinstance(value, str) and _HANDLE.fullmatch(value) is not None
 
 
 # --- results -------------------------------------------------------------------------------
@@ -179,7 +185,8 @@ def parse_export(reply: Any) -> str | MegaError | ProtocolError:
         reply = reply[1]  # v3 form [st, ph]
     if isinstance(reply, MegaError) or is_handle(reply):
         return reply
-    return ProtocolError("l: expected a public handle")
+    return ProtocolError("l: the server's answer is not a public handle (8 base64url "
+                         "characters)")
 
 
 def check_done(reply: Any, name: str) -> None:
@@ -271,6 +278,9 @@ def parse_g_reply(reply: Any, key: bytes | None = None) -> DownloadInfo:
         raise ProtocolError("g: no download URL in the reply")
     if not isinstance(size, int) or isinstance(size, bool) or size < 0:
         raise ProtocolError("g: missing or bad size")
+    if not chunks.storable(size):
+        raise ProtocolError("g: the server claims a size of %d bytes, more than MEGA stores "
+                            "(2^53 - 1)" % size)
     at = reply.get("at")
     if not isinstance(at, str):
         at = ""

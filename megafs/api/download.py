@@ -3,9 +3,10 @@
 ``g`` (protocol reference §8) gives a URL and the size; bytes are fetched with ranged GETs
 ``{url}/{start}-{end}`` (inclusive end), decrypted with AES-CTR from any offset, and, for whole
 files, checked against the meta-MAC in the file key: chunk MACs in offset order, condensed,
-compared with key words 6-7.  A whole-file download goes to a temporary file beside the
-destination, is fsynced and renamed over it only once the MAC matches, so a failed or tampered
-download never leaves a file at the destination.
+compared with key words 6-7.  A whole-file download goes to a part file beside the destination
+(``partfile``: unnamed until verified where the filesystem allows), is fsynced and renamed over
+it only once the MAC matches, so a failed or tampered download never leaves a file at the
+destination, nor unverified bytes under any name.
 
 Retries: what to do about a download server's answer is ``errors.classify(code, "transfer")``.
 Connection errors, timeouts, HTTP 5xx/429, transient error bodies (``-3``...) and connections
@@ -42,10 +43,9 @@ import logging
 import mmap
 import os
 import sys
-import tempfile
 import threading
 from http import HTTPStatus
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from .. import chunks, crypto
 from ..crypto import FileKey
@@ -56,6 +56,7 @@ from .commands import DownloadInfo
 from .http import (ERROR_BODY_MAX, HTTP_DEAD_URL_STATUSES, HTTP_OVER_QUOTA, HTTP_RETRY_STATUSES,
                    HttpPool, TransferInterrupted, TransferStream, parse_error_body, redact_url,
                    run_workers, transfer_buffer)
+from .partfile import PartFile
 from .xferquota import QuotaGate, TransferQuotaExceeded, parse_time_left
 
 log = logging.getLogger(__name__)
@@ -233,26 +234,24 @@ class Downloader:
                       cancel: threading.Event | None = None) -> str:
         """Download, decrypt and verify into ``dest``; on any error leave no file there."""
         dest = os.path.abspath(dest)
-        directory = os.path.dirname(dest)
-        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(dest)[:100] + ".",
-                                   suffix=".megafs-part", dir=directory)
-        direct_fd = _open_direct(tmp) if info.size >= DIRECT_MIN else None
+        part = PartFile(dest)      # unnamed until verified where the filesystem allows
+        direct_fd = _open_direct(part.reopen_path) if info.size >= DIRECT_MIN else None
         try:
             try:
-                self._fill(fd, direct_fd, info, key, refresh, progress, cancel)
-                os.fchmod(fd, 0o666 & ~_umask())
-                os.fsync(fd)
+                self._fill(part.fd, direct_fd, info, key, refresh, progress, cancel)
+                os.fchmod(part.fd, 0o666 & ~_umask())
+                os.fsync(part.fd)
+                part.publish()
             finally:
-                os.close(fd)
+                os.close(part.fd)
                 if direct_fd is not None:
                     os.close(direct_fd)
-            os.replace(tmp, dest)
+            part.replace()
         except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+            part.discard()
             raise
         with contextlib.suppress(OSError):
-            dfd = os.open(directory, os.O_RDONLY)
+            dfd = os.open(part.directory, os.O_RDONLY)
             try:
                 os.fsync(dfd)
             finally:
@@ -264,10 +263,12 @@ class Downloader:
               cancel: threading.Event | None) -> None:
         """Fetch every span on up to ``connections`` workers, each with its own buffer."""
         size = info.size
+        span = self.span_for(size)
+        # the spans are handed out one by one, never listed: a claimed size costs no memory
         job = _FillJob(fd, key, info.url, refresh, progress, cancel,
-                       list(chunks.groups(size, self.span_for(size)))[::-1] if size else [])
+                       chunks.groups(size, span) if size else iter(()))
         job.direct_fd = direct_fd
-        count = min(self.connections, len(job.pending))
+        count = min(self.connections, -(-size // span))
         if count:
             run_workers(lambda: self._fill_worker(job, min(chunks.MIB, size)), count,
                         "megafs-download", job.stop)
@@ -278,9 +279,15 @@ class Downloader:
         os.ftruncate(fd, size)
         # An empty file has no bytes for a MAC to vouch for, and clients disagree on its
         # meta-MAC: MEGA's web client and SDK write (0,0), go-mega (rclone) and megajs MAC one
-        # empty chunk (shared/vectors: megajs; tests/thirdparty/test_rclone.py).  We write
-        # (0,0) and read any.
-        if size and not hmac.compare_digest(job.macs.meta_mac(size), key.mac):
+        # empty chunk.  Either is accepted, nothing else: a key whose MAC is that of some data
+        # is not the key of an empty file, whatever size ``g`` claims.  (The local server takes
+        # any meta-MAC for an empty upload: it never sees keys.)
+        if size == 0:
+            if not any(hmac.compare_digest(mac, key.mac)
+                       for mac in crypto.empty_file_macs(key.aes_key, key.nonce)):
+                raise IntegrityError("MAC mismatch: the server says the file is empty, but the "
+                                     "link's key is the key of some data")
+        elif not hmac.compare_digest(job.macs.meta_mac(size), key.mac):
             raise IntegrityError("MAC mismatch: the downloaded data does not match the link's "
                                  "key (tampered, truncated or wrong key)")
 
@@ -299,9 +306,10 @@ class Downloader:
                 if job.stop.is_set() or (job.cancel is not None and job.cancel.is_set()):
                     return
                 with job.lock:
-                    if not job.pending:
-                        return
-                    offset, length = job.pending.pop()
+                    span = next(job.pending, None)
+                if span is None:
+                    return
+                offset, length = span
                 self._fetch_span(job, offset, length, memoryview(buf), scratch)
         except BaseException as exc:  # noqa: B902 - handed to the calling thread
             if not isinstance(exc, Cancelled) or (job.cancel is not None
@@ -389,14 +397,14 @@ class _FillJob:
 
     def __init__(self, fd: int, key: FileKey, url: str,
                  refresh: Callable[[], DownloadInfo] | None, progress: Progress | None,
-                 cancel: threading.Event | None, pending: list[tuple[int, int]]) -> None:
+                 cancel: threading.Event | None, pending: Iterator[tuple[int, int]]) -> None:
         self.fd = fd
         self.key = key
         self.url = url
         self.refresh = refresh
         self.progress = progress
         self.cancel = cancel
-        self.pending = pending           # popped from the end: lowest offsets first
+        self.pending = pending           # lowest offsets first; next() under ``lock``
         self.macs = crypto.MacAccumulator(key.aes_key)
         self.lock = threading.Lock()
         self.refresh_lock = threading.Lock()

@@ -26,8 +26,8 @@ import requests
 import urllib3
 
 from ..errors import TransportError
-from .apireq import (USER_AGENT, ApiReply, StaleConnection, api_exchange, redact_url,
-                     short_error)
+from .apireq import (USER_AGENT, ApiReply, ReplyTooLarge, StaleConnection, api_exchange,
+                     redact_url, short_error)
 
 __all__ = ["ApiReply", "HttpPool", "redact_url", "short_error", "USER_AGENT"]
 
@@ -70,6 +70,12 @@ logging.getLogger("urllib3.connectionpool").addFilter(_RedactingFilter())
 
 
 DEFAULT_TIMEOUT = (10.0, 120.0)   # (connect, read) for cs; the SDK uses 120 s without data
+# The most an API reply may hold (issue 20: a hostile server sent 1.2 GB).  Command replies
+# are small (a `g`, a `p` of a batch of files: kilobytes); only a node listing (`f`) and the
+# `sc` packets of a big change grow with the account: a file node megafs made is ~350 bytes of
+# `f` (a folder less), so 1 GiB is ~3 million nodes (meganz/sdk reads `f` as a stream instead).
+MAX_REPLY = 64 * 1048576
+MAX_LISTING_REPLY = 1024 * 1048576
 
 
 def new_http_session(pool: int = 4) -> requests.Session:
@@ -212,8 +218,9 @@ class HttpPool:
     def request(self, method: str, url: str, *, data: bytes | None = None,
                 headers: dict[str, str] | None = None,
                 timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
-                **kwargs: Any) -> "ApiReply | requests.Response":
-        """One API request (``/cs``, ``sc``, wait URLs), its whole answer read.
+                limit: int = MAX_REPLY, **kwargs: Any) -> "ApiReply":
+        """One API request (``/cs``, ``sc``, wait URLs), its whole answer read: at most
+        ``limit`` bytes, else ``ReplyTooLarge`` (a ``ProtocolError``) without reading more.
 
         Sent over the keep-alive ``http.client`` connections of the transfer path unless the
         environment sends the URL through a proxy (or other ``requests`` options are given):
@@ -228,9 +235,7 @@ class HttpPool:
         parts = urlsplit(url)
         if kwargs or parts.scheme not in ("http", "https") or not parts.hostname \
                 or self._via_proxy(parts.scheme, parts.netloc, url):
-            with self.session() as sess:
-                return sess.request(method, url, data=data, headers=headers, timeout=timeout,
-                                    **kwargs)
+            return self._request_via_requests(method, url, data, headers, timeout, limit, kwargs)
         connect_timeout, read_timeout = (timeout if isinstance(timeout, tuple)
                                          else (timeout, timeout))
         port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -242,7 +247,7 @@ class HttpPool:
             reused = conn.sock is not None
             try:
                 reply, reusable = api_exchange(conn, method, target, body, headers,
-                                               connect_timeout, read_timeout)
+                                               connect_timeout, read_timeout, limit)
             except StaleConnection as exc:
                 if not reused or attempt == 2:
                     raise requests.ConnectionError("%s: %s" % (
@@ -255,6 +260,25 @@ class HttpPool:
                 conn.close()
             return reply
         raise AssertionError("unreachable")
+
+    def _request_via_requests(self, method: str, url: str, data: bytes | None,
+                              headers: dict[str, str] | None,
+                              timeout: float | tuple[float, float], limit: int,
+                              kwargs: dict[str, Any]) -> ApiReply:
+        """``request`` through ``requests`` (proxies), the body streamed up to ``limit``."""
+        with self.session() as sess:
+            resp = sess.request(method, url, data=data, headers=headers, timeout=timeout,
+                                stream=True, **kwargs)
+            with resp:
+                length = resp.headers.get("Content-Length", "")
+                if length.isdigit() and int(length) > limit:
+                    raise ReplyTooLarge(limit)
+                content = bytearray()
+                for piece in resp.iter_content(65536):
+                    content += piece
+                    if len(content) > limit:
+                        raise ReplyTooLarge(limit)
+                return ApiReply(resp.status_code, bytes(content), resp.headers)
 
     def close(self) -> None:
         with self._lock:

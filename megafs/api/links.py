@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote
 
 from .. import crypto
-from ..errors import LinkError
+from ..errors import LinkError, ProtocolError
 
 LINK_HOST = "mega.nz"
 _B64 = "A-Za-z0-9_-"
@@ -67,9 +67,14 @@ class FileLink:
 
 def format_link(public_handle: str, file_key: bytes, site: str | None = None) -> str:
     """``https://mega.nz/file/H#K``; with ``site`` (a local server's base URL, e.g.
-    ``http://127.0.0.1:8733/``) ``SITE/file/H#K``, the page that server shows for it."""
+    ``http://127.0.0.1:8733/``) ``SITE/file/H#K``, the page that server shows for it.
+
+    ProtocolError if ``public_handle`` is not 8 base64url characters (a server's answer)."""
     if len(file_key) != 32:
         raise ValueError("a file link needs the 32-byte file key")
+    if not isinstance(public_handle, str) or not _HANDLE.fullmatch(public_handle):
+        # the one place links are made: a server's junk never becomes a printed URL
+        raise ProtocolError("the server's public handle is not 8 base64url characters")
     base = site.rstrip("/") if site else "https://%s" % LINK_HOST
     return "%s/file/%s#%s" % (base, public_handle, crypto.b64encode(file_key))
 

@@ -51,8 +51,9 @@ from ..errors import (MegaError, ProtocolError, TransportError, Verdict, classif
                       error_from_result, slows_down)
 from ..retry import Backoff, RetryPolicy
 from . import hashcash
-from .apireq import untrusted_certificate
-from .http import (DEFAULT_TIMEOUT, HTTP_RETRY_STATUSES, HttpPool, redact_url, short_error)
+from .apireq import parse_reply, untrusted_certificate
+from .http import (DEFAULT_TIMEOUT, HTTP_RETRY_STATUSES, MAX_LISTING_REPLY, MAX_REPLY, HttpPool,
+                   redact_url, short_error)
 from .lane import Lane, is_lockless
 
 log = logging.getLogger(__name__)
@@ -196,6 +197,7 @@ class Transport:
         names = ",".join(str(c.get("a", "?")) for c in commands[:5])
         what = "batch %d [%s%s]" % (seq, names, ",…" if len(commands) > 5 else "")
         backoff.what = what
+        limit = MAX_LISTING_REPLY if any(c.get("a") == "f" for c in commands) else MAX_REPLY
         proof: str | None = None
         in_time = 0           # answers sent within the challenge's life
         relogged = False
@@ -207,7 +209,7 @@ class Transport:
             try:
                 sent_at = time.monotonic()
                 resp = self.pool.request("POST", self._cs_url(seq, sid), data=body,
-                                         headers=headers, timeout=self.timeout)
+                                         headers=headers, timeout=self.timeout, limit=limit)
                 status, payload = resp.status_code, resp.content
                 # -vv: every batch, with no URL (the sid is in it) and no body (keys)
                 log.debug("%s: HTTP %d, %d bytes in %.3f s", what, status, len(payload),
@@ -233,11 +235,7 @@ class Transport:
                 continue
             if status != HTTPStatus.OK:
                 raise TransportError("%s: HTTP %d from the API" % (what, status))
-            try:
-                value = json.loads(payload)
-            except ValueError:
-                raise ProtocolError("%s: reply is not JSON (%d bytes)" % (what, len(payload))) \
-                    from None
+            value = parse_reply(payload, what)
             error = error_from_result(value, "batch")
             if error is not None:
                 verdict = classify(error.code)
@@ -279,7 +277,8 @@ class Transport:
             sid = self.sid_source()
             url = "%ssc?sn=%s" % (self.api, sn) + ("&sid=" + sid if sid else "")
             try:
-                resp = self.pool.request("POST", url, data=b"", timeout=self.timeout)
+                resp = self.pool.request("POST", url, data=b"", timeout=self.timeout,
+                                         limit=MAX_LISTING_REPLY)
             except _CONNECTION_ERRORS as exc:
                 _refuse_untrusted(exc, "sc poll")
                 backoff.wait("%s: %s" % (type(exc).__name__, short_error(exc)))
@@ -290,10 +289,7 @@ class Transport:
                 continue
             if resp.status_code != HTTPStatus.OK:
                 raise TransportError("sc poll: HTTP %d" % resp.status_code)
-            try:
-                value = json.loads(resp.content)
-            except ValueError:
-                raise ProtocolError("sc poll: reply is not JSON") from None
+            value = parse_reply(resp.content, "sc poll")
             error = error_from_result(value, "sc poll")
             if error is not None:
                 verdict = classify(error.code)

@@ -3,7 +3,8 @@
 Each subcommand lives in its own module that defines ``add_arguments(parser, name)`` and
 ``run(args) -> int``; this file only wires them together and turns every failure a person can
 cause into one line on stderr and a non-zero exit status (never a traceback): a
-``MegafsError`` (exit 1), a local ``OSError`` (exit 1), Ctrl-C (exit 130) and a closed
+``MegafsError`` (exit 1), a local ``OSError`` (exit 1), Ctrl-C (exit 130), SIGTERM/SIGHUP
+where a command turns them into ``Stopped`` (exit 128 + the signal) and a closed
 output pipe (``megafs status | head``: exit 141, quietly).  The common options (``-v``,
 ``--log-file``, ``--log-level``) are accepted before and after the subcommand.
 """
@@ -18,8 +19,8 @@ import sys
 from typing import Any, NoReturn
 
 from .. import __version__
-from ..config import LOG_LEVELS, setup_logging
-from ..errors import MegafsError, describe
+from ..config import LOG_LEVELS, printable, setup_logging
+from ..errors import MegafsError, Stopped, describe
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     except Terminated:
         print("megafs %s: terminated (SIGTERM)" % args.command, file=sys.stderr)
         return 143
+    except Stopped as exc:      # `get` during a download: SIGTERM, SIGHUP (client_cli)
+        print("megafs %s: terminated (%s)" % (args.command, exc.name), file=sys.stderr)
+        return 128 + exc.signum
     except BrokenPipeError:
         # `megafs status | head`: the reader is gone; say nothing more, and keep Python's
         # exit-time flush of stdout from printing a traceback.
@@ -220,10 +224,12 @@ def main(argv: list[str] | None = None) -> int:
             pass
         return 141
     except MegafsError as exc:
-        print("megafs %s: %s" % (args.command, describe(exc)), file=sys.stderr)
+        # one line: server text and remote names in it are escaped (``printable``)
+        print("megafs %s: %s" % (args.command, printable(describe(exc))), file=sys.stderr)
         return 1
     except OSError as exc:
         # a local file or directory problem: one line, no traceback
         where = "%s: " % exc.filename if exc.filename else ""
-        print("megafs %s: %s%s" % (args.command, where, exc.strerror or exc), file=sys.stderr)
+        print("megafs %s: %s" % (args.command, printable("%s%s" % (where, exc.strerror or exc))),
+              file=sys.stderr)
         return 1

@@ -418,10 +418,10 @@ def run_status(args: argparse.Namespace) -> int:
         size = f.get("size") or 0
         done = f.get("progress") or 0
         pct = "%3d%%" % (100 * done // size) if size and f["state"] == "uploading" else "    "
-        line = "  %-9s %s %10d  %s" % (f["state"], pct, size, f["path"])
+        line = "  %-9s %s %10d  %s" % (f["state"], pct, size, config.printable(str(f["path"])))
         reason = why(f, mounted=live)
         if reason:
-            line += "  (%s)" % reason
+            line += "  (%s)" % config.printable(str(reason))
         print(line)
     return 0
 

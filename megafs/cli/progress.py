@@ -5,8 +5,9 @@ Lines are formatted by tqdm (bytes, percentage, rate, elapsed and ETA), so they 
 every other progress bar on the terminal.  On a terminal the block of lines is redrawn in place
 a few times a second; when stderr is a file or a pipe a plain block is printed every
 ``PLAIN_EVERY`` seconds (and at the end), so logs and tests see the same figures without
-control characters.  Rates are averages of what was sent since a file's upload (or the
-watch) began.  Never
+control characters.  Labels (remote names, paths) go through ``config.printable``: a name
+never writes escape sequences, bidi overrides or newlines.  Rates are averages of what was
+sent since a file's upload (or the watch) began.  Never
 touches stdout (links and ``--json`` go there), except ``status --watch`` on a terminal.
 """
 from __future__ import annotations
@@ -18,6 +19,8 @@ import time
 from typing import Any, TextIO
 
 from tqdm import tqdm
+
+from ..config import printable
 
 PLAIN_EVERY = 2.0          # seconds between blocks when stderr is not a terminal
 
@@ -42,6 +45,7 @@ class Transfer:
         self.stream = stream or sys.stderr
         enabled = self.stream.isatty()
         self.lock = threading.Lock()
+        label = printable(label)      # a remote name: no escape sequences, no RTLO
         label = label if len(label) <= 30 else label[:27] + "..."
         self.bar = tqdm(total=total, desc=label, unit="B", unit_scale=True, unit_divisor=1024,
                         file=self.stream, disable=not enabled, leave=False, mininterval=0.1)
@@ -122,7 +126,8 @@ class QueueProgress:
         shown = sorted(self.files.items(), key=lambda kv: (kv[1]["state"] != "uploading",
                                                            kv[0]))
         for path, f in shown[:self.max_files]:
-            label = path if len(path) <= 40 else "..." + path[-37:]
+            label = printable(path)
+            label = label if len(label) <= 40 else "..." + label[-37:]
             if f["state"] == "uploading":
                 out.append(_meter(f["done"], f["size"], now - f["since"], "  " + label,
                                   _rate(f["done"] - f["base"], now - f["since"]), width))

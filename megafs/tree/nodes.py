@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import crypto
+from .. import chunks, crypto
 from ..api import fingerprint
 from ..errors import ProtocolError
 
@@ -158,6 +158,10 @@ def decrypt_node(raw: Any, master_key: bytes, user_handle: str) -> Node:
     ts = own_copy(t) if isinstance(t, int) else 0
     owner = sys.intern(own_copy(u)) if isinstance(u, str) else ""
     node = Node(handle, parent, ntype, None, size=size, ts=ts, owner=owner, mtime_ns=ts * NS)
+    if not chunks.storable(size):
+        # kept (its name and place are real), but reading it fails: ``ReadCache`` refuses it
+        log.warning("node %s claims a size of %d bytes, more than MEGA stores (2^53 - 1); "
+                    "reading it fails with EIO", handle, size)
     if ntype in (ROOT, INBOX, RUBBISH):
         node.name = {ROOT: "Cloud Drive", INBOX: "Inbox", RUBBISH: "Rubbish Bin"}[ntype]
         return node

@@ -11,6 +11,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from .. import crypto
+from ..api.commands import is_handle
 
 if TYPE_CHECKING:
     from .tree import Tree
@@ -48,8 +49,11 @@ def apply(tree: "Tree", packet: Any) -> set[str]:
             if node is not None:
                 if packet.get("d"):
                     node.public = None
-                elif isinstance(packet.get("ph"), str):
+                elif is_handle(packet.get("ph")):
                     node.public = packet["ph"]
+                else:
+                    log.warning("ignoring a 'ph' packet for node %s whose public handle is not "
+                                "8 base64url characters", handle)
             return set()
         return set()
 

@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable
 from ..errors import ProtocolError
 from .names import base_display_name, display_names
 from .nodes import FILE, FOLDER, INBOX, ROOT, RUBBISH, Node, decrypt_node, own_copy  # noqa: F401
+from . import walks
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ class Tree:
         # handles removed from the tree, most recent last (bounded): our own change feed
         # packets that would bring one back are stale (``was_removed``)
         self._removed: OrderedDict[str, None] = OrderedDict()
+        self._cycles: set[str] = set()     # nodes left out for a cycle (each logged once)
 
     # --- loading ----------------------------------------------------------------------------
     def load(self, raw_nodes: Iterable[Any], public: dict[str, str] | None = None,
@@ -105,6 +107,8 @@ class Tree:
             node = decrypt_node(raw, self.master_key, self.user_handle)
         except ProtocolError as exc:
             log.warning("ignoring a malformed node from the server: %s", exc)
+            return None
+        if walks.refuse_cycle(self._cycles, self._nodes, self._kids, node.handle, node.parent):
             return None
         old = self._nodes.get(node.handle)
         if old is not None:
@@ -238,30 +242,13 @@ class Tree:
 
     def path_of(self, handle: str) -> str | None:
         with self.lock:
-            parts = []
-            node = self._nodes.get(handle)
-            seen = set()
-            while node is not None and node.handle != self.root:
-                if node.handle in seen or node.type in (INBOX, RUBBISH):
-                    return None
-                seen.add(node.handle)
-                name = self.name_of(node.handle)
-                if name is None:
-                    return None
-                parts.append(name)
-                node = self._nodes.get(node.parent)
-            if node is None:
-                return None
-            return "/" + "/".join(reversed(parts))
+            parts = walks.path_names(self._nodes, handle, self.root, self.name_of)
+            return None if parts is None else "/" + "/".join(parts)
 
     def subtree(self, handle: str) -> list[str]:
+        """``handle`` and every handle below it (each once, even if the tree had a cycle)."""
         with self.lock:
-            out, stack = [], [handle]
-            while stack:
-                h = stack.pop()
-                out.append(h)
-                stack.extend(self._kids.get(h, ()))
-            return out
+            return walks.subtree(self._kids, handle)
 
     # --- changes ----------------------------------------------------------------------------
     def add_raw(self, raw: dict) -> Node | None:
@@ -310,6 +297,8 @@ class Tree:
             node = self._nodes.get(handle)
             if node is None:
                 return
+            if walks.refuse_cycle(self._cycles, self._nodes, self._kids, handle, parent):
+                return
             self._unlink(node)
             node.parent = parent
             self._kids.setdefault(parent, set()).add(handle)
@@ -331,3 +320,9 @@ def lookup(tree: Tree, path: str) -> Node | None:
                 return None
             node = tree.child(node.handle, part)
         return node
+
+
+def is_inside(tree: Tree, handle: str, folder: str) -> bool:
+    """Whether ``handle`` is ``folder`` or somewhere below it (a cycle-safe walk up)."""
+    with tree.lock:
+        return walks.is_inside(tree._nodes, handle, folder)

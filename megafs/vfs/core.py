@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Callable
 from ..errors import FsError, MegaError
 from ..tree.meta import LINK_MAX, MODE_ATTR, mode_value
 from ..tree.nodes import NS, Node
+from ..tree.tree import is_inside
 from ..tree.tree import Tree
 from ..writeback import record as R
 from ..writeback.queue import WriteBack
@@ -261,11 +262,8 @@ class FileSystem:
             self.wb.save(sf)
 
     def _rename_folder(self, folder: Node, parent: Node, name: str, dst: Entry | None) -> None:
-        cur: Node | None = parent
-        while cur is not None and cur.handle != self.tree.root:
-            if cur.handle == folder.handle:
-                raise FsError(errno.EINVAL, "cannot move a folder into itself")
-            cur = self.tree.get(cur.parent)
+        if is_inside(self.tree, parent.handle, folder.handle):
+            raise FsError(errno.EINVAL, "cannot move a folder into itself")
         if dst is not None:
             if dst.kind != DIR:
                 raise FsError(errno.ENOTDIR, "a file has the new name")

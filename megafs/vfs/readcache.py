@@ -34,13 +34,44 @@ from typing import Any, Callable
 from cachetools import LRUCache
 
 from .. import chunks, crypto, sealing
-from ..errors import ApiCode, FsError, IntegrityError, MegaError
+from ..errors import ApiCode, FsError, IntegrityError, MegaError, ProtocolError
 
 log = logging.getLogger(__name__)
 
 BLOCK = 1048576
 READ_AHEAD = 4            # blocks fetched ahead of a sequential reader
 LOOK = 0.25               # seconds between a waiting reader's looks at its cancel condition
+# Block starts: MAC chunks merged into runs of at most 1 MiB (0, 768K, 1280K, 1920K, 2688K,
+# 3584K), then one block per 1 MiB chunk; the last block ends at EOF.  Computed, never listed:
+# a node's claimed size must not decide how much memory a read takes (issue 20).
+_HEAD = [start for start, _ in chunks.groups(chunks.LINEAR_START, BLOCK)]
+
+
+def block_index(offset: int) -> int:
+    """Index of the block holding byte ``offset``."""
+    if offset >= chunks.LINEAR_START:
+        return len(_HEAD) + (offset - chunks.LINEAR_START) // BLOCK
+    return bisect.bisect_right(_HEAD, offset) - 1
+
+
+def block_span(index: int, size: int) -> tuple[int, int]:
+    """(start, length) of block ``index`` of a ``size``-byte file (clipped at EOF)."""
+    if index < len(_HEAD):
+        start = _HEAD[index]
+        end = _HEAD[index + 1] if index + 1 < len(_HEAD) else chunks.LINEAR_START
+    else:
+        start = chunks.LINEAR_START + (index - len(_HEAD)) * BLOCK
+        end = start + BLOCK
+    return start, min(end, size) - start
+
+
+def block_count(size: int) -> int:
+    return block_index(size - 1) + 1 if size > 0 else 0
+
+
+def _check_size(handle: str, size: int) -> None:
+    if not chunks.storable(size):
+        raise ProtocolError("node %s claims %d bytes, more than MEGA stores" % (handle, size))
 
 
 class ReadState:
@@ -59,7 +90,6 @@ class ReadCache:
         self._cache: LRUCache = LRUCache(maxsize=cache_bytes, getsizeof=len)
         self._inflight: dict[tuple[str, int], Future] = {}
         self._urls: dict[str, str] = {}
-        self._layout: LRUCache = LRUCache(maxsize=4096)
         self._macs: LRUCache = LRUCache(maxsize=4096)      # handle -> {chunk offset: mac}
         self._bad: set[str] = set()
         self._pool = ThreadPoolExecutor(prefetch_threads, thread_name_prefix="megafs-readahead")
@@ -70,16 +100,6 @@ class ReadCache:
             gate.close()      # a download waiting out the transfer quota ends now
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    # --- layout -----------------------------------------------------------------------------
-    def _blocks(self, handle: str, size: int) -> list[tuple[int, int]]:
-        key = (handle, size)
-        with self._lock:
-            layout = self._layout.get(key)
-            if layout is None:
-                layout = list(chunks.groups(size, BLOCK)) if size else []
-                self._layout[key] = layout
-            return layout
-
     # --- public -----------------------------------------------------------------------------
     def read(self, handle: str, key: crypto.FileKey, size: int, offset: int, length: int,
              state: ReadState | None = None,
@@ -88,13 +108,17 @@ class ReadCache:
         FsError(EINTR) when ``cancelled()`` turns true while a block is still coming."""
         if handle in self._bad:
             raise IntegrityError("MAC mismatch: node %s is corrupt" % handle)
+        _check_size(handle, size)
+        if size == 0 and key.mac not in crypto.empty_file_macs(key.aes_key, key.nonce):
+            # "empty" from the server, but the key carries the MAC of some data (issue 20)
+            raise IntegrityError("node %s: the server says it is empty, but its key is the key "
+                                 "of some data" % handle)
         if offset >= size or length <= 0:
             return b""
         end = min(size, offset + length)
-        layout = self._blocks(handle, size)
-        starts = [s for s, _ in layout]
-        first = bisect.bisect_right(starts, offset) - 1
-        last = bisect.bisect_right(starts, end - 1) - 1
+        count = block_count(size)
+        first = block_index(offset)
+        last = block_index(end - 1)
         if state is not None:
             if offset == state.next_offset:
                 state.sequential += 1
@@ -102,13 +126,13 @@ class ReadCache:
                 state.sequential = 0
             state.next_offset = end
             if state.sequential >= 1 or offset == 0:
-                for idx in range(last + 1, min(len(layout), last + 1 + READ_AHEAD)):
-                    self._start(handle, key, size, layout, idx)
+                for idx in range(last + 1, min(count, last + 1 + READ_AHEAD)):
+                    self._start(handle, key, size, idx)
         parts = []
-        futures = [self._start(handle, key, size, layout, idx) for idx in range(first, last + 1)]
+        futures = [self._start(handle, key, size, idx) for idx in range(first, last + 1)]
         for idx, fut in zip(range(first, last + 1), futures):
             data = _result(fut, cancelled)
-            bstart = layout[idx][0]
+            bstart = block_span(idx, size)[0]
             lo = max(offset, bstart) - bstart
             hi = min(end, bstart + len(data)) - bstart
             parts.append(data[lo:hi])
@@ -120,13 +144,13 @@ class ReadCache:
                       cancelled: Callable[[], bool] | None = None) -> None:
         """Download a whole remote file into ``fd`` (staging an existing file for writing).
         FsError(EINTR) when ``cancelled()`` turns true while a block is still coming."""
-        layout = self._blocks(handle, size)
-        window = READ_AHEAD
-        for idx, (start, _length) in enumerate(layout):
-            for ahead in range(idx + 1, min(len(layout), idx + 1 + window)):
-                self._start(handle, key, size, layout, ahead)
-            data = _result(self._start(handle, key, size, layout, idx), cancelled)
-            os.pwrite(fd, data, start)
+        _check_size(handle, size)
+        count = block_count(size)
+        for idx in range(count):
+            for ahead in range(idx + 1, min(count, idx + 1 + READ_AHEAD)):
+                self._start(handle, key, size, ahead)
+            data = _result(self._start(handle, key, size, idx), cancelled)
+            os.pwrite(fd, data, block_span(idx, size)[0])
         if handle in self._bad:
             raise IntegrityError("MAC mismatch: node %s is corrupt" % handle)
         if size:
@@ -147,8 +171,7 @@ class ReadCache:
                 self._cache.pop(k, None)
 
     # --- fetching ---------------------------------------------------------------------------
-    def _start(self, handle: str, key: crypto.FileKey, size: int,
-               layout: list[tuple[int, int]], idx: int) -> Future:
+    def _start(self, handle: str, key: crypto.FileKey, size: int, idx: int) -> Future:
         ck = (handle, idx)
         with self._lock:
             data = self._cache.get(ck)
@@ -161,7 +184,7 @@ class ReadCache:
                 return running
             fut = Future()
             self._inflight[ck] = fut
-        start, length = layout[idx]
+        start, length = block_span(idx, size)
         self._pool.submit(self._fetch, fut, ck, key, size, start, length)
         return fut
 
@@ -220,11 +243,11 @@ class ReadCache:
 
     def _check_complete(self, handle: str, key: crypto.FileKey, size: int,
                         force: bool = False) -> None:
-        spans = [(o, n) for o, n in chunks.spans(size) if n]
         with self._lock:
             table = self._macs.get(handle) or {}
-            if len(table) < len(spans) and not force:
-                return
+            if len(table) < chunks.count(size) and not force:
+                return     # (counted, not listed: the table only holds chunks seen)
+            spans = [(o, n) for o, n in chunks.spans(size) if n]
             try:
                 macs = [table[o] for o, _ in spans]
             except KeyError:
