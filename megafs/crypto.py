@@ -296,10 +296,14 @@ class MacAccumulator:
         return meta_mac(condense_macs(self._key, (self._macs[off] for off in expected)))
 
 
-def empty_file_macs(key: bytes, nonce: bytes) -> tuple[bytes, bytes]:
-    """The meta-MACs an empty file's key may carry: (0, 0) of MEGA's web client and SDK (and
-    megafs), and the MAC of one empty chunk of go-mega (rclone) and megajs (shared/vectors)."""
-    return meta_mac(condense_macs(key, [])), meta_mac(condense_macs(key, [nonce + nonce]))
+def empty_file_macs(key: bytes, nonce: bytes) -> tuple[bytes, bytes, bytes]:
+    """The meta-MACs an empty file's key may carry, none of which vouches for any data:
+    (0, 0) of MEGA's web client and SDK (and megafs); one empty chunk whose MAC is its initial
+    value nonce||nonce, as megajs writes (shared/vectors, disagreement 2); one chunk MAC of 16
+    zero bytes, as go-mega writes (seen from rclone 1.75.2 in
+    tests/thirdparty/test_rclone.py: its MAC buffer starts at zero and no block is MACed)."""
+    return (meta_mac(condense_macs(key, [])), meta_mac(condense_macs(key, [nonce + nonce])),
+            meta_mac(condense_macs(key, [bytes(16)])))
 
 
 def file_meta_mac(key: bytes, nonce: bytes, plaintext: bytes) -> bytes:

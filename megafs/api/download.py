@@ -278,8 +278,9 @@ class Downloader:
             raise Cancelled("download cancelled")
         os.ftruncate(fd, size)
         # An empty file has no bytes for a MAC to vouch for, and clients disagree on its
-        # meta-MAC: MEGA's web client and SDK write (0,0), go-mega (rclone) and megajs MAC one
-        # empty chunk.  Either is accepted, nothing else: a key whose MAC is that of some data
+        # meta-MAC: MEGA's web client and SDK write (0,0), megajs MACs one empty chunk and
+        # go-mega (rclone) one chunk MAC of zeros (crypto.empty_file_macs).  Those are accepted,
+        # nothing else: a key whose MAC is that of some data
         # is not the key of an empty file, whatever size ``g`` claims.  (The local server takes
         # any meta-MAC for an empty upload: it never sees keys.)
         if size == 0:

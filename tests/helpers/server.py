@@ -59,7 +59,7 @@ class ServerProcess:
         self.proc: subprocess.Popen | None = None
         self.url = ""
 
-    def start(self, timeout: float = 10.0) -> "ServerProcess":
+    def start(self, timeout: float = 60.0) -> "ServerProcess":
         cmd = [sys.executable, "-m", "megafs", "serve", "--host", "127.0.0.1",
                "--port", str(self.port), "--data", str(self.data_dir), "-v"] + self.extra_args
         log = open(self.log_path, "ab")

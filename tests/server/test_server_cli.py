@@ -31,12 +31,13 @@ def first_line(proc, timeout):
     return proc.stdout.readline().decode() if ready else ""
 
 
-def test_prints_its_url_first_within_two_seconds(tmp_path):
-    started = time.monotonic()
+def test_prints_its_url_first(tmp_path):
+    # a start-up wait that holds on a loaded 2-core machine (issue 24: 10 s did not); how
+    # fast it starts is the bench's business, not a test's
     proc = spawn(["--port", "0", "--data", str(tmp_path / "d")])
     try:
-        line = first_line(proc, 2.0)
-        assert time.monotonic() - started < 2.0, "no URL within 2 s"
+        line = first_line(proc, 60.0)
+        assert line, "no URL within 60 s"
         match = URL_RE.match(line.strip())
         assert match, line
         # it accepts connections as soon as the line is out
@@ -44,17 +45,17 @@ def test_prints_its_url_first_within_two_seconds(tmp_path):
         assert resp.json() == []
     finally:
         proc.terminate()
-        proc.communicate(timeout=10)
+        proc.communicate(timeout=60)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signals_stop_it_cleanly(tmp_path, sig):
     proc = spawn(["--port", "0", "--data", str(tmp_path / "d")])
-    url = first_line(proc, 10).strip()
+    url = first_line(proc, 60).strip()
     assert URL_RE.match(url)
     requests.post(url + "cs?id=1", data=b"[]", timeout=5)
     proc.send_signal(sig)
-    _, err = proc.communicate(timeout=10)
+    _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err.decode()
     assert b"Traceback" not in err
 
@@ -82,7 +83,7 @@ def test_default_data_dir_is_under_xdg_data_home(tmp_path):
         assert (tmp_path / "xdg" / "megafs-server" / "megafs-server.db").exists()
     finally:
         proc.terminate()
-        proc.communicate(timeout=10)
+        proc.communicate(timeout=60)
 
 
 @pytest.mark.log_ok("no authentication")
@@ -141,7 +142,7 @@ def test_fault_rules_from_the_command_line(tmp_path):
 ])
 def test_bad_options_exit_2_with_a_message(tmp_path, args, message):
     proc = spawn(["--port", "0", "--data", str(tmp_path / "d")] + args)
-    out, err = proc.communicate(timeout=10)
+    out, err = proc.communicate(timeout=60)
     assert proc.returncode == 2 and out == b""
     assert message in err.decode()
 
@@ -150,7 +151,7 @@ def test_a_busy_port_exits_1(tmp_path):
     with ServerProcess(tmp_path / "a") as srv:
         proc = spawn(["--port", str(srv.port), "--host", "127.0.0.1",
                       "--data", str(tmp_path / "b")])
-        out, err = proc.communicate(timeout=10)
+        out, err = proc.communicate(timeout=60)
         assert proc.returncode == 1 and out == b""
         assert "cannot listen" in err.decode()
 
