@@ -6,8 +6,8 @@ tsid check and hashcash.  Everything here is a pure function over bytes: no I/O,
 randomness except where a caller asks for fresh keys (``secrets`` only).  Every bulk operation is
 a single pycryptodome call over the whole buffer; nothing loops per 16-byte block in Python.
 
-Client and server both import this module, so it is pinned by the third-party known-answer
-vectors in ``tests/unit/data/mega-vectors.json`` rather than by round trips alone.
+Client and server both import this module: it is pinned by third-party known-answer vectors
+(``tests/unit/data/mega-vectors.json``), not by round trips alone.
 
 Speed: the chunk CBC-MAC is the bottleneck of every transfer (CBC is serial within a chunk:
 pycryptodome ~830 MiB/s against ~3,500 MiB/s for its AES-CTR here), so it runs through
@@ -296,14 +296,10 @@ class MacAccumulator:
         return meta_mac(condense_macs(self._key, (self._macs[off] for off in expected)))
 
 
-def empty_file_macs(key: bytes, nonce: bytes) -> tuple[bytes, bytes, bytes]:
-    """The meta-MACs an empty file's key may carry, none of which vouches for any data:
-    (0, 0) of MEGA's web client and SDK (and megafs); one empty chunk whose MAC is its initial
-    value nonce||nonce, as megajs writes (shared/vectors, disagreement 2); one chunk MAC of 16
-    zero bytes, as go-mega writes (seen from rclone 1.75.2 in
-    tests/thirdparty/test_rclone.py: its MAC buffer starts at zero and no block is MACed)."""
-    return (meta_mac(condense_macs(key, [])), meta_mac(condense_macs(key, [nonce + nonce])),
-            meta_mac(condense_macs(key, [bytes(16)])))
+def empty_file_macs(key: bytes, nonce: bytes) -> tuple[bytes, ...]:
+    """The meta-MACs of no data: (0, 0) of the web client, SDK and megafs; one chunk MAC
+    nonce||nonce of megajs (shared/vectors); one zero chunk MAC of go-mega (rclone 1.75.2)."""
+    return tuple(meta_mac(condense_macs(key, m)) for m in ([], [nonce + nonce], [bytes(16)]))
 
 
 def file_meta_mac(key: bytes, nonce: bytes, plaintext: bytes) -> bytes:
