@@ -138,11 +138,13 @@ class Lane:
 
     ``send(commands, backoff)`` posts one request and returns its per-command results (a list
     as long as ``commands``) or raises for the whole batch; it must resend the identical body
-    under the same sequence id on its own retries.  ``retry`` gives the back-off of each
-    combined request.  Thread-safe; ``stats`` counts requests and jobs (for tests and logs).
+    under the same sequence id on its own retries.  ``retry()`` gives the back-off policy of each
+    combined request; it is asked per request, so a policy changed on the transport applies at
+    once.  Thread-safe; ``stats`` counts requests and jobs (for tests and logs).
     """
 
-    def __init__(self, send: Send, retry: RetryPolicy, *, max_commands: int = MAX_COMMANDS,
+    def __init__(self, send: Send, retry: Callable[[], RetryPolicy], *,
+                 max_commands: int = MAX_COMMANDS,
                  max_body: int = MAX_BODY) -> None:
         self._send = send
         self._retry = retry
@@ -216,7 +218,7 @@ class Lane:
             log.debug("lane: %d caller batch(es), %d command(s) in one request",
                       len(batch), len(commands))
         try:
-            answer = self._send(commands, Backoff(self._retry, "command batch",
+            answer = self._send(commands, Backoff(self._retry(), "command batch",
                                                   _AllCancelled(batch)))
             offset = 0
             for job in batch:

@@ -121,7 +121,8 @@ class Transport:
         self._wait_resume = 0.0      # monotonic time before which no sc poll is sent
         self.pool = HttpPool()
         # The session's locking lane (megafs/api/lane.py): one /cs request in flight at once.
-        self.lane = Lane(lambda cmds, backoff: self._send_batch(cmds, False, backoff), self.retry)
+        self.lane = Lane(lambda cmds, backoff: self._send_batch(cmds, False, backoff),
+                         lambda: self.retry)
 
     # --- plumbing --------------------------------------------------------------------------
     def close(self) -> None:
