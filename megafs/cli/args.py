@@ -1,39 +1,46 @@
 """Argument helpers the ``megafs`` commands share: the API source (``--api`` or ``--local``),
-``--state-dir`` and a bounded count (``--uploads``, ``--connections``)."""
+``--state-dir``, ``argparse`` types made from the mount option table's parsers (so a flag and
+its ``-o`` twin refuse a bad value in the same words) and the flags of that table."""
 from __future__ import annotations
 
 import argparse
+from typing import Any, Callable
+
+from ..mount.options import MountOption, parse_count, parse_port, parse_seconds
 
 API_HELP = "MEGA API base URL (default: $MEGAFS_API or https://g.api.mega.co.nz/)"
 
 
-def count_arg(text: str) -> int:
-    """An ``argparse`` type: a whole number from 1 to 64 (``ArgumentTypeError`` otherwise)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("not a number: %r" % text) from None
-    if not 1 <= value <= 64:
-        raise argparse.ArgumentTypeError("must be between 1 and 64")
-    return value
+def arg_type(parse: Callable[[str | bool], Any], name: str = "") -> Callable[[str], Any]:
+    """An ``argparse`` type from a mount option parser: its ValueError becomes
+    ``ArgumentTypeError`` with the same words (argparse prints it after the flag's name)."""
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    convert.__name__ = name or getattr(parse, "__name__", "value")
+    return convert
 
 
-def seconds_arg(text: str) -> float:
-    """An ``argparse`` type: a finite number of seconds above 0 (``ArgumentTypeError``)."""
-    from ..fuse.options import parse_seconds
-    try:
-        return parse_seconds(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+count_arg = arg_type(parse_count(1, 64), "count")       # 1-64, e.g. --connections
+seconds_arg = arg_type(parse_seconds, "seconds")        # above 0, at most a year
+port_arg = arg_type(parse_port, "port")                 # 1-65535
 
 
-def port_arg(text: str) -> int:
-    """An ``argparse`` type: a TCP port 1-65535 (``ArgumentTypeError`` otherwise)."""
-    from ..fuse.options import parse_port
-    try:
-        return parse_port(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+def add_option_flag(parser: Any, opt: MountOption) -> None:
+    """``opt``'s flag(s) on ``parser`` (or a group of it).  The default is None, so that
+    ``-o`` can still set it and ``cli/mount.apply_options`` fills in the table's default."""
+    kwargs: dict[str, Any] = {"dest": opt.name, "default": None, "help": opt.help_text()}
+    if not opt.metavar:
+        kwargs["action"] = "store_true"
+    else:
+        kwargs["type"] = arg_type(opt.parse, opt.name)
+        if opt.choices:
+            kwargs["choices"] = opt.choices
+        else:
+            kwargs["metavar"] = opt.metavar
+    parser.add_argument(*opt.flag_names, **kwargs)
 
 
 def add_source(parser: argparse.ArgumentParser, *, local_help: str, state_help: str,

@@ -19,8 +19,10 @@ import sys
 from typing import Any, NoReturn
 
 from .. import __version__
-from ..config import LOG_LEVELS, printable, setup_logging
+from ..config import printable, setup_logging
 from ..errors import MegafsError, Stopped, describe
+from ..mount.options import MOUNT_OPTIONS
+from .args import arg_type
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +63,7 @@ EXAMPLES: dict[str, str] = {
   megafs mount ~/mega -f -v               # stay in the foreground, log to stderr
   mount -t fuse.megafs local ~/mega -o state_dir=/var/lib/megafs   # via mount.megafs
 
--o options (comma separated; `--name value` does the same for most):
+-o options (comma separated; each is also a flag: -o link_timeout=60 is --link-timeout 60):
 %(options)s""",
     "umount": """examples:
   megafs umount ~/mega                    # wait for uploads (with progress), then unmount
@@ -122,12 +124,10 @@ def _common_options(top: bool) -> "_Parser":
     common.add_argument("-v", "--verbose", dest=prefix + "verbose", action="count",
                         default=0 if top else argparse.SUPPRESS,
                         help="more log output: -v INFO, -vv DEBUG (anywhere on the line)")
-    common.add_argument("--log-file", dest=prefix + "log_file", metavar="FILE", default=default,
-                        help="write the log to FILE (a background mount's default is "
-                             "<state-dir>/logs/mount-<mount point>.log)")
-    common.add_argument("--log-level", dest=prefix + "log_level", metavar="LEVEL",
-                        default=default, type=str.upper, choices=LOG_LEVELS,
-                        help="log level: %s (overrides -v)" % ", ".join(LOG_LEVELS))
+    for opt in (MOUNT_OPTIONS["log_file"], MOUNT_OPTIONS["log_level"]):   # the mount's too
+        common.add_argument(*opt.flag_names, dest=prefix + opt.name, metavar=opt.metavar,
+                            default=default, type=arg_type(opt.parse, opt.name),
+                            choices=opt.choices or None, help=opt.help_text())
     return common
 
 
@@ -149,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
         module = importlib.import_module(module_name)
         epilog = EXAMPLES.get(name)
         if epilog and "%(options)s" in epilog:
-            from ..fuse.options import describe_options
+            from ..mount.options import describe_options
             epilog = epilog.replace("%(options)s", describe_options())
         cmd = sub.add_parser(name, help=help_text, description=help_text, parents=[common],
                              epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -36,7 +36,8 @@ from ..mount.localserver import alive
 from ..mount.registry import (find_mount, is_mounted, live_entries, log_path_for, mount_dir_for,
                               PowRecord, read_pow, write_entry)
 from ..mount.unmount import refuse_foreign_mount, unmount
-from .args import add_source, count_arg, port_arg, seconds_arg
+from ..mount.options import check_together, MOUNT_OPTIONS, OptionError, split_options
+from .args import add_option_flag
 from .libfuse_messages import LibfuseMessages, libfuse_reason
 
 log = logging.getLogger(__name__)
@@ -44,53 +45,20 @@ log = logging.getLogger(__name__)
 EXIT_WAIT = 60.0          # seconds umount waits for the mount process to exit
 
 
-def _size_arg(text: str) -> int:
-    try:
-        return config.parse_size(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument("mountpoint", metavar="MOUNTPOINT")
-    state_help = "sessions, upload queue, staged files and logs (default: $XDG_DATA_HOME/megafs)"
     if name != "mount":
-        parser.add_argument("--state-dir", metavar="DIR", default=None, help=state_help)
+        parser.add_argument("--state-dir", metavar="DIR", default=None,
+                            help=MOUNT_OPTIONS["state_dir"].help_text())
     if name == "mount":
-        add_source(parser, state_help=state_help,
-                   api_help="MEGA API base URL (default: $MEGAFS_API or the real MEGA)",
-                   local_help="start the bundled local server (data in the state dir) and "
-                              "mount it; links then open in a browser")
-        parser.add_argument("--local-port", type=port_arg, default=None, metavar="PORT",
-                            help="with --local: serve on PORT from now on, e.g. when the kept "
-                                 "one is taken (links made before name the old port)")
-        parser.add_argument("--account", metavar="EMAIL", default=None,
-                            help="mount this logged-in account (`megafs login EMAIL`) instead "
-                                 "of the anonymous one")
-        parser.add_argument("--foreground", "-f", action="store_true",
-                            help="stay attached and log to stderr (for systemd: Type=notify)")
-        parser.add_argument("--debug", "-d", action="store_true",
-                            help="debug: --foreground, DEBUG log and libfuse's request trace "
-                                 "(as -o debug; like other FUSE file systems)")
+        # every flag from the one table (mount/options.py); --log-file and --log-level are
+        # every command's (cli/main.py)
         parser.add_argument("-o", dest="options", metavar="OPTIONS", default=None,
                             help="mount options, comma separated (listed below)")
-        parser.add_argument("--link-timeout", type=seconds_arg, default=None, metavar="SECONDS",
-                            help="how long reading X.link waits for X's upload (default 600)")
-        parser.add_argument("--uploads", type=count_arg, default=None, metavar="N",
-                            help="files uploaded in parallel, 1-64 (default 4)")
-        parser.add_argument("--connections", type=count_arg, default=None, metavar="N",
-                            help="parallel connections per file transfer, 1-64 (default 4)")
-        parser.add_argument("--allow-other", action="store_true",
-                            help="let other users access the mount (non-root: needs "
-                                 "user_allow_other in /etc/fuse.conf)")
-        parser.add_argument("--show-links", action="store_true", default=None,
-                            help="list the virtual X.link files in directory listings")
-        parser.add_argument("--fsync", choices=("upload", "local"), default=None,
-                            help="upload: fsync waits for the upload (default); local: fsync "
-                                 "means durable on the local disk, the upload follows")
-        parser.add_argument("--staging-max", type=_size_arg, default=None, metavar="SIZE",
-                            help="most bytes staged for upload at once, e.g. 20G; writes "
-                                 "past it wait for uploads, then fail with ENOSPC")
+        source = parser.add_mutually_exclusive_group()
+        for opt in MOUNT_OPTIONS.values():
+            if opt.flag_names and not opt.common:
+                add_option_flag(source if opt.name in ("api", "local") else parser, opt)
     elif name == "umount":
         parser.add_argument("--no-wait", action="store_true",
                             help="unmount at once; pending uploads resume at the next mount")
@@ -113,40 +81,26 @@ def _state_dir(args: argparse.Namespace) -> str:
 
 
 # --- mount -----------------------------------------------------------------------------------
-MOUNT_DEFAULTS: dict[str, Any] = {"local": False, "uploads": 4, "connections": 4,
-                                  "link_timeout": 600.0, "show_links": False,
-                                  "staging_max": 0, "api": None, "state_dir": None,
-                                  "session": None, "nonempty": False, "local_port": None,
-                                  "fsync": "upload"}
-
-
 def apply_options(args: argparse.Namespace) -> dict[str, Any]:
-    """Merge ``-o`` into ``args`` (a flag given on the command line wins); returns the libfuse
-    options.  MegafsError for an unknown or malformed option."""
-    from ..fuse.options import OptionError, split_options
+    """Merge ``-o`` into ``args`` (a flag given on the command line wins), then the table's
+    defaults for what neither gave; returns the libfuse options.  MegafsError for an unknown
+    or malformed option, or options that exclude each other."""
     try:
         own, fuse = split_options(args.options)
-    except OptionError as exc:
-        raise MegafsError(str(exc)) from None
-    for key, value in own.items():
-        if key in ("log_file", "log_level"):
+        for key, value in own.items():
             if getattr(args, key, None) is None:
                 setattr(args, key, value)
-        elif getattr(args, key, None) in (None, False):
-            setattr(args, key, value)
-    if args.api and args.local:
-        raise MegafsError("give either an API URL or local, not both")
-    if getattr(args, "local_port", None) and not args.local:
-        raise MegafsError("local_port/--local-port is for --local mounts")
-    for key, value in MOUNT_DEFAULTS.items():
-        if getattr(args, key, None) is None:
-            setattr(args, key, value)
-    if fuse.pop("allow_other", False):
-        args.allow_other = True
-    if getattr(args, "debug", False) or fuse.get("debug"):
+        check_together(vars(args))
+    except OptionError as exc:
+        raise MegafsError(str(exc)) from None
+    for opt in MOUNT_OPTIONS.values():
+        if getattr(args, opt.name, None) is None:
+            setattr(args, opt.name, opt.default)
+        if opt.libfuse and getattr(args, opt.name):
+            fuse[opt.name] = True          # allow_other, debug: libfuse's too
+    if args.debug:
         # -d / -o debug, as FUSE file systems take it (sshfs, libfuse's own -d): stay in
         # the foreground with the DEBUG log on stderr, and libfuse traces its requests
-        fuse["debug"] = True
         args.foreground = True
         if args.log_level is None:
             args.log_level = "DEBUG"
@@ -228,12 +182,7 @@ def _serve(args: argparse.Namespace, mnt: str, ready: Callable[[str], None] | No
     from ..mount.notify import sd_notify
     from ..mount.runtime import MountConfig, MountRuntime
 
-    cfg = MountConfig(state_dir=state_dir, api=args.api, local=args.local,
-                      uploads=args.uploads, connections=args.connections,
-                      link_timeout=args.link_timeout, show_links=args.show_links,
-                      staging_max=args.staging_max, session_file=args.session,
-                      mountpoint=mnt, account=args.account, local_port=args.local_port,
-                      fsync_local=args.fsync == "local")
+    cfg = MountConfig.from_options(vars(args), state_dir=state_dir, mountpoint=mnt)
     with MountRuntime(cfg) as rt:
         entry = {"mountpoint": mnt, "pid": os.getpid(), "mount_dir": rt.mount_dir,
                  "api": rt.api, "local": bool(args.local), "log": log_path,

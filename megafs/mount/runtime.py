@@ -18,7 +18,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from .. import config
 from ..api.client import MegaClient
@@ -31,30 +31,45 @@ from ..vfs.links import LinkLayer
 from ..vfs.readcache import ReadCache
 from ..writeback.queue import WriteBack
 from .localserver import LocalServer
+from .options import MOUNT_OPTIONS
 from .preflight import check_api
 from .registry import mount_dir_for
 
 log = logging.getLogger(__name__)
 
 
+def _default(name: str) -> Any:
+    return MOUNT_OPTIONS[name].default
+
+
 @dataclass
 class MountConfig:
-    """Everything a mount is built from (the CLI's options)."""
+    """Everything a mount is built from: the fields of the mount options (defaults from
+    their table, ``mount/options.py``) and a few the CLI does not offer."""
 
     state_dir: str = field(default_factory=config.default_state_dir)
-    api: str | None = None             # None: $MEGAFS_API or the real MEGA
-    local: bool = False                # start the bundled server of the state dir
-    uploads: int = 4                   # files uploaded in parallel
-    connections: int = 4               # connections per file transfer
-    link_timeout: float = 600.0        # seconds a .link read waits for an upload
-    show_links: bool = False           # list X.link files in readdir
+    api: str | None = _default("api")                  # None: $MEGAFS_API or the real MEGA
+    local: bool = _default("local")                    # start the state dir's bundled server
+    uploads: int = _default("uploads")                 # files uploaded in parallel
+    connections: int = _default("connections")         # connections per file transfer
+    link_timeout: float = _default("link_timeout")     # seconds a .link read waits
+    show_links: bool = _default("show_links")          # list X.link files in readdir
+    account: str | None = _default("account")          # an email: that logged-in account
+    staging_max: int = _default("staging_max")         # most bytes staged (0: the disk's)
+    session_file: str | None = _default("session")     # not the state dir's session file
+    local_port: int | None = _default("local_port")    # with local: this port from now on
+    fsync: str = _default("fsync")                     # "local": fsync is durable locally
     poll_timeout: float = 20.0         # seconds of one sc long-poll
-    account: str | None = None         # an email: that logged-in account, not the anonymous one
-    staging_max: int = 0               # most bytes staged at once (0: only the disk's limit)
-    session_file: str | None = None    # a session file other than the state dir's
     mountpoint: str = ""               # for messages (who holds a lock)
-    local_port: int | None = None      # with local: this port from now on (else the kept one)
-    fsync_local: bool = False          # -o fsync=local: fsync is durable locally, no upload
+
+    @classmethod
+    def from_options(cls, values: Mapping[str, Any], **more: Any) -> "MountConfig":
+        """The config of the mount options in ``values`` (by option name, e.g. a parsed
+        command line's ``vars(args)``), plus the fields in ``more``."""
+        kwargs = {opt.config_field: values[opt.name] for opt in MOUNT_OPTIONS.values()
+                  if opt.config_field and opt.name in values}
+        kwargs.update(more)
+        return cls(**kwargs)
 
 
 class MountRuntime:
@@ -126,7 +141,7 @@ class MountRuntime:
         stack.callback(self.reads.close)
         self.core = FileSystem(self.client, self.tree, self.wb, readcache=self.reads)
         self.core.recover()
-        self.core.io.fsync_local = cfg.fsync_local
+        self.core.io.fsync_local = cfg.fsync == "local"
         self.fs = LinkLayer(self.core, link_timeout=cfg.link_timeout,
                             show_links=cfg.show_links, mount_dir=self.mount_dir,
                             link_site=self.link_site)

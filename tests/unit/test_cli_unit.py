@@ -14,7 +14,7 @@ from megafs.api import links
 from megafs.cli import main as cli_main
 from megafs.cli.progress import QueueProgress, Transfer
 from megafs.errors import FsError, LinkError, MegafsError
-from megafs.fuse.options import OptionError, describe_options, split_options
+from megafs.mount.options import OptionError, describe_options, split_options
 from megafs.mount import preflight
 from megafs.vfs.links import LINK_SIZE, link_size
 
@@ -47,8 +47,8 @@ def test_version_and_help_with_examples():
 def test_mount_options_are_checked_and_converted():
     own, fuse = split_options("local,uploads=8,staging-max=1G,allow_other,_netdev,"
                               "x-systemd.automount,ro,noauto")
-    assert own == {"local": True, "uploads": 8, "staging_max": 1 << 30}
-    assert fuse == {"allow_other": True, "ro": True}
+    assert own == {"local": True, "uploads": 8, "staging_max": 1 << 30, "allow_other": True}
+    assert fuse == {"ro": True}     # allow_other reaches libfuse through apply_options
     with pytest.raises(OptionError, match="unknown mount option 'bogus'"):
         split_options("bogus")
     with pytest.raises(OptionError, match="uploads"):
