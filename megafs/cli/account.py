@@ -26,12 +26,12 @@ from ..api.session import (Session, SessionError, account_session_path,
                            read_session_file, remove_session_file, session_path,
                            write_session_file)
 from ..api.transport import Transport
-from ..client_cli import LOCAL_HELP, local_api
 from .. import config
 from ..config import default_state_dir, is_loopback
 from ..errors import FsError, MegafsError, TransportError
 from .args import add_source
 from .credentials import ENV_PASSWORD, mfa_source, read_password
+from .transfer import LOCAL_HELP, local_api
 
 log = logging.getLogger(__name__)
 

@@ -32,8 +32,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "umount": ("megafs.cli.mount", "wait for pending uploads, then unmount"),
     "status": ("megafs.cli.mount", "show pending, uploading and failed files of a mount"),
     "retry": ("megafs.cli.mount", "retry failed uploads of a mount now"),
-    "upload": ("megafs.client_cli", "upload files and print their public links"),
-    "get": ("megafs.client_cli", "download and verify a public file link"),
+    "upload": ("megafs.cli.transfer", "upload files and print their public links"),
+    "get": ("megafs.cli.transfer", "download and verify a public file link"),
     "login": ("megafs.cli.account", "log in to your own MEGA account (email and password)"),
     "logout": ("megafs.cli.account", "end an account's session and remove its file"),
     "signup": ("megafs.cli.account", "create a MEGA account; --confirm LINK finishes it"),
@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     except Terminated:
         print("megafs %s: terminated (SIGTERM)" % args.command, file=sys.stderr)
         return 143
-    except Stopped as exc:      # `get` during a download: SIGTERM, SIGHUP (client_cli)
+    except Stopped as exc:      # `get` during a download: SIGTERM, SIGHUP (cli/transfer.py)
         print("megafs %s: terminated (%s)" % (args.command, exc.name), file=sys.stderr)
         return 128 + exc.signum
     except BrokenPipeError:

@@ -224,7 +224,7 @@ def test_a_named_part_file_is_removed_at_once_by_the_signal(tmp_path, monkeypatc
     """Where the filesystem has no unnamed files, the .megafs-part file goes as the signal
     arrives (a worker may still be blocked in a read)."""
     import threading
-    from megafs.client_cli import _signals_stop
+    from megafs.cli.transfer import _signals_stop
     from megafs.errors import Stopped
     monkeypatch.delattr(os, "O_TMPFILE", raising=False)
     seen: list[str] = []

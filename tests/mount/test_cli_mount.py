@@ -173,7 +173,7 @@ def test_an_api_that_does_not_answer_http_is_named_in_seconds(tmp_path, server):
         mnt = tmp_path / "mnt"
         mnt.mkdir()
         state = ["--state-dir", str(tmp_path / "state")]
-        # upload and get share the check (client_cli); each case costs the 10 s wait
+        # upload and get share the check (cli/transfer.py); each case costs the 10 s wait
         for command in (["mount", str(mnt)],
                         ["get", "https://mega.nz/file/AbCdEfGh#" + "B" * 42 + "A"]):
             started = time.monotonic()

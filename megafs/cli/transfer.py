@@ -27,14 +27,14 @@ import sys
 import threading
 from typing import Any, Iterator
 
-from .api import fingerprint, links
-from .api.client import MegaClient, PutItem
-from .api.partfile import remove_partial_files
-from .api.xferquota import wait_text
-from .cli.args import add_source, count_arg
-from .cli.progress import Transfer
-from .config import default_state_dir, has_unsafe, printable
-from .errors import ApiCode, MegaError, MegafsError, Stopped, UploadFailed, describe
+from ..api import fingerprint, links
+from ..api.client import MegaClient, PutItem
+from ..api.partfile import remove_partial_files
+from ..api.xferquota import wait_text
+from ..config import default_state_dir, has_unsafe, printable
+from ..errors import ApiCode, MegaError, MegafsError, Stopped, UploadFailed, describe
+from .args import add_source, count_arg
+from .progress import Transfer
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +90,8 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .config import resolve_api, state_dir_ready
-    from .mount.preflight import check_api
+    from ..config import resolve_api, state_dir_ready
+    from ..mount.preflight import check_api
 
     commands = {"upload": run_upload, "get": run_get}
     if args.command != "get" or args.account:     # a plain get needs no state dir
@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
                           "`megafs session --new --session %s` to start a new account there"
                           % (session, session))
     if session:
-        from .api.session import read_session_file
+        from ..api.session import read_session_file
         # a session of another API, or a corrupt one, is the error to report, not the API
         read_session_file(session, resolve_api(args.api) if args.api else None)
     if args.command == "get":
@@ -134,7 +134,7 @@ def _client_options(args: argparse.Namespace) -> dict[str, Any]:
     options = {"api": args.api, "state_dir": getattr(args, "state_dir", None),
                "session_file": getattr(args, "session", None)}
     if getattr(args, "account", None):
-        from .cli.credentials import terminal_reauth
+        from .credentials import terminal_reauth
         options.update(account=args.account, reauth=terminal_reauth())
     return options
 
