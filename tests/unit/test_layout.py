@@ -1,6 +1,8 @@
 """The package's shape (issue 10): imports go only downward through the layers, there is no
-import cycle (counting imports inside functions and ``importlib.import_module`` names, not
-``TYPE_CHECKING`` blocks), no module is over 500 lines and no class over 300."""
+import cycle, no module is over 500 lines and no class over 300.  Every import counts: at the
+top, inside functions, under ``if TYPE_CHECKING:`` and ``importlib.import_module`` names
+(issue 21: a loop hidden in functions or type-only imports is still a loop), except the
+known loops listed below, which are to be removed, not added to."""
 from __future__ import annotations
 
 import ast
@@ -12,6 +14,26 @@ LAYERS = [["cli", "__main__"], ["mount"], ["fuse"], ["vfs"], ["writeback"], ["tr
           ["errors", "retry", "config", "sealing", "crypto", "chunks", "osio", "__init__"]]
 BESIDE = {"server"}          # the local server: may import only the ground floor
 
+# The write-back queue's siblings (committer, control, recovery, scheduler) import the queue
+# for its type while the queue builds them: the hidden loop of issue 21 step 1, which the
+# staged file's own state removes.  Empty this set as those imports go; an entry that is no
+# longer an import fails test_known_loops_are_still_there.
+WRITEBACK_LOOP_EDGES = {
+    ("megafs.writeback.committer", "megafs.writeback.queue"),
+    ("megafs.writeback.control", "megafs.writeback.queue"),
+    ("megafs.writeback.recovery", "megafs.writeback.queue"),
+    ("megafs.writeback.scheduler", "megafs.writeback.queue"),
+}
+# Type-only back references elsewhere (an ``if TYPE_CHECKING:`` import of the module that
+# builds this one, for an annotation): loops too, left for a protocol type in a later step.
+TYPED_BACK_REFERENCES = {
+    ("megafs.api.commands", "megafs.api.upload"),            # Uploaded
+    ("megafs.vfs.meta", "megafs.vfs.core"),                  # FileSystem
+    ("megafs.server.tx", "megafs.server.store"),             # State
+    ("megafs.server.web.request", "megafs.server.web.listeners"),   # Listener
+}
+KNOWN_LOOP_EDGES = WRITEBACK_LOOP_EDGES | TYPED_BACK_REFERENCES
+
 
 def module_name(path: Path) -> str:
     rel = path.relative_to(ROOT.parent).with_suffix("")
@@ -22,18 +44,16 @@ def module_name(path: Path) -> str:
 
 
 def imports_of(path: Path) -> set[str]:
-    """Absolute names of the megafs modules ``path`` imports at run time."""
-    tree = ast.parse(path.read_text())
-    me = module_name(path).split(".")
-    package = me if path.name == "__init__.py" else me[:-1]
-    skip: set[int] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            skip |= {id(n) for n in ast.walk(node)}
+    """Absolute names of the megafs modules ``path`` imports, wherever the import is."""
+    return _imports(path.read_text(), module_name(path), path.name == "__init__.py")
+
+
+def _imports(text: str, module: str, is_package: bool) -> set[str]:
+    tree = ast.parse(text)
+    me = module.split(".")
+    package = me if is_package else me[:-1]
     out = set()
     for node in ast.walk(tree):
-        if id(node) in skip:
-            continue
         if isinstance(node, ast.ImportFrom):
             base = package[:len(package) - node.level + 1] if node.level else []
             name = ".".join(base + ([node.module] if node.module else []))
@@ -47,7 +67,7 @@ def imports_of(path: Path) -> set[str]:
         elif isinstance(node, ast.Call) and ast.unparse(node.func).endswith("import_module"):
             if node.args and isinstance(node.args[0], ast.Constant):
                 out.add(str(node.args[0].value))
-    return {m for m in out if m != module_name(path)}
+    return {m for m in out if m != module}
 
 
 def _exists(name: str) -> bool:
@@ -87,6 +107,21 @@ def test_imports_go_only_downward():
     assert wrong == []
 
 
+def test_known_loops_are_still_there():
+    assert {(mod, dep) for mod, dep in KNOWN_LOOP_EDGES if dep not in GRAPH.get(mod, ())} \
+        == set()
+
+
+def test_imports_inside_functions_and_type_checking_count():
+    text = ("from typing import TYPE_CHECKING\nfrom . import record\n"
+            "if TYPE_CHECKING:\n    from ..api.client import MegaClient\n"
+            "def start():\n    from .committer import Committer\n"
+            "    importlib.import_module('megafs.tree.cache')\n")
+    assert _imports(text, "megafs.writeback.example", False) == {
+        "megafs.writeback.record", "megafs.api.client", "megafs.writeback.committer",
+        "megafs.tree.cache"}
+
+
 def test_no_import_cycles():
     state: dict[str, int] = {}
     cycles = []
@@ -94,6 +129,8 @@ def test_no_import_cycles():
     def visit(mod: str, stack: list[str]) -> None:
         state[mod] = 1
         for dep in sorted(GRAPH.get(mod, ())):
+            if (mod, dep) in KNOWN_LOOP_EDGES:
+                continue
             if state.get(dep) == 1:
                 cycles.append(stack[stack.index(dep):] + [dep])
             elif dep not in state:
@@ -105,6 +142,11 @@ def test_no_import_cycles():
     assert cycles == []
 
 
+# Over the 300 lines: the queue's class, which the staged file's own state (issue 21 step 1)
+# makes smaller; empty this set then.
+CLASSES_OVER_LIMIT = {("writeback/queue.py", "WriteBack")}
+
+
 def test_module_and_class_sizes():
     too_big = []
     for path in ROOT.rglob("*.py"):
@@ -112,6 +154,7 @@ def test_module_and_class_sizes():
         if len(text.splitlines()) > 500:
             too_big.append((str(path.relative_to(ROOT)), len(text.splitlines())))
         for node in ast.walk(ast.parse(text)):
-            if isinstance(node, ast.ClassDef) and node.end_lineno - node.lineno + 1 > 310:
-                too_big.append((str(path.relative_to(ROOT)), node.name))
+            if isinstance(node, ast.ClassDef) and node.end_lineno - node.lineno + 1 > 300:
+                if (str(path.relative_to(ROOT)), node.name) not in CLASSES_OVER_LIMIT:
+                    too_big.append((str(path.relative_to(ROOT)), node.name))
     assert too_big == []
