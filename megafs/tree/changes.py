@@ -11,7 +11,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from ..errors import MegaError, MegafsError, describe
+from ..errors import ApiCode, MegaError, MegafsError, describe
 from .packets import apply as apply_packet
 from .tree import Tree
 
@@ -157,7 +157,7 @@ class RemoteWatcher:
             except MegaError as exc:
                 if self._stop.is_set():
                     return
-                if exc.code == -6:
+                if exc.code == ApiCode.ETOOMANY:     # sc: too far behind, reload
                     log.warning("fell behind the server's change feed; reloading the tree")
                     try:
                         listing = self.client.fetch()
@@ -167,7 +167,7 @@ class RemoteWatcher:
                         continue
                     except MegafsError as exc2:
                         log.warning("reload failed: %s", describe(exc2))
-                level = logging.ERROR if exc.code == -15 else logging.INFO
+                level = logging.ERROR if exc.code == ApiCode.ESID else logging.INFO
                 log.log(level, "change feed: %s; retrying in %.0f s", describe(exc), delay)
                 self._stop.wait(delay)
                 delay = min(10.0, delay * 2)

@@ -34,7 +34,7 @@ import stat
 import time
 from typing import TYPE_CHECKING, Callable
 
-from ..errors import FsError, MegaError
+from ..errors import ApiCode, FsError, MegaError
 from ..tree.meta import LINK_MAX, MODE_ATTR, mode_value
 from ..tree.nodes import NS, Node
 from ..tree.tree import is_inside
@@ -212,7 +212,7 @@ class FileSystem:
         try:
             self.client.delete(folder.handle)
         except MegaError as exc:
-            if exc.code != -9:
+            if exc.code != ApiCode.ENOENT:
                 raise
         self.tree.remove(folder.handle)
         self.reads.forget(folder.handle)

@@ -158,3 +158,24 @@ def test_module_and_class_sizes():
                 if (str(path.relative_to(ROOT)), node.name) not in CLASSES_OVER_LIMIT:
                     too_big.append((str(path.relative_to(ROOT)), node.name))
     assert too_big == []
+
+
+def test_mega_error_codes_are_named_outside_the_error_table():
+    """The client compares MEGA error codes by name (``ApiCode.ENOENT``, errors.py), never as
+    ``-9`` (issue 21); the local server keeps its own.  -1 is left out: it is an index too."""
+    def raw_code(node: ast.AST) -> bool:
+        return (isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub)
+                and isinstance(node.operand, ast.Constant) and node.operand.value in range(2, 31))
+    raw = []
+    for path in ROOT.rglob("*.py"):
+        rel = path.relative_to(ROOT)
+        if rel.parts[0] in BESIDE or rel == Path("errors.py"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Compare):
+                values = [node.left, *node.comparators]
+                values += [e for c in node.comparators if isinstance(c, (ast.Tuple, ast.Set))
+                           for e in c.elts]
+                if any(raw_code(v) for v in values) and len(node.ops) == 1:   # not a range
+                    raw.append("%s:%d: %s" % (rel, node.lineno, ast.unparse(node)))
+    assert raw == []
