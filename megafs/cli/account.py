@@ -94,6 +94,15 @@ def run(args: argparse.Namespace) -> int:
         return runner[args.command](args)
 
 
+def _speaks_http(api: str) -> str:
+    """``api`` if it answers HTTP within seconds, else MegafsError naming it: the kept port of
+    ``--local`` may now belong to another program that accepts connections and never replies
+    (``login --local`` hung there)."""
+    from ..mount.preflight import check_api_speaks_http
+    check_api_speaks_http(api)
+    return api
+
+
 @contextlib.contextmanager
 def _local_server(state_dir: str | None) -> Iterator[str]:
     """The API URL of the state dir's bundled server (``--local``): the one a running
@@ -106,7 +115,7 @@ def _local_server(state_dir: str | None) -> Iterator[str]:
     except MegafsError:
         running = None              # no server running: start one for this command
     if running is not None:
-        yield running
+        yield _speaks_http(running)
         return
     state = config.state_dir_ready(os.path.abspath(os.path.expanduser(
         state_dir or default_state_dir())))
