@@ -9,6 +9,9 @@ the policy's ``hashcash_ttl``) is no answer: the request gets a fresh 402 with a
 challenge, not an error.  The fault rules are decided first, so a rule may demand proof of
 work elsewhere or at another easiness.
 
+Folder-link sessions: ``/cs?n=PUBLIC_HANDLE`` runs the batch as that session
+(``commands/shares.py``); a session id beside it is not used.
+
 API lock (policy ``api_lock``, on by default): a locking request of a session (anything but
 only ``g``) that arrives while another of that session is being processed is answered a bare
 ``-3`` (``server/apilock.py``; counted as ``api_lock_refused`` in the stats).
@@ -43,6 +46,7 @@ CS_BODY_LIMIT = 64 << 20
 # of 10,000 `p` nodes (the SDK's MAX_COMMANDS, meganz/sdk include/mega/request.h) holds
 # about 150,000 values.  Counting 64 MiB costs ~20 ms.
 CS_VALUE_LIMIT = 1_000_000
+_HANDLE_RE = re.compile(r"^[A-Za-z0-9_-]{8}$")      # a folder link's public handle (n=)
 _HOST_RE = re.compile(r"^[A-Za-z0-9.\-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$")
 
 
@@ -104,8 +108,9 @@ class CsEndpoint(Endpoint):
             app.stats.bump("bad_requests")
             req.reply(200, b"%d" % ApiCode.EARGS, JSON_TYPE)
             return
-        if "n" in req.query:
-            log.warning("cs: folder-link sessions (n=) are not supported; answering -2")
+        folder = req.query.get("n")
+        if folder is not None and not _HANDLE_RE.match(folder):
+            log.warning("cs: a folder-link session's n= is not a public handle; answering -2")
             app.stats.bump("bad_requests")
             req.reply(200, b"%d" % ApiCode.EARGS, JSON_TYPE)
             return
@@ -115,7 +120,7 @@ class CsEndpoint(Endpoint):
         def make_ctx(**kw: Any) -> Ctx:
             return Ctx(bases=bases, policy=app.policy, meter=app.meter, client=req.peer, **kw)
 
-        sid = req.query.get("sid") or None
+        sid = req.query.get("sid") or None if folder is None else None
         locked = None
         if sid is not None and app.policy.api_lock and is_locking(batch):
             if not app.api_locks.acquire(sid):
@@ -129,7 +134,7 @@ class CsEndpoint(Endpoint):
         try:
             result = run_cs(app.state, batch=batch, raw_body=body, sid=sid,
                             rid=req.query.get("id") or None, make_ctx=make_ctx,
-                            command_fault=app.faults.command_error)
+                            command_fault=app.faults.command_error, folder=folder)
         finally:
             if locked is not None:
                 app.api_locks.release(locked)
