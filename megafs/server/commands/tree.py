@@ -124,6 +124,9 @@ def cmd_p(ctx: Ctx, cmd: dict) -> Any:
     placeholders: dict[str, str] = {}
     created = []
     cr = parse_cr(cmd)
+    # the shared folders a parent is inside, per parent (an account without shares: none)
+    sharing = bool(ctx.tx.account_shares(uh))
+    enclosing: dict[str, list[str]] = {}
     for index, plan in enumerate(plans):
         parent = target["h"]
         if plan.parent_ref is not None and plan.parent_ref not in (target_h, target["h"]):
@@ -137,7 +140,9 @@ def cmd_p(ctx: Ctx, cmd: dict) -> Any:
             placeholders[plan.placeholder] = row["h"]
         if plan.token is not None:
             ctx.tx.use_completion(plan.token, row["h"])
-        keys = take_keys(cr, index, row["h"], plan.t, ctx.tx.share_roots_above(parent), set())
+        if sharing and parent not in enclosing:
+            enclosing[parent] = ctx.tx.share_roots_above(parent)
+        keys = take_keys(cr, index, row["h"], plan.t, enclosing.get(parent, []), set())
         ctx.tx.add_sharekeys(keys)
         created.append(wire_node(row, [(root, key) for _, root, key in keys]))
     ctx.tx.emit(uh, origin(cmd, {"a": "t", "t": {"f": created}, "ou": uh}))
@@ -170,10 +175,12 @@ def cmd_m(ctx: Ctx, cmd: dict) -> Any:
     subtree = ctx.tx.subtree(row["h"])
     if target["h"] in {r["h"] for r in subtree}:
         raise Fail(ApiCode.ECIRCULAR, "cannot move a folder into itself")
-    check_subtree(ctx, parse_cr(cmd), subtree, ctx.tx.share_roots_above(target["h"]))
+    sharing = bool(ctx.tx.account_shares(uh))
+    if sharing:
+        check_subtree(ctx, parse_cr(cmd), subtree, ctx.tx.share_roots_above(target["h"]))
     ctx.tx.move_node(row["h"], target["h"])
     moved_rows = ctx.tx.subtree(row["h"])
-    shared = ctx.tx.sharekeys_for([r["h"] for r in moved_rows])
+    shared = ctx.tx.sharekeys_for([r["h"] for r in moved_rows]) if sharing else {}
     moved = [wire_node(r, shared.get(r["h"])) for r in moved_rows]
     ctx.tx.emit(uh, origin(cmd, {"a": "d", "n": row["h"], "m": 1, "ou": uh}))
     ctx.tx.emit(uh, origin(cmd, {"a": "t", "t": {"f": moved}, "ou": uh}))
