@@ -6,7 +6,8 @@ A folder-link session is the command channel with ``&n=PUBLIC_HANDLE`` in the qu
 ``setFolderSID``).  Its ``f`` answers the exported folder and everything below it; each node's
 ``k`` has an entry ``ROOT:KEY`` keyed by the folder's node handle and encrypted with the link's
 share key (meganz/sdk src/node.cpp ``applykey``: in a folder link ``me`` is the root handle).
-``g`` with ``n`` gives a file's download URL.  A link that was revoked answers ``-9``.
+``g`` with ``n`` gives a file's download URL; ``sc`` with ``n=`` the owner's changes inside
+the folder.  A link that was revoked answers ``-9``.
 
 Everything the server sends is hostile until checked (issue 20): the listing may hold at most
 ``max_nodes`` nodes, every handle must be one, every size storable, every node must hang off
@@ -54,6 +55,9 @@ class FolderTransport(Transport):
 
     def _cs_url(self, seq: int, sid: str | None) -> str:
         return super()._cs_url(seq, None) + "&n=" + self.folder
+
+    def _sc_url(self, sn: str, sid: str | None) -> str:
+        return super()._sc_url(sn, None) + "&n=" + self.folder
 
 
 @dataclass(slots=True)
@@ -217,6 +221,14 @@ class PublicFolder:
         """``f`` of the link, checked and decrypted.  MegaError(-9) for a link that is gone."""
         reply = self.client.transport.call(commands.fetch(), anonymous=True)
         return parse_listing(reply, self.link.key, self.max_nodes)
+
+    def poll(self, sn: str, timeout: float, cancel: threading.Event | None = None
+             ) -> tuple[list[dict[str, Any]], str]:
+        """The owner's changes inside the folder after ``sn`` (the listing's ``sn`` first):
+        (raw ``t``/``u``/``d`` packets, new sn), ``([], sn)`` after ``timeout`` seconds.  The
+        packets are as hostile as the listing: check them before use.  MegaError(-9) once the
+        link is gone, (-6) when too far behind (list again)."""
+        return self.client.transport.poll(sn, timeout, cancel)
 
     def open_download(self, entry: Entry) -> DownloadInfo:
         """``g`` of a file of the listing (its attributes checked against its key); waits at

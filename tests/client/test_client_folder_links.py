@@ -102,6 +102,22 @@ def test_files_added_later_with_cr_keys_show_through_the_link(srv, client, album
     assert read_all(srv, url, tmp_path) == expected
 
 
+def test_the_link_session_polls_the_owners_changes(srv, client, album, tmp_path):
+    folder, sub, _contents = album
+    url = export_folder(client, folder)
+    with PublicFolder(url, api=srv.url, retry=fast_retry()) as public:
+        sn = public.listing().sn
+        assert public.poll(sn, 0.5) == ([], sn)          # nothing yet: the wait ends in time
+        node = put(client, sub, tmp_path, "later.txt", b"later\n", cr_for=folder)
+        packets, sn = public.poll(sn, 10)
+        assert [(p["a"], [n["h"] for n in p["t"]["f"]]) for p in packets] == \
+            [("t", [node["h"]])]
+        revoke_folder(client, folder)
+        with pytest.raises(MegaError) as gone:
+            public.poll(sn, 10)
+        assert gone.value.code == ApiCode.ENOENT
+
+
 def test_a_put_or_move_without_cr_keys_is_refused(srv, client, album, tmp_path):
     folder, sub, _contents = album
     export_folder(client, folder)

@@ -207,3 +207,34 @@ def test_deleting_the_folder_ends_the_link(api, tree):
     assert api.call({"a": "d", "n": tree.folder["h"]}, sid=tree.acct.sid) == 0
     assert tree.link_call(ph, {"a": "f", "c": 1, "r": 1}) == -9
     assert api.call({"a": "f", "c": 1, "r": 1}, sid=tree.acct.sid)["ok"] == []
+
+
+def test_the_link_session_follows_the_owners_changes_on_sc(api, tree):
+    ph = tree.export()
+    sn = tree.link_call(ph, {"a": "f", "c": 1, "r": 1})["sn"]
+    poll = api.url + "sc?sn=%s&n=%s"
+    idle = requests.post(poll % (sn, ph), timeout=10).json()
+    assert idle["sn"] == sn and "/wsc/" in idle["w"]
+    sid = tree.acct.sid
+    enc = encrypt_file(b"new in sub")
+    token = api.upload_bytes(tree.acct, enc.ciphertext)
+    cr = [[tree.folder["h"]], [], [0, 0, crypto.b64encode(crypto.wrap_key(enc.key.pack(),
+                                                                           tree.share_key))]]
+    added = api.call({"a": "p", "t": tree.sub["h"], "i": "ownerrid01", "cr": cr,
+                      "n": [api.file_item(tree.acct, token, enc, "new.txt")]}, sid=sid)["f"][0]
+    one, two = tree.nodes[2], tree.nodes[3]
+    renamed = crypto.b64encode(crypto.encrypt_attr({"n": "renamed.txt"}, tree.key(one)))
+    assert api.call({"a": "a", "n": one["h"], "at": renamed}, sid=sid) == 0
+    assert api.call({"a": "m", "n": two["h"], "t": tree.root}, sid=sid) == 0
+    assert api.call({"a": "d", "n": added["h"]}, sid=sid) == 0
+    api.put_file(tree.acct, tree.root, encrypt_file(b"elsewhere"), "elsewhere.txt")
+    feed = requests.post(poll % (sn, ph), timeout=10).json()
+    kinds = [(p["a"], p.get("n")) for p in feed["a"]]
+    assert kinds == [("t", None), ("u", one["h"]), ("d", two["h"]), ("d", added["h"])]
+    new = feed["a"][0]
+    assert "i" not in new and [n["h"] for n in new["t"]["f"]] == [added["h"]]
+    owner, wrapped = new["t"]["f"][0]["k"].split(":")
+    assert owner == tree.folder["h"]
+    assert crypto.unwrap_key(crypto.b64decode(wrapped), tree.share_key) == enc.key.pack()
+    assert api.call({"a": "l", "n": tree.folder["h"], "d": 1}, sid=sid) == 0
+    assert requests.post(poll % (sn, ph), timeout=10).json() == -9

@@ -22,12 +22,15 @@ Wire facts and their sources:
   without ``r`` (plus ``okd:1`` once no sharee is left) on its removal (the fields
   meganz/sdk src/megaclient.cpp ``sc_shares`` reads; which of ``s``/``s2`` the service sends for a
   removal is a guess: the SDK treats both alike).
-* Folder-link sessions: ``n=`` on ``/cs`` (meganz/sdk src/megaclient.cpp ``getAuthURI``); the
-  node keys are ``ROOT:b64(E_sharekey(nodekey))`` and the client decrypts them with the link's
-  key (meganz/sdk src/node.cpp ``applykey``: in a folder link ``me`` is the root handle).  A
-  public handle that names no exported folder answers ``-9`` (ENOENT, what megadl users report
-  for removed folder links, e.g. hare1039/anime-updater ``trace-list.sh``); every command but
-  ``f`` and ``g`` answers ``-11``.
+* Folder-link sessions: ``n=`` on ``/cs`` and ``sc`` (meganz/sdk src/megaclient.cpp
+  ``getAuthURI``); the node keys are ``ROOT:b64(E_sharekey(nodekey))`` and the client decrypts
+  them with the link's key (meganz/sdk src/node.cpp ``applykey``: in a folder link ``me`` is the
+  root handle).  A public handle that names no exported folder answers ``-9`` (ENOENT, what
+  megadl users report for removed folder links, e.g. hare1039/anime-updater ``trace-list.sh``);
+  every command but ``f`` and ``g`` answers ``-11``.  Their ``sc`` feed carries the owner's
+  ``t``, ``u`` and ``d`` packets for nodes inside the folder (``t`` with the link's keys), so a
+  viewer follows the owner's changes; which packets the real feed of a folder link holds is a
+  guess.
 
 Guess (DESIGN.md): a ``p``/``m`` into a shared folder, or an ``s2`` that creates a share, whose
 ``cr`` lacks a key that a node needs for an enclosing share is refused with ``-14`` (EKEY),
@@ -48,6 +51,7 @@ from .base import Ctx, Fail, arg_b64, arg_str, not_root, origin, own_node, wire_
 log = logging.getLogger(__name__)
 
 EXPORTED = "EXP"          # the public pseudo-user of folder links (meganz/sdk EXPORTEDLINK)
+FEED = "EXP:"             # + root handle: a folder link's packet log (never an account's uh)
 ACCESS_LEVELS = (0, 1, 2)  # read-only, read/write, full (meganz/sdk accesslevel_t)
 
 
@@ -192,6 +196,44 @@ def owner_shares(ctx: Ctx, uh: str) -> tuple[list[dict], list[dict]]:
         ok.setdefault(r["h"], {"h": r["h"], "k": r["ok"], "ha": r["ha"]})
         sharees.append({"h": r["h"], "u": r["u"], "r": r["r"], "ts": r["ts"]})
     return list(ok.values()), sharees
+
+
+# --- the change feed of folder links ---------------------------------------------------------
+def link_feed(root: str) -> str:
+    """The packet log of an exported folder's link sessions (beside the accounts' logs)."""
+    return FEED + root
+
+
+def is_exported(ctx: Ctx, root: str) -> bool:
+    return any(s["u"] == EXPORTED for s in ctx.tx.shares_of(root))
+
+
+def exported_roots(ctx: Ctx, h: str) -> list[str]:
+    """The folders shared with ``EXP`` that node ``h`` is or is inside of (none at once for
+    an account that exports nothing)."""
+    if not any(s["u"] == EXPORTED for s in ctx.tx.account_shares(ctx.user())):
+        return []
+    return [root for root in ctx.tx.share_roots_above(h) if is_exported(ctx, root)]
+
+
+def emit_to_links(ctx: Ctx, roots: list[str] | set[str], packet: dict) -> None:
+    """Copy an owner's ``t``/``u``/``d`` packet into the feeds of the folder links in
+    ``roots``: without the owner's request id, and a ``t`` packet with only the nodes that
+    have a key under that link's share key, each ``k`` reduced to that ``ROOT:KEY`` entry (what
+    ``f`` of the link session shows)."""
+    for root in roots:
+        copy = {k: v for k, v in packet.items() if k != "i"}
+        if packet.get("a") == "t":
+            nodes = []
+            for node in packet["t"]["f"]:
+                entries = dict(part.split(":", 1) for part in node["k"].split("/")
+                               if ":" in part)
+                if root in entries:
+                    nodes.append(dict(node, k="%s:%s" % (root, entries[root])))
+            if not nodes:
+                continue
+            copy["t"] = {"f": nodes}
+        ctx.tx.emit(link_feed(root), copy)
 
 
 # --- folder-link sessions (n=) -----------------------------------------------------------------

@@ -19,7 +19,8 @@ from ...errors import ApiCode
 from ..db import CONTAINER_TYPES, FILE, FOLDER, encode_sn
 from .base import (MAX_ATTR_CHARS, Ctx, Fail, arg_b64, arg_int, arg_str, completion_bytes,
                    not_root, opt_str, origin, own_node, wire_node)
-from .shares import check_subtree, owner_shares, parse_cr, take_keys
+from .shares import (check_subtree, emit_to_links, exported_roots, is_exported, owner_shares,
+                     parse_cr, take_keys)
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +146,11 @@ def cmd_p(ctx: Ctx, cmd: dict) -> Any:
         keys = take_keys(cr, index, row["h"], plan.t, enclosing.get(parent, []), set())
         ctx.tx.add_sharekeys(keys)
         created.append(wire_node(row, [(root, key) for _, root, key in keys]))
-    ctx.tx.emit(uh, origin(cmd, {"a": "t", "t": {"f": created}, "ou": uh}))
+    packet = origin(cmd, {"a": "t", "t": {"f": created}, "ou": uh})
+    ctx.tx.emit(uh, packet)
+    if sharing:
+        emit_to_links(ctx, {r for roots in enclosing.values() for r in roots
+                            if is_exported(ctx, r)}, packet)
     return {"f": created}
 
 
@@ -158,8 +163,9 @@ def cmd_a(ctx: Ctx, cmd: dict) -> Any:
     key = "at" if "at" in cmd or "attr" not in cmd else "attr"
     at = arg_b64(cmd, key, block=16, max_chars=MAX_ATTR_CHARS)
     ctx.tx.set_attrs(row["h"], at)
-    ctx.tx.emit(uh, origin(cmd, {"a": "u", "n": row["h"], "u": uh, "at": at,
-                                 "ts": row["ts"]}))
+    packet = origin(cmd, {"a": "u", "n": row["h"], "u": uh, "at": at, "ts": row["ts"]})
+    ctx.tx.emit(uh, packet)
+    emit_to_links(ctx, exported_roots(ctx, row["h"]), packet)
     return 0
 
 
@@ -176,14 +182,20 @@ def cmd_m(ctx: Ctx, cmd: dict) -> Any:
     if target["h"] in {r["h"] for r in subtree}:
         raise Fail(ApiCode.ECIRCULAR, "cannot move a folder into itself")
     sharing = bool(ctx.tx.account_shares(uh))
+    links_before = exported_roots(ctx, row["h"]) if sharing else []
     if sharing:
         check_subtree(ctx, parse_cr(cmd), subtree, ctx.tx.share_roots_above(target["h"]))
     ctx.tx.move_node(row["h"], target["h"])
     moved_rows = ctx.tx.subtree(row["h"])
     shared = ctx.tx.sharekeys_for([r["h"] for r in moved_rows]) if sharing else {}
     moved = [wire_node(r, shared.get(r["h"])) for r in moved_rows]
-    ctx.tx.emit(uh, origin(cmd, {"a": "d", "n": row["h"], "m": 1, "ou": uh}))
-    ctx.tx.emit(uh, origin(cmd, {"a": "t", "t": {"f": moved}, "ou": uh}))
+    removal = origin(cmd, {"a": "d", "n": row["h"], "m": 1, "ou": uh})
+    addition = origin(cmd, {"a": "t", "t": {"f": moved}, "ou": uh})
+    ctx.tx.emit(uh, removal)
+    ctx.tx.emit(uh, addition)
+    if sharing:
+        emit_to_links(ctx, links_before, removal)
+        emit_to_links(ctx, exported_roots(ctx, target["h"]), addition)
     return 0
 
 
@@ -192,6 +204,9 @@ def cmd_d(ctx: Ctx, cmd: dict) -> Any:
     uh = ctx.user()
     row = own_node(ctx, cmd)
     not_root(row)
+    links = exported_roots(ctx, row["h"])
     ctx.tx.delete_nodes(ctx.tx.subtree(row["h"]))
-    ctx.tx.emit(uh, origin(cmd, {"a": "d", "n": row["h"], "ou": uh}))
+    packet = origin(cmd, {"a": "d", "n": row["h"], "ou": uh})
+    ctx.tx.emit(uh, packet)
+    emit_to_links(ctx, [r for r in links if r != row["h"]], packet)
     return 0

@@ -28,6 +28,7 @@ from ..apilock import is_locking
 from ..commands.base import Bases, Ctx
 from ..commands.batch import command_names, run_cs
 from ..commands.sc import run_sc
+from ..commands.shares import FEED
 from ..db import decode_sn
 from .endpoint import Endpoint, Prepared, StreamEffect
 from .fault_apply import challenge
@@ -159,7 +160,10 @@ class PollEndpoint(Endpoint):
 
     def serve(self, app: "App", req: Request, prep: Prepared,
               effect: StreamEffect | None) -> None:
-        body, warned = run_sc(app.state, sid=req.query.get("sid") or None,
+        folder = req.query.get("n")
+        if folder is not None and not _HANDLE_RE.match(folder):
+            folder = "invalid!"       # names no link: -9
+        body, warned = run_sc(app.state, sid=req.query.get("sid") or None, folder=folder,
                               sn=req.query.get("sn"), wait_base=app.urls.wait)
         if warned:
             app.stats.bump("bad_requests")
@@ -183,7 +187,8 @@ class WaitEndpoint(Endpoint):
         seq = decode_sn(sn)
         with app.state.lock:
             tx = app.state.read()
-            known = tx.account(uh) is not None and seq is not None and seq <= tx.current_seq()
+            known = (tx.account(uh) is not None or uh.startswith(FEED)) and seq is not None \
+                and seq <= tx.current_seq()
         if seq is not None and known:
             app.state.wait_for_packets(uh, seq, app.config.wait_timeout)
         req.reply(200, b"", TEXT_TYPE)
