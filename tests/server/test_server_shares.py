@@ -218,8 +218,8 @@ def test_the_link_session_follows_the_owners_changes_on_sc(api, tree):
     sid = tree.acct.sid
     enc = encrypt_file(b"new in sub")
     token = api.upload_bytes(tree.acct, enc.ciphertext)
-    cr = [[tree.folder["h"]], [], [0, 0, crypto.b64encode(crypto.wrap_key(enc.key.pack(),
-                                                                           tree.share_key))]]
+    wrapped_key = crypto.b64encode(crypto.wrap_key(enc.key.pack(), tree.share_key))
+    cr = [[tree.folder["h"]], [], [0, 0, wrapped_key]]
     added = api.call({"a": "p", "t": tree.sub["h"], "i": "ownerrid01", "cr": cr,
                       "n": [api.file_item(tree.acct, token, enc, "new.txt")]}, sid=sid)["f"][0]
     one, two = tree.nodes[2], tree.nodes[3]
