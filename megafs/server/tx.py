@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from .db import FOLDER, ROOT_TYPES, RUBBISH, now, random_handle, sid_key, tree_order
+from .sharedb import ShareQueries
 
 if TYPE_CHECKING:
     from .store import State
@@ -22,8 +23,9 @@ SQL_BATCH = 500          # handles per IN (...) clause
 
 
 @dataclass
-class Tx:
-    """One open transaction; only valid inside ``State.transaction()``."""
+class Tx(ShareQueries):
+    """One open transaction; only valid inside ``State.transaction()``.  The queries of shares
+    and folder links are in ``sharedb.ShareQueries``."""
 
     state: "State"
     db: sqlite3.Connection
@@ -201,61 +203,6 @@ class Tx:
 
     def public_handles(self, uh: str) -> list[sqlite3.Row]:
         return self.execute("SELECT * FROM public WHERE uh=? ORDER BY rowid", (uh,)).fetchall()
-
-    # --- shares and node keys under share keys (issue 25) ---------------------------------
-    def shares_of(self, h: str) -> list[sqlite3.Row]:
-        return self.execute("SELECT * FROM shares WHERE h=? ORDER BY rowid", (h,)).fetchall()
-
-    def account_shares(self, uh: str) -> list[sqlite3.Row]:
-        return self.execute("SELECT * FROM shares WHERE uh=? ORDER BY rowid", (uh,)).fetchall()
-
-    def set_share(self, *, h: str, u: str, uh: str, ok: str, ha: str, r: int) -> None:
-        self.execute("INSERT INTO shares (h, u, uh, ok, ha, r, ts) VALUES (?,?,?,?,?,?,?) "
-                     "ON CONFLICT(h, u) DO UPDATE SET r=excluded.r", (h, u, uh, ok, ha, r, now()))
-
-    def drop_share(self, h: str, u: str) -> bool:
-        """Remove one sharee; with the last one the node's keys under that share key go too."""
-        gone = self.execute("DELETE FROM shares WHERE h=? AND u=?", (h, u)).rowcount > 0
-        if gone and not self.shares_of(h):
-            self.execute("DELETE FROM sharekeys WHERE sh=?", (h,))
-        return gone
-
-    def share_roots_above(self, h: str) -> list[str]:
-        """The shared folders that ``h`` is or is inside of, nearest first (cycle-safe)."""
-        out: list[str] = []
-        seen: set[str] = set()
-        current: str | None = h
-        while current and current not in seen:
-            seen.add(current)
-            if self.execute("SELECT 1 FROM shares WHERE h=? LIMIT 1", (current,)).fetchone():
-                out.append(current)
-            row = self.node(current)
-            current = row["p"] if row is not None else None
-        return out
-
-    def add_sharekeys(self, rows: list[tuple[str, str, str]]) -> None:
-        """Store (node handle, share root, key under the share key) triples."""
-        self.db.executemany("INSERT OR REPLACE INTO sharekeys (h, sh, k) VALUES (?,?,?)", rows)
-
-    def sharekeys_for(self, handles: list[str]) -> dict[str, list[tuple[str, str]]]:
-        """Node handle -> [(share root, key)] for the nodes that have keys under share keys."""
-        out: dict[str, list[tuple[str, str]]] = {}
-        for i in range(0, len(handles), SQL_BATCH):
-            part = handles[i:i + SQL_BATCH]
-            rows = self.execute("SELECT h, sh, k FROM sharekeys WHERE h IN (%s) ORDER BY rowid"
-                                % ",".join("?" * len(part)), part).fetchall()
-            for r in rows:
-                out.setdefault(r["h"], []).append((r["sh"], r["k"]))
-        return out
-
-    def exported_folder(self, ph: str) -> sqlite3.Row | None:
-        """The folder a folder link's public handle names, while it is shared with "EXP"."""
-        row = self.public_node(ph)
-        if row is None or row["t"] != FOLDER:
-            return None
-        exported = self.execute("SELECT 1 FROM shares WHERE h=? AND u='EXP'",
-                                (row["h"],)).fetchone()
-        return row if exported else None
 
     # --- action packets --------------------------------------------------------------------
     def emit(self, uh: str, packet: dict[str, Any]) -> None:
