@@ -139,6 +139,9 @@ class Transport:
             url += "&sid=" + sid
         return url
 
+    def _sc_url(self, sn: str, sid: str | None) -> str:
+        return "%ssc?sn=%s" % (self.api, sn) + ("&sid=" + sid if sid else "")
+
     # --- command channel -------------------------------------------------------------------
     def call(self, command: dict[str, Any], *, anonymous: bool = False) -> Any:
         """Send one command alone; return its result or raise its MegaError."""
@@ -276,7 +279,7 @@ class Transport:
             if not self._hold_off(deadline, cancel):
                 return [], sn
             sid = self.sid_source()
-            url = "%ssc?sn=%s" % (self.api, sn) + ("&sid=" + sid if sid else "")
+            url = self._sc_url(sn, sid)
             try:
                 resp = self.pool.request("POST", url, data=b"", timeout=self.timeout,
                                          limit=MAX_LISTING_REPLY)

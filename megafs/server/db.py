@@ -8,7 +8,8 @@ Layout of ``--data DIR``::
                                       kept mail, failed logins, nodes, public handles, action
                                       packets, uploads in progress, completion tokens, the
                                       id-replay cache, deleted handles, per-account packet floors,
-                                      big accounts' tree snapshots
+                                      big accounts' tree snapshots, outgoing shares and node
+                                      keys under share keys
     uploads/<upload token>.part       ciphertext of an upload that is still missing bytes
     blobs/<blob id>                   ciphertext of a complete upload (referenced by nodes or
                                       by a not yet used completion token)
@@ -81,6 +82,17 @@ CREATE TABLE IF NOT EXISTS replay (
 -- Handles of deleted folders, so that a `p` into one can be told from a `p` into a handle that
 -- never existed (the first goes to the Rubbish Bin, the second is -9).
 CREATE TABLE IF NOT EXISTS deleted (h TEXT PRIMARY KEY, uh TEXT NOT NULL, ts INTEGER NOT NULL);
+-- Outgoing shares (issue 25): one row per shared folder and sharee; `u` is "EXP" for the public
+-- pseudo-user of a folder link (meganz/sdk src/megaclient.cpp EXPORTEDLINK).  `ok` is the share
+-- key under the owner's master key and `ha` its handle authenticator, both as `s2` sent them.
+CREATE TABLE IF NOT EXISTS shares (
+    h TEXT NOT NULL, u TEXT NOT NULL, uh TEXT NOT NULL, ok TEXT NOT NULL, ha TEXT NOT NULL,
+    r INTEGER NOT NULL, ts INTEGER NOT NULL, PRIMARY KEY (h, u));
+-- Node keys under share keys, from the `cr` of `s2`, `p` and `m`: node `h`'s key encrypted
+-- with the share key of share root `sh` (the server cannot read either).
+CREATE TABLE IF NOT EXISTS sharekeys (
+    h TEXT NOT NULL, sh TEXT NOT NULL, k TEXT NOT NULL, PRIMARY KEY (h, sh));
+CREATE INDEX IF NOT EXISTS sharekeys_sh ON sharekeys(sh);
 -- Bytes of file nodes per account, kept by triggers inside the same transactions as the node
 -- changes: `u` and `p` check the quota on every call, and a SUM over an account of 18,000
 -- nodes took a quarter of the server's time in a small-files run.

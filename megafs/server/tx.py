@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from .db import FOLDER, ROOT_TYPES, RUBBISH, now, random_handle, sid_key, tree_order
+from .sharedb import ShareQueries
 
 if TYPE_CHECKING:
     from .store import State
@@ -22,8 +23,9 @@ SQL_BATCH = 500          # handles per IN (...) clause
 
 
 @dataclass
-class Tx:
-    """One open transaction; only valid inside ``State.transaction()``."""
+class Tx(ShareQueries):
+    """One open transaction; only valid inside ``State.transaction()``.  The queries of shares
+    and folder links are in ``sharedb.ShareQueries``."""
 
     state: "State"
     db: sqlite3.Connection
@@ -160,6 +162,9 @@ class Tx:
             marks = ",".join("?" * len(part))
             self.execute("DELETE FROM nodes WHERE h IN (%s)" % marks, part)
             self.execute("DELETE FROM public WHERE h IN (%s)" % marks, part)
+            self.execute("DELETE FROM shares WHERE h IN (%s)" % marks, part)
+            self.execute("DELETE FROM sharekeys WHERE h IN (%s) OR sh IN (%s)"
+                         % (marks, marks), part + part)
         stamp = now()
         self.db.executemany("INSERT OR REPLACE INTO deleted (h, uh, ts) VALUES (?,?,?)",
                             [(r["h"], r["uh"], stamp) for r in rows if r["t"] == FOLDER])

@@ -363,9 +363,11 @@ def test_v3_parameter_still_gets_legacy_answers(api, acct):
     assert resp.json() == [-9]
 
 
-def test_folder_link_sessions_are_refused(module_server, api):
+def test_folder_link_session_of_an_unknown_link_is_enoent(module_server, api):
+    """Folder-link sessions are modelled (issue 25, tests/server/test_server_shares.py); a
+    public handle that names no exported folder answers -9 per command."""
     resp = api.post_cs(json.dumps([{"a": "f", "c": 1}]), params="n=abcdefgh")
-    assert resp.json() == -2
+    assert resp.json() == [-9]
 
 
 def test_unknown_paths_are_404(api):

@@ -10,6 +10,11 @@ client, download that link into WORKDIR/<index>/ with the library's own meta-MAC
 Prints one JSON object: {"files": [{"name", "link", "handle", "downloaded"}...]}; exits non-zero
 with the error on stderr if anything fails.
 
+    python driver.py --folder API_URL WORKDIR FOLDERLINK
+
+downloads every file of a folder link into WORKDIR (paths inside the folder kept) and prints
+{"downloaded": [relative paths]}.
+
     python driver.py --account API_URL WORKDIR EMAIL [FILE...]
 
 logs in to a full account with EMAIL and the password in ``$DRIVER_PASSWORD`` (the library's
@@ -77,7 +82,24 @@ async def run_account(api_url: str, workdir: Path, email: str, files: list[Path]
             "downloaded": downloaded, "uploaded": [p.name for p in files]}
 
 
+async def run_folder(api_url: str, workdir: Path, link: str) -> dict:
+    """A stranger downloads a whole folder link (the library's ``download_url``: ``f`` and
+    ``g`` in an ``n=`` session, its own key handling and meta-MAC check)."""
+    MegaAPI._entrypoint = yarl.URL(api_url.rstrip("/") + "/cs")
+    async with MegaNzClient() as client:
+        outcome = await client.download_url(link, workdir)
+    if outcome.fails:
+        error = next(iter(outcome.fails.values()))
+        raise RuntimeError("folder download failed: %r" % (error,))
+    return {"downloaded": sorted(str(Path(p).relative_to(workdir))
+                                 for p in outcome.success.values())}
+
+
 def main() -> int:
+    if len(sys.argv) == 5 and sys.argv[1] == "--folder":
+        result = asyncio.run(run_folder(sys.argv[2], Path(sys.argv[3]), sys.argv[4]))
+        print(json.dumps(result))
+        return 0
     if len(sys.argv) >= 5 and sys.argv[1] == "--account":
         result = asyncio.run(run_account(sys.argv[2], Path(sys.argv[3]), sys.argv[4],
                                          [Path(p) for p in sys.argv[5:]]))

@@ -56,6 +56,7 @@ class Ctx:
     policy: Policy
     meter: TransferMeter
     client: str             # the client's address (transfer quota)
+    folder: str | None = None   # a folder-link session's public handle (``/cs?n=``)
 
     def user(self) -> str:
         if self.uh is None:
@@ -124,11 +125,16 @@ def origin(cmd: dict, packet: dict) -> dict:
     return packet
 
 
-def wire_node(row: sqlite3.Row) -> dict[str, Any]:
-    """A node as ``f``, ``p`` and ``t`` packets carry it."""
+def wire_node(row: sqlite3.Row, shared: list[tuple[str, str]] | None = None
+              ) -> dict[str, Any]:
+    """A node as ``f``, ``p`` and ``t`` packets carry it.  ``shared``: its keys under share
+    keys, (share root, key) pairs, appended to ``k`` as ``/ROOT:KEY`` (protocol reference §6:
+    a multi-entry ``k``; meganz/sdk src/node.cpp ``applykey`` picks the entry it can use)."""
+    k = "%s:%s" % (row["uh"], row["k"]) if row["k"] else ""
+    if k and shared:
+        k += "".join("/%s:%s" % pair for pair in shared)
     node: dict[str, Any] = {"h": row["h"], "p": row["p"], "u": row["uh"], "t": row["t"],
-                            "a": row["a"], "k": "%s:%s" % (row["uh"], row["k"]) if row["k"]
-                            else "", "ts": row["ts"]}
+                            "a": row["a"], "k": k, "ts": row["ts"]}
     if row["t"] == 0:
         node["s"] = row["s"]
     return node

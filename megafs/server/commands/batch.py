@@ -20,8 +20,9 @@ from ...errors import ApiCode
 from ..store import State
 from .account import cmd_sml, cmd_ug, cmd_up, cmd_uq, cmd_us
 from .base import Ctx, Fail
-from .files import cmd_g, cmd_l, cmd_u
+from .files import cmd_g, cmd_l, cmd_u, folder_g
 from .login import cmd_mfag, cmd_mfas, cmd_us0
+from .shares import cmd_s2, folder_f
 from .signup import cmd_uc2, cmd_ud2
 from .tree import cmd_a, cmd_d, cmd_f, cmd_m, cmd_p
 
@@ -42,7 +43,11 @@ COMMANDS: dict[str, Handler] = {
     "up": cmd_up, "us": cmd_us, "ug": cmd_ug, "uq": cmd_uq, "f": cmd_f, "u": cmd_u,
     "p": cmd_p, "g": cmd_g, "l": cmd_l, "a": cmd_a, "m": cmd_m, "d": cmd_d, "sml": cmd_sml,
     "us0": cmd_us0, "uc2": cmd_uc2, "ud2": cmd_ud2, "mfas": cmd_mfas, "mfag": cmd_mfag,
+    "s2": cmd_s2,
 }
+# A folder-link session (``/cs?n=PUBLIC_HANDLE``) reads the exported folder; every other
+# command of COMMANDS answers -11 there (shares.py).
+FOLDER_COMMANDS: dict[str, Handler] = {"f": folder_f, "g": folder_g}
 
 
 @dataclass
@@ -65,11 +70,13 @@ def command_names(batch: Any) -> list[str]:
 
 
 def run_cs(state: State, *, batch: Any, raw_body: bytes, sid: str | None, rid: str | None,
-           make_ctx: Callable[..., Ctx], command_fault: Callable[[str], int | None]
-           ) -> CsResult:
+           make_ctx: Callable[..., Ctx], command_fault: Callable[[str], int | None],
+           folder: str | None = None) -> CsResult:
     """Run one ``/cs`` request whose body parsed as ``batch`` (any JSON value).
 
-    ``make_ctx(tx=, uh=, sid=)`` builds the handlers' context inside the transaction.
+    ``make_ctx(tx=, uh=, sid=, folder=)`` builds the handlers' context inside the
+    transaction.  ``folder``: the public handle of a folder-link session (``n=``); its session
+    id, if any, is not used (the session reads only the exported folder).
     """
     if not isinstance(batch, list):
         log.warning("cs: request body is not a JSON array (%s); answering -2",
@@ -84,6 +91,9 @@ def run_cs(state: State, *, batch: Any, raw_body: bytes, sid: str | None, rid: s
         return CsResult(dumps(ApiCode.EARGS), warnings=1)
     digest = hashlib.sha256(raw_body).digest()
     result = CsResult(b"", commands=tuple(command_names(batch)))
+    if folder is not None:
+        sid = None
+    scope = "n=" + folder if folder is not None else sid or ""    # of the replay cache
     with state.transaction() as tx:
         uh = None
         if sid is not None:
@@ -92,16 +102,16 @@ def run_cs(state: State, *, batch: Any, raw_body: bytes, sid: str | None, rid: s
                 log.info("cs: unknown session id %s...; answering -15", sid[:6])
                 return CsResult(dumps(ApiCode.ESID))
         if rid is not None:
-            cached = tx.replay(sid or "", rid)
+            cached = tx.replay(scope, rid)
             if cached is not None and bytes(cached["digest"]) == digest:
                 log.info("cs: replaying the cached response for request id %s", rid)
                 return CsResult(bytes(cached["response"]), replayed=True,
                                 commands=result.commands)
-        ctx = make_ctx(tx=tx, uh=uh, sid=sid)
+        ctx = make_ctx(tx=tx, uh=uh, sid=sid, folder=folder)
         answers = [_run_one(ctx, cmd, command_fault, result) for cmd in batch]
         result.body = dumps(answers)
         if rid is not None:
-            tx.store_replay(sid or "", rid, digest, result.body)
+            tx.store_replay(scope, rid, digest, result.body)
     return result
 
 
@@ -112,7 +122,10 @@ def _run_one(ctx: Ctx, cmd: Any, command_fault: Callable[[str], int | None],
         result.warnings += 1
         return ApiCode.EARGS
     name = cmd["a"]
-    handler = COMMANDS.get(name)
+    handler = COMMANDS.get(name) if ctx.folder is None else FOLDER_COMMANDS.get(name)
+    if handler is None and ctx.folder is not None and name in COMMANDS:
+        log.info("cs: %s in a folder-link session; answering -11", name)
+        return ApiCode.EACCESS
     if handler is None:
         log.warning("cs: unknown command %r; answering -2", name[:40])
         result.warnings += 1

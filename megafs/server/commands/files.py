@@ -1,5 +1,6 @@
-"""File commands: ``u`` (an upload URL), ``g`` (file info and a download URL) and ``l`` (public
-links).
+"""File commands: ``u`` (an upload URL), ``g`` (file info and a download URL; also in a
+folder-link session, of a file inside the exported folder) and ``l`` (public links of files, and
+of folders shared with ``EXP``: ``shares.py``).
 
 ``u`` and ``g`` with ``ssl`` 1 or 2 name an https transfer URL when the server runs with
 ``--tls`` (the SDK sends ``ssl: 2`` when it uses https: meganz/sdk src/commands.cpp).  ``g``
@@ -9,11 +10,13 @@ still allows it is unknown; issue 11).
 """
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 
 from ...errors import ApiCode
-from ..db import FILE, now
+from ..db import FILE, FOLDER, now
 from .base import Ctx, Fail, arg_int, arg_str, flag, not_root, origin, own_node
+from .shares import EXPORTED, folder_node
 
 
 def cmd_u(ctx: Ctx, cmd: dict) -> Any:
@@ -40,6 +43,17 @@ def cmd_g(ctx: Ctx, cmd: dict) -> Any:
         row = ctx.tx.node(arg_str(cmd, "n"), ctx.user())
     else:
         raise Fail(ApiCode.EARGS, "'g' needs 'n' or 'p'")
+    return file_answer(ctx, cmd, row)
+
+
+def folder_g(ctx: Ctx, cmd: dict) -> Any:
+    """``g`` in a folder-link session: ``n`` is a node inside the exported folder."""
+    if "n" not in cmd:
+        return cmd_g(ctx, cmd)      # a public file link works in any session
+    return file_answer(ctx, cmd, folder_node(ctx, cmd))
+
+
+def file_answer(ctx: Ctx, cmd: dict, row: sqlite3.Row | None) -> Any:
     if row is None or row["t"] != FILE:
         raise Fail(ApiCode.ENOENT, "unknown file")
     out: dict[str, Any] = {"s": row["s"], "at": row["a"]}
@@ -66,6 +80,11 @@ def cmd_l(ctx: Ctx, cmd: dict) -> Any:
         ctx.tx.emit(uh, origin(cmd, {"a": "ph", "h": row["h"], "ph": existing["ph"], "d": 1,
                                      "ts": now()}))
         return 0
+    if row["t"] == FOLDER and not any(s["u"] == EXPORTED for s in ctx.tx.shares_of(row["h"])):
+        # a guess (DESIGN.md): the SDK always sends s2 first (meganz/sdk src/megaclient.cpp
+        # ``exportnode``), and without the share no one could read the link's nodes
+        raise Fail(ApiCode.EACCESS, "a folder link needs the folder shared with %s (s2) first"
+                   % EXPORTED)
     if not ctx.policy.temp_account_links:
         # every account of this server is temporary (ephemeral)
         raise Fail(ApiCode.EACCESS, "temporary accounts cannot export links (policy)")

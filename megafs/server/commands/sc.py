@@ -16,20 +16,30 @@ from ...errors import ApiCode
 from ..db import decode_sn, encode_sn
 from ..store import State
 from .batch import dumps
+from .shares import link_feed
 
 log = logging.getLogger(__name__)
 
 MAX_SC_PACKETS = 1000
 
 
-def run_sc(state: State, *, sid: str | None, sn: str | None, wait_base: str
-           ) -> tuple[bytes, bool]:
-    """Answer one poll: (body, is_warning)."""
-    if sid is None:
+def run_sc(state: State, *, sid: str | None, sn: str | None, wait_base: str,
+           folder: str | None = None) -> tuple[bytes, bool]:
+    """Answer one poll: (body, is_warning).  ``folder``: a folder-link session's public
+    handle (``n=``): the poll reads that link's feed (``shares.emit_to_links``), and a link
+    that is gone answers ``-9`` as its ``f`` does."""
+    if sid is None and folder is None:
         return dumps(ApiCode.ESID), False
     with state.lock:
         tx = state.read()
-        uh = tx.session_user(sid)
+        if folder is not None:
+            root = tx.exported_folder(folder)
+            if root is None:
+                return dumps(ApiCode.ENOENT), False
+            uh: str | None = link_feed(root["h"])
+        else:
+            assert sid is not None
+            uh = tx.session_user(sid)
         if uh is None:
             return dumps(ApiCode.ESID), False
         if sn is None:

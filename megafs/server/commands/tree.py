@@ -1,6 +1,7 @@
 """Node tree commands: ``f`` (the whole tree, or a big account's snapshot), ``p`` (new files
 and folders), ``a`` (attributes), ``m`` (move) and ``d`` (delete).  Each emits the action
-packets other sessions see.
+packets other sessions see.  ``p`` and ``m`` into a shared folder must carry the ``cr`` keys
+its sharees need (``shares.py``), and ``f`` lists the account's share keys (``ok``, ``s``).
 
 ``p`` into a folder that was deleted meanwhile puts the new nodes in the Rubbish Bin, as the
 real service does (protocol reference §7.6, from meganz/sdk src/commands.cpp; issue 11); the
@@ -18,6 +19,8 @@ from ...errors import ApiCode
 from ..db import CONTAINER_TYPES, FILE, FOLDER, encode_sn
 from .base import (MAX_ATTR_CHARS, Ctx, Fail, arg_b64, arg_int, arg_str, completion_bytes,
                    not_root, opt_str, origin, own_node, wire_node)
+from .shares import (check_subtree, emit_to_links, exported_roots, is_exported, owner_shares,
+                     parse_cr, take_keys)
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +40,16 @@ def cmd_f(ctx: Ctx, cmd: dict) -> Any:
         log.debug("f: the snapshot of %s as of sn %s", uh, encode_sn(seq))
     else:
         seq = ctx.tx.current_seq()
-        body = {"f": [wire_node(r) for r in ctx.tx.account_nodes(uh)],
+        rows = ctx.tx.account_nodes(uh)
+        shared = ctx.tx.sharekeys_for([r["h"] for r in rows]) if ctx.tx.account_shares(uh) \
+            else {}
+        body = {"f": [wire_node(r, shared.get(r["h"])) for r in rows],
                 "ph": [{"h": r["h"], "ph": r["ph"], "ts": r["ts"]}
                        for r in ctx.tx.public_handles(uh)]}
         if over > 0:
             ctx.tx.keep_snapshot(uh, seq, body if big else None)
-    return {"f": body["f"], "ok": [], "s": [], "u": [{"u": uh, "c": 2, "m": ""}],
+    ok, sharees = owner_shares(ctx, uh)
+    return {"f": body["f"], "ok": ok, "s": sharees, "u": [{"u": uh, "c": 2, "m": ""}],
             "ph": body["ph"], "sn": encode_sn(seq)}
 
 
@@ -117,7 +124,11 @@ def cmd_p(ctx: Ctx, cmd: dict) -> Any:
         raise Fail(ApiCode.EOVERQUOTA, "new files of %d bytes would exceed the quota" % total)
     placeholders: dict[str, str] = {}
     created = []
-    for plan in plans:
+    cr = parse_cr(cmd)
+    # the shared folders a parent is inside, per parent (an account without shares: none)
+    sharing = bool(ctx.tx.account_shares(uh))
+    enclosing: dict[str, list[str]] = {}
+    for index, plan in enumerate(plans):
         parent = target["h"]
         if plan.parent_ref is not None and plan.parent_ref not in (target_h, target["h"]):
             if plan.parent_ref in placeholders:
@@ -130,8 +141,16 @@ def cmd_p(ctx: Ctx, cmd: dict) -> Any:
             placeholders[plan.placeholder] = row["h"]
         if plan.token is not None:
             ctx.tx.use_completion(plan.token, row["h"])
-        created.append(wire_node(row))
-    ctx.tx.emit(uh, origin(cmd, {"a": "t", "t": {"f": created}, "ou": uh}))
+        if sharing and parent not in enclosing:
+            enclosing[parent] = ctx.tx.share_roots_above(parent)
+        keys = take_keys(cr, index, row["h"], plan.t, enclosing.get(parent, []), set())
+        ctx.tx.add_sharekeys(keys)
+        created.append(wire_node(row, [(root, key) for _, root, key in keys]))
+    packet = origin(cmd, {"a": "t", "t": {"f": created}, "ou": uh})
+    ctx.tx.emit(uh, packet)
+    if sharing:
+        emit_to_links(ctx, {r for roots in enclosing.values() for r in roots
+                            if is_exported(ctx, r)}, packet)
     return {"f": created}
 
 
@@ -144,8 +163,9 @@ def cmd_a(ctx: Ctx, cmd: dict) -> Any:
     key = "at" if "at" in cmd or "attr" not in cmd else "attr"
     at = arg_b64(cmd, key, block=16, max_chars=MAX_ATTR_CHARS)
     ctx.tx.set_attrs(row["h"], at)
-    ctx.tx.emit(uh, origin(cmd, {"a": "u", "n": row["h"], "u": uh, "at": at,
-                                 "ts": row["ts"]}))
+    packet = origin(cmd, {"a": "u", "n": row["h"], "u": uh, "at": at, "ts": row["ts"]})
+    ctx.tx.emit(uh, packet)
+    emit_to_links(ctx, exported_roots(ctx, row["h"]), packet)
     return 0
 
 
@@ -161,10 +181,21 @@ def cmd_m(ctx: Ctx, cmd: dict) -> Any:
     subtree = ctx.tx.subtree(row["h"])
     if target["h"] in {r["h"] for r in subtree}:
         raise Fail(ApiCode.ECIRCULAR, "cannot move a folder into itself")
+    sharing = bool(ctx.tx.account_shares(uh))
+    links_before = exported_roots(ctx, row["h"]) if sharing else []
+    if sharing:
+        check_subtree(ctx, parse_cr(cmd), subtree, ctx.tx.share_roots_above(target["h"]))
     ctx.tx.move_node(row["h"], target["h"])
-    moved = [wire_node(r) for r in ctx.tx.subtree(row["h"])]
-    ctx.tx.emit(uh, origin(cmd, {"a": "d", "n": row["h"], "m": 1, "ou": uh}))
-    ctx.tx.emit(uh, origin(cmd, {"a": "t", "t": {"f": moved}, "ou": uh}))
+    moved_rows = ctx.tx.subtree(row["h"])
+    shared = ctx.tx.sharekeys_for([r["h"] for r in moved_rows]) if sharing else {}
+    moved = [wire_node(r, shared.get(r["h"])) for r in moved_rows]
+    removal = origin(cmd, {"a": "d", "n": row["h"], "m": 1, "ou": uh})
+    addition = origin(cmd, {"a": "t", "t": {"f": moved}, "ou": uh})
+    ctx.tx.emit(uh, removal)
+    ctx.tx.emit(uh, addition)
+    if sharing:
+        emit_to_links(ctx, links_before, removal)
+        emit_to_links(ctx, exported_roots(ctx, target["h"]), addition)
     return 0
 
 
@@ -173,6 +204,9 @@ def cmd_d(ctx: Ctx, cmd: dict) -> Any:
     uh = ctx.user()
     row = own_node(ctx, cmd)
     not_root(row)
+    links = exported_roots(ctx, row["h"])
     ctx.tx.delete_nodes(ctx.tx.subtree(row["h"]))
-    ctx.tx.emit(uh, origin(cmd, {"a": "d", "n": row["h"], "ou": uh}))
+    packet = origin(cmd, {"a": "d", "n": row["h"], "ou": uh})
+    ctx.tx.emit(uh, packet)
+    emit_to_links(ctx, [r for r in links if r != row["h"]], packet)
     return 0

@@ -9,6 +9,9 @@ the policy's ``hashcash_ttl``) is no answer: the request gets a fresh 402 with a
 challenge, not an error.  The fault rules are decided first, so a rule may demand proof of
 work elsewhere or at another easiness.
 
+Folder-link sessions: ``/cs?n=PUBLIC_HANDLE`` runs the batch as that session
+(``commands/shares.py``); a session id beside it is not used.
+
 API lock (policy ``api_lock``, on by default): a locking request of a session (anything but
 only ``g``) that arrives while another of that session is being processed is answered a bare
 ``-3`` (``server/apilock.py``; counted as ``api_lock_refused`` in the stats).
@@ -25,6 +28,7 @@ from ..apilock import is_locking
 from ..commands.base import Bases, Ctx
 from ..commands.batch import command_names, run_cs
 from ..commands.sc import run_sc
+from ..commands.shares import FEED
 from ..db import decode_sn
 from .endpoint import Endpoint, Prepared, StreamEffect
 from .fault_apply import challenge
@@ -43,6 +47,7 @@ CS_BODY_LIMIT = 64 << 20
 # of 10,000 `p` nodes (the SDK's MAX_COMMANDS, meganz/sdk include/mega/request.h) holds
 # about 150,000 values.  Counting 64 MiB costs ~20 ms.
 CS_VALUE_LIMIT = 1_000_000
+_HANDLE_RE = re.compile(r"^[A-Za-z0-9_-]{8}$")      # a folder link's public handle (n=)
 _HOST_RE = re.compile(r"^[A-Za-z0-9.\-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$")
 
 
@@ -104,8 +109,9 @@ class CsEndpoint(Endpoint):
             app.stats.bump("bad_requests")
             req.reply(200, b"%d" % ApiCode.EARGS, JSON_TYPE)
             return
-        if "n" in req.query:
-            log.warning("cs: folder-link sessions (n=) are not supported; answering -2")
+        folder = req.query.get("n")
+        if folder is not None and not _HANDLE_RE.match(folder):
+            log.warning("cs: a folder-link session's n= is not a public handle; answering -2")
             app.stats.bump("bad_requests")
             req.reply(200, b"%d" % ApiCode.EARGS, JSON_TYPE)
             return
@@ -115,7 +121,7 @@ class CsEndpoint(Endpoint):
         def make_ctx(**kw: Any) -> Ctx:
             return Ctx(bases=bases, policy=app.policy, meter=app.meter, client=req.peer, **kw)
 
-        sid = req.query.get("sid") or None
+        sid = req.query.get("sid") or None if folder is None else None
         locked = None
         if sid is not None and app.policy.api_lock and is_locking(batch):
             if not app.api_locks.acquire(sid):
@@ -129,7 +135,7 @@ class CsEndpoint(Endpoint):
         try:
             result = run_cs(app.state, batch=batch, raw_body=body, sid=sid,
                             rid=req.query.get("id") or None, make_ctx=make_ctx,
-                            command_fault=app.faults.command_error)
+                            command_fault=app.faults.command_error, folder=folder)
         finally:
             if locked is not None:
                 app.api_locks.release(locked)
@@ -154,7 +160,10 @@ class PollEndpoint(Endpoint):
 
     def serve(self, app: "App", req: Request, prep: Prepared,
               effect: StreamEffect | None) -> None:
-        body, warned = run_sc(app.state, sid=req.query.get("sid") or None,
+        folder = req.query.get("n")
+        if folder is not None and not _HANDLE_RE.match(folder):
+            folder = "invalid!"       # names no link: -9
+        body, warned = run_sc(app.state, sid=req.query.get("sid") or None, folder=folder,
                               sn=req.query.get("sn"), wait_base=app.urls.wait)
         if warned:
             app.stats.bump("bad_requests")
@@ -178,7 +187,8 @@ class WaitEndpoint(Endpoint):
         seq = decode_sn(sn)
         with app.state.lock:
             tx = app.state.read()
-            known = tx.account(uh) is not None and seq is not None and seq <= tx.current_seq()
+            known = (tx.account(uh) is not None or uh.startswith(FEED)) and seq is not None \
+                and seq <= tx.current_seq()
         if seq is not None and known:
             app.state.wait_for_packets(uh, seq, app.config.wait_timeout)
         req.reply(200, b"", TEXT_TYPE)
