@@ -5,7 +5,9 @@ nothing), a notmuch-style check sees a folder's mtime move with every entry chan
 it is still there after a remount."""
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import stat
 import subprocess
 import time
@@ -210,4 +212,45 @@ def test_symlinks_round_trip_cp_a_rsync_a_and_tar(server, tmp_path):
         sh("cp -a %s/cp %s" % (mnt, out))
         assert os.readlink(out / ".bin" / "tool") == "../pkg/bin/tool.js"
         assert os.readlink(mnt / "direct") == "pkg/bin/tool.js"
+        assert m.log_problems() == []
+
+
+def test_npm_install_of_a_package_with_a_bin_runs_it_after_a_remount(server, tmp_path):
+    """Issue 22: `npm install` rolled back on its `node_modules/.bin` links.  Offline: a local
+    package with a `bin` entry is packed outside the mount and installed from its tarball into
+    a project in the mount; its bin runs through `.bin` and `npx`, also after a remount."""
+    npm = shutil.which("npm")
+    assert npm, "npm is missing (scripts/test installs Debian's npm when it is not there)"
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "package.json").write_text(json.dumps(
+        {"name": "mfs-hello", "version": "1.0.0", "bin": {"mfs-hello": "cli.js"}}))
+    (pkg / "cli.js").write_text("#!/usr/bin/env node\nconsole.log('hello from ' + "
+                                "require('path').basename(process.cwd()));\n")
+    env = dict(os.environ, npm_config_cache=str(tmp_path / "npm-cache"),
+               npm_config_update_notifier="false", npm_config_audit="false",
+               npm_config_fund="false", npm_config_offline="true")
+    run = {"capture_output": True, "text": True, "timeout": 120, "env": env}
+    packed = subprocess.run([npm, "pack", "--pack-destination", str(tmp_path), str(pkg)], **run)
+    assert packed.returncode == 0, packed.stderr
+    tgz = tmp_path / "mfs-hello-1.0.0.tgz"
+    assert tgz.exists()
+    with MountProcess(tmp_path / "mnt", server.url, tmp_path / "state") as m:
+        proj = m.mnt / "proj"
+        proj.mkdir()
+        for cmd in (["init", "-y"], ["install", "--offline", "--no-audit", "--no-fund",
+                                     str(tgz)]):
+            done = subprocess.run([npm] + cmd, cwd=proj, **run)
+            assert done.returncode == 0, (cmd, done.stdout, done.stderr)
+        bin_link = proj / "node_modules" / ".bin" / "mfs-hello"
+        assert os.readlink(bin_link) == "../mfs-hello/cli.js"
+        assert mode(proj / "node_modules" / "mfs-hello" / "cli.js") & 0o111
+        assert json.loads((proj / "package.json").read_text())["dependencies"]["mfs-hello"]
+        assert sh(str(bin_link), cwd=proj).stdout == "hello from proj\n"
+        m.stop()
+        m.start()
+        assert os.readlink(bin_link) == "../mfs-hello/cli.js"
+        assert sh(str(bin_link), cwd=proj).stdout == "hello from proj\n"
+        npx = subprocess.run([npm, "exec", "--offline", "--", "mfs-hello"], cwd=proj, **run)
+        assert (npx.returncode, npx.stdout) == (0, "hello from proj\n"), npx.stderr
         assert m.log_problems() == []
