@@ -140,6 +140,7 @@ class MountRuntime:
         self.reads = ReadCache(self.client)
         stack.callback(self.reads.close)
         self.core = FileSystem(self.client, self.tree, self.wb, readcache=self.reads)
+        stack.callback(self.core.close)
         self.core.recover()
         self.core.io.fsync_local = cfg.fsync == "local"
         self.fs = LinkLayer(self.core, link_timeout=cfg.link_timeout,

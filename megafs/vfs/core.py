@@ -6,7 +6,8 @@ listings, mkdir/rmdir/unlink/rename and utimens here; the data operations of ope
 (create/open/read/write/truncate/flush/fsync/release) in ``vfs/io.py`` (``FileSystem.io``);
 statfs in ``vfs/quota.py``; other clients' changes in ``vfs/follow.py``; modes and user xattrs
 in ``vfs/meta.py`` (``FileSystem.meta``).  A folder's mtime and ctime move when an entry in it
-is added, removed or renamed here (``Namespace.changed``, memory only).  It returns plain
+is added, removed or renamed here (``Namespace.changed``, kept in the mount's local state
+across remounts: ``vfs/foldertimes.py``).  It returns plain
 data and raises ``FsError`` (or another ``MegafsError``) carrying the errno the caller must
 see; it never imports FUSE.
 
@@ -36,7 +37,7 @@ from typing import TYPE_CHECKING, Callable
 
 from ..errors import ApiCode, FsError, MegaError
 from ..tree.meta import LINK_MAX, MODE_ATTR, mode_value
-from ..tree.nodes import NS, Node
+from ..tree.nodes import Node, time_attrs
 from ..tree.tree import is_inside
 from ..tree.tree import Tree
 from ..writeback import record as R
@@ -79,6 +80,10 @@ class FileSystem:
         wb.on_remote_change = self.changes.remote_change
         wb.path_of = self.ns.path_of
 
+    def close(self) -> None:
+        """Write what the mount keeps locally (folder times) at unmount."""
+        self.ns.dir_times.close()
+
     def recover(self) -> None:
         """Load the write-back queue and show its files (at mount time)."""
         self.ns.recovered(self.wb.recover())
@@ -95,8 +100,9 @@ class FileSystem:
         if entry.kind == DIR:
             node = entry.folder
             # an entry added, removed or renamed here since (``Namespace.changed``) wins
-            mtime = self.ns.dir_times.get(node.handle) or (
-                node.mtime_ns if node.ts else self.started_ns)
+            mtime = self.ns.dir_times.get(node.handle, node.mtime_ns)
+            if mtime is None:
+                mtime = node.mtime_ns if node.ts else self.started_ns
             return self._stat(stat.S_IFDIR | self.meta.mode(entry), 0, mtime, 2)
         if entry.sf is not None:
             return self.stat_file(entry.sf)
@@ -299,12 +305,13 @@ class FileSystem:
             if entry.kind == DIR:
                 node = entry.folder
                 if node.handle == self.tree.root or node.key is None:
+                    # no attributes on MEGA: kept in the mount's local state only
+                    self.ns.dir_times.set(node.handle, mtime, node.mtime_ns)
                     return
-                attrs = dict(node.attrs)
-                attrs["t"] = mtime // NS
+                attrs = time_attrs(mtime, node.attrs)       # t and mfs-mt (nanoseconds)
                 self.client.set_attrs(node.handle, node.key, attrs)
                 self.tree.set_attrs(node.handle, attrs)
-                self.ns.dir_times.pop(node.handle, None)     # the time set now wins
+                self.ns.dir_times.drop(node.handle)         # the time set now wins
                 return
             sf = self.ns.staged_for(entry)
         self.wb.change(sf, lambda rec: R.touched(rec, mtime))

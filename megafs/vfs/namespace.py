@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import re
 import threading
 import time
@@ -32,6 +33,7 @@ from ..tree.nodes import Node
 from ..tree.tree import Tree
 from ..writeback.queue import WriteBack
 from ..writeback.staged import StagedFile
+from .foldertimes import FILE_NAME as FOLDER_TIMES, FolderTimes
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +94,8 @@ class Namespace:
         # file is gone (the last HIDDEN_ORIGINS): see ``hidden_origin``
         self._origins: dict[tuple[str, str], tuple[str, str]] = {}
         # folder handle -> time (ns) an entry in it was last added, removed or renamed here
-        # (issue 22; memory only, see ``changed``)
-        self.dir_times: dict[str, int] = {}
+        # (issue 22; kept in the mount dir across remounts, see ``changed``)
+        self.dir_times = FolderTimes(os.path.join(wb.mount_dir, FOLDER_TIMES))
 
     # --- lookups (lock-free) ----------------------------------------------------------------
     def lookup(self, folder: str, name: str) -> Entry | None:
@@ -189,11 +191,14 @@ class Namespace:
     # --- changes (under self.lock) ----------------------------------------------------------
     def changed(self, *folders: str) -> None:
         """Entries of ``folders`` were added, removed or renamed: their mtime and ctime are
-        now.  Kept in memory only: sending each change to MEGA would cost one ``a`` request
-        per create/unlink/rename (see README, Semantics)."""
+        now.  Kept in the mount's local state (``vfs/foldertimes.py``), not on MEGA: sending
+        each change there would cost one ``a`` request per create/unlink/rename (see README,
+        Semantics)."""
         now = time.time_ns()
         for folder in folders:
-            self.dir_times[folder] = now
+            node = self.tree.get(folder)
+            if node is not None:
+                self.dir_times.set(folder, now, node.mtime_ns)
 
     def staged_for(self, entry: Entry) -> StagedFile:
         """The staged file of a file entry, giving a remote file one (shown at its place)."""

@@ -155,6 +155,45 @@ def test_folder_mtime_moves_with_its_entries_notmuch_style(server, tmp_path):
         assert m.log_problems() == []
 
 
+def test_folder_times_survive_a_remount(server, tmp_path):
+    """A local disk keeps a folder's mtime across a reboot: the times entry changes gave
+    folders (kept in the mount dir, 0600) and `touch -d` of a folder (on MEGA for a folder,
+    locally for the mount root) come back after a remount, to the nanosecond."""
+    state = tmp_path / "state"
+    with MountProcess(tmp_path / "mnt", server.url, state) as m:
+        mnt = m.mnt
+        for name in ("made", "unlinked", "renamed", "moved", "touched", "sub"):
+            (mnt / name).mkdir()
+        (mnt / "unlinked" / "x").write_text("x")
+        (mnt / "renamed" / "x").write_text("x")
+        (mnt / "sub" / "inner").mkdir()
+        time.sleep(0.05)
+        (mnt / "made" / "new.txt").write_text("new")
+        os.unlink(mnt / "unlinked" / "x")
+        os.rename(mnt / "renamed" / "x", mnt / "renamed" / "y")
+        os.rename(mnt / "sub" / "inner", mnt / "moved" / "inner")
+        os.rmdir(mnt / "moved" / "inner")
+        sh("touch -d '2001-02-03 04:05:06.789' touched", cwd=mnt)
+        (mnt / "f").write_text("root entry")
+        sh("touch -d '2002-03-04 05:06:07' .", cwd=mnt)
+        names = ["made", "unlinked", "renamed", "moved", "touched", "sub", "."]
+        before = {n: os.stat(mnt / n).st_mtime_ns for n in names}
+        assert before["touched"] % 10**9 == 789000000
+        assert before["touched"] // 10**9 == int(sh("date -d '2001-02-03 04:05:06' +%s")
+                                                 .stdout)
+        assert before["."] // 10**9 == int(sh("date -d '2002-03-04 05:06:07' +%s").stdout)
+        m.stop()
+        kept = list(state.glob("**/folder-times.sqlite"))
+        assert len(kept) == 1 and stat.S_IMODE(os.stat(kept[0]).st_mode) == 0o600
+        m.start()
+        after = {n: os.stat(mnt / n).st_mtime_ns for n in names}
+        assert after == before
+        # a later change still moves the time on
+        (mnt / "made" / "more.txt").write_text("more")
+        assert os.stat(mnt / "made").st_mtime_ns > before["made"]
+        assert m.log_problems() == []
+
+
 def test_fsync_local_is_durable_here_and_the_upload_follows(server, tmp_path):
     with MountProcess(tmp_path / "mnt", server.url, tmp_path / "state",
                       extra=["-o", "fsync=local"]) as m:
