@@ -201,6 +201,7 @@ class FileSystem:
             if self.ns.listing(folder.handle):
                 raise FsError(errno.ENOTEMPTY, "the folder is not empty")
             self._delete_folder(folder)
+            self.ns.dir_times.drop(folder.handle)
             self.ns.changed(entry.parent)
 
     def _delete_folder(self, folder: Node) -> None:
