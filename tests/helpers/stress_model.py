@@ -13,9 +13,20 @@ caller can check it again after a remount and against the server's node list.
 Run as a module it is one worker of the long run: ``python tests/helpers/stress_model.py FOLDER SEED
 EXAMPLES STEPS OUT.json`` runs EXAMPLES sequences in sub-folders of FOLDER and writes the
 final models (hex data, mtimes) and counts to OUT.json.
+
+Atomic saves (issue 22): each sequence also has a folder ``run-N.w`` beside its own, where
+``atomic_save`` writes a temporary file and renames it over ``w``, the way editors and config
+writers save.  Every saved content is sealed (length and SHA-256 in a header), so a concurrent
+reader needs no model to tell a whole version from a mixed one: ``python
+tests/helpers/stress_model.py --reader BASE OUT.json STOPFILE`` reads every ``w`` under BASE in a
+loop (some reads in two halves with a pause, on one descriptor, across saves) until STOPFILE
+exists, and reports each error or broken content it saw; once a ``w`` has been seen, ENOENT is
+an error too.
 """
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import os
 import sys
@@ -60,11 +71,26 @@ class MountMachine(RuleBasedStateMachine):
         self.dir = self.base / ("run-%d-%d" % (os.getpid(), MountMachine.counter))
         self.names: dict[str, Inode] = {}
         self.fds: list[tuple[int, Inode, bool]] = []     # (fd, inode, writable)
+        self.wdir = self.dir.with_name(self.dir.name + ".w")   # atomic saves of ``w``
+        self.saved: bytes | None = None
 
     @initialize()
     def setup(self) -> None:
         (self.dir / "sub").mkdir(parents=True)
+        self.wdir.mkdir()
         MountMachine.stats.examples += 1
+
+    @rule(data=DATA)
+    def atomic_save(self, data: bytes) -> None:
+        """Write a temporary file and rename it over ``w`` (a concurrent reader watches)."""
+        self._step()
+        body = seal(data)
+        tmp = self.wdir / ".w.tmp"
+        with open(tmp, "wb") as fh:
+            fh.write(body)
+        os.rename(tmp, self.wdir / "w")
+        self.saved = body
+        self._same((self.wdir / "w").read_bytes(), bytearray(body), "w after a save")
 
     def p(self, name: str) -> Path:
         return self.dir / name
@@ -253,6 +279,8 @@ class MountMachine(RuleBasedStateMachine):
         self.fds = []
         if self.dir.exists():
             MountMachine.results.append((self.dir, dict(self.names)))
+        if self.saved is not None:
+            MountMachine.results.append((self.wdir, {"w": Inode(bytearray(self.saved))}))
 
 
 def _pwrite(inode: Inode, offset: int, data: bytes) -> None:
@@ -293,6 +321,57 @@ def run(base: Path, seed: int, examples: int, steps: int) -> list[tuple[Path, di
     return list(MountMachine.results)
 
 
+SEAL = b"MFS-SAVE"
+
+
+def seal(data: bytes) -> bytes:
+    """``data`` behind a header of its length and SHA-256, so that a reader can check it."""
+    return SEAL + len(data).to_bytes(8, "big") + hashlib.sha256(data).digest() + data
+
+
+def sealed_ok(blob: bytes) -> bool:
+    """``blob`` is one whole sealed version (not empty, cut, or mixed from two)."""
+    head = len(SEAL) + 8 + 32
+    if len(blob) < head or not blob.startswith(SEAL):
+        return False
+    size = int.from_bytes(blob[len(SEAL):len(SEAL) + 8], "big")
+    body = blob[head:]
+    return len(body) == size and hashlib.sha256(body).digest() == blob[len(SEAL) + 8:head]
+
+
+def reader(base: Path, stop: Path) -> dict:
+    """Read every ``*.w/w`` under ``base`` until ``stop`` exists; returns the counts and the
+    problems seen (an errno other than ENOENT before the first sight, or broken content)."""
+    seen: set[Path] = set()
+    reads = whole = 0
+    problems: list[str] = []
+    while not stop.exists() and len(problems) < 50:
+        paths = list(base.glob("*.w/w")) + list(base.glob("*/*.w/w")) + list(seen)
+        for path in set(paths):
+            try:
+                with open(path, "rb") as fh:
+                    if reads % 3 == 0:          # one descriptor across a save
+                        first = fh.read(50)
+                        time.sleep(0.002)
+                        blob = first + fh.read()
+                    else:
+                        blob = fh.read()
+            except OSError as exc:
+                if exc.errno == errno.ENOENT and path not in seen:
+                    continue
+                problems.append("%s: %s" % (path, errno.errorcode.get(exc.errno or 0, exc)))
+                continue
+            reads += 1
+            seen.add(path)
+            if sealed_ok(blob):
+                whole += 1
+            else:
+                problems.append("%s: a read of %d bytes is not one whole version"
+                                % (path, len(blob)))
+        time.sleep(0.001)
+    return {"reads": reads, "whole": whole, "files": len(seen), "problems": problems}
+
+
 def expected_tree(results: list[tuple[Path, dict[str, Inode]]]) -> dict[str, tuple[bytes, int]]:
     """Mount-relative path -> (bytes, mtime ns) for every file the runs left."""
     out = {}
@@ -302,7 +381,10 @@ def expected_tree(results: list[tuple[Path, dict[str, Inode]]]) -> dict[str, tup
     return out
 
 
-if __name__ == "__main__":
+if __name__ == "__main__" and sys.argv[1:2] == ["--reader"]:
+    report = reader(Path(sys.argv[2]), Path(sys.argv[4]))
+    Path(sys.argv[3]).write_text(json.dumps(report))
+elif __name__ == "__main__":
     folder, seed, examples, steps, out_path = sys.argv[1:6]
     started = time.monotonic()
     error = ""

@@ -42,6 +42,10 @@ def test_model_based_stress(server, tmp_path):
     m.start()
     divergences: list[str] = []
     examples = steps = 0
+    # the concurrent reader of atomic saves (issue 22): never an error, never a mixed version
+    stop, read_out = tmp_path / "reader.stop", tmp_path / "reader.json"
+    reader = subprocess.Popen([sys.executable, str(Path(stress_model.__file__)), "--reader",
+                               str(mnt), str(read_out), str(stop)])
     try:
         if PROCS == 1:
             try:
@@ -75,6 +79,11 @@ def test_model_based_stress(server, tmp_path):
                                  in report["files"].items()})
             assert errors == [], errors
         assert divergences == []
+        stop.touch()
+        reader.wait(120)
+        reads = json.loads(read_out.read_text())
+        assert reads["problems"] == [], reads
+        assert reads["files"] > 0 and reads["whole"] > 0, reads
         # Remount without waiting for uploads: the next mount must finish them.
         m.stop()
         m = MountProcess(mnt, server.url, state, log_path=tmp_path / "mount-2.log")
@@ -110,9 +119,10 @@ def test_model_based_stress(server, tmp_path):
                     if " WARNING " in line or " ERROR " in line or "Traceback" in line]
         line = ("stress-summary: processes=%d examples=%d operations=%d files=%d "
                 "divergences=%d remount-mismatches=%d duplicates=%d log-problems=%d "
-                "seconds=%.0f" % (PROCS, examples, steps, len(expected), len(divergences),
-                                  len(mismatches), duplicates, len(problems),
-                                  time.monotonic() - started))
+                "save-reads=%d read-problems=%d seconds=%.0f"
+                % (PROCS, examples, steps, len(expected), len(divergences), len(mismatches),
+                   duplicates, len(problems), reads["reads"], len(reads["problems"]),
+                   time.monotonic() - started))
         print("\n" + line)
         summary = os.environ.get("MEGAFS_STRESS_SUMMARY")
         if summary:
@@ -120,4 +130,8 @@ def test_model_based_stress(server, tmp_path):
         assert mismatches == [] and duplicates == 0
         assert problems == []
     finally:
+        stop.touch()
+        if reader.poll() is None:
+            reader.kill()
+            reader.wait()
         m.stop()
