@@ -82,7 +82,10 @@ EXAMPLES: dict[str, str] = {
   megafs get 'https://mega.nz/file/HANDLE#KEY'
   megafs get 'http://127.0.0.1:8733/file/HANDLE#KEY' -o copy.png   # a --local link
   megafs get LINK -o downloads/           # into a folder, under the file's own name
-  megafs get LINK -o copy.png --force     # replace copy.png if it exists""",
+  megafs get LINK -o copy.png --force     # replace copy.png if it exists
+  megafs get 'https://mega.nz/folder/HANDLE#KEY' -o album   # a whole folder; run it
+                                          # again after an interruption to finish it
+  megafs get 'https://mega.nz/folder/HANDLE#KEY/file/H'     # one file of a folder link""",
     "session": """examples:
   megafs session                          # the sessions of the state dir
   megafs session --show --local           # one session's JSON (a secret)

@@ -8,6 +8,7 @@ so a wrong ``--api`` or a forgotten ``--local`` is one line at once, not minutes
 starting with ``.`` or holding control characters as a local one without ``--force``, leaves no
 unverified bytes when SIGTERM/SIGHUP/SIGINT stop it (``api.partfile``), and accepts the links a
 ``--local`` mount prints (``http://127.0.0.1:PORT/file/H#K``: that server is then the API).
+A folder link goes to ``cli/getfolder.py`` (the whole tree, resumable).
 Uploaded files carry MEGA's ``c`` fingerprint attribute next to their name and mtime, as the
 official clients' uploads do.  Links
 go to stdout, one per uploaded file in argument order; everything else goes to stderr.  Never
@@ -18,22 +19,21 @@ on a terminal (or from ``$MEGAFS_PASSWORD``), else the command stops with a line
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
-import signal
 import socket
 import sys
-import threading
-from typing import Any, Iterator
+from typing import Any
 
-from ..api import fingerprint, links
+from ..api import fingerprint, folderlink, links
 from ..api.client import MegaClient, PutItem
-from ..api.partfile import remove_partial_files
-from ..api.xferquota import wait_text
-from ..config import default_state_dir, has_unsafe, printable
-from ..errors import ApiCode, MegaError, MegafsError, Stopped, UploadFailed, describe
+from ..config import default_state_dir, printable
+from ..errors import ApiCode, MegaError, MegafsError, UploadFailed, describe
+from . import getfolder
 from .args import add_source, count_arg
+from .getcommon import check_remote_name as _check_remote_name
+from .getcommon import quota_line as _quota_line
+from .getcommon import signals_stop as _signals_stop
 from .progress import Transfer
 
 log = logging.getLogger(__name__)
@@ -72,17 +72,25 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
                             help="use this session file instead of the state dir's")
     if name in ("upload", "get"):
         parser.add_argument("--connections", metavar="N", type=count_arg, default=4,
-                            help="parallel transfer connections per file (default 4)")
+                            help="parallel transfer connections per file (default 4)%s"
+                                 % ("; a folder link fetches up to 4 files at once, at most N"
+                                    if name == "get" else ""))
     if name == "upload":
         parser.add_argument("files", nargs="+", metavar="FILE", help="files to upload")
     elif name == "get":
-        parser.add_argument("link", metavar="LINK", help="https://mega.nz/file/HANDLE#KEY")
+        parser.add_argument("link", metavar="LINK",
+                            help="a file link https://mega.nz/file/HANDLE#KEY, or a folder "
+                                 "link https://mega.nz/folder/HANDLE#KEY (the whole tree; "
+                                 "with /file/H or /folder/H after the key, one item of it)")
         parser.add_argument("-o", "--output", metavar="PATH", default=None,
                             help="file or directory to write (default: the file's name in the "
-                                 "current directory)")
+                                 "current directory); for a folder link, the folder its "
+                                 "contents go into (made if missing; default: the folder's "
+                                 "name in the current directory)")
         parser.add_argument("--force", action="store_true",
-                            help="replace the output file if it exists, and take the file's "
-                                 "own name even if it starts with '.' or holds control "
+                            help="replace the output file if it exists (for a folder link: "
+                                 "files there that differ from the folder's), and take the "
+                                 "file's own name even if it starts with '.' or holds control "
                                  "characters")
         parser.add_argument("--no-wait-quota", action="store_true",
                             help="past MEGA's transfer quota, fail at once (exit 1) instead of "
@@ -110,7 +118,8 @@ def run(args: argparse.Namespace) -> int:
         # a session of another API, or a corrupt one, is the error to report, not the API
         read_session_file(session, resolve_api(args.api) if args.api else None)
     if args.command == "get":
-        args.parsed = links.parse_link(args.link)
+        args.parsed = folderlink.parse_folder_link(args.link) \
+            if folderlink.is_folder_link(args.link) else links.parse_link(args.link)
         if args.parsed.api and args.api is None:
             args.api = args.parsed.api       # a --local mount's link names its server
     if args.api is not None or not session:
@@ -194,28 +203,6 @@ def _safe_name(name: Any, fallback: str) -> str:
     return name[:255]
 
 
-def _check_remote_name(name: str, force: bool) -> None:
-    """Refuse a remote name as a local file name when it is not text, or (without ``force``)
-    when it would hide itself (a dotfile such as ``.bashrc`` in the current folder) or holds
-    characters that drive a terminal (escape sequences, newlines, RTLO): MegafsError, one
-    line, the name shown escaped (issue 20, item 8)."""
-    shown = printable(name)
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        raise MegafsError("the file's name '%s' is not valid text (a broken or hostile server); "
-                          "give the output file with -o" % shown) from None
-    if force:
-        return
-    if name.startswith("."):
-        raise MegafsError("the file's name '%s' starts with '.' (a hidden file, maybe a "
-                          "configuration file); give another name with -o, or add --force to "
-                          "use it" % shown)
-    if has_unsafe(name):
-        raise MegafsError("the file's name '%s' holds control characters; give another name "
-                          "with -o, or add --force to use it" % shown)
-
-
 def _get_client(args: argparse.Namespace) -> MegaClient:
     """A public client, or with ``--account`` that account's (its transfer quota counts)."""
     if args.account:
@@ -244,6 +231,8 @@ def _destination(output: str | None, name: str, force: bool) -> str:
 
 def run_get(args: argparse.Namespace) -> int:
     link = args.parsed
+    if isinstance(link, folderlink.FolderLink):
+        return getfolder.run_folder_get(args)       # the whole tree, or one item of it
     with _get_client(args) as client:
         # Past the transfer quota: one line, and the download goes on once MEGA allows it
         # (api/xferquota.py); with --no-wait-quota the refusal is the error.
@@ -268,31 +257,3 @@ def run_get(args: argparse.Namespace) -> int:
             bar.finish()
         log.info("wrote %s (%d bytes)", written, info.size)
     return 0
-
-
-def _quota_line(left: float) -> None:
-    Transfer.note("megafs get: transfer quota used up; continuing in %s" % wait_text(left))
-
-
-@contextlib.contextmanager
-def _signals_stop() -> Iterator[None]:
-    """While a download runs: SIGTERM and SIGHUP raise ``Stopped`` and SIGINT
-    ``KeyboardInterrupt``, after deleting the download's temporary file at once (its bytes
-    are not MAC-checked yet, and a worker may be blocked in a read for a while).  The default
-    SIGTERM/SIGHUP action would end the process with that file left behind (issue 20)."""
-    def handler(signum: int, frame: Any) -> None:
-        remove_partial_files()
-        if signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        raise Stopped(signum, signal.Signals(signum).name)
-
-    wanted = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
-    if threading.current_thread() is not threading.main_thread():
-        yield                       # only the main thread may set handlers
-        return
-    old = {sig: signal.signal(sig, handler) for sig in wanted}
-    try:
-        yield
-    finally:
-        for sig, previous in old.items():
-            signal.signal(sig, previous)
