@@ -145,6 +145,15 @@ def test_an_interrupted_get_resumes_and_skips_complete_files(srv, album, tmp_pat
     assert tree_of(out) == contents
 
 
+def test_dropped_and_truncated_transfers_are_retried(srv, album, tmp_path):
+    link, contents, _ = album
+    srv.faults([{"where": "download", "drop": True, "count": 2},
+                {"where": "download", "truncate": True, "count": 1}])
+    got = megafs("get", "--api", srv.url, link, "-o", str(tmp_path / "out"))
+    assert got.returncode == 0, got.stderr
+    assert tree_of(tmp_path / "out") == contents
+
+
 def test_a_revoked_folder_link_is_one_line(srv, client, album, tmp_path):
     link, _, handles = album
     revoke_folder(client, handles[""])
