@@ -372,7 +372,9 @@ def run_folder_get(args: argparse.Namespace) -> int:
         run.run(args.connections)
         log.info("%d file(s) written, %d already complete, %d failed", run.written,
                  run.skipped, run.failures)
-    failed = run.failures + len(todo.files) - len(files) + len(bad)
+    # a folder that could not be made, and everything below it, did not arrive
+    failed = run.failures + len(todo.files) - len(files) + sum(
+        1 for rel in todo.folders if any(rel == b or rel.startswith(b + os.sep) for b in bad))
     if todo.unreadable:
         Transfer.note("megafs get: %d item(s) of the folder cannot be read with the link's key "
                       "(no key for them in the link) and were left out" % todo.unreadable)

@@ -154,6 +154,19 @@ def test_dropped_and_truncated_transfers_are_retried(srv, album, tmp_path):
     assert tree_of(tmp_path / "out") == contents
 
 
+def test_tampered_files_fail_one_line_each_and_leave_nothing(srv, album, tmp_path):
+    link, contents, _ = album
+    srv.faults([{"where": "download", "tamper": True}])
+    got = megafs("get", "--api", srv.url, link, "-o", str(tmp_path / "out"))
+    assert got.returncode == 1
+    lines = got.stderr.strip().splitlines()
+    nonempty = [p for p, data in contents.items() if data]
+    assert sorted(line.split(": ")[1] for line in lines[:-1]) == sorted(nonempty)
+    assert all("MAC mismatch" in line for line in lines[:-1]), lines
+    assert "%d item(s) not downloaded" % len(nonempty) in lines[-1]
+    assert [p for p, d in tree_of(tmp_path / "out").items() if d is not None] == ["empty.bin"]
+
+
 def test_a_revoked_folder_link_is_one_line(srv, client, album, tmp_path):
     link, _, handles = album
     revoke_folder(client, handles[""])
@@ -232,6 +245,26 @@ def test_hostile_names_never_leave_the_output_folder(tmp_path):
         assert os.path.realpath(path).startswith(real_out + os.sep) or path.is_symlink()
         if path.is_file() and not path.is_symlink():
             assert path.read_bytes() == api.plaintext
+
+
+def test_paths_too_deep_for_the_system_fail_in_one_line(tmp_path):
+    with HostileTree() as api:
+        api.add("R0000000", "OWNERxxx", 1, "root")
+        parent = "R0000000"
+        for i in range(30):                      # 30 x 201 bytes: beyond PATH_MAX (4096)
+            api.add("D%07d" % i, parent, 1, "d" * 200)
+            parent = "D%07d" % i
+        api.add("F0000000", parent, 0, "bottom.txt")
+        api.add("F0000001", "R0000000", 0, "top.txt")
+        link = "https://mega.nz/folder/AbCdEf01#" + crypto.b64encode(SHARE_KEY)
+        got = megafs("get", "--api", api.url, link, "-o", str(tmp_path / "out"), timeout=60)
+    assert got.returncode == 1 and "Traceback" not in got.stderr
+    lines = got.stderr.strip().splitlines()
+    assert len(lines) == 2 and "File name too long" in lines[0], lines
+    made = sum(1 for p in (tmp_path / "out").rglob("*") if p.is_dir())
+    assert 10 < made < 30
+    assert "%d item(s) not downloaded" % (30 - made + 1) in lines[1]    # folders and the file
+    assert (tmp_path / "out" / "top.txt").read_bytes() == api.plaintext
 
 
 def test_local_names():
