@@ -40,7 +40,7 @@ import stat
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, TextIO
 
 from .. import chunks, crypto
 from ..api.publicfolder import FILE, FOLDER, Entry, Listing, PublicFolder
@@ -174,11 +174,11 @@ def _mac_matches(fd: int, entry: Entry) -> bool:
 
 
 # --- the run --------------------------------------------------------------------------------
-class _Progress:
+class TreeProgress:
     """One bar for many files: each file's callback reports its own bytes so far."""
 
-    def __init__(self, label: str, total: int) -> None:
-        self.bar = Transfer(label, total)
+    def __init__(self, label: str, total: int, stream: TextIO | None = None) -> None:
+        self.bar = Transfer(label, total, stream)
         self.lock = threading.Lock()
         self.done: dict[str, int] = {}
         self.total = 0
@@ -206,7 +206,7 @@ class _Run:
         self.cancel = threading.Event()
         self.failures = 0
         self.written = self.skipped = 0
-        self.progress = _Progress(label, sum(e.size for _, e in files))
+        self.progress = TreeProgress(label, sum(e.size for _, e in files))
 
     def one(self, dest: str, entry: Entry) -> None:
         """Skip a complete file, refuse one that differs (without ``force``), else fetch."""

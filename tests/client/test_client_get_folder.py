@@ -4,6 +4,7 @@ interruption (complete files skipped, not fetched again), a revoked link, and ho
 a crafted listing that never leave ``-o DIR``."""
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -18,7 +19,7 @@ from helpers.server import ROOT
 from megafs import crypto
 from megafs.api.client import MegaClient, PutItem
 from megafs.api.folderlink import export_folder, revoke_folder
-from megafs.cli.getfolder import NAME_BYTES, local_name
+from megafs.cli.getfolder import NAME_BYTES, TreeProgress, local_name
 
 MIB = 1 << 20
 
@@ -104,6 +105,14 @@ def test_get_one_file_or_one_subfolder_of_the_link(srv, album, tmp_path):
     assert sub.returncode == 0, sub.stderr
     assert tree_of(tmp_path / "sub") == {p[4:]: d for p, d in contents.items()
                                          if p.startswith("sub/")}
+    # the legacy form with an item, and a local server's own link (no --api needed)
+    handle, key = link.split("/folder/")[1].split("#")
+    legacy = megafs("get", "--api", srv.url, "https://mega.nz/#F!%s!%s!%s"
+                    % (handle, key, handles["a.txt"]), "-o", str(tmp_path / "legacy"))
+    assert legacy.returncode == 0 and (tmp_path / "legacy").read_bytes() == b"alpha\n"
+    local = megafs("get", srv.url + "folder/%s#%s" % (handle, key), "-o", str(tmp_path / "l"))
+    assert local.returncode == 0, local.stderr
+    assert tree_of(tmp_path / "l") == contents
     missing = megafs("get", "--api", srv.url, link + "/file/AAAAAAAA")
     assert missing.returncode == 1 and "not in the folder" in missing.stderr
     assert len(missing.stderr.strip().splitlines()) == 1
@@ -273,3 +282,22 @@ def test_local_names():
     assert local_name("\x1b[2J") == "\\x1b[2J"
     assert len(local_name("é" * 300).encode()) <= NAME_BYTES
     local_name("é" * 300).encode("utf-8")                  # cut at a character boundary
+
+
+def test_one_progress_bar_counts_the_bytes_of_every_file():
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen = Terminal()
+    progress = TreeProgress("album", 3000, screen)
+    first, second = progress.file("AAAAAAAA"), progress.file("BBBBBBBB")
+    first(500)
+    second(1000)
+    first(1000)                 # each file reports its own bytes so far
+    assert progress.bar.bar.n == 2000
+    second(2000)
+    assert progress.bar.bar.n == 3000
+    progress.bar.bar.refresh()                  # draw now (tqdm redraws every 0.1 s)
+    progress.bar.finish()
+    assert "album: 100%" in screen.getvalue() and "2.93k/2.93k" in screen.getvalue()
