@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import Callable, TextIO
 
 from .. import chunks, crypto
+from ..api.partfile import remove_partial_files
 from ..api.publicfolder import FILE, FOLDER, Entry, Listing, PublicFolder
 from ..config import printable
 from ..errors import ApiCode, Cancelled, MegaError, MegafsError, describe
@@ -241,7 +242,7 @@ class _Run:
                 self.one(os.path.join(self.root, rel), entry)
             except Cancelled:
                 return
-            except Exception as exc:    # noqa: BLE001 - one line per file, the rest goes on
+            except Exception as exc:    # one line per file; the rest goes on
                 reason = describe(exc) if isinstance(exc, MegafsError) else \
                     getattr(exc, "strerror", None) or describe(exc)
                 self.fail(rel, reason)
@@ -269,7 +270,6 @@ class _Run:
             deadline = time.monotonic() + STOP_WAIT
             for thread in threads:
                 thread.join(max(0.0, deadline - time.monotonic()))
-            from ..api.partfile import remove_partial_files
             remove_partial_files()
             raise
         finally:
