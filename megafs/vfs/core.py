@@ -78,7 +78,6 @@ class FileSystem:
         self.meta = Metadata(self)
         wb.on_settled = self.ns.retire
         wb.on_remote_change = self.changes.remote_change
-        wb.path_of = self.ns.path_of
 
     def close(self) -> None:
         """Write what the mount keeps locally (folder times) at unmount."""

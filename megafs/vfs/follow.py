@@ -14,7 +14,6 @@ from typing import Callable
 from ..errors import MegafsError, describe
 from ..tree.names import base_display_name
 from ..tree.tree import Tree
-from ..writeback import record as R
 from ..writeback.queue import WriteBack
 from ..writeback.staged import StagedFile
 from .namespace import DIR, Namespace
@@ -59,8 +58,7 @@ class RemoteChanges:
                     if self.ns.lookup(node.parent, name) is None:
                         self.ns.follow(sf, node.parent, name)
                 if not ours and node.mtime_ns != rec.mtime_ns:
-                    with self.wb.lock:
-                        sf.rec.mtime_ns = node.mtime_ns
+                    sf.followed(node.mtime_ns)
             if self.tree.get(sf.rec.parent) is None:
                 self._recover(sf)
 
@@ -87,8 +85,7 @@ class RemoteChanges:
                     else "%s (%s)" % (name, sf.rid[:8]))
         old = self.ns.path_of(sf)
         self.ns.move(sf, folder.folder.handle, name)
-        with self.wb.lock:
-            sf.rec = R.retry_now(sf.rec)
+        sf.retry()
         self.wb.save(sf)
         log.warning("the folder of %s was removed by another client; the file is kept as "
                     "/%s/%s", old, RECOVERY_FOLDER, name)

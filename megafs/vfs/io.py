@@ -21,6 +21,7 @@ from ..errors import FsError
 from ..tree.meta import MODE_ATTR, mode_value
 from ..tree.tree import Tree
 from ..writeback.queue import WriteBack
+from ..writeback.record import with_attrs
 from ..writeback.staged import StagedFile
 from ..writeback.diskerrors import disk_full
 from .handles import FileHandle, HandleTable
@@ -56,8 +57,7 @@ class FileIO:
             if entry is None:
                 sf = self.ns.add(parent.handle, name, content=True, mtime_ns=time.time_ns())
                 if mode is not None:
-                    with self.wb.lock:
-                        sf.rec.own_attrs = {MODE_ATTR: mode_value(mode)}
+                    sf.change(lambda rec: with_attrs(rec, {MODE_ATTR: mode_value(mode)}))
                 self.ns.changed(parent.handle)
                 return self._open_file(sf, True)
             if entry.kind == DIR:

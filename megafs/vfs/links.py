@@ -337,7 +337,7 @@ class LinkLayer:
                 # An xattr value is at most 64 KiB: uploading and failed files first, then
                 # pending ones, up to STATUS_FILES; `megafs status` reads the rest from the
                 # queue file.
-                files = self.core.wb.control.snapshot()
+                files = self.core.wb.control.snapshot(self.core.ns.path_of)
                 order = {"uploading": 0, "failed": 1}
                 files.sort(key=lambda f: order.get(f["state"], 2))
                 counts: dict[str, int] = {"pending": 0, "uploading": 0, "failed": 0}

@@ -227,15 +227,12 @@ class Namespace:
     def move(self, sf: StagedFile, parent: str, name: str) -> None:
         """Show ``sf`` at a new place (rename; call under ``self.lock``).  Whatever the new
         place showed is replaced in the same step, so it never resolves to nothing."""
-        self._relocate(sf, parent, name)
-        with self.wb.lock:
-            sf.rec.local_meta = True
-            sf.meta_dirty = True
+        self._relocate(sf, parent, name, chosen=True)
 
     def follow(self, sf: StagedFile, parent: str, name: str) -> None:
         """Show ``sf`` where another client moved its node (call under ``self.lock``); its
         place stays the node's, not a choice made here."""
-        self._relocate(sf, parent, name)
+        self._relocate(sf, parent, name, chosen=False)
 
     def unshow(self, sf: StagedFile) -> None:
         """Stop showing ``sf``: its node was removed by another client (call under
@@ -304,28 +301,32 @@ class Namespace:
                 self._hide(sf)
 
     def _show(self, sf: StagedFile) -> None:
+        if not sf.rec.path:
+            # kept in the row: what `megafs status` shows while the mount is not running
+            sf.placed(sf.rec.parent, sf.rec.name, chosen=False, path=self.path_of(sf))
         folder = dict(self._overlay.get(sf.rec.parent, {}))
         folder[sf.rec.name] = sf
         self._overlay[sf.rec.parent] = folder
 
-    def _relocate(self, sf: StagedFile, parent: str, name: str) -> None:
+    def _relocate(self, sf: StagedFile, parent: str, name: str, *, chosen: bool) -> None:
         """Show ``sf`` at (parent, name) instead of its old place: the new place first (one
-        replacement, taking over whatever was shown there), then the old one goes."""
+        replacement, taking over whatever was shown there), then the old one goes.
+        ``chosen``: a rename made here (see ``StagedFile.placed``)."""
         old_parent, old_name = sf.rec.parent, sf.rec.name
+        folder_path = self.tree.path_of(parent)
+        path = ("?" if folder_path is None else folder_path.rstrip("/")) + "/" + name
         if old_parent == parent:
             folder = dict(self._overlay.get(parent, {}))
             if folder.get(old_name) is sf:
                 del folder[old_name]
             folder[name] = sf
-            with self.wb.lock:
-                sf.rec.name = name
+            sf.placed(parent, name, chosen=chosen, path=path)
             self._overlay[parent] = folder
             return
         target = dict(self._overlay.get(parent, {}))
         target[name] = sf
         self._overlay[parent] = target
-        with self.wb.lock:
-            sf.rec.parent, sf.rec.name = parent, name
+        sf.placed(parent, name, chosen=chosen, path=path)
         source = self._overlay.get(old_parent)
         if source is not None and source.get(old_name) is sf:
             fresh = dict(source)

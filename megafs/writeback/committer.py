@@ -24,18 +24,16 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Callable, Iterable
 
 from ..errors import ApiCode, MegaError, MegafsError
 from ..tree.meta import carried
+from ..tree import remote
 from ..tree.nodes import UPLOAD_ID_ATTR, Node, time_attrs
 from . import record as R
 from .record import Step
-from .scheduler import record_failure
 from .staged import StagedFile
-
-if TYPE_CHECKING:
-    from .queue import WriteBack
+from .state import QueueState
 
 log = logging.getLogger(__name__)
 
@@ -59,16 +57,19 @@ class _Ops:
 class Committer:
     """The committer thread of one ``WriteBack``."""
 
-    def __init__(self, wb: "WriteBack") -> None:
-        self.wb = wb
-        self.ready: list[StagedFile] = []        # finished uploads (busy, with a token)
+    def __init__(self, state: QueueState, client: Any, *,
+                 save: Callable[[Iterable[StagedFile]], None],
+                 settle: Callable[[Iterable[StagedFile]], None],
+                 remote_change: Callable[[StagedFile], None]) -> None:
+        """``save(files)``: commit rows durably; ``settle(files)``: offer files with nothing
+        left to do to the namespace; ``remote_change(file)``: another client changed what the
+        file shows (``WriteBack.on_remote_change``).  All are called without the lock."""
+        self.state = state
+        self.client = client
+        self.tree = state.tree
+        self.save, self.settle, self.remote_change = save, settle, remote_change
         self._thread: threading.Thread | None = None
         self._last_scan = 0.0
-
-    def hand(self, sf: StagedFile) -> None:
-        """A worker finished ``sf``'s upload (call under ``wb.lock``)."""
-        self.ready.append(sf)
-        self.wb.lock.notify_all()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="megafs-commit", daemon=True)
@@ -80,20 +81,19 @@ class Committer:
 
     # --- gathering --------------------------------------------------------------------------
     def _run(self) -> None:
-        wb = self.wb
-        while not wb.stopping.is_set():
+        st = self.state
+        while not st.stopping.is_set():
             settled: list[StagedFile] = []
             orphans: list[StagedFile] = []
-            with wb.lock:
+            with st.lock:
                 batch = self._gather(settled, orphans)
                 if not batch and not settled and not orphans:
-                    wb.lock.wait(0.5)
+                    st.lock.wait(0.5)
                     continue
             for sf in orphans:
-                if wb.on_remote_change is not None:
-                    wb.on_remote_change(sf)
+                self.remote_change(sf)
             if settled:
-                wb._settle(settled)
+                self.settle(settled)
             if batch:
                 try:
                     self._commit(batch)
@@ -103,71 +103,70 @@ class Committer:
                         full = getattr(exc, "errno", None) == errno.ENOSPC
                         log.log(logging.DEBUG if full else logging.WARNING,
                                 "the committer could not save its work: %s", exc)
-                        wb.stopping.wait(1.0)
+                        st.stopping.wait(1.0)
                     else:                                # a bug: log it
                         log.error("unexpected error in the committer", exc_info=True)
-                    with wb.lock:
+                    with st.lock:
                         for sf in batch:
-                            sf.busy, sf.token, sf.job, sf.cancel = False, None, None, None
-                            wb._touched(sf)
+                            sf.released()
 
     def _gather(self, settled: list[StagedFile], orphans: list[StagedFile]
                 ) -> list[StagedFile]:
-        """Take a batch of files with committer work (under ``wb.lock``); files whose folder
+        """Take a batch of files with committer work (under the lock); files whose folder
         is gone or that mirror a node another client changed go to ``orphans``, settled ones
         to ``settled``."""
-        wb = self.wb
+        st = self.state
         now = time.monotonic()
         if now - self._last_scan > RESCAN:
             self._last_scan = now
             wall = time.time()
-            for sf in wb.files.values():
+            for sf in st.files.values():
                 if sf.rec.next_try and sf.rec.next_try <= wall:
-                    wb.todo.add(sf.rid)
+                    st.todo.add(sf.rid)
                 elif not sf.busy:
                     # settled files the namespace kept (another node showed under the name
                     # for a moment), and mirrors of nodes other clients change, again
-                    wb.todo.add(sf.rid)
-        if self.ready and wb.scheduler.in_flight > len(self.ready):
+                    st.todo.add(sf.rid)
+        if st.ready and st.in_flight > len(st.ready):
             # Uploads about to finish share this batch: one p and one l serve them all.
             deadline = now + GATHER
-            while (wb.scheduler.in_flight > len(self.ready) and len(self.ready) < BATCH
-                   and not wb.stopping.is_set()):
+            while (st.in_flight > len(st.ready) and len(st.ready) < BATCH
+                   and not st.stopping.is_set()):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
-                wb.lock.wait(left)
-        batch = self.ready[:BATCH]
-        del self.ready[:BATCH]
-        todo, wb.todo = wb.todo, set()
+                st.lock.wait(left)
+        batch = st.ready[:BATCH]
+        del st.ready[:BATCH]
+        todo, st.todo = st.todo, set()
         for rid in todo:
-            found = wb.files.get(rid)
+            found = st.files.get(rid)
             if found is None or found.busy or found.retired:
                 continue
             sf = found
-            if wb.control.remote_changed(sf):
+            if st.remote_changed(sf):
                 orphans.append(sf)
                 continue
             if len(batch) >= BATCH:
-                wb.todo.add(rid)
+                st.todo.add(rid)
                 continue
-            step = wb.step(sf)
+            step = st.step(sf)
             if step in (Step.FIX, Step.CLEANUP, Step.EXPORT, Step.DELETE):
-                sf.busy = True
+                sf.taken()
                 batch.append(sf)
             elif step is Step.UPLOAD:
-                wb.scheduler.offer(sf)
-            elif step is Step.DONE and wb.settled(sf):
+                st.offer(sf)
+            elif step is Step.DONE and st.settled(sf):
                 settled.append(sf)
         return batch
 
     # --- one batch --------------------------------------------------------------------------
     def _commit(self, batch: list[StagedFile]) -> None:
-        wb = self.wb
+        st = self.state
         active = list(batch)
         for _phase in range(MAX_PHASES):
             plans: dict[StagedFile, _Ops] = {}
-            with wb.lock:
+            with st.lock:
                 for sf in active:
                     ops = self._plan(sf)
                     if ops is not None:
@@ -176,44 +175,41 @@ class Committer:
                 break
             put_files = [sf for sf, ops in plans.items() if ops.put is not None]
             if put_files:
-                wb._save(put_files)          # put_tried is durable before the p is sent
+                self.save(put_files)         # put_tried is durable before the p is sent
             self._run_puts(plans)
             self._run_simple(plans)
             self._run_exports(plans)
             active = list(plans)
-        with wb.lock:
+        with st.lock:
             for sf in batch:
-                sf.busy, sf.token, sf.job, sf.cancel = False, None, None, None
-                wb._touched(sf)
-        wb._save([sf for sf in batch if not sf.retired and not (
+                sf.released()
+        self.save([sf for sf in batch if not sf.retired and not (
             sf.rec.unlinked and not sf.rec.committed and not sf.rec.replaces)])
-        wb._settle(batch)
+        self.settle(batch)
 
     def _plan(self, sf: StagedFile) -> _Ops | None:
-        """This phase's requests for ``sf`` (under ``wb.lock``), or None when it is done."""
-        wb = self.wb
-        rec = sf.rec
+        """This phase's requests for ``sf`` (under the lock), or None when it is done."""
         if sf.token is not None:
-            gen = sf.job[0] if sf.job else rec.generation
-            if sf.job != (rec.generation, sf.version) or rec.unlinked:
-                sf.token = None                # stale: the file changed or went away
+            planned = sf.put_planned()          # None: stale (the file changed or went away)
+            if planned is None:
                 return None
-            uploaded, crc_attr = sf.token
+            (uploaded, crc_attr), gen = planned
+            rec = sf.rec
             # the new version keeps the old one's mode and xattrs, and those chosen here
-            old = wb.tree.get(rec.committed) if rec.committed else None
+            old = self.tree.get(rec.committed) if rec.committed else None
             attrs = time_attrs(rec.mtime_ns, {"n": rec.name, "c": crc_attr,
                                               UPLOAD_ID_ATTR: rec.upload_id,
                                               **carried(old.attrs if old else None),
                                               **rec.own_attrs})
-            rec.put_tried = True
             return _Ops(put=(rec.parent, uploaded, attrs, gen))
-        step = wb.step(sf)
+        rec = sf.rec
+        step = self.state.step(sf)
         if step is Step.DELETE:
             return _Ops(delete=[h for h in [rec.committed, *rec.replaces] if h])
         if step not in (Step.FIX, Step.CLEANUP, Step.EXPORT):
             return None
         ops = _Ops(delete=list(rec.replaces))
-        node = wb.tree.get(rec.committed) if rec.committed else None
+        node = self.tree.get(rec.committed) if rec.committed else None
         if node is None:
             return None
         if node.parent != rec.parent:
@@ -229,109 +225,78 @@ class Committer:
         return ops
 
     def _run_puts(self, plans: dict[StagedFile, _Ops]) -> None:
-        from ..api.client import PutItem
-
-        wb = self.wb
+        st = self.state
         puts = [(sf, ops.put) for sf, ops in plans.items() if ops.put is not None]
         if not puts:
             return
-        items = [PutItem(parent, uploaded, attrs) for _sf, (parent, uploaded, attrs, _g) in puts]
+
+        def claim(i: int, handle: str) -> None:
+            st.register(puts[i][0], [handle])        # hidden before the tree has it
+
         try:
-            results: list[Any] = list(wb.client.put_files(items))
+            results = remote.put(self.client, self.tree,
+                                 [(parent, uploaded, attrs)
+                                  for _sf, (parent, uploaded, attrs, _g) in puts], claim)
         except Exception as exc:
             # Ambiguous: the batch may or may not have been applied (put_tried stays set).
-            with wb.lock:
-                for sf, _put in puts:
-                    sf.token = None
-                    record_failure(sf, exc, "commit")
+            for sf, _put in puts:
+                sf.put_done()
+                sf.failed(exc, "commit")
             return
-        for (sf, (parent, _uploaded, _attrs, gen)), res in zip(puts, results):
-            with wb.lock:
-                sf.token = None
-                if isinstance(res, BaseException):
-                    if isinstance(res, MegaError):
-                        sf.rec.put_tried = False     # a definite refusal: nothing was created
-                    record_failure(sf, res, "commit")
-                    continue
-                handle = res.get("h")
-                wb.owner[handle] = sf                # hidden before the tree has it
-            node = wb.tree.add_raw(res)
-            with wb.lock:
-                sf.rec = R.succeeded(R.committed(sf.rec, gen, handle))
-                for twin in wb.tree.same_upload(handle):
-                    log.info("node %s repeats the commit of %s as %s; removing it",
-                             twin.handle, sf.rec.name, handle)
-                    sf.rec.replaces = R._plus(sf.rec.replaces, twin.handle)
-                    wb.owner[twin.handle] = sf
+        for (sf, (_parent, _uploaded, _attrs, gen)), (res, node) in zip(puts, results):
+            sf.put_done()
+            if isinstance(res, BaseException):
+                # a MegaError is a definite refusal: nothing was created
+                sf.failed(res, "commit", refused=isinstance(res, MegaError))
+                continue
+            handle = res["h"]
+            twins = [t.handle for t in self.tree.same_upload(handle)]
+            for twin in twins:
+                log.info("node %s repeats the commit of %s as %s; removing it",
+                         twin, sf.rec.name, handle)
+            with st.lock:
+                sf.committed(gen, handle, twins)
+                st.register(sf, twins)
                 if node is not None and gen == sf.rec.generation:
                     log.info("uploaded %s as node %s", sf.rec.name, handle)
 
     def _run_simple(self, plans: dict[StagedFile, _Ops]) -> None:
         """Moves, attribute updates and deletes (one request each)."""
-        wb = self.wb
         for sf, ops in plans.items():
             if ops.put is not None:
                 continue
             try:
                 handle = sf.rec.committed
-                node: Node | None = wb.tree.get(handle) if handle else None
+                node: Node | None = self.tree.get(handle) if handle else None
                 if node is not None and ops.move is not None:
-                    wb.client.move(node.handle, ops.move)
-                    wb.tree.move(node.handle, ops.move)
+                    remote.move(self.client, self.tree, node.handle, ops.move)
                 if node is not None and ops.attrs is not None and node.key is not None:
-                    wb.client.set_attrs(node.handle, node.key, ops.attrs)
-                    wb.tree.set_attrs(node.handle, ops.attrs)
+                    remote.set_attrs(self.client, self.tree, node.handle, node.key, ops.attrs)
                 gone = []
                 for old in ops.delete:
-                    self._delete(old)
+                    remote.delete(self.client, self.tree, old)
                     gone.append(old)
-                with wb.lock:
-                    if sf.rec.unlinked:
-                        sf.rec = R.deleted(sf.rec, gone)
-                    else:
-                        sf.rec = R.cleaned(sf.rec, gone)
-                    sf.rec = R.succeeded(sf.rec)
+                sf.cleaned(gone)
             except Exception as exc:
                 ops.export = None
-                with wb.lock:
-                    # -9: the node or its new folder is gone (another client): not the
-                    # file's fault; the next look decides (upload again, recover, follow)
-                    vanished = isinstance(exc, MegaError) and exc.code == ApiCode.ENOENT
-                    record_failure(sf, exc, "update", transient=vanished)
-
-    def _delete(self, handle: str) -> None:
-        try:
-            self.wb.client.delete(handle)
-        except MegaError as exc:
-            if exc.code != ApiCode.ENOENT:
-                raise
-        self.wb.tree.remove(handle)
+                # -9: the node or its new folder is gone (another client): not the file's
+                # fault; the next look decides (upload again, recover, follow)
+                vanished = isinstance(exc, MegaError) and exc.code == ApiCode.ENOENT
+                sf.failed(exc, "update", transient=vanished)
 
     def _run_exports(self, plans: dict[StagedFile, _Ops]) -> None:
-        wb = self.wb
-        wanted = [(sf, ops.export) for sf, ops in plans.items() if ops.export]
+        wanted = {ops.export: sf for sf, ops in plans.items() if ops.export}
         if not wanted:
             return
-        try:
-            results: list[Any] = list(wb.client.export([h for _sf, h in wanted]))
-        except Exception as exc:
-            results = [exc] * len(wanted)
-        revoked: list[str] = []
-        for (sf, handle), ph in zip(wanted, results):
-            with wb.lock:
-                if isinstance(ph, MegaError) and ph.code == ApiCode.ENOENT:
-                    continue             # the node is gone (removed meanwhile): plan again
-                if isinstance(ph, BaseException):
-                    record_failure(sf, ph, "export")
-                    continue
-                if not sf.rec.link_wanted:
-                    # `rm X.link` came while this `l` was in flight: the revoke wins
-                    revoked.append(handle)
-                    continue
-                wb.tree.set_public(handle, ph)
-        for handle in revoked:
-            try:
-                wb.client.unexport(handle)
-            except Exception as exc:       # the node keeps a link; say so, try no more
-                log.warning("could not revoke the link of node %s, exported while being "
-                            "revoked: %s", handle, exc)
+
+        def keep(handle: str) -> bool:
+            # `rm X.link` came while this `l` was in flight: the revoke wins
+            with self.state.lock:
+                return wanted[handle].rec.link_wanted
+
+        results = remote.export(self.client, self.tree, list(wanted), keep)
+        for (handle, sf), ph in zip(wanted.items(), results):
+            if isinstance(ph, MegaError) and ph.code == ApiCode.ENOENT:
+                continue             # the node is gone (removed meanwhile): plan again
+            if isinstance(ph, BaseException):
+                sf.failed(ph, "export")

@@ -8,16 +8,13 @@ from __future__ import annotations
 import errno
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable, Iterable
 
 from ..errors import FsError
-from ..tree.names import base_display_name
 from . import record as R
 from .record import Step
 from .staged import StagedFile
-
-if TYPE_CHECKING:
-    from .queue import WriteBack
+from .state import QueueState
 
 log = logging.getLogger(__name__)
 
@@ -27,21 +24,28 @@ STAGING_WAIT = 60.0      # seconds a write waits for uploads to free staging spa
 class QueueControl:
     """Status and retry control of one ``WriteBack`` (``wb.control``)."""
 
-    def __init__(self, wb: "WriteBack") -> None:
-        self.wb = wb
+    def __init__(self, state: QueueState, *, save: Callable[[Iterable[StagedFile]], None],
+                 staging_max: int = 0) -> None:
+        """``save(files)``: commit rows (``WriteBack._save``); ``staging_max``: bytes (0: no
+        limit, see ``make_room``)."""
+        self.st = state
+        self.save = save
+        self.staging_max = staging_max
 
-    def snapshot(self) -> list[dict[str, Any]]:
-        """Unfinished files for ``megafs status``: dicts of ``path``, ``state``, ``size``
-        (bytes), ``progress`` (bytes sent), ``error`` (the last failed attempt's reason, or
-        None), ``attempts`` (failed attempts since the content last changed), ``open`` and
-        ``next_try`` (wall clock seconds of the next attempt while backing off, else None)."""
+    def snapshot(self, path_of: Callable[[StagedFile], str] | None = None
+                 ) -> list[dict[str, Any]]:
+        """Unfinished files for ``megafs status``: dicts of ``path`` (``path_of(file)``, the
+        mount path now; else the name), ``state``, ``size`` (bytes), ``progress`` (bytes
+        sent), ``error`` (the last failed attempt's reason, or None), ``attempts`` (failed
+        attempts since the content last changed), ``open`` and ``next_try`` (wall clock
+        seconds of the next attempt while backing off, else None)."""
         now = time.time()
-        with self.wb.lock:
+        with self.st.lock:
             out = []
-            for sf in self.wb.files.values():
+            for sf in self.st.files.values():
                 if sf.rec.unlinked:
                     continue
-                step = Step.IDLE if sf.dirty else self.wb.step(sf)
+                step = self.st.shown_step(sf)
                 shown = R.shown_state(sf.rec, step, sf.busy)
                 idle_remote = (step is Step.IDLE and not sf.rec.has_copy
                                and not sf.rec.failed and not sf.persisted)
@@ -50,7 +54,8 @@ class QueueControl:
                 # why a file waits (issue 24): its last error, the failed attempts so far
                 # and when the next one starts (wall clock seconds; None while uploading)
                 waiting = not sf.busy and sf.rec.next_try > now
-                out.append({"path": self.wb.path_of(sf), "state": shown, "size": sf.rec.size,
+                path = path_of(sf) if path_of is not None else sf.rec.name
+                out.append({"path": path, "state": shown, "size": sf.rec.size,
                             "progress": sf.progress if sf.busy else 0,
                             "error": sf.rec.error if sf.rec.attempts or sf.rec.failed
                             else None,
@@ -60,21 +65,16 @@ class QueueControl:
 
     def retry_failed(self) -> int:
         """``megafs retry``: failed files are tried again now; returns how many."""
-        with self.wb.lock:
-            failed = [sf for sf in self.wb.files.values() if sf.rec.failed]
+        with self.st.lock:
+            failed = [sf for sf in self.st.files.values() if sf.rec.failed]
             for sf in failed:
-                sf.rec = R.retry_now(sf.rec)
-                self.wb._touched(sf)
-        self.wb._save(failed)
+                sf.retry()
+        self.save(failed)
         return len(failed)
 
     def kick(self) -> None:
         """The server answers again: transient back-offs end now."""
-        with self.wb.lock:
-            for sf in self.wb.files.values():
-                if not sf.rec.failed and sf.rec.next_try:
-                    sf.rec = R.retry_now(sf.rec)
-                    self.wb._touched(sf)
+        self.st.kick()
 
     def wait(self, sf: StagedFile, timeout: float | None,
              cancelled: Callable[[], bool] | None = None) -> str:
@@ -83,16 +83,16 @@ class QueueControl:
         its upload failed for good, ETIMEDOUT after ``timeout`` seconds, EINTR if
         ``cancelled()`` says the caller gave up."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self.wb.lock:
+        with self.st.lock:
             while True:
                 if sf.rec.unlinked:
                     raise FsError(errno.ENOENT, "the file was removed before its upload ended")
-                step = Step.IDLE if sf.dirty else self.wb.step(sf)
+                step = self.st.shown_step(sf)
                 if step is Step.DONE and not sf.busy and not sf.dirty and sf.rec.committed:
                     return sf.rec.committed
                 if sf.rec.failed and not sf.busy:
                     raise FsError(errno.EIO, "upload failed: %s" % (sf.rec.error or "unknown"))
-                if self.wb.stopping.is_set():
+                if self.st.stopping.is_set():
                     raise FsError(errno.EIO, "the mount is shutting down")
                 if cancelled is not None and cancelled():
                     raise FsError(errno.EINTR, "interrupted")
@@ -102,35 +102,15 @@ class QueueControl:
                     if left <= 0:
                         raise FsError(errno.ETIMEDOUT, "timed out waiting for the upload")
                     wait = min(wait, left)
-                self.wb.lock.wait(wait)
+                self.st.lock.wait(wait)
 
     def state(self, sf: StagedFile) -> tuple[str, str | None, str | None]:
         """(state, committed handle once uploaded, error once failed) for xattrs."""
-        with self.wb.lock:
-            step = Step.IDLE if sf.dirty else self.wb.step(sf)
+        with self.st.lock:
+            step = self.st.shown_step(sf)
             shown = R.shown_state(sf.rec, step, sf.busy)
             handle = sf.rec.committed if shown == R.UPLOADED else None
             return shown, handle, sf.rec.error if shown == R.FAILED else None
-
-    def remote_changed(self, sf: StagedFile) -> bool:
-        """Whether another client changed what ``sf`` shows, so the namespace must look at it:
-        its folder is gone, or it mirrors a node (no place of its own) that was moved,
-        renamed, touched or removed (call under ``self.wb.lock``)."""
-        rec = sf.rec
-        if rec.unlinked or sf.retired:
-            return False
-        if self.wb.tree.get(rec.parent) is None:
-            return True
-        if rec.local_meta or not rec.committed:
-            return False
-        node = self.wb.tree.get(rec.committed)
-        if node is None:
-            return not rec.has_copy
-        ours = rec.generation > rec.committed_gen or sf.dirty    # content changed here
-        # the node's own name (escaped), not its display name: that one can carry a
-        # "(HANDLE)" alias for a moment while an old version of this very file still exists
-        return (node.parent != rec.parent or base_display_name(node) != rec.name
-                or (not ours and node.mtime_ns != rec.mtime_ns))
 
     # --- the staging limit (``--staging-max``, issue 13) ---------------------------------
     def make_room(self, sf: StagedFile, new_size: int,
@@ -142,18 +122,18 @@ class QueueControl:
         copy is open for writing or failed) or the file alone is larger than the limit,
         FsError(ENOSPC).  EINTR if ``cancelled()`` (the FUSE request was interrupted).  Without
         a limit it returns at once."""
-        if not self.wb.staging_max:
+        if not self.staging_max:
             return
         deadline = time.monotonic() + STAGING_WAIT
         warned = False
-        with self.wb.lock:
+        with self.st.lock:
             while True:
-                others = [f for f in self.wb.files.values()
+                others = [f for f in self.st.files.values()
                           if f is not sf and f.rec.has_copy and not f.retired]
                 used = sum(f.rec.size for f in others) + new_size
-                if used <= self.wb.staging_max:
+                if used <= self.staging_max:
                     return
-                if new_size > self.wb.staging_max:
+                if new_size > self.staging_max:
                     raise self._full(sf, "the file alone (%d bytes) is larger than the "
                                      "staging limit" % new_size)
                 if not any(f.writers == 0 and not f.rec.failed and not f.rec.unlinked
@@ -169,11 +149,11 @@ class QueueControl:
                     warned = True
                     log.warning("staging area full (%d of %d bytes staged): a write to %s waits "
                                 "for uploads to free space (up to %.0f s)", used - new_size,
-                                self.wb.staging_max, sf.rec.name, STAGING_WAIT)
-                self.wb.lock.wait(min(0.5, left))
+                                self.staging_max, sf.rec.name, STAGING_WAIT)
+                self.st.lock.wait(min(0.5, left))
 
     def _full(self, sf: StagedFile, why: str) -> FsError:
         log.warning("staging area full (limit %d bytes): a write to %s fails with ENOSPC: %s",
-                    self.wb.staging_max, sf.rec.name, why)
+                    self.staging_max, sf.rec.name, why)
         return FsError(errno.ENOSPC, "staging area full (--staging-max %d): %s"
-                       % (self.wb.staging_max, why))
+                       % (self.staging_max, why))

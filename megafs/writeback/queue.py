@@ -11,7 +11,11 @@ another client changes what a file is shown as (its folder is removed, or the no
 is renamed, touched or removed), the queue calls ``on_remote_change(file)`` and the namespace
 decides the file's new place.
 
-Concurrency contract: ``self.lock`` (a Condition) guards every ``StagedFile`` field, the
+Its parts get what they need passed in (``state.QueueState``, the client, callbacks to save
+rows, settle files and report remote changes), so none of them imports this module.
+
+Concurrency contract: ``self.lock`` (``QueueState.lock``, a Condition over a re-entrant lock)
+guards every ``StagedFile`` field (changed only by the file's own transition methods), the
 ``files``/``owner`` indexes and the committer's to-do set.  It is never held during network
 I/O, fsync or sqlite commits: rows are snapshotted under it and written after it is released
 (``_save``), before the caller's operation returns.  Lock order: namespace lock ->
@@ -23,7 +27,6 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
@@ -31,9 +34,13 @@ from .. import config
 from ..tree.nodes import UPLOAD_ID_ATTR, Node
 from ..tree.tree import Tree
 from . import record as R
-from .record import Record, Step
+from .committer import Committer
 from .control import QueueControl
+from .record import Record, Step
+from .recovery import recover
+from .scheduler import Scheduler
 from .staged import StagedFile, unlink_quiet
+from .state import QueueState
 from .store import QueueStore, persistent_request_id
 
 if TYPE_CHECKING:
@@ -47,31 +54,27 @@ class WriteBack:
 
     def __init__(self, mount_dir: str, client: "MegaClient", tree: Tree, *, workers: int = 4,
                  staging_max: int = 0, on_settled: Callable[[StagedFile], None] | None = None,
-                 on_remote_change: Callable[[StagedFile], None] | None = None,
-                 path_of: Callable[[StagedFile], str] | None = None) -> None:
-        from .committer import Committer
-        from .scheduler import Scheduler
-
+                 on_remote_change: Callable[[StagedFile], None] | None = None) -> None:
         self.mount_dir = config.private_dir(mount_dir)
         self.staging = config.private_dir(os.path.join(mount_dir, "staging"))
         self.client = client
         self.tree = tree
         self.on_settled, self.on_remote_change = on_settled, on_remote_change
-        self.path_of = path_of or (lambda sf: sf.rec.name)
-        self.lock = threading.Condition(threading.Lock())
-        self.files: dict[str, StagedFile] = {}
-        self.owner: dict[str, StagedFile] = {}      # node handle -> the file holding it
-        self.todo: set[str] = set()                  # rids the committer should look at
+        self.state = QueueState(tree, self.staging)
+        self.lock = self.state.lock
+        self.files = self.state.files
+        self.stopping = self.state.stopping
         self.store = QueueStore(mount_dir)
         # Every mount of this queue sends the same request id, so the change feed tells our
         # own packets (also those of a killed earlier mount) from other clients' changes.
         self.request_id = persistent_request_id(mount_dir)
         client.request_id = self.request_id
-        self.stopping = threading.Event()
         self.staging_max = max(0, staging_max)      # bytes (control.make_room); 0: no limit
-        self.scheduler = Scheduler(self, workers=max(1, workers))
-        self.committer = Committer(self)
-        self.control = QueueControl(self)
+        self.scheduler = Scheduler(self.state, client, save=self._save,
+                                   workers=max(1, workers))
+        self.committer = Committer(self.state, client, save=self._save, settle=self._settle,
+                                   remote_change=self._remote_change)
+        self.control = QueueControl(self.state, save=self._save, staging_max=self.staging_max)
 
     # --- creating and finding files ---------------------------------------------------------
     def add(self, parent: str, name: str, *, node: Node | None = None,
@@ -100,26 +103,22 @@ class WriteBack:
             rec.local_meta = True          # a new file: its place is ours
         if mtime_ns is not None:
             rec.mtime_ns = mtime_ns
-        sf = StagedFile(rec, path)
+        sf = self.state.new_file(rec, path)
         if content:
-            sf.version = 1          # even an empty new file must be uploaded once
+            sf.started_new()        # even an empty new file must be uploaded once
             sf.premac.start(path)
-        with self.lock:
-            self.files[rid] = sf
-            if node is not None and own:
-                self.owner[node.handle] = sf
+        self.state.register(sf, [node.handle] if node is not None and own else [])
         return sf
 
     def own(self, sf: StagedFile, handle: str) -> None:
         """``sf`` holds node ``handle`` from now on (the tree stops showing the node)."""
-        with self.lock:
-            self.owner[handle] = sf
+        self.state.register(sf, [handle])
 
     def hides(self, node: Node) -> bool:
         """Whether a tree node is held by a live staged file (its committed node, an old
         version, or a node carrying one of our upload ids): such a node is shown only through
         that file, at the file's place.  Lock-free (dict reads)."""
-        if node.handle in self.owner:
+        if node.handle in self.state.owner:
             return True
         mfs = node.attrs.get(UPLOAD_ID_ATTR) if node.attrs else None
         rid = R.rid_of(mfs)
@@ -127,55 +126,32 @@ class WriteBack:
 
     def holder(self, handle: str) -> StagedFile | None:
         """The live staged file holding node ``handle``, if any."""
-        return self.owner.get(handle)
+        return self.state.owner.get(handle)
 
     # --- events from the filesystem core ----------------------------------------------------
     def opened(self, sf: StagedFile, write: bool) -> bool:
-        """Count an open handle; False if the file was retired meanwhile, or is a removed
-        file whose nodes are being deleted (its bytes are going: resolve again)."""
-        with self.lock:
-            if sf.retired or (sf.rec.unlinked and not sf.rec.has_copy
-                              and (sf.busy or not sf.rec.committed)):
-                return False
-            sf.handles += 1
-            if write:
-                sf.writers += 1
-            return True
+        """Count an open handle (``StagedFile.opened``)."""
+        return sf.opened(write)
 
     def closed(self, sf: StagedFile, write: bool) -> None:
         """A handle was released (after its flush)."""
-        with self.lock:
-            sf.handles -= 1
-            if write:
-                sf.writers -= 1
-                if sf.writers == 0:
-                    sf.forced = False
-            self._touched(sf)
+        sf.closed(write)
         self._settle([sf])
 
     def wrote(self, sf: StagedFile, size: int | None = None, mtime_ns: int | None = None
               ) -> None:
         """The staged copy changed (write, truncate): newer than any upload in flight."""
-        with self.lock:
-            sf.version += 1
-            sf.rec.mtime_ns = time.time_ns() if mtime_ns is None else mtime_ns
-            if size is not None:
-                sf.rec.size = size
-            if sf.cancel is not None and sf.token is None:
-                sf.cancel.set()        # the upload reads bytes that are no longer current
+        sf.written(size, mtime_ns)
 
     def change(self, sf: StagedFile, transition: Callable[[Record], Record]) -> None:
         """Apply a pure ``record`` transition (``touched``: utimens; ``link_wish``: a link
         asked for or revoked); the row is saved durably before this returns."""
-        with self.lock:
-            sf.rec = transition(sf.rec)
+        sf.change(transition)
         self.save(sf)
 
     def materialized(self, sf: StagedFile, size: int) -> None:
         """The staged copy now holds the committed node's bytes (not a change)."""
-        with self.lock:
-            sf.rec.has_copy = True
-            sf.rec.size = size
+        sf.materialized(size)
 
     def flush(self, sf: StagedFile, fd: int | None = None) -> None:
         """Make the file's content and place durable (close, fsync): fsync the staged copy and
@@ -186,6 +162,7 @@ class WriteBack:
             dirty, version = sf.dirty, sf.version
             if not dirty and not sf.meta_dirty:
                 return
+        size = None
         if dirty:
             if fd is None:
                 fd_own = os.open(sf.path, os.O_RDONLY)
@@ -197,37 +174,19 @@ class WriteBack:
             else:
                 os.fsync(fd)
                 size = os.fstat(fd).st_size
-        with self.lock:
-            if sf.retired or sf.rec.unlinked:
-                return
-            if dirty:
-                # A write that raced the fsync keeps the file dirty: its own flush syncs it.
-                if sf.synced < version:
-                    sf.synced = version
-                    sf.rec = R.flushed(sf.rec, size, sf.rec.mtime_ns)
-            sf.meta_dirty = False
-            self._touched(sf)
-        self.save(sf)
+        if sf.flushed(version, size):
+            self.save(sf)
 
     def save(self, sf: StagedFile) -> None:
         """Commit ``sf``'s row durably now (after a rename, touch or removal) and let the
         committer apply the change."""
-        with self.lock:
-            sf.meta_dirty = False
-            self._touched(sf)
+        sf.saved()
         self._save([sf])
 
     def unlink(self, sf: StagedFile) -> None:
         """The name is gone: cancel the upload; remote nodes are deleted once it is closed.
         The row is saved (durably) when there are remote nodes to delete."""
-        with self.lock:
-            sf.rec.unlinked = True
-            sf.meta_dirty = False
-            if sf.cancel is not None:
-                sf.cancel.set()
-            remote = bool(sf.rec.committed or sf.rec.replaces)
-            self._touched(sf)
-        if remote:
+        if sf.unlinked():
             self.save(sf)
         else:
             self._drop_row(sf)
@@ -235,35 +194,21 @@ class WriteBack:
 
     def force(self, sf: StagedFile) -> None:
         """``fsync``: upload now even if writers are open."""
-        with self.lock:
-            sf.forced = True
-            sf.rec = R.retry_now(sf.rec) if sf.rec.next_try else sf.rec
-            self._touched(sf)
+        sf.force()
 
     # --- state ------------------------------------------------------------------------------
     def step(self, sf: StagedFile) -> Step:
         """``record.plan`` for ``sf`` now (call under ``self.lock``)."""
-        node = self.tree.get(sf.rec.committed) if sf.rec.committed else None
-        view = None if node is None else (node.parent, node.name, node.mtime_ns,
-                                          bool(node.public))
-        return R.plan(sf.rec, node=view, writers=sf.writers, forced=sf.forced,
-                      dirty=sf.dirty, handles=sf.handles, now=time.time(),
-                      node_attrs=None if node is None else node.attrs)
+        return self.state.step(sf)
 
     def settled(self, sf: StagedFile) -> bool:
-        """Nothing left to send and nothing open, so the file may be retired (call under
-        ``self.lock``).  An unlinked file settles once its remote nodes are deleted, whatever
-        was written to it after the unlink."""
-        if sf.busy or sf.handles > 0:
-            return False
-        if not sf.rec.unlinked and (sf.dirty or sf.meta_dirty):
-            return False
-        return self.step(sf) is Step.DONE
+        """``QueueState.settled`` (call under ``self.lock``)."""
+        return self.state.settled(sf)
 
     def touch_all(self, _folders: Any = None) -> None:
         """The change feed applied other clients' changes: look at every file again."""
         with self.lock:
-            self.todo.update(self.files)
+            self.state.todo.update(self.files)
             self.lock.notify_all()
 
     # --- retirement -------------------------------------------------------------------------
@@ -273,48 +218,28 @@ class WriteBack:
         with self.lock:
             if sf.retired:
                 return True
-            if not self.settled(sf):
+            if not self.state.settled(sf):
                 return False
-            self._forget(sf)
+            self.state.forget(sf)
         # Lazily (store.py): not an fsync under the namespace lock for every retired file;
         # the staged copy goes once the row's delete is durable.
         self._drop_row(sf, then=lambda: unlink_quiet(sf.path))
         return True
 
-    def _forget(self, sf: StagedFile) -> None:
-        sf.retired = True
-        self.files.pop(sf.rid, None)
-        self.todo.discard(sf.rid)
-        for handle in [h for h, owner in self.owner.items() if owner is sf]:
-            del self.owner[handle]
-        self.lock.notify_all()
-
     def _drop_row(self, sf: StagedFile, then: Callable[[], None] | None = None) -> None:
-        with self.lock:
-            persisted, sf.persisted = sf.persisted, False
-        if persisted:
+        if sf.unpersist():
             self.store.delete([sf.rid], then=then)
         elif then is not None:
             then()
 
-    # --- plumbing ---------------------------------------------------------------------------
-    def _touched(self, sf: StagedFile) -> None:
-        """Something changed: the committer and the workers look at ``sf`` again (call
-        under ``self.lock``)."""
-        self.todo.add(sf.rid)
-        if sf.rec.has_copy and not sf.rec.unlinked:
-            self.scheduler.offer(sf)
-        self.lock.notify_all()
-
+    # --- plumbing (handed to the queue's parts as callbacks) ---------------------------------
     def _save(self, files: Iterable[StagedFile]) -> None:
         """Snapshot rows under the lock, commit them (group commit) after releasing it."""
         with self.lock:
-            live = [sf for sf in files if not sf.retired]
             pairs = []
-            for sf in live:
-                sf.rec.path = self.path_of(sf)
-                sf.persisted = True
-                step = Step.IDLE if sf.dirty else self.step(sf)
+            for sf in [sf for sf in files if not sf.retired]:
+                sf.persist()
+                step = self.state.shown_step(sf)
                 pairs.append((sf.rec, R.shown_state(sf.rec, step, sf.busy)))
             rows = self.store.snapshot(pairs)
         self.store.write(rows)
@@ -324,16 +249,19 @@ class WriteBack:
         if self.on_settled is None:
             return
         with self.lock:
-            ready = [sf for sf in files if not sf.retired and self.settled(sf)]
+            ready = [sf for sf in files if not sf.retired and self.state.settled(sf)]
         for sf in ready:
             self.on_settled(sf)
+
+    def _remote_change(self, sf: StagedFile) -> None:
+        if self.on_remote_change is not None:
+            self.on_remote_change(sf)
 
     # --- start / stop -----------------------------------------------------------------------
     def recover(self) -> list[StagedFile]:
         """Load the queue after a clean or crashed stop (``recovery.recover``); call with a
         freshly loaded tree.  Returns the recovered files (the namespace shows them)."""
-        from .recovery import recover
-        return recover(self)
+        return recover(self.state, self.store, save=self._save)
 
     def start(self) -> None:
         self.scheduler.start()

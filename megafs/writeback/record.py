@@ -149,6 +149,44 @@ def flushed(rec: Record, size: int, mtime_ns: int) -> Record:
                                attempts=0, next_try=0.0)
 
 
+def written(rec: Record, size: int | None, mtime_ns: int) -> Record:
+    """The staged copy changed (``size`` bytes, None: unchanged), or the mtime shown changed
+    (another client touched the node a file mirrors)."""
+    return dataclasses.replace(rec, mtime_ns=mtime_ns, size=rec.size if size is None else size)
+
+
+def copied(rec: Record, size: int) -> Record:
+    """The staged copy now holds the committed node's ``size`` bytes (not a change)."""
+    return dataclasses.replace(rec, has_copy=True, size=size)
+
+
+def placed(rec: Record, parent: str, name: str, path: str, *, chosen: bool) -> Record:
+    """Shown at (parent, name), mount path ``path``; ``chosen``: by a rename here, so the
+    committed node is brought in line (else the file follows its node)."""
+    return dataclasses.replace(rec, parent=parent, name=name, path=path,
+                               local_meta=rec.local_meta or chosen)
+
+
+def unlinked(rec: Record) -> Record:
+    """The name is gone: the file's nodes are deleted once nothing has it open."""
+    return dataclasses.replace(rec, unlinked=True)
+
+
+def put_tried(rec: Record) -> Record:
+    """A ``p`` for ``upload_id`` is about to be sent (saved durably before it goes)."""
+    return dataclasses.replace(rec, put_tried=True)
+
+
+def put_refused(rec: Record) -> Record:
+    """The server refused the ``p`` for certain: nothing was created."""
+    return dataclasses.replace(rec, put_tried=False)
+
+
+def replacing(rec: Record, handle: str) -> Record:
+    """Node ``handle`` becomes an old version to delete."""
+    return dataclasses.replace(rec, replaces=_plus(rec.replaces, handle))
+
+
 def committed(rec: Record, generation: int, handle: str) -> Record:
     """``p`` created ``handle`` for content ``generation``.
 

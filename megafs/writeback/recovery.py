@@ -10,68 +10,69 @@ table in ``megafs/ARCHITECTURE.md``.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
-from typing import TYPE_CHECKING
+from typing import Callable, Iterable
 
 from . import record as R
 from ..tree.nodes import UPLOAD_ID_ATTR
 from ..tree.tree import Tree
 from .record import Record
 from .staged import StagedFile, unlink_quiet
-
-if TYPE_CHECKING:
-    from .queue import WriteBack
+from .state import QueueState
+from .store import QueueStore
 
 log = logging.getLogger(__name__)
 
 
-def recover(wb: "WriteBack") -> list[StagedFile]:
-    """Load the queue after a clean or crashed stop; call with a freshly loaded tree.
-    Returns the recovered files (the namespace shows them)."""
+def recover(state: QueueState, store: QueueStore, *,
+            save: Callable[[Iterable[StagedFile]], None]) -> list[StagedFile]:
+    """Load the queue's rows from ``store`` into ``state`` after a clean or crashed stop; call
+    with a freshly loaded tree.  ``save(files)`` commits rows (``WriteBack._save``).  Returns
+    the recovered files (the namespace shows them)."""
     keep: list[StagedFile] = []
-    for rec in wb.store.load():
-        path = os.path.join(wb.staging, rec.rid)
+    staging, tree = state.staging, state.tree
+    for rec in store.load():
+        path = os.path.join(staging, rec.rid)
         if rec.has_copy and not os.path.exists(path):
             rec.has_copy = False
-            rec.failed, rec.error = True, "staged data is missing from %s" % wb.staging
+            rec.failed, rec.error = True, "staged data is missing from %s" % staging
             log.error("staged data of %s is missing; marked failed", rec.name)
-        if rec.committed and wb.tree.get(rec.committed) is None:
+        if rec.committed and tree.get(rec.committed) is None:
             if not rec.unlinked:
                 log.warning("node %s of %s is gone from MEGA; %s", rec.committed, rec.name,
                             "uploading the staged copy again" if rec.has_copy
                             else "the file is gone")
             rec.committed, rec.committed_gen = None, 0
         if rec.put_tried and rec.committed_gen < rec.generation:
-            adopt(rec, wb.tree)
+            rec, _found = adopt(rec, tree)
         if rec.failed:
             rec.next_try = time.time() + R.FAILED_FIRST
-        sf = StagedFile(rec, path, persisted=True)
-        keep.append(sf)
-    with wb.lock:
+        keep.append(state.new_file(rec, path, persisted=True))
+    with state.lock:
         for sf in keep:
-            wb.files[sf.rid] = sf
-            for handle in [sf.rec.committed, *sf.rec.replaces]:
-                if handle:
-                    wb.owner[handle] = sf
-            wb._touched(sf)
-    wb._save(keep)
+            state.register(sf, [sf.rec.committed or "", *sf.rec.replaces])
+            state.touched(sf)
+    save(keep)
     # Staged copies without a row were never made durable: nothing promised them.
     known = {sf.rid for sf in keep}
-    for entry in os.listdir(wb.staging):
+    for entry in os.listdir(staging):
         if entry not in known:
-            unlink_quiet(os.path.join(wb.staging, entry))
+            unlink_quiet(os.path.join(staging, entry))
     if keep:
         log.info("recovered %d queued file(s)", len(keep))
     return keep
 
 
-def adopt(rec: Record, tree: Tree) -> str | None:
+def adopt(rec: Record, tree: Tree) -> tuple[Record, str | None]:
     """Find nodes committed by an earlier ``p`` of this record (crash or ambiguous failure).
 
     The node carrying the current upload id becomes the committed one; nodes of older
-    generations of the same record become old versions.  Returns the adopted handle."""
+    generations of the same record become old versions.  Returns the record after that (a
+    copy: ``rec`` is not changed) and the adopted handle, or None."""
+    rec = dataclasses.replace(rec, replaces=list(rec.replaces))
     found = None
     for node in tree.children(rec.parent).values():
         mfs = node.attrs.get(UPLOAD_ID_ATTR) if node.attrs else None
@@ -87,4 +88,4 @@ def adopt(rec: Record, tree: Tree) -> str | None:
         rec.committed, rec.committed_gen = found, rec.generation
         log.info("adopted node %s committed before a crash for %s", found, rec.name)
     rec.put_tried = False
-    return found
+    return rec, found

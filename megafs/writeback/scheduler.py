@@ -21,19 +21,17 @@ import logging
 import socket
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Callable, Iterable
 from urllib.parse import urlsplit
 
 from ..api import fingerprint
 from ..api.identical import same_content
-from ..errors import Cancelled, MegafsError, describe, is_permanent
+from ..errors import Cancelled, MegafsError
 from ..tree.tree import Tree
-from . import record as R
 from .record import Step
+from .recovery import adopt
 from .staged import StagedFile
-
-if TYPE_CHECKING:
-    from .queue import WriteBack
+from .state import QueueState
 
 log = logging.getLogger(__name__)
 
@@ -43,39 +41,36 @@ STALLED_AFTER = 3.0       # seconds without upload progress before an upload cou
 class Scheduler:
     """The upload worker pool and the outage prober of one ``WriteBack``."""
 
-    def __init__(self, wb: "WriteBack", *, workers: int) -> None:
-        self.wb = wb
+    def __init__(self, state: QueueState, client: Any, *,
+                 save: Callable[[Iterable[StagedFile]], None], workers: int) -> None:
+        """``save(files)``: commit the files' rows durably (``WriteBack._save``)."""
+        self.state = state
+        self.client = client
+        self.save = save
         self.workers = workers
-        self.queue: dict[str, StagedFile] = {}     # rid -> file, in the order offered
-        self.in_flight = 0
         self._restart: set[str] = set()
         self._threads: list[threading.Thread] = []
 
-    # --- called under wb.lock ---------------------------------------------------------------
-    def offer(self, sf: StagedFile) -> None:
-        """``sf`` may need an upload (call under ``wb.lock``)."""
-        if sf.rid not in self.queue:
-            self.queue[sf.rid] = sf
-            self.wb.lock.notify_all()
-
+    # --- called under the lock --------------------------------------------------------------
     def _pick(self) -> tuple[StagedFile | None, float]:
         wait = 1.0
-        for rid, sf in list(self.queue.items()):
+        queue = self.state.offered          # rid -> file, in the order offered
+        for rid, sf in list(queue.items()):
             if sf.retired or sf.rec.unlinked:
-                del self.queue[rid]
+                del queue[rid]
                 continue
             if sf.busy:
                 continue
-            step = Step.IDLE if sf.dirty else self.wb.step(sf)
+            step = self.state.shown_step(sf)
             if step is Step.UPLOAD:
-                del self.queue[rid]
+                del queue[rid]
                 return sf, 0.0
             if step is Step.IDLE:
                 if sf.rec.next_try:
                     wait = min(wait, max(0.05, sf.rec.next_try - time.time()))
                 continue
-            del self.queue[rid]           # something else to do: the committer's business
-            self.wb.todo.add(rid)
+            del queue[rid]                # something else to do: the committer's business
+            self.state.todo.add(rid)
         return None, wait
 
     # --- threads ----------------------------------------------------------------------------
@@ -94,19 +89,16 @@ class Scheduler:
             thread.join(max(0.1, deadline - time.monotonic()))
 
     def _worker(self) -> None:
-        wb = self.wb
-        while not wb.stopping.is_set():
-            with wb.lock:
+        st = self.state
+        while not st.stopping.is_set():
+            with st.lock:
                 sf, wait = self._pick()
                 if sf is None:
-                    wb.lock.wait(wait)
+                    st.lock.wait(wait)
                     continue
-                sf.busy = True
-                sf.job = (sf.rec.generation, sf.version)
-                sf.cancel = threading.Event()
-                sf.progress, sf.progress_at = 0, time.monotonic()
+                sf.upload_started()
                 verify = sf.rec.put_tried and sf.rec.committed_gen < sf.rec.generation
-                self.in_flight += 1
+                st.in_flight += 1
             try:
                 self._upload(sf, verify)
             except Exception as exc:        # every failure is a state transition
@@ -119,160 +111,139 @@ class Scheduler:
                     else:
                         log.error("unexpected error recording a failed upload of %s",
                                   sf.rec.name, exc_info=True)
-                    with wb.lock:
-                        sf.busy, sf.cancel, sf.job, sf.token = False, None, None, None
+                    sf.released()
             finally:
-                with wb.lock:
-                    self.in_flight -= 1
-                    wb.lock.notify_all()
+                with st.lock:
+                    st.in_flight -= 1
+                    st.lock.notify_all()
 
     def _upload(self, sf: StagedFile, verify: bool) -> None:
-        wb = self.wb
+        st = self.state
         if verify:
             self._verify(sf)
-            with wb.lock:
+            with st.lock:
                 if sf.rec.committed_gen >= sf.rec.generation:    # found: it was committed
                     self._release(sf)
                     return
 
         if self._unchanged(sf):
-            with wb.lock:
-                if sf.job != (sf.rec.generation, sf.version) or sf.rec.unlinked or sf.retired:
+            with st.lock:
+                if not sf.current_job:
                     self._release(sf)        # the file changed or went away meanwhile
                     return
                 # The same bytes as the committed node (issue 13): that node holds this
                 # generation too, so the node and its public link stay; the new mtime goes to
                 # MEGA as an attribute update (FIX: ``a``), as after a touch.
-                sf.rec = R.committed(sf.rec, sf.rec.generation, sf.rec.committed or "")
-                sf.rec.local_meta = True
+                sf.same_bytes()
                 log.info("%s has the same bytes as node %s: kept it and its link",
                          sf.rec.name, sf.rec.committed)
                 self._release(sf)
-            wb.save(sf)
+            sf.saved()
+            self.save([sf])
             return
 
         def progress(*args: Any) -> None:
             done = next((a for a in args if isinstance(a, int)), None)
             if done is not None:
-                sf.progress, sf.progress_at = done, time.monotonic()
+                sf.sent(done)
 
-        with wb.lock:
+        with st.lock:
             size = sf.rec.size
         log.debug("uploading %s (%d bytes)", sf.rec.name, size)
         assert sf.cancel is not None
         # the chunk MACs made while the file was written, if it was written in order
         premac = sf.premac.take(size)
-        uploaded = wb.client.upload(sf.path, progress=progress, cancel=sf.cancel, premac=premac)
+        uploaded = self.client.upload(sf.path, progress=progress, cancel=sf.cancel,
+                                      premac=premac)
         # MEGA's own apps read the mtime from the c fingerprint (its CRC part is of the bytes
         # just sent; a file changed meanwhile is caught by the version check below).
         crc_attr = fingerprint.fingerprint(sf.path, size=uploaded.size, mtime=0)
-        with wb.lock:
-            if sf.job != (sf.rec.generation, sf.version) or sf.rec.unlinked or sf.retired:
+        with st.lock:
+            if not sf.current_job:
                 self._release(sf)        # the file changed or went away meanwhile
                 return
-            sf.token = (uploaded, crc_attr)
-            wb.committer.hand(sf)
+            sf.uploaded((uploaded, crc_attr))
+            st.hand(sf)
 
     def _unchanged(self, sf: StagedFile) -> bool:
         """Whether ``sf``'s staged bytes are exactly its committed node's: same size and the
         node's meta-MAC over them under the node's own key (``api.identical``), so nothing
         needs uploading.  Costs one MAC pass over the file, only when the sizes match."""
-        with self.wb.lock:
+        with self.state.lock:
             committed, size = sf.rec.committed, sf.rec.size
             if not committed or sf.rec.committed_gen >= sf.rec.generation:
                 return False
-        node = self.wb.tree.get(committed)
+        node = self.state.tree.get(committed)
         if node is None or node.is_dir or node.size != size or node.key is None \
                 or len(node.key) != 32:
             return False
         return same_content(sf.path, node.file_key, size, sf.cancel)
 
     def _release(self, sf: StagedFile) -> None:
-        """Give a file back after an abandoned attempt (under ``wb.lock``)."""
-        sf.busy, sf.cancel, sf.job, sf.token = False, None, None, None
-        self.offer(sf)
-        self.wb._touched(sf)
+        """Give a file back after an abandoned attempt (under the lock)."""
+        sf.released()
+        self.state.offer(sf)
 
     def _verify(self, sf: StagedFile) -> None:
         """After an ambiguous ``p`` failure: look for our node in a fresh listing."""
-        from .recovery import adopt
-
-        listing = self.wb.client.fetch()
-        fresh = Tree(self.wb.tree.master_key, self.wb.tree.user_handle)
+        st = self.state
+        listing = self.client.fetch()
+        fresh = Tree(st.tree.master_key, st.tree.user_handle)
         fresh.load(listing.nodes, listing.public)
-        with self.wb.lock:
-            found = adopt(sf.rec, fresh)
+        with st.lock:
+            rec, found = adopt(sf.rec, fresh)
+            sf.adopted(rec)
             if found:
-                self.wb.owner[found] = sf
-                for old in sf.rec.replaces:
-                    self.wb.owner[old] = sf
+                st.register(sf, [found, *rec.replaces])
         if found:
             raw = next((n for n in listing.nodes if n.get("h") == found), None)
             if raw is not None:
-                self.wb.tree.add_raw(raw)
-        self.wb.save(sf)
+                st.tree.add_raw(raw)
+        sf.saved()
+        self.save([sf])
 
     def _failed(self, sf: StagedFile, exc: BaseException) -> None:
-        wb = self.wb
-        with wb.lock:
+        st = self.state
+        with st.lock:
             restart = sf.rid in self._restart
             self._restart.discard(sf.rid)
             stale = sf.job != (sf.rec.generation, sf.version) or sf.rec.unlinked
             cancelled = isinstance(exc, Cancelled) or (sf.cancel is not None
                                                        and sf.cancel.is_set())
-            if wb.stopping.is_set() or restart or (cancelled and stale):
+            if st.stopping.is_set() or restart or (cancelled and stale):
                 if restart:
                     log.info("restarting the upload of %s", sf.rec.name)
                 self._release(sf)
                 return
-            sf.busy, sf.cancel, sf.job, sf.token = False, None, None, None
-            record_failure(sf, exc, "upload")
-            self.offer(sf)
-            wb._touched(sf)
-        wb.save(sf)
+            sf.failed(exc, "upload")
+            self._release(sf)
+        sf.saved()
+        self.save([sf])
 
     def _prober(self) -> None:
         """While uploads stall or back off, check every second whether the API host accepts
         connections; on the way from down to up, end back-offs and restart stalled uploads."""
-        wb = self.wb
+        st = self.state
         down = False
-        while not wb.stopping.wait(1.0):
+        while not st.stopping.wait(1.0):
             now, wall = time.monotonic(), time.time()
-            with wb.lock:
+            with st.lock:
                 suspect = any((sf.busy and sf.token is None and now - sf.progress_at
                                > STALLED_AFTER) or (not sf.rec.failed and sf.rec.next_try > wall)
-                              for sf in wb.files.values())
+                              for sf in st.files.values())
             if not suspect and not down:
                 continue
-            up = reachable(getattr(wb.client, "api", ""))
+            up = reachable(getattr(self.client, "api", ""))
             if up and down:
                 log.info("the API server is reachable again; restarting stalled uploads")
-                wb.control.kick()
-                with wb.lock:
-                    for sf in wb.files.values():
+                st.kick()
+                with st.lock:
+                    for sf in st.files.values():
                         if (sf.busy and sf.token is None and sf.cancel is not None
                                 and now - sf.progress_at > STALLED_AFTER):
                             self._restart.add(sf.rid)
                             sf.cancel.set()
             down = not up
-
-
-def record_failure(sf: StagedFile, exc: BaseException, what: str, *,
-                   transient: bool = False) -> None:
-    """Turn a failed attempt into the record's back-off (under ``wb.lock``) and log it;
-    ``transient`` overrides the classification of the error."""
-    text = describe(exc)
-    permanent = is_permanent(exc) and not transient
-    sf.rec = R.attempt_failed(sf.rec, text, permanent=permanent, now=time.time())
-    if permanent:
-        log.error("%s of %s failed: %s (kept staged; `megafs retry` or automatic retry later)",
-                  what, sf.rec.name, text)
-    else:
-        level = logging.INFO if sf.rec.attempts <= 2 else logging.WARNING
-        log.log(level, "%s of %s: %s; retry %d in %.1f s", what, sf.rec.name, text,
-                sf.rec.attempts, sf.rec.next_try - time.time())
-    if not isinstance(exc, (MegafsError, OSError)):
-        log.error("unexpected error in the %s of %s", what, sf.rec.name, exc_info=exc)
 
 
 def reachable(api: str) -> bool:

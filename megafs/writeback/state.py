@@ -1,0 +1,134 @@
+"""``QueueState``: what the parts of one write-back queue share, and nothing else.
+
+The staged files by id (``files``), which file holds which node (``owner``), the to-do set of
+the committer (``todo``), the files offered to the upload workers (``offered``), finished
+uploads waiting for their ``p`` (``ready``), the stop flag and the lock.  The queue
+(``queue.WriteBack``) owns it; the upload workers (``scheduler``), the committer, ``control``
+and ``recovery`` get it (and the narrow callbacks they need) passed in, so ``writeback/`` has
+no import loop and no part reaches into another's private members.
+
+Concurrency contract: ``lock`` is the write-back lock, a Condition over a re-entrant lock.
+It guards every field here and every ``StagedFile`` field (the files' transition methods take
+it themselves).  It is never held during network I/O, fsync or sqlite commits.  Lock order:
+namespace lock -> ``lock`` -> ``tree.lock``.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+from ..tree.names import base_display_name
+from ..tree.tree import Tree
+from . import record as R
+from .record import Record, Step
+from .staged import StagedFile
+
+
+class QueueState:
+    """See the module docstring."""
+
+    def __init__(self, tree: Tree, staging: str) -> None:
+        self.tree = tree
+        self.staging = staging                      # the staging directory (0700)
+        self.lock = threading.Condition(threading.RLock())
+        self.files: dict[str, StagedFile] = {}
+        self.owner: dict[str, StagedFile] = {}      # node handle -> the file holding it
+        self.todo: set[str] = set()                 # rids the committer should look at
+        self.offered: dict[str, StagedFile] = {}    # rid -> file that may need an upload
+        self.ready: list[StagedFile] = []           # finished uploads (busy, with a token)
+        self.in_flight = 0                          # uploads running
+        self.stopping = threading.Event()
+
+    def new_file(self, rec: Record, path: str, *, persisted: bool = False) -> StagedFile:
+        """A ``StagedFile`` guarded by this queue's lock that tells this queue of changes
+        (not yet registered: see ``register``)."""
+        return StagedFile(rec, path, lock=self.lock, tell=self.touched, persisted=persisted)
+
+    def register(self, sf: StagedFile, handles: list[str]) -> None:
+        """``sf`` is one of the queue's files, holding nodes ``handles``."""
+        with self.lock:
+            self.files[sf.rid] = sf
+            for handle in handles:
+                if handle:
+                    self.owner[handle] = sf
+
+    def forget(self, sf: StagedFile) -> None:
+        """Drop a retired file from every index (under ``lock``)."""
+        sf.retire()
+        self.files.pop(sf.rid, None)
+        self.todo.discard(sf.rid)
+        for handle in [h for h, owner in self.owner.items() if owner is sf]:
+            del self.owner[handle]
+        self.lock.notify_all()
+
+    # --- under lock -------------------------------------------------------------------------
+    def touched(self, sf: StagedFile) -> None:
+        """Something changed: the committer and the workers look at ``sf`` again."""
+        with self.lock:
+            self.todo.add(sf.rid)
+            if sf.rec.has_copy and not sf.rec.unlinked:
+                self.offer(sf)
+            self.lock.notify_all()
+
+    def offer(self, sf: StagedFile) -> None:
+        """``sf`` may need an upload."""
+        with self.lock:
+            if sf.rid not in self.offered:
+                self.offered[sf.rid] = sf
+                self.lock.notify_all()
+
+    def hand(self, sf: StagedFile) -> None:
+        """An upload worker finished ``sf``'s upload: the committer sends its ``p``."""
+        with self.lock:
+            self.ready.append(sf)
+            self.lock.notify_all()
+
+    def step(self, sf: StagedFile) -> Step:
+        """``record.plan`` for ``sf`` now (call under ``lock``)."""
+        node = self.tree.get(sf.rec.committed) if sf.rec.committed else None
+        view = None if node is None else (node.parent, node.name, node.mtime_ns,
+                                          bool(node.public))
+        return R.plan(sf.rec, node=view, writers=sf.writers, forced=sf.forced,
+                      dirty=sf.dirty, handles=sf.handles, now=time.time(),
+                      node_attrs=None if node is None else node.attrs)
+
+    def shown_step(self, sf: StagedFile) -> Step:
+        """``step`` as status shows it: IDLE while writes are not flushed (under ``lock``)."""
+        return Step.IDLE if sf.dirty else self.step(sf)
+
+    def settled(self, sf: StagedFile) -> bool:
+        """Nothing left to send and nothing open, so the file may be retired (call under
+        ``lock``).  An unlinked file settles once its remote nodes are deleted, whatever
+        was written to it after the unlink."""
+        if sf.busy or sf.handles > 0:
+            return False
+        if not sf.rec.unlinked and (sf.dirty or sf.meta_dirty):
+            return False
+        return self.step(sf) is Step.DONE
+
+    def remote_changed(self, sf: StagedFile) -> bool:
+        """Whether another client changed what ``sf`` shows, so the namespace must look at it:
+        its folder is gone, or it mirrors a node (no place of its own) that was moved,
+        renamed, touched or removed (call under ``lock``)."""
+        rec = sf.rec
+        if rec.unlinked or sf.retired:
+            return False
+        if self.tree.get(rec.parent) is None:
+            return True
+        if rec.local_meta or not rec.committed:
+            return False
+        node = self.tree.get(rec.committed)
+        if node is None:
+            return not rec.has_copy
+        ours = rec.generation > rec.committed_gen or sf.dirty    # content changed here
+        # the node's own name (escaped), not its display name: that one can carry a
+        # "(HANDLE)" alias for a moment while an old version of this very file still exists
+        return (node.parent != rec.parent or base_display_name(node) != rec.name
+                or (not ours and node.mtime_ns != rec.mtime_ns))
+
+    def kick(self) -> None:
+        """The server answers again: transient back-offs end now."""
+        with self.lock:
+            for sf in list(self.files.values()):
+                if not sf.rec.failed and sf.rec.next_try:
+                    sf.retry()
