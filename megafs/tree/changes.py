@@ -12,6 +12,7 @@ import time
 from typing import Any, Callable
 
 from ..errors import ApiCode, MegaError, MegafsError, describe
+from . import remote
 from .packets import apply as apply_packet
 from .tree import Tree
 
@@ -114,8 +115,7 @@ class RemoteWatcher:
             if not any(twin.public for twin in self.tree.same_upload(handle)):
                 continue
             try:
-                self.client.delete(handle)
-                self.tree.remove(handle)
+                remote.delete(self.client, self.tree, handle)
             except MegaError as exc:
                 log.warning("could not remove node %s, a late repeat of an upload: %s",
                             handle, exc)

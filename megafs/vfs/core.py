@@ -35,7 +35,8 @@ import stat
 import time
 from typing import TYPE_CHECKING, Callable
 
-from ..errors import ApiCode, FsError, MegaError
+from ..errors import FsError
+from ..tree import remote
 from ..tree.meta import LINK_MAX, MODE_ATTR, mode_value
 from ..tree.nodes import Node, time_attrs
 from ..tree.tree import is_inside
@@ -187,8 +188,7 @@ class FileSystem:
             attrs: dict[str, object] = {"n": name, "t": int(time.time())}
             if mode is not None:
                 attrs[MODE_ATTR] = mode_value(mode)
-            raw = self.client.mkdir(parent.handle, name, attrs)
-            self.tree.add_raw(raw)
+            remote.mkdir(self.client, self.tree, parent.handle, name, attrs)
             self.ns.changed(parent.handle)
 
     def rmdir(self, path: str) -> None:
@@ -213,14 +213,8 @@ class FileSystem:
                 continue
             node = self.tree.get(handle)
             if node is not None and node.parent != sf.rec.parent:
-                self.client.move(handle, sf.rec.parent)
-                self.tree.move(handle, sf.rec.parent)
-        try:
-            self.client.delete(folder.handle)
-        except MegaError as exc:
-            if exc.code != ApiCode.ENOENT:
-                raise
-        self.tree.remove(folder.handle)
+                remote.move(self.client, self.tree, handle, sf.rec.parent)
+        remote.delete(self.client, self.tree, folder.handle)
         self.reads.forget(folder.handle)
 
     def unlink(self, path: str) -> None:
@@ -277,15 +271,13 @@ class FileSystem:
                 raise FsError(errno.ENOTEMPTY, "the target folder is not empty")
             self._delete_folder(dst.folder)
         if folder.parent != parent.handle:
-            self.client.move(folder.handle, parent.handle)
-            self.tree.move(folder.handle, parent.handle)
+            remote.move(self.client, self.tree, folder.handle, parent.handle)
         if folder.name != name:
             if folder.key is None or folder.name is None:
                 raise FsError(errno.EPERM, "the folder cannot be decrypted")
             attrs = dict(folder.attrs)
             attrs["n"] = name
-            self.client.set_attrs(folder.handle, folder.key, attrs)
-            self.tree.set_attrs(folder.handle, attrs)
+            remote.set_attrs(self.client, self.tree, folder.handle, folder.key, attrs)
 
     def utimens(self, path: str | None, mtime_ns: int | None, fh: int | None = None) -> None:
         """Set the mtime (nanoseconds; None leaves it, as ``UTIME_OMIT`` does).  The adapter
@@ -309,8 +301,7 @@ class FileSystem:
                     self.ns.dir_times.set(node.handle, mtime, node.mtime_ns)
                     return
                 attrs = time_attrs(mtime, node.attrs)       # t and mfs-mt (nanoseconds)
-                self.client.set_attrs(node.handle, node.key, attrs)
-                self.tree.set_attrs(node.handle, attrs)
+                remote.set_attrs(self.client, self.tree, node.handle, node.key, attrs)
                 self.ns.dir_times.drop(node.handle)         # the time set now wins
                 return
             sf = self.ns.staged_for(entry)

@@ -37,11 +37,11 @@ from typing import Callable
 from ..api.links import format_link
 from ..api.xferquota import wait_text
 from ..errors import FsError
-from ..writeback.record import link_wish
 from .core import FileSystem
 from .handles import FileHandle, LinkHandle
 from .meta import stored_name
 from .namespace import DIR, Entry
+from .public import PublicLinks
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +79,14 @@ class LinkLayer:
 
     def __init__(self, core: FileSystem, *, link_timeout: float = 600.0,
                  show_links: bool = False, mount_dir: str = "",
-                 link_site: str | None = None) -> None:
+                 link_site: str | None = None, links: PublicLinks | None = None) -> None:
+        """``core``: the POSIX operations; ``links``: links and queue status (by default
+        over the core's client, tree and queue)."""
         self.core = core
+        # the parts of the core this layer uses, named once
+        self.ns, self.io, self.handles, self.meta = core.ns, core.io, core.handles, core.meta
+        self.quota = core.quota
+        self.links = links or PublicLinks(core.client, core.tree, core.wb, core.ns.path_of)
         # links of a --local mount point at the local server (its /file/H page)
         self.link_site = link_site
         self.link_size = link_size(link_site)
@@ -97,45 +103,38 @@ class LinkLayer:
         if not last.endswith(LINK_SUFFIX) or len(last) <= len(LINK_SUFFIX):
             return None
         try:
-            self.core.ns.resolve(path)
+            self.ns.resolve(path)
             return None                       # a real entry: it wins
         except FsError as exc:
             if exc.errno != errno.ENOENT:
                 return None
         try:
-            target = self.core.ns.resolve(base + "/" + last[:-len(LINK_SUFFIX)])
+            target = self.ns.resolve(base + "/" + last[:-len(LINK_SUFFIX)])
         except FsError:
             return None
         return target if target.kind != DIR else None
 
     def notes(self) -> list[str]:
         """Lines ``megafs status`` shows about the mount as a whole (a transfer-quota wait)."""
-        left = self.core.client.transfer_quota.left()
+        left = self.links.quota_wait()
         if left <= 0:
             return []
         return ["reads wait for MEGA's transfer quota: continuing in %s" % wait_text(left)]
 
     def wait_link(self, target: Entry) -> str:
         """``target``'s public link, waiting for its upload and exporting if needed."""
-        if target.sf is not None:
-            # an explicit read asks again; set first, so the committer exports it as part
-            # of the upload this waits for
-            self.core.wb.change(target.sf, lambda rec: link_wish(rec, True))
+        # an explicit read asks again; set first, so the committer exports it as part of
+        # the upload this waits for
+        self.links.wish(target.sf, True)
         node = self.core.wait_uploaded(target, self.link_timeout, self.interrupted)
         if not node.ok or node.key is None or len(node.key) != 32:
             raise FsError(errno.EIO, "node %s cannot be decrypted" % node.handle)
-        if not node.public:
-            ph = self.core.client.export([node.handle])[0]
-            if isinstance(ph, BaseException):
-                raise ph
-            self.core.tree.set_public(node.handle, ph)
-            return format_link(ph, node.key, site=self.link_site)
-        return format_link(node.public, node.key, site=self.link_site)
+        return format_link(self.links.public_handle(node), node.key, site=self.link_site)
 
     # --- attributes and listings ------------------------------------------------------------
     def getattr(self, path: str | None, fh: int | None = None) -> dict[str, int]:
         if fh:
-            handle = self.core.handles.get(fh)
+            handle = self.handles.get(fh)
             if isinstance(handle, LinkHandle):
                 return self._link_stat(handle.target)
         if path is not None and not fh:
@@ -157,7 +156,7 @@ class LinkLayer:
         names = self.core.readdir(path, fh)
         if not self.show_links:
             return names
-        listing = self.core.ns.listing(self.core.folder_of(path, fh))
+        listing = self.ns.listing(self.core.folder_of(path, fh))
         extra = {name + LINK_SUFFIX for name, ent in listing.items() if ent.kind != DIR
                  and name + LINK_SUFFIX not in listing
                  and len((name + LINK_SUFFIX).encode()) <= 255}
@@ -168,7 +167,7 @@ class LinkLayer:
         """(name, stat fields) of every entry of a folder (for ``readdirplus``: the kernel
         then needs no lookup per entry for ``ls -l``)."""
         folder = self.core.folder_of(path, fh)
-        listing = self.core.ns.listing(folder)
+        listing = self.ns.listing(folder)
         out = [(name, self.core.stat_entry(entry)) for name, entry in sorted(listing.items())]
         if self.show_links:
             extra = [name + LINK_SUFFIX for name, ent in listing.items() if ent.kind != DIR
@@ -181,57 +180,57 @@ class LinkLayer:
         return out
 
     def statfs(self) -> dict[str, int]:
-        return self.core.quota.statfs()
+        return self.quota.statfs()
 
     def opendir(self, path: str) -> int:
         return self.core.opendir(path)
 
     def releasedir(self, fh: int) -> None:
-        self.core.io.release(fh)
+        self.io.release(fh)
 
     # --- files ------------------------------------------------------------------------------
     def create(self, path: str, flags: int = os.O_WRONLY, mode: int | None = None) -> int:
-        return self.core.io.create(path, flags, mode)
+        return self.io.create(path, flags, mode)
 
     def open(self, path: str, flags: int) -> int:
         target = self._virtual(path)
         if target is None:
-            return self.core.io.open(path, flags)
+            return self.io.open(path, flags)
         if (flags & os.O_ACCMODE) != os.O_RDONLY or flags & os.O_TRUNC:
             raise _readonly()
-        return self.core.handles.add(LinkHandle(target))
+        return self.handles.add(LinkHandle(target))
 
     def is_link(self, fh: int) -> bool:
         """Whether ``fh`` is a ``.link`` file (opened with direct I/O: its size changes)."""
-        return isinstance(self.core.handles.get(fh), LinkHandle)
+        return isinstance(self.handles.get(fh), LinkHandle)
 
     def read(self, fh: int, size: int, offset: int) -> bytes:
-        handle = self.core.handles.get(fh)
+        handle = self.handles.get(fh)
         if isinstance(handle, LinkHandle):
             if handle.content is None:
                 handle.content = (self.wait_link(handle.target) + "\n").encode()
             return handle.content[offset:offset + size]
-        return self.core.io.read(fh, size, offset, self.interrupted)
+        return self.io.read(fh, size, offset, self.interrupted)
 
     def write(self, fh: int, data: bytes, offset: int) -> int:
-        return self.core.io.write(fh, data, offset, self.interrupted)
+        return self.io.write(fh, data, offset, self.interrupted)
 
     def truncate(self, path: str | None, length: int, fh: int | None = None) -> None:
-        if fh and isinstance(self.core.handles.get(fh), LinkHandle):
+        if fh and isinstance(self.handles.get(fh), LinkHandle):
             raise _readonly()
         if path is not None and not fh and self._virtual(path) is not None:
             raise _readonly()
-        self.core.io.truncate(path, length, fh)
+        self.io.truncate(path, length, fh)
 
     def flush(self, fh: int) -> None:
-        self.core.io.flush(fh)
+        self.io.flush(fh)
 
     def release(self, fh: int) -> None:
-        self.core.io.release(fh)
+        self.io.release(fh)
 
     def fsync(self, fh: int) -> None:
-        if isinstance(self.core.handles.get(fh), FileHandle):
-            self.core.io.fsync(fh, self.interrupted)
+        if isinstance(self.handles.get(fh), FileHandle):
+            self.io.fsync(fh, self.interrupted)
 
     def utimens(self, path: str | None, mtime_ns: int | None, fh: int | None = None) -> None:
         if path is not None and not fh and self._virtual(path) is not None:
@@ -240,16 +239,16 @@ class LinkLayer:
 
     def chmod(self, path: str | None, mode: int, fh: int | None = None) -> None:
         """Store the permission bits (``vfs/meta.py``); a ``.link`` file is read-only."""
-        if fh and isinstance(self.core.handles.get(fh), LinkHandle):
+        if fh and isinstance(self.handles.get(fh), LinkHandle):
             raise _readonly()
         if path is not None and not fh and self._virtual(path) is not None:
             raise _readonly()
-        self.core.meta.chmod(path, mode, fh)
+        self.meta.chmod(path, mode, fh)
 
     def chown(self, path: str | None) -> None:
         """Accepted and not stored: every file is the mounting user's."""
         if path is not None and self._virtual(path) is None:
-            self.core.ns.resolve(path)
+            self.ns.resolve(path)
 
     # --- namespace --------------------------------------------------------------------------
     def mkdir(self, path: str, mode: int | None = None) -> None:
@@ -273,15 +272,11 @@ class LinkLayer:
         if target is None:
             self.core.unlink(path)
             return
-        if target.sf is not None:
-            # first, so the committer plans no export from now on (and undoes one in flight)
-            self.core.wb.change(target.sf, lambda rec: link_wish(rec, False))
+        # first, so the committer plans no export from now on (and undoes one in flight)
+        self.links.wish(target.sf, False)
         node = self.core.remote_node(target)
-        if node is None or not node.public:
-            return
-        self.core.client.unexport(node.handle)
-        self.core.tree.set_public(node.handle, None)
-        log.info("revoked the public link of node %s", node.handle)
+        if node is not None:
+            self.links.revoke(node)
 
     def rename(self, old: str, new: str) -> None:
         if self._virtual(old) is not None:
@@ -298,11 +293,11 @@ class LinkLayer:
         not exist, as for any operation."""
         if self._virtual(path) is not None:
             return []
-        return sorted(self.core.meta.xattrs(self.core.ns.resolve(path)))
+        return sorted(self.meta.xattrs(self.ns.resolve(path)))
 
     def getxattr(self, path: str, name: str) -> bytes:
         virtual = self._virtual(path)
-        entry = virtual or self.core.ns.resolve(path)
+        entry = virtual or self.ns.resolve(path)
         if not name.startswith("user."):
             # No security labels or POSIX ACLs here.  ENOTSUP (not ENODATA) lets `ls -l` learn
             # that once per file system instead of asking twice per entry: with ENODATA an
@@ -311,7 +306,7 @@ class LinkLayer:
         if virtual is not None:
             raise FsError(errno.ENODATA, "a .link file has no attributes")
         if stored_name(name):
-            value = self.core.meta.xattrs(entry).get(name)
+            value = self.meta.xattrs(entry).get(name)
             if value is None:
                 raise FsError(errno.ENODATA, "no such attribute")
             return value
@@ -332,12 +327,12 @@ class LinkLayer:
         folder = entry.folder
         if name == XA_HANDLE:
             return folder.handle.encode()
-        if folder.handle == self.core.tree.root:
+        if self.links.is_root(folder.handle):
             if name == XA_STATUS:
                 # An xattr value is at most 64 KiB: uploading and failed files first, then
                 # pending ones, up to STATUS_FILES; `megafs status` reads the rest from the
                 # queue file.
-                files = self.core.wb.control.snapshot(self.core.ns.path_of)
+                files = self.links.status()
                 order = {"uploading": 0, "failed": 1}
                 files.sort(key=lambda f: order.get(f["state"], 2))
                 counts: dict[str, int] = {"pending": 0, "uploading": 0, "failed": 0}
@@ -354,22 +349,22 @@ class LinkLayer:
 
     def setxattr(self, path: str, name: str, value: bytes, flags: int = 0) -> None:
         virtual = self._virtual(path)
-        entry = virtual or self.core.ns.resolve(path)
-        if entry.kind == DIR and entry.folder.handle == self.core.tree.root and name == XA_RETRY:
-            n = self.core.wb.control.retry_failed()
+        entry = virtual or self.ns.resolve(path)
+        if entry.kind == DIR and self.links.is_root(entry.folder.handle) and name == XA_RETRY:
+            n = self.links.retry_failed()
             log.info("retry requested: %d failed upload(s) re-queued", n)
             return
         if virtual is None and stored_name(name):
-            self.core.meta.setxattr(path, name, value, flags)
+            self.meta.setxattr(path, name, value, flags)
             return
         raise FsError(errno.ENOTSUP, "megafs stores user.* attributes only; user.mega.* "
                       "are its own, read-only")
 
     def removexattr(self, path: str, name: str) -> None:
         if self._virtual(path) is None:
-            self.core.ns.resolve(path)
+            self.ns.resolve(path)
             if stored_name(name):
-                self.core.meta.removexattr(path, name)
+                self.meta.removexattr(path, name)
                 return
         raise FsError(errno.ENOTSUP, "megafs stores user.* attributes only; user.mega.* "
                       "are its own, read-only")

@@ -23,6 +23,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from ..errors import FsError
+from ..tree import remote
 from ..tree.meta import (DIR_MODE, FILE_MODE, KEPT_BITS, LINK_ATTR, MODE_ATTR, XATTR_ATTR,
                          XATTR_LIMIT, carried, is_link, mode_of, mode_value, xattrs_of,
                          xattrs_size, xattrs_value)
@@ -194,8 +195,7 @@ class Metadata:
                     raise FsError(errno.EPERM, "the folder cannot be decrypted")
                 new = dict(node.attrs)
                 new.update(encoded(update(xattrs_of(node.attrs))))
-                core.client.set_attrs(node.handle, node.key, new)
-                core.tree.set_attrs(node.handle, new)
+                remote.set_attrs(core.client, core.tree, node.handle, node.key, new)
                 return
             sf = core.ns.staged_for(entry)
         self._change_file(sf, update)
