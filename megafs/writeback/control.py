@@ -22,7 +22,7 @@ STAGING_WAIT = 60.0      # seconds a write waits for uploads to free staging spa
 
 
 class QueueControl:
-    """Status and retry control of one ``WriteBack`` (``wb.control``)."""
+    """Status and retry control of one queue (``WriteBack.control``)."""
 
     def __init__(self, state: QueueState, *, save: Callable[[Iterable[StagedFile]], None],
                  staging_max: int = 0) -> None:

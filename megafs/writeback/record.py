@@ -64,7 +64,7 @@ class Record:
     error: str | None = None
     attempts: int = 0
     next_try: float = 0.0            # wall clock seconds; no attempt before this
-    path: str = ""                   # the mount path when last saved (for ``megafs status``)
+    path: str = ""                   # the mount path where last placed (status while unmounted)
     # The one owner of "should this file have a public link" (issue 21): True for new files
     # and for files whose node had a link; `rm X.link` clears it, reading the link (X.link,
     # user.mega.link) sets it.  EXPORT is planned only while it is set, so a revoked link

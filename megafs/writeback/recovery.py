@@ -3,7 +3,7 @@
 Every row becomes a ``StagedFile`` again.  A staged copy that is missing marks its file
 failed (logged at ERROR); a committed node that is gone from MEGA is forgotten (logged at
 WARNING: the copy is uploaded again, or the file is gone); a row whose ``p`` may have been
-applied looks for its node by upload id (``committer.adopt``) instead of committing the same
+applied looks for its node by upload id instead of committing the same
 data twice (``adopt``, also used after an ambiguous ``p`` failure at run time); staged
 copies without a row were never promised and are deleted.  See the crash
 table in ``megafs/ARCHITECTURE.md``.

@@ -5,7 +5,7 @@ A file is eligible when ``record.plan`` says UPLOAD: its content is newer than i
 node, it has no unflushed writes, and no writer has it open (unless ``fsync`` forced it), and
 its back-off has passed.  Files are taken in the order they became eligible.  Up to
 ``workers`` files upload at once, each on ``--connections`` connections (``MegaClient.upload``).
-A write to a file while its upload runs cancels that upload (``WriteBack.wrote``); an upload
+A write to a file while its upload runs cancels that upload (``StagedFile.written``); an upload
 whose file changed meanwhile is discarded, never committed as the current content.
 
 Failures are state transitions, never crashes: permanent errors (``errors.is_permanent``) mark
