@@ -107,9 +107,13 @@ class StagedFile:
                     self.forced = False
             self.tell(self)
 
-    def written(self, size: int | None = None, mtime_ns: int | None = None) -> None:
-        """The staged copy changed (write, truncate): newer than any upload in flight."""
+    def written(self, size: int | None = None, mtime_ns: int | None = None, *,
+                end: int | None = None) -> None:
+        """The staged copy changed (write, truncate): newer than any upload in flight.
+        ``size``: its new size; ``end``: a write ended there (the size grows to it)."""
         with self.lock:
+            if end is not None:
+                size = max(self.rec.size, end)
             self.version += 1
             self.rec = R.written(self.rec, size, time.time_ns() if mtime_ns is None
                                  else mtime_ns)
