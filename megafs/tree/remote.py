@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable
 
-from ..api.client import PutItem
+from ..api.commands import PutItem
 from ..api.interface import MegaApi
 from ..errors import ApiCode, MegaError
 from .nodes import Node

@@ -12,6 +12,7 @@ import errno
 import logging
 from typing import Any, Callable
 
+from ..api.interface import MegaApi
 from ..errors import FsError
 from ..tree import remote
 from ..tree.nodes import Node
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 class PublicLinks:
     """See the module docstring.  ``path_of(file)``: a staged file's mount path now."""
 
-    def __init__(self, client: Any, tree: Tree, wb: WriteBack,
+    def __init__(self, client: MegaApi, tree: Tree, wb: WriteBack,
                  path_of: Callable[[StagedFile], str]) -> None:
         self.client = client
         self.tree = tree

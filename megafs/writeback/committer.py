@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
+from ..api.interface import MegaApi
 from ..errors import ApiCode, MegaError, MegafsError
 from ..tree.meta import carried
 from ..tree import remote
@@ -57,7 +58,7 @@ class _Ops:
 class Committer:
     """The committer thread of one ``WriteBack``."""
 
-    def __init__(self, state: QueueState, client: Any, *,
+    def __init__(self, state: QueueState, client: MegaApi, *,
                  save: Callable[[Iterable[StagedFile]], None],
                  settle: Callable[[Iterable[StagedFile]], None],
                  remote_change: Callable[[StagedFile], None]) -> None:

@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterable
 from urllib.parse import urlsplit
 
 from ..api import fingerprint
+from ..api.interface import MegaApi
 from ..api.identical import same_content
 from ..errors import Cancelled, MegafsError
 from ..tree.tree import Tree
@@ -41,7 +42,7 @@ STALLED_AFTER = 3.0       # seconds without upload progress before an upload cou
 class Scheduler:
     """The upload worker pool and the outage prober of one ``WriteBack``."""
 
-    def __init__(self, state: QueueState, client: Any, *,
+    def __init__(self, state: QueueState, client: MegaApi, *,
                  save: Callable[[Iterable[StagedFile]], None], workers: int) -> None:
         """``save(files)``: commit the files' rows durably (``WriteBack._save``)."""
         self.state = state
