@@ -45,10 +45,10 @@ from ..writeback import record as R
 from ..writeback.queue import WriteBack
 from ..writeback.staged import StagedFile
 from .follow import RemoteChanges
-from .handles import DirHandle, FileHandle, HandleTable
+from .handles import DirHandle, FileHandle, HandleTable, NodeHandle
 from .io import FileIO
 from .meta import Metadata
-from .namespace import DIR, HIDDEN_NAME, Entry, Namespace
+from .namespace import DIR, FILE, HIDDEN_NAME, Entry, Namespace
 from .quota import QuotaCache
 from .readcache import ReadCache
 
@@ -149,9 +149,12 @@ class FileSystem:
     def getattr(self, path: str | None, fh: int | None = None) -> dict[str, int]:
         """Attributes of ``path``, or of the open file ``fh`` (also after it was unlinked)."""
         if fh:
-            handle = self.handles.get(fh)
+            handle = self.io.handle_of(fh)
             if isinstance(handle, FileHandle):
                 return self.stat_file(handle.sf)
+            if isinstance(handle, NodeHandle):     # the node it opened, wherever the name is
+                node = handle.node
+                return self.stat_entry(Entry(FILE, node.parent, node.name or "", node=node))
         if path is None:
             raise FsError(errno.EBADF, "no path and no open file")
         return self.stat_entry(self.ns.resolve(path))

@@ -1,9 +1,17 @@
 """Open-file handles: one type per kind of open, and the table that numbers them.
 
-* ``FileHandle``: a file opened through the mount (any mode).  It holds its ``StagedFile``
-  (counted with ``WriteBack.opened``, so the file is never retired while open) and, once the
-  file has a staged copy, a descriptor of that copy opened read-only or read-write.  Reads of a
-  file without a staged copy come from its remote node through the read cache.
+* ``FileHandle``: a file with local state opened through the mount (any mode; every open
+  for writing).  It holds its ``StagedFile`` (counted with ``WriteBack.opened``, so the file
+  is never retired while open) and, once the file has a staged copy, a descriptor of that copy
+  opened read-only or read-write.  Reads of a file without a staged copy come from its remote
+  node through the read cache.
+* ``NodeHandle``: a remote file without local state opened read-only (issue 21).  It holds the
+  node it opened (handle, key, size: MEGA never changes a node's bytes) and reads it through
+  the read cache to the end, whatever happens to the name meanwhile; ``Readers`` counts it, so
+  the committer deletes no node being read (``QueueState.being_read``).  No staged file; if
+  the same file is written through the mount later (a staged file holding the node gets a
+  staged copy), the number is switched to a ``FileHandle`` of that staged file, so the reader
+  sees the writes as POSIX says (``FileIO.handle_of``).
 * ``DirHandle``: an open folder (libfuse 3 lists folders by handle, without a path).
 * ``LinkHandle``: a virtual ``X.link`` file (see ``vfs/links.py``).
 
@@ -17,7 +25,9 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import crypto
 from ..errors import FsError
+from ..tree.nodes import Node
 from ..writeback.staged import StagedFile
 from .readcache import ReadState
 
@@ -45,6 +55,50 @@ class FileHandle:
             if self.fd >= 0:
                 os.close(self.fd)
                 self.fd = -1
+
+
+@dataclass(eq=False)
+class NodeHandle:
+    """A remote file opened read-only while it had no local state (see the module docstring).
+    ``node`` is kept for ``fstat`` only; the bytes are those of ``handle``/``key``/``size``,
+    fixed at open."""
+
+    node: Node
+    handle: str                      # the node's handle
+    key: crypto.FileKey
+    size: int                        # bytes
+    read_state: ReadState = field(default_factory=ReadState)
+    lock: threading.Lock = field(default_factory=threading.Lock)    # guards the switch
+
+
+class Readers:
+    """How many ``NodeHandle`` s hold each node (node handle -> count).  Thread-safe; lookups
+    (``__contains__``, the committer's question) take no lock."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[str, int] = {}
+
+    def __contains__(self, handle: object) -> bool:
+        return handle in self._counts
+
+    def add(self, handle: str) -> None:
+        with self._lock:
+            counts = dict(self._counts)
+            counts[handle] = counts.get(handle, 0) + 1
+            self._counts = counts
+
+    def remove(self, handle: str) -> bool:
+        """One reader of ``handle`` left; True if it was the last."""
+        with self._lock:
+            counts = dict(self._counts)
+            left = counts.get(handle, 0) - 1
+            if left > 0:
+                counts[handle] = left
+            else:
+                counts.pop(handle, None)
+            self._counts = counts
+            return left <= 0
 
 
 @dataclass(eq=False)
@@ -84,6 +138,15 @@ class HandleTable:
         if handle is None:
             raise FsError(errno.EBADF, "no such open file")
         return handle
+
+    def replace(self, fh: int, old: Any, new: Any) -> Any:
+        """Number ``fh`` names ``new`` from now on if it still names ``old``; the handle it
+        names after the call (None once released)."""
+        with self._lock:
+            current = self._handles.get(fh)
+            if current is old:
+                self._handles[fh] = current = new
+            return current
 
     def pop(self, fh: int) -> Any:
         with self._lock:

@@ -1,12 +1,16 @@
 """Open files: create/open, read, write, truncate, flush, release and fsync.
 
-Owns what happens between ``open`` and ``release``.  Opening a remote file does not download
-it: the first write (or a truncate that keeps bytes) brings its old content into the staged
-copy (``_materialize``, under the file's own lock, outside the namespace lock); reads come from
-the staged copy when there is one, else from the remote node through the read cache.  ``close``
-(FUSE flush) makes the data and the file's row durable before it returns.  A handle keeps its
-``StagedFile`` (counted with ``WriteBack.opened``), so a file is never retired while open.
-Never imports FUSE; raises ``FsError`` with the errno the caller must see.
+Owns what happens between ``open`` and ``release``.  A read-only open of a remote file with
+no local state makes no staged file (issue 21): its ``NodeHandle`` holds the node (content is
+immutable per node) and reads it through the read cache, counted in ``Readers`` so the
+committer deletes no node being read; a rename over it, a new version uploaded here or another
+client's change leave the reader with the bytes it opened.  Opening for writing gives the file
+a staged file, but downloads nothing: the first write (or a truncate that keeps bytes) brings
+its old content into the staged copy (``_materialize``, under the file's own lock, outside the
+namespace lock); reads come from the staged copy when there is one, else from the remote node.
+``close`` (FUSE flush) makes the data and the file's row durable before it returns.  A
+``FileHandle`` keeps its ``StagedFile`` (counted with ``WriteBack.opened``), so a file is never
+retired while open.  Never imports FUSE; raises ``FsError`` with the errno the caller must see.
 """
 from __future__ import annotations
 
@@ -19,12 +23,13 @@ from typing import Callable
 from ..api.download import start_writeback
 from ..errors import FsError
 from ..tree.meta import MODE_ATTR, mode_value
+from ..tree.nodes import Node
 from ..tree.tree import Tree
 from ..writeback.queue import WriteBack
 from ..writeback.record import with_attrs
 from ..writeback.staged import StagedFile
 from ..writeback.diskerrors import disk_full
-from .handles import FileHandle, HandleTable
+from .handles import FileHandle, HandleTable, NodeHandle, Readers
 from .namespace import DIR, Namespace
 from .readcache import ReadCache
 
@@ -43,6 +48,8 @@ class FileIO:
         self.tree = tree
         self.reads = reads
         self.handles = handles
+        self.readers = Readers()           # NodeHandles per node: kept from the committer
+        wb.state.being_read = self.readers.__contains__
         # ``-o fsync=local``: fsync makes the data durable on the local disk only; the upload
         # follows as after a close (issue 22)
         self.fsync_local = False
@@ -71,7 +78,8 @@ class FileIO:
         return fh
 
     def open(self, path: str, flags: int) -> int:
-        """``open`` without ``O_CREAT``: nothing is downloaded until data is read or written."""
+        """``open`` without ``O_CREAT``: nothing is downloaded until data is read or written;
+        a read-only open of a file without local state holds its node (``NodeHandle``)."""
         write = (flags & os.O_ACCMODE) != os.O_RDONLY or bool(flags & os.O_TRUNC)
         for _attempt in range(100):
             try:
@@ -87,6 +95,11 @@ class FileIO:
                 if write:
                     raise FsError(errno.EISDIR, "a folder cannot be opened for writing")
                 return 0
+            if entry.sf is None and not write:
+                fh = self._open_node(entry.node)
+                if fh:
+                    return fh
+                continue          # a staged file took the node meanwhile: it shows the file
             sf = self.ns.staged_for(entry)
             if self.wb.opened(sf, write):
                 if sf.rec.committed and not sf.rec.has_copy:
@@ -111,6 +124,46 @@ class FileIO:
                 pass
         raise FsError(errno.EAGAIN, "the file kept changing while being opened")
 
+    def _open_node(self, node: Node | None) -> int:
+        """A ``NodeHandle`` for ``node``, or 0 if a staged file holds it by now.  Counted
+        first, then checked: a node the committer may delete is held by a staged file until
+        it is deleted, so either the committer sees this reader or this sees the holder."""
+        assert node is not None
+        self.readers.add(node.handle)
+        if self.wb.hides(node):
+            self._read_closed(node.handle)
+            return 0
+        self.reads.reset_bad(node.handle)          # a new open downloads afresh
+        return self.handles.add(NodeHandle(node, node.handle, node.file_key, node.size))
+
+    def handle_of(self, fh: int) -> object:
+        """The handle numbered ``fh`` (EBADF if none).  A ``NodeHandle`` whose file was
+        written through the mount since it was opened (a staged file holding its node has a
+        staged copy: the same file, maybe renamed or removed since) becomes a read-only
+        ``FileHandle`` of that staged file first, so it reads what was written."""
+        opened = self.handles.get(fh)
+        if not isinstance(opened, NodeHandle):
+            return opened
+        sf = self.wb.holder(opened.handle)
+        if sf is None or not sf.rec.has_copy:
+            return opened
+        with opened.lock:
+            if self.handles.get(fh) is not opened:
+                return self.handles.get(fh)        # switched by another read meanwhile
+            if not self.wb.opened(sf, False):
+                return opened                      # retired: its node is current again
+            switched = FileHandle(sf, False)
+            current = self.handles.replace(fh, opened, switched)
+        if current is switched:
+            self._read_closed(opened.handle)
+        else:
+            self.wb.closed(sf, False)              # released meanwhile (release counted it)
+        return current
+
+    def _read_closed(self, handle: str) -> None:
+        if self.readers.remove(handle) and self.wb.holder(handle) is not None:
+            self.wb.touch_all()        # the last reader of a node a staged file may delete
+
     def _open_file(self, sf: StagedFile, write: bool) -> int:
         if not self.wb.opened(sf, write):      # cannot happen under the namespace lock
             raise FsError(errno.EAGAIN, "the file was retired while being opened")
@@ -126,6 +179,10 @@ class FileIO:
              cancelled: Callable[[], bool] | None = None) -> bytes:
         """Bytes of an open file; a read from MEGA that waits (the transfer quota) gives up
         with EINTR once ``cancelled()`` is true."""
+        opened = self.handle_of(fh)
+        if isinstance(opened, NodeHandle):
+            return self.reads.read(opened.handle, opened.key, opened.size, offset, size,
+                                   opened.read_state, cancelled)
         handle = self.file_handle(fh)
         sf = handle.sf
         with self.wb.lock:
@@ -255,6 +312,8 @@ class FileIO:
     def release(self, fh: int) -> None:
         """The last close of ``fh`` (files and folders)."""
         handle = self.handles.pop(fh)
+        if isinstance(handle, NodeHandle):
+            self._read_closed(handle.handle)
         if not isinstance(handle, FileHandle):
             return
         try:

@@ -205,11 +205,12 @@ class Committer:
             return _Ops(put=(rec.parent, uploaded, attrs, gen))
         rec = sf.rec
         step = self.state.step(sf)
+        free = R.unread(rec, self.state.being_read)     # nodes being read: after their readers
         if step is Step.DELETE:
-            return _Ops(delete=[h for h in [rec.committed, *rec.replaces] if h])
+            return _Ops(delete=[h for h in [free.committed, *free.replaces] if h])
         if step not in (Step.FIX, Step.CLEANUP, Step.EXPORT):
             return None
-        ops = _Ops(delete=list(rec.replaces))
+        ops = _Ops(delete=list(free.replaces))
         node = self.tree.get(rec.committed) if rec.committed else None
         if node is None:
             return None

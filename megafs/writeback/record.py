@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 
 class Step(enum.Enum):
@@ -140,6 +140,18 @@ def plan(rec: Record, *, node: tuple[str, str | None, int, bool] | None, writers
     if rec.committed_gen > 0 and not public and rec.link_wanted:
         return Step.EXPORT
     return Step.DONE
+
+
+def unread(rec: Record, being_read: Callable[[str], bool]) -> Record:
+    """``rec`` without the nodes it would delete that ``being_read`` says a reader holds
+    (``rec`` itself when there are none): old versions, and the committed node once unlinked.
+    Planned on, it defers those deletes until the readers are gone (issue 21)."""
+    drop = [h for h in (rec.committed if rec.unlinked else None, *rec.replaces)
+            if h and being_read(h)]
+    if not drop:
+        return rec
+    return dataclasses.replace(rec, replaces=[h for h in rec.replaces if h not in drop],
+                               committed=None if rec.committed in drop else rec.committed)
 
 
 def flushed(rec: Record, size: int, mtime_ns: int) -> Record:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Callable
 
 from ..tree.names import base_display_name
 from ..tree.tree import Tree
@@ -38,6 +39,11 @@ class QueueState:
         self.ready: list[StagedFile] = []           # finished uploads (busy, with a token)
         self.in_flight = 0                          # uploads running
         self.stopping = threading.Event()
+        # Whether a read-only open holds node ``handle`` (set by the filesystem core): such a
+        # node is not deleted until its readers are gone (issue 21, ``record.unread``).
+        # Lock-free; a reader counts itself before it checks that no staged file holds the
+        # node, and a node is held by its staged file until it is deleted.
+        self.being_read: Callable[[str], bool] = lambda handle: False
 
     def new_file(self, rec: Record, path: str, *, persisted: bool = False) -> StagedFile:
         """A ``StagedFile`` guarded by this queue's lock that tells this queue of changes
@@ -84,11 +90,14 @@ class QueueState:
             self.lock.notify_all()
 
     def step(self, sf: StagedFile) -> Step:
-        """``record.plan`` for ``sf`` now (call under ``lock``)."""
-        node = self.tree.get(sf.rec.committed) if sf.rec.committed else None
+        """``record.plan`` for ``sf`` now (call under ``lock``).  Nodes being read
+        (``being_read``) are left out of what the file must delete: they wait for their
+        readers, the rest goes on (the file can be uploaded and exported meanwhile)."""
+        rec = R.unread(sf.rec, self.being_read)
+        node = self.tree.get(rec.committed) if rec.committed else None
         view = None if node is None else (node.parent, node.name, node.mtime_ns,
                                           bool(node.public))
-        return R.plan(sf.rec, node=view, writers=sf.writers, forced=sf.forced,
+        return R.plan(rec, node=view, writers=sf.writers, forced=sf.forced,
                       dirty=sf.dirty, handles=sf.handles, now=time.time(),
                       node_attrs=None if node is None else node.attrs)
 
@@ -104,7 +113,8 @@ class QueueState:
             return False
         if not sf.rec.unlinked and (sf.dirty or sf.meta_dirty):
             return False
-        return self.step(sf) is Step.DONE
+        # a node still to delete that is being read keeps the file (and its row) until then
+        return R.unread(sf.rec, self.being_read) is sf.rec and self.step(sf) is Step.DONE
 
     def remote_changed(self, sf: StagedFile) -> bool:
         """Whether another client changed what ``sf`` shows, so the namespace must look at it:
