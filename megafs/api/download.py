@@ -8,6 +8,9 @@ compared with key words 6-7.  A whole-file download goes to a part file beside t
 it only once the MAC matches, so a failed or tampered download never leaves a file at the
 destination, nor unverified bytes under any name.
 
+The URL and its refresh, and the MAC check, are ``remotefile``'s (shared with the mount's read
+cache): ``UrlSource``, ``FileMac``, ``check_empty``.
+
 Retries: what to do about a download server's answer is ``errors.classify(code, "transfer")``.
 Connection errors, timeouts, HTTP 5xx/429, transient error bodies (``-3``...) and connections
 that end inside the body are retried per range with one ``Backoff``; a dead URL (HTTP
@@ -38,7 +41,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
-import hmac
 import logging
 import mmap
 import os
@@ -57,6 +59,7 @@ from .http import (ERROR_BODY_MAX, HTTP_DEAD_URL_STATUSES, HTTP_OVER_QUOTA, HTTP
                    HttpPool, TransferInterrupted, TransferStream, parse_error_body, redact_url,
                    run_workers, transfer_buffer)
 from .partfile import PartFile
+from .remotefile import FileMac, UrlSource, check_empty
 from .xferquota import QuotaGate, TransferQuotaExceeded, parse_time_left
 
 log = logging.getLogger(__name__)
@@ -265,7 +268,7 @@ class Downloader:
         size = info.size
         span = self.span_for(size)
         # the spans are handed out one by one, never listed: a claimed size costs no memory
-        job = _FillJob(fd, key, info.url, refresh, progress, cancel,
+        job = _FillJob(fd, key, size, UrlSource(refresh, info.url), progress, cancel,
                        chunks.groups(size, span) if size else iter(()))
         job.direct_fd = direct_fd
         count = min(self.connections, -(-size // span))
@@ -277,20 +280,12 @@ class Downloader:
         if cancel is not None and cancel.is_set():
             raise Cancelled("download cancelled")
         os.ftruncate(fd, size)
-        # An empty file has no bytes for a MAC to vouch for, and clients disagree on its
-        # meta-MAC: MEGA's web client and SDK write (0,0), megajs MACs one empty chunk and
-        # go-mega (rclone) one chunk MAC of zeros (crypto.empty_file_macs).  Those are accepted,
-        # nothing else: a key whose MAC is that of some data
-        # is not the key of an empty file, whatever size ``g`` claims.  (The local server takes
-        # any meta-MAC for an empty upload: it never sees keys.)
+        # (The local server takes any meta-MAC for an empty upload: it never sees keys.)
         if size == 0:
-            if not any(hmac.compare_digest(mac, key.mac)
-                       for mac in crypto.empty_file_macs(key.aes_key, key.nonce)):
-                raise IntegrityError("MAC mismatch: the server says the file is empty, but the "
-                                     "link's key is the key of some data")
-        elif not hmac.compare_digest(job.macs.meta_mac(size), key.mac):
-            raise IntegrityError("MAC mismatch: the downloaded data does not match the link's "
-                                 "key (tampered, truncated or wrong key)")
+            check_empty(key, "the file")
+        else:
+            job.macs.check("the downloaded data does not match the link's key (tampered, "
+                           "truncated or wrong key)")
 
     def span_for(self, size: int) -> int:
         """GET size for a whole file: at least four spans per connection, so all are kept
@@ -331,7 +326,7 @@ class Downloader:
         retry: _RangeRetry | None = None
         while pos < end and not job.stop.is_set():
             self.quota.wait(job.stopped)
-            url = job.url
+            url = job.source.get()
             what = "download %d-%d from %s" % (pos, end - 1, redact_url(url))
             try:
                 with self.pool.stream("GET", range_url(url, pos, end - pos),
@@ -350,13 +345,11 @@ class Downloader:
             except TransferInterrupted as exc:
                 problem = str(exc), False
             except _Expired as exc:
-                if job.refresh is None or refreshed:
+                if refreshed:
                     raise MegaError(ApiCode.EEXPIRED,
                                     "download URL no longer valid (%s)" % exc) from None
                 refreshed = True
-                with job.refresh_lock:
-                    if job.url == url:
-                        job.url = job.refresh().url
+                job.source.refresh(url)        # MegaError(-8) if it cannot be renewed
                 continue
             except ValueError:
                 raise TransportError("%s: not an http(s) URL" % what) from None
@@ -396,19 +389,17 @@ class Downloader:
 class _FillJob:
     """One whole-file download shared by its workers; ``lock`` guards the mutable fields."""
 
-    def __init__(self, fd: int, key: FileKey, url: str,
-                 refresh: Callable[[], DownloadInfo] | None, progress: Progress | None,
-                 cancel: threading.Event | None, pending: Iterator[tuple[int, int]]) -> None:
+    def __init__(self, fd: int, key: FileKey, size: int, source: UrlSource,
+                 progress: Progress | None, cancel: threading.Event | None,
+                 pending: Iterator[tuple[int, int]]) -> None:
         self.fd = fd
         self.key = key
-        self.url = url
-        self.refresh = refresh
+        self.source = source             # the URL, renewed once per dead one
         self.progress = progress
         self.cancel = cancel
         self.pending = pending           # lowest offsets first; next() under ``lock``
-        self.macs = crypto.MacAccumulator(key.aes_key)
+        self.macs = FileMac(key, size)
         self.lock = threading.Lock()
-        self.refresh_lock = threading.Lock()
         self.stop = threading.Event()
         self.errors: list[BaseException] = []
         self.done = 0

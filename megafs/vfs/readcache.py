@@ -1,11 +1,12 @@
 """Reads of remote files: ranged downloads, a bounded block cache, read-ahead, MAC checking.
 
-Owns the download URLs of remote nodes (refreshed when the transfer server refuses one), an LRU
-cache (cachetools) of decrypted *blocks* and the per-file chunk MACs.  A block is a run of whole
-MEGA MAC chunks of at most 1 MiB (``chunks.groups(size, 1 MiB)``), so every fetched block yields
-the chunk MACs it contains; once every chunk of a file has been seen (a full read, sequential
-or not) the meta-MAC is compared with the one in the file key, and a mismatch makes that read
-and every later read of the node fail with EIO (``IntegrityError``) and is logged at ERROR.
+Owns an LRU cache (cachetools) of decrypted *blocks*, the download URL of each remote node and
+its chunk MACs; fetching a block, refreshing a dead URL and checking the MAC are
+``api.remotefile``'s, shared with ``megafs get``.  A block is a run of whole MEGA MAC chunks of
+at most 1 MiB (``chunks.groups(size, 1 MiB)``), so every fetched block yields the chunk MACs it
+contains; once every chunk of a file has been seen (a full read, sequential or not) the
+meta-MAC is compared with the one in the file key, and a mismatch makes that read and every
+later read of the node fail with EIO (``IntegrityError``) and is logged at ERROR.
 Sequential readers get read-ahead: the next blocks are fetched on a small thread pool while the
 current one is consumed.  Never imports FUSE, never logs keys or URLs.
 
@@ -33,8 +34,9 @@ from typing import Any, Callable
 
 from cachetools import LRUCache
 
-from .. import chunks, crypto, sealing
-from ..errors import ApiCode, FsError, IntegrityError, MegaError, ProtocolError
+from .. import chunks, crypto
+from ..api.remotefile import FileMac, UrlSource, check_empty, check_size, read_block
+from ..errors import FsError, IntegrityError
 
 log = logging.getLogger(__name__)
 
@@ -69,11 +71,6 @@ def block_count(size: int) -> int:
     return block_index(size - 1) + 1 if size > 0 else 0
 
 
-def _check_size(handle: str, size: int) -> None:
-    if not chunks.storable(size):
-        raise ProtocolError("node %s claims %d bytes, more than MEGA stores" % (handle, size))
-
-
 class ReadState:
     """Per open handle: where the last read ended (sequential detection)."""
 
@@ -89,8 +86,8 @@ class ReadCache:
         self._lock = threading.Lock()
         self._cache: LRUCache = LRUCache(maxsize=cache_bytes, getsizeof=len)
         self._inflight: dict[tuple[str, int], Future] = {}
-        self._urls: dict[str, str] = {}
-        self._macs: LRUCache = LRUCache(maxsize=4096)      # handle -> {chunk offset: mac}
+        self._urls: dict[str, UrlSource] = {}
+        self._macs: LRUCache = LRUCache(maxsize=4096)      # handle -> FileMac
         self._bad: set[str] = set()
         self._pool = ThreadPoolExecutor(prefetch_threads, thread_name_prefix="megafs-readahead")
 
@@ -108,11 +105,9 @@ class ReadCache:
         FsError(EINTR) when ``cancelled()`` turns true while a block is still coming."""
         if handle in self._bad:
             raise IntegrityError("MAC mismatch: node %s is corrupt" % handle)
-        _check_size(handle, size)
-        if size == 0 and key.mac not in crypto.empty_file_macs(key.aes_key, key.nonce):
-            # "empty" from the server, but the key carries the MAC of some data (issue 20)
-            raise IntegrityError("node %s: the server says it is empty, but its key is the key "
-                                 "of some data" % handle)
+        check_size("node %s" % handle, size)
+        if size == 0:
+            check_empty(key, "node %s" % handle)
         if offset >= size or length <= 0:
             return b""
         end = min(size, offset + length)
@@ -144,7 +139,7 @@ class ReadCache:
                       cancelled: Callable[[], bool] | None = None) -> None:
         """Download a whole remote file into ``fd`` (staging an existing file for writing).
         FsError(EINTR) when ``cancelled()`` turns true while a block is still coming."""
-        _check_size(handle, size)
+        check_size("node %s" % handle, size)
         count = block_count(size)
         for idx in range(count):
             for ahead in range(idx + 1, min(count, idx + 1 + READ_AHEAD)):
@@ -154,7 +149,7 @@ class ReadCache:
         if handle in self._bad:
             raise IntegrityError("MAC mismatch: node %s is corrupt" % handle)
         if size:
-            self._check_complete(handle, key, size, force=True)
+            self._check_complete(handle)
 
     def reset_bad(self, handle: str) -> None:
         """A new open of a node that failed its MAC check downloads it afresh."""
@@ -193,10 +188,10 @@ class ReadCache:
         handle = ck[0]
         try:
             data = self._download(handle, key, start, length)
-            self._record_macs(handle, key, start, data)
+            self._record_macs(handle, key, size, start, data)
             with self._lock:
                 self._cache[ck] = data
-            self._check_complete(handle, key, size)
+            self._check_complete(handle)
             fut.set_result(data)
         except BaseException as exc:  # handed to the reader through the Future
             fut.set_exception(exc)
@@ -204,65 +199,44 @@ class ReadCache:
             with self._lock:
                 self._inflight.pop(ck, None)
 
-    def _url(self, handle: str, refresh: bool = False) -> str:
-        with self._lock:
-            url = None if refresh else self._urls.get(handle)
-        if url is None:
-            info = self.client.open_download(handle=handle)
-            url = info.url
-            with self._lock:
-                self._urls[handle] = url
-        return url
-
     def _download(self, handle: str, key: crypto.FileKey, start: int, length: int) -> bytes:
-        """One block; the client retries on its own, and a dead download URL (``-8``: expired,
-        or refused by the transfer server) costs one ``g`` for a fresh one."""
-        url = self._url(handle)
-        try:
-            data = self.client.read_range(url, key, start, length)
-        except MegaError as exc:
-            if exc.code != ApiCode.EEXPIRED:
-                raise
-            log.info("the download URL of node %s expired; asking for a new one", handle)
-            data = self.client.read_range(self._url(handle, refresh=True), key, start, length)
-        if len(data) != length:
-            raise IntegrityError("short read from the transfer server (%d of %d bytes)"
-                                 % (len(data), length))
-        return data
+        """One block (``api.remotefile.read_block``: the client retries on its own, a dead
+        download URL costs one ``g`` for a fresh one)."""
+        with self._lock:
+            source = self._urls.get(handle)
+            if source is None:
+                source = UrlSource(lambda: self.client.open_download(handle=handle))
+                self._urls[handle] = source
+        return read_block(lambda url, k, at, n: self.client.read_range(url, k, at, n),
+                          source, key, start, length)
 
     # --- MACs -------------------------------------------------------------------------------
-    def _record_macs(self, handle: str, key: crypto.FileKey, start: int, data: bytes) -> None:
-        # the block's chunks on every core (a block at the start of a file holds several)
-        macs = dict(sealing.chunk_macs(key.aes_key, key.nonce, start, memoryview(data)))
+    def _record_macs(self, handle: str, key: crypto.FileKey, size: int, start: int,
+                     data: bytes) -> None:
         with self._lock:
-            table = self._macs.get(handle)
-            if table is None:
-                table = {}
-                self._macs[handle] = table
-            table.update(macs)
+            mac = self._macs.get(handle)
+            if mac is None:
+                mac = FileMac(key, size)
+                self._macs[handle] = mac
+        mac.add_block(start, data)       # the block's chunks, on every core
 
-    def _check_complete(self, handle: str, key: crypto.FileKey, size: int,
-                        force: bool = False) -> None:
+    def _check_complete(self, handle: str) -> None:
         with self._lock:
-            table = self._macs.get(handle) or {}
-            if len(table) < chunks.count(size) and not force:
-                return     # (counted, not listed: the table only holds chunks seen)
-            spans = [(o, n) for o, n in chunks.spans(size) if n]
-            try:
-                macs = [table[o] for o, _ in spans]
-            except KeyError:
+            mac = self._macs.get(handle)
+            if mac is None or not mac.complete:
                 return
-            # Checked once per complete coverage; drop the table so a later full read rechecks.
+            # Checked once per complete coverage; drop it so a later full read rechecks.
             self._macs.pop(handle, None)
-        got = crypto.meta_mac(crypto.condense_macs(key.aes_key, macs))
-        if got != key.mac:
+        try:
+            mac.check("node %s" % handle)
+        except IntegrityError:
             with self._lock:
                 self._bad.add(handle)
                 for k in [k for k in self._cache.keys() if k[0] == handle]:
                     self._cache.pop(k, None)
             log.error("MAC mismatch on node %s: the downloaded data is corrupt or tampered",
                       handle)
-            raise IntegrityError("MAC mismatch on node %s" % handle)
+            raise IntegrityError("MAC mismatch on node %s" % handle) from None
 
 
 def _result(fut: Future, cancelled: Callable[[], bool] | None) -> bytes:
