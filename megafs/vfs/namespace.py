@@ -9,13 +9,14 @@ nothing left to send and nothing open, the queue offers it back (``retire``) and
 drops it from the overlay in one step under its lock, once the tree shows the committed node
 at the same place with the same name (so the name keeps its size, mtime and bytes).
 
-Concurrency contract: ``self.lock`` (an RLock, the *namespace lock*) serialises every change
-of the overlay and of a staged file's place: create, open of a remote file (which gives it a
-staged file), rename, unlink, mkdir, rmdir, retire; it is held across the network requests of
-folder operations.  Lookups take no lock: the overlay maps are replaced, never mutated, so a
-reader always sees a consistent snapshot.  A lookup may return a staged file that is retired a
-moment later; every later use counts a handle on it with ``WriteBack.opened`` (which refuses a
-retired file) or re-resolves.  Lock order: ``self.lock`` -> ``WriteBack.lock`` -> ``tree.lock``.
+Concurrency contract: ``self.lock`` (an RLock, the *namespace lock*) serialises every change of
+the overlay and of a staged file's place: create, open of a remote file for writing (which
+gives it a staged file), rename, unlink, mkdir, rmdir, retire; it is held across the network
+requests of folder operations.  Lookups take no lock: the overlay maps are replaced, never
+mutated, so a reader always sees a consistent snapshot.  A lookup may return a staged file that
+is retired a moment later; every later use counts a handle on it with ``WriteBack.opened``
+(which refuses a retired file) or re-resolves.  Lock order: ``self.lock`` -> ``WriteBack.lock``
+-> ``tree.lock``.
 """
 from __future__ import annotations
 

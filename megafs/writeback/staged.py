@@ -1,8 +1,9 @@
 """``StagedFile``: the one owner of "which bytes does this name have now" for a file with
 local state, and the only code that changes that state.
 
-A file gets a ``StagedFile`` when it is created, opened, renamed, touched or removed through
-the mount, and keeps it until the remote node matches it and nothing has it open (then the
+A file gets a ``StagedFile`` when it is created, opened for writing, renamed, touched or
+removed through the mount (a read-only open holds its node instead: ``vfs/handles.py``), and
+keeps it until the remote node matches it and nothing has it open (then the
 namespace retires it and the name is served from the node tree again, with the same size,
 mtime and bytes).  It holds the durable ``Record`` and the in-memory state around it: the
 staged copy (``staging/<rid>``, 0600), content versions, open handle counts and the upload in
