@@ -129,12 +129,13 @@ class FileIO:
         first, then checked: a node the committer may delete is held by a staged file until
         it is deleted, so either the committer sees this reader or this sees the holder."""
         assert node is not None
+        handle = NodeHandle(node, node.handle, node.file_key, node.size)   # (no key: EIO)
         self.readers.add(node.handle)
         if self.wb.hides(node):
             self._read_closed(node.handle)
             return 0
         self.reads.reset_bad(node.handle)          # a new open downloads afresh
-        return self.handles.add(NodeHandle(node, node.handle, node.file_key, node.size))
+        return self.handles.add(handle)
 
     def handle_of(self, fh: int) -> object:
         """The handle numbered ``fh`` (EBADF if none).  A ``NodeHandle`` whose file was
