@@ -28,6 +28,7 @@ from typing import Any
 from .. import crypto
 from ..errors import FsError
 from ..tree.nodes import Node
+from ..writeback.queue import WriteBack
 from ..writeback.staged import StagedFile
 from .readcache import ReadState
 
@@ -99,6 +100,25 @@ class Readers:
                 counts.pop(handle, None)
             self._counts = counts
             return left <= 0
+
+    def hold(self, node: Node | None, wb: WriteBack) -> NodeHandle | None:
+        """A ``NodeHandle`` of ``node`` (ProtocolError, EIO, if it has no usable key), counted
+        as a reader; None if a staged file holds the node by now (resolve the name again).
+        Counted first, then checked: a node the committer may delete is held by a staged file
+        until it is deleted, so either the committer sees this reader or this sees the
+        holder."""
+        assert node is not None
+        opened = NodeHandle(node, node.handle, node.file_key, node.size)
+        self.add(node.handle)
+        if wb.hides(node):
+            self.release(node.handle, wb)
+            return None
+        return opened
+
+    def release(self, handle: str, wb: WriteBack) -> None:
+        """A ``NodeHandle`` of node ``handle`` was closed (or switched to a staged file)."""
+        if self.remove(handle) and wb.holder(handle) is not None:
+            wb.touch_all()        # its last reader: a staged file may delete it now
 
 
 @dataclass(eq=False)

@@ -23,7 +23,6 @@ from typing import Callable
 from ..api.download import start_writeback
 from ..errors import FsError
 from ..tree.meta import MODE_ATTR, mode_value
-from ..tree.nodes import Node
 from ..tree.tree import Tree
 from ..writeback.queue import WriteBack
 from ..writeback.record import with_attrs
@@ -96,10 +95,11 @@ class FileIO:
                     raise FsError(errno.EISDIR, "a folder cannot be opened for writing")
                 return 0
             if entry.sf is None and not write:
-                fh = self._open_node(entry.node)
-                if fh:
-                    return fh
-                continue          # a staged file took the node meanwhile: it shows the file
+                opened = self.readers.hold(entry.node, self.wb)
+                if opened is None:
+                    continue      # a staged file took the node meanwhile: it shows the file
+                self.reads.reset_bad(opened.handle)          # a new open downloads afresh
+                return self.handles.add(opened)
             sf = self.ns.staged_for(entry)
             if self.wb.opened(sf, write):
                 if sf.rec.committed and not sf.rec.has_copy:
@@ -124,19 +124,6 @@ class FileIO:
                 pass
         raise FsError(errno.EAGAIN, "the file kept changing while being opened")
 
-    def _open_node(self, node: Node | None) -> int:
-        """A ``NodeHandle`` for ``node``, or 0 if a staged file holds it by now.  Counted
-        first, then checked: a node the committer may delete is held by a staged file until
-        it is deleted, so either the committer sees this reader or this sees the holder."""
-        assert node is not None
-        handle = NodeHandle(node, node.handle, node.file_key, node.size)   # (no key: EIO)
-        self.readers.add(node.handle)
-        if self.wb.hides(node):
-            self._read_closed(node.handle)
-            return 0
-        self.reads.reset_bad(node.handle)          # a new open downloads afresh
-        return self.handles.add(handle)
-
     def handle_of(self, fh: int) -> object:
         """The handle numbered ``fh`` (EBADF if none).  A ``NodeHandle`` whose file was
         written through the mount since it was opened (a staged file holding its node has a
@@ -156,14 +143,10 @@ class FileIO:
             switched = FileHandle(sf, False)
             current = self.handles.replace(fh, opened, switched)
         if current is switched:
-            self._read_closed(opened.handle)
+            self.readers.release(opened.handle, self.wb)
         else:
             self.wb.closed(sf, False)              # released meanwhile (release counted it)
         return current
-
-    def _read_closed(self, handle: str) -> None:
-        if self.readers.remove(handle) and self.wb.holder(handle) is not None:
-            self.wb.touch_all()        # the last reader of a node a staged file may delete
 
     def _open_file(self, sf: StagedFile, write: bool) -> int:
         if not self.wb.opened(sf, write):      # cannot happen under the namespace lock
@@ -314,7 +297,7 @@ class FileIO:
         """The last close of ``fh`` (files and folders)."""
         handle = self.handles.pop(fh)
         if isinstance(handle, NodeHandle):
-            self._read_closed(handle.handle)
+            self.readers.release(handle.handle, self.wb)
         if not isinstance(handle, FileHandle):
             return
         try:
