@@ -21,7 +21,7 @@ import time
 from typing import Callable
 
 from ..api.download import start_writeback
-from ..errors import FsError
+from ..errors import ApiCode, FsError, MegaError
 from ..tree.meta import MODE_ATTR, mode_value
 from ..tree.tree import Tree
 from ..writeback.queue import WriteBack
@@ -165,8 +165,14 @@ class FileIO:
         with EINTR once ``cancelled()`` is true."""
         opened = self.handle_of(fh)
         if isinstance(opened, NodeHandle):
-            return self.reads.read(opened.handle, opened.key, opened.size, offset, size,
-                                   opened.read_state, cancelled)
+            try:
+                return self.reads.read(opened.handle, opened.key, opened.size, offset, size,
+                                       opened.read_state, cancelled)
+            except MegaError as exc:
+                if exc.code != ApiCode.ENOENT:
+                    raise
+                raise FsError(errno.EIO, "the file was removed from MEGA while open: only "
+                              "bytes fetched before can be read") from None
         handle = self.file_handle(fh)
         sf = handle.sf
         with self.wb.lock:
