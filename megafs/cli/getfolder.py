@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import hmac
 import logging
 import os
 import stat
@@ -42,7 +41,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, TextIO
 
-from .. import chunks, crypto
+from .. import crypto
+from ..api.identical import fd_matches
 from ..api.partfile import remove_partial_files
 from ..api.publicfolder import FILE, FOLDER, Entry, Listing, PublicFolder
 from ..config import printable
@@ -156,22 +156,7 @@ def local_state(path: str, entry: Entry) -> str:
 def _mac_matches(fd: int, entry: Entry) -> bool:
     """Whether the file's bytes have the meta-MAC in the node's key (``entry.size`` bytes)."""
     assert entry.key is not None
-    key = crypto.FileKey.unpack(entry.key)
-    if entry.size == 0:
-        return any(hmac.compare_digest(mac, key.mac)
-                   for mac in crypto.empty_file_macs(key.aes_key, key.nonce))
-    macs = crypto.MacAccumulator(key.aes_key)
-    buf, scratch = bytearray(chunks.MIB), bytearray(256 * 1024)
-    for offset, length in chunks.spans(entry.size):
-        view = memoryview(buf)[:length]
-        got = 0
-        while got < length:
-            n = os.preadv(fd, [view[got:]], offset + got)
-            if n <= 0:
-                return False            # shorter than it was a moment ago
-            got += n
-        macs.add(offset, crypto.chunk_mac(key.aes_key, key.nonce, view, scratch))
-    return hmac.compare_digest(macs.meta_mac(entry.size), key.mac)
+    return fd_matches(fd, crypto.FileKey.unpack(entry.key), entry.size)
 
 
 # --- the run --------------------------------------------------------------------------------
