@@ -86,7 +86,7 @@ def test_a_reader_keeps_the_version_it_opened_through_a_save_over_it_and_its_upl
     stack.fs.rename("/t", "/x")
     stack.link("/x")                                       # the new one is on MEGA, exported
     assert stack.read_file("/x") == new
-    wait_for(lambda: stack.wb.committer.ready == [] and not any(
+    wait_for(lambda: stack.wb.state.ready == [] and not any(
         sf.busy for sf in stack.wb.files.values()), what="the committer to go idle")
     assert first in _server_handles(stack), "the node being read was deleted"
     stack.reads.forget(first)                              # every byte from the server again
