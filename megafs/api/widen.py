@@ -1,0 +1,148 @@
+"""How many transfer requests to keep in flight: start at the configured number, and on a slow
+link add one at a time while each addition still raises the measured throughput (issue 23).
+
+Why: a transfer on ``n`` connections with one request in flight each is held to ``n`` times
+what one connection carries, less an idle round trip per request.  Real links often cap each
+connection (TCP windows over a long round trip, per-connection shaping): through the bench's
+WAN emulator (``scripts/bench --wan``; far: RTT 150 ms, 20 Mbit/s per connection, 100 in
+total) 4 connections carried 9.1 MB/s of the 12.5 and 6 carried 11.5.  The link's limits are
+not known in advance, so they are measured: after the requests in flight have each completed
+once at the current width (an epoch), the epoch's throughput is compared with the previous
+width's; another request in flight is added while the gain is at least a third of the ideal
+``1/width`` (a capped link stops it at once), and never when requests complete faster than
+``SLOW`` seconds (loopback and LAN, where the CPU is the limit and more threads only cost
+memory).  The extra width comes from a ``Budget`` shared by every transfer of one client, so
+the memory bound stays ``base + budget`` buffers whatever the number of transfers.
+
+Thread-safe; no I/O; times come from the caller (``time.monotonic`` seconds).
+"""
+from __future__ import annotations
+
+import threading
+from typing import Callable
+
+SLOW = 0.1           # seconds: requests quicker than this never widen a transfer
+EXTRA = 4            # default budget: requests in flight added beyond the configured ones
+
+
+class Budget:
+    """Extra requests in flight shared by the transfers of one client."""
+
+    def __init__(self, extra: int = EXTRA) -> None:
+        self._lock = threading.Lock()
+        self.extra = max(0, extra)
+        self.used = 0
+
+    def take(self) -> bool:
+        with self._lock:
+            if self.used >= self.extra:
+                return False
+            self.used += 1
+            return True
+
+    def give(self, n: int = 1) -> None:
+        with self._lock:
+            self.used = max(0, self.used - n)
+
+
+class Widener:
+    """The width of one transfer: ``record`` each completed request, and start one more
+    worker whenever it returns True (the slot is then taken from the budget; ``close`` gives
+    every taken slot back)."""
+
+    def __init__(self, base: int, budget: Budget, limit: int | None = None) -> None:
+        self.width = max(1, base)
+        self.budget = budget
+        self.limit = limit          # never wider than this (e.g. the requests left)
+        self.taken = 0
+        self._lock = threading.Lock()
+        self._growing = True
+        self._epoch_start: float | None = None
+        self._epoch_bytes = 0
+        self._epoch_count = 0
+        self._warm = 0              # completions to skip before an epoch (new connections)
+        self._previous: float | None = None
+        self._slow = 0.0            # longest request of the epoch
+
+    def record(self, nbytes: int, started: float, now: float, left: int = 1 << 30) -> bool:
+        """One request of ``nbytes`` ran from ``started`` to ``now``; ``left`` requests remain
+        to be sent.  True: start one more worker now."""
+        with self._lock:
+            if not self._growing:
+                return False
+            if self._warm < self.width:        # every worker's first request: handshakes
+                self._warm += 1
+                if self._warm == self.width:
+                    self._new_epoch(now)
+                return False
+            assert self._epoch_start is not None
+            self._epoch_bytes += nbytes
+            self._epoch_count += 1
+            self._slow = max(self._slow, now - started)
+            if self._epoch_count < self.width:
+                return False
+            rate = self._epoch_bytes / max(now - self._epoch_start, 1e-6)
+            gain_needed = 1 + 1 / (3 * self.width)
+            if self._slow < SLOW or (self._previous is not None
+                                     and rate < self._previous * gain_needed):
+                self._growing = False
+                return False
+            if left <= self.width or (self.limit is not None and self.width >= self.limit):
+                self._new_epoch(now)
+                return False
+            if not self.budget.take():
+                self._growing = False
+                return False
+            self.taken += 1
+            self._previous = rate
+            self.width += 1
+            self._warm = self.width - 1        # only the new worker's first request warms up
+            return True
+
+    def _new_epoch(self, now: float) -> None:
+        self._epoch_start, self._epoch_bytes, self._epoch_count, self._slow = now, 0, 0, 0.0
+
+    def close(self) -> None:
+        with self._lock:
+            taken, self.taken = self.taken, 0
+        self.budget.give(taken)
+
+
+class Crew:
+    """Worker threads running ``target`` that may grow while they run (``add``); ``run``
+    starts ``count`` of them (the first on the calling thread) and returns once every one,
+    added ones included, has finished.  If the wait is interrupted, ``stop`` is set, the
+    workers are joined and the interruption propagates."""
+
+    def __init__(self, target: Callable[[], None], name: str, stop: threading.Event) -> None:
+        self.target, self.name, self.stop = target, name, stop
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+
+    def add(self) -> None:
+        with self._lock:
+            thread = threading.Thread(target=self.target, daemon=True,
+                                      name="%s-%d" % (self.name, len(self._threads) + 1))
+            self._threads.append(thread)
+        thread.start()
+
+    def run(self, count: int) -> None:
+        for _ in range(count - 1):
+            self.add()
+        try:
+            self.target()
+            joined = 0
+            while True:
+                with self._lock:
+                    if joined == len(self._threads):
+                        return
+                    thread = self._threads[joined]
+                thread.join()
+                joined += 1
+        except BaseException:
+            self.stop.set()
+            with self._lock:
+                threads = list(self._threads)
+            for thread in threads:
+                thread.join()
+            raise
