@@ -164,6 +164,7 @@ class Uploader:
         self.timeout = timeout
         self.max_in_flight = 0      # observed high-water mark of spans held in memory (tests)
         self.budget = Budget()      # workers beyond ``connections`` on slow links (widen.py)
+        self.learned_width: int | None = None   # the last big upload's width (widen.py)
 
     def upload(self, path: str, *, progress: Progress | None = None,
                cancel: threading.Event | None = None, premac: PremadeMacs | None = None
@@ -229,12 +230,15 @@ class Uploader:
         state = _AttemptState(cancel, spans)
         width = min(self.connections, len(spans))
         job = _Job(fd, url, key, macs, state, progress, max(1, min(target, size)),
-                   known or {}, Widener(width, self.budget, limit=len(spans)))
+                   known or {}, Widener(width, self.budget, limit=len(spans),
+                                        start=self.learned_width))
         job.crew = Crew(lambda: self._worker(job), "megafs-upload", state.stop)
         try:
-            job.crew.run(width)
+            job.crew.run(job.widener.width)
         finally:
             job.widener.close()
+            if len(spans) > 4 * width:       # long enough to have measured the link
+                self.learned_width = job.widener.learned
         if state.token is not None:     # finished: whatever else happened does not matter
             try:
                 return state.token, macs.meta_mac(size)
@@ -276,8 +280,9 @@ class Uploader:
                     with state.lock:
                         state.in_flight -= 1
                         left = len(state.pending)
-                if job.widener.record(length, started, time.monotonic(), left) and job.crew:
-                    job.crew.add()       # a slow link that one more connection fills better
+                for _ in range(job.widener.record(length, started, time.monotonic(), left)):
+                    if job.crew:
+                        job.crew.add()   # a slow link that more connections fill better
         except BaseException as exc:  # noqa: B902 - handed to the calling thread
             if isinstance(exc, Cancelled) and not state.stop.cancelled():
                 return  # this worker stopped because another one failed first

@@ -8,8 +8,8 @@ WAN emulator (``scripts/bench --wan``; far: RTT 150 ms, 20 Mbit/s per connection
 total) 4 connections carried 9.1 MB/s of the 12.5 and 6 carried 11.5.  The link's limits are
 not known in advance, so they are measured: after the requests in flight have each completed
 once at the current width (an epoch), the epoch's throughput is compared with the previous
-width's; another request in flight is added while the gain is at least a third of the ideal
-``1/width`` (a capped link stops it at once), and never when requests complete faster than
+width's; half the width again is added while the gain is at least a third of the step's ideal
+(a capped link stops it at once), and never when requests complete faster than
 ``SLOW`` seconds (loopback and LAN, where the CPU is the limit and more threads only cost
 memory).  The extra width comes from a ``Budget`` shared by every transfer of one client, so
 the memory bound stays ``base + budget`` buffers whatever the number of transfers.
@@ -33,12 +33,12 @@ class Budget:
         self.extra = max(0, extra)
         self.used = 0
 
-    def take(self) -> bool:
+    def take(self, n: int = 1) -> int:
+        """Up to ``n`` slots; how many were granted."""
         with self._lock:
-            if self.used >= self.extra:
-                return False
-            self.used += 1
-            return True
+            granted = max(0, min(n, self.extra - self.used))
+            self.used += granted
+            return granted
 
     def give(self, n: int = 1) -> None:
         with self._lock:
@@ -46,58 +46,79 @@ class Budget:
 
 
 class Widener:
-    """The width of one transfer: ``record`` each completed request, and start one more
-    worker whenever it returns True (the slot is then taken from the budget; ``close`` gives
-    every taken slot back)."""
+    """The width of one transfer: ``record`` each completed request and start as many more
+    workers as it returns (their slots are taken from the budget; ``close`` gives every taken
+    slot back).
 
-    def __init__(self, base: int, budget: Budget, limit: int | None = None) -> None:
-        self.width = max(1, base)
+    Growth is by half the width at a time (4, 6, 9...), kept while the throughput rises by at
+    least a third of what the step could give at best.  ``start``: a width learned by an
+    earlier transfer on the same link (``learned``), taken at once (as far as the budget
+    allows) and not probed again.  ``learned`` after the transfer: the width to start the next
+    one at, or None when requests were quick (no need to widen)."""
+
+    def __init__(self, base: int, budget: Budget, limit: int | None = None,
+                 start: int | None = None) -> None:
+        self.base = max(1, base)
         self.budget = budget
-        self.limit = limit          # never wider than this (e.g. the requests left)
-        self.taken = 0
+        self.limit = limit          # never wider than this (e.g. the requests to send)
         self._lock = threading.Lock()
         self._growing = True
+        self.taken = 0
+        want = self.base
+        if start is not None and start > self.base:
+            want = start if limit is None else min(start, limit)
+            self.taken = budget.take(want - self.base)
+            self._growing = False
+        self.width = self.base + self.taken
+        self.learned: int | None = start
         self._epoch_start: float | None = None
         self._epoch_bytes = 0
         self._epoch_count = 0
         self._warm = 0              # completions to skip before an epoch (new connections)
         self._previous: float | None = None
+        self._needed = 1.0          # the rise in throughput that keeps the last step
         self._slow = 0.0            # longest request of the epoch
 
-    def record(self, nbytes: int, started: float, now: float, left: int = 1 << 30) -> bool:
+    def record(self, nbytes: int, started: float, now: float, left: int = 1 << 30) -> int:
         """One request of ``nbytes`` ran from ``started`` to ``now``; ``left`` requests remain
-        to be sent.  True: start one more worker now."""
+        to be sent.  Returns how many more workers to start now (0 mostly)."""
         with self._lock:
             if not self._growing:
-                return False
+                return 0
             if self._warm < self.width:        # every worker's first request: handshakes
                 self._warm += 1
                 if self._warm == self.width:
                     self._new_epoch(now)
-                return False
+                return 0
             assert self._epoch_start is not None
             self._epoch_bytes += nbytes
             self._epoch_count += 1
             self._slow = max(self._slow, now - started)
             if self._epoch_count < self.width:
-                return False
+                return 0
             rate = self._epoch_bytes / max(now - self._epoch_start, 1e-6)
-            gain_needed = 1 + 1 / (3 * self.width)
-            if self._slow < SLOW or (self._previous is not None
-                                     and rate < self._previous * gain_needed):
+            if self._slow < SLOW:
+                self._growing, self.learned = False, None
+                return 0
+            if self._previous is not None and rate < self._previous * self._needed:
                 self._growing = False
-                return False
-            if left <= self.width or (self.limit is not None and self.width >= self.limit):
+                self.learned = self.width
+                return 0
+            step = max(1, self.width // 2)
+            if self.limit is not None:
+                step = min(step, self.limit - self.width)
+            step = min(step, left - self.width)
+            granted = self.budget.take(step) if step > 0 else 0
+            self.learned = self.width + granted
+            if not granted:
                 self._new_epoch(now)
-                return False
-            if not self.budget.take():
-                self._growing = False
-                return False
-            self.taken += 1
+                return 0
+            self.taken += granted
             self._previous = rate
-            self.width += 1
-            self._warm = self.width - 1        # only the new worker's first request warms up
-            return True
+            self._needed = 1 + granted / (3 * self.width)
+            self._warm = self.width            # only the new workers' first requests warm up
+            self.width += granted
+            return granted
 
     def _new_epoch(self, now: float) -> None:
         self._epoch_start, self._epoch_bytes, self._epoch_count, self._slow = now, 0, 0, 0.0

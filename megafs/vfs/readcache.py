@@ -8,7 +8,8 @@ or not) the meta-MAC is compared with the one in the file key, and a mismatch ma
 and every later read of the node fail with EIO (``IntegrityError``) and is logged at ERROR.
 Sequential readers get read-ahead: the next blocks are fetched on a small thread pool while the
 current one is consumed; on a slow link the depth grows while it raises the throughput
-(``api.widen``), and the first blocks of a read share one ``g``.  Never imports FUSE, never logs keys or URLs.
+(``api.widen``), and the first blocks of a read share one ``g``.  Never imports FUSE, never
+logs keys or URLs.
 
 Past MEGA's transfer quota the block downloads wait at the client's gate (``api.xferquota``)
 for the time the server gives, then go on; a reader waiting for such a block gives up with

@@ -32,21 +32,27 @@ def simulate(widener: Widener, *, rtt: float, per_conn: float, total: float,
 
 
 def test_a_per_connection_cap_is_widened_until_the_total_cap() -> None:
-    # far: 20 Mbit/s per connection, 100 in total, RTT 150 ms
-    width = simulate(Widener(4, Budget(8)), rtt=0.15, per_conn=2.5 * MB, total=12.5 * MB)
-    assert 6 <= width <= 7
+    # far: 20 Mbit/s per connection, 100 in total, RTT 150 ms: 4, 6 (+50 %), 9 (no gain)
+    widener = Widener(4, Budget(8))
+    assert simulate(widener, rtt=0.15, per_conn=2.5 * MB, total=12.5 * MB) == 9
+    assert widener.learned == 9
+    # the next transfer starts there and does not probe again
+    again = Widener(4, Budget(8), start=widener.learned)
+    assert again.width == 9
+    assert simulate(again, rtt=0.15, per_conn=2.5 * MB, total=12.5 * MB) == 9
 
 
 def test_a_total_cap_is_not_widened_past_one_probe() -> None:
-    # home: 4 connections already fill 100 Mbit/s
+    # home: 4 connections already fill 100 Mbit/s; one probe (+2) finds no gain
     assert simulate(Widener(4, Budget(8)), rtt=0.04, per_conn=6.25 * MB,
-                    total=12.5 * MB) <= 5
+                    total=12.5 * MB) == 6
 
 
 def test_fast_requests_never_widen() -> None:
     # loopback: 4 MiB in a few ms
-    assert simulate(Widener(4, Budget(8)), rtt=0.0002, per_conn=500 * MB,
-                    total=1000 * MB) == 4
+    widener = Widener(4, Budget(8))
+    assert simulate(widener, rtt=0.0002, per_conn=500 * MB, total=1000 * MB) == 4
+    assert widener.learned is None
 
 
 def test_the_budget_is_shared_and_given_back() -> None:
@@ -54,8 +60,9 @@ def test_the_budget_is_shared_and_given_back() -> None:
     first = Widener(4, budget)
     assert simulate(first, rtt=0.15, per_conn=2.5 * MB, total=100 * MB) == 5
     assert budget.used == 0                 # given back by close()
-    budget.take()
+    assert budget.take() == 1
     assert simulate(Widener(4, budget), rtt=0.15, per_conn=2.5 * MB, total=100 * MB) == 4
+    assert Widener(4, budget, start=9).width == 4      # nothing left to start wider
 
 
 def test_crew_joins_workers_added_while_it_runs() -> None:
