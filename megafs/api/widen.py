@@ -1,18 +1,19 @@
 """How many transfer requests to keep in flight: start at the configured number, and on a slow
-link add one at a time while each addition still raises the measured throughput (issue 23).
+link widen by half at a time while each step still raises the measured throughput (issue 23).
 
 Why: a transfer on ``n`` connections with one request in flight each is held to ``n`` times
 what one connection carries, less an idle round trip per request.  Real links often cap each
 connection (TCP windows over a long round trip, per-connection shaping): through the bench's
 WAN emulator (``scripts/bench --wan``; far: RTT 150 ms, 20 Mbit/s per connection, 100 in
 total) 4 connections carried 9.1 MB/s of the 12.5 and 6 carried 11.5.  The link's limits are
-not known in advance, so they are measured: after the requests in flight have each completed
-once at the current width (an epoch), the epoch's throughput is compared with the previous
-width's; half the width again is added while the gain is at least a third of the step's ideal
-(a capped link stops it at once), and never when requests complete faster than
-``SLOW`` seconds (loopback and LAN, where the CPU is the limit and more threads only cost
-memory).  The extra width comes from a ``Budget`` shared by every transfer of one client, so
-the memory bound stays ``base + budget`` buffers whatever the number of transfers.
+not known in advance, so they are measured in epochs: an epoch ends when as many requests as
+are in flight have completed (the first starts with the transfer, later ones after the new
+connections' first requests).  If the epoch's requests were slow (any over ``SLOW`` seconds;
+never on loopback and LAN, where the CPU is the limit and more threads only cost memory),
+half the width again is added, and kept growing while each step raises the throughput by at
+least a third of what it could at best (a link capped in total stops it at once).  The extra
+width comes from a ``Budget`` shared by every transfer of one client, so the memory bound
+stays ``base + budget`` buffers whatever the number of transfers.
 
 Thread-safe; no I/O; times come from the caller (``time.monotonic`` seconds).
 """
@@ -71,10 +72,10 @@ class Widener:
             self._growing = False
         self.width = self.base + self.taken
         self.learned: int | None = start
-        self._epoch_start: float | None = None
+        self._epoch_start: float | None = None    # the first epoch: when its first request began
         self._epoch_bytes = 0
         self._epoch_count = 0
-        self._warm = 0              # completions to skip before an epoch (new connections)
+        self._warm = 0              # completions to skip first (the new connections' handshakes)
         self._previous: float | None = None
         self._needed = 1.0          # the rise in throughput that keeps the last step
         self._slow = 0.0            # longest request of the epoch
@@ -85,12 +86,13 @@ class Widener:
         with self._lock:
             if not self._growing:
                 return 0
-            if self._warm < self.width:        # every worker's first request: handshakes
-                self._warm += 1
-                if self._warm == self.width:
+            if self._warm:
+                self._warm -= 1
+                if not self._warm:
                     self._new_epoch(now)
                 return 0
-            assert self._epoch_start is not None
+            if self._epoch_start is None:
+                self._epoch_start = started
             self._epoch_bytes += nbytes
             self._epoch_count += 1
             self._slow = max(self._slow, now - started)
@@ -116,7 +118,7 @@ class Widener:
             self.taken += granted
             self._previous = rate
             self._needed = 1 + granted / (3 * self.width)
-            self._warm = self.width            # only the new workers' first requests warm up
+            self._warm = granted               # the new workers' first requests
             self.width += granted
             return granted
 
