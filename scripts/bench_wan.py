@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -106,6 +107,10 @@ class RcloneWan(Side):
 
     def unmount(self, mnt: Path) -> None:
         self.side.unmount(mnt)
+        # the next mount must not send this one's cached writes again over the same link
+        # (a cut-short --vfs-cache-mode writes upload is retried at the next mount: a round's
+        # cold read then shared the link with it)
+        shutil.rmtree(self.side.work / "rclone-cache", ignore_errors=True)
 
 
 class WanBench:
