@@ -1,5 +1,5 @@
 """How many transfer requests to keep in flight: start at the configured number, and on a slow
-link widen by half at a time while each step still raises the measured throughput (issue 23).
+link double it while each step still raises the measured throughput (issue 23).
 
 Why: a transfer on ``n`` connections with one request in flight each is held to ``n`` times
 what one connection carries, less an idle round trip per request.  Real links often cap each
@@ -10,7 +10,7 @@ not known in advance, so they are measured in epochs: an epoch ends when as many
 are in flight have completed (the first starts with the transfer, later ones after the new
 connections' first requests).  If the epoch's requests were slow (any over ``SLOW`` seconds;
 never on loopback and LAN, where the CPU is the limit and more threads only cost memory),
-half the width again is added, and kept growing while each step raises the throughput by at
+the width is doubled, and kept growing while each step raises the throughput by at
 least a third of what it could at best (a link capped in total stops it at once).  The extra
 width comes from a ``Budget`` shared by every transfer of one client, so the memory bound
 stays ``base + budget`` buffers whatever the number of transfers.
@@ -51,7 +51,8 @@ class Widener:
     workers as it returns (their slots are taken from the budget; ``close`` gives every taken
     slot back).
 
-    Growth is by half the width at a time (4, 6, 9...), kept while the throughput rises by at
+    Growth doubles the width (4, 8, 16...; as TCP's slow start, one epoch per step: each costs
+    the new connections' handshakes, so few steps pay), kept while the throughput rises by at
     least a third of what the step could give at best.  ``start``: a width learned by an
     earlier transfer on the same link (``learned``), taken at once (as far as the budget
     allows) and not probed again.  ``learned`` after the transfer: the width to start the next
@@ -106,7 +107,7 @@ class Widener:
                 self._growing = False
                 self.learned = self.width
                 return 0
-            step = max(1, self.width // 2)
+            step = self.width
             if self.limit is not None:
                 step = min(step, self.limit - self.width)
             step = min(step, left - self.width)

@@ -32,20 +32,24 @@ def simulate(widener: Widener, *, rtt: float, per_conn: float, total: float,
 
 
 def test_a_per_connection_cap_is_widened_until_the_total_cap() -> None:
-    # far: 20 Mbit/s per connection, 100 in total, RTT 150 ms: 4, 6 (+50 %), 9 (no gain)
+    # far: 20 Mbit/s per connection, 100 in total, RTT 150 ms: 4 (9.1 MB/s), then 8 fill the
+    # 12.5 MB/s, and a step to 12 gains nothing
     widener = Widener(4, Budget(8))
-    assert simulate(widener, rtt=0.15, per_conn=2.5 * MB, total=12.5 * MB) == 9
-    assert widener.learned == 9
+    assert simulate(widener, rtt=0.15, per_conn=2.5 * MB, total=12.5 * MB) == 8
+    assert widener.learned == widener.width
     # the next transfer starts there and does not probe again
     again = Widener(4, Budget(8), start=widener.learned)
-    assert again.width == 9
-    assert simulate(again, rtt=0.15, per_conn=2.5 * MB, total=12.5 * MB) == 9
+    assert again.width == widener.width
+    assert simulate(again, rtt=0.15, per_conn=2.5 * MB, total=12.5 * MB) == widener.width
+    # without a cap in total it keeps doubling as long as the budget lasts
+    assert simulate(Widener(4, Budget(8)), rtt=0.15, per_conn=2.5 * MB, total=1000 * MB) == 12
 
 
 def test_a_total_cap_is_not_widened_past_one_probe() -> None:
-    # home: 4 connections already fill 100 Mbit/s; one probe (+2) finds no gain
-    assert simulate(Widener(4, Budget(8)), rtt=0.04, per_conn=6.25 * MB,
-                    total=12.5 * MB) == 6
+    # home: 4 connections already fill 100 Mbit/s; one probe (to 8) finds no gain
+    widener = Widener(4, Budget(8))
+    assert simulate(widener, rtt=0.04, per_conn=6.25 * MB, total=12.5 * MB) == 8
+    assert widener.learned == 8
 
 
 def test_fast_requests_never_widen() -> None:
