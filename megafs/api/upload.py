@@ -32,8 +32,8 @@ only sends it once every byte is stored, so the other workers stop, and an error
 worker meets afterwards (a late reply, a POST repeated after its answer was lost) is logged
 and ignored: it never restarts or fails a finished upload.
 
-Width: an upload starts on ``connections`` workers; on a slow link (POSTs of more than 0.1 s)
-one more worker at a time is added while each raises the measured throughput (``widen.py``:
+Width: an upload starts on ``connections`` workers; on a slow link (POSTs of more than 0.1 s
+at under 16 MB/s) the width doubles while it raises the measured throughput (``widen.py``:
 the far profile of ``scripts/bench --wan``, 20 Mbit/s per connection and 100 in total, needs
 6 connections where 4 carried 0.7 of the link), up to the client's shared budget of 4 more.
 

@@ -8,12 +8,12 @@ WAN emulator (``scripts/bench --wan``; far: RTT 150 ms, 20 Mbit/s per connection
 total) 4 connections carried 9.1 MB/s of the 12.5 and 6 carried 11.5.  The link's limits are
 not known in advance, so they are measured in epochs: an epoch ends when as many requests as
 are in flight have completed (the first starts with the transfer, later ones after the new
-connections' first requests).  If the epoch's requests were slow (any over ``SLOW`` seconds;
-never on loopback and LAN, where the CPU is the limit and more threads only cost memory),
-the width is doubled, and kept growing while each step raises the throughput by at
-least a third of what it could at best (a link capped in total stops it at once).  The extra
-width comes from a ``Budget`` shared by every transfer of one client, so the memory bound
-stays ``base + budget`` buffers whatever the number of transfers.
+connections' first requests).  If the epoch's requests were slow (any over ``SLOW`` seconds
+at under ``SLOW_RATE``; never on loopback and LAN, where the CPU is the limit and more
+threads only cost memory), the width is doubled, and kept growing while each step raises the
+throughput by at least a third of what it could at best (a link capped in total stops it
+at once).  The extra width comes from a ``Budget`` shared by every transfer of one client,
+so the memory bound stays ``base + budget`` buffers whatever the number of transfers.
 
 Thread-safe; no I/O; times come from the caller (``time.monotonic`` seconds).
 """
@@ -22,7 +22,8 @@ from __future__ import annotations
 import threading
 from typing import Callable
 
-SLOW = 0.1           # seconds: requests quicker than this never widen a transfer
+SLOW = 0.1           # seconds: requests quicker than this never widen a transfer,
+SLOW_RATE = 16e6     # nor requests faster than this (bytes/s: a loaded loopback, a fast LAN)
 EXTRA = 4            # default budget: requests in flight added beyond the configured ones
 
 
@@ -79,7 +80,7 @@ class Widener:
         self._warm = 0              # completions to skip first (the new connections' handshakes)
         self._previous: float | None = None
         self._needed = 1.0          # the rise in throughput that keeps the last step
-        self._slow = 0.0            # longest request of the epoch
+        self._slow = False          # a request of the epoch was slow (SLOW, SLOW_RATE)
 
     def record(self, nbytes: int, started: float, now: float, left: int = 1 << 30) -> int:
         """One request of ``nbytes`` ran from ``started`` to ``now``; ``left`` requests remain
@@ -96,11 +97,12 @@ class Widener:
                 self._epoch_start = started
             self._epoch_bytes += nbytes
             self._epoch_count += 1
-            self._slow = max(self._slow, now - started)
+            took = now - started
+            self._slow = self._slow or (took > SLOW and nbytes < SLOW_RATE * took)
             if self._epoch_count < self.width:
                 return 0
             rate = self._epoch_bytes / max(now - self._epoch_start, 1e-6)
-            if self._slow < SLOW:
+            if not self._slow:
                 self._growing, self.learned = False, None
                 return 0
             if self._previous is not None and rate < self._previous * self._needed:
@@ -124,7 +126,7 @@ class Widener:
             return granted
 
     def _new_epoch(self, now: float) -> None:
-        self._epoch_start, self._epoch_bytes, self._epoch_count, self._slow = now, 0, 0, 0.0
+        self._epoch_start, self._epoch_bytes, self._epoch_count, self._slow = now, 0, 0, False
 
     def close(self) -> None:
         with self._lock:
