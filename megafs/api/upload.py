@@ -35,7 +35,7 @@ and ignored: it never restarts or fails a finished upload.
 Width: an upload starts on ``connections`` workers; on a slow link (POSTs of more than 0.1 s
 at under 16 MB/s) the width doubles while it raises the measured throughput (``widen.py``:
 the far profile of ``scripts/bench --wan``, 20 Mbit/s per connection and 100 in total, needs
-6 connections where 4 carried 0.7 of the link), up to the client's shared budget of 4 more.
+more than 4 connections: 4 carried 0.7 of the link), up to the client's shared budget of 4 more.
 
 Memory is bounded: each of at most ``connections`` workers (plus the client's widening budget,
 4, shared by every upload) holds one span buffer (at most ``SPAN``, never more than the file)
