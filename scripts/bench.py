@@ -48,6 +48,7 @@ ROOT = Path(__file__).resolve().parent.parent
 from benchlib import Mount as MountProcess, Server as ServerProcess  # noqa: E402
 from bench_side import API_HOST, RcloneSide, login, rclone_binary, signup  # noqa: E402
 import bench_pow  # noqa: E402
+import bench_wan  # noqa: E402
 from megafs import crypto, sealing  # noqa: E402
 from megafs.api import hashcash  # noqa: E402
 from megafs.api import commands  # noqa: E402
@@ -489,10 +490,13 @@ class Bench:
     # --- driver -----------------------------------------------------------------------------
     def run(self) -> int:
         a = self.args
-        mode = "pow" if a.pow else "quick" if a.quick else "full"
+        mode = "pow" if a.pow else "wan" if a.wan else "quick" if a.quick else "full"
         print("megafs bench (%s) in %s" % (mode, self.work))
         if a.pow:
             return self.pow()
+        if a.wan:
+            bench_wan.run(a, self.work, self.record)
+            return self.finish("wan")
         self.server.start()
         try:
             limit = self.crypto_limit()
@@ -572,6 +576,7 @@ def spread(values: list[float]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="reduced sizes (< 2 minutes)")
+    bench_wan.add_arguments(parser)
     parser.add_argument("--pow", action="store_true",
                         help="only the proof-of-work steps: the solver's tries/s against the "
                              "machine's limit and a fresh mount at easiness 100 (minutes)")

@@ -46,6 +46,7 @@ import mmap
 import os
 import sys
 import threading
+import time
 from http import HTTPStatus
 from typing import Any, Callable, Iterator
 
@@ -57,9 +58,10 @@ from ..retry import Backoff, RetryPolicy
 from .commands import DownloadInfo
 from .http import (ERROR_BODY_MAX, HTTP_DEAD_URL_STATUSES, HTTP_OVER_QUOTA, HTTP_RETRY_STATUSES,
                    HttpPool, TransferInterrupted, TransferStream, parse_error_body, redact_url,
-                   run_workers, transfer_buffer)
+                   transfer_buffer)
 from .partfile import PartFile
 from .remotefile import FileMac, UrlSource, check_empty
+from .widen import Budget, Crew, Widener
 from .xferquota import QuotaGate, TransferQuotaExceeded, parse_time_left
 
 log = logging.getLogger(__name__)
@@ -116,6 +118,7 @@ class Downloader:
         self.quota = quota or QuotaGate()
         self.retry = retry or RetryPolicy.from_env()
         self.connections = max(1, connections)
+        self.budget = Budget()      # workers beyond ``connections`` on slow links (widen.py)
         self.span = max(span, chunks.MIB)   # a span holds at least one whole MAC chunk
         self.timeout = timeout
         self._buffers: list[mmap.mmap] = []  # free receive buffers of read_range
@@ -271,10 +274,16 @@ class Downloader:
         job = _FillJob(fd, key, size, UrlSource(refresh, info.url), progress, cancel,
                        chunks.groups(size, span) if size else iter(()))
         job.direct_fd = direct_fd
-        count = min(self.connections, -(-size // span))
-        if count:
-            run_workers(lambda: self._fill_worker(job, min(chunks.MIB, size)), count,
-                        "megafs-download", job.stop)
+        spans = -(-size // span)
+        count = min(self.connections, spans)
+        if count:       # wider on a slow link while it pays (widen.py)
+            job.widener = Widener(count, self.budget, limit=spans)
+            job.crew = Crew(lambda: self._fill_worker(job, min(chunks.MIB, size)),
+                            "megafs-download", job.stop)
+            try:
+                job.crew.run(count)
+            finally:
+                job.widener.close()
         if job.errors:
             raise job.errors[0]
         if cancel is not None and cancel.is_set():
@@ -306,7 +315,11 @@ class Downloader:
                 if span is None:
                     return
                 offset, length = span
+                started = time.monotonic()
                 self._fetch_span(job, offset, length, memoryview(buf), scratch)
+                if job.widener is not None and job.crew is not None:
+                    for _ in range(job.widener.record(length, started, time.monotonic())):
+                        job.crew.add()
         except BaseException as exc:  # noqa: B902 - handed to the calling thread
             if not isinstance(exc, Cancelled) or (job.cancel is not None
                                                   and job.cancel.is_set()):
@@ -404,6 +417,8 @@ class _FillJob:
         self.errors: list[BaseException] = []
         self.done = 0
         self.direct_fd: int | None = None   # O_DIRECT descriptor of the same file, if any
+        self.widener: Widener | None = None
+        self.crew: Crew | None = None
 
     def stopped(self) -> bool:
         """Whether the workers should give up (another failed, or the caller cancelled)."""

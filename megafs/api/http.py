@@ -19,7 +19,7 @@ import ssl
 import threading
 from http import HTTPStatus
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 from urllib.parse import urlsplit
 
 import requests
@@ -87,30 +87,6 @@ def new_http_session(pool: int = 4) -> requests.Session:
     sess.headers["User-Agent"] = USER_AGENT
     sess.verify = True  # certificate checks stay on, always
     return sess
-
-
-def run_workers(target: Callable[[], None], count: int, name: str,
-                stop: threading.Event) -> None:
-    """Run ``target`` on ``count`` threads (inline when 1) and wait for all of them.
-
-    If the wait is interrupted (e.g. KeyboardInterrupt), ``stop`` is set so the workers finish
-    quickly, they are joined, and the interruption propagates.
-    """
-    if count == 1:
-        target()      # one span or one connection: no thread to start
-        return
-    workers = [threading.Thread(target=target, daemon=True, name="%s-%d" % (name, i))
-               for i in range(count)]
-    for worker in workers:
-        worker.start()
-    try:
-        for worker in workers:
-            worker.join()
-    except BaseException:
-        stop.set()
-        for worker in workers:
-            worker.join()
-        raise
 
 
 class TransferInterrupted(TransportError):

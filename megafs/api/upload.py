@@ -32,9 +32,15 @@ only sends it once every byte is stored, so the other workers stop, and an error
 worker meets afterwards (a late reply, a POST repeated after its answer was lost) is logged
 and ignored: it never restarts or fails a finished upload.
 
-Memory is bounded: each of at most ``connections`` workers holds one span buffer (at most
-``SPAN``, never more than the file) and a 1 MiB scratch, whatever the file size; the file is
-read with ``preadv`` at 64-bit offsets and never whole.  Never logs the upload URL's token.
+Width: an upload starts on ``connections`` workers; on a slow link (POSTs of more than 0.1 s
+at under 16 MB/s) the width doubles while it raises the measured throughput (``widen.py``:
+the far profile of ``scripts/bench --wan``, 20 Mbit/s per connection and 100 in total, needs
+more than 4 connections: 4 carried 0.7 of the link), up to the client's shared budget of 4 more.
+
+Memory is bounded: each of at most ``connections`` workers (plus the client's widening budget,
+4, shared by every upload) holds one span buffer (at most ``SPAN``, never more than the file)
+and a 1 MiB scratch, whatever the file size; the file is read with ``preadv`` at 64-bit offsets
+and never whole.  Never logs the upload URL's token.
 """
 from __future__ import annotations
 
@@ -43,6 +49,7 @@ import logging
 import mmap
 import os
 import threading
+import time
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Callable
@@ -55,9 +62,10 @@ from ..errors import (ApiCode, Cancelled, MegaError, TransportError, UploadFaile
 from ..retry import Backoff, RetryPolicy
 from . import commands
 from .http import (HTTP_DEAD_URL_STATUSES, HTTP_OVER_QUOTA, HTTP_RETRY_STATUSES, HttpPool,
-                   TransferInterrupted, parse_error_body, redact_url, run_workers,
+                   TransferInterrupted, parse_error_body, redact_url,
                    transfer_buffer)
 from .transport import Transport
+from .widen import Budget, Crew, Widener
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +163,8 @@ class Uploader:
         self.span = max(span, chunks.MIB)   # a span holds at least one whole MAC chunk
         self.timeout = timeout
         self.max_in_flight = 0      # observed high-water mark of spans held in memory (tests)
+        self.budget = Budget()      # workers beyond ``connections`` on slow links (widen.py)
+        self.learned_width: int | None = None   # the last big upload's width (widen.py)
 
     def upload(self, path: str, *, progress: Progress | None = None,
                cancel: threading.Event | None = None, premac: PremadeMacs | None = None
@@ -218,10 +228,17 @@ class Uploader:
         target = self.span_for(size)
         spans = list(chunks.groups(size, target))
         state = _AttemptState(cancel, spans)
+        width = min(self.connections, len(spans))
         job = _Job(fd, url, key, macs, state, progress, max(1, min(target, size)),
-                   known or {})
-        run_workers(lambda: self._worker(job), min(self.connections, len(spans)),
-                    "megafs-upload", state.stop)
+                   known or {}, Widener(width, self.budget, limit=len(spans),
+                                        start=self.learned_width))
+        job.crew = Crew(lambda: self._worker(job), "megafs-upload", state.stop)
+        try:
+            job.crew.run(job.widener.width)
+        finally:
+            job.widener.close()
+            if len(spans) > 4 * width:       # long enough to have measured the link
+                self.learned_width = job.widener.learned
         if state.token is not None:     # finished: whatever else happened does not matter
             try:
                 return state.token, macs.meta_mac(size)
@@ -257,10 +274,15 @@ class Uploader:
                         buf = transfer_buffer(job.buffer_size)
                         scratch = transfer_buffer(max(4096, min(SCRATCH, job.buffer_size)))
                     assert scratch is not None
+                    started = time.monotonic()
                     self._send_span(job, offset, memoryview(buf)[:length], scratch)
                 finally:
                     with state.lock:
                         state.in_flight -= 1
+                        left = len(state.pending)
+                for _ in range(job.widener.record(length, started, time.monotonic(), left)):
+                    if job.crew:
+                        job.crew.add()   # a slow link that more connections fill better
         except BaseException as exc:  # noqa: B902 - handed to the calling thread
             if isinstance(exc, Cancelled) and not state.stop.cancelled():
                 return  # this worker stopped because another one failed first
@@ -334,6 +356,8 @@ class _Job:
     progress: Progress | None
     buffer_size: int
     known: dict[int, bytes]          # chunk MACs computed while the file was written
+    widener: Widener                 # how many workers: grows on slow links (widen.py)
+    crew: Crew | None = None
 
 
 def _known_macs(known: dict[int, bytes], offset: int, length: int

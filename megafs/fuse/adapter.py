@@ -16,6 +16,7 @@ import functools
 import logging
 import os
 import struct
+import threading
 import time
 from typing import Any, Callable, Iterable
 
@@ -362,6 +363,11 @@ _PACKER = StatPacker()
 class MegaFUSE(mfusepy.FUSE):
     """``mfusepy.FUSE`` passing libfuse 3's open file and ``UTIME_*`` markers on."""
 
+    def __init__(self, operations: Any, mountpoint: str, **kwargs: Any) -> None:
+        self._listing_lock = threading.Lock()
+        self._listings: dict[int, list] = {}   # open folder -> its listing (readdir_fuse_3)
+        super().__init__(operations, mountpoint, **kwargs)
+
     def _path(self, path: bytes | None) -> str | None:
         return None if path is None else path.decode(self.encoding, self.errors)
 
@@ -372,20 +378,41 @@ class MegaFUSE(mfusepy.FUSE):
     def readdir_fuse_3(self, path: bytes | None, buf: Any, filler: Any, offset: int, fip: Any,
                        flags: int) -> int:
         """readdir with attributes when the kernel asks for readdirplus: ``ls -l`` of a
-        folder then costs one request instead of one lookup per entry."""
+        folder then costs one request per buffer of entries instead of one lookup per entry.
+
+        Every entry is passed with its offset (its index + 1).  libfuse 3.14 sends the entries
+        of a listing filled at offset 0 with ``ino = 0`` (``readdir_fill_from_list``), which
+        tells the kernel to ignore their attributes: it then looked every name up again (2,000
+        LOOKUPs for an ``ls -l`` of 2,000 files).  With offsets it answers each buffer as it is
+        filled and gives every entry its node id (``fill_dir_plus``).  The listing is taken
+        once per open folder (at offset 0) and kept until ``releasedir``, so the next buffers
+        continue the same listing."""
         fill = FUSE_FILL_DIR_PLUS if flags & FUSE_READDIR_PLUS else 0
-        items = self.operations.readdir_plus(self._path(path), fip.contents.fh)
+        fh = fip.contents.fh
+        with self._listing_lock:
+            items = self._listings.get(fh) if offset else None
+        if items is None:
+            items = self.operations.readdir_plus(self._path(path), fh)
+            if fh:
+                with self._listing_lock:
+                    self._listings[fh] = items
         st = mfusepy.c_stat()
         ref = ctypes.byref(st)
         pack = _PACKER.pack_into
         encoding, errors = self.encoding, self.errors
-        for name, attrs in items:
+        for index in range(offset, len(items)):
+            name, attrs = items[index]
             if attrs:
                 pack(st, attrs)
-            if filler(buf, name.encode(encoding, errors), ref if attrs else None, 0,
+            if filler(buf, name.encode(encoding, errors), ref if attrs else None, index + 1,
                       fill if attrs else 0) != 0:
                 break
         return 0
+
+    def releasedir(self, path: bytes | None, fip: Any) -> int:
+        with self._listing_lock:
+            self._listings.pop(fip.contents.fh, None)
+        return super().releasedir(path, fip)
 
     def chmod_fuse_3(self, path: bytes | None, mode: int, fip: Any) -> int:
         """``fchmod`` comes without a path (``nullpath_ok``): pass the open file on."""

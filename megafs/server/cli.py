@@ -149,6 +149,11 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
                         help="also listen on PORT (0: a free one) as an HTTP CONNECT proxy whose "
                              "every tunnel goes to this API, for clients that only talk to "
                              "g.api.mega.co.nz (with --tls-api and --tls-name); off by default")
+    parser.add_argument("--advertise", action="append", default=[], metavar="ROLE=URL",
+                        help="hand out URL (scheme://host:port/) instead of the listener's own "
+                             "address in the URLs of ROLE: wait (sc wait URLs) or transfers "
+                             "(https transfer URLs); for a forwarding proxy in front of them, "
+                             "as scripts/bench --wan puts; repeatable")
     parser.add_argument("--transfer-quota", type=parse_size, default=0, metavar="BYTES",
                         help="download bytes per client address and window; past it HTTP 509 "
                              "+ X-MEGA-Time-Left (default 0: unlimited)")
@@ -253,6 +258,14 @@ def run(args: argparse.Namespace) -> int:
         print("megafs serve: --wait-timeout must be positive", file=sys.stderr)
         return EXIT_USAGE
     config = build_config(args)
+    advertised = {}
+    for item in args.advertise:
+        role, _, url = item.partition("=")
+        if role not in ("wait", "transfers") or not url.startswith(("http://", "https://")):
+            print("megafs serve: --advertise wants wait=URL or transfers=URL with an http(s) "
+                  "URL, not %r" % item, file=sys.stderr)
+            return EXIT_USAGE
+        advertised[role] = url.rstrip("/") + "/"
     try:
         prepare(config.data_dir)          # before tls/: every folder made 0700
     except OSError as exc:
@@ -298,6 +311,8 @@ def run(args: argparse.Namespace) -> int:
         app.urls.secure_transfers, app.urls.ca_file = bases[2], str(tls.ca)
     if args.proxy_port is not None:
         app.urls.proxy = bases[-1]
+    for role, url in advertised.items():
+        setattr(app.urls, "wait" if role == "wait" else "secure_transfers", url)
     if not _is_loopback(args.host):
         log.warning("listening on %s: the server has no authentication and anyone who can "
                     "reach this address can use it", args.host)

@@ -8,7 +8,9 @@ contains; once every chunk of a file has been seen (a full read, sequential or n
 meta-MAC is compared with the one in the file key, and a mismatch makes that read and every
 later read of the node fail with EIO (``IntegrityError``) and is logged at ERROR.
 Sequential readers get read-ahead: the next blocks are fetched on a small thread pool while the
-current one is consumed.  Never imports FUSE, never logs keys or URLs.
+current one is consumed; on a slow link the depth grows while it raises the throughput
+(``api.widen``), and the first blocks of a read share one ``g``.  Never imports FUSE, never
+logs keys or URLs.
 
 Past MEGA's transfer quota the block downloads wait at the client's gate (``api.xferquota``)
 for the time the server gives, then go on; a reader waiting for such a block gives up with
@@ -28,6 +30,7 @@ import errno
 import logging
 import os
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Callable
@@ -36,12 +39,17 @@ from cachetools import LRUCache
 
 from .. import chunks, crypto
 from ..api.remotefile import FileMac, UrlSource, check_empty, check_size, read_block
+from ..api.widen import Budget, Widener
 from ..errors import FsError, IntegrityError
 
 log = logging.getLogger(__name__)
 
 BLOCK = 1048576
-READ_AHEAD = 4            # blocks fetched ahead of a sequential reader
+READ_AHEAD = 4            # blocks fetched ahead of a sequential reader, at first
+# More on a slow link (api/widen.py: while each more block in flight raises the throughput):
+# far profile of scripts/bench --wan (RTT 150 ms, 20 Mbit/s per connection) 1 MiB blocks take
+# 0.57 s, so 4 in flight carry 7.3 MB/s of the 12.5; up to 12 more blocks (12 MiB) per mount.
+READ_AHEAD_EXTRA = 12
 LOOK = 0.25               # seconds between a waiting reader's looks at its cancel condition
 # Block starts: MAC chunks merged into runs of at most 1 MiB (0, 768K, 1280K, 1920K, 2688K,
 # 3584K), then one block per 1 MiB chunk; the last block ends at EOF.  Computed, never listed:
@@ -89,7 +97,10 @@ class ReadCache:
         self._urls: dict[str, UrlSource] = {}
         self._macs: LRUCache = LRUCache(maxsize=4096)      # handle -> FileMac
         self._bad: set[str] = set()
-        self._pool = ThreadPoolExecutor(prefetch_threads, thread_name_prefix="megafs-readahead")
+        self._pool = ThreadPoolExecutor(prefetch_threads + READ_AHEAD_EXTRA,
+                                        thread_name_prefix="megafs-readahead")
+        self._widener = Widener(READ_AHEAD, Budget(READ_AHEAD_EXTRA))
+        self.read_ahead = READ_AHEAD      # grows on a slow link (``_widener``)
 
     def close(self) -> None:
         gate = getattr(self.client, "transfer_quota", None)
@@ -121,7 +132,7 @@ class ReadCache:
                 state.sequential = 0
             state.next_offset = end
             if state.sequential >= 1 or offset == 0:
-                for idx in range(last + 1, min(count, last + 1 + READ_AHEAD)):
+                for idx in range(last + 1, min(count, last + 1 + self.read_ahead)):
                     self._start(handle, key, size, idx)
         parts = []
         futures = [self._start(handle, key, size, idx) for idx in range(first, last + 1)]
@@ -142,7 +153,7 @@ class ReadCache:
         check_size("node %s" % handle, size)
         count = block_count(size)
         for idx in range(count):
-            for ahead in range(idx + 1, min(count, idx + 1 + READ_AHEAD)):
+            for ahead in range(idx + 1, min(count, idx + 1 + self.read_ahead)):
                 self._start(handle, key, size, ahead)
             data = _result(self._start(handle, key, size, idx), cancelled)
             os.pwrite(fd, data, block_span(idx, size)[0])
@@ -187,7 +198,10 @@ class ReadCache:
                start: int, length: int) -> None:
         handle = ck[0]
         try:
+            began = time.monotonic()
             data = self._download(handle, key, start, length)
+            if self._widener.record(length, began, time.monotonic()):
+                self.read_ahead = self._widener.width
             self._record_macs(handle, key, size, start, data)
             with self._lock:
                 self._cache[ck] = data

@@ -209,3 +209,27 @@ def test_megafs_client_over_tls_end_to_end(tmp_path, monkeypatch):
         info = srv.info()
         assert srv.url.startswith("https://") and info["secure_transfers"].startswith("https://")
         assert stats.get("hashcash_login", 0) >= 1      # the login went through the 402 too
+
+
+def test_advertise_hands_out_a_forwarder_for_wait_and_transfer_urls(tmp_path, monkeypatch):
+    """``--advertise ROLE=URL``: the wait URLs of ``sc`` and the https transfer URLs name a
+    forwarding proxy in front of the listeners (``scripts/bench --wan`` puts its link emulator
+    there); a bad value is refused with one line."""
+    from megafs.api.client import MegaClient
+
+    with ServerProcess(tmp_path / "data", tls="api",
+                       extra_args=["--advertise", "wait=https://127.0.0.1:9/",
+                                   "--advertise", "transfers=https://127.0.0.1:8"]) as srv:
+        info = srv.info()
+        assert info["wait"] == "https://127.0.0.1:9/"
+        assert info["secure_transfers"] == "https://127.0.0.1:8/"
+        srv.trust_ca(monkeypatch)
+        with MegaClient.open(srv.url, state_dir=str(tmp_path / "state")) as client:
+            sn = client.fetch().sn
+            reply = requests.post(srv.url + "sc?sn=%s&sid=%s" % (
+                sn, client._need_session().sid), timeout=30, verify=srv.ca_file).json()
+            assert reply["w"].startswith("https://127.0.0.1:9/")
+    proc = subprocess.run([sys.executable, "-m", "megafs", "serve", "--data",
+                           str(tmp_path / "bad"), "--port", "0", "--advertise", "api=http://x/"],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 2 and "--advertise wants wait=URL" in proc.stderr

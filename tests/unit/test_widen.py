@@ -1,0 +1,88 @@
+"""Transfer widening (megafs/api/widen.py, issue 23): more requests in flight only while they
+raise the measured throughput, only on slow links, within the shared budget.  Simulated time:
+a link where each of ``w`` concurrent requests of ``n`` bytes takes ``rtt + n / share``."""
+from __future__ import annotations
+
+import threading
+
+from megafs.api.widen import Budget, Crew, Widener
+
+MB = 1_000_000
+
+
+def simulate(widener: Widener, *, rtt: float, per_conn: float, total: float,
+             requests: int = 200, size: int = 4 * MB) -> int:
+    """Run ``requests`` requests through the widener's workers; the width at the end."""
+    now, running = 0.0, []          # (end, start) of each worker's request
+    for _ in range(widener.width):
+        running.append((rtt + size / min(per_conn, total / widener.width), 0.0))
+    sent = len(running)
+    while running:
+        running.sort()
+        end, start = running.pop(0)
+        now = end
+        share = min(per_conn, total / max(1, widener.width))
+        more = widener.record(size, start, now, left=requests - sent)
+        for _ in range(1 + more):
+            if sent < requests:
+                running.append((now + rtt + size / share, now))
+                sent += 1
+    widener.close()
+    return widener.width
+
+
+def test_a_per_connection_cap_is_widened_until_the_total_cap() -> None:
+    # far: 20 Mbit/s per connection, 100 in total, RTT 150 ms: 4 (9.1 MB/s), then 8 fill the
+    # 12.5 MB/s, and a step to 12 gains nothing
+    widener = Widener(4, Budget(8))
+    assert simulate(widener, rtt=0.15, per_conn=2.5 * MB, total=12.5 * MB) == 8
+    assert widener.learned == widener.width
+    # the next transfer starts there and does not probe again
+    again = Widener(4, Budget(8), start=widener.learned)
+    assert again.width == widener.width
+    assert simulate(again, rtt=0.15, per_conn=2.5 * MB, total=12.5 * MB) == widener.width
+    # without a cap in total it keeps doubling as long as the budget lasts
+    assert simulate(Widener(4, Budget(8)), rtt=0.15, per_conn=2.5 * MB, total=1000 * MB) == 12
+
+
+def test_a_total_cap_is_not_widened_past_one_probe() -> None:
+    # home: 4 connections already fill 100 Mbit/s; one probe (to 8) finds no gain
+    widener = Widener(4, Budget(8))
+    assert simulate(widener, rtt=0.04, per_conn=6.25 * MB, total=12.5 * MB) == 8
+    assert widener.learned == 8
+
+
+def test_fast_requests_never_widen() -> None:
+    # loopback: 4 MiB in a few ms
+    widener = Widener(4, Budget(8))
+    assert simulate(widener, rtt=0.0002, per_conn=500 * MB, total=1000 * MB) == 4
+    assert widener.learned is None
+    # a loaded loopback (measured: 4 connections 125-140 MB/s on 2 busy cores): 4 MB POSTs
+    # take 0.13 s, but at over 30 MB/s a connection
+    assert simulate(Widener(4, Budget(8)), rtt=0.0002, per_conn=100 * MB,
+                    total=125 * MB) == 4
+
+
+def test_the_budget_is_shared_and_given_back() -> None:
+    budget = Budget(1)
+    first = Widener(4, budget)
+    assert simulate(first, rtt=0.15, per_conn=2.5 * MB, total=100 * MB) == 5
+    assert budget.used == 0                 # given back by close()
+    assert budget.take() == 1
+    assert simulate(Widener(4, budget), rtt=0.15, per_conn=2.5 * MB, total=100 * MB) == 4
+    assert Widener(4, budget, start=9).width == 4      # nothing left to start wider
+
+
+def test_crew_joins_workers_added_while_it_runs() -> None:
+    done, lock = [], threading.Lock()
+    crew: Crew
+
+    def work() -> None:
+        with lock:
+            done.append(1)
+            grow = len(done) < 5
+        if grow:
+            crew.add()
+    crew = Crew(work, "test", threading.Event())
+    crew.run(2)
+    assert len(done) == 6          # 2 started, and each of the first 4 added one more
