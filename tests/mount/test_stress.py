@@ -84,6 +84,7 @@ def test_model_based_stress(server, tmp_path):
         reads = json.loads(read_out.read_text())
         assert reads["problems"] == [], reads
         assert reads["files"] > 0 and reads["whole"] > 0, reads
+        assert reads["stale"] <= max(2, reads["reads"] // 100), reads
         # Remount without waiting for uploads: the next mount must finish them.
         m.stop()
         m = MountProcess(mnt, server.url, state, log_path=tmp_path / "mount-2.log")
