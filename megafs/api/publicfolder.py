@@ -194,6 +194,67 @@ def _decrypt(entry: Entry, node: dict[str, Any], root: str, share_key: bytes) ->
     entry.key, entry.attrs, entry.name = key, attrs, attrs["n"]
 
 
+def check_packets(packets: Any, max_nodes: int = MAX_NODES) -> list[dict[str, Any]]:
+    """The owner's changes from a folder link's ``sc`` as checked as its listing is: ``t``
+    (new or moved nodes: a handle, a file or folder type, a parent handle, a storable size, a
+    key field that is text), ``u`` (a node handle and its re-encrypted attributes as text)
+    and ``d`` (a node handle) packets are kept; any other kind is left out quietly (the feed
+    carries nothing else a link reader needs, e.g. ``s2`` or ``ph``), a malformed one is left
+    out with one WARNING line naming what is wrong.  The keys and attributes themselves are
+    decrypted where they are applied (``tree/packets.py`` with the share key and the root
+    handle as the tree's key and user: a key entry is ``ROOT:KEY``, meganz/sdk
+    src/node.cpp ``applykey``), which keeps a node it cannot decrypt as undecryptable.  Where
+    a packet may put its nodes (an existing folder, no cycle) is the tree's to check
+    (``tree/walks.py``)."""
+    if not isinstance(packets, list):
+        log.warning("folder link: the change feed sent %s, not a list of packets: ignored",
+                    type(packets).__name__)
+        return []
+    out = []
+    for packet in packets:
+        kind = packet.get("a") if isinstance(packet, dict) else None
+        if kind not in ("t", "u", "d"):
+            continue
+        problem = _packet_problem(packet, kind, max_nodes)
+        if problem:
+            log.warning("folder link: ignoring a '%s' packet of the change feed: %s", kind,
+                        problem)
+            continue
+        out.append(packet)
+    return out
+
+
+def _packet_problem(packet: dict[str, Any], kind: str, max_nodes: int) -> str:
+    if kind in ("u", "d"):
+        if not is_handle(packet.get("n")):
+            return "no node handle"
+        if kind == "u" and not isinstance(packet.get("at"), str):
+            return "no attributes"
+        return ""
+    body = packet.get("t")
+    raws = body.get("f") if isinstance(body, dict) else None
+    if not isinstance(raws, list) or not raws or len(raws) > max_nodes:
+        return "no nodes, or too many"
+    for node in raws:
+        if not isinstance(node, dict) or not is_handle(node.get("h")) \
+                or not is_handle(node.get("p")):
+            return "a node without a good handle or parent"
+        t, size = node.get("t"), node.get("s", 0)
+        if t not in (FILE, FOLDER) or isinstance(t, bool):
+            return "node %s has type %r, not a file or folder" % (node["h"], t)
+        if t == FILE and (isinstance(size, bool) or not chunks.storable(size)):
+            return "node %s claims a size MEGA cannot store" % node["h"]
+        if not isinstance(node.get("k"), str) or not isinstance(node.get("a"), str):
+            return "node %s has no key or attributes" % node["h"]
+    return ""
+
+
+def item_link(link: FolderLink, handle: str, folder: bool) -> str:
+    """The link of one item inside a folder link: ``FOLDERLINK/file/H`` or ``/folder/H``
+    (meganz/webclient's form; ``megafs get`` and the web client open it)."""
+    return "%s/%s/%s" % (link.url(), "folder" if folder else "file", handle)
+
+
 class PublicFolder:
     """A folder link opened without an account: ``listing()`` and ``download()``.
 
@@ -226,9 +287,11 @@ class PublicFolder:
              ) -> tuple[list[dict[str, Any]], str]:
         """The owner's changes inside the folder after ``sn`` (the listing's ``sn`` first):
         (raw ``t``/``u``/``d`` packets, new sn), ``([], sn)`` after ``timeout`` seconds.  The
-        packets are as hostile as the listing: check them before use.  MegaError(-9) once the
-        link is gone, (-6) when too far behind (list again)."""
-        return self.client.transport.poll(sn, timeout, cancel)
+        packets are checked as the listing is (``check_packets``: what fails is left out and
+        logged).  MegaError(-9) once the link is gone, (-6) when too far behind (list
+        again)."""
+        packets, new_sn = self.client.transport.poll(sn, timeout, cancel)
+        return check_packets(packets, self.max_nodes), new_sn
 
     def open_download(self, entry: Entry) -> DownloadInfo:
         """``g`` of a file of the listing (its attributes checked against its key); waits at

@@ -98,6 +98,10 @@ def apply_options(args: argparse.Namespace) -> dict[str, Any]:
             setattr(args, opt.name, opt.default)
         if opt.libfuse and getattr(args, opt.name):
             fuse[opt.name] = True          # allow_other, debug: libfuse's too
+    if args.link:
+        from ..api.folderlink import parse_folder_link
+        parse_folder_link(args.link)       # LinkError (exit 1) says what is wrong, not the key
+        fuse["ro"] = True                  # a folder link: the kernel refuses writes too
     if args.debug:
         # -d / -o debug, as FUSE file systems take it (sshfs, libfuse's own -d): stay in
         # the foreground with the DEBUG log on stderr, and libfuse traces its requests
@@ -119,8 +123,13 @@ def run_mount(args: argparse.Namespace) -> int:
     check_state_dir_apart(mnt, _state_dir(args))
     check_fuse_device(allow_other=args.allow_other)
     state_dir = config.state_dir_ready(_state_dir(args))
-    _refuse_second_mount(state_dir, args)
-    if not args.local and not args.session:
+    if args.link:
+        from ..api.folderlink import parse_folder_link
+        # no queue and no mount dir: any number of link mounts run beside each other
+        check_api(config.resolve_api(args.api or parse_folder_link(args.link).api))
+    else:
+        _refuse_second_mount(state_dir, args)
+    if not args.local and not args.session and not args.link:
         check_api(config.resolve_api(args.api))
     if args.foreground:
         if args.log_file:
@@ -146,6 +155,8 @@ def _refuse_second_mount(state_dir: str, args: argparse.Namespace) -> None:
     api = None if args.local else config.resolve_api(args.api)
     mine = (args.account or "").strip().lower()
     for entry in live_entries(state_dir):
+        if entry.get("link"):
+            continue                  # a folder link mount has no queue to share
         theirs = (entry.get("account") or "").strip().lower()
         if args.local and entry.get("local") and theirs != mine:
             # another account of the same bundled server: the server belongs to that mount
@@ -186,7 +197,7 @@ def _serve(args: argparse.Namespace, mnt: str, ready: Callable[[str], None] | No
     with MountRuntime(cfg) as rt:
         entry = {"mountpoint": mnt, "pid": os.getpid(), "mount_dir": rt.mount_dir,
                  "api": rt.api, "local": bool(args.local), "log": log_path,
-                 "account": args.account}
+                 "account": args.account, "link": bool(args.link)}
         write_entry(state_dir, mnt, entry)
         messages = LibfuseMessages()
 
@@ -261,6 +272,8 @@ def _files(mnt: str, info: dict | None) -> tuple[list[dict], bool]:
     if info is None:
         raise FsError(errno.ENOENT, "no megafs mount or queue known for %s (is it the right "
                       "folder? try --state-dir)" % mnt)
+    if info.get("link"):
+        return [], False              # a folder link mount uploads nothing
     from ..writeback.store import read_status
     return read_status(info["mount_dir"]), False
 

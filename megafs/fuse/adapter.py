@@ -1,12 +1,14 @@
 """The mfusepy (libfuse 3) adapter: translate FUSE arguments and errors, nothing else.
 
-Every operation calls into ``vfs.links.LinkLayer``.  Every exception becomes ``FuseOSError``
-with the errno from ``errors.to_errno`` (the binding would otherwise answer EINVAL for anything
-that is not an OSError); an exception that is not a ``MegafsError`` or ``OSError`` is a bug and
-is logged at ERROR with its traceback.  ``MegaFUSE`` subclasses the binding's ``FUSE`` where
-libfuse 3 gives more than mfusepy passes on: the open file of ``truncate``/``utimens`` (needed
-after the file was unlinked) and ``UTIME_OMIT``/``UTIME_NOW`` (``touch -m``, ``futimens``).
-``.link`` files are opened with ``direct_io`` (their size changes when the link is known).
+Every operation calls into ``vfs.links.LinkLayer`` (an account's mount) or
+``vfs.linkfs.LinkFileSystem`` (a folder link, read-only).  Every exception becomes
+``FuseOSError`` with the errno from ``errors.to_errno`` (the binding would otherwise answer
+EINVAL for anything that is not an OSError); an exception that is not a ``MegafsError`` or
+``OSError`` is a bug and is logged at ERROR with its traceback.  ``MegaFUSE`` subclasses the
+binding's ``FUSE`` where libfuse 3 gives more than mfusepy passes on: the open file of
+``truncate``/``utimens`` (needed after the file was unlinked) and ``UTIME_OMIT``/``UTIME_NOW``
+(``touch -m``, ``futimens``).  ``.link`` files are opened with ``direct_io`` (their size changes
+when the link is known).
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ import mfusepy  # noqa: E402
 from mfusepy import FuseOSError, Operations  # noqa: E402
 
 from ..errors import MegafsError, to_errno  # noqa: E402
+from ..vfs.linkfs import LinkFileSystem  # noqa: E402
 from ..vfs.links import LinkLayer  # noqa: E402
 from . import threadstate  # noqa: E402
 from .options import CACHE_TIMEOUT  # noqa: E402
@@ -80,7 +83,8 @@ class MegaOps(Operations):
 
     use_ns = True
 
-    def __init__(self, fs: LinkLayer, on_init: Callable[[], None] | None = None) -> None:
+    def __init__(self, fs: LinkLayer | LinkFileSystem,
+                 on_init: Callable[[], None] | None = None) -> None:
         self.fs = fs
         self.on_init = on_init
         self.invalidate = Invalidator()

@@ -159,6 +159,9 @@ MOUNT_OPTIONS: dict[str, MountOption] = {o.name: o for o in (
                 "FILE", field="session_file"),
     MountOption("account", parse_text, "mount this logged-in account (`megafs login EMAIL`) "
                 "instead of the anonymous one", "EMAIL"),
+    MountOption("link", parse_text, "mount this public folder link read-only, without an "
+                "account (no login, no session); the owner's changes show within seconds, "
+                "writes answer EROFS", "FOLDERLINK"),
     MountOption("foreground", parse_switch, "stay attached and log to stderr (for systemd: "
                 "Type=notify)", default=False, flags=("--foreground", "-f"), in_o=False,
                 field=""),
@@ -234,6 +237,11 @@ def check_together(values: Mapping[str, Any]) -> None:
         raise OptionError("give either an API URL or local, not both")
     if values.get("local_port") and not values.get("local"):
         raise OptionError("local_port/--local-port is for --local mounts")
+    if values.get("link"):
+        others = [name for name in ("account", "session", "local") if values.get(name)]
+        if others:
+            raise OptionError("a --link mount reads the folder link without an account: give "
+                              "either link or %s, not both" % "/".join(others))
 
 
 def describe_options() -> str:

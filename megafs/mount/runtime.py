@@ -22,11 +22,15 @@ from typing import Any, Callable, Mapping
 
 from .. import config
 from ..api.client import MegaClient
+from ..api.folderlink import parse_folder_link
+from ..api.publicfolder import PublicFolder
 from ..errors import FsError, MegafsError, describe
 from ..tree import cache as tree_cache
 from ..tree.changes import RemoteWatcher, catch_up
+from ..tree.linkfeed import LinkWatcher, link_tree
 from ..tree.tree import Tree
 from ..vfs.core import FileSystem
+from ..vfs.linkfs import LinkFileSystem, LinkReader
 from ..vfs.links import LinkLayer
 from ..vfs.readcache import ReadCache
 from ..writeback.queue import WriteBack
@@ -59,6 +63,7 @@ class MountConfig:
     session_file: str | None = _default("session")     # not the state dir's session file
     local_port: int | None = _default("local_port")    # with local: this port from now on
     fsync: str = _default("fsync")                     # "local": fsync is durable locally
+    link: str | None = _default("link")                # a folder link: mounted read-only
     poll_timeout: float = 20.0         # seconds of one sc long-poll
     mountpoint: str = ""               # for messages (who holds a lock)
 
@@ -85,6 +90,7 @@ class MountRuntime:
         # adapter when there is a kernel mount)
         self.invalidate: Callable[[set[str]], None] | None = None
         self.link_site: str | None = None   # base of printed links (None: https://mega.nz/)
+        self.fs: LinkLayer | LinkFileSystem    # what the FUSE adapter serves
 
     def __enter__(self) -> "MountRuntime":
         try:
@@ -101,6 +107,9 @@ class MountRuntime:
         cfg = self.cfg
         stack = self._stack
         config.private_dir(cfg.state_dir)
+        if cfg.link:
+            self._build_link(cfg.link)
+            return
         owner = "the mount at %s (pid %d)" % (cfg.mountpoint or "?", os.getpid())
         api = cfg.api
         if cfg.local:
@@ -153,6 +162,40 @@ class MountRuntime:
         stack.callback(self._save_tree)      # runs after the change feed stopped
         stack.callback(self.watcher.stop)
 
+    def _build_link(self, text: str) -> None:
+        """A folder link, read-only: the link's session (no account, no login, no session
+        file, no mount dir), its tree from one ``f``, the read cache, the read-only file
+        system and the link's change feed.  No write-back queue exists."""
+        cfg = self.cfg
+        link = parse_folder_link(text)
+        if link.file or link.folder:
+            raise MegafsError("a link to one item inside a folder link cannot be mounted: mount "
+                              "the folder link itself (without /file/... or /folder/...), "
+                              "or `megafs get` the item")
+        api = cfg.api or link.api
+        check_api(config.resolve_api(api))
+        self.public = PublicFolder(link, api=api, connections=cfg.connections)
+        self._stack.callback(self.public.close)
+        self.api = self.public.client.api
+        self.link_site = link.api
+        try:
+            listing = self.public.listing()
+        except MegafsError as exc:
+            raise MegafsError("cannot open the folder link: %s" % describe(exc)) from None
+        self.tree = link_tree(listing, link.key)
+        reader = LinkReader(self.public, self.tree)
+        self.reads = ReadCache(reader)
+        self._stack.callback(self.reads.close)
+        fs = LinkFileSystem(self.tree, self.reads, reader, link, show_links=cfg.show_links,
+                            link_site=self.link_site)
+        self.fs = fs
+        self.link_watcher = LinkWatcher(self.public, self.tree, listing.sn,
+                                        poll_timeout=cfg.poll_timeout,
+                                        on_paths=self._invalidate,
+                                        on_gone=lambda: setattr(fs, "gone", True))
+        self._stack.callback(self.link_watcher.stop)
+        log.info("folder link opened read-only: %d nodes", len(self.tree))
+
     def _load_tree(self, master_key: bytes, user_handle: str) -> tuple[Tree, str]:
         """The node tree: from the state cache plus the change feed since, or fetched."""
         cached = tree_cache.load(self.mount_dir, master_key, user_handle)
@@ -196,7 +239,11 @@ class MountRuntime:
             self.invalidate(paths)
 
     def start(self) -> None:
-        """Start the background threads (uploads, committer, change feed)."""
+        """Start the background threads (uploads, committer, change feed; a folder link: its
+        change feed only)."""
+        if self.cfg.link:
+            self.link_watcher.start()
+            return
         self.wb.start()
         self.watcher.start()
 

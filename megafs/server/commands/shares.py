@@ -173,6 +173,8 @@ def cmd_s2(ctx: Ctx, cmd: dict) -> Any:
             if not ctx.tx.drop_share(row["h"], EXPORTED):
                 raise Fail(ApiCode.ENOENT, "the folder is not shared with %s" % EXPORTED)
             _drop_link(ctx, cmd, row["h"], uh)
+            # wakes the link's waiting polls: their next one answers -9 at once (a guess)
+            ctx.tx.emit(link_feed(row["h"]), {"a": "s2", "n": row["h"], "u": EXPORTED})
             if not ctx.tx.shares_of(row["h"]):
                 packet["okd"] = 1
         ctx.tx.emit(uh, origin(cmd, packet))
