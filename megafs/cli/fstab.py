@@ -4,7 +4,8 @@ README).
 
 ``mount(8)`` calls ``mount.fuse.megafs SOURCE MOUNTPOINT [-o OPTIONS] [-n] [-s] [-f] [-v]``.
 SOURCE says which service: ``local`` (the bundled local server, like ``--local``), an
-``http(s)://`` API URL (like ``--api``), anything else (e.g. ``megafs``) the default API.
+``http(s)://`` API URL (like ``--api``), a MEGA folder link (like ``--link``: mounted
+read-only), anything else (e.g. ``megafs``) the default API.
 OPTIONS are ``megafs mount -o`` options (``state_dir=``, ``uploads=``, ``staging_max=``,
 ``allow_other``, ...); the ones ``mount(8)`` and systemd keep for themselves (``noauto``,
 ``_netdev``, ``nofail``, ``x-systemd.*``, ...) are ignored.  ``-f`` (fake) only checks the
@@ -15,8 +16,11 @@ from __future__ import annotations
 
 import sys
 
+from ..api.folderlink import is_folder_link
+
 USAGE = ("usage: mount.megafs SOURCE MOUNTPOINT [-o OPTIONS] [-n] [-s] [-f] [-v]\n"
-         "  SOURCE: local | https://API-URL/ | megafs (the default API)\n"
+         "  SOURCE: local | https://API-URL/ | FOLDERLINK (read-only) | megafs (the default "
+         "API)\n"
          "  /etc/fstab: local /mnt/mega fuse.megafs state_dir=/var/lib/megafs,_netdev 0 0")
 
 
@@ -55,6 +59,8 @@ def translate(argv: list[str]) -> tuple[list[str], bool]:
     out = ["mount", mountpoint]
     if source.lower() == "local":
         out.append("--local")
+    elif is_folder_link(source):
+        out += ["--link", source]
     elif source.startswith(("http://", "https://")):
         out += ["--api", source]
     joined = ",".join(o for o in options if o)

@@ -97,6 +97,9 @@ def test_a_folder_link_mounts_read_only_and_reads_ranges(module_server, album, t
         assert os.getxattr(mnt, "user.mega.link").decode() == link.url()
         status = json.loads(os.getxattr(mnt, "user.megafs.status"))
         assert status["files"] == [] and "read-only folder link" in status["notes"][0]
+        shown = megafs("status", str(mnt), "--state-dir", str(tmp_path / "reader-state"))
+        assert "mounted; 0 pending, 0 uploading, 0 failed" in shown.stdout
+        assert "read-only folder link" in shown.stdout
         # no account and no session were made for the mount
         assert not list((tmp_path / "reader-state").glob("**/session*"))
         # every write: EROFS

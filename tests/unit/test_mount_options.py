@@ -37,6 +37,8 @@ SAMPLES: dict[str, tuple[str | None, object]] = {
     "nonempty": (None, True),
     "log_file": ("/srv/mount.log", "/srv/mount.log"),
     "log_level": ("debug", "DEBUG"),
+    "link": ("https://mega.nz/folder/AbCdEf01#" + "A" * 22,
+             "https://mega.nz/folder/AbCdEf01#" + "A" * 22),
 }
 NEEDS = {"local_port": ["--local"]}     # options that make sense only with another one
 
@@ -110,6 +112,15 @@ def test_options_that_exclude_each_other():
             _mounted(argv)
     with pytest.raises(MegafsError, match="local_port/--local-port is for --local"):
         _mounted(["-o", "local_port=8733"])
+    link = SAMPLES["link"][0]
+    for argv, others in ((["--account", "a@b.c"], "account"), (["-o", "session=/x"], "session"),
+                         (["--local", "--session", "/x"], "session/local")):
+        with pytest.raises(MegafsError, match="either link or %s, not both" % others):
+            _mounted(["--link", str(link)] + argv)
+    args, fuse = _mounted(["-o", "link=%s" % link])
+    assert fuse == {"ro": True}                   # the kernel mount is read-only too
+    with pytest.raises(MegafsError, match="not a MEGA folder link"):
+        _mounted(["--link", "https://mega.nz/file/AbCdEf01#" + "A" * 43])
 
 
 def test_help_shows_every_help_text_as_flag_and_as_o():
@@ -130,7 +141,8 @@ def test_fstab_lines_give_what_the_flags_give():
     """One ``mount.megafs`` line with every -o option, against the same settings as flags."""
     for source, first in (("local", ["local_port"]), ("http://127.0.0.1:9/", [])):
         names = [n for n, o in MOUNT_OPTIONS.items()
-                 if o.in_o and n not in ("api", "local") and (n != "local_port" or first)]
+                 if o.in_o and n not in ("api", "local", "link")
+                 and (n != "local_port" or first)]
         items = [n if SAMPLES[n][0] is None else "%s=%s" % (n, SAMPLES[n][0]) for n in names]
         argv, fake = fstab.translate([source, "/mnt/x", "-o", ",".join(items + ["_netdev",
                                                                                 "x-systemd.a"])])
@@ -144,6 +156,13 @@ def test_fstab_lines_give_what_the_flags_give():
             assert getattr(by_o, name) == getattr(by_flags, name) == SAMPLES[name][1], name
         assert fuse == {"allow_other": True, "debug": True}
         assert (by_o.local, by_o.api) == ((True, None) if source == "local" else (False, source))
+
+
+def test_a_folder_link_as_the_fstab_source_is_a_read_only_link_mount():
+    link = str(SAMPLES["link"][0])
+    argv, _ = fstab.translate([link, "/mnt/x", "-o", "state_dir=/srv/s,_netdev"])
+    args = parse(argv)
+    assert apply_options(args) == {"ro": True} and args.link == link and args.api is None
 
 
 def test_mount_config_fields_and_defaults_come_from_the_table():
