@@ -48,7 +48,7 @@ LINK_SUFFIX = ".link"
 BLOCK_SIZE = 131072
 NO_WRITE = 0o7555          # the write bits are dropped from every mode
 XA_LINK, XA_HANDLE = "user.mega.link", "user.mega.handle"
-XA_STATUS, XA_PID = "user.megafs.status", "user.megafs.pid"
+XA_STATUS, XA_PID, XA_MOUNTDIR = "user.megafs.status", "user.megafs.pid", "user.megafs.mountdir"
 
 
 class LinkReader:
@@ -285,6 +285,8 @@ class LinkFileSystem:
                                "total": 0, "files": [], "notes": [note]}).encode()
         if node.handle == self.tree.root and name == XA_PID:
             return str(os.getpid()).encode()
+        if node.handle == self.tree.root and name == XA_MOUNTDIR:
+            return b""               # a megafs mount (`megafs umount` asks), without a queue
         value = xattrs_of(node.attrs).get(name)
         if value is None:
             raise FsError(errno.ENODATA, "no such attribute")

@@ -15,7 +15,7 @@ import subprocess
 import pytest
 
 from helpers.client import fast_retry
-from helpers.mount import MountProcess, megafs, run_with_timeout, wait_for
+from helpers.mount import MountProcess, is_mounted, megafs, run_with_timeout, wait_for
 from megafs.api import commands, sharekeys
 from megafs.api.client import MegaClient, PutItem
 from megafs.api.folderlink import export_folder, owner_listing, parse_folder_link, revoke_folder
@@ -79,13 +79,17 @@ def test_a_folder_link_mounts_read_only_and_reads_ranges(module_server, album, t
         mnt = m.mnt
         assert sorted(os.listdir(mnt)) == ["a.txt", "a.txt.link", "big.bin", "big.bin.link",
                                            "extras", "extras.link"]
-        for path, data in contents.items():
-            assert (mnt / path).read_bytes() == data
-            assert os.stat(mnt / path).st_size == len(data)
-        # a ranged read in the middle of a file over 1 MiB: only what is asked comes back
+        # a ranged read in the middle of a file over 1 MiB fetches the blocks around it, not
+        # the file
+        before = module_server.stats().get("download_bytes", 0)
         with open(mnt / "big.bin", "rb") as fh:
             fh.seek(1_500_000)
             assert fh.read(70_000) == contents["big.bin"][1_500_000:1_570_000]
+        fetched = module_server.stats().get("download_bytes", 0) - before
+        assert 70_000 <= fetched <= 2 * 1048576 < len(contents["big.bin"])
+        for path, data in contents.items():
+            assert (mnt / path).read_bytes() == data
+            assert os.stat(mnt / path).st_size == len(data)
         assert os.stat(mnt / "a.txt").st_mode & 0o777 == 0o444
         assert os.stat(mnt / "extras").st_mode & 0o777 == 0o555
         # X.link: the file's own link inside the folder link
@@ -120,6 +124,8 @@ def test_a_folder_link_mounts_read_only_and_reads_ranges(module_server, album, t
         assert sorted(os.listdir(mnt / "extras")) == ["c.txt", "c.txt.link"]
         assert (mnt / "a.txt").read_bytes() == contents["a.txt"]
         assert " ro," in open("/proc/self/mounts").read().split(str(mnt), 1)[1].split("\n")[0]
+        megafs("umount", str(mnt), "--state-dir", str(tmp_path / "reader-state"))
+        assert not is_mounted(mnt)
     finally:
         m.stop()
     assert url.split("#", 1)[1] not in m.log()          # the link's key is never logged
