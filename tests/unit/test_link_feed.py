@@ -136,3 +136,45 @@ def test_every_write_is_erofs_with_one_log_line(caplog):
     item = fs.getxattr("/a.txt", "user.mega.link")
     assert fs.getattr("/a.txt.link")["st_size"] == len(item) + 1
     assert fs.getxattr("/", "user.mega.link").decode() == LINK.url()
+
+
+class ScriptedFeed:
+    """A link session whose polls answer from a script (packets or a MegaError) and whose
+    ``f`` answers a listing: what the watcher's loop does with each answer."""
+
+    link = LINK
+
+    def __init__(self, script: list, listing: dict) -> None:
+        self.script = script
+        self.reply = listing
+
+    def poll(self, sn, timeout, cancel=None):
+        answer = self.script.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    def listing(self):
+        return parse_listing(self.reply, SHARE_KEY)
+
+
+def test_the_feed_lists_again_when_behind_and_empties_the_mount_once_revoked(caplog):
+    from megafs.errors import ApiCode, MegaError
+    w = watcher(node("A0000000", ROOT, "a.txt", 0, 3))
+    new = node("F0000000", SUB, "late.txt", 0, 7)
+    touched, gone = [], []
+    w.public = ScriptedFeed([([{"a": "t", "t": {"f": [new]}}], "AAAAAAAAAAB"),
+                             MegaError(ApiCode.ETOOMANY, "behind"),
+                             ([], "AAAAAAAAAAC"), MegaError(ApiCode.ENOENT, "gone")],
+                            listing_reply(node("B0000000", ROOT, "b.txt", 0, 1)))
+    w.on_paths = lambda paths: touched.append((paths, names(w.tree)))
+    w.on_gone = lambda: gone.append(1)
+    with caplog.at_level(logging.WARNING):
+        w._run()                          # returns once the link is gone
+    assert touched[0][0] == {"/extras", "/extras/late.txt"}
+    assert touched[1] == ({"/"}, ["b.txt", "extras"])      # listed again: the listing's tree
+    assert touched[2] == ({"/"}, [])                         # revoked: empty
+    assert w.gone and gone == [1] and names(w.tree) == [] and w.tree.get(ROOT) is not None
+    assert w.sn == "AAAAAAAAAAC"           # the sn of the listing made again, then polled on
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 2 and "fell behind" in warnings[0] and "revoked" in warnings[1]
