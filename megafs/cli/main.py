@@ -61,6 +61,7 @@ EXAMPLES: dict[str, str] = {
   megafs mount ~/mega                     # the real MEGA, an anonymous account
   megafs mount ~/mega -o uploads=8,staging_max=20G,allow_other
   megafs mount ~/mega -f -v               # stay in the foreground, log to stderr
+  megafs mount ~/album --link 'https://mega.nz/folder/H#K'   # a folder link, read-only
   mount -t fuse.megafs local ~/mega -o state_dir=/var/lib/megafs   # via mount.megafs
 
 -o options (comma separated; each is also a flag: -o link_timeout=60 is --link-timeout 60):
