@@ -113,10 +113,13 @@ class LinkWatcher:
                     "mount is now empty and reads of files still open fail with ENOENT")
         root = self.tree.root
         with self.tree.lock:
+            # every path the kernel may have cached, so that none is shown for a minute more
+            paths = {path for path in map(self.tree.path_of, (n.handle for n in self.tree.nodes()))
+                     if path is not None}
             for node in list(self.tree.children_view(root).values()):
                 self.tree.remove(node.handle)
         if self.on_paths:
-            self.on_paths({"/"})
+            self.on_paths(paths | {"/"})
         if self.on_gone:
             self.on_gone()
 

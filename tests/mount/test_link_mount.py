@@ -169,6 +169,9 @@ def test_the_owners_changes_show_and_a_revoked_link_fails_reads(module_server, o
         finally:
             os.close(fh)
         assert os.listdir(mnt) == []
+        # names the kernel had cached (for a minute) are gone at once too
+        wait_for(lambda: not (mnt / "renamed.txt").exists(), timeout=5,
+                 what="the cached name dropped")
         assert m.log().count("folder link was revoked") == 1
     finally:
         m.stop()
