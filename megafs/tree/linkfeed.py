@@ -113,24 +113,29 @@ class LinkWatcher:
                     "mount is now empty and reads of files still open fail with ENOENT")
         root = self.tree.root
         with self.tree.lock:
-            # every path the kernel may have cached, so that none is shown for a minute more
-            paths = {path for path in map(self.tree.path_of, (n.handle for n in self.tree.nodes()))
-                     if path is not None}
+            paths = self._all_paths()
             for node in list(self.tree.children_view(root).values()):
                 self.tree.remove(node.handle)
         if self.on_paths:
-            self.on_paths(paths | {"/"})
+            self.on_paths(paths)
         if self.on_gone:
             self.on_gone()
+
+    def _all_paths(self) -> set[str]:
+        """Every path the tree shows: what the kernel may have cached (for a minute) and must
+        drop when the tree is replaced or emptied."""
+        return {path for path in map(self.tree.path_of, (n.handle for n in self.tree.nodes()))
+                if path is not None} | {"/"}
 
     def _reload(self) -> None:
         listing = self.public.listing()
         if listing.root != self.tree.root:
             raise MegaError(ApiCode.ENOENT, "the folder link names another folder now")
+        paths = self._all_paths()
         self.tree.restore(_nodes(listing))
         self.sn = listing.sn
         if self.on_paths:
-            self.on_paths({"/"})
+            self.on_paths(paths | self._all_paths())
 
     def _run(self) -> None:
         delay = 1.0

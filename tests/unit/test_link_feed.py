@@ -172,7 +172,8 @@ def test_the_feed_lists_again_when_behind_and_empties_the_mount_once_revoked(cap
     with caplog.at_level(logging.WARNING):
         w._run()                          # returns once the link is gone
     assert touched[0][0] == {"/extras", "/extras/late.txt"}
-    assert touched[1] == ({"/"}, ["b.txt", "extras"])      # listed again: the listing's tree
+    assert touched[1] == ({"/", "/a.txt", "/b.txt", "/extras", "/extras/late.txt"},
+                          ["b.txt", "extras"])      # listed again: the listing's tree
     assert touched[2] == ({"/", "/b.txt", "/extras"}, [])  # revoked: empty, all invalidated
     assert w.gone and gone == [1] and names(w.tree) == [] and w.tree.get(ROOT) is not None
     assert w.sn == "AAAAAAAAAAC"           # the sn of the listing made again, then polled on
