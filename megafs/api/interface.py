@@ -3,8 +3,8 @@
 The filesystem core, the node tree, the change poller and the write-back queue are typed
 against ``MegaApi`` instead of ``MegaClient`` (or ``Any``), so a type checker follows the data
 path, and tests can hand them a stand-in with the same shape.  ``MegaClient`` satisfies it
-(``tests/test_api_interface.py`` checks that, statically and at run time); ``MegaClientFactory``
-describes its two constructors.
+(``tests/unit/test_api_interface.py`` checks that, statically and at run time, and that the
+core names no other client type); ``MegaClientFactory`` describes its two constructors.
 
 Conventions for every method below:
 

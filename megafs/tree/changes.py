@@ -9,12 +9,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import ApiCode, MegaError, MegafsError, describe
 from . import remote
 from .packets import apply as apply_packet
 from .tree import Tree
+
+if TYPE_CHECKING:
+    from ..api.interface import MegaApi
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +34,7 @@ class RemoteWatcher:
     too far behind (-6) the whole tree is fetched again.
     """
 
-    def __init__(self, client: Any, tree: Tree, sn: str, *, poll_timeout: float = 20.0,
+    def __init__(self, client: "MegaApi", tree: Tree, sn: str, *, poll_timeout: float = 20.0,
                  on_change: Any = None, on_recover: Any = None,
                  on_paths: Callable[[set[str]], None] | None = None) -> None:
         self.client = client
@@ -181,7 +184,7 @@ class RemoteWatcher:
                 delay = min(10.0, delay * 2)
 
 
-def catch_up(client: Any, tree: Tree, sn: str, *, limit: float = 60.0,
+def catch_up(client: "MegaApi", tree: Tree, sn: str, *, limit: float = 60.0,
              since: str = "the cache") -> str:
     """Apply every action packet after ``sn`` (our own ones too: a cached tree or a snapshot
     has not seen them) until the server has nothing more; returns the new ``sn``.

@@ -53,7 +53,7 @@ from .quota import QuotaCache
 from .readcache import ReadCache
 
 if TYPE_CHECKING:
-    from ..api.client import MegaClient
+    from ..api.interface import MegaApi
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ BLOCK_SIZE = 131072
 class FileSystem:
     """The core used by the ``.link`` layer (and directly by the core tests)."""
 
-    def __init__(self, client: "MegaClient", tree: Tree, wb: WriteBack, *,
+    def __init__(self, client: "MegaApi", tree: Tree, wb: WriteBack, *,
                  readcache: ReadCache | None = None) -> None:
         self.client = client
         self.tree = tree

@@ -33,7 +33,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Callable
 
 from cachetools import LRUCache
 
@@ -41,6 +41,9 @@ from .. import chunks, crypto
 from ..api.remotefile import FileMac, UrlSource, check_empty, check_size, read_block
 from ..api.widen import Budget, Widener
 from ..errors import FsError, IntegrityError
+
+if TYPE_CHECKING:
+    from ..api.interface import MegaApi
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +91,7 @@ class ReadState:
 
 
 class ReadCache:
-    def __init__(self, client: Any, *, cache_bytes: int = 128 * BLOCK,
+    def __init__(self, client: "MegaApi", *, cache_bytes: int = 128 * BLOCK,
                  prefetch_threads: int = 4) -> None:
         self.client = client
         self._lock = threading.Lock()

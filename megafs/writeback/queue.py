@@ -44,7 +44,7 @@ from .state import QueueState
 from .store import QueueStore, persistent_request_id
 
 if TYPE_CHECKING:
-    from ..api.client import MegaClient
+    from ..api.interface import MegaApi
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 class WriteBack:
     """The queue of one mount; see the module docstring."""
 
-    def __init__(self, mount_dir: str, client: "MegaClient", tree: Tree, *, workers: int = 4,
+    def __init__(self, mount_dir: str, client: "MegaApi", tree: Tree, *, workers: int = 4,
                  staging_max: int = 0, on_settled: Callable[[StagedFile], None] | None = None,
                  on_remote_change: Callable[[StagedFile], None] | None = None) -> None:
         self.mount_dir = config.private_dir(mount_dir)

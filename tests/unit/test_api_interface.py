@@ -62,3 +62,21 @@ def test_protocol_names_what_the_mount_calls():
     assert called <= PROTOCOL_METHODS | {"link_for"}, called - PROTOCOL_METHODS
     assert {"fetch", "poll", "upload", "put_files", "export", "open_download",
             "read_range", "delete", "move", "set_attrs", "mkdir", "quota"} <= called
+
+
+def test_the_core_is_typed_against_the_protocol():
+    """The filesystem core, the write-back queue and the node tree name the client only as
+    ``MegaApi`` (issue 21 step 4): no ``MegaClient`` import and no client typed ``Any``, so
+    mypy checks every call they make against the protocol above."""
+    offenders = []
+    for area in ("vfs", "writeback", "tree", "fuse"):
+        for path in sorted((ROOT / "megafs" / area).rglob("*.py")):
+            text = path.read_text()
+            if re.search(r"import[^\n]*\bMegaClient\b", text) \
+                    or re.search(r"\bclient: *\"?(Any|MegaClient)\b", text):
+                offenders.append(str(path.relative_to(ROOT)))
+    assert offenders == []
+    annotated = re.compile(r"\bclient: \"MegaApi\"")
+    for path in ("vfs/core.py", "vfs/readcache.py", "vfs/quota.py", "writeback/queue.py",
+                 "tree/changes.py"):
+        assert annotated.search((ROOT / "megafs" / path).read_text()), path
