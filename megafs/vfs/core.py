@@ -35,7 +35,7 @@ import stat
 import time
 from typing import TYPE_CHECKING, Callable
 
-from ..errors import FsError
+from ..errors import ApiCode, FsError, MegaError
 from ..tree import remote
 from ..tree.meta import LINK_MAX, MODE_ATTR, mode_value
 from ..tree.nodes import Node, time_attrs
@@ -209,16 +209,36 @@ class FileSystem:
     def _delete_folder(self, folder: Node) -> None:
         """Delete an (apparently) empty folder remotely.  Nodes in it that staged files shown
         elsewhere still need are moved to where those files are first (under the namespace
-        lock)."""
+        lock).  Nodes of removed files that are still open and read from MEGA (a reader's
+        node, or a removed file's handles without a staged copy) go to the Rubbish Bin: the
+        handles read them there, and the queue deletes them after the last close."""
         for handle in self.tree.subtree(folder.handle)[1:]:
             sf = self.wb.holder(handle)
-            if sf is None or sf.rec.unlinked or sf.rec.committed != handle:
+            if sf is None:
+                continue
+            if not sf.rec.unlinked and sf.rec.committed == handle:
+                target = sf.rec.parent
+            elif self.tree.rubbish and self._still_read(sf, handle):
+                target = self.tree.rubbish
+            else:
                 continue
             node = self.tree.get(handle)
-            if node is not None and node.parent != sf.rec.parent:
-                remote.move(self.client, self.tree, handle, sf.rec.parent)
+            if node is not None and node.parent != target:
+                try:
+                    remote.move(self.client, self.tree, handle, target)
+                except MegaError as exc:
+                    if exc.code != ApiCode.ENOENT or target != self.tree.rubbish:
+                        raise           # else its last reader left and the node was deleted
         remote.delete(self.client, self.tree, folder.handle)
         self.reads.forget(folder.handle)
+
+    def _still_read(self, sf: StagedFile, handle: str) -> bool:
+        """Whether node ``handle`` of ``sf`` (removed or replaced) is still read by a handle."""
+        if self.wb.state.being_read(handle):
+            return True
+        with self.wb.lock:
+            return (sf.rec.unlinked and sf.rec.committed == handle and sf.handles > 0
+                    and not sf.rec.has_copy)
 
     def unlink(self, path: str) -> None:
         with self.ns.lock:
