@@ -43,6 +43,7 @@ EXAMPLES = int(os.environ.get("MEGAFS_CORE_MODEL_EXAMPLES", "30"))
 STEPS = int(os.environ.get("MEGAFS_CORE_MODEL_STEPS", "40"))
 SEED = os.environ.get("MEGAFS_CORE_MODEL_SEED")       # other sequences than the fixed ones
 SETTLE_WAIT = 10.0       # seconds for the queue and the server's view to settle (~0.1 s)
+LINK_WAIT = 15.0         # seconds a link read waits for its upload (~0.1 s)
 
 DIRS = ["d", "e"]
 NAMES = ["a", "b", "d/c", "d/f", "e/c"]
@@ -74,7 +75,7 @@ class Env:
     def __init__(self, url: str, state_dir: str) -> None:
         self.url = url
         self.rt = MountRuntime(MountConfig(state_dir=state_dir, api=url, uploads=4,
-                                           link_timeout=60.0)).__enter__()
+                                           link_timeout=LINK_WAIT)).__enter__()
         self.rt.wb.start()
         self.fs = self.rt.fs
         self.observer = MegaClient.open(api=url, state_dir=state_dir)
@@ -503,6 +504,7 @@ def env(module_server, tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)     # a failure is shrunk (each try can wait SETTLE_WAIT) and printed
 def test_core_against_the_model(env):
     started = time.monotonic()
     CoreMachine.env = env
