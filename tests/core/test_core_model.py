@@ -285,47 +285,35 @@ class CoreMachine(RuleBasedStateMachine):
         fh = self.fs.open(self.p(name), os.O_RDWR if writable else os.O_RDONLY)
         self.handles.append(Handle(fh, self.names[name], writable))
 
-    @precondition(lambda self: any(h.writable for h in self.handles))
-    @rule(pick=PICK, offset=st.integers(0, 3000), data=st.binary(min_size=1, max_size=300))
-    def handle_write(self, pick: int, offset: int, data: bytes) -> None:
-        self.step("handle_write")
-        h = [h for h in self.handles if h.writable][pick % sum(h.writable for h in self.handles)]
-        assert self.fs.write(h.fh, data, offset) == len(data)
-        _pwrite(h.inode, offset, data)
-        self.content_changed(h.inode)
-
-    @precondition(lambda self: any(h.writable for h in self.handles))
-    @rule(pick=PICK, length=st.integers(0, 4000))
-    def handle_truncate(self, pick: int, length: int) -> None:
-        """``ftruncate``."""
-        self.step("handle_truncate")
-        h = [h for h in self.handles if h.writable][pick % sum(h.writable for h in self.handles)]
-        self.fs.truncate(None, length, h.fh)
-        if length != len(h.inode.data):
-            _truncate(h.inode, length)
-            self.content_changed(h.inode)
-
     @precondition(lambda self: self.handles)
-    @rule(pick=PICK)
-    def handle_read(self, pick: int) -> None:
-        self.step("handle_read")
+    @rule(pick=PICK, op=st.sampled_from(["read", "write", "truncate", "fsync", "close"]),
+          offset=st.integers(0, 3000), data=st.binary(min_size=1, max_size=300))
+    def handle(self, pick: int, op: str, offset: int, data: bytes) -> None:
+        """Through a held handle: ``pread`` and ``fstat``, ``pwrite`` (EBADF on a read-only
+        one), ``ftruncate`` (to ``offset``), ``fsync`` (returns once the data is on MEGA) or
+        ``close``.  One rule, so that hypothesis' swarm testing does not switch the handle
+        operations off one by one."""
+        self.step("handle_" + op)
         h = self.handles[pick % len(self.handles)]
-        assert self.fs.getattr(None, h.fh)["st_size"] == len(h.inode.data)
-        assert self.read_fh(h.fh) == bytes(h.inode.data)
-
-    @precondition(lambda self: any(h.writable for h in self.handles))
-    @rule(pick=PICK)
-    def handle_fsync(self, pick: int) -> None:
-        """Returns once the data is on MEGA."""
-        self.step("handle_fsync")
-        h = [h for h in self.handles if h.writable][pick % sum(h.writable for h in self.handles)]
-        self.fs.fsync(h.fh)
-
-    @precondition(lambda self: self.handles)
-    @rule(pick=PICK)
-    def close(self, pick: int) -> None:
-        self.step("close")
-        self.close_handle(self.handles.pop(pick % len(self.handles)))
+        if op == "read":
+            assert self.fs.getattr(None, h.fh)["st_size"] == len(h.inode.data)
+            assert self.read_fh(h.fh) == bytes(h.inode.data)
+        elif op == "write" and not h.writable:
+            self.expect_errno(errno.EBADF, self.fs.write, h.fh, data, offset)
+        elif op == "write":
+            assert self.fs.write(h.fh, data, offset) == len(data)
+            _pwrite(h.inode, offset, data)
+            self.content_changed(h.inode)
+        elif op == "truncate" and h.writable:
+            self.fs.truncate(None, offset, h.fh)
+            if offset != len(h.inode.data):
+                _truncate(h.inode, offset)
+                self.content_changed(h.inode)
+        elif op == "fsync":
+            self.fs.fsync(h.fh)
+        elif op == "close":
+            self.handles.remove(h)
+            self.close_handle(h)
 
     # --- links -------------------------------------------------------------------------------
     def linkable(self) -> list[str]:
