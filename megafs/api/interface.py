@@ -133,6 +133,19 @@ class MegaApi(Protocol):
         """``g`` for a public link, attributes decrypted with the link's key."""
 
 
+class NodeReader(Protocol):
+    """What the read cache (``vfs.readcache``) needs: the two download calls of ``MegaApi``,
+    with the same meaning.  ``MegaApi`` has them; a folder-link mount's reader
+    (``vfs.linkfs.LinkReader``) answers them in the link's session.  A ``transfer_quota``
+    gate (see ``MegaApi``) is closed with the cache when the reader has one."""
+
+    def open_download(self, handle: str | None = None) -> "DownloadInfo":
+        """``g`` for node ``handle``: ``.url`` and ``.size`` (see ``MegaApi``)."""
+
+    def read_range(self, url: str, key: "FileKey", offset: int, length: int) -> bytes:
+        """Decrypted bytes [offset, offset+length) from a download URL (see ``MegaApi``)."""
+
+
 class MegaClientFactory(Protocol):
     """How a ``MegaApi`` is made (``MegaClient.open`` / ``MegaClient.public``)."""
 

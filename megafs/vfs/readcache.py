@@ -43,7 +43,7 @@ from ..api.widen import Budget, Widener
 from ..errors import FsError, IntegrityError
 
 if TYPE_CHECKING:
-    from ..api.interface import MegaApi
+    from ..api.interface import NodeReader
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ class ReadState:
 
 
 class ReadCache:
-    def __init__(self, client: "MegaApi", *, cache_bytes: int = 128 * BLOCK,
+    def __init__(self, client: "NodeReader", *, cache_bytes: int = 128 * BLOCK,
                  prefetch_threads: int = 4) -> None:
         self.client = client
         self._lock = threading.Lock()
