@@ -23,7 +23,7 @@ import errno
 import os
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from .. import crypto
 from ..errors import FsError
@@ -167,6 +167,11 @@ class HandleTable:
             if current is old:
                 self._handles[fh] = current = new
             return current
+
+    def numbers(self, wanted: Callable[[Any], bool]) -> list[int]:
+        """The numbers of the handles for which ``wanted(handle)`` is true, now."""
+        with self._lock:
+            return [fh for fh, handle in self._handles.items() if wanted(handle)]
 
     def pop(self, fh: int) -> Any:
         with self._lock:

@@ -23,6 +23,7 @@ from typing import Callable
 from ..api.download import start_writeback
 from ..errors import ApiCode, FsError, MegaError
 from ..tree.meta import MODE_ATTR, mode_value
+from ..tree.nodes import Node
 from ..tree.tree import Tree
 from ..writeback.queue import WriteBack
 from ..writeback.record import with_attrs
@@ -260,10 +261,29 @@ class FileIO:
         when ``cancelled()`` turns true while the download waits (the transfer quota)."""
         if sf.rec.has_copy:
             return
+        node = self._copy_node(sf, keep, cancelled)
+        if node is not None:
+            self._switch_readers(node.handle)
+
+    def _switch_readers(self, handle: str) -> None:
+        """Every ``NodeHandle`` of node ``handle`` becomes a handle of the staged file that
+        now has a copy of it, at once rather than at its next read: an idle reader must not
+        keep the old version in its folder for other clients (``a`` and ``a (HANDLE)``; found
+        by tests/core/test_core_model.py)."""
+        for fh in self.handles.numbers(lambda h: isinstance(h, NodeHandle)
+                                       and h.handle == handle):
+            try:
+                self.handle_of(fh)
+            except FsError:
+                pass                    # released meanwhile
+
+    def _copy_node(self, sf: StagedFile, keep: int | None,
+                   cancelled: Callable[[], bool] | None) -> Node | None:
+        """Make the staged copy (see ``_materialize``); the node copied, if this call made it."""
         with sf.materialize:
             with self.wb.lock:
                 if sf.rec.has_copy:
-                    return
+                    return None
                 committed = sf.rec.committed
             node = self.tree.get(committed) if committed else None
             if self.wb.staging_max and node is not None and keep != 0:
@@ -287,6 +307,7 @@ class FileIO:
                 raise
             os.close(fd)
             self.wb.materialized(sf, size)
+            return node
 
     def flush(self, fh: int) -> None:
         """``close``: the staged data and the file's row are durable before this returns."""
