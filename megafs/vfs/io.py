@@ -261,7 +261,7 @@ class FileIO:
         when ``cancelled()`` turns true while the download waits (the transfer quota)."""
         if sf.rec.has_copy:
             return
-        node = self._copy_node(sf, keep, cancelled)
+        node = copy_node(self.wb, self.tree, self.reads, sf, keep, cancelled)
         if node is not None:
             self._switch_readers(node.handle)
 
@@ -276,38 +276,6 @@ class FileIO:
                 self.handle_of(fh)
             except FsError:
                 pass                    # released meanwhile
-
-    def _copy_node(self, sf: StagedFile, keep: int | None,
-                   cancelled: Callable[[], bool] | None) -> Node | None:
-        """Make the staged copy (see ``_materialize``); the node copied, if this call made it."""
-        with sf.materialize:
-            with self.wb.lock:
-                if sf.rec.has_copy:
-                    return None
-                committed = sf.rec.committed
-            node = self.tree.get(committed) if committed else None
-            if self.wb.staging_max and node is not None and keep != 0:
-                self.wb.control.make_room(sf, node.size)                     # --staging-max
-            fd = os.open(sf.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                size = 0
-                if node is not None and node.size and keep != 0:
-                    self.reads.fetch_to_file(node.handle, node.file_key, node.size, fd,
-                                             cancelled)
-                    size = node.size
-                elif node is None and committed is not None:
-                    raise FsError(errno.EIO, "the file's node is gone from MEGA")
-                os.fsync(fd)
-            except BaseException:
-                os.close(fd)
-                try:
-                    os.unlink(sf.path)
-                except OSError:
-                    pass
-                raise
-            os.close(fd)
-            self.wb.materialized(sf, size)
-            return node
 
     def flush(self, fh: int) -> None:
         """``close``: the staged data and the file's row are durable before this returns."""
@@ -349,3 +317,36 @@ class FileIO:
                 return
         self.wb.force(sf)
         self.wb.control.wait(sf, None, cancelled)
+
+
+def copy_node(wb: WriteBack, tree: Tree, reads: ReadCache, sf: StagedFile, keep: int | None,
+              cancelled: Callable[[], bool] | None) -> Node | None:
+    """Make ``sf``'s staged copy from its committed node (see ``FileIO._materialize``); the
+    node copied, if this call made the copy (None if another call had made it)."""
+    with sf.materialize:
+        with wb.lock:
+            if sf.rec.has_copy:
+                return None
+            committed = sf.rec.committed
+        node = tree.get(committed) if committed else None
+        if wb.staging_max and node is not None and keep != 0:
+            wb.control.make_room(sf, node.size)                              # --staging-max
+        fd = os.open(sf.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            size = 0
+            if node is not None and node.size and keep != 0:
+                reads.fetch_to_file(node.handle, node.file_key, node.size, fd, cancelled)
+                size = node.size
+            elif node is None and committed is not None:
+                raise FsError(errno.EIO, "the file's node is gone from MEGA")
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            try:
+                os.unlink(sf.path)
+            except OSError:
+                pass
+            raise
+        os.close(fd)
+        wb.materialized(sf, size)
+        return node
