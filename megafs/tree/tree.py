@@ -13,9 +13,11 @@ import threading
 from collections import OrderedDict
 from typing import Any, Callable, Iterable
 
+from ..api.sharekeys import share_keys_from
 from ..errors import ProtocolError
 from .names import base_display_name, display_names
 from .nodes import FILE, FOLDER, INBOX, ROOT, RUBBISH, Node, decrypt_node, own_copy  # noqa: F401
+from .shares import ShareKeys
 from . import walks
 
 log = logging.getLogger(__name__)
@@ -48,14 +50,18 @@ class Tree:
         # packets that would bring one back are stale (``was_removed``)
         self._removed: OrderedDict[str, None] = OrderedDict()
         self._cycles: set[str] = set()     # nodes left out for a cycle (each logged once)
+        self.shares = ShareKeys()          # the account's share keys (``shares.py``)
 
     # --- loading ----------------------------------------------------------------------------
     def load(self, raw_nodes: Iterable[Any], public: dict[str, str] | None = None,
-             progress: Callable[[int], None] | None = None) -> None:
+             progress: Callable[[int], None] | None = None, ok: Any = None) -> None:
         """Replace the tree with the nodes of an ``f`` listing (decrypting each);
-        ``progress(n)`` is called every ``PROGRESS_STEP`` nodes."""
+        ``progress(n)`` is called every ``PROGRESS_STEP`` nodes.  ``ok``: the listing's share
+        keys (``FetchResult.ok``; those ``ha`` does not authenticate are left out)."""
         with self.lock:
             self._clear()
+            if ok is not None:
+                self.shares.replace(share_keys_from(ok, self.master_key))
             for i, raw in enumerate(raw_nodes, 1):
                 self._add(raw)
                 if progress is not None and i % PROGRESS_STEP == 0:
