@@ -10,7 +10,7 @@ shares of a full account (keys under RSA) are not kept.  Thread-safe; never logs
 from __future__ import annotations
 
 import threading
-from typing import Mapping
+from typing import Iterable, Mapping
 
 
 class ShareKeys:
@@ -44,6 +44,16 @@ class ShareKeys:
             else:
                 fresh[handle] = key
             self._keys = fresh
+
+    def forget(self, handles: Iterable[str]) -> None:
+        """Drop the keys of any of ``handles`` (nodes removed from the tree)."""
+        keys = self._keys
+        if not keys:
+            return
+        gone = [h for h in handles if h in keys]
+        if gone:
+            with self._lock:
+                self._keys = {h: k for h, k in self._keys.items() if h not in gone}
 
     def __len__(self) -> int:
         return len(self._keys)

@@ -268,7 +268,9 @@ class Tree:
             if node is None:
                 return set()
             affected = {node.parent}
-            for h in self.subtree(handle):
+            handles = self.subtree(handle)
+            self.shares.forget(handles)            # a removed folder shares nothing
+            for h in handles:
                 gone = self._nodes.pop(h, None)
                 if gone is not None:
                     self._unlink(gone)

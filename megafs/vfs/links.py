@@ -346,8 +346,8 @@ class LinkLayer:
         folder = entry.folder
         if name == XA_HANDLE:
             return folder.handle.encode()
-        if name == XA_LINK:
-            return self.wait_link(entry).encode()
+        if name == XA_LINK and not self.links.is_root(folder.handle):
+            return self.wait_link(entry).encode()      # (MEGA shares no root folder)
         if self.links.is_root(folder.handle):
             if name == XA_STATUS:
                 # An xattr value is at most 64 KiB: uploading and failed files first, then

@@ -9,6 +9,7 @@ local server refuses them with -14 otherwise); ``rm DIR.link`` revokes it (the l
 the keys; ``-o show_links`` lists ``DIR.link`` right before ``DIR``."""
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from pathlib import Path
@@ -104,8 +105,12 @@ def test_dir_link_exports_follows_and_revokes(tmp_path, server):
         assert fresh != link and parse_folder_link(fresh).key != parse_folder_link(link).key
         assert through_link(fresh, server.url, tmp_path / "dl") == expected
         assert link_gone(link, server.url)
-        # rm of a folder's .link without a link is fine; a .link is read-only
+        # rm of a folder's .link without a link is fine; a .link is read-only; the mount
+        # root has no folder link (MEGA shares no root)
         os.unlink(mnt / "album" / "extras.link")
+        with pytest.raises(OSError) as ei:
+            os.getxattr(mnt, "user.mega.link")
+        assert ei.value.errno == errno.ENODATA
         with pytest.raises(PermissionError):
             (mnt / "album.link").write_text("x")
         assert m.log_problems() == []

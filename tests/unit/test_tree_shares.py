@@ -106,3 +106,11 @@ def test_share_keys_map_is_a_snapshot():
     assert dict(before) == {"ALBUM001": SHARE} and len(keys) == 0
     with pytest.raises(ValueError):
         keys.set("ALBUM001", b"short")
+
+
+def test_a_removed_folder_forgets_its_share_key():
+    tree = sample()
+    tree.shares.set("SUB00001", SHARE)
+    tree.shares.set("OTHER001", SHARE)
+    tree.remove("ALBUM001")
+    assert dict(tree.shares.snapshot()) == {"OTHER001": SHARE}
