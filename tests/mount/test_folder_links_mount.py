@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from helpers.mount import MountProcess, megafs, wait_for
-from megafs.api.folderlink import parse_folder_link
+from megafs.api.client import MegaClient
+from megafs.api.folderlink import export_folder, parse_folder_link
 from megafs.api.publicfolder import PublicFolder
 from megafs.errors import ApiCode, MegaError
 
@@ -143,3 +144,28 @@ def test_remount_keeps_the_folder_exported_and_keys_coming(tmp_path, server):
             names = os.listdir(mnt)
             assert names.index("album.link") == names.index("album") - 1
             assert m.log_problems() == []
+
+
+def test_a_folder_another_client_exported_gets_the_keys(tmp_path, server):
+    """Another client of the same account exports a folder (``api.folderlink``): the mount
+    learns its share key from the ``s2`` action packet (checked with ``ha``), so files written
+    in the mount right after show through that client's link (a ``p`` that left before the
+    packet arrived is refused with -14 and sent again with the keys)."""
+    mnt, state = tmp_path / "mnt", tmp_path / "state"
+    with MountProcess(mnt, server.url, state) as m:
+        (mnt / "shared").mkdir()
+        (mnt / "shared" / "old.txt").write_text("before\n")
+        handle = os.getxattr(mnt / "shared", "user.mega.handle").decode()
+        wait_for(lambda: os.getxattr(mnt / "shared" / "old.txt", "user.mega.state")
+                 == b"uploaded", timeout=30, what="the upload")
+        with MegaClient.open(api=server.url, state_dir=str(state)) as other:
+            link = export_folder(other, handle)
+        for i in range(3):
+            (mnt / "shared" / ("new%d.txt" % i)).write_text("after %d\n" % i)
+        expected = {"old.txt": b"before\n"}
+        expected.update({"new%d.txt" % i: b"after %d\n" % i for i in range(3)})
+        wait_for(lambda: through_link(link, server.url, tmp_path / "dl") == expected,
+                 timeout=30, what="files written after another client's export")
+        # the mount gives the same link
+        assert (mnt / "shared.link").read_text().strip() == link
+        assert m.log_problems() == []
