@@ -178,8 +178,11 @@ def export_folder(client: MegaApi, tree: Tree, handle: str) -> tuple[str, bytes]
     same link on repeated calls.  MegaError as the server refused; the folder then keeps the
     share key only if it had one."""
     node = tree.get(handle)
-    if node is None or not node.is_dir or node.key is None:
+    if node is None or not node.is_dir:
         raise MegaError(ApiCode.ENOENT, "folder %s is not in the tree" % handle)
+    if node.key is None:
+        raise MegaError(ApiCode.EKEY, "folder %s cannot be decrypted: no folder link for it"
+                        % handle)
     had = tree.shares.get(handle)
     if had is not None and node.public:
         return node.public, had
