@@ -47,7 +47,8 @@ def save(tree: Tree, sn: str, mount_dir: str) -> int:
     1,000,000-node file against 1.5 s for ``loads`` on slices.)"""
     nodes = tree.nodes()
     header = (FORMAT, tuple(sys.version_info[:2]), tree.user_handle,
-              _key_digest(tree.master_key), sn, len(nodes), dict(tree.shares.snapshot()))
+              _key_digest(tree.master_key), sn, len(nodes), dict(tree.shares.snapshot()),
+              tree.shares.sharees())
     parts = [_framed(marshal.dumps(header))]
     for start in range(0, len(nodes), CHUNK):
         part = nodes[start:start + CHUNK]
@@ -74,7 +75,8 @@ def load(mount_dir: str, master_key: bytes, user_handle: str) -> tuple[Tree, str
     with fh:
         try:
             pieces = _pieces(fh)
-            fmt, version, owner, digest, sn, count, shares = marshal.loads(next(pieces))
+            (fmt, version, owner, digest, sn, count, shares,
+             sharees) = marshal.loads(next(pieces))
             if (fmt, tuple(version), owner, digest) != (
                     FORMAT, tuple(sys.version_info[:2]), user_handle,
                     _key_digest(master_key)):
@@ -82,7 +84,9 @@ def load(mount_dir: str, master_key: bytes, user_handle: str) -> tuple[Tree, str
                 return None
             tree = Tree(master_key, user_handle)
             tree.shares.replace({h: k for h, k in dict(shares).items()
-                                 if isinstance(h, str) and isinstance(k, bytes)})
+                                 if isinstance(h, str) and isinstance(k, bytes)},
+                                {h: u for h, u in dict(sharees).items()
+                                 if isinstance(h, str) and isinstance(u, list)})
             with gc_paused():
                 tree.restore(_nodes(pieces))
             if len(tree) != count:

@@ -67,9 +67,11 @@ def _apply_share(tree: "Tree", packet: dict) -> None:
     """An outgoing share made or ended (meganz/sdk src/megaclient.cpp ``sc_shares``): a new
     share key is kept only if ``ha`` authenticates it for the folder; shares of other users
     (incoming: ``o`` is not this account) are not modelled."""
-    handle, owner = packet.get("n"), packet.get("o")
+    handle, owner, user = packet.get("n"), packet.get("o"), packet.get("u")
     if not is_handle(handle) or (owner is not None and owner != tree.user_handle):
         return
+    if isinstance(user, str) and 0 < len(user) <= 64:
+        tree.shares.shared(str(handle), user, packet.get("r") is not None)
     if "ok" in packet and "ha" in packet:
         keys = sharekeys.share_keys_from([{"h": handle, "k": packet["ok"], "ha": packet["ha"]}],
                                          tree.master_key)

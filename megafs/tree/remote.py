@@ -216,12 +216,17 @@ def export_folder(client: MegaApi, tree: Tree, handle: str) -> tuple[str, bytes]
     if not isinstance(public, str):
         raise ProtocolError("l: no public handle")
     tree.set_public(handle, public)
+    tree.shares.shared(handle, sharekeys.EXPORTED, True)
     return public, key
 
 
 def unexport_folder(client: MegaApi, tree: Tree, handle: str) -> None:
     """Revoke folder ``handle``'s link: ``l`` ``d:1``, then its ``EXP`` share (``s2``);
-    either already gone is fine.  The tree forgets its public handle and share key."""
+    either already gone is fine.  The tree forgets its public handle, and its share key unless
+    users share the folder still (then the key stays theirs: later ``p``/``m`` keep adding
+    it; a new link gets a new key only once no one shares it)."""
     client.unshare_folder(handle)
     tree.set_public(handle, None)
-    tree.shares.set(handle, None)
+    tree.shares.shared(handle, sharekeys.EXPORTED, False)
+    if not tree.shares.others(handle):
+        tree.shares.set(handle, None)

@@ -17,7 +17,7 @@ from ..api.sharekeys import share_keys_from
 from ..errors import ProtocolError
 from .names import base_display_name, display_names
 from .nodes import FILE, FOLDER, INBOX, ROOT, RUBBISH, Node, decrypt_node, own_copy  # noqa: F401
-from .shares import ShareKeys
+from .shares import ShareKeys, sharees_from
 from . import walks
 
 log = logging.getLogger(__name__)
@@ -54,14 +54,16 @@ class Tree:
 
     # --- loading ----------------------------------------------------------------------------
     def load(self, raw_nodes: Iterable[Any], public: dict[str, str] | None = None,
-             progress: Callable[[int], None] | None = None, ok: Any = None) -> None:
+             progress: Callable[[int], None] | None = None, ok: Any = None,
+             shares: Any = None) -> None:
         """Replace the tree with the nodes of an ``f`` listing (decrypting each);
-        ``progress(n)`` is called every ``PROGRESS_STEP`` nodes.  ``ok``: the listing's share
-        keys (``FetchResult.ok``; those ``ha`` does not authenticate are left out)."""
+        ``progress(n)`` is called every ``PROGRESS_STEP`` nodes.  ``ok``, ``shares``: the
+        listing's share keys and sharees (``FetchResult.ok``/``.shares``; keys ``ha`` does not
+        authenticate are left out)."""
         with self.lock:
             self._clear()
             if ok is not None:
-                self.shares.replace(share_keys_from(ok, self.master_key))
+                self.shares.replace(share_keys_from(ok, self.master_key), sharees_from(shares))
             for i, raw in enumerate(raw_nodes, 1):
                 self._add(raw)
                 if progress is not None and i % PROGRESS_STEP == 0:

@@ -1,6 +1,8 @@
 """The tree's share keys (issue 25, ``tree/shares.py``): kept from ``f`` (``ok`` checked with
 ``ha``), from ``s2`` action packets (made: kept when ``ha`` authenticates it; ended with
-``okd``; another account's share ignored), across the node-tree cache; and the ``cr`` that
+``okd``; another account's share ignored), across the node-tree cache, with who each folder is
+shared with (revoking the folder link keeps the key of a folder a user still shares: a
+stand-in client, since the local server models no user shares); and the ``cr`` that
 ``tree/remote.py`` adds to a ``p``/``m`` into an exported folder, decryptable with the share
 key to the very node keys (none outside every shared folder)."""
 from __future__ import annotations
@@ -75,9 +77,40 @@ def test_s2_packets_make_and_end_a_share(caplog):
 def test_share_keys_survive_the_tree_cache(tmp_path):
     tree = sample()
     tree.shares.set("ALBUM001", SHARE)
+    tree.shares.shared("ALBUM001", "colleagueUH1", True)
     cache.save(tree, "SN1", str(tmp_path))
     loaded = cache.load(str(tmp_path), MASTER, USER)
     assert loaded is not None and dict(loaded[0].shares.snapshot()) == {"ALBUM001": SHARE}
+    assert loaded[0].shares.others("ALBUM001")
+
+
+class Unsharing:
+    """A stand-in for the ``MegaApi`` call ``unexport_folder`` makes (recorded)."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def unshare_folder(self, handle: str) -> None:
+        self.calls.append(handle)
+
+
+def test_revoking_the_link_keeps_the_key_of_a_folder_users_share():
+    tree = sample()
+    tree.load([{"h": "ROOT0001", "t": 2}],
+              ok=[ok_entry("ALBUM001", SHARE), ok_entry("OTHER001", SHARE)],
+              shares=[{"h": "ALBUM001", "u": "EXP", "r": 0},
+                      {"h": "ALBUM001", "u": "colleagueUH1", "r": 1},
+                      {"h": "OTHER001", "u": "EXP", "r": 0}, {"h": 5}, "junk"])
+    client = Unsharing()
+    remote.unexport_folder(client, tree, "ALBUM001")        # type: ignore[arg-type]
+    remote.unexport_folder(client, tree, "OTHER001")        # type: ignore[arg-type]
+    assert client.calls == ["ALBUM001", "OTHER001"]
+    assert dict(tree.shares.snapshot()) == {"ALBUM001": SHARE}
+    # the colleague's share ends (a packet without r, then okd): the key goes
+    apply(tree, {"a": "s2", "n": "ALBUM001", "o": USER, "u": "colleagueUH1"})
+    assert not tree.shares.others("ALBUM001")
+    apply(tree, {"a": "s2", "n": "ALBUM001", "o": USER, "u": "colleagueUH1", "okd": 1})
+    assert tree.shares.get("ALBUM001") is None
 
 
 def test_cr_of_put_and_move_into_an_exported_folder():
