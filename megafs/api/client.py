@@ -25,10 +25,11 @@ import string
 import threading
 from typing import Any, Callable
 
+from .. import crypto
 from ..crypto import FileKey
-from ..errors import LinkError, ProtocolError, SessionError
+from ..errors import ApiCode, LinkError, MegaError, ProtocolError, SessionError
 from ..retry import RetryPolicy
-from . import commands, links
+from . import commands, links, sharekeys
 from .commands import DownloadInfo, FetchResult, PutItem
 from .download import Downloader
 from .session import (Reauth, Session, SessionManager, open_account_session, open_session,
@@ -148,31 +149,40 @@ class MegaClient:
         self._need_session()
         return self.uploader.upload(path, progress=progress, cancel=cancel, premac=premac)
 
-    def put_files(self, items: list[PutItem]) -> list[dict[str, Any] | Exception]:
-        """Create file nodes for finished uploads: one batch, one ``p`` per parent."""
+    def put_files(self, items: list[PutItem], cr_for: sharekeys.CrFor | None = None
+                  ) -> list[dict[str, Any] | Exception]:
+        """Create file nodes for finished uploads: one batch, one ``p`` per parent.
+        ``cr_for(parent, node keys in order)``: the ``p``'s ``cr`` (``sharekeys.cr_for_put``)
+        or None."""
         if not items:
             return []
         session = self._need_session()
         by_parent: dict[str, list[int]] = {}
         for index, item in enumerate(items):
             by_parent.setdefault(item.parent, []).append(index)
-        batch = [commands.put_nodes(parent, [commands.file_node(items[i].uploaded, items[i].attrs,
-                                                                session.master_key)
-                                             for i in indexes], self.request_id)
-                 for parent, indexes in by_parent.items()]
+        batch = []
+        for parent, indexes in by_parent.items():
+            nodes = [commands.file_node(items[i].uploaded, items[i].attrs, session.master_key)
+                     for i in indexes]
+            cr = cr_for(parent, [items[i].uploaded.key.pack() for i in indexes]) \
+                if cr_for is not None else None
+            batch.append(commands.put_nodes(parent, nodes, self.request_id, cr))
         results: list[dict[str, Any] | Exception] = [ProtocolError("p: no reply")] * len(items)
         for indexes, reply in zip(by_parent.values(), self.transport.batch(batch)):
             for index, node in zip(indexes, commands.parse_put(reply, len(indexes))):
                 results[index] = node
         return results
 
-    def mkdir(self, parent: str, name: str, attrs: dict[str, Any] | None = None
-              ) -> dict[str, Any]:
+    def mkdir(self, parent: str, name: str, attrs: dict[str, Any] | None = None,
+              cr_for: sharekeys.CrFor | None = None) -> dict[str, Any]:
+        """A new folder (``p``); ``cr_for`` as for ``put_files``."""
         session = self._need_session()
         merged = dict(attrs or {})
         merged["n"] = name
-        node = commands.folder_node(merged, session.master_key)
-        reply = self._call(commands.put_nodes(parent, [node], self.request_id))
+        key = crypto.random_key(16)
+        node = commands.folder_node(merged, session.master_key, key)
+        cr = cr_for(parent, [key]) if cr_for is not None else None
+        reply = self._call(commands.put_nodes(parent, [node], self.request_id, cr))
         result = commands.parse_put(reply, 1)[0]
         if isinstance(result, Exception):
             raise result
@@ -183,8 +193,11 @@ class MegaClient:
         reply = self._call(commands.set_attrs(handle, node_key, attrs, self.request_id))
         commands.check_done(reply, "a")
 
-    def move(self, handle: str, new_parent: str) -> None:
-        commands.check_done(self._call(commands.move(handle, new_parent, self.request_id)), "m")
+    def move(self, handle: str, new_parent: str, cr: list[Any] | None = None) -> None:
+        """``m``; ``cr``: the moved subtree's keys under the share keys of the shared folders
+        ``new_parent`` is in (``sharekeys.cr_for_move``), None outside any."""
+        commands.check_done(self._call(commands.move(handle, new_parent, self.request_id, cr)),
+                            "m")
 
     def delete(self, handle: str) -> None:
         commands.check_done(self._call(commands.delete(handle, self.request_id)), "d")
@@ -205,6 +218,35 @@ class MegaClient:
     def unexport(self, handle: str) -> None:
         """Remove the node's public link (``l`` with ``d:1``); its old link stops working."""
         commands.check_done(self._call(commands.unexport(handle, self.request_id)), "l")
+
+    def share_folder(self, handle: str, share_key: bytes, cr: list[Any] | None = None
+                     ) -> bytes | None:
+        """Share folder ``handle`` with ``EXP`` (what a folder link needs) under ``share_key``
+        (``s2``, ``sharekeys.share_command``).  None when done; the other share key when the
+        folder is already shared under one (nothing changed: send again with that key)."""
+        session = self._need_session()
+        reply = self._call(sharekeys.share_command(handle, share_key, session.master_key,
+                                                   self.request_id, cr))
+        if not isinstance(reply, dict):
+            raise ProtocolError("s2: expected an object, got %s" % type(reply).__name__)
+        if "ok" in reply:
+            other = sharekeys.clash_key(reply, session.master_key)
+            if other is None or other == share_key:
+                raise ProtocolError("s2: the server's share key is malformed")
+            return other
+        return None
+
+    def unshare_folder(self, handle: str) -> None:
+        """Remove folder ``handle``'s link (``l`` ``d:1``) and then its ``EXP`` share (``s2``
+        without ``r``: "need to first remove the link and then the share", meganz/sdk
+        ``MegaClient::exportnode``); either already gone (``-9``) is fine."""
+        for command in (commands.unexport(handle, self.request_id),
+                        sharekeys.unshare_command(handle, self.request_id)):
+            try:
+                self._call(command)
+            except MegaError as exc:
+                if exc.code != ApiCode.ENOENT:
+                    raise
 
     def link_for(self, node: dict[str, Any], ph: str) -> str:
         """``https://mega.nz/file/PH#KEY`` for a file node and its public handle."""

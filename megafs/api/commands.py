@@ -52,6 +52,10 @@ class FetchResult:
     nodes: list[dict[str, Any]]
     sn: str
     public: dict[str, str]      # node handle -> public handle
+    # the account's outgoing shares, as sent (checked by their users): ``ok`` share keys
+    # ``[{h, k, ha}]`` (``api.sharekeys.share_keys_from``) and ``s`` sharees ``[{h, u, r}]``
+    ok: list[Any] = field(default_factory=list)
+    shares: list[Any] = field(default_factory=list)
 
     def roots(self) -> dict[int, str]:
         """Root handles by type: 2 Cloud Drive, 3 Inbox/Vault, 4 Rubbish bin."""
@@ -92,7 +96,9 @@ def parse_fetch(reply: Any) -> FetchResult:
     for entry in reply.get("ph") or []:
         if isinstance(entry, dict) and is_handle(entry.get("h")) and is_handle(entry.get("ph")):
             public[entry["h"]] = entry["ph"]
-    return FetchResult(nodes, sn, public)
+    ok, shares = reply.get("ok"), reply.get("s")
+    return FetchResult(nodes, sn, public, ok if isinstance(ok, list) else [],
+                       shares if isinstance(shares, list) else [])
 
 
 # --- keys ------------------------------------------------------------------------------------
@@ -130,16 +136,23 @@ def file_node(uploaded: "Uploaded", attrs: dict[str, Any], master_key: bytes) ->
             "k": crypto.b64encode(crypto.wrap_key(packed, master_key))}
 
 
-def folder_node(attrs: dict[str, Any], master_key: bytes) -> dict[str, Any]:
-    """A new folder for ``p`` with a fresh 16-byte key (§10)."""
-    key = crypto.random_key(16)
+def folder_node(attrs: dict[str, Any], master_key: bytes, key: bytes | None = None
+                ) -> dict[str, Any]:
+    """A new folder for ``p`` with its 16-byte key (a fresh one by default, §10)."""
+    key = key or crypto.random_key(16)
     return {"h": FOLDER_PLACEHOLDER, "t": 1,
             "a": crypto.b64encode(crypto.encrypt_attr(attrs, key)),
             "k": crypto.b64encode(crypto.wrap_key(key, master_key))}
 
 
-def put_nodes(parent: str, nodes: list[dict[str, Any]], request_id: str) -> dict[str, Any]:
-    return {"a": "p", "t": parent, "i": request_id, "n": nodes}
+def put_nodes(parent: str, nodes: list[dict[str, Any]], request_id: str,
+              cr: list[Any] | None = None) -> dict[str, Any]:
+    """``p``; ``cr``: the new nodes' keys under the share keys of the shared folders
+    ``parent`` is in (``api.sharekeys.cr_for_put``), None outside any."""
+    command: dict[str, Any] = {"a": "p", "t": parent, "i": request_id, "n": nodes}
+    if cr is not None:
+        command["cr"] = cr
+    return command
 
 
 def parse_put(reply: Any, count: int) -> list[Any]:
@@ -161,8 +174,13 @@ def set_attrs(handle: str, node_key: bytes, attrs: dict[str, Any],
             "i": request_id}
 
 
-def move(handle: str, new_parent: str, request_id: str) -> dict[str, Any]:
-    return {"a": "m", "n": handle, "t": new_parent, "i": request_id}
+def move(handle: str, new_parent: str, request_id: str, cr: list[Any] | None = None
+         ) -> dict[str, Any]:
+    """``m``; ``cr`` as for ``put_nodes`` (``api.sharekeys.cr_for_move``)."""
+    command: dict[str, Any] = {"a": "m", "n": handle, "t": new_parent, "i": request_id}
+    if cr is not None:
+        command["cr"] = cr
+    return command
 
 
 def delete(handle: str, request_id: str) -> dict[str, Any]:

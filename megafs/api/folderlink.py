@@ -180,23 +180,16 @@ def export_folder(client: "MegaClient", handle: str, listing: OwnerListing | Non
     if share_key is None or handle not in listing.exported:
         fresh = share_key is None
         share_key = share_key or crypto.random_key(16)
-        command: dict[str, Any] = {
-            "a": "s2", "n": handle, "s": [{"u": sharekeys.EXPORTED, "r": 0}],
-            "ok": crypto.b64encode(sharekeys.owner_key(share_key, session.master_key)),
-            "ha": crypto.b64encode(sharekeys.handle_auth(handle, session.master_key)),
-            "i": client.request_id}
+        cr = None
         if fresh:
             inside = _subtree(listing.fetched.nodes, handle)
-            command["cr"] = sharekeys.make_cr([handle], {handle: share_key},
-                                              [client.node_key(n) for n in inside],
-                                              [n["h"] for n in inside])
-        reply = client.transport.call(command)
-        if isinstance(reply, dict) and "ok" in reply:
+            cr = sharekeys.make_cr([handle], {handle: share_key},
+                                   [client.node_key(n) for n in inside],
+                                   [n["h"] for n in inside])
+        if client.share_folder(handle, share_key, cr) is not None:
             # shared meanwhile under another key (webclient api_setshare1): one more try
             raise MegaError(ApiCode.EKEY, "s2: the folder is already shared under another "
                                           "share key; list the account again and retry")
-        if not isinstance(reply, dict):
-            raise ProtocolError("s2: expected an object, got %s" % type(reply).__name__)
     public = client.export([handle])[0]
     if isinstance(public, Exception):
         raise public
@@ -204,12 +197,6 @@ def export_folder(client: "MegaClient", handle: str, listing: OwnerListing | Non
 
 
 def revoke_folder(client: "MegaClient", handle: str) -> None:
-    """Remove the folder's link and its ``EXP`` share; a link already gone is fine."""
-    for command in ({"a": "l", "n": handle, "d": 1, "i": client.request_id},
-                    {"a": "s2", "n": handle, "s": [{"u": sharekeys.EXPORTED}],
-                     "i": client.request_id}):
-        try:
-            client.transport.call(command)
-        except MegaError as exc:
-            if exc.code != ApiCode.ENOENT:
-                raise
+    """Remove the folder's link and its ``EXP`` share; a link already gone is fine
+    (``MegaClient.unshare_folder``)."""
+    client.unshare_folder(handle)

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from ..retry import RetryPolicy
     from .commands import DownloadInfo, FetchResult, PutItem
     from .links import FileLink
+    from .sharekeys import CrFor
     from .session import Reauth, Session
     from .upload import PremadeMacs, Uploaded
     from .xferquota import QuotaGate
@@ -79,20 +80,27 @@ class MegaApi(Protocol):
         MegaError ``-17`` (EOVERQUOTA) when the account is full.
         """
 
-    def put_files(self, items: "list[PutItem]") -> list[dict[str, Any] | Exception]:
+    def put_files(self, items: "list[PutItem]", cr_for: "CrFor | None" = None
+                  ) -> list[dict[str, Any] | Exception]:
         """Create file nodes from finished uploads, one batch; per item the new raw node or
-        its error (``-9`` parent gone, ``-17`` over quota, ``ProtocolError``)."""
+        its error (``-9`` parent gone, ``-17`` over quota, ``-14`` a shared folder's keys
+        missing, ``ProtocolError``).  ``cr_for(parent, node keys)`` gives each ``p`` its
+        ``cr`` (``api.sharekeys``): the keys the folder's sharees and links read them with."""
 
     def mkdir(self, parent: str, name: str,
-              attrs: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Create a folder under ``parent``; returns its raw node.  ``attrs`` may add ``t``."""
+              attrs: dict[str, Any] | None = None,
+              cr_for: "CrFor | None" = None) -> dict[str, Any]:
+        """Create a folder under ``parent``; returns its raw node.  ``attrs`` may add ``t``;
+        ``cr_for`` as for ``put_files``."""
 
     def set_attrs(self, handle: str, node_key: bytes, attrs: dict[str, Any]) -> None:
         """Replace all attributes of a node (rename, mtime); ``attrs`` must include ``n``;
         ``node_key`` is its 16- or 32-byte key."""
 
-    def move(self, handle: str, new_parent: str) -> None:
-        """Move a node under ``new_parent``; ``-10`` (ECIRCULAR) into its own subtree."""
+    def move(self, handle: str, new_parent: str, cr: list[Any] | None = None) -> None:
+        """Move a node under ``new_parent``; ``-10`` (ECIRCULAR) into its own subtree.
+        ``cr``: the moved subtree's keys for the shared folders ``new_parent`` is in
+        (``api.sharekeys.cr_for_move``); ``-14`` when one is needed and missing."""
 
     def delete(self, handle: str) -> None:
         """Delete a node and its whole subtree for good; ``-9`` if it is gone."""
@@ -107,6 +115,16 @@ class MegaApi(Protocol):
     def unexport(self, handle: str) -> None:
         """Remove a node's public link; its old link stops working.  ``-9`` if the node is
         gone or has no link."""
+
+    def share_folder(self, handle: str, share_key: bytes, cr: list[Any] | None = None
+                     ) -> bytes | None:
+        """Share folder ``handle`` with ``EXP``, the public pseudo-user of folder links
+        (``s2`` with ``ok``/``ha`` and ``cr``, the keys of the nodes inside under the 16-byte
+        ``share_key``).  None when done, else the share key the folder already has (nothing
+        changed).  ``-14`` when ``cr`` lacks a node's key."""
+
+    def unshare_folder(self, handle: str) -> None:
+        """Remove folder ``handle``'s link and its ``EXP`` share; already gone is fine."""
 
     def open_download(self, handle: str | None = None, public: str | None = None,
                       key: bytes | None = None) -> "DownloadInfo":

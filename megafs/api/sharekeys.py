@@ -24,7 +24,7 @@ The functions take the tree as a parent map (handle -> parent handle) and the kn
 from __future__ import annotations
 
 import hmac
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from .. import crypto
 from .commands import is_handle
@@ -33,6 +33,9 @@ EXPORTED = "EXP"        # the public pseudo-user of folder links (meganz/sdk EXP
 MAX_DEPTH = 4096        # a walk up the tree ends here whatever a server claims
 
 Cr = list            # [[roots], [items], [triples...]] as sent
+# ``cr_for(parent, new node keys in order)``: the ``cr`` of a ``p`` into ``parent`` (None
+# outside any shared folder); what ``MegaApi.put_files``/``mkdir`` ask the tree for
+CrFor = Callable[[str, "list[bytes]"], "Cr | None"]
 
 
 def handle_auth(handle: str, master_key: bytes) -> bytes:
@@ -48,6 +51,38 @@ def owner_key(share_key: bytes, master_key: bytes) -> bytes:
     if len(share_key) != 16:
         raise ValueError("a share key has 16 bytes")
     return crypto.wrap_key(share_key, master_key)
+
+
+def share_command(handle: str, share_key: bytes, master_key: bytes, request_id: str,
+                  cr: Cr | None = None) -> dict[str, Any]:
+    """``s2`` sharing folder ``handle`` with ``EXP`` (read-only: a folder link) under
+    ``share_key``, with ``ok``/``ha`` and the ``cr`` keys of the nodes inside (meganz/sdk
+    src/commands.cpp ``CommandSetShare``; webclient ``api_setshare1``).  The reply is an object;
+    ``{"ok": ...}`` means the folder is already shared under that other key."""
+    command: dict[str, Any] = {
+        "a": "s2", "n": handle, "s": [{"u": EXPORTED, "r": 0}],
+        "ok": crypto.b64encode(owner_key(share_key, master_key)),
+        "ha": crypto.b64encode(handle_auth(handle, master_key)), "i": request_id}
+    if cr is not None:
+        command["cr"] = cr
+    return command
+
+
+def unshare_command(handle: str, request_id: str) -> dict[str, Any]:
+    """``s2`` ending folder ``handle``'s share with ``EXP`` (a target without ``r``)."""
+    return {"a": "s2", "n": handle, "s": [{"u": EXPORTED}], "i": request_id}
+
+
+def clash_key(reply: Any, master_key: bytes) -> bytes | None:
+    """The share key of an ``s2`` reply ``{"ok": b64(E_mk(sharekey))}`` (the folder is shared
+    under that key already), or None for any other reply."""
+    if not isinstance(reply, dict) or "ok" not in reply:
+        return None
+    try:
+        wrapped = crypto.b64decode(reply["ok"])
+    except (ValueError, TypeError):
+        return None
+    return crypto.unwrap_key(wrapped, master_key) if len(wrapped) == 16 else None
 
 
 def share_keys_from(ok_entries: Any, master_key: bytes) -> dict[str, bytes]:

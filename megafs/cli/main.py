@@ -50,9 +50,9 @@ DESCRIPTION = (
     "megafs mounts your MEGA (mega.nz) Cloud Drive as a folder.  Files copied into it are\n"
     "encrypted on this machine, uploaded in the background (they survive a crash or a\n"
     "reboot) and get a public link: read X.link next to a file X, or its user.mega.link\n"
-    "extended attribute.  Without an account megafs uses an anonymous one of its own;\n"
-    "`megafs login` uses yours.  `--local` runs a MEGA-compatible server on this machine to\n"
-    "try it offline.")
+    "extended attribute (DIR.link next to a folder: a link to the whole folder).  Without\n"
+    "an account megafs uses an anonymous one of its own; `megafs login` uses yours.\n"
+    "`--local` runs a MEGA-compatible server on this machine to try it offline.")
 
 # Shown at the end of `megafs COMMAND --help`.
 EXAMPLES: dict[str, str] = {

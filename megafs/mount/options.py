@@ -177,8 +177,8 @@ MOUNT_OPTIONS: dict[str, MountOption] = {o.name: o for o in (
                 default=4, default_text="4"),
     MountOption("allow_other", parse_switch, "let other users use the mount (non-root: needs "
                 "user_allow_other in /etc/fuse.conf)", default=False, field="", libfuse=True),
-    MountOption("show_links", parse_switch, "list the virtual X.link files in directory "
-                "listings", default=False),
+    MountOption("show_links", parse_switch, "list the virtual X.link (and DIR.link) files in "
+                "directory listings", default=False),
     MountOption("fsync", parse_choice(("upload", "local")), "upload: fsync returns once the data "
                 "is on MEGA; local: once it is durable on the local disk, the upload follows",
                 "upload|local", default="upload", default_text="upload",

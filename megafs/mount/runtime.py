@@ -214,7 +214,7 @@ class MountRuntime:
         with tree_cache.gc_paused():
             tree.load(listing.nodes, listing.public,
                       progress=lambda n: log.info("decrypting the node tree: %d of %d nodes",
-                                                  n, total))
+                                                  n, total), ok=listing.ok, shares=listing.shares)
         log.info("fetched the node tree: %d nodes in %.1f s", total,
                  time.monotonic() - started)
         # A big account's `f` is a snapshot as of an older sn: the changes since are applied

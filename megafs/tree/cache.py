@@ -2,13 +2,13 @@
 then catches up with the change feed, instead of fetching and decrypting every node again.
 
 The file (``<mount dir>/tree.cache``, 0600, written atomically) holds the account's user
-handle, a digest of its master key, the ``sn`` the tree was current at, and every node's
-decrypted fields, in ``marshal`` format (only plain data; no code runs when it is read, and it
-loads about ten times faster than JSON).  A cache written by another Python version, for
-another account or key, or one that cannot be read is ignored (the mount fetches the tree
-again); so is one whose ``sn`` the server no longer keeps (``-6`` while catching up).  The
-MEGA SDK keeps such a state cache too (its ``statecache`` SQLite database).  It holds node
-keys: it is as secret as the session file.
+handle, a digest of its master key, the ``sn`` the tree was current at, its folders' share keys
+(``shares.py``) and every node's decrypted fields, in ``marshal`` format (only plain data; no
+code runs when it is read, and it loads about ten times faster than JSON). A cache written by
+another Python version, for another account or key, or one that cannot be read is ignored (the
+mount fetches the tree again); so is one whose ``sn`` the server no longer keeps (``-6`` while
+catching up). The MEGA SDK keeps such a state cache too (its ``statecache`` SQLite database).
+It holds node keys: it is as secret as the session file.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from .tree import Tree
 
 log = logging.getLogger(__name__)
 
-FORMAT = 2                 # 2: each chunk holds columns, not rows
+FORMAT = 3                 # 2: each chunk holds columns, not rows; 3: share keys
 FILE_NAME = "tree.cache"
 CHUNK = 50_000
 
@@ -47,7 +47,8 @@ def save(tree: Tree, sn: str, mount_dir: str) -> int:
     1,000,000-node file against 1.5 s for ``loads`` on slices.)"""
     nodes = tree.nodes()
     header = (FORMAT, tuple(sys.version_info[:2]), tree.user_handle,
-              _key_digest(tree.master_key), sn, len(nodes))
+              _key_digest(tree.master_key), sn, len(nodes), dict(tree.shares.snapshot()),
+              tree.shares.sharees())
     parts = [_framed(marshal.dumps(header))]
     for start in range(0, len(nodes), CHUNK):
         part = nodes[start:start + CHUNK]
@@ -74,13 +75,18 @@ def load(mount_dir: str, master_key: bytes, user_handle: str) -> tuple[Tree, str
     with fh:
         try:
             pieces = _pieces(fh)
-            fmt, version, owner, digest, sn, count = marshal.loads(next(pieces))
+            (fmt, version, owner, digest, sn, count, shares,
+             sharees) = marshal.loads(next(pieces))
             if (fmt, tuple(version), owner, digest) != (
                     FORMAT, tuple(sys.version_info[:2]), user_handle,
                     _key_digest(master_key)):
                 log.info("ignoring a node-tree cache made for another account or Python")
                 return None
             tree = Tree(master_key, user_handle)
+            tree.shares.replace({h: k for h, k in dict(shares).items()
+                                 if isinstance(h, str) and isinstance(k, bytes)},
+                                {h: u for h, u in dict(sharees).items()
+                                 if isinstance(h, str) and isinstance(u, list)})
             with gc_paused():
                 tree.restore(_nodes(pieces))
             if len(tree) != count:

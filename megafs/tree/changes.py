@@ -164,7 +164,8 @@ class RemoteWatcher:
                     log.warning("fell behind the server's change feed; reloading the tree")
                     try:
                         listing = self.client.fetch()
-                        self.tree.load(listing.nodes, listing.public)
+                        self.tree.load(listing.nodes, listing.public, ok=listing.ok,
+                                       shares=listing.shares)
                         self.sn = catch_up(self.client, self.tree, listing.sn,
                                            since="the fetched tree")
                         continue

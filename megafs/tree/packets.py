@@ -2,7 +2,9 @@
 
 Packet types (protocol reference §11.2): ``t`` new nodes (also the second half of a move),
 ``d`` removal of a subtree, ``u`` attribute update (``at`` re-encrypted with the node key),
-``ph`` public handle created or removed; others are ignored.  Malformed packets are logged at
+``ph`` public handle created or removed, ``s``/``s2`` an outgoing share made (its ``ok`` share
+key, kept when ``ha`` authenticates it) or ended (``okd``: the key is gone); others are
+ignored.  Malformed packets are logged at
 WARNING and skipped, never raised.  Runs under ``tree.lock``.
 """
 from __future__ import annotations
@@ -11,6 +13,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from .. import crypto
+from ..api import sharekeys
 from ..api.commands import is_handle
 
 if TYPE_CHECKING:
@@ -55,7 +58,29 @@ def apply(tree: "Tree", packet: Any) -> set[str]:
                     log.warning("ignoring a 'ph' packet for node %s whose public handle is not "
                                 "8 base64url characters", handle)
             return set()
+        if kind in ("s", "s2"):
+            _apply_share(tree, packet)
         return set()
+
+
+def _apply_share(tree: "Tree", packet: dict) -> None:
+    """An outgoing share made or ended (meganz/sdk src/megaclient.cpp ``sc_shares``): a new
+    share key is kept only if ``ha`` authenticates it for the folder; shares of other users
+    (incoming: ``o`` is not this account) are not modelled."""
+    handle, owner, user = packet.get("n"), packet.get("o"), packet.get("u")
+    if not is_handle(handle) or (owner is not None and owner != tree.user_handle):
+        return
+    if isinstance(user, str) and 0 < len(user) <= 64:
+        tree.shares.shared(str(handle), user, packet.get("r") is not None)
+    if "ok" in packet and "ha" in packet:
+        keys = sharekeys.share_keys_from([{"h": handle, "k": packet["ok"], "ha": packet["ha"]}],
+                                         tree.master_key)
+        if handle in keys:
+            tree.shares.set(handle, keys[handle])
+        else:
+            log.warning("ignoring the share key of folder %s: its 'ha' does not match", handle)
+    elif packet.get("okd"):
+        tree.shares.set(str(handle), None)
 
 
 def _apply_update(tree: "Tree", packet: dict) -> set[str]:

@@ -13,9 +13,11 @@ import threading
 from collections import OrderedDict
 from typing import Any, Callable, Iterable
 
+from ..api.sharekeys import share_keys_from
 from ..errors import ProtocolError
 from .names import base_display_name, display_names
 from .nodes import FILE, FOLDER, INBOX, ROOT, RUBBISH, Node, decrypt_node, own_copy  # noqa: F401
+from .shares import ShareKeys, sharees_from
 from . import walks
 
 log = logging.getLogger(__name__)
@@ -48,14 +50,20 @@ class Tree:
         # packets that would bring one back are stale (``was_removed``)
         self._removed: OrderedDict[str, None] = OrderedDict()
         self._cycles: set[str] = set()     # nodes left out for a cycle (each logged once)
+        self.shares = ShareKeys()          # the account's share keys (``shares.py``)
 
     # --- loading ----------------------------------------------------------------------------
     def load(self, raw_nodes: Iterable[Any], public: dict[str, str] | None = None,
-             progress: Callable[[int], None] | None = None) -> None:
+             progress: Callable[[int], None] | None = None, ok: Any = None,
+             shares: Any = None) -> None:
         """Replace the tree with the nodes of an ``f`` listing (decrypting each);
-        ``progress(n)`` is called every ``PROGRESS_STEP`` nodes."""
+        ``progress(n)`` is called every ``PROGRESS_STEP`` nodes.  ``ok``, ``shares``: the
+        listing's share keys and sharees (``FetchResult.ok``/``.shares``; keys ``ha`` does not
+        authenticate are left out)."""
         with self.lock:
             self._clear()
+            if ok is not None:
+                self.shares.replace(share_keys_from(ok, self.master_key), sharees_from(shares))
             for i, raw in enumerate(raw_nodes, 1):
                 self._add(raw)
                 if progress is not None and i % PROGRESS_STEP == 0:
@@ -262,7 +270,9 @@ class Tree:
             if node is None:
                 return set()
             affected = {node.parent}
-            for h in self.subtree(handle):
+            handles = self.subtree(handle)
+            self.shares.forget(handles)            # a removed folder shares nothing
+            for h in handles:
                 gone = self._nodes.pop(h, None)
                 if gone is not None:
                     self._unlink(gone)

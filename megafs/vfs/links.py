@@ -1,5 +1,10 @@
 """The virtual layer over the filesystem core: ``X.link`` files and ``user.mega.*`` xattrs.
 
+``DIR.link`` beside every folder is the same for a folder link (issue 25): reading it exports
+the folder (``https://mega.nz/folder/H#K``, every ``DIR.link`` of a mount the same length) and
+``rm DIR.link`` revokes it; ``user.mega.link`` on the folder gives the link too.  A folder's
+link wish is MEGA's own state (``vfs/public.py``): it survives a remount.
+
 ``X.link`` is reachable by name beside every file ``X`` (``cat``, ``stat``, ``ls X.link``) and
 holds ``X``'s public link and a newline (``https://mega.nz/file/H#K``, or the local server's
 ``http://127.0.0.1:PORT/file/H#K`` on a ``--local`` mount, of the same length for every file
@@ -16,14 +21,14 @@ fail with EPERM.
 
 xattrs on files: ``user.mega.state``, ``user.mega.link`` (waits like ``X.link``),
 ``user.mega.handle`` (once uploaded), ``user.mega.error`` (once failed); on folders
-``user.mega.handle``; on the mount root the control attributes ``user.megafs.status``,
-``user.megafs.mountdir``, ``user.megafs.pid`` (the mount process, for ``megafs umount`` run
-without the mount's ``--state-dir``) and the write-only ``user.megafs.retry``.  All are read
-by name and none is listed (``listxattr`` lists only the user xattrs programs stored), so
-copy tools never carry a link's key into a copy; setting or removing them fails with ENOTSUP.
-Other ``user.*`` names are stored with the node (``vfs/meta.py``); names outside ``user.*``
-give ENOTSUP (so ``ls -l`` stops asking) and unknown ``user.*`` names ENODATA.  Never imports
-FUSE.
+``user.mega.handle`` and ``user.mega.link`` (the folder link); on the mount root the control
+attributes ``user.megafs.status``, ``user.megafs.mountdir``, ``user.megafs.pid`` (the mount
+process, for ``megafs umount`` run without the mount's ``--state-dir``) and the write-only
+``user.megafs.retry``. All are read by name and none is listed (``listxattr`` lists only the
+user xattrs programs stored), so copy tools never carry a link's key into a copy; setting or
+removing them fails with ENOTSUP. Other ``user.*`` names are stored with the node
+(``vfs/meta.py``); names outside ``user.*`` give ENOTSUP (so ``ls -l`` stops asking) and unknown
+``user.*`` names ENODATA. Never imports FUSE.
 """
 from __future__ import annotations
 
@@ -34,6 +39,7 @@ import os
 import stat
 from typing import Callable
 
+from ..api.folderlink import format_folder_link
 from ..api.links import format_link
 from ..api.xferquota import wait_text
 from ..errors import FsError
@@ -50,9 +56,19 @@ STATUS_FILES = 200            # files listed in the status xattr (its value is <
 LINK_SIZE = len(format_link("A" * 8, bytes(32))) + 1      # the link and a newline
 
 
-def link_size(site: str | None = None) -> int:
-    """The exact size of every ``X.link`` of a mount whose links start with ``site``."""
+def link_size(site: str | None = None, folder: bool = False) -> int:
+    """The exact size of every file's (``folder``: folder's) ``X.link`` of a mount whose links
+    start with ``site``."""
+    if folder:
+        return len(format_folder_link("A" * 8, bytes(16), site=site)) + 1
     return len(format_link("A" * 8, bytes(32), site=site)) + 1
+
+
+def _link_names(listing: dict[str, Entry]) -> set[str]:
+    """The virtual ``X.link`` names a folder listing shows (``show_links``): one per entry
+    without a real namesake, within the 255-byte name limit."""
+    return {name + LINK_SUFFIX for name in listing if name + LINK_SUFFIX not in listing
+            and len((name + LINK_SUFFIX).encode()) <= 255}
 
 
 XA_STATE, XA_LINK, XA_HANDLE, XA_ERROR = ("user.mega.state", "user.mega.link",
@@ -90,6 +106,7 @@ class LinkLayer:
         # links of a --local mount point at the local server (its /file/H page)
         self.link_site = link_site
         self.link_size = link_size(link_site)
+        self.folder_link_size = link_size(link_site, folder=True)
         self.link_timeout = link_timeout
         self.show_links = show_links
         self.mount_dir = mount_dir
@@ -98,7 +115,8 @@ class LinkLayer:
 
     # --- resolution -------------------------------------------------------------------------
     def _virtual(self, path: str) -> Entry | None:
-        """The file a virtual ``X.link`` path describes, or None if ``path`` is not one."""
+        """The file or folder a virtual ``X.link`` path describes, or None if ``path`` is not
+        one."""
         base, _, last = path.rstrip("/").rpartition("/")
         if not last.endswith(LINK_SUFFIX) or len(last) <= len(LINK_SUFFIX):
             return None
@@ -109,10 +127,9 @@ class LinkLayer:
             if exc.errno != errno.ENOENT:
                 return None
         try:
-            target = self.ns.resolve(base + "/" + last[:-len(LINK_SUFFIX)])
+            return self.ns.resolve(base + "/" + last[:-len(LINK_SUFFIX)])
         except FsError:
             return None
-        return target if target.kind != DIR else None
 
     def notes(self) -> list[str]:
         """Lines ``megafs status`` shows about the mount as a whole (a transfer-quota wait)."""
@@ -122,7 +139,11 @@ class LinkLayer:
         return ["reads wait for MEGA's transfer quota: continuing in %s" % wait_text(left)]
 
     def wait_link(self, target: Entry) -> str:
-        """``target``'s public link, waiting for its upload and exporting if needed."""
+        """``target``'s public link, waiting for its upload and exporting if needed (a
+        folder's: exported now; its files still uploading show through it once uploaded)."""
+        if target.kind == DIR:
+            public, key = self.links.folder_link(target.folder)
+            return format_folder_link(public, key, site=self.link_site)
         # an explicit read asks again; set first, so the committer exports it as part of
         # the upload this waits for
         self.links.wish(target.sf, True)
@@ -148,7 +169,8 @@ class LinkLayer:
         st["st_mode"] = stat.S_IFREG | 0o444
         # Every link has the same length (8-character handle, 43-character key), so the size
         # is right before the link exists and no cached attribute goes stale.
-        st["st_size"] = self.link_size
+        st["st_size"] = self.folder_link_size if target.kind == DIR else self.link_size
+        st["st_nlink"] = 1
         st["st_blocks"] = (st["st_size"] + 511) // 512
         return st
 
@@ -156,10 +178,7 @@ class LinkLayer:
         names = self.core.readdir(path, fh)
         if not self.show_links:
             return names
-        listing = self.ns.listing(self.core.folder_of(path, fh))
-        extra = {name + LINK_SUFFIX for name, ent in listing.items() if ent.kind != DIR
-                 and name + LINK_SUFFIX not in listing
-                 and len((name + LINK_SUFFIX).encode()) <= 255}
+        extra = _link_names(self.ns.listing(self.core.folder_of(path, fh)))
         return sorted(names + list(extra), key=lambda name: _order(name, extra))
 
     def readdir_attrs(self, path: str | None, fh: int | None = None
@@ -170,12 +189,9 @@ class LinkLayer:
         listing = self.ns.listing(folder)
         out = [(name, self.core.stat_entry(entry)) for name, entry in sorted(listing.items())]
         if self.show_links:
-            extra = [name + LINK_SUFFIX for name, ent in listing.items() if ent.kind != DIR
-                     and name + LINK_SUFFIX not in listing
-                     and len((name + LINK_SUFFIX).encode()) <= 255]
+            links = _link_names(listing)
             out += [(name, self._link_stat(listing[name[:-len(LINK_SUFFIX)]]))
-                    for name in extra]
-            links = set(extra)
+                    for name in links]
             out.sort(key=lambda item: _order(item[0], links))
         return out
 
@@ -272,6 +288,9 @@ class LinkLayer:
         if target is None:
             self.core.unlink(path)
             return
+        if target.kind == DIR:
+            self.links.revoke_folder(target.folder)
+            return
         # first, so the committer plans no export from now on (and undoes one in flight)
         self.links.wish(target.sf, False)
         node = self.core.remote_node(target)
@@ -327,6 +346,8 @@ class LinkLayer:
         folder = entry.folder
         if name == XA_HANDLE:
             return folder.handle.encode()
+        if name == XA_LINK and not self.links.is_root(folder.handle):
+            return self.wait_link(entry).encode()      # (MEGA shares no root folder)
         if self.links.is_root(folder.handle):
             if name == XA_STATUS:
                 # An xattr value is at most 64 KiB: uploading and failed files first, then

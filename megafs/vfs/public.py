@@ -1,10 +1,13 @@
 """What the ``.link`` layer needs beyond POSIX: a file's link wish, its public handle (exported
-when missing), revoking it, and the queue's status rows and retry for the control xattrs.
+when missing), revoking it, a folder's link (exported when missing) and revoking it, and the
+queue's status rows and retry for the control xattrs.
 
 The one place above the tree that exports and revokes (through ``tree/remote.py``), and the
 only part of the ``.link`` layer that sees the client, the node tree or the write-back queue.
 The wish itself is the record's (``Record.link_wanted``): the committer plans an export only
-while it is set, so a revoked link stays revoked until it is asked for again.
+while it is set, so a revoked link stays revoked until it is asked for again.  A folder has
+no record: its link wish is MEGA's own state (the folder is exported iff it has a public handle
+and a share key, as ``f``, the change feed and the tree cache tell; ``tree/shares.py``).
 """
 from __future__ import annotations
 
@@ -62,6 +65,23 @@ class PublicLinks:
             return
         remote.unexport(self.client, self.tree, node.handle)
         log.info("revoked the public link of node %s", node.handle)
+
+    def folder_link(self, folder: Node) -> tuple[str, bytes]:
+        """Folder ``folder``'s (public handle, share key), exporting it if it has no link
+        (``remote.export_folder``).  MegaError as the server refused it."""
+        had = folder.public
+        public, key = remote.export_folder(self.client, self.tree, folder.handle)
+        if public != had:
+            log.info("exported folder %s as a folder link", folder.handle)
+        return public, key
+
+    def revoke_folder(self, folder: Node) -> None:
+        """Remove folder ``folder``'s link and its share with ``EXP``; nothing if it has
+        none."""
+        if not folder.public and self.tree.shares.get(folder.handle) is None:
+            return
+        remote.unexport_folder(self.client, self.tree, folder.handle)
+        log.info("revoked the folder link of folder %s", folder.handle)
 
     def status(self) -> list[dict[str, Any]]:
         """``megafs status`` rows of unfinished files, paths as they are now."""

@@ -248,8 +248,10 @@ class Committer:
         for (sf, (_parent, _uploaded, _attrs, gen)), (res, node) in zip(puts, results):
             sf.put_done()
             if isinstance(res, BaseException):
-                # a MegaError is a definite refusal: nothing was created
-                sf.failed(res, "commit", refused=isinstance(res, MegaError))
+                # a MegaError is a definite refusal: nothing was created; -14: the folder
+                # was exported while this p was on its way without its keys (the next has them)
+                sf.failed(res, "commit", refused=isinstance(res, MegaError),
+                          transient=isinstance(res, MegaError) and res.code == ApiCode.EKEY)
                 continue
             handle = res["h"]
             twins = [t.handle for t in self.tree.same_upload(handle)]

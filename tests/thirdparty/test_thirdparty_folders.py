@@ -1,14 +1,19 @@
 """Interoperability of folder links (issue 25): a folder exported by megafs' client module
 (``api/folderlink.py``) is listed and downloaded by an independent client from PyPI
 (async-mega-py 2.5.0, ``driver.py --folder``) with its own key handling and meta-MAC check,
-files added after the export (with their ``cr`` keys) included."""
+files added after the export (with their ``cr`` keys) included; and a folder link made in the
+mount (``cat album.link``) the same way."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from helpers.client import fast_retry
+from helpers.mount import MountProcess, wait_for
 from helpers.rawapi import plaintext
 from helpers.server import ServerProcess
 from megafs.api import commands, sharekeys
@@ -51,5 +56,32 @@ def test_async_mega_py_downloads_a_folder_link_made_by_megafs(tmp_path):
                                link], capture_output=True, text=True, timeout=240, cwd=tmp_path)
         assert proc.returncode == 0, "driver failed:\n" + proc.stderr[-4000:]
         result = json.loads(proc.stdout.strip().splitlines()[-1])
+    got = {str(Path(p)): (out / p).read_bytes() for p in result["downloaded"]}
+    assert got == {"album/" + name: data for name, data in files.items()}
+
+
+@pytest.mark.fuse
+def test_async_mega_py_downloads_a_folder_link_made_in_the_mount(tmp_path):
+    """``cat album.link`` in a mount; a file copied in after that (its ``p`` carries the
+    ``cr`` keys the mount computes) is read by the third-party client too."""
+    files = {"cover.jpg": plaintext(200_000, seed=9), "disc 2/track.bin": b"a track\n",
+             "later.txt": b"added after the export\n"}
+    mnt = tmp_path / "mnt"
+    with ServerProcess(tmp_path / "server-data") as srv, \
+            MountProcess(mnt, srv.url, tmp_path / "state") as m:
+        (mnt / "album" / "disc 2").mkdir(parents=True)
+        (mnt / "album" / "cover.jpg").write_bytes(files["cover.jpg"])
+        (mnt / "album" / "disc 2" / "track.bin").write_bytes(files["disc 2/track.bin"])
+        link = (mnt / "album.link").read_text().strip()
+        (mnt / "album" / "later.txt").write_bytes(files["later.txt"])
+        wait_for(lambda: all(os.getxattr(mnt / "album" / name, "user.mega.state") == b"uploaded"
+                             for name in files), timeout=30, what="the uploads")
+        out = tmp_path / "out"
+        out.mkdir()
+        proc = subprocess.run([thirdparty_python(), str(DRIVER), "--folder", srv.url, str(out),
+                               link], capture_output=True, text=True, timeout=240, cwd=tmp_path)
+        assert proc.returncode == 0, "driver failed:\n" + proc.stderr[-4000:]
+        result = json.loads(proc.stdout.strip().splitlines()[-1])
+        assert m.log_problems() == []
     got = {str(Path(p)): (out / p).read_bytes() for p in result["downloaded"]}
     assert got == {"album/" + name: data for name, data in files.items()}

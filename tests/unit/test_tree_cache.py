@@ -53,7 +53,7 @@ def test_other_account_key_format_or_damage_is_ignored(tmp_path):
     assert cache.load(str(tmp_path), KEY, USER) is None
     # a chunk whose columns do not line up
     header = marshal.dumps((cache.FORMAT, tuple(sys.version_info[:2]), USER,
-                            cache._key_digest(KEY), "SN1", 1))
+                            cache._key_digest(KEY), "SN1", 1, {}, {}))
     bad = marshal.dumps([["ROOT0001"], [""], [ROOT]])
     path.write_bytes(cache._framed(header) + cache._framed(bad))
     assert cache.load(str(tmp_path), KEY, USER) is None
