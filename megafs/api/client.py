@@ -142,35 +142,41 @@ class MegaClient:
 
     # --- uploads and nodes ----------------------------------------------------------------------
     def upload(self, path: str, *, progress: Callable[[int], None] | None = None,
-               cancel: threading.Event | None = None, premac: PremadeMacs | None = None
-               ) -> Uploaded:
+               cancel: threading.Event | None = None, premac: PremadeMacs | None = None,
+               url: tuple[str, int] | None = None) -> Uploaded:
         """Encrypt and upload a file's contents; no node is created (see ``put_files``).
-        ``premac``: (key, chunk MACs) made while the file was written (``Uploader.upload``)."""
+        ``premac``: (key, chunk MACs) made while the file was written; ``url``: (upload URL,
+        size) from ``upload_urls`` (``Uploader.upload``)."""
         self._need_session()
-        return self.uploader.upload(path, progress=progress, cancel=cancel, premac=premac)
+        return self.uploader.upload(path, progress=progress, cancel=cancel, premac=premac,
+                                    url=url)
+
+    def upload_urls(self, sizes: list[int], cancel: threading.Event | None = None
+                    ) -> list[str | Exception]:
+        """Upload URLs for many files in one batch of ``u`` (``Uploader.upload_urls``)."""
+        self._need_session()
+        return self.uploader.upload_urls(sizes, cancel) if sizes else []
 
     def put_files(self, items: list[PutItem], cr_for: sharekeys.CrFor | None = None
                   ) -> list[dict[str, Any] | Exception]:
-        """Create file nodes for finished uploads: one batch, one ``p`` per parent.
+        """Create file nodes for finished uploads: one batch, one ``p`` per file, so a
+        refusal of one command fails only its file (MEGA answers per command; the SDK sends
+        one ``p`` of one node per finished upload: meganz/sdk src/file.cpp
+        ``File::sendPutnodesOfUpload``, ``vector<NewNode> newnodes(1)``).
         ``cr_for(parent, node keys in order)``: the ``p``'s ``cr`` (``sharekeys.cr_for_put``)
         or None."""
         if not items:
             return []
         session = self._need_session()
-        by_parent: dict[str, list[int]] = {}
-        for index, item in enumerate(items):
-            by_parent.setdefault(item.parent, []).append(index)
         batch = []
-        for parent, indexes in by_parent.items():
-            nodes = [commands.file_node(items[i].uploaded, items[i].attrs, session.master_key)
-                     for i in indexes]
-            cr = cr_for(parent, [items[i].uploaded.key.pack() for i in indexes]) \
-                if cr_for is not None else None
-            batch.append(commands.put_nodes(parent, nodes, self.request_id, cr))
+        for item in items:
+            node = commands.file_node(item.uploaded, item.attrs, session.master_key)
+            cr = cr_for(item.parent, [item.uploaded.key.pack()]) if cr_for is not None \
+                else None
+            batch.append(commands.put_nodes(item.parent, [node], self.request_id, cr))
         results: list[dict[str, Any] | Exception] = [ProtocolError("p: no reply")] * len(items)
-        for indexes, reply in zip(by_parent.values(), self.transport.batch(batch)):
-            for index, node in zip(indexes, commands.parse_put(reply, len(indexes))):
-                results[index] = node
+        for index, reply in enumerate(self.transport.batch(batch)):
+            results[index] = commands.parse_put(reply, 1)[0]
         return results
 
     def mkdir(self, parent: str, name: str, attrs: dict[str, Any] | None = None,

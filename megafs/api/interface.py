@@ -69,7 +69,8 @@ class MegaApi(Protocol):
 
     def upload(self, path: str, *, progress: Callable[[int], None] | None = None,
                cancel: threading.Event | None = None,
-               premac: "PremadeMacs | None" = None) -> "Uploaded":
+               premac: "PremadeMacs | None" = None,
+               url: tuple[str, int] | None = None) -> "Uploaded":
         """Encrypt and upload a file's contents (no node yet): ``Uploaded(token, key, size)``.
 
         ``premac``: (file key, {chunk offset: chunk MAC}) made while the file was written
@@ -77,8 +78,15 @@ class MegaApi(Protocol):
 
         ``progress(bytes_stored)`` is called from worker threads.  ``UploadCancelled`` when
         ``cancel`` is set; ``UploadFailed`` after repeated restarts or an unreadable file;
-        MegaError ``-17`` (EOVERQUOTA) when the account is full.
+        MegaError ``-17`` (EOVERQUOTA) when the account is full.  ``url``: (upload URL, the
+        size it was asked for) from ``upload_urls``, used by the first attempt if the size
+        still matches.
         """
+
+    def upload_urls(self, sizes: list[int], cancel: threading.Event | None = None
+                    ) -> list[str | Exception]:
+        """Upload URLs for files of ``sizes`` bytes, one ``u`` each in one batch; per size
+        the URL or that command's error.  Raises what fails the whole batch."""
 
     def put_files(self, items: "list[PutItem]", cr_for: "CrFor | None" = None
                   ) -> list[dict[str, Any] | Exception]:

@@ -57,8 +57,8 @@ from typing import Callable
 from .. import chunks, crypto, sealing
 from ..osio import read_at
 from ..crypto import FileKey, upload_checksum
-from ..errors import (ApiCode, Cancelled, MegaError, TransportError, UploadFailed, Verdict,
-                      classify)
+from ..errors import (ApiCode, Cancelled, MegaError, ProtocolError, TransportError,
+                      UploadFailed, Verdict, classify)
 from ..retry import Backoff, RetryPolicy
 from . import commands
 from .http import (HTTP_DEAD_URL_STATUSES, HTTP_OVER_QUOTA, HTTP_RETRY_STATUSES, HttpPool,
@@ -167,24 +167,29 @@ class Uploader:
         self.learned_width: int | None = None   # the last big upload's width (widen.py)
 
     def upload(self, path: str, *, progress: Progress | None = None,
-               cancel: threading.Event | None = None, premac: PremadeMacs | None = None
-               ) -> Uploaded:
+               cancel: threading.Event | None = None, premac: PremadeMacs | None = None,
+               url: tuple[str, int] | None = None) -> Uploaded:
         """Upload a file; ``premac`` = (file key, {chunk offset: chunk MAC}) computed while the
-        file was written: those chunks are only encrypted, not MACed again."""
+        file was written: those chunks are only encrypted, not MACed again.  ``url`` = (upload
+        URL, size it was asked for) from ``upload_urls``: the first attempt uses it when the
+        file still has that size, instead of its own ``u``."""
         try:
             fd = os.open(path, os.O_RDONLY)
         except OSError as exc:
             raise UploadFailed("cannot read %s: %s" % (path, exc.strerror)) from None
         try:
             size = os.fstat(fd).st_size
-            return self.upload_fd(fd, size, progress=progress, cancel=cancel, premac=premac)
+            return self.upload_fd(fd, size, progress=progress, cancel=cancel, premac=premac,
+                                  url=url)
         finally:
             os.close(fd)
 
     def upload_fd(self, fd: int, size: int, *, progress: Progress | None = None,
-                  cancel: threading.Event | None = None, premac: PremadeMacs | None = None
-                  ) -> Uploaded:
-        """Upload ``size`` bytes of the open file ``fd`` (read with preadv, offset 0)."""
+                  cancel: threading.Event | None = None, premac: PremadeMacs | None = None,
+                  url: tuple[str, int] | None = None) -> Uploaded:
+        """Upload ``size`` bytes of the open file ``fd`` (read with preadv, offset 0); ``url``
+        as in ``upload``."""
+        given = url[0] if url is not None and url[1] == size else None
         backoff = Backoff(self.retry, "upload", cancel)
         attempt = 0
         while True:
@@ -196,8 +201,9 @@ class Uploader:
                 # two contents, so no CTR keystream is reused
                 key, known = crypto.new_file_key(), {}
             try:
-                url = self._get_url(size, cancel)
-                token, meta_mac = self._attempt(fd, size, url, key, progress, cancel, known)
+                target = given if given is not None else self._get_url(size, cancel)
+                given = None                 # a restart asks for a new URL
+                token, meta_mac = self._attempt(fd, size, target, key, progress, cancel, known)
             except Cancelled:
                 raise UploadCancelled("upload cancelled") from None
             except _Restart as exc:
@@ -214,6 +220,22 @@ class Uploader:
                     raise UploadFailed(str(err)) from None
                 continue
             return Uploaded(token, key.with_mac(meta_mac), size)
+
+    def upload_urls(self, sizes: list[int], cancel: threading.Event | None = None
+                    ) -> list[str | Exception]:
+        """Upload URLs for files of ``sizes`` bytes: one ``u`` each, all in one batch (one
+        request through the session's lane, as the SDK's transfer slots do).  Per size the
+        URL or that slot's error (MegaError, ProtocolError); raises what fails the batch."""
+        https = self.transport.https_transfers
+        replies = self.transport.batch([commands.upload_url(s, https) for s in sizes],
+                                       cancel=cancel)
+        out: list[str | Exception] = []
+        for reply in replies:
+            try:
+                out.append(commands.parse_upload_url(reply))
+            except (MegaError, ProtocolError) as exc:
+                out.append(exc)
+        return out
 
     def _get_url(self, size: int, cancel: threading.Event | None) -> str:
         command = commands.upload_url(size, self.transport.https_transfers)

@@ -4,7 +4,13 @@ upload to the committer; and the outage prober.
 A file is eligible when ``record.plan`` says UPLOAD: its content is newer than its committed
 node, it has no unflushed writes, and no writer has it open (unless ``fsync`` forced it), and
 its back-off has passed.  Files are taken in the order they became eligible.  Up to
-``workers`` files upload at once, each on ``--connections`` connections (``MegaClient.upload``).
+``workers`` files bigger than ``SMALL`` upload at once, each on ``--connections`` connections
+(``MegaClient.upload``).  Small files (one POST each) go another way, so that many of them
+cross a slow link in a few round trips instead of two per file (issue 23): the dispatcher
+takes every eligible small file at once (up to ``URL_BATCH``), asks for all their upload URLs
+in one batch of ``u`` (one request through the session's lane), and hands them to
+``small_workers`` threads that POST them in parallel over the pool's kept-alive connections.
+A ``u`` refused in its slot fails only its file.
 A write to a file while its upload runs cancels that upload (``StagedFile.written``); an upload
 whose file changed meanwhile is discarded, never committed as the current content.
 
@@ -18,6 +24,7 @@ around state changes, never during the upload.
 from __future__ import annotations
 
 import logging
+import queue
 import socket
 import threading
 import time
@@ -37,47 +44,72 @@ from .state import QueueState
 log = logging.getLogger(__name__)
 
 STALLED_AFTER = 3.0       # seconds without upload progress before an upload counts as stalled
+SMALL = 1 << 20           # bytes: a file of at most one POST takes the small-file path
+SMALL_WORKERS = 16        # small files POSTed at once (HttpPool keeps 16 idle connections a host)
+URL_BATCH = 200           # most small files taken (and `u` commands sent) at once
 
 
 class Scheduler:
     """The upload worker pool and the outage prober of one ``WriteBack``."""
 
     def __init__(self, state: QueueState, client: MegaApi, *,
-                 save: Callable[[Iterable[StagedFile]], None], workers: int) -> None:
-        """``save(files)``: commit the files' rows durably (``WriteBack._save``)."""
+                 save: Callable[[Iterable[StagedFile]], None], workers: int,
+                 small_workers: int = SMALL_WORKERS) -> None:
+        """``save(files)``: commit the files' rows durably (``WriteBack._save``);
+        ``small_workers``: small files POSTed at once (0: small files use the ``workers``)."""
         self.state = state
         self.client = client
         self.save = save
         self.workers = workers
+        self.small_workers = small_workers
         self._restart: set[str] = set()
         self._threads: list[threading.Thread] = []
+        # small files with their URL (or None: get one), waiting for a small worker
+        self._small: queue.Queue[tuple[StagedFile, bool, tuple[str, int] | None]] = \
+            queue.Queue()
+        self._small_taken = 0        # small files taken by the dispatcher, not finished
 
     # --- called under the lock --------------------------------------------------------------
-    def _pick(self) -> tuple[StagedFile | None, float]:
+    def _is_small(self, sf: StagedFile) -> bool:
+        return self.small_workers > 0 and sf.rec.size <= SMALL
+
+    def _pick(self, small: bool = False) -> tuple[StagedFile | None, float]:
+        """The next file to upload: a small one (``small``) or a big one."""
         wait = 1.0
-        queue = self.state.offered          # rid -> file, in the order offered
-        for rid, sf in list(queue.items()):
+        offered = self.state.offered          # rid -> file, in the order offered
+        for rid, sf in list(offered.items()):
             if sf.retired or sf.rec.unlinked:
-                del queue[rid]
+                del offered[rid]
                 continue
-            if sf.busy:
+            if sf.busy or self._is_small(sf) != small:
                 continue
             step = self.state.shown_step(sf)
             if step is Step.UPLOAD:
-                del queue[rid]
+                del offered[rid]
                 return sf, 0.0
             if step is Step.IDLE:
                 if sf.rec.next_try:
                     wait = min(wait, max(0.05, sf.rec.next_try - time.time()))
                 continue
-            del queue[rid]                # something else to do: the committer's business
+            del offered[rid]                # something else to do: the committer's business
             self.state.todo.add(rid)
         return None, wait
+
+    def _take(self, sf: StagedFile) -> bool:
+        """Start ``sf``'s upload (under the lock); True when it must first look for a node
+        committed by an ambiguous ``p`` (``_verify``)."""
+        sf.upload_started()
+        self.state.in_flight += 1
+        return sf.rec.put_tried and sf.rec.committed_gen < sf.rec.generation
 
     # --- threads ----------------------------------------------------------------------------
     def start(self) -> None:
         for i in range(self.workers):
             self._spawn(self._worker, "megafs-upload-%d" % i)
+        if self.small_workers > 0:
+            self._spawn(self._dispatcher, "megafs-small-urls")
+            for i in range(self.small_workers):
+                self._spawn(self._small_worker, "megafs-small-%d" % i)
         self._spawn(self._prober, "megafs-probe")
 
     def _spawn(self, target: Any, name: str) -> None:
@@ -97,28 +129,82 @@ class Scheduler:
                 if sf is None:
                     st.lock.wait(wait)
                     continue
-                sf.upload_started()
-                verify = sf.rec.put_tried and sf.rec.committed_gen < sf.rec.generation
-                st.in_flight += 1
-            try:
-                self._upload(sf, verify)
-            except Exception as exc:        # every failure is a state transition
-                try:
-                    self._failed(sf, exc)
-                except Exception as exc2:   # a worker must never die: log it, go on
-                    if isinstance(exc2, MegafsError):   # the queue cannot save (disk full)
-                        log.debug("could not record the failed upload of %s: %s",
-                                  sf.rec.name, exc2)
-                    else:
-                        log.error("unexpected error recording a failed upload of %s",
-                                  sf.rec.name, exc_info=True)
-                    sf.released()
-            finally:
-                with st.lock:
-                    st.in_flight -= 1
-                    st.lock.notify_all()
+                verify = self._take(sf)
+            self._run(sf, verify, None)
 
-    def _upload(self, sf: StagedFile, verify: bool) -> None:
+    def _dispatcher(self) -> None:
+        """Take every eligible small file at once, get their upload URLs in one batch of
+        ``u``, queue them for the small workers."""
+        st = self.state
+        while not st.stopping.is_set():
+            with st.lock:
+                taken: list[tuple[StagedFile, bool, int]] = []
+                wait = 1.0
+                while self._small_taken + len(taken) < URL_BATCH:
+                    sf, wait = self._pick(small=True)
+                    if sf is None:
+                        break
+                    taken.append((sf, self._take(sf), sf.rec.size))
+                if not taken:
+                    st.lock.wait(wait)
+                    continue
+                self._small_taken += len(taken)
+            need = [(sf, size) for sf, verify, size in taken if not verify]
+            urls: dict[str, tuple[str, int] | BaseException] = {}
+            if need:
+                try:
+                    got: list[Any] = self.client.upload_urls([size for _sf, size in need],
+                                                             cancel=st.stopping)
+                except Exception as exc:     # the whole batch failed: each file backs off
+                    got = [exc] * len(need)
+                for (sf, size), url in zip(need, got):
+                    urls[sf.rid] = url if isinstance(url, BaseException) else (url, size)
+            log.debug("small files: %d taken, %d upload URL(s) in one batch",
+                      len(taken), len(need))
+            for sf, verify, _size in taken:
+                got_url = urls.get(sf.rid)
+                if isinstance(got_url, BaseException):
+                    self._run(sf, verify, None, error=got_url, small=True)
+                else:
+                    self._small.put((sf, verify, got_url))
+
+    def _small_worker(self) -> None:
+        st = self.state
+        while not st.stopping.is_set():
+            try:
+                sf, verify, url = self._small.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            self._run(sf, verify, url, small=True)
+
+    def _run(self, sf: StagedFile, verify: bool, url: tuple[str, int] | None, *,
+             error: BaseException | None = None, small: bool = False) -> None:
+        """Upload one taken file (or record ``error``, its refused ``u``); every outcome is
+        a state transition, and the file is given back."""
+        st = self.state
+        try:
+            if error is not None:
+                raise error
+            self._upload(sf, verify, url)
+        except Exception as exc:        # every failure is a state transition
+            try:
+                self._failed(sf, exc)
+            except Exception as exc2:   # a worker must never die: log it, go on
+                if isinstance(exc2, MegafsError):   # the queue cannot save (disk full)
+                    log.debug("could not record the failed upload of %s: %s",
+                              sf.rec.name, exc2)
+                else:
+                    log.error("unexpected error recording a failed upload of %s",
+                              sf.rec.name, exc_info=True)
+                sf.released()
+        finally:
+            with st.lock:
+                st.in_flight -= 1
+                if small:
+                    self._small_taken -= 1
+                st.lock.notify_all()
+
+    def _upload(self, sf: StagedFile, verify: bool, url: tuple[str, int] | None) -> None:
         st = self.state
         if verify:
             self._verify(sf)
@@ -155,7 +241,7 @@ class Scheduler:
         # the chunk MACs made while the file was written, if it was written in order
         premac = sf.premac.take(size)
         uploaded = self.client.upload(sf.path, progress=progress, cancel=sf.cancel,
-                                      premac=premac)
+                                      premac=premac, url=url)
         # MEGA's own apps read the mtime from the c fingerprint (its CRC part is of the bytes
         # just sent; a file changed meanwhile is caught by the version check below).
         crc_attr = fingerprint.fingerprint(sf.path, size=uploaded.size, mtime=0)

@@ -85,6 +85,7 @@ class CsEndpoint(Endpoint):
         names = command_names(batch)
         for name in names:
             app.stats.command(name)
+        app.stats.batch(names)
         prep = Prepared(commands=names, data=(body, batch, parsed))
         answer = req.headers.get("X-Hashcash")
         if answer is not None:

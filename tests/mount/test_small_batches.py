@@ -1,0 +1,150 @@
+"""Many small files closed together cross to the server in a few batched requests (issue 23,
+goal 1): one request of ``u`` for the waiting files, their POSTs in parallel, one ``p`` per
+file but all in one request, the ``l`` likewise; and a command refused in its slot of a batch
+retries only its own file.  Counted with the server's ``requests_with`` (``/cs`` requests
+holding a command name, megafs/server/stats.py)."""
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import time
+
+import pytest
+
+from megafs.api.client import MegaClient
+from helpers.mount import MountProcess, megafs, run_with_timeout
+
+pytestmark = [pytest.mark.fuse,
+              pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="no /dev/fuse")]
+
+LATENCY = {"where": "cs", "delay": 0.05}        # every /cs request answered 50 ms late
+
+
+def make_files(tmp_path, count):
+    src = tmp_path / "src"
+    src.mkdir()
+    expected = {}
+    for i in range(count):
+        name = "f%03d.bin" % i
+        expected[name] = os.urandom(4096)
+        (src / name).write_bytes(expected[name])
+    return src, expected
+
+
+def stats_diff(before, after):
+    diff = {"cs": after["requests"]["cs"] - before["requests"]["cs"]}
+    for key in ("commands", "requests_with"):
+        diff[key] = {name: n - before[key].get(name, 0) for name, n in after[key].items()}
+    return diff
+
+
+def copy_until_linked(server, tmp_path, count, rules):
+    """Copy ``count`` x 4 KiB files into a fresh mount with one ``cp`` under fault ``rules``;
+    wait until every ``.link`` is readable.  Returns (seconds from cp to the last link, the
+    server's stats difference, {name: link}, {name: data})."""
+    src, expected = make_files(tmp_path, count)
+    m = MountProcess(tmp_path / "mnt", server.url, tmp_path / "state").start()
+    try:
+        server.faults(rules)
+        before = server.stats()
+        start = time.monotonic()
+        subprocess.run(["cp"] + [str(src / n) for n in sorted(expected)] + [str(m.mnt)],
+                       check=True, timeout=120)
+        links = {name: run_with_timeout(
+            lambda n=name: (m.mnt / (n + ".link")).read_text().strip(), 120)
+            for name in sorted(expected)}
+        elapsed = time.monotonic() - start
+        after = server.stats()
+        server.clear_faults()
+        assert "Traceback" not in m.log()
+    finally:
+        m.stop()
+    return elapsed, stats_diff(before, after), links, expected
+
+
+def check_links(server, tmp_path, links, expected):
+    with MegaClient.public(api=server.url) as pub:
+        for name, data in expected.items():
+            pub.download(links[name], str(tmp_path / "dl"))
+            assert hashlib.sha256((tmp_path / "dl").read_bytes()).digest() == \
+                hashlib.sha256(data).digest(), name
+
+
+@pytest.mark.slow
+def test_many_small_files_cross_in_few_batches(server, tmp_path):
+    count = 100
+    elapsed, diff, links, expected = copy_until_linked(server, tmp_path, count, [LATENCY])
+    with_cmd = diff["requests_with"]
+    print("100 x 4 KiB at 50 ms a /cs request: %.2f s to the last link, %d /cs requests "
+          "(%.2f a file); requests with u: %d, p: %d, l: %d" % (
+              elapsed, diff["cs"], diff["cs"] / count, with_cmd.get("u", 0),
+              with_cmd.get("p", 0), with_cmd.get("l", 0)))
+    assert diff["commands"].get("u") == count and diff["commands"].get("p") == count
+    # `cp` closes a file every few ms, so files become ready over several round trips: the
+    # `u`, `p` and `l` of many files share each request (53 requests before batching)
+    assert with_cmd.get("p", 0) <= 10
+    assert with_cmd.get("l", 0) <= 10
+    assert diff["cs"] <= 30
+    check_links(server, tmp_path, links, expected)
+
+
+def test_files_closed_together_share_one_request_each_step(server, tmp_path):
+    """The first ``u`` is held 1.5 s while ``cp`` closes the rest: every file waiting then
+    gets its upload URL in the next request, and the ``p`` and ``l`` follow in one or two."""
+    count = 40
+    hold = {"where": "cs", "command": "u", "delay": 1.5, "count": 1}
+    _elapsed, diff, links, expected = copy_until_linked(server, tmp_path, count, [hold])
+    with_cmd = diff["requests_with"]
+    assert diff["commands"].get("u") == count and diff["commands"].get("p") == count
+    assert with_cmd.get("u", 0) <= 3          # the held one, then (nearly) all the others
+    assert with_cmd.get("p", 0) <= 3
+    assert with_cmd.get("l", 0) <= 3
+    check_links(server, tmp_path, links, expected)
+
+
+def wait_states(mnt, names, timeout=60.0):
+    """{name: user.mega.state} once no file is pending or uploading."""
+    deadline = time.monotonic() + timeout
+    while True:
+        states = {n: os.getxattr(mnt / n, "user.mega.state").decode() for n in names}
+        if all(s in ("uploaded", "failed") for s in states.values()) \
+                or time.monotonic() > deadline:
+            return states
+        time.sleep(0.1)
+
+
+@pytest.mark.log_ok("commit of")
+def test_a_refused_command_in_a_batch_retries_only_its_file(server, tmp_path):
+    """One ``u`` and one ``l`` answered ``-3`` in their slots are resent alone; one ``p``
+    refused for good (``-11``) fails only its file, whose 29 batch mates get their links;
+    ``megafs retry`` then commits it.  Every link downloads the right bytes."""
+    count = 30
+    src, expected = make_files(tmp_path, count)
+    names = sorted(expected)
+    m = MountProcess(tmp_path / "mnt", server.url, tmp_path / "state").start()
+    try:
+        server.faults([
+            {"where": "cs", "command": "u", "level": "command", "error": -3, "count": 1},
+            {"where": "cs", "command": "p", "level": "command", "error": -11, "count": 1},
+            {"where": "cs", "command": "l", "level": "command", "error": -3, "count": 1}])
+        before = server.stats()
+        subprocess.run(["cp"] + [str(src / n) for n in names] + [str(m.mnt)],
+                       check=True, timeout=120)
+        states = wait_states(m.mnt, names)
+        failed = [n for n, s in states.items() if s == "failed"]
+        assert len(failed) == 1, states
+        after = stats_diff(before, server.stats())
+        assert after["commands"].get("u") == count + 1      # the refused slot, alone
+        assert after["commands"].get("p") == count          # one p a file, one refused
+        assert after["commands"].get("l") == count - 1 + 1  # 29 files, one slot resent
+        server.clear_faults()
+        megafs("retry", str(m.mnt), "--state-dir", str(tmp_path / "state"))
+        links = {n: run_with_timeout(lambda n=n: (m.mnt / (n + ".link")).read_text().strip(),
+                                     60) for n in names}
+        final = stats_diff(before, server.stats())
+        assert final["commands"].get("p") == count + 1      # only the refused file again
+        assert "Traceback" not in m.log()
+    finally:
+        m.stop()
+    check_links(server, tmp_path, links, expected)
