@@ -4,9 +4,9 @@ For every file it looks at (a finished upload handed over by a worker, or a file
 says FIX/CLEANUP/EXPORT/DELETE) it runs rounds of network steps until ``record.plan`` says
 DONE or the file must wait:
 
-1. ``p`` for finished uploads (one batch, one ``p`` per parent folder), with the attributes
-   ``n``, ``t``, ``mfs-mt`` (mtime), ``mfs`` (upload id); moves (``m``) and attribute updates
-   (``a``) for files renamed or touched; deletes (``d``) for removed files;
+1. ``p`` for finished uploads (one batch, one ``p`` per file: ``MegaClient.put_files``), with
+   the attributes ``n``, ``t``, ``mfs-mt`` (mtime), ``mfs`` (upload id); moves (``m``) and
+   attribute updates (``a``) for files renamed or touched; deletes (``d``) for removed files;
 2. deletes of old versions (``replaces``) now that the new node exists, and ``l`` (export) for
    nodes we committed (one batch).
 
