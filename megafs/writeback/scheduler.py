@@ -8,8 +8,10 @@ its back-off has passed.  Files are taken in the order they became eligible.  Up
 (``MegaClient.upload``).  Small files (one POST each) go another way, so that many of them
 cross a slow link in a few round trips instead of two per file (issue 23): the dispatcher
 takes every eligible small file at once (up to ``URL_BATCH``), asks for all their upload URLs
-in one batch of ``u`` (one request through the session's lane), and hands them to
-``small_workers`` threads that POST them in parallel over the pool's kept-alive connections.
+in one batch of ``u`` (one request through the session's lane; files closed while that batch
+waits make another batch at once, up to ``FETCHERS``, and the lane sends every batch waiting
+in its next request), and hands them to ``small_workers`` threads that POST them in parallel
+over the pool's kept-alive connections.
 A ``u`` refused in its slot fails only its file.  Measured (2026-12-07, 2 shared cores, local
 server, 100 x 4 KiB copied by one ``cp`` until every link reads, every ``/cs`` request 50 ms
 late: tests/mount/test_small_batches.py ``test_many_small_files_cross_in_few_batches``): 53
@@ -52,6 +54,7 @@ STALLED_AFTER = 3.0       # seconds without upload progress before an upload cou
 SMALL = 1 << 20           # bytes: a file of at most one POST takes the small-file path
 SMALL_WORKERS = 16        # small files POSTed at once (HttpPool keeps 16 idle connections a host)
 URL_BATCH = 200           # most small files taken (and `u` commands sent) at once
+FETCHERS = 8              # `u` batches waiting for the lane at once (one thread each)
 
 
 class Scheduler:
@@ -73,6 +76,7 @@ class Scheduler:
         self._small: queue.Queue[tuple[StagedFile, bool, tuple[str, int] | None]] = \
             queue.Queue()
         self._small_taken = 0        # small files taken by the dispatcher, not finished
+        self._fetching = 0           # `u` batches sent or waiting for the lane
 
     # --- called under the lock --------------------------------------------------------------
     def _is_small(self, sf: StagedFile) -> bool:
@@ -138,14 +142,16 @@ class Scheduler:
             self._run(sf, verify, None)
 
     def _dispatcher(self) -> None:
-        """Take every eligible small file at once, get their upload URLs in one batch of
-        ``u``, queue them for the small workers."""
+        """Take every eligible small file at once and hand them to a new ``u`` batch
+        (``_fetch_urls``) at once, even while another batch waits: the lane puts every batch
+        waiting for it in its next request."""
         st = self.state
         while not st.stopping.is_set():
             with st.lock:
                 taken: list[tuple[StagedFile, bool, int]] = []
                 wait = 1.0
-                while self._small_taken + len(taken) < URL_BATCH:
+                while (self._fetching < FETCHERS
+                       and self._small_taken + len(taken) < URL_BATCH):
                     sf, wait = self._pick(small=True)
                     if sf is None:
                         break
@@ -154,6 +160,15 @@ class Scheduler:
                     st.lock.wait(wait)
                     continue
                 self._small_taken += len(taken)
+                self._fetching += 1
+            threading.Thread(target=self._fetch_urls, args=(taken,), daemon=True,
+                             name="megafs-small-urls").start()
+
+    def _fetch_urls(self, taken: list[tuple[StagedFile, bool, int]]) -> None:
+        """Get the upload URLs of ``taken`` files in one batch of ``u``, queue them for the
+        small workers; a file whose ``u`` was refused fails alone."""
+        st = self.state
+        try:
             need = [(sf, size) for sf, verify, size in taken if not verify]
             urls: dict[str, tuple[str, int] | BaseException] = {}
             if need:
@@ -172,6 +187,10 @@ class Scheduler:
                     self._run(sf, verify, None, error=got_url, small=True)
                 else:
                     self._small.put((sf, verify, got_url))
+        finally:
+            with st.lock:
+                self._fetching -= 1
+                st.lock.notify_all()
 
     def _small_worker(self) -> None:
         st = self.state
