@@ -14,10 +14,10 @@ in its next request), and hands them to ``small_workers`` threads that POST them
 over the pool's kept-alive connections.
 A ``u`` refused in its slot fails only its file.  Measured (2026-12-07, 2 shared cores, local
 server, 100 x 4 KiB copied by one ``cp`` until every link reads, every ``/cs`` request 50 ms
-late: tests/mount/test_small_batches.py ``test_many_small_files_cross_in_few_batches``): 53
-requests and 2.93-2.95 s before, 12-15 requests and 0.68-0.94 s after; ``cp`` itself returns
-in about 0.5 s, so the files become eligible over ten round trips and each ``u`` batch holds
-the files closed during the one before.
+late: tests/mount/test_small_batches.py ``test_many_small_files_cross_in_few_batches``): 53-54
+requests and 2.93-2.96 s before, 11-15 requests and 0.66-0.98 s after; ``cp`` itself returns
+in 0.4-0.6 s, so the files become eligible over about ten round trips and each ``u`` batch
+holds the files closed during the one before.
 A write to a file while its upload runs cancels that upload (``StagedFile.written``); an upload
 whose file changed meanwhile is discarded, never committed as the current content.
 
