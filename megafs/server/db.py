@@ -93,6 +93,12 @@ CREATE TABLE IF NOT EXISTS shares (
 CREATE TABLE IF NOT EXISTS sharekeys (
     h TEXT NOT NULL, sh TEXT NOT NULL, k TEXT NOT NULL, PRIMARY KEY (h, sh));
 CREATE INDEX IF NOT EXISTS sharekeys_sh ON sharekeys(sh);
+-- The share key of a folder shared with a full account `u` (its user handle; a row of `shares`
+-- too), RSA-encrypted to that account's public key by the owner: `k` of the `s2` target
+-- (meganz/sdk v4.0.0 src/commands.cpp CommandSetShare), served as the share root's `sk`.
+CREATE TABLE IF NOT EXISTS sharee_keys (
+    h TEXT NOT NULL, u TEXT NOT NULL, k TEXT NOT NULL, PRIMARY KEY (h, u));
+CREATE INDEX IF NOT EXISTS sharee_keys_u ON sharee_keys(u);
 -- Bytes of file nodes per account, kept by triggers inside the same transactions as the node
 -- changes: `u` and `p` check the quota on every call, and a SUM over an account of 18,000
 -- nodes took a quarter of the server's time in a small-files run.

@@ -40,6 +40,7 @@ class ShareQueries:
     def drop_share(self, h: str, u: str) -> bool:
         """Remove one sharee; with the last one the node's keys under that share key go too."""
         gone = self.execute("DELETE FROM shares WHERE h=? AND u=?", (h, u)).rowcount > 0
+        self.execute("DELETE FROM sharee_keys WHERE h=? AND u=?", (h, u))
         if gone and not self.shares_of(h):
             self.execute("DELETE FROM sharekeys WHERE sh=?", (h,))
         return gone
@@ -80,3 +81,15 @@ class ShareQueries:
         exported = self.execute("SELECT 1 FROM shares WHERE h=? AND u='EXP'",
                                 (row["h"],)).fetchone()
         return row if exported else None
+
+    # --- shares with full accounts (inshares.py) ----------------------------------------------
+    def set_sharee_key(self, h: str, u: str, k: str) -> None:
+        """The share key of ``h`` RSA-encrypted to sharee ``u`` (the owner's ``s2`` ``k``)."""
+        self.execute("INSERT OR REPLACE INTO sharee_keys (h, u, k) VALUES (?,?,?)", (h, u, k))
+
+    def incoming_shares(self, u: str) -> list[sqlite3.Row]:
+        """The folders shared with account ``u``: rows of ``shares`` (h, uh = owner, r, ts)
+        joined with the RSA-encrypted share key ``k``, oldest first."""
+        return self.execute("SELECT s.h, s.uh, s.r, s.ts, k.k FROM shares s JOIN sharee_keys k "
+                            "ON k.h = s.h AND k.u = s.u WHERE s.u=? ORDER BY s.rowid",
+                            (u,)).fetchall()

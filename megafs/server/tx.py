@@ -163,6 +163,7 @@ class Tx(ShareQueries):
             self.execute("DELETE FROM nodes WHERE h IN (%s)" % marks, part)
             self.execute("DELETE FROM public WHERE h IN (%s)" % marks, part)
             self.execute("DELETE FROM shares WHERE h IN (%s)" % marks, part)
+            self.execute("DELETE FROM sharee_keys WHERE h IN (%s)" % marks, part)
             self.execute("DELETE FROM sharekeys WHERE h IN (%s) OR sh IN (%s)"
                          % (marks, marks), part + part)
         stamp = now()

@@ -166,10 +166,12 @@ def test_missing_or_malformed_cr_keys(api, tree):
     assert api.call({"a": "m", "n": outside["h"], "t": tree.folder["h"]}, sid=tree.acct.sid) == 0
 
 
-def test_s2_refuses_files_and_other_users(api, tree):
+def test_s2_refuses_files_and_unknown_users(api, tree):
     assert api.call({"a": "s2", "n": tree.nodes[2]["h"], "s": [{"u": "EXP", "r": 0}]},
                     sid=tree.acct.sid) == -2
-    assert tree.s2(s=[{"u": "someoneelse", "r": 0}]) == -2
+    # shares with full accounts: tests/client/test_client_inshares.py; nobody by that name: -9
+    assert tree.s2(s=[{"u": "someoneelse", "r": 0}]) == -9
+    assert tree.s2(s=[{"u": "nobody@example.com", "r": 0}]) == -9
     assert tree.s2(s=[{"u": "EXP", "r": 7}]) == -2
 
 

@@ -22,6 +22,7 @@ from .account import cmd_sml, cmd_ug, cmd_up, cmd_uq, cmd_us
 from .base import Ctx, Fail
 from .files import cmd_g, cmd_l, cmd_u, folder_g
 from .login import cmd_mfag, cmd_mfas, cmd_us0
+from .inshares import cmd_uk
 from .shares import cmd_s2, folder_f
 from .signup import cmd_uc2, cmd_ud2
 from .tree import cmd_a, cmd_d, cmd_f, cmd_m, cmd_p
@@ -43,7 +44,7 @@ COMMANDS: dict[str, Handler] = {
     "up": cmd_up, "us": cmd_us, "ug": cmd_ug, "uq": cmd_uq, "f": cmd_f, "u": cmd_u,
     "p": cmd_p, "g": cmd_g, "l": cmd_l, "a": cmd_a, "m": cmd_m, "d": cmd_d, "sml": cmd_sml,
     "us0": cmd_us0, "uc2": cmd_uc2, "ud2": cmd_ud2, "mfas": cmd_mfas, "mfag": cmd_mfag,
-    "s2": cmd_s2,
+    "s2": cmd_s2, "uk": cmd_uk,
 }
 # A folder-link session (``/cs?n=PUBLIC_HANDLE``) reads the exported folder; every other
 # command of COMMANDS answers -11 there (shares.py).

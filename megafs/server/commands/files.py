@@ -16,6 +16,7 @@ from typing import Any
 from ...errors import ApiCode
 from ..db import FILE, FOLDER, now
 from .base import Ctx, Fail, arg_int, arg_str, flag, not_root, origin, own_node
+from .inshares import readable_node
 from .shares import EXPORTED, folder_node
 
 
@@ -40,7 +41,7 @@ def cmd_g(ctx: Ctx, cmd: dict) -> Any:
     if "p" in cmd:
         row = ctx.tx.public_node(arg_str(cmd, "p"))
     elif "n" in cmd:
-        row = ctx.tx.node(arg_str(cmd, "n"), ctx.user())
+        row = readable_node(ctx, arg_str(cmd, "n"))
     else:
         raise Fail(ApiCode.EARGS, "'g' needs 'n' or 'p'")
     return file_answer(ctx, cmd, row)

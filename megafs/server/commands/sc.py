@@ -26,7 +26,7 @@ MAX_SC_PACKETS = 1000
 def run_sc(state: State, *, sid: str | None, sn: str | None, wait_base: str,
            folder: str | None = None) -> tuple[bytes, bool]:
     """Answer one poll: (body, is_warning).  ``folder``: a folder-link session's public
-    handle (``n=``): the poll reads that link's feed (``shares.emit_to_links``), and a link
+    handle (``n=``): the poll reads that link's feed (``shares.emit_to_sharees``), and a link
     that is gone answers ``-9`` as its ``f`` does."""
     if sid is None and folder is None:
         return dumps(ApiCode.ESID), False

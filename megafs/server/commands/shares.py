@@ -1,7 +1,8 @@
-"""Shares and folder links (issue 25): ``s2`` (share a folder; only with the public pseudo-user
-``EXP`` of folder links), the ``cr`` node keys under share keys that ``s2``, ``p`` and ``m``
-carry, and the commands of a folder-link session (``/cs?n=PUBLIC_HANDLE``): ``f`` of the
-exported subtree with node keys under the share key, ``g`` of a file inside it.
+"""Shares and folder links (issue 25): ``s2`` (share a folder with the public pseudo-user
+``EXP`` of folder links, or with full accounts: ``inshares.py``), the ``cr`` node keys under
+share keys that ``s2``, ``p`` and ``m`` carry, and the commands of a folder-link session
+(``/cs?n=PUBLIC_HANDLE``): ``f`` of the exported subtree with node keys under the share key,
+``g`` of a file inside it.
 
 Wire facts and their sources:
 
@@ -47,6 +48,7 @@ from ... import crypto
 from ...errors import ApiCode
 from ..db import FILE, FOLDER, encode_sn, now
 from .base import Ctx, Fail, arg_b64, arg_str, not_root, origin, own_node, wire_node
+from .inshares import added, revoked, sharee
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +139,9 @@ def check_subtree(ctx: Ctx, cr: Cr, rows: list[sqlite3.Row], needed: list[str]) 
 
 # --------------------------------------------------------------------------------------------
 def cmd_s2(ctx: Ctx, cmd: dict) -> Any:
-    """Share a folder with ``EXP`` (a folder link's share) or, without ``r``, stop sharing."""
+    """Share a folder with ``EXP`` (a folder link's share) or with full accounts (by email or
+    user handle, the share key RSA-encrypted to each in its target's ``k``: ``inshares.py``);
+    a target without ``r`` stops sharing with it."""
     uh = ctx.user()
     row = own_node(ctx, cmd)
     not_root(row)
@@ -147,13 +151,12 @@ def cmd_s2(ctx: Ctx, cmd: dict) -> Any:
     if not isinstance(targets, list) or not targets or len(targets) > 100 \
             or not all(isinstance(t, dict) for t in targets):
         raise Fail(ApiCode.EARGS, "'s' must be a non-empty array of {u, r} objects")
+    users: list[sqlite3.Row | None] = []
     for target in targets:
-        if arg_str(target, "u") != EXPORTED:
-            raise Fail(ApiCode.EARGS, "shares with other users are not modelled by this "
-                                      "server (only %s, the folder-link pseudo-user)" % EXPORTED)
         r = target.get("r")
         if r is not None and (r not in ACCESS_LEVELS or isinstance(r, bool)):
             raise Fail(ApiCode.EARGS, "'r' must be 0, 1 or 2")
+        users.append(None if arg_str(target, "u") == EXPORTED else sharee(ctx, target, uh))
     existing = ctx.tx.shares_of(row["h"])
     ok = ha = ""
     if any(t.get("r") is not None for t in targets):
@@ -164,21 +167,29 @@ def cmd_s2(ctx: Ctx, cmd: dict) -> Any:
             return {"ok": existing[0]["ok"]}
         if not existing:
             check_subtree(ctx, parse_cr(cmd), ctx.tx.subtree(row["h"]), [row["h"]])
-    for target in targets:
-        packet: dict[str, Any] = {"a": "s2", "n": row["h"], "o": uh, "u": EXPORTED}
+    for target, user in zip(targets, users):
+        name = EXPORTED if user is None else user["uh"]
+        packet: dict[str, Any] = {"a": "s2", "n": row["h"], "o": uh, "u": name}
         if target.get("r") is not None:
-            ctx.tx.set_share(h=row["h"], u=EXPORTED, uh=uh, ok=ok, ha=ha, r=target["r"])
+            new = not any(s["u"] == name for s in existing)
+            ctx.tx.set_share(h=row["h"], u=name, uh=uh, ok=ok, ha=ha, r=target["r"])
+            if user is not None:
+                added(ctx, cmd, row["h"], uh, user, target, new)
             packet.update({"r": target["r"], "ts": now(), "ok": ok, "ha": ha})
         else:
-            if not ctx.tx.drop_share(row["h"], EXPORTED):
-                raise Fail(ApiCode.ENOENT, "the folder is not shared with %s" % EXPORTED)
-            _drop_link(ctx, cmd, row["h"], uh)
-            # wakes the link's waiting polls: their next one answers -9 at once (a guess)
-            ctx.tx.emit(link_feed(row["h"]), {"a": "s2", "n": row["h"], "u": EXPORTED})
+            if not ctx.tx.drop_share(row["h"], name):
+                raise Fail(ApiCode.ENOENT, "the folder is not shared with %s" % name)
+            if user is None:
+                _drop_link(ctx, cmd, row["h"], uh)
+                # wakes the link's waiting polls: their next one answers -9 at once (a guess)
+                ctx.tx.emit(link_feed(row["h"]), {"a": "s2", "n": row["h"], "u": EXPORTED})
+            else:
+                revoked(ctx, row["h"], uh, user)
             if not ctx.tx.shares_of(row["h"]):
                 packet["okd"] = 1
         ctx.tx.emit(uh, origin(cmd, packet))
-    return {"r": [0] * len(targets), "u": []}
+    return {"r": [0] * len(targets),
+            "u": [{"u": u["uh"], "m": u["email"]} for u in users if u is not None]}
 
 
 def _drop_link(ctx: Ctx, cmd: dict, h: str, uh: str) -> None:
@@ -200,30 +211,33 @@ def owner_shares(ctx: Ctx, uh: str) -> tuple[list[dict], list[dict]]:
     return list(ok.values()), sharees
 
 
-# --- the change feed of folder links ---------------------------------------------------------
+# --- the change feed of sharees: folder links and accounts -----------------------------------
 def link_feed(root: str) -> str:
     """The packet log of an exported folder's link sessions (beside the accounts' logs)."""
     return FEED + root
 
 
-def is_exported(ctx: Ctx, root: str) -> bool:
-    return any(s["u"] == EXPORTED for s in ctx.tx.shares_of(root))
-
-
-def exported_roots(ctx: Ctx, h: str) -> list[str]:
-    """The folders shared with ``EXP`` that node ``h`` is or is inside of (none at once for
-    an account that exports nothing)."""
-    if not any(s["u"] == EXPORTED for s in ctx.tx.account_shares(ctx.user())):
+def shared_roots(ctx: Ctx, h: str) -> list[str]:
+    """The shared folders (with ``EXP`` or accounts) that node ``h`` is or is inside of (none
+    at once for an account that shares nothing)."""
+    if not ctx.tx.account_shares(ctx.user()):
         return []
-    return [root for root in ctx.tx.share_roots_above(h) if is_exported(ctx, root)]
+    return ctx.tx.share_roots_above(h)
 
 
-def emit_to_links(ctx: Ctx, roots: list[str] | set[str], packet: dict) -> None:
-    """Copy an owner's ``t``/``u``/``d`` packet into the feeds of the folder links in
-    ``roots``: without the owner's request id, and a ``t`` packet with only the nodes that
-    have a key under that link's share key, each ``k`` reduced to that ``ROOT:KEY`` entry (what
-    ``f`` of the link session shows)."""
-    for root in roots:
+def sharee_feeds(ctx: Ctx, roots: list[str] | set[str]) -> list[tuple[str, str]]:
+    """(share root, packet log) of every sharee of ``roots``: a folder link's feed for
+    ``EXP``, the account's own log for a full account."""
+    return [(root, link_feed(root) if s["u"] == EXPORTED else s["u"])
+            for root in roots for s in ctx.tx.shares_of(root)]
+
+
+def emit_to_feeds(ctx: Ctx, feeds: list[tuple[str, str]], packet: dict) -> None:
+    """Copy an owner's ``t``/``u``/``d`` packet to sharees (``sharee_feeds``): without the
+    owner's request id, and a ``t`` packet with only the nodes that have a key under that
+    share's key, each ``k`` reduced to that ``ROOT:KEY`` entry (what the sharee's ``f``
+    shows)."""
+    for root, feed in feeds:
         copy = {k: v for k, v in packet.items() if k != "i"}
         if packet.get("a") == "t":
             nodes = []
@@ -235,7 +249,12 @@ def emit_to_links(ctx: Ctx, roots: list[str] | set[str], packet: dict) -> None:
             if not nodes:
                 continue
             copy["t"] = {"f": nodes}
-        ctx.tx.emit(link_feed(root), copy)
+        ctx.tx.emit(feed, copy)
+
+
+def emit_to_sharees(ctx: Ctx, roots: list[str] | set[str], packet: dict) -> None:
+    """``emit_to_feeds`` to every sharee of ``roots``."""
+    emit_to_feeds(ctx, sharee_feeds(ctx, roots), packet)
 
 
 # --- folder-link sessions (n=) -----------------------------------------------------------------

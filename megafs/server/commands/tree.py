@@ -19,8 +19,9 @@ from ...errors import ApiCode
 from ..db import CONTAINER_TYPES, FILE, FOLDER, encode_sn
 from .base import (MAX_ATTR_CHARS, Ctx, Fail, arg_b64, arg_int, arg_str, completion_bytes,
                    not_root, opt_str, origin, own_node, wire_node)
-from .shares import (check_subtree, emit_to_links, exported_roots, is_exported, owner_shares,
-                     parse_cr, take_keys)
+from .inshares import contacts, incoming_listing
+from .shares import (FEED, check_subtree, emit_to_feeds, emit_to_sharees, owner_shares,
+                     parse_cr, sharee_feeds, shared_roots, take_keys)
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +50,8 @@ def cmd_f(ctx: Ctx, cmd: dict) -> Any:
         if over > 0:
             ctx.tx.keep_snapshot(uh, seq, body if big else None)
     ok, sharees = owner_shares(ctx, uh)
-    return {"f": body["f"], "ok": ok, "s": sharees, "u": [{"u": uh, "c": 2, "m": ""}],
-            "ph": body["ph"], "sn": encode_sn(seq)}
+    return {"f": body["f"] + incoming_listing(ctx, uh), "ok": ok, "s": sharees,
+            "u": contacts(ctx, uh), "ph": body["ph"], "sn": encode_sn(seq)}
 
 
 @dataclass
@@ -149,8 +150,7 @@ def cmd_p(ctx: Ctx, cmd: dict) -> Any:
     packet = origin(cmd, {"a": "t", "t": {"f": created}, "ou": uh})
     ctx.tx.emit(uh, packet)
     if sharing:
-        emit_to_links(ctx, {r for roots in enclosing.values() for r in roots
-                            if is_exported(ctx, r)}, packet)
+        emit_to_sharees(ctx, {r for roots in enclosing.values() for r in roots}, packet)
     return {"f": created}
 
 
@@ -165,7 +165,7 @@ def cmd_a(ctx: Ctx, cmd: dict) -> Any:
     ctx.tx.set_attrs(row["h"], at)
     packet = origin(cmd, {"a": "u", "n": row["h"], "u": uh, "at": at, "ts": row["ts"]})
     ctx.tx.emit(uh, packet)
-    emit_to_links(ctx, exported_roots(ctx, row["h"]), packet)
+    emit_to_sharees(ctx, shared_roots(ctx, row["h"]), packet)
     return 0
 
 
@@ -182,7 +182,7 @@ def cmd_m(ctx: Ctx, cmd: dict) -> Any:
     if target["h"] in {r["h"] for r in subtree}:
         raise Fail(ApiCode.ECIRCULAR, "cannot move a folder into itself")
     sharing = bool(ctx.tx.account_shares(uh))
-    links_before = exported_roots(ctx, row["h"]) if sharing else []
+    links_before = shared_roots(ctx, row["h"]) if sharing else []
     if sharing:
         check_subtree(ctx, parse_cr(cmd), subtree, ctx.tx.share_roots_above(target["h"]))
     ctx.tx.move_node(row["h"], target["h"])
@@ -194,8 +194,8 @@ def cmd_m(ctx: Ctx, cmd: dict) -> Any:
     ctx.tx.emit(uh, removal)
     ctx.tx.emit(uh, addition)
     if sharing:
-        emit_to_links(ctx, links_before, removal)
-        emit_to_links(ctx, exported_roots(ctx, target["h"]), addition)
+        emit_to_sharees(ctx, links_before, removal)
+        emit_to_sharees(ctx, shared_roots(ctx, target["h"]), addition)
     return 0
 
 
@@ -204,9 +204,11 @@ def cmd_d(ctx: Ctx, cmd: dict) -> Any:
     uh = ctx.user()
     row = own_node(ctx, cmd)
     not_root(row)
-    links = exported_roots(ctx, row["h"])
+    feeds = sharee_feeds(ctx, shared_roots(ctx, row["h"]))
     ctx.tx.delete_nodes(ctx.tx.subtree(row["h"]))
     packet = origin(cmd, {"a": "d", "n": row["h"], "ou": uh})
     ctx.tx.emit(uh, packet)
-    emit_to_links(ctx, [r for r in links if r != row["h"]], packet)
+    # a deleted share root: its accounts learn it from the d; its link from -9 (no packet)
+    emit_to_feeds(ctx, [(r, f) for r, f in feeds if r != row["h"] or not f.startswith(FEED)],
+                  packet)
     return 0

@@ -1,0 +1,159 @@
+"""Shares with full accounts (issue 25): ``uk`` (a user's public key), the sharee half of
+``s2`` (a share key RSA-encrypted to the recipient), what the recipient's ``f`` lists, its
+action packets, and ``g`` of a file inside a folder shared with the session's account.
+
+Wire facts and their sources (the legacy RSA path, before the SDK's key manager; meganz/sdk at
+tag v4.0.0):
+
+* ``uk``: ``{"a":"uk","u":EMAIL_OR_HANDLE}`` -> ``{"u":HANDLE,"pubk":b64(MPI(n) MPI(e))}``;
+  ``-9`` for an unknown user or one without a key pair (src/commands.cpp
+  ``CommandPubKeyRequest``: "API_ENOENT = unregistered users or accounts without a public key
+  yet").
+* ``s2`` target ``{"u":HANDLE_OR_EMAIL,"r":0|1|2,"k":b64(MPI(RSA(sharekey + padding)))}``
+  beside ``ok``/``ha`` (src/commands.cpp ``CommandSetShare``: ``u->pubk.encrypt`` of the
+  16-byte share key, padded with random bytes to modulus bytes - 2 (src/crypto/cryptopp.cpp
+  ``AsymmCipher::encrypt``)); the answer's ``u`` maps handles to emails
+  (``CommandSetShare::procuserresult``).
+* The recipient's ``f``: the shared folder and its subtree; the root carries ``su`` (owner),
+  ``sk`` (the RSA-encrypted share key: over 43 characters means RSA, src/megaclient.cpp
+  ``decryptkey``), ``r`` and ``sts``; each node's ``k`` is ``ROOT:b64(E_sharekey(nodekey))``
+  (src/megaclient.cpp ``readnodes``, src/node.cpp ``applykey``); ``u`` lists the owner as a
+  contact ``{"u","c":1,"m":email}`` (``readusers``).
+* Action packets to the recipient: ``{"a":"s2","n","o","u","r","ts","k"}`` for a new share,
+  followed by a ``t`` packet with its nodes ("nodes already in the new share, which are
+  delivered next": src/megaclient.cpp ``sc_shares``); the same without ``r``/``k`` on
+  revocation, after which the client drops the tree itself (``mergenewshare``: "incoming share
+  deleted - remove tree").  The owner's later ``t``/``u``/``d`` packets for nodes inside are
+  copied to the recipient with the ``ROOT:KEY`` entries only (``shares.emit_to_sharees``).
+
+Guesses (DESIGN.md): a share with a registered user takes effect at once (the real service
+makes a pending share and contact request for non-contacts); both sides then list each other in
+``u`` as contacts.  The share root's ``p`` is the owner's parent handle, which the recipient
+does not know.  A sharee cannot yet write into a read-write share here (``p``/``m``/``a``/``d``
+on the owner's nodes answer ``-9`` as before).
+"""
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from ... import crypto
+from ...errors import ApiCode
+from .. import rsa, userdb
+from ..db import now
+from .base import Ctx, Fail, arg_str, wire_node
+
+
+def find_user(ctx: Ctx, who: str) -> sqlite3.Row | None:
+    """A full account by email (any case) or by its 11-character user handle."""
+    if "@" in who:
+        return userdb.user_by_email(ctx.tx, who.strip().lower())
+    return userdb.user_by_handle(ctx.tx, who)
+
+
+def cmd_uk(ctx: Ctx, cmd: dict) -> Any:
+    """The public key of a full account named by email or user handle."""
+    ctx.user()
+    user = find_user(ctx, arg_str(cmd, "u"))
+    if user is None or not user["pubk"]:
+        raise Fail(ApiCode.ENOENT, "no full account with a public key by that name")
+    return {"u": user["uh"], "pubk": user["pubk"]}
+
+
+def sharee(ctx: Ctx, target: dict, owner: str) -> sqlite3.Row:
+    """The account an ``s2`` target names; with ``r`` its ``k`` must be an RSA ciphertext for
+    that account's key (an MPI below its modulus), else ``-2``; an unknown user is ``-9``."""
+    user = find_user(ctx, arg_str(target, "u"))
+    if user is None:
+        raise Fail(ApiCode.ENOENT, "no full account by that name (pending shares with "
+                                   "unregistered users are not modelled)")
+    if user["uh"] == owner:
+        raise Fail(ApiCode.EARGS, "a folder cannot be shared with its owner")
+    if target.get("r") is None:
+        return user
+    if not user["pubk"]:
+        raise Fail(ApiCode.EARGS, "the sharee has no public key yet")
+    k = arg_str(target, "k")
+    try:
+        raw = crypto.b64decode(k)
+        n, _e = rsa.parse_public_key(user["pubk"])
+    except ValueError:
+        raise Fail(ApiCode.EARGS, "'k' of a sharee must be base64url") from None
+    bits = int.from_bytes(raw[:2], "big") if len(raw) >= 2 else -1
+    value = int.from_bytes(raw[2:], "big")
+    if bits < 0 or len(raw) != 2 + (bits + 7) // 8 or not 0 < value < n:
+        raise Fail(ApiCode.EARGS, "'k' of a sharee must be one RSA block for its public key")
+    return user
+
+
+def shared_nodes(ctx: Ctx, root: str, owner: str, sk: str, r: int, sts: int) -> list[dict]:
+    """The nodes of the folder ``root`` shared with an account, as its ``f`` and ``t`` packets
+    show them: keys ``ROOT:KEY`` under the share key ("" where ``cr`` gave none), the root
+    with ``su``, ``sk``, ``r`` and ``sts``."""
+    rows = ctx.tx.subtree(root)
+    keys = ctx.tx.sharekeys_for([row["h"] for row in rows])
+    nodes = []
+    for row in rows:
+        mine = dict(keys.get(row["h"], [])).get(root)
+        node = wire_node(row)
+        node["k"] = "%s:%s" % (root, mine) if mine else ""
+        if row["h"] == root:
+            node.update({"su": owner, "sk": sk, "r": r, "sts": sts})
+        nodes.append(node)
+    return nodes
+
+
+def added(ctx: Ctx, cmd: dict, h: str, owner: str, user: sqlite3.Row, target: dict,
+          new: bool) -> None:
+    """Store the recipient's share key and tell the recipient: ``s2``, then (for a share new
+    to it) a ``t`` packet with the shared nodes."""
+    k, r, ts = target["k"], target["r"], now()
+    ctx.tx.set_sharee_key(h, user["uh"], k)
+    ctx.tx.emit(user["uh"], {"a": "s2", "n": h, "o": owner, "u": user["uh"], "r": r,
+                             "ts": ts, "k": k})
+    if new:
+        ctx.tx.emit(user["uh"], {"a": "t", "t": {"f": shared_nodes(ctx, h, owner, k, r, ts)},
+                                 "ou": owner})
+
+
+def revoked(ctx: Ctx, h: str, owner: str, user: sqlite3.Row) -> None:
+    """Tell the recipient its share of ``h`` is gone (``s2`` without ``r``)."""
+    ctx.tx.emit(user["uh"], {"a": "s2", "n": h, "o": owner, "u": user["uh"], "ts": now()})
+
+
+def incoming_listing(ctx: Ctx, uh: str) -> list[dict]:
+    """The nodes of every folder shared with ``uh`` for its ``f`` (each node once)."""
+    out: list[dict] = []
+    seen: set[str] = set()
+    for share in ctx.tx.incoming_shares(uh):
+        for node in shared_nodes(ctx, share["h"], share["uh"], share["k"], share["r"],
+                                 share["ts"]):
+            if node["h"] not in seen:
+                seen.add(node["h"])
+                out.append(node)
+    return out
+
+
+def contacts(ctx: Ctx, uh: str) -> list[dict]:
+    """``u`` of ``f``: the account itself (``c`` 2) and the full accounts it shares with or
+    that share with it (``c`` 1, visible contacts, with their email)."""
+    out = [{"u": uh, "c": 2, "m": ""}]
+    others = [s["uh"] for s in ctx.tx.incoming_shares(uh)]
+    others += [s["u"] for s in ctx.tx.account_shares(uh) if len(s["u"]) == 11]
+    for other in dict.fromkeys(others):
+        user = userdb.user_by_handle(ctx.tx, other)
+        if user is not None:
+            out.append({"u": other, "c": 1, "m": user["email"]})
+    return out
+
+
+def readable_node(ctx: Ctx, h: str) -> sqlite3.Row | None:
+    """Node ``h`` if it is the session's own or inside a folder shared with its account."""
+    uh = ctx.user()
+    row = ctx.tx.node(h)
+    if row is None or row["uh"] == uh:
+        return row
+    for root in ctx.tx.share_roots_above(h):
+        if any(s["u"] == uh for s in ctx.tx.shares_of(root)):
+            return row
+    return None
