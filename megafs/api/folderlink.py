@@ -162,6 +162,9 @@ def _subtree(nodes: list[dict[str, Any]], root: str) -> list[dict[str, Any]]:
     return out
 
 
+subtree_nodes = _subtree      # for api/inshares.py
+
+
 def export_folder(client: "MegaClient", handle: str, listing: OwnerListing | None = None
                   ) -> str:
     """Export the account's folder ``handle``; return ``https://mega.nz/folder/PH#KEY``.

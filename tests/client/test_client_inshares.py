@@ -1,0 +1,153 @@
+"""Shares between two full accounts (issue 25) against the real local server over HTTP, real
+crypto: account A shares a folder with B (``uk``, ``s2`` with the share key RSA-encrypted to
+B: ``api/inshares.py``); B's ``f`` lists it with its keys, B downloads a file of it (MAC
+checked), B's ``sc`` brings A's later file and the revocation, and hostile ``sk`` values are
+left out with one line."""
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from helpers.client import fast_retry
+from megafs import crypto
+from megafs.api import account, account_crypto, commands, inshares, sharekeys
+from megafs.api.client import MegaClient
+from megafs.api.folderlink import owner_listing
+from megafs.api.session import Session, account_session_path, write_session_file
+from megafs.api.transport import Transport
+from megafs.crypto import FileKey
+
+PASSWORD = "share and share alike"
+
+
+def full_account(srv, tag: str, state_dir: str | None = None) -> Session:
+    """A new confirmed full account with its key pair, logged in (session file written to
+    ``state_dir`` when given, as ``megafs login`` would)."""
+    email = "%s.%d@example.com" % (tag, time.time_ns())
+    transport = Transport(srv.url)
+    try:
+        account.signup(transport, email, PASSWORD, tag)
+        link = [m["link"] for m in srv.mail() if m["to"] == email][-1]
+        account.confirm(transport, link)
+        session = account.login(transport, email, PASSWORD)
+    finally:
+        transport.close()
+    if state_dir is not None:
+        path = account_session_path(srv.url, email, state_dir)
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        write_session_file(session, path)
+    return session
+
+
+def open_client(srv, session: Session) -> MegaClient:
+    return MegaClient(Transport(srv.url, retry=fast_retry()), session)
+
+
+def put(client: MegaClient, parent: str, tmp_path, name: str, data: bytes,
+        shared: bool = False) -> dict:
+    """Upload ``data`` as ``parent/name``; ``shared``: with the ``cr`` keys of the shares
+    ``parent`` is inside (as the SDK always sends them)."""
+    src = tmp_path / ("src-%s-%d" % (name, time.time_ns()))
+    src.write_bytes(data)
+    uploaded = client.upload(str(src))
+    item = commands.file_node(uploaded, {"n": name}, client.session.master_key)
+    command = commands.put_nodes(parent, [item], client.request_id)
+    if shared:
+        listing = owner_listing(client)
+        parents = {n["h"]: n.get("p", "") for n in listing.fetched.nodes}
+        command["cr"] = sharekeys.cr_for_put(parents, listing.share_keys, parent,
+                                             [uploaded.key.pack()])
+    return client.transport.call(command)["f"][0]
+
+
+@pytest.fixture(scope="module")
+def pair(module_server):
+    """Two full accounts (A shares, B receives): (session A, session B)."""
+    return full_account(module_server, "ann"), full_account(module_server, "bob")
+
+
+def read_file(client: MegaClient, raw: dict, key: bytes) -> bytes:
+    info = client.open_download(handle=raw["h"])
+    data = client.read_range(info.url, FileKey.unpack(key), 0, info.size)
+    assert len(data) == info.size
+    return data
+
+
+def test_a_folder_shared_with_another_account(srv, pair, tmp_path):
+    a_session, b_session = pair
+    with open_client(srv, a_session) as a, open_client(srv, b_session) as b:
+        root = a.fetch().roots()[2]
+        folder = a.mkdir(root, "holiday")["h"]
+        sub = a.mkdir(folder, "day one")["h"]
+        body = os.urandom(200_000)
+        put(a, sub, tmp_path, "beach.jpg", body)
+        before = b.fetch().sn
+        assert inshares.share_folder(a, folder, b_session.email, 0) == b_session.user_handle
+
+        fetched, shares = inshares.listing_with_shares(b)
+        share = shares[folder]
+        assert (share.owner, share.email, share.level) == (a_session.user_handle,
+                                                           a_session.email, 0)
+        assert "key" not in repr(share) and crypto.b64encode(share.key) not in repr(share)
+        mine = {n["h"]: n for n in fetched.nodes if n.get("u") == a_session.user_handle}
+        assert set(mine) >= {folder, sub}
+        names = {}
+        for h, raw in mine.items():
+            key = inshares.share_node_key(raw, shares)
+            assert key is not None, raw
+            attrs = crypto.decrypt_attr(crypto.b64decode(raw["a"]), key)
+            names[attrs["n"]] = (raw, key)
+        assert set(names) == {"holiday", "day one", "beach.jpg"}
+        raw, key = names["beach.jpg"]
+        assert read_file(b, raw, key) == body
+
+        # B's feed: the share (s2 with k) and its nodes (t)
+        packets, sn = b.poll(before, 5)
+        kinds = [p["a"] for p in packets]
+        assert kinds[:2] == ["s2", "t"], kinds
+        assert packets[0]["r"] == 0 and packets[0]["o"] == a_session.user_handle
+
+        # A adds a file with its cr keys: B's feed brings it, decryptable
+        later = put(a, folder, tmp_path, "late.txt", b"written after sharing\n", shared=True)
+        packets, sn = b.poll(sn, 5)
+        added = [n for p in packets if p["a"] == "t" for n in p["t"]["f"]]
+        assert [n["h"] for n in added] == [later["h"]]
+        assert added[0]["k"].startswith(folder + ":") and "/" not in added[0]["k"]
+        key = inshares.share_node_key(added[0], shares)
+        assert key is not None
+        assert read_file(b, added[0], key) == b"written after sharing\n"
+
+        # A revokes: an s2 without r, B's listing and downloads lose it
+        inshares.unshare_folder(a, folder, b_session.user_handle)
+        packets, sn = b.poll(sn, 5)
+        assert [(p["a"], "r" in p, p["n"]) for p in packets] == [("s2", False, folder)]
+        fetched, shares = inshares.listing_with_shares(b)
+        assert shares == {} and not [n for n in fetched.nodes
+                                     if n.get("u") == a_session.user_handle]
+        with pytest.raises(Exception, match="-9|ENOENT|not found"):
+            b.open_download(handle=raw["h"])
+
+
+def test_hostile_share_keys_are_left_out(pair, caplog):
+    _a, b_session = pair
+    key, _e = account_crypto.generate_rsa_key(1024)
+    good_key = os.urandom(16)
+    pubk = crypto.b64encode(account_crypto.encode_public_key(key.n, 257))
+    good = inshares.encrypt_share_key(good_key, pubk)
+    assert inshares.decrypt_share_key(key, good) == good_key
+    base = {"t": 1, "su": "AAAAAAAAAAA", "r": 0, "a": "", "k": "", "p": "xxxxxxxx"}
+    nodes = [dict(base, h="GOODGOOD", sk=good),
+             dict(base, h="HUGE0000", sk="A" * 5000),
+             dict(base, h="RANGE000", sk=crypto.b64encode(account_crypto.mpi_encode(key.n + 1))),
+             dict(base, h="LEVEL000", sk=good, r=7),
+             dict(base, h="FILE0000", sk=good, t=0),
+             dict(base, h="SELF0000", sk=good, su=b_session.user_handle),
+             dict(base, h="NOKEY000")]
+    shares = inshares.incoming_shares(nodes, [{"u": "AAAAAAAAAAA", "c": 1, "m": "a@b.c"}],
+                                      b_session.user_handle, b_session.master_key, key)
+    assert list(shares) == ["GOODGOOD"] and shares["GOODGOOD"].email == "a@b.c"
+    left_out = [r.getMessage() for r in caplog.records if "left out" in r.getMessage()]
+    assert len(left_out) == 6
+    assert not any(crypto.b64encode(good_key) in m for m in left_out)
