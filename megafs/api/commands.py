@@ -56,6 +56,7 @@ class FetchResult:
     # ``[{h, k, ha}]`` (``api.sharekeys.share_keys_from``) and ``s`` sharees ``[{h, u, r}]``
     ok: list[Any] = field(default_factory=list)
     shares: list[Any] = field(default_factory=list)
+    users: list[Any] = field(default_factory=list)   # ``u``: contacts (owners of shares)
 
     def roots(self) -> dict[int, str]:
         """Root handles by type: 2 Cloud Drive, 3 Inbox/Vault, 4 Rubbish bin."""
@@ -96,9 +97,10 @@ def parse_fetch(reply: Any) -> FetchResult:
     for entry in reply.get("ph") or []:
         if isinstance(entry, dict) and is_handle(entry.get("h")) and is_handle(entry.get("ph")):
             public[entry["h"]] = entry["ph"]
-    ok, shares = reply.get("ok"), reply.get("s")
+    ok, shares, users = reply.get("ok"), reply.get("s"), reply.get("u")
     return FetchResult(nodes, sn, public, ok if isinstance(ok, list) else [],
-                       shares if isinstance(shares, list) else [])
+                       shares if isinstance(shares, list) else [],
+                       users if isinstance(users, list) else [])
 
 
 # --- keys ------------------------------------------------------------------------------------

@@ -26,12 +26,15 @@ from ..api.folderlink import parse_folder_link
 from ..api.publicfolder import PublicFolder
 from ..errors import FsError, MegafsError, describe
 from ..tree import cache as tree_cache
+from ..api.inshares import private_key
 from ..tree.changes import RemoteWatcher, catch_up
+from ..tree.inshares import Incoming
 from ..tree.linkfeed import LinkWatcher, link_tree
 from ..tree.tree import Tree
 from ..vfs.core import FileSystem
 from ..vfs.linkfs import LinkFileSystem, LinkReader
 from ..vfs.links import LinkLayer
+from ..vfs.sharedguard import SharedLinkLayer
 from ..vfs.readcache import ReadCache
 from ..writeback.queue import WriteBack
 from .localserver import LocalServer
@@ -152,9 +155,9 @@ class MountRuntime:
         stack.callback(self.core.close)
         self.core.recover()
         self.core.io.fsync_local = cfg.fsync == "local"
-        self.fs = LinkLayer(self.core, link_timeout=cfg.link_timeout,
-                            show_links=cfg.show_links, mount_dir=self.mount_dir,
-                            link_site=self.link_site)
+        layer = SharedLinkLayer if self.tree.incoming is not None else LinkLayer
+        self.fs = layer(self.core, link_timeout=cfg.link_timeout, show_links=cfg.show_links,
+                        mount_dir=self.mount_dir, link_site=self.link_site)
         self.watcher = RemoteWatcher(self.client, self.tree, sn,
                                      poll_timeout=cfg.poll_timeout, on_recover=self.wb.control.kick,
                                      on_change=self.wb.touch_all,
@@ -198,7 +201,10 @@ class MountRuntime:
 
     def _load_tree(self, master_key: bytes, user_handle: str) -> tuple[Tree, str]:
         """The node tree: from the state cache plus the change feed since, or fetched."""
+        incoming = self._incoming(master_key, user_handle)
         cached = tree_cache.load(self.mount_dir, master_key, user_handle)
+        if cached is not None and incoming is not None:
+            cached = None       # the share keys are not cached: list them again
         if cached is not None:
             tree, sn = cached
             try:
@@ -211,10 +217,12 @@ class MountRuntime:
         listing = self.client.fetch()
         total = len(listing.nodes)
         tree = Tree(master_key, user_handle)
+        tree.incoming = incoming
         with tree_cache.gc_paused():
             tree.load(listing.nodes, listing.public,
                       progress=lambda n: log.info("decrypting the node tree: %d of %d nodes",
-                                                  n, total), ok=listing.ok, shares=listing.shares)
+                                                  n, total),
+                      ok=listing.ok, shares=listing.shares, users=listing.users)
         log.info("fetched the node tree: %d nodes in %.1f s", total,
                  time.monotonic() - started)
         # A big account's `f` is a snapshot as of an older sn: the changes since are applied
@@ -225,6 +233,13 @@ class MountRuntime:
             raise MegafsError("cannot catch up with the changes since the fetched node tree "
                               "(%s); try mounting again" % describe(exc)) from None
         return tree, sn
+
+    def _incoming(self, master_key: bytes, user_handle: str) -> Incoming | None:
+        """A full account's incoming shares (its private key from ``ug``); None otherwise."""
+        session = self.client.session
+        if session is None or not session.is_account:
+            return None
+        return Incoming(private_key(self.client), user_handle, master_key)
 
     def _save_tree(self) -> None:
         """Keep the tree for the next mount (big accounts mount from it in seconds)."""

@@ -76,7 +76,7 @@ class RemoteWatcher:
         shows them now; the kernel's cached entries for them are invalidated."""
         handles: list[str] = []
         kind = packet.get("a")
-        if kind in ("d", "u") and isinstance(packet.get("n"), str):
+        if kind in ("d", "u", "s2") and isinstance(packet.get("n"), str):
             handles.append(packet["n"])
         elif kind == "t" and isinstance(packet.get("t"), dict):
             raws = packet["t"].get("f")
@@ -165,7 +165,7 @@ class RemoteWatcher:
                     try:
                         listing = self.client.fetch()
                         self.tree.load(listing.nodes, listing.public, ok=listing.ok,
-                                       shares=listing.shares)
+                                       shares=listing.shares, users=listing.users)
                         self.sn = catch_up(self.client, self.tree, listing.sn,
                                            since="the fetched tree")
                         continue

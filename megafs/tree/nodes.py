@@ -141,8 +141,20 @@ def own_copy(value: Any) -> Any:
                           "little", signed=True)
 
 
-def decrypt_node(raw: Any, master_key: bytes, user_handle: str) -> Node:
+def _shared_entry(k: str, share_keys: dict[str, bytes]) -> tuple[str, bytes] | None:
+    """The ``ROOT:KEY`` entry of ``k`` for a known incoming share and that share's key."""
+    for part in k.split("/")[:64]:
+        root, sep, value = part.partition(":")
+        if sep and root in share_keys:
+            return value, share_keys[root]
+    return None
+
+
+def decrypt_node(raw: Any, master_key: bytes, user_handle: str,
+                 share_keys: dict[str, bytes] | None = None) -> Node:
     """Build a Node from a raw ``f``/``t`` node object; never raises for bad crypto.
+    ``share_keys``: incoming shares' keys by root handle, for nodes without an entry of
+    ``user_handle`` (meganz/sdk src/node.cpp ``applykey``).
 
     Raises ProtocolError only when the object is not a node at all (no string handle).
     """
@@ -170,13 +182,18 @@ def decrypt_node(raw: Any, master_key: bytes, user_handle: str) -> Node:
         if not isinstance(k, str):
             raise ValueError("no key field")
         ours = _key_for_user(k, user_handle)
+        wrapping = master_key
+        if ours is None and share_keys:
+            found = _shared_entry(k, share_keys)
+            if found is not None:
+                ours, wrapping = found
         if ours is None:
             raise ValueError("no key entry for this account")
         wrapped = crypto.b64decode(ours)
         expected = 32 if ntype == FILE else 16
         if len(wrapped) != expected:
             raise ValueError("key is %d bytes, expected %d" % (len(wrapped), expected))
-        node.key = crypto.unwrap_key(wrapped, master_key)
+        node.key = crypto.unwrap_key(wrapped, wrapping)
         a = raw.get("a")
         if not isinstance(a, str):
             raise ValueError("no attribute field")

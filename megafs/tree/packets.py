@@ -1,6 +1,7 @@
 """Action packets from the change feed (``sc``), applied to the node tree.
 
 Packet types (protocol reference §11.2): ``t`` new nodes (also the second half of a move),
+``s2``/``c`` incoming shares and their owners (``tree/inshares.py``),
 ``d`` removal of a subtree, ``u`` attribute update (``at`` re-encrypted with the node key),
 ``ph`` public handle created or removed, ``s``/``s2`` an outgoing share made (its ``ok`` share
 key, kept when ``ha`` authenticates it) or ended (``okd``: the key is gone); others are
@@ -46,6 +47,9 @@ def apply(tree: "Tree", packet: Any) -> set[str]:
             return tree.remove(handle) if isinstance(handle, str) else set()
         if kind == "u":
             return _apply_update(tree, packet)
+        if kind == "c" and tree.incoming is not None:
+            tree.incoming.contacts(packet.get("u"))
+            return set()
         if kind == "ph":
             handle = packet.get("h")
             node = tree._nodes.get(handle) if isinstance(handle, str) else None
@@ -59,6 +63,8 @@ def apply(tree: "Tree", packet: Any) -> set[str]:
                                 "8 base64url characters", handle)
             return set()
         if kind in ("s", "s2"):
+            if tree.incoming is not None and packet.get("u") == tree.user_handle:
+                return _apply_incoming(tree, packet)
             _apply_share(tree, packet)
         return set()
 
@@ -99,3 +105,16 @@ def _apply_update(tree: "Tree", packet: dict) -> set[str]:
     node.ok = True
     tree.set_attrs(node.handle, attrs)
     return {node.parent}
+
+
+def _apply_incoming(tree: "Tree", packet: dict) -> set[str]:
+    """An incoming share added (its nodes follow in a ``t`` packet) or revoked (its nodes go)
+    (tree/inshares.py)."""
+    incoming = tree.incoming
+    assert incoming is not None
+    change = incoming.packet(packet)
+    if change is None:
+        return set()
+    root, present = change
+    affected = set() if present else tree.remove(root)
+    return affected | tree.shared_folder()

@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable
 from ..api.sharekeys import share_keys_from
 from ..errors import ProtocolError
 from .names import base_display_name, display_names
+from .inshares import SHARED, SHARED_NAME, Incoming
 from .nodes import FILE, FOLDER, INBOX, ROOT, RUBBISH, Node, decrypt_node, own_copy  # noqa: F401
 from .shares import ShareKeys, sharees_from
 from . import walks
@@ -51,19 +52,25 @@ class Tree:
         self._removed: OrderedDict[str, None] = OrderedDict()
         self._cycles: set[str] = set()     # nodes left out for a cycle (each logged once)
         self.shares = ShareKeys()          # the account's share keys (``shares.py``)
+        # incoming shares (full accounts): their keys and where they show (tree/inshares.py)
+        self.incoming: Incoming | None = None
 
     # --- loading ----------------------------------------------------------------------------
     def load(self, raw_nodes: Iterable[Any], public: dict[str, str] | None = None,
              progress: Callable[[int], None] | None = None, ok: Any = None,
-             shares: Any = None) -> None:
+             shares: Any = None, users: Any = None) -> None:
         """Replace the tree with the nodes of an ``f`` listing (decrypting each);
         ``progress(n)`` is called every ``PROGRESS_STEP`` nodes.  ``ok``, ``shares``: the
         listing's share keys and sharees (``FetchResult.ok``/``.shares``; keys ``ha`` does not
-        authenticate are left out)."""
+        authenticate are left out); ``users``: its ``u`` (owners of incoming shares, when
+        ``incoming`` is set)."""
         with self.lock:
             self._clear()
             if ok is not None:
                 self.shares.replace(share_keys_from(ok, self.master_key), sharees_from(shares))
+            if self.incoming is not None:
+                raw_nodes = list(raw_nodes)
+                self.incoming.scan(raw_nodes, users)
             for i, raw in enumerate(raw_nodes, 1):
                 self._add(raw)
                 if progress is not None and i % PROGRESS_STEP == 0:
@@ -74,6 +81,23 @@ class Tree:
                     node.public = own_copy(ph)
             if not self.root:
                 raise ProtocolError("the node listing has no Cloud Drive root")
+            self.shared_folder()
+
+    def shared_folder(self) -> set[str]:
+        """Show the folder of incoming shares while there is one, else drop it; returns the
+        folders whose listing changed."""
+        with self.lock:
+            present = SHARED in self._nodes
+            wanted = bool(self.incoming and self.incoming.shares) and bool(self.root)
+            if wanted and not present:
+                node = Node(SHARED, self.root, FOLDER, SHARED_NAME)
+                self._nodes[SHARED] = node
+                self._kids.setdefault(self.root, set()).add(SHARED)
+                self._names_insert(node)
+                return {self.root}
+            if present and not wanted:
+                return self.remove(SHARED)
+            return set()
 
     def _clear(self) -> None:
         self._nodes.clear()
@@ -111,11 +135,19 @@ class Tree:
             return list(self._nodes.values())
 
     def _add(self, raw: Any) -> Node | None:
+        incoming = self.incoming
         try:
-            node = decrypt_node(raw, self.master_key, self.user_handle)
+            node = decrypt_node(raw, self.master_key, self.user_handle,
+                                incoming.keys if incoming is not None else None)
         except ProtocolError as exc:
             log.warning("ignoring a malformed node from the server: %s", exc)
             return None
+        if isinstance(raw, dict) and "su" in raw:
+            if incoming is None or node.handle not in incoming.shares:
+                return None         # a share root whose share is unknown (or not wanted)
+            node.parent = SHARED
+            node.name = incoming.display_name(node.handle, node.name)
+            node.ok = True
         if walks.refuse_cycle(self._cycles, self._nodes, self._kids, node.handle, node.parent):
             return None
         old = self._nodes.get(node.handle)

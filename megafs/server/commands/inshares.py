@@ -105,10 +105,14 @@ def shared_nodes(ctx: Ctx, root: str, owner: str, sk: str, r: int, sts: int) -> 
 
 def added(ctx: Ctx, cmd: dict, h: str, owner: str, user: sqlite3.Row, target: dict,
           new: bool) -> None:
-    """Store the recipient's share key and tell the recipient: ``s2``, then (for a share new
-    to it) a ``t`` packet with the shared nodes."""
+    """Store the recipient's share key and tell the recipient: for a share new to it the
+    owner as a contact (``c``), then ``s2``, then a ``t`` packet with the shared nodes."""
     k, r, ts = target["k"], target["r"], now()
     ctx.tx.set_sharee_key(h, user["uh"], k)
+    owner_row = userdb.user_by_handle(ctx.tx, owner)
+    if new and owner_row is not None:      # the owner as a contact (sc_contacts: readusers)
+        ctx.tx.emit(user["uh"], {"a": "c", "u": [{"u": owner, "c": 1, "m": owner_row["email"]}],
+                                 "ou": owner})
     ctx.tx.emit(user["uh"], {"a": "s2", "n": h, "o": owner, "u": user["uh"], "r": r,
                              "ts": ts, "k": k})
     if new:
