@@ -17,6 +17,8 @@ from .. import crypto
 from ..api import sharekeys
 from ..api.commands import is_handle
 
+from .tree import shared_folder
+
 if TYPE_CHECKING:
     from .tree import Tree
 
@@ -117,4 +119,4 @@ def _apply_incoming(tree: "Tree", packet: dict) -> set[str]:
         return set()
     root, present = change
     affected = set() if present else tree.remove(root)
-    return affected | tree.shared_folder()
+    return affected | shared_folder(tree)

@@ -81,23 +81,7 @@ class Tree:
                     node.public = own_copy(ph)
             if not self.root:
                 raise ProtocolError("the node listing has no Cloud Drive root")
-            self.shared_folder()
-
-    def shared_folder(self) -> set[str]:
-        """Show the folder of incoming shares while there is one, else drop it; returns the
-        folders whose listing changed."""
-        with self.lock:
-            present = SHARED in self._nodes
-            wanted = bool(self.incoming and self.incoming.shares) and bool(self.root)
-            if wanted and not present:
-                node = Node(SHARED, self.root, FOLDER, SHARED_NAME)
-                self._nodes[SHARED] = node
-                self._kids.setdefault(self.root, set()).add(SHARED)
-                self._names_insert(node)
-                return {self.root}
-            if present and not wanted:
-                return self.remove(SHARED)
-            return set()
+            shared_folder(self)
 
     def _clear(self) -> None:
         self._nodes.clear()
@@ -368,3 +352,20 @@ def is_inside(tree: Tree, handle: str, folder: str) -> bool:
     """Whether ``handle`` is ``folder`` or somewhere below it (a cycle-safe walk up)."""
     with tree.lock:
         return walks.is_inside(tree._nodes, handle, folder)
+
+
+def shared_folder(tree: Tree) -> set[str]:
+    """Show the folder of incoming shares (``tree/inshares.py``) while there is a share, else
+    drop it; returns the folders whose listing changed."""
+    with tree.lock:
+        present = SHARED in tree._nodes
+        wanted = bool(tree.incoming and tree.incoming.shares) and bool(tree.root)
+        if wanted and not present:
+            node = Node(SHARED, tree.root, FOLDER, SHARED_NAME)
+            tree._nodes[SHARED] = node
+            tree._kids.setdefault(tree.root, set()).add(SHARED)
+            tree._names_insert(node)
+            return {tree.root}
+        if present and not wanted:
+            return tree.remove(SHARED)
+        return set()
