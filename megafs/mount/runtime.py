@@ -28,7 +28,7 @@ from ..errors import FsError, MegafsError, describe
 from ..tree import cache as tree_cache
 from ..api.inshares import private_key
 from ..tree.changes import RemoteWatcher, catch_up
-from ..tree.inshares import Incoming
+from ..tree.inshares import SHARED, Incoming
 from ..tree.linkfeed import LinkWatcher, link_tree
 from ..tree.tree import Tree
 from ..vfs.core import FileSystem
@@ -203,10 +203,11 @@ class MountRuntime:
         """The node tree: from the state cache plus the change feed since, or fetched."""
         incoming = self._incoming(master_key, user_handle)
         cached = tree_cache.load(self.mount_dir, master_key, user_handle)
-        if cached is not None and incoming is not None:
-            cached = None       # the share keys are not cached: list them again
+        if cached is not None and cached[0].get(SHARED) is not None:
+            cached = None       # the keys of its incoming shares are not cached: list again
         if cached is not None:
             tree, sn = cached
+            tree.incoming = incoming
             try:
                 sn = catch_up(self.client, tree, sn)
                 log.info("node tree from the cache: %d nodes", len(tree))

@@ -64,11 +64,12 @@ def test_a_folder_shared_with_another_account(srv, pair, tmp_path):
         raw, key = names["beach.jpg"]
         assert read_file(b, raw, key) == body
 
-        # B's feed: the share (s2 with k) and its nodes (t)
+        # B's feed: the owner as a contact (c), the share (s2 with k) and its nodes (t)
         packets, sn = b.poll(before, 5)
-        kinds = [p["a"] for p in packets]
-        assert kinds[:2] == ["s2", "t"], kinds
-        assert packets[0]["r"] == 0 and packets[0]["o"] == a_session.user_handle
+        assert [p["a"] for p in packets] == ["c", "s2", "t"], packets
+        assert packets[0]["u"] == [{"u": a_session.user_handle, "c": 1, "m": a_session.email}]
+        assert packets[1]["r"] == 0 and packets[1]["o"] == a_session.user_handle
+        assert len(packets[1]["k"]) > 43 and "su" in packets[2]["t"]["f"][0]
 
         # A adds a file with its cr keys: B's feed brings it, decryptable
         later = put(a, folder, tmp_path, "late.txt", b"written after sharing\n", shared=True)

@@ -2,7 +2,7 @@
 account B shows in B's mount under ``/Shared with me/A's email - FOLDER/`` (``tree/inshares.py``),
 reads like any folder (MAC-checked ranged reads with the keys under the share key), refuses
 writes with EROFS and one log line (``vfs/sharedguard.py``), shows A's new file within seconds
-through B's own change feed, and is gone once A revokes the share."""
+through B's own change feed and after a remount, and is gone once A revokes the share."""
 from __future__ import annotations
 
 import errno
@@ -52,6 +52,10 @@ def test_a_share_from_another_account_in_the_mount(server, tmp_path):
 
             put(a, folder, tmp_path, "late.txt", b"added after sharing\n", shared=True)
             wait_for(lambda: (shared / "late.txt").exists(), timeout=15, what="A's new file")
+            assert (shared / "late.txt").read_bytes() == b"added after sharing\n"
+            # a remount (the node-tree cache holds no share keys: listed again) shows it too
+            mount.stop()
+            mount.start()
             assert (shared / "late.txt").read_bytes() == b"added after sharing\n"
 
             inshares.unshare_folder(a, folder, bob.user_handle)
