@@ -12,11 +12,12 @@ import pytest
 from helpers.accounts import full_account, put
 from helpers.client import fast_retry
 from megafs import crypto
-from megafs.api import account_crypto, inshares
+from megafs.api import account_crypto, inshares, sharekeys
 from megafs.api.client import MegaClient
 from megafs.api.session import Session
 from megafs.api.transport import Transport
 from megafs.crypto import FileKey
+from megafs.errors import ApiCode, MegaError
 
 
 def open_client(srv, session: Session) -> MegaClient:
@@ -113,3 +114,29 @@ def test_hostile_share_keys_are_left_out(pair, caplog):
     left_out = [r.getMessage() for r in caplog.records if "left out" in r.getMessage()]
     assert len(left_out) == 6
     assert not any(crypto.b64encode(good_key) in m for m in left_out)
+
+
+def test_the_server_checks_sharees_and_their_keys(srv, pair):
+    a_session, b_session = pair
+    with open_client(srv, a_session) as a:
+        with pytest.raises(MegaError) as info:
+            inshares.public_key(a, "nobody@example.com")
+        assert info.value.code == ApiCode.ENOENT
+        assert inshares.public_key(a, b_session.email.upper())[0] == b_session.user_handle
+        folder = a.mkdir(a.fetch().roots()[2], "checked")["h"]
+        key = os.urandom(16)
+        base = {"a": "s2", "n": folder, "i": a.request_id,
+                "ok": crypto.b64encode(sharekeys.owner_key(key, a_session.master_key)),
+                "ha": crypto.b64encode(sharekeys.handle_auth(folder, a_session.master_key)),
+                "cr": [[folder], [folder], [0, 0, crypto.b64encode(os.urandom(16))]]}
+        _, pubk = inshares.public_key(a, b_session.email)
+        good = inshares.encrypt_share_key(key, pubk)
+        huge = crypto.b64encode(account_crypto.mpi_encode(1 << 4000))
+        for target, code in (({"u": b_session.user_handle, "r": 0, "k": "AAAA"}, -2),
+                             ({"u": b_session.user_handle, "r": 0, "k": huge}, -2),
+                             ({"u": b_session.user_handle, "r": 0}, -2),
+                             ({"u": a_session.user_handle, "r": 0, "k": good}, -2),
+                             ({"u": "nobody@example.com", "r": 0, "k": good}, -9)):
+            with pytest.raises(MegaError) as info:
+                a.transport.call(dict(base, s=[target]))
+            assert info.value.code == code, target
