@@ -20,6 +20,7 @@ from .. import crypto
 from ..api import account_crypto as ac
 from ..api.commands import is_handle
 from ..api.inshares import LEVELS, IncomingShare, decrypt_share_key, incoming_shares, owner_emails
+from .nodes import Node
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +46,14 @@ class Incoming:
     def _changed(self) -> None:
         self.keys = {root: share.key for root, share in self.shares.items()}
 
-    def scan(self, nodes: list[Any], users: Any) -> None:
-        """Take the shares and owners of an ``f`` listing (replacing the known ones)."""
+    def scan(self, nodes: list[Any], users: Any) -> list[Any]:
+        """Take the shares and owners of an ``f`` listing (replacing the known ones); returns
+        ``nodes``."""
         self.emails = owner_emails(users)
         self.shares = incoming_shares([n for n in nodes if isinstance(n, dict)], users,
                                       self.me, self.master_key, self.private_key)
         self._changed()
+        return nodes
 
     def contacts(self, users: Any) -> None:
         """A ``c`` packet's users: their emails name their shares."""
@@ -99,3 +102,14 @@ class Incoming:
     def read_only(self, root: str) -> bool:
         share = self.shares.get(root)
         return share is None or share.level == 0
+
+
+def place_share_root(incoming: Incoming | None, node: Node) -> bool:
+    """Put a share root (a node with ``su``) under ``SHARED`` with its display name; False
+    when its share is unknown (or incoming shares are not wanted): the node is left out."""
+    if incoming is None or node.handle not in incoming.shares:
+        return False
+    node.parent = SHARED
+    node.name = incoming.display_name(node.handle, node.name)
+    node.ok = True
+    return True

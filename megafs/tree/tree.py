@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable
 from ..api.sharekeys import share_keys_from
 from ..errors import ProtocolError
 from .names import base_display_name, display_names
-from .inshares import SHARED, SHARED_NAME, Incoming
+from .inshares import SHARED, SHARED_NAME, Incoming, place_share_root
 from .nodes import FILE, FOLDER, INBOX, ROOT, RUBBISH, Node, decrypt_node, own_copy  # noqa: F401
 from .shares import ShareKeys, sharees_from
 from . import walks
@@ -52,25 +52,21 @@ class Tree:
         self._removed: OrderedDict[str, None] = OrderedDict()
         self._cycles: set[str] = set()     # nodes left out for a cycle (each logged once)
         self.shares = ShareKeys()          # the account's share keys (``shares.py``)
-        # incoming shares (full accounts): their keys and where they show (tree/inshares.py)
-        self.incoming: Incoming | None = None
+        self.incoming: Incoming | None = None   # a full account's incoming shares (inshares.py)
 
     # --- loading ----------------------------------------------------------------------------
     def load(self, raw_nodes: Iterable[Any], public: dict[str, str] | None = None,
              progress: Callable[[int], None] | None = None, ok: Any = None,
              shares: Any = None, users: Any = None) -> None:
-        """Replace the tree with the nodes of an ``f`` listing (decrypting each);
-        ``progress(n)`` is called every ``PROGRESS_STEP`` nodes.  ``ok``, ``shares``: the
-        listing's share keys and sharees (``FetchResult.ok``/``.shares``; keys ``ha`` does not
-        authenticate are left out); ``users``: its ``u`` (owners of incoming shares, when
-        ``incoming`` is set)."""
+        """Replace the tree with an ``f`` listing's nodes (decrypting each), ``progress(n)``
+        every ``PROGRESS_STEP`` nodes.  ``ok``, ``shares``, ``users``: its share keys (those
+        ``ha`` does not authenticate left out), sharees and ``u`` (owners of incoming shares)."""
         with self.lock:
             self._clear()
             if ok is not None:
                 self.shares.replace(share_keys_from(ok, self.master_key), sharees_from(shares))
             if self.incoming is not None:
-                raw_nodes = list(raw_nodes)
-                self.incoming.scan(raw_nodes, users)
+                raw_nodes = self.incoming.scan(list(raw_nodes), users)
             for i, raw in enumerate(raw_nodes, 1):
                 self._add(raw)
                 if progress is not None and i % PROGRESS_STEP == 0:
@@ -126,12 +122,8 @@ class Tree:
         except ProtocolError as exc:
             log.warning("ignoring a malformed node from the server: %s", exc)
             return None
-        if isinstance(raw, dict) and "su" in raw:
-            if incoming is None or node.handle not in incoming.shares:
-                return None         # a share root whose share is unknown (or not wanted)
-            node.parent = SHARED
-            node.name = incoming.display_name(node.handle, node.name)
-            node.ok = True
+        if isinstance(raw, dict) and "su" in raw and not place_share_root(incoming, node):
+            return None
         if walks.refuse_cycle(self._cycles, self._nodes, self._kids, node.handle, node.parent):
             return None
         old = self._nodes.get(node.handle)
