@@ -79,6 +79,11 @@ def run_install_helper(args: argparse.Namespace) -> int:
                           "replace it" % (link, target))
         os.unlink(link)
     os.symlink(target, link)
-    print("megafs install-helper: linked %s -> %s; `mount -t fuse.megafs` and fstab lines "
-          "of type fuse.megafs now work" % (link, target), file=sys.stderr)
+    if folder in ("/sbin", "/usr/sbin"):
+        print("megafs install-helper: linked %s -> %s; `mount -t fuse.megafs` and fstab lines "
+              "of type fuse.megafs now work" % (link, target), file=sys.stderr)
+    else:       # mount(8) looks in /sbin only
+        print("megafs install-helper: linked %s -> %s; mount(8) looks for helpers in /sbin, "
+              "so `mount -t fuse.megafs` uses it only where /sbin leads there"
+              % (link, target), file=sys.stderr)
     return 0

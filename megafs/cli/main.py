@@ -33,7 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("megafs.cli.mount", "show pending, uploading and failed files of a mount"),
     "retry": ("megafs.cli.mount", "retry failed uploads of a mount now"),
     "upload": ("megafs.cli.transfer", "upload files and print their public links"),
-    "get": ("megafs.cli.transfer", "download and verify a public file link"),
+    "get": ("megafs.cli.transfer", "download and verify a public file or folder link"),
     "login": ("megafs.cli.account", "log in to your own MEGA account (email and password)"),
     "logout": ("megafs.cli.account", "end an account's session and remove its file"),
     "signup": ("megafs.cli.account", "create a MEGA account; --confirm LINK finishes it"),

@@ -24,7 +24,7 @@ from .. import config
 from ..api.client import MegaClient
 from ..api.folderlink import parse_folder_link
 from ..api.publicfolder import PublicFolder
-from ..errors import FsError, MegafsError, describe
+from ..errors import ApiCode, FsError, MegaError, MegafsError, describe
 from ..tree import cache as tree_cache
 from ..api.inshares import private_key
 from ..tree.changes import RemoteWatcher, catch_up
@@ -183,6 +183,11 @@ class MountRuntime:
         self.link_site = link.api
         try:
             listing = self.public.listing()
+        except MegaError as exc:
+            if exc.code == ApiCode.ENOENT:
+                raise MegafsError("cannot open the folder link: there is no folder behind it "
+                                  "(its owner removed the link or the folder)") from None
+            raise MegafsError("cannot open the folder link: %s" % describe(exc)) from None
         except MegafsError as exc:
             raise MegafsError("cannot open the folder link: %s" % describe(exc)) from None
         self.tree = link_tree(listing, link.key)

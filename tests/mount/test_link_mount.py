@@ -189,7 +189,7 @@ def test_a_bad_link_or_a_conflict_is_one_line_and_exit_1(module_server, tmp_path
     api = ["--api", module_server.url]
     gone = "https://mega.nz/folder/AbCdEf01#" + "A" * 22
     cases = [(api + ["--link", "https://mega.nz/folder/AbCd"], "not a MEGA folder link"),
-             (api + ["--link", gone], "cannot open the folder link"),
+             (api + ["--link", gone], "cannot open the folder link: there is no folder behind it"),
              (api + ["--link", gone, "--account", "a@b.c"], "without an account"),
              (["--link", gone, "--local"], "either link or local"),
              (api + ["-o", "link=" + gone + ",session=/x"], "either link or session"),
