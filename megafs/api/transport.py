@@ -55,6 +55,7 @@ from .apireq import parse_reply, untrusted_certificate
 from .http import (DEFAULT_TIMEOUT, HTTP_RETRY_STATUSES, MAX_LISTING_REPLY, MAX_REPLY, HttpPool,
                    redact_url, short_error)
 from .lane import Lane, is_lockless
+from .probe import take_spare
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,7 @@ class Transport:
         self._wait_lock = threading.Lock()
         self._wait_backoff = Backoff(WAIT_RETRY, "sc wait")
         self._wait_resume = 0.0      # monotonic time before which no sc poll is sent
-        self.pool = HttpPool()
+        self.pool = take_spare() or HttpPool()
         # The session's locking lane (megafs/api/lane.py): one /cs request in flight at once.
         self.lane = Lane(lambda cmds, backoff: self._send_batch(cmds, False, backoff),
                          lambda: self.retry)

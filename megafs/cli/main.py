@@ -135,7 +135,10 @@ def _common_options(top: bool) -> "_Parser":
     return common
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; with ``only`` (a subcommand), only that subcommand's module is
+    imported and its arguments added (the others are listed, without arguments): a mount
+    does not import the server, the account and the download commands (issue 23)."""
     parser = _Parser(
         prog="megafs", description=DESCRIPTION, parents=[_common_options(True)],
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -150,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     common = _common_options(False)
     for name, (module_name, help_text) in COMMANDS.items():
+        if only is not None and name != only:
+            sub.add_parser(name, help=help_text, description=help_text, parents=[common])
+            continue
         module = importlib.import_module(module_name)
         epilog = EXAMPLES.get(name)
         if epilog and "%(options)s" in epilog:
@@ -162,9 +168,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command_of(argv: list[str]) -> str | None:
+    """The subcommand of a command line, when it is plain to see: the first word that is not
+    a common option (``-v``, ``--log-file F``, ``--log-level L``) or its value; None when
+    anything else comes first (an abbreviated option, ``--help``...)."""
+    takes_value = {flag for opt in (MOUNT_OPTIONS["log_file"], MOUNT_OPTIONS["log_level"])
+                   for flag in opt.flag_names}
+    words = iter(argv)
+    for word in words:
+        if word in takes_value:
+            next(words, None)
+        elif word.split("=", 1)[0] in takes_value or word in ("-v", "--verbose") \
+                or (len(word) > 1 and word.strip("v") == "-"):
+            continue
+        else:
+            return word if word in COMMANDS else None
+    return None
+
+
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse a command line; the common options given after the subcommand win."""
-    args = build_parser().parse_args(argv)
+    only = _command_of(sys.argv[1:] if argv is None else argv)
+    args = build_parser(only).parse_args(argv)
+    if getattr(args, "_module", None) is None:      # not the command guessed: all of them
+        args = build_parser().parse_args(argv)
     args.verbose = args.verbose + getattr(args, "sub_verbose", 0)
     for name in ("log_file", "log_level"):
         value = getattr(args, "sub_" + name, None)

@@ -159,7 +159,7 @@ def check_api(api: str, timeout: float = API_CONNECT_TIMEOUT) -> None:
     except ValueError:
         raise MegafsError("the API URL %s has a bad port" % api) from None
     try:
-        socket.create_connection((host, port), timeout=timeout).close()
+        sock = socket.create_connection((host, port), timeout=timeout)
     except OSError as exc:
         if isinstance(exc, socket.gaierror):
             reason = "unknown host %s" % host
@@ -172,22 +172,37 @@ def check_api(api: str, timeout: float = API_CONNECT_TIMEOUT) -> None:
                 "check the --api URL and your network")
         raise MegafsError("cannot reach the MEGA API at %s (%s); %s" % (api, reason, hint)
                           ) from None
-    check_api_speaks_http(api)
+    check_api_speaks_http(api, sock=sock)
     _CHECKED.add(api)
 
 
-def check_api_speaks_http(api: str, timeout: float = API_REPLY_TIMEOUT) -> None:
+def check_api_speaks_http(api: str, timeout: float = API_REPLY_TIMEOUT,
+                          sock: socket.socket | None = None) -> None:
     """The API answers an HTTP request (any status) within ``timeout`` seconds.  A GET of the
     base URL changes nothing on any server; what fails is named: no reply at all, TLS asked
-    of a plain-http server (and the reverse), an untrusted certificate."""
+    of a plain-http server (and the reverse), an untrusted certificate.
+
+    ``sock`` (check_api's TCP connection to the API host) carries the GET, and the pool it is
+    kept alive in goes to the process's first API client (``api/probe.take_spare``): the
+    check costs no connection of its own and the first ``sc`` of a mount none either."""
     import requests
 
-    from ..api.apireq import untrusted_certificate
+    from ..api.apireq import ReplyTooLarge, untrusted_certificate
+    from ..api.http import HttpPool
+    from ..api.probe import adopt, keep_spare
     parts = urlsplit(api)
     where = "%s:%s" % (parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+    pool = HttpPool()
+    kept = False
     try:
-        requests.get(api, timeout=(API_CONNECT_TIMEOUT, timeout), allow_redirects=False,
-                     stream=True).close()
+        if sock is not None:
+            adopt(pool, api, sock, timeout)
+        try:
+            pool.request("GET", api, timeout=(API_CONNECT_TIMEOUT, timeout), limit=1 << 16)
+        except ReplyTooLarge:
+            pass                    # a long answer is an answer
+        keep_spare(pool)
+        kept = True
     except requests.exceptions.SSLError as exc:
         text = str(exc)
         if untrusted_certificate(exc):
@@ -205,11 +220,15 @@ def check_api_speaks_http(api: str, timeout: float = API_REPLY_TIMEOUT) -> None:
                           "check the --api URL (host and port)" % (where, timeout)) from None
     except requests.exceptions.ConnectionError as exc:
         text = str(exc)
-        if parts.scheme == "http" and ("BadStatusLine" in text or "RemoteDisconnected" in text
-                                       or "Connection aborted" in text):
+        if parts.scheme == "http" and any(sign in text for sign in (
+                "BadStatusLine", "RemoteDisconnected", "ConnectionResetError",
+                "Connection aborted")):
             raise MegafsError("%s does not answer plain http (if it speaks https, use --api "
                               "https://%s/)" % (where, where)) from None
         raise MegafsError("cannot reach the MEGA API at %s (%s)" % (api, text[:120])) from None
     except requests.RequestException as exc:
         raise MegafsError("the MEGA API at %s gave no usable HTTP reply (%s)"
                           % (api, type(exc).__name__)) from None
+    finally:
+        if not kept:
+            pool.close()

@@ -199,3 +199,28 @@ def test_first_completion_token_wins_over_a_late_error(canned, tmp_path):
     assert [p.split("?")[0] for p, _, _ in srv.requests if p.startswith("/cs")] == \
         [p.split("?")[0] for p, _, _ in srv.requests[:1]]          # one `u`, no restart
     assert len([p for p, _, _ in srv.requests if p.startswith("/ul/")]) == 2
+
+
+def test_the_api_check_hands_its_connection_to_the_first_client(server):
+    """Issue 23: the API check of ``megafs mount`` (TCP, TLS, one GET) leaves its kept-alive
+    connection to the process's first client, whose first request then needs no connection
+    set-up (two round trips fewer over TLS); a second client starts with its own pool."""
+    from megafs.api import probe
+    from megafs.mount import preflight
+
+    assert server.url.startswith("https://")
+    preflight._CHECKED.discard(server.url)
+    probe.take_spare()
+    preflight.check_api(server.url)
+    first = Transport(server.url)
+    second = Transport(server.url)
+    try:
+        (conn,) = [c for conns in first.pool._idle.values() for c in conns]
+        sock = conn.sock
+        assert sock is not None
+        assert first.pool.request("GET", server.url).status_code < 600
+        assert [c.sock for conns in first.pool._idle.values() for c in conns] == [sock]
+        assert not second.pool._idle
+    finally:
+        first.close()
+        second.close()
