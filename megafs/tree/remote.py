@@ -20,6 +20,7 @@ local server, which refuses such a request without them (``-14``), accepts it.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Callable, Iterator, Mapping
 
 from .. import crypto
@@ -78,17 +79,39 @@ def cr_for_move(tree: Tree, handle: str, parent: str) -> sharekeys.Cr | None:
         return sharekeys.cr_for_move(parents, keys, parent, subtree)
 
 
+KEY_WAITS = (0.2, 0.4, 0.8, 1.6)     # seconds between sends of a p/m refused for its keys
+
+
+def _keyed(call: Callable[[], Any], what: str) -> Any:
+    """``call()`` (a ``p`` or ``m`` whose ``cr`` it computes afresh each time), sent again
+    after a short wait while the server refuses it for missing share keys (-14): a folder
+    another client of this account just shared (with a user or as a link) gets its share key
+    from the ``s2`` packet of the change feed, which may arrive just after the request left.
+    The last refusal propagates."""
+    for wait in KEY_WAITS:
+        try:
+            return call()
+        except MegaError as exc:
+            if exc.code != ApiCode.EKEY:
+                raise
+            log.info("%s refused for missing share keys; waiting %.1f s for the share's "
+                     "key from the change feed", what, wait)
+            time.sleep(wait)
+    return call()
+
+
 def mkdir(client: MegaApi, tree: Tree, parent: str, name: str, attrs: dict[str, Any]
           ) -> Node | None:
     """A new folder ``name`` in ``parent`` with ``attrs`` (``n`` included); the new node."""
-    raw = client.mkdir(parent, name, attrs,
-                       cr_for=lambda target, keys: cr_for_put(tree, target, keys))
+    raw = _keyed(lambda: client.mkdir(parent, name, attrs,
+                                      cr_for=lambda target, keys: cr_for_put(tree, target, keys)),
+                 "mkdir")
     return tree.add_raw(raw)
 
 
 def move(client: MegaApi, tree: Tree, handle: str, parent: str) -> None:
     """Move node ``handle`` into folder ``parent`` (``m``, with ``cr`` into a shared one)."""
-    client.move(handle, parent, cr_for_move(tree, handle, parent))
+    _keyed(lambda: client.move(handle, parent, cr_for_move(tree, handle, parent)), "move")
     tree.move(handle, parent)
 
 
