@@ -130,9 +130,8 @@ def wire_node(row: sqlite3.Row, shared: list[tuple[str, str]] | None = None
     """A node as ``f``, ``p`` and ``t`` packets carry it.  ``shared``: its keys under share
     keys, (share root, key) pairs, appended to ``k`` as ``/ROOT:KEY`` (protocol reference §6:
     a multi-entry ``k``; meganz/sdk src/node.cpp ``applykey`` picks the entry it can use)."""
-    k = "%s:%s" % (row["uh"], row["k"]) if row["k"] else ""
-    if k and shared:
-        k += "".join("/%s:%s" % pair for pair in shared)
+    k = "/".join((["%s:%s" % (row["uh"], row["k"])] if row["k"] else [])
+                 + ["%s:%s" % pair for pair in shared or ()])
     node: dict[str, Any] = {"h": row["h"], "p": row["p"], "u": row["uh"], "t": row["t"],
                             "a": row["a"], "k": k, "ts": row["ts"]}
     if row["t"] == 0:

@@ -29,8 +29,11 @@ tag v4.0.0):
 Guesses (DESIGN.md): a share with a registered user takes effect at once (the real service
 makes a pending share and contact request for non-contacts); both sides then list each other in
 ``u`` as contacts.  The share root's ``p`` is the owner's parent handle, which the recipient
-does not know.  A sharee cannot yet write into a read-write share here (``p``/``m``/``a``/``d``
-on the owner's nodes answer ``-9`` as before).
+does not know.  A sharee writes new nodes (``p``) into a share at level 1 or 2 (a read-only
+share answers ``-11``): they are the owner's nodes (its quota), their ``k`` is the node key
+under the share key (stored as that share's ``ROOT:KEY`` entry only: the owner decrypts them
+with its share key, as meganz/sdk src/node.cpp ``applykey`` falls back to share keys), and the
+owner's sessions get the ``t`` packet.  ``m``/``a``/``d`` by a sharee still answer ``-9``.
 """
 from __future__ import annotations
 
@@ -161,3 +164,36 @@ def readable_node(ctx: Ctx, h: str) -> sqlite3.Row | None:
         if any(s["u"] == uh for s in ctx.tx.shares_of(root)):
             return row
     return None
+
+
+def share_of(ctx: Ctx, h: str, uh: str) -> str | None:
+    """The root of the share with account ``uh`` that node ``h`` is inside of, or None."""
+    for root in ctx.tx.share_roots_above(h):
+        if any(s["u"] == uh for s in ctx.tx.shares_of(root)):
+            return root
+    return None
+
+
+def writable(ctx: Ctx, h: str | None, uh: str) -> sqlite3.Row | None:
+    """Node ``h`` of another account when it is inside a share with ``uh`` at level 1 or 2
+    (read/write, full); ``-11`` inside a read-only one; None when it is not shared with
+    ``uh``."""
+    row = ctx.tx.node(h) if isinstance(h, str) else None
+    if row is None:
+        return None
+    root = share_of(ctx, row["h"], uh)
+    if root is None:
+        return None
+    level = [s["r"] for s in ctx.tx.shares_of(root) if s["u"] == uh][0]
+    if level < 1:
+        raise Fail(ApiCode.EACCESS, "the folder is shared with this account read-only")
+    return row
+
+
+def sharee_view(nodes: list[dict], root: str) -> list[dict]:
+    """``nodes`` as a sharee of ``root`` sees them: each ``k`` reduced to its ``ROOT:KEY``."""
+    out = []
+    for node in nodes:
+        entries = dict(part.split(":", 1) for part in node["k"].split("/") if ":" in part)
+        out.append(dict(node, k="%s:%s" % (root, entries[root]) if root in entries else ""))
+    return out

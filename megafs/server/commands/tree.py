@@ -19,7 +19,7 @@ from ...errors import ApiCode
 from ..db import CONTAINER_TYPES, FILE, FOLDER, encode_sn
 from .base import (MAX_ATTR_CHARS, Ctx, Fail, arg_b64, arg_int, arg_str, completion_bytes,
                    not_root, opt_str, origin, own_node, wire_node)
-from .inshares import contacts, incoming_listing
+from .inshares import contacts, incoming_listing, share_of, sharee_view, writable
 from .shares import (FEED, check_subtree, emit_to_feeds, emit_to_sharees, owner_shares,
                      parse_cr, sharee_feeds, shared_roots, take_keys)
 
@@ -67,9 +67,10 @@ class _NewNode:
 
 
 def _container(ctx: Ctx, h: str | None, what: str) -> sqlite3.Row:
-    """The folder ``h`` names, or the Rubbish Bin if it was deleted (policy permitting)."""
+    """The folder ``h`` names, or the Rubbish Bin if it was deleted (policy permitting); a
+    folder inside a share with this account at level 1 or 2 too (``inshares.writable``)."""
     uh = ctx.user()
-    row = ctx.tx.node(h, uh)
+    row = ctx.tx.node(h, uh) or writable(ctx, h, uh)
     if row is None:
         if ctx.policy.deleted_target == "rubbish" and ctx.tx.was_deleted(h, uh):
             log.info("p: %s %s was deleted; the new node goes to the Rubbish Bin", what, h)
@@ -112,12 +113,16 @@ def _plan(ctx: Ctx, item: Any, tokens: set[bytes]) -> _NewNode:
 def cmd_p(ctx: Ctx, cmd: dict) -> Any:
     """Create nodes: files from completion tokens (or public handles), folders with
     placeholder handles that later items of the same ``n`` may name as their ``p``."""
-    uh = ctx.user()
+    writer = ctx.user()
     target_h = arg_str(cmd, "t")
     items = cmd.get("n")
     if not isinstance(items, list) or not items:
         raise Fail(ApiCode.EARGS, "'n' must be a non-empty array")
     target = _container(ctx, target_h, "target")
+    # a sharee writing into a read/write share: the nodes are the owner's (its quota, its
+    # tree), their keys only under the share key (``inshares.writable``)
+    uh = target["uh"]
+    inshare = share_of(ctx, target["h"], writer) if uh != writer else None
     tokens: set[bytes] = set()
     plans = [_plan(ctx, item, tokens) for item in items]
     total = sum(plan.size or 0 for plan in plans)
@@ -136,22 +141,34 @@ def cmd_p(ctx: Ctx, cmd: dict) -> Any:
                 parent = placeholders[plan.parent_ref]
             else:
                 parent = _container(ctx, plan.parent_ref, "parent in 'n'")["h"]
-        row = ctx.tx.insert_node(uh=uh, p=parent, t=plan.t, a=plan.a, k=plan.k, s=plan.size,
-                                 blob=plan.blob)
+        if inshare is not None and ctx.tx.node(parent, uh) is None:
+            raise Fail(ApiCode.EACCESS, "parent in 'n' is outside the share")
+        row = ctx.tx.insert_node(uh=uh, p=parent, t=plan.t, a=plan.a,
+                                 k="" if inshare else plan.k, s=plan.size, blob=plan.blob)
         if plan.placeholder:
             placeholders[plan.placeholder] = row["h"]
         if plan.token is not None:
             ctx.tx.use_completion(plan.token, row["h"])
         if sharing and parent not in enclosing:
             enclosing[parent] = ctx.tx.share_roots_above(parent)
-        keys = take_keys(cr, index, row["h"], plan.t, enclosing.get(parent, []), set())
+        given = {inshare} if inshare else set()
+        keys = take_keys(cr, index, row["h"], plan.t, enclosing.get(parent, []), given)
+        if inshare and not any(root == inshare for _, root, _k in keys):
+            keys.append((row["h"], inshare, plan.k))    # its k is under the share key
         ctx.tx.add_sharekeys(keys)
         created.append(wire_node(row, [(root, key) for _, root, key in keys]))
-    packet = origin(cmd, {"a": "t", "t": {"f": created}, "ou": uh})
-    ctx.tx.emit(uh, packet)
+    packet = origin(cmd, {"a": "t", "t": {"f": created}, "ou": writer})
+    answer = created
+    if inshare is None:
+        ctx.tx.emit(uh, packet)
+    else:      # the writer sees its share's key entries, the owner gets the packet too
+        answer = sharee_view(created, inshare)
+        ctx.tx.emit(writer, dict(packet, t={"f": answer}))
+        ctx.tx.emit(uh, {k: v for k, v in packet.items() if k != "i"})
     if sharing:
-        emit_to_sharees(ctx, {r for roots in enclosing.values() for r in roots}, packet)
-    return {"f": created}
+        feeds = sharee_feeds(ctx, {r for roots in enclosing.values() for r in roots})
+        emit_to_feeds(ctx, [(r, f) for r, f in feeds if f != writer], packet)
+    return {"f": answer}
 
 
 def cmd_a(ctx: Ctx, cmd: dict) -> Any:
