@@ -252,3 +252,19 @@ def share_folder(client: "MegaClient", handle: str, who: str, level: int = 0,
 def unshare_folder(client: "MegaClient", handle: str, who: str) -> None:
     """Stop sharing ``handle`` with the account ``who`` (email or user handle)."""
     client.transport.call({"a": "s2", "n": handle, "s": [{"u": who}], "i": client.request_id})
+
+
+def put_file(client: "MegaClient", share: IncomingShare, parent: str, local_path: str,
+             name: str) -> dict[str, Any]:
+    """Upload ``local_path`` as ``name`` into folder ``parent`` of an incoming share at level
+    1 or 2: its ``k`` is the node key under the share key (the owner and every sharee read it
+    through that key; the owner has no key of ours).  Returns the new raw node (its ``k`` the
+    ``ROOT:KEY`` entry).  MegaError ``-11`` for a read-only share (refused before any upload)."""
+    if share.level < 1:
+        raise MegaError(ApiCode.EACCESS, "the folder is shared with this account read-only")
+    uploaded = client.upload(local_path)
+    item = commands.file_node(uploaded, {"n": name}, share.key)
+    reply = client.transport.call(commands.put_nodes(parent, [item], client.request_id))
+    if not isinstance(reply, dict) or not isinstance(reply.get("f"), list) or not reply["f"]:
+        raise ProtocolError("p: expected {f: [node]}")
+    return reply["f"][0]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 from .. import chunks, crypto
 from ..api import fingerprint
@@ -141,7 +141,7 @@ def own_copy(value: Any) -> Any:
                           "little", signed=True)
 
 
-def _shared_entry(k: str, share_keys: dict[str, bytes]) -> tuple[str, bytes] | None:
+def _shared_entry(k: str, share_keys: Mapping[str, bytes]) -> tuple[str, bytes] | None:
     """The ``ROOT:KEY`` entry of ``k`` for a known incoming share and that share's key."""
     for part in k.split("/")[:64]:
         root, sep, value = part.partition(":")
@@ -151,10 +151,11 @@ def _shared_entry(k: str, share_keys: dict[str, bytes]) -> tuple[str, bytes] | N
 
 
 def decrypt_node(raw: Any, master_key: bytes, user_handle: str,
-                 share_keys: dict[str, bytes] | None = None) -> Node:
+                 share_keys: Mapping[str, bytes] | None = None) -> Node:
     """Build a Node from a raw ``f``/``t`` node object; never raises for bad crypto.
-    ``share_keys``: incoming shares' keys by root handle, for nodes without an entry of
-    ``user_handle`` (meganz/sdk src/node.cpp ``applykey``).
+    ``share_keys``: share keys by root handle (incoming shares', and our own shared folders'
+    for nodes a sharee wrote), for nodes without an entry of ``user_handle`` (meganz/sdk
+    src/node.cpp ``applykey``).
 
     Raises ProtocolError only when the object is not a node at all (no string handle).
     """

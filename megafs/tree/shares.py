@@ -4,7 +4,8 @@ A folder shared with others, or exported as a folder link, has a share key; ever
 ``m`` into it must carry the new or moved nodes' keys under it (``cr``, ``api.sharekeys``), or
 the link and the sharees cannot read them.  The keys come from ``f`` (``ok``, each checked with
 its ``ha``: ``Tree.load``), from ``s``/``s2`` action packets (``packets.py``), from the mount's
-own exports (``remote.export_folder``) and from the node-tree cache (``cache.py``).  Beside
+own exports (``remote.export_folder``) and from the node-tree cache (``cache.py``); nodes a
+sharee wrote into a shared folder are decrypted with them (``with_incoming``).  Beside
 each key, who the folder is shared with (``f``'s ``s`` list, the packets: user handles, ``EXP``
 for its folder link), so revoking the link forgets the key only when no user shares the folder
 any more.  Incoming shares of a full account (keys under RSA) are not kept.  Thread-safe; never
@@ -38,10 +39,25 @@ class ShareKeys:
         self._lock = threading.Lock()
         self._keys: dict[str, bytes] = {}
         self._users: dict[str, frozenset[str]] = {}     # folder -> its sharees (and EXP)
+        self._merged: tuple[Any, Any, Mapping[str, bytes]] = (None, None, {})
 
     def snapshot(self) -> Mapping[str, bytes]:
         """The keys now (read, never change)."""
         return self._keys
+
+    def with_incoming(self, incoming: Mapping[str, bytes] | None
+                      ) -> Mapping[str, bytes] | None:
+        """The share keys a node without our own key entry is decrypted with: ``incoming``
+        (incoming shares' keys) and ours (a node a sharee wrote into our shared folder has
+        only a ``ROOT:KEY`` entry under its share key).  Both maps are replaced on change,
+        never mutated, so the union is made once per change."""
+        ours = self._keys
+        if not ours or not incoming:
+            return incoming or ours or None
+        seen = self._merged
+        if seen[0] is not incoming or seen[1] is not ours:
+            self._merged = seen = (incoming, ours, {**ours, **incoming})
+        return seen[2]
 
     def get(self, handle: str) -> bytes | None:
         return self._keys.get(handle)

@@ -116,9 +116,9 @@ class Tree:
 
     def _add(self, raw: Any) -> Node | None:
         incoming = self.incoming
+        keys = self.shares.with_incoming(incoming.keys if incoming is not None else None)
         try:
-            node = decrypt_node(raw, self.master_key, self.user_handle,
-                                incoming.keys if incoming is not None else None)
+            node = decrypt_node(raw, self.master_key, self.user_handle, keys)
         except ProtocolError as exc:
             log.warning("ignoring a malformed node from the server: %s", exc)
             return None

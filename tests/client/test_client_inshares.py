@@ -12,12 +12,14 @@ import pytest
 from helpers.accounts import full_account, put
 from helpers.client import fast_retry
 from megafs import crypto
-from megafs.api import account_crypto, inshares, sharekeys
+from megafs.api import account_crypto, commands, inshares, sharekeys
 from megafs.api.client import MegaClient
+from megafs.api.folderlink import owner_listing
 from megafs.api.session import Session
 from megafs.api.transport import Transport
 from megafs.crypto import FileKey
 from megafs.errors import ApiCode, MegaError
+from megafs.tree.nodes import decrypt_node
 
 
 def open_client(srv, session: Session) -> MegaClient:
@@ -140,3 +142,29 @@ def test_the_server_checks_sharees_and_their_keys(srv, pair):
             with pytest.raises(MegaError) as info:
                 a.transport.call(dict(base, s=[target]))
             assert info.value.code == code, target
+
+
+def test_a_sharee_makes_a_folder_in_a_read_write_share(srv, pair):
+    """A sharee's ``p`` into a share at level 2 (a folder keyed under the share key): the
+    owner's listing has it as its own node with only the ``ROOT:KEY`` entry, which decrypts
+    under the owner's share key; a ``p`` into the owner's folder outside the share is -9."""
+    a_session, b_session = pair
+    with open_client(srv, a_session) as a, open_client(srv, b_session) as b:
+        root = a.fetch().roots()[2]
+        folder = a.mkdir(root, "workshop")["h"]
+        private = a.mkdir(root, "private")["h"]
+        inshares.share_folder(a, folder, b_session.email, 2)
+        _, shares = inshares.listing_with_shares(b)
+        item = commands.folder_node({"n": "made by bob"}, shares[folder].key)
+        made = b.transport.call(commands.put_nodes(folder, [item], b.request_id))["f"][0]
+        assert made["k"].startswith(folder + ":") and "/" not in made["k"]
+        listing = owner_listing(a)
+        raw = [n for n in listing.fetched.nodes if n["h"] == made["h"]][0]
+        assert raw["u"] == a_session.user_handle and raw["p"] == folder
+        assert raw["k"] == made["k"]           # no entry under the owner's master key
+        node = decrypt_node(raw, a_session.master_key, a_session.user_handle,
+                            listing.share_keys)
+        assert node.ok and node.name == "made by bob"
+        with pytest.raises(MegaError) as info:
+            b.transport.call(commands.put_nodes(private, [item], b.request_id))
+        assert info.value.code == ApiCode.ENOENT

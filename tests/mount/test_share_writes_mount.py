@@ -5,7 +5,9 @@ client of A while mounted, so it comes from the ``s2`` packet): a file copied in
 with a file inside, a file moved in from outside the share, a file written and uploaded later
 by the write-back queue.  B's own client lists them with its share keys (RSA ``sk``) and
 downloads each one, MAC-checked: every ``p``/``m`` of A's mount carried the ``cr`` keys under
-the share key (the local server refuses them with -14 otherwise)."""
+the share key (the local server refuses them with -14 otherwise).  And the other way: B's
+client writes a file into a read/write share (``inshares.put_file``: its key under the share
+key) and A's mount reads it; into a read-only share the server answers -11."""
 from __future__ import annotations
 
 import os
@@ -18,11 +20,12 @@ from helpers.accounts import full_account
 from helpers.client import fast_retry
 from helpers.mount import MountProcess, wait_for
 from megafs import crypto
-from megafs.api import inshares
+from megafs.api import commands, inshares
 from megafs.api.client import MegaClient
 from megafs.api.session import Session
 from megafs.api.transport import Transport
 from megafs.crypto import FileKey
+from megafs.errors import ApiCode, MegaError
 
 pytestmark = pytest.mark.fuse
 
@@ -109,4 +112,43 @@ def test_a_folder_shared_with_another_account_written_by_the_mount(tmp_path, ser
             expected["old.txt"] = b"there before the share\n"
             wait_for(lambda: seen_by(server, bob, during) == expected, timeout=30,
                      what="B reading what A's mount wrote into the share made while mounted")
+            assert m.log_problems() == []
+
+
+def test_a_sharee_writes_into_a_read_write_share_and_the_owner_reads_it(tmp_path, server):
+    state, mnt = tmp_path / "state", tmp_path / "mnt"
+    ann = full_account(server, "ann", str(state))
+    bob = full_account(server, "bob")
+    body = os.urandom(120_000)
+    src = tmp_path / "from-bob.bin"
+    src.write_bytes(body)
+    with MegaClient(Transport(server.url, retry=fast_retry()), ann) as a, \
+            MegaClient(Transport(server.url, retry=fast_retry()), bob) as b:
+        root = a.fetch().roots()[2]
+        rw, ro = a.mkdir(root, "together")["h"], a.mkdir(root, "look only")["h"]
+        inshares.share_folder(a, rw, bob.email, 1)
+        inshares.share_folder(a, ro, bob.email, 0)
+        with MountProcess(mnt, server.url, state, extra=["--account", ann.email]) as m:
+            _, shares = inshares.listing_with_shares(b)
+            node = inshares.put_file(b, shares[rw], rw, str(src), "from-bob.bin")
+            assert node["k"].startswith(rw + ":") and "/" not in node["k"]
+            # A's mount: the t packet, the node's key only under the share key
+            wait_for(lambda: (mnt / "together" / "from-bob.bin").exists(), timeout=15,
+                     what="B's file in A's mount")
+            assert (mnt / "together" / "from-bob.bin").read_bytes() == body
+            # A's mount writes beside it; B reads both
+            (mnt / "together" / "reply.txt").write_text("thanks\n")
+            wait_for(lambda: seen_by(server, bob, rw) == {"from-bob.bin": body,
+                                                          "reply.txt": b"thanks\n"},
+                     timeout=30, what="B reading its file and A's reply")
+            # a read-only share refuses the p itself (-11), even with a well-formed key
+            with pytest.raises(MegaError) as info:
+                inshares.put_file(b, shares[ro], ro, str(src), "no.bin")
+            assert info.value.code == ApiCode.EACCESS
+            uploaded = b.upload(str(src))
+            item = commands.file_node(uploaded, {"n": "no.bin"}, shares[ro].key)
+            with pytest.raises(MegaError) as info:
+                b.transport.call(commands.put_nodes(ro, [item], b.request_id))
+            assert info.value.code == ApiCode.EACCESS
+            assert os.listdir(mnt / "look only") == []
             assert m.log_problems() == []
