@@ -147,7 +147,8 @@ def test_the_server_checks_sharees_and_their_keys(srv, pair):
 def test_a_sharee_makes_a_folder_in_a_read_write_share(srv, pair):
     """A sharee's ``p`` into a share at level 2 (a folder keyed under the share key): the
     owner's listing has it as its own node with only the ``ROOT:KEY`` entry, which decrypts
-    under the owner's share key; a ``p`` into the owner's folder outside the share is -9."""
+    under the owner's share key; a ``p`` into the owner's folder outside the share is -9; the
+    sharee's ``a`` reaches the owner's feed; in a read-only share ``p`` and ``a`` are -11."""
     a_session, b_session = pair
     with open_client(srv, a_session) as a, open_client(srv, b_session) as b:
         root = a.fetch().roots()[2]
@@ -168,3 +169,19 @@ def test_a_sharee_makes_a_folder_in_a_read_write_share(srv, pair):
         with pytest.raises(MegaError) as info:
             b.transport.call(commands.put_nodes(private, [item], b.request_id))
         assert info.value.code == ApiCode.ENOENT
+        # B renames it (``a`` on a node of a read/write share); A's feed brings the change
+        sn = a.fetch().sn
+        b.set_attrs(made["h"], node.key, {"n": "renamed by bob"})
+        packets, _ = a.poll(sn, 5)
+        update = [p for p in packets if p["a"] == "u" and p["n"] == made["h"]]
+        assert update and "i" not in update[0]
+        assert crypto.decrypt_attr(crypto.b64decode(update[0]["at"]), node.key)["n"] == \
+            "renamed by bob"
+        # in a read-only share, p and a answer -11; B's own nodes are unaffected
+        inshares.share_folder(a, private, b_session.email, 0)
+        with pytest.raises(MegaError) as info:
+            b.transport.call(commands.put_nodes(private, [item], b.request_id))
+        assert info.value.code == ApiCode.EACCESS
+        with pytest.raises(MegaError) as info:
+            b.set_attrs(private, node.key, {"n": "mine now"})
+        assert info.value.code == ApiCode.EACCESS

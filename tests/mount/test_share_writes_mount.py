@@ -7,7 +7,8 @@ by the write-back queue.  B's own client lists them with its share keys (RSA ``s
 downloads each one, MAC-checked: every ``p``/``m`` of A's mount carried the ``cr`` keys under
 the share key (the local server refuses them with -14 otherwise).  And the other way: B's
 client writes a file into a read/write share (``inshares.put_file``: its key under the share
-key) and A's mount reads it; into a read-only share the server answers -11."""
+key) and A's mount reads it, also after a remount; into a read-only share the server
+answers -11."""
 from __future__ import annotations
 
 import os
@@ -151,4 +152,8 @@ def test_a_sharee_writes_into_a_read_write_share_and_the_owner_reads_it(tmp_path
                 b.transport.call(commands.put_nodes(ro, [item], b.request_id))
             assert info.value.code == ApiCode.EACCESS
             assert os.listdir(mnt / "look only") == []
+            # a remount (from the node-tree cache) still reads B's file
+            m.stop()
+            m.start()
+            assert (mnt / "together" / "from-bob.bin").read_bytes() == body
             assert m.log_problems() == []

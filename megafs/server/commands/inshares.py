@@ -33,7 +33,8 @@ does not know.  A sharee writes new nodes (``p``) into a share at level 1 or 2 (
 share answers ``-11``): they are the owner's nodes (its quota), their ``k`` is the node key
 under the share key (stored as that share's ``ROOT:KEY`` entry only: the owner decrypts them
 with its share key, as meganz/sdk src/node.cpp ``applykey`` falls back to share keys), and the
-owner's sessions get the ``t`` packet.  ``m``/``a``/``d`` by a sharee still answer ``-9``.
+owner's sessions get the ``t`` packet; its ``a`` on a node inside such a share is applied
+and sent to the owner too.  ``m``/``d`` by a sharee still answer ``-9``.
 """
 from __future__ import annotations
 

@@ -175,14 +175,21 @@ def cmd_a(ctx: Ctx, cmd: dict) -> Any:
     """Replace a node's attributes with ``at`` (legacy clients send ``attr``; their ``key`` is
     ignored: keys never change)."""
     uh = ctx.user()
-    row = own_node(ctx, cmd)
+    row = ctx.tx.node(arg_str(cmd, "n"), uh) or writable(ctx, arg_str(cmd, "n"), uh)
+    if row is None:
+        raise Fail(ApiCode.ENOENT, "unknown node")
     not_root(row)
     key = "at" if "at" in cmd or "attr" not in cmd else "attr"
     at = arg_b64(cmd, key, block=16, max_chars=MAX_ATTR_CHARS)
     ctx.tx.set_attrs(row["h"], at)
     packet = origin(cmd, {"a": "u", "n": row["h"], "u": uh, "at": at, "ts": row["ts"]})
     ctx.tx.emit(uh, packet)
-    emit_to_sharees(ctx, shared_roots(ctx, row["h"]), packet)
+    if row["uh"] != uh:           # a sharee's change: the owner's sessions learn it too
+        ctx.tx.emit(row["uh"], {k: v for k, v in packet.items() if k != "i"})
+        feeds = sharee_feeds(ctx, ctx.tx.share_roots_above(row["h"]))
+        emit_to_feeds(ctx, [(r, f) for r, f in feeds if f != uh], packet)
+    else:
+        emit_to_sharees(ctx, shared_roots(ctx, row["h"]), packet)
     return 0
 
 
