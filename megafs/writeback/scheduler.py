@@ -70,10 +70,11 @@ class Scheduler:
         self.save = save
         self.workers = workers
         self.small_workers = small_workers
-        self._restart: set[str] = set()
+        self.restarts: set[str] = set()
         self._threads: list[threading.Thread] = []
-        # small files with their URL (or None: get one), waiting for a small worker
-        self._small: queue.Queue[tuple[StagedFile, bool, tuple[str, int] | None]] = \
+        # small files with their URL (or None: get one), waiting for a small worker; None
+        # instead of a file wakes a worker to see ``stopping``
+        self._small: queue.Queue[tuple[StagedFile, bool, tuple[str, int] | None] | None] = \
             queue.Queue()
         self._small_taken = 0        # small files taken by the dispatcher, not finished
         self._fetching = 0           # `u` batches sent or waiting for the lane
@@ -119,7 +120,7 @@ class Scheduler:
             self._spawn(self._dispatcher, "megafs-small-urls")
             for i in range(self.small_workers):
                 self._spawn(self._small_worker, "megafs-small-%d" % i)
-        self._spawn(self._prober, "megafs-probe")
+        self._spawn(lambda: probe_outages(self), "megafs-probe")
 
     def _spawn(self, target: Any, name: str) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
@@ -127,6 +128,9 @@ class Scheduler:
         self._threads.append(thread)
 
     def join(self, deadline: float) -> None:
+        """Wait for the threads until ``deadline`` (monotonic); call once ``stopping`` is set."""
+        for _ in range(self.small_workers):
+            self._small.put(None)         # wakes an idle small worker at once (0.5 s per stop)
         for thread in self._threads:
             thread.join(max(0.1, deadline - time.monotonic()))
 
@@ -196,9 +200,12 @@ class Scheduler:
         st = self.state
         while not st.stopping.is_set():
             try:
-                sf, verify, url = self._small.get(timeout=0.5)
+                item = self._small.get(timeout=0.5)
             except queue.Empty:
                 continue
+            if item is None:
+                continue                  # join's wake-up: look at ``stopping`` again
+            sf, verify, url = item
             self._run(sf, verify, url, small=True)
 
     def _run(self, sf: StagedFile, verify: bool, url: tuple[str, int] | None, *,
@@ -316,8 +323,8 @@ class Scheduler:
     def _failed(self, sf: StagedFile, exc: BaseException) -> None:
         st = self.state
         with st.lock:
-            restart = sf.rid in self._restart
-            self._restart.discard(sf.rid)
+            restart = sf.rid in self.restarts
+            self.restarts.discard(sf.rid)
             stale = sf.job != (sf.rec.generation, sf.version) or sf.rec.unlinked
             cancelled = isinstance(exc, Cancelled) or (sf.cancel is not None
                                                        and sf.cancel.is_set())
@@ -331,30 +338,32 @@ class Scheduler:
         sf.saved()
         self.save([sf])
 
-    def _prober(self) -> None:
-        """While uploads stall or back off, check every second whether the API host accepts
-        connections; on the way from down to up, end back-offs and restart stalled uploads."""
-        st = self.state
-        down = False
-        while not st.stopping.wait(1.0):
-            now, wall = time.monotonic(), time.time()
+
+def probe_outages(sched: Scheduler) -> None:
+    """``sched``'s outage prober: while uploads stall or back off, check every second whether
+    the API host accepts connections; on the way from down to up, end back-offs and restart
+    stalled uploads."""
+    st = sched.state
+    down = False
+    while not st.stopping.wait(1.0):
+        now, wall = time.monotonic(), time.time()
+        with st.lock:
+            suspect = any((sf.busy and sf.token is None and now - sf.progress_at
+                           > STALLED_AFTER) or (not sf.rec.failed and sf.rec.next_try > wall)
+                          for sf in st.files.values())
+        if not suspect and not down:
+            continue
+        up = reachable(getattr(sched.client, "api", ""))
+        if up and down:
+            log.info("the API server is reachable again; restarting stalled uploads")
+            st.kick()
             with st.lock:
-                suspect = any((sf.busy and sf.token is None and now - sf.progress_at
-                               > STALLED_AFTER) or (not sf.rec.failed and sf.rec.next_try > wall)
-                              for sf in st.files.values())
-            if not suspect and not down:
-                continue
-            up = reachable(getattr(self.client, "api", ""))
-            if up and down:
-                log.info("the API server is reachable again; restarting stalled uploads")
-                st.kick()
-                with st.lock:
-                    for sf in st.files.values():
-                        if (sf.busy and sf.token is None and sf.cancel is not None
-                                and now - sf.progress_at > STALLED_AFTER):
-                            self._restart.add(sf.rid)
-                            sf.cancel.set()
-            down = not up
+                for sf in st.files.values():
+                    if (sf.busy and sf.token is None and sf.cancel is not None
+                            and now - sf.progress_at > STALLED_AFTER):
+                        sched.restarts.add(sf.rid)
+                        sf.cancel.set()
+        down = not up
 
 
 def reachable(api: str) -> bool:

@@ -297,6 +297,9 @@ def test_shell_append_loop_and_rename_over_loop(mounted):
     mnt = mounted.remount(clean=False)
     assert (mnt / "log.txt").read_text() == "".join(lines)
     assert (mnt / "ref").read_text() == "v119"
+    # the bare unmount left uploads to this mount: a link read waits for its file's upload
+    for name in ("log.txt", "ref"):
+        assert run_with_timeout(lambda: (mnt / (name + ".link")).read_text(), 120)
     nodes = fresh_listing(mounted.server.url, mounted.state)
     assert sorted(nodes) == ["/log.txt", "/ref"]        # one node per name
 
