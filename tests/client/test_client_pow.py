@@ -128,7 +128,9 @@ class Tty(io.StringIO):
         return True
 
 
-def test_the_terminal_line_only_on_a_terminal():
+def test_the_terminal_line_only_on_a_terminal(monkeypatch):
+    # the line is cut to the terminal's width (shutil.get_terminal_size reads COLUMNS first)
+    monkeypatch.setenv("COLUMNS", "200")
     report = hashcash.Progress(100, 2, 23000, hashcash.expected_tries(100), 72.0)
     tty, plain = Tty(), io.StringIO()
     for stream in (tty, plain):
