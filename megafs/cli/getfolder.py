@@ -228,6 +228,10 @@ class _Run:
             except Cancelled:
                 return
             except Exception as exc:    # one line per file; the rest goes on
+                if self.cancel.is_set():
+                    # an interruption closes the pool and removes part files under the files
+                    # in flight: their errors are its doing, and its one line says so
+                    return
                 reason = describe(exc) if isinstance(exc, MegafsError) else \
                     getattr(exc, "strerror", None) or describe(exc)
                 self.fail(rel, reason)
