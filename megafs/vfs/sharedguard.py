@@ -140,6 +140,9 @@ class SharedLinkLayer(LinkLayer):
     def readdir_attrs(self, path: str | None, fh: int | None = None
                       ) -> list[tuple[str, dict[str, int]]]:
         out = super().readdir_attrs(path, fh)
+        incoming = self.core.tree.incoming
+        if incoming is None or not incoming.shares:
+            return out
         folder = self.core.folder_of(path, fh)
         if folder == SHARED:
             listing = self.ns.listing(SHARED)
