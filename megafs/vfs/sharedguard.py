@@ -15,9 +15,10 @@ server enforces the same way (``server/commands/inshares.py``):
 * full access (2): everything inside the share.
 
 The folder of shares and the shared folders themselves are their owners' (EROFS).  A rename
-between a share and the account's own folders (or another owner's share) is EXDEV: MEGA moves
-no node across a share boundary (``checkmove`` condition 7: the keys would have to change), so
-``mv`` copies and deletes, as between two disks.  Links of shared nodes (``X.link``,
+between a share and the account's own folders (or another share) is EXDEV: MEGA's clients move
+no node across a share boundary (``checkmove`` condition 7: the keys would have to change; it
+allows one between two shares of the same owner, which the mount does not try), so ``mv``
+copies and deletes, as between two disks.  Links of shared nodes (``X.link``,
 ``user.mega.link``) are the owner's to make (meganz/sdk ``exportnode`` needs ``OWNER``):
 EROFS in read-only shares, EPERM in the others; new files inside a share never ask for one.
 New nodes are keyed under the share key by ``tree/remote.py`` (``cr``).
