@@ -8,7 +8,8 @@ sharee may do follows the SDK's access levels (meganz/sdk include/mega/types.h
 src/megaclient.cpp ``checkaccess``, ``checkmove``, ``setattr``, ``unlink``), which the local
 server enforces the same way (``server/commands/inshares.py``):
 
-* read-only (0): every write EROFS, and ``ls -l`` shows no write bits;
+* read-only (0): ``ls -l`` shows no write bits (the kernel then refuses a non-root user's
+  writes itself, EACCES: ``default_permissions``); every write that reaches here is EROFS;
 * read/write (1): new files and folders may be added (a new file may be written, its mode set
   and removed again until its upload made it a node); changing, renaming or removing a node
   that exists on MEGA is EACCES;
