@@ -68,10 +68,12 @@ class SharedLinkLayer(LinkLayer):
             return NOT_SHARED
         assert path is not None
         parts = split(path)
-        if len(parts) < 3:
-            return "", READ_ONLY
+        return self._root_named(parts[1]) if len(parts) >= 3 else ("", READ_ONLY)
+
+    def _root_named(self, name: str) -> tuple[str, int]:
+        """(handle, level) of the share shown as ``/Shared with me/NAME``; ("", 0) if none."""
         try:
-            root = self.ns.resolve(PREFIX + "/" + parts[1]).folder.handle
+            root = self.ns.resolve(PREFIX + "/" + name).folder.handle
         except FsError:
             return "", READ_ONLY
         return root, self._level(root)
@@ -135,7 +137,7 @@ class SharedLinkLayer(LinkLayer):
         if in_shares(path):
             assert path is not None
             parts = split(path)
-            if len(parts) < 2 or self._share(PREFIX + "/" + parts[1] + "/-")[1] == READ_ONLY:
+            if len(parts) < 2 or self._root_named(parts[1])[1] == READ_ONLY:
                 st["st_mode"] &= ~0o222
         return st
 
