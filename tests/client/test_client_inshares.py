@@ -191,8 +191,9 @@ def test_what_each_access_level_lets_a_sharee_do(srv, pair):
     """Read/write (1) adds only; full access (2) also renames, moves inside the owner's
     shares and deletes (meganz/sdk include/mega/types.h ``accesslevel_t``, src/megaclient.cpp
     ``checkaccess``/``checkmove``): at level 1 ``a``, ``m`` and ``d`` are -11; at level 2 they
-    are applied and the owner's feed gets them; a move between the sharee's own drive and the
-    share, either way, and a change of the share root itself are -11 at any level."""
+    are applied and the owner's feed gets them (the share root's attributes too); a move
+    between the sharee's own drive and the share, either way, and a move or delete of the
+    share root itself are -11 at any level."""
     a_session, b_session = pair
     with open_client(srv, a_session) as a, open_client(srv, b_session) as b:
         root = a.fetch().roots()[2]
@@ -224,9 +225,11 @@ def test_what_each_access_level_lets_a_sharee_do(srv, pair):
                 call()
             assert info.value.code == ApiCode.EACCESS
         b.delete(two)
+        raw_full = [n for n in inshares.listing_with_shares(b)[0].nodes if n["h"] == full][0]
+        b.set_attrs(full, inshares.share_node_key(raw_full, shares), {"n": "full, renamed"})
         packets, _ = a.poll(sn, 5)
         assert [(p["a"], p.get("n")) for p in packets] == [
-            ("u", one), ("d", one), ("t", None), ("d", two)], packets
+            ("u", one), ("d", one), ("t", None), ("d", two), ("u", full)], packets
         assert all("i" not in p for p in packets)
         assert {n["h"] for n in inshares.listing_with_shares(b)[0].nodes} \
             & {one, two} == set()

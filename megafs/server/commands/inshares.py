@@ -200,14 +200,16 @@ def writable(ctx: Ctx, h: str | None, uh: str, need: int = RDWR) -> sqlite3.Row 
     return row
 
 
-def changeable(ctx: Ctx, h: str, uh: str) -> sqlite3.Row:
-    """Node ``h`` when ``uh`` may move, rename or delete it: its own, or inside (never the
-    root of) a share with ``uh`` at full access (-11 otherwise: the root's parent is the
-    owner's, meganz/sdk ``checkmove`` condition 1); -9 for a node it cannot see."""
+def changeable(ctx: Ctx, h: str, uh: str, root_ok: bool = False) -> sqlite3.Row:
+    """Node ``h`` when ``uh`` may change (``a``), move or delete it: its own, or inside a
+    share with ``uh`` at full access; the share root itself only with ``root_ok`` (``a``:
+    ``setattr`` checks the share's level; a move of it is -11, its parent being the owner's:
+    meganz/sdk ``checkmove`` condition 1; deleting it is leaving the share, not modelled);
+    -9 for a node it cannot see."""
     row = ctx.tx.node(h, uh) or writable(ctx, h, uh, FULL)
     if row is None:
         raise Fail(ApiCode.ENOENT, "unknown node")
-    if row["uh"] != uh and share_of(ctx, row["h"], uh) == row["h"]:
+    if not root_ok and row["uh"] != uh and share_of(ctx, row["h"], uh) == row["h"]:
         raise Fail(ApiCode.EACCESS, "the root of a share is its owner's (leaving a share "
                                     "is not modelled)")
     return row

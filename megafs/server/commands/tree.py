@@ -176,7 +176,7 @@ def cmd_a(ctx: Ctx, cmd: dict) -> Any:
     """Replace a node's attributes with ``at`` (legacy clients send ``attr``; their ``key`` is
     ignored: keys never change)."""
     uh = ctx.user()
-    row = changeable(ctx, arg_str(cmd, "n"), uh)
+    row = changeable(ctx, arg_str(cmd, "n"), uh, root_ok=True)
     not_root(row)
     key = "at" if "at" in cmd or "attr" not in cmd else "attr"
     at = arg_b64(cmd, key, block=16, max_chars=MAX_ATTR_CHARS)
