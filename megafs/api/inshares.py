@@ -257,14 +257,21 @@ def unshare_folder(client: "MegaClient", handle: str, who: str) -> None:
 def put_file(client: "MegaClient", share: IncomingShare, parent: str, local_path: str,
              name: str) -> dict[str, Any]:
     """Upload ``local_path`` as ``name`` into folder ``parent`` of an incoming share at level
-    1 or 2: its ``k`` is the node key under the share key (the owner and every sharee read it
-    through that key; the owner has no key of ours).  Returns the new raw node (its ``k`` the
-    ``ROOT:KEY`` entry).  MegaError ``-11`` for a read-only share (refused before any upload)."""
+    1 or 2, as the SDK sends it (src/commands.cpp ``CommandPutNodes``): ``k`` under this
+    account's master key and ``cr`` with the node key under the share key, which the owner and
+    every sharee read it with.  Returns the new raw node (its ``k`` the ``ROOT:KEY`` entry).
+    MegaError ``-11`` for a read-only share (refused before any upload)."""
+    session = client.session
+    if session is None:
+        raise SessionError("writing into a share needs a session")
     if share.level < 1:
         raise MegaError(ApiCode.EACCESS, "the folder is shared with this account read-only")
     uploaded = client.upload(local_path)
-    item = commands.file_node(uploaded, {"n": name}, share.key)
-    reply = client.transport.call(commands.put_nodes(parent, [item], client.request_id))
+    item = commands.file_node(uploaded, {"n": name}, session.master_key)
+    command = commands.put_nodes(parent, [item], client.request_id)
+    command["cr"] = sharekeys.make_cr([share.root], {share.root: share.key},
+                                      [uploaded.key.pack()])
+    reply = client.transport.call(command)
     if not isinstance(reply, dict) or not isinstance(reply.get("f"), list) or not reply["f"]:
         raise ProtocolError("p: expected {f: [node]}")
     return reply["f"][0]

@@ -53,10 +53,20 @@ class _Parents(Mapping[str, str]):
         return len(self.tree)
 
 
+def share_keys(tree: Tree) -> Mapping[str, bytes]:
+    """The share keys a ``p``/``m`` gives its nodes' keys under: the account's own shared and
+    exported folders', and those of folders shared with it (a sharee's new node in a
+    read/write share is keyed under the share key: meganz/sdk src/commands.cpp
+    ``CommandPutNodes`` adds ``cr`` for every share above the target, ``ShareNodeKeys::add``
+    with ``includeParentChain``, inshare roots included)."""
+    incoming = tree.incoming
+    return tree.shares.with_incoming(incoming.keys if incoming is not None else None) or {}
+
+
 def cr_for_put(tree: Tree, parent: str, node_keys: list[bytes]) -> sharekeys.Cr | None:
     """The ``cr`` of a ``p`` into ``parent`` creating nodes with ``node_keys`` (in order), or
     None outside every shared folder (at once when the account shares nothing)."""
-    keys = tree.shares.snapshot()
+    keys = share_keys(tree)
     if not keys:
         return None
     with tree.lock:
@@ -67,7 +77,7 @@ def cr_for_move(tree: Tree, handle: str, parent: str) -> sharekeys.Cr | None:
     """The ``cr`` of an ``m`` of ``handle`` (with everything below it) into ``parent``, or
     None.  A node whose key this account cannot read has none to give: the server then
     refuses the move (``-14``) rather than hide it from the sharees."""
-    keys = tree.shares.snapshot()
+    keys = share_keys(tree)
     if not keys:
         return None
     with tree.lock:

@@ -117,15 +117,19 @@ class FileSystem:
         return self._stat(mode, size, mtime)
 
     # --- symbolic links (a file node whose content is the target: tree/meta.py) ------------
-    def symlink(self, path: str, target: str) -> None:
+    def symlink(self, path: str, target: str,
+                on_create: Callable[[StagedFile], None] | None = None) -> None:
         """``symlink(target, path)``: EEXIST if ``path`` exists, ENAMETOOLONG for a target
-        over ``LINK_MAX`` bytes; durable (like a closed file) when it returns."""
+        over ``LINK_MAX`` bytes; durable (like a closed file) when it returns.  ``on_create``
+        sees the new staged file before its first flush."""
         data = target.encode("utf-8", "surrogateescape")
         if not data or len(data) > LINK_MAX:
             raise FsError(errno.ENAMETOOLONG if data else errno.ENOENT,
                           "a symlink target is 1 to %d bytes" % LINK_MAX)
         fh = self.io.create(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o777)
         try:
+            if on_create is not None:
+                on_create(self.io.file_handle(fh).sf)
             self.meta.mark_link(self.io.file_handle(fh).sf)
             self.io.write(fh, data, 0)
             self.io.flush(fh)

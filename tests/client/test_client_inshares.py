@@ -185,3 +185,51 @@ def test_a_sharee_makes_a_folder_in_a_read_write_share(srv, pair):
         with pytest.raises(MegaError) as info:
             b.set_attrs(private, node.key, {"n": "mine now"})
         assert info.value.code == ApiCode.EACCESS
+
+
+def test_what_each_access_level_lets_a_sharee_do(srv, pair):
+    """Read/write (1) adds only; full access (2) also renames, moves inside the owner's
+    shares and deletes (meganz/sdk include/mega/types.h ``accesslevel_t``, src/megaclient.cpp
+    ``checkaccess``/``checkmove``): at level 1 ``a``, ``m`` and ``d`` are -11; at level 2 they
+    are applied and the owner's feed gets them (the share root's attributes too); a move
+    between the sharee's own drive and the share, either way, and a move or delete of the
+    share root itself are -11 at any level."""
+    a_session, b_session = pair
+    with open_client(srv, a_session) as a, open_client(srv, b_session) as b:
+        root = a.fetch().roots()[2]
+        rw, full = a.mkdir(root, "rw")["h"], a.mkdir(root, "full")["h"]
+        inshares.share_folder(a, rw, b_session.email, 1)
+        inshares.share_folder(a, full, b_session.email, 2)
+        _, shares = inshares.listing_with_shares(b)
+        mine = b.mkdir(b.fetch().roots()[2], "bob's own")["h"]
+
+        def folder(parent: str, name: str) -> tuple[str, bytes]:
+            item = commands.folder_node({"n": name}, shares[rw if parent == rw else full].key)
+            made = b.transport.call(commands.put_nodes(parent, [item], b.request_id))["f"][0]
+            return made["h"], inshares.share_node_key(made, shares)
+
+        added, key = folder(rw, "added")
+        for call in (lambda: b.set_attrs(added, key, {"n": "renamed"}),
+                     lambda: b.move(added, rw), lambda: b.delete(added)):
+            with pytest.raises(MegaError) as info:
+                call()
+            assert info.value.code == ApiCode.EACCESS
+        one, key = folder(full, "one")
+        two, _ = folder(full, "two")
+        sn = a.fetch().sn
+        b.set_attrs(one, key, {"n": "uno"})
+        b.move(one, two)
+        for call in (lambda: b.move(two, mine), lambda: b.move(mine, full),
+                     lambda: b.delete(full), lambda: b.move(full, mine)):
+            with pytest.raises(MegaError) as info:
+                call()
+            assert info.value.code == ApiCode.EACCESS
+        b.delete(two)
+        raw_full = [n for n in inshares.listing_with_shares(b)[0].nodes if n["h"] == full][0]
+        b.set_attrs(full, inshares.share_node_key(raw_full, shares), {"n": "full, renamed"})
+        packets, _ = a.poll(sn, 5)
+        assert [(p["a"], p.get("n")) for p in packets] == [
+            ("u", one), ("d", one), ("t", None), ("d", two), ("u", full)], packets
+        assert all("i" not in p for p in packets)
+        assert {n["h"] for n in inshares.listing_with_shares(b)[0].nodes} \
+            & {one, two} == set()

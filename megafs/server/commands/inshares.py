@@ -34,7 +34,8 @@ share answers ``-11``): they are the owner's nodes (its quota), their ``k`` is t
 under the share key (stored as that share's ``ROOT:KEY`` entry only: the owner decrypts them
 with its share key, as meganz/sdk src/node.cpp ``applykey`` falls back to share keys), and the
 owner's sessions get the ``t`` packet; its ``a`` on a node inside such a share is applied
-and sent to the owner too.  ``m``/``d`` by a sharee still answer ``-9``.
+and sent to the owner too.  Access levels as the SDK checks them (``writable``): read/write
+adds only, full access also renames, moves inside the owner's shares and deletes.
 """
 from __future__ import annotations
 
@@ -175,9 +176,15 @@ def share_of(ctx: Ctx, h: str, uh: str) -> str | None:
     return None
 
 
-def writable(ctx: Ctx, h: str | None, uh: str) -> sqlite3.Row | None:
-    """Node ``h`` of another account when it is inside a share with ``uh`` at level 1 or 2
-    (read/write, full); ``-11`` inside a read-only one; None when it is not shared with
+RDWR, FULL = 1, 2       # meganz/sdk include/mega/types.h accesslevel_t
+
+
+def writable(ctx: Ctx, h: str | None, uh: str, need: int = RDWR) -> sqlite3.Row | None:
+    """Node ``h`` of another account when it is inside a share with ``uh`` at level ``need``
+    or above: adding nodes (``p``) needs read/write (1), changing or removing existing ones
+    (``a``, ``m``, ``d``) full access (2), as the SDK's ``checkaccess`` asks (meganz/sdk
+    include/mega/types.h: "RDWR - cannot rename or delete"; src/megaclient.cpp ``setattr``,
+    ``checkmove``, ``unlink`` need ``FULL``); ``-11`` below it; None when it is not shared with
     ``uh``."""
     row = ctx.tx.node(h) if isinstance(h, str) else None
     if row is None:
@@ -186,9 +193,35 @@ def writable(ctx: Ctx, h: str | None, uh: str) -> sqlite3.Row | None:
     if root is None:
         return None
     level = [s["r"] for s in ctx.tx.shares_of(root) if s["u"] == uh][0]
-    if level < 1:
-        raise Fail(ApiCode.EACCESS, "the folder is shared with this account read-only")
+    if level < need:
+        raise Fail(ApiCode.EACCESS, "the folder is shared with this account read-only"
+                   if level < RDWR else "changing or removing nodes of a shared folder "
+                   "needs full access")
     return row
+
+
+def changeable(ctx: Ctx, h: str, uh: str, root_ok: bool = False) -> sqlite3.Row:
+    """Node ``h`` when ``uh`` may change (``a``), move or delete it: its own, or inside a
+    share with ``uh`` at full access; the share root itself only with ``root_ok`` (``a``:
+    ``setattr`` checks the share's level; a move of it is -11, its parent being the owner's:
+    meganz/sdk ``checkmove`` condition 1; deleting it is leaving the share, not modelled);
+    -9 for a node it cannot see."""
+    row = ctx.tx.node(h, uh) or writable(ctx, h, uh, FULL)
+    if row is None:
+        raise Fail(ApiCode.ENOENT, "unknown node")
+    if not root_ok and row["uh"] != uh and share_of(ctx, row["h"], uh) == row["h"]:
+        raise Fail(ApiCode.EACCESS, "the root of a share is its owner's (leaving a share "
+                                    "is not modelled)")
+    return row
+
+
+def same_tree(ctx: Ctx, row: sqlite3.Row, target: sqlite3.Row, uh: str) -> None:
+    """A sharee's ``m``: source and target must be in the same tree (the account's own, or
+    shares of the same owner), else -11: a move across a share boundary would need new keys
+    (meganz/sdk src/megaclient.cpp ``checkmove`` condition 7; clients copy and delete)."""
+    if row["uh"] != target["uh"]:
+        raise Fail(ApiCode.EACCESS, "a move between the account's own folders and a shared "
+                                    "folder (or shares of different owners) is not allowed")
 
 
 def sharee_view(nodes: list[dict], root: str) -> list[dict]:

@@ -18,8 +18,9 @@ from typing import Any
 from ...errors import ApiCode
 from ..db import CONTAINER_TYPES, FILE, FOLDER, encode_sn
 from .base import (MAX_ATTR_CHARS, Ctx, Fail, arg_b64, arg_int, arg_str, completion_bytes,
-                   not_root, opt_str, origin, own_node, wire_node)
-from .inshares import contacts, incoming_listing, share_of, sharee_view, writable
+                   not_root, opt_str, origin, wire_node)
+from .inshares import (changeable, contacts, incoming_listing, same_tree, share_of,
+                       sharee_view, writable)
 from .shares import (FEED, check_subtree, emit_to_feeds, emit_to_sharees, owner_shares,
                      parse_cr, sharee_feeds, shared_roots, take_keys)
 
@@ -175,9 +176,7 @@ def cmd_a(ctx: Ctx, cmd: dict) -> Any:
     """Replace a node's attributes with ``at`` (legacy clients send ``attr``; their ``key`` is
     ignored: keys never change)."""
     uh = ctx.user()
-    row = ctx.tx.node(arg_str(cmd, "n"), uh) or writable(ctx, arg_str(cmd, "n"), uh)
-    if row is None:
-        raise Fail(ApiCode.ENOENT, "unknown node")
+    row = changeable(ctx, arg_str(cmd, "n"), uh, root_ok=True)
     not_root(row)
     key = "at" if "at" in cmd or "attr" not in cmd else "attr"
     at = arg_b64(cmd, key, block=16, max_chars=MAX_ATTR_CHARS)
@@ -194,19 +193,24 @@ def cmd_a(ctx: Ctx, cmd: dict) -> Any:
 
 
 def cmd_m(ctx: Ctx, cmd: dict) -> Any:
+    """Move a node (with its subtree) into a folder.  A sharee at full access moves nodes
+    inside the owner's shares (``inshares.changeable``, ``same_tree``); the owner's sessions,
+    the writer and the other sharees get the packets."""
     uh = ctx.user()
-    row = own_node(ctx, cmd)
+    row = changeable(ctx, arg_str(cmd, "n"), uh)
     not_root(row)
-    target = ctx.tx.node(arg_str(cmd, "t"), uh)
+    owner = row["uh"]
+    target = ctx.tx.node(arg_str(cmd, "t"), uh) or writable(ctx, arg_str(cmd, "t"), uh)
     if target is None:
         raise Fail(ApiCode.ENOENT, "unknown target")
     if target["t"] not in CONTAINER_TYPES:
         raise Fail(ApiCode.EARGS, "target is not a folder")
+    same_tree(ctx, row, target, uh)
     subtree = ctx.tx.subtree(row["h"])
     if target["h"] in {r["h"] for r in subtree}:
         raise Fail(ApiCode.ECIRCULAR, "cannot move a folder into itself")
-    sharing = bool(ctx.tx.account_shares(uh))
-    links_before = shared_roots(ctx, row["h"]) if sharing else []
+    sharing = bool(ctx.tx.account_shares(owner))
+    links_before = ctx.tx.share_roots_above(row["h"]) if sharing else []
     if sharing:
         check_subtree(ctx, parse_cr(cmd), subtree, ctx.tx.share_roots_above(target["h"]))
     ctx.tx.move_node(row["h"], target["h"])
@@ -215,24 +219,40 @@ def cmd_m(ctx: Ctx, cmd: dict) -> Any:
     moved = [wire_node(r, shared.get(r["h"])) for r in moved_rows]
     removal = origin(cmd, {"a": "d", "n": row["h"], "m": 1, "ou": uh})
     addition = origin(cmd, {"a": "t", "t": {"f": moved}, "ou": uh})
-    ctx.tx.emit(uh, removal)
-    ctx.tx.emit(uh, addition)
+    if owner == uh:
+        ctx.tx.emit(uh, removal)
+        ctx.tx.emit(uh, addition)
+    else:        # a sharee's move: it sees its share's keys, the owner gets the packets too
+        inshare = share_of(ctx, target["h"], uh)
+        assert inshare is not None
+        ctx.tx.emit(uh, removal)
+        ctx.tx.emit(uh, dict(addition, t={"f": sharee_view(moved, inshare)}))
+        for packet in (removal, addition):
+            ctx.tx.emit(owner, {k: v for k, v in packet.items() if k != "i"})
     if sharing:
-        emit_to_sharees(ctx, links_before, removal)
-        emit_to_sharees(ctx, shared_roots(ctx, target["h"]), addition)
+        emit_to_feeds(ctx, [(r, f) for r, f in sharee_feeds(ctx, links_before) if f != uh],
+                      removal)
+        emit_to_feeds(ctx, [(r, f) for r, f in sharee_feeds(
+            ctx, ctx.tx.share_roots_above(target["h"])) if f != uh], addition)
     return 0
 
 
 def cmd_d(ctx: Ctx, cmd: dict) -> Any:
-    """Delete a node and its whole subtree (frees quota; blobs go once unreferenced)."""
+    """Delete a node and its whole subtree (frees quota; blobs go once unreferenced).  A
+    sharee at full access deletes nodes inside a share (``inshares.changeable``); the owner's
+    sessions and the other sharees learn it."""
     uh = ctx.user()
-    row = own_node(ctx, cmd)
+    row = changeable(ctx, arg_str(cmd, "n"), uh)
     not_root(row)
-    feeds = sharee_feeds(ctx, shared_roots(ctx, row["h"]))
+    owner = row["uh"]
+    feeds = sharee_feeds(ctx, ctx.tx.share_roots_above(row["h"])) \
+        if ctx.tx.account_shares(owner) else []
     ctx.tx.delete_nodes(ctx.tx.subtree(row["h"]))
     packet = origin(cmd, {"a": "d", "n": row["h"], "ou": uh})
     ctx.tx.emit(uh, packet)
+    if owner != uh:
+        ctx.tx.emit(owner, {k: v for k, v in packet.items() if k != "i"})
     # a deleted share root: its accounts learn it from the d; its link from -9 (no packet)
-    emit_to_feeds(ctx, [(r, f) for r, f in feeds if r != row["h"] or not f.startswith(FEED)],
-                  packet)
+    emit_to_feeds(ctx, [(r, f) for r, f in feeds
+                        if f != uh and (r != row["h"] or not f.startswith(FEED))], packet)
     return 0
