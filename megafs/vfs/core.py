@@ -161,7 +161,7 @@ class FileSystem:
                 return self.stat_entry(Entry(FILE, node.parent, node.name or "", node=node))
         if path is None:
             raise FsError(errno.EBADF, "no path and no open file")
-        return self.stat_entry(self.ns.resolve(path))
+        return self.stat_entry(self.ns.resolve_or_origin(path))
 
     def opendir(self, path: str) -> int:
         """Open a folder for listing; ENOTDIR for a file."""
@@ -249,7 +249,7 @@ class FileSystem:
             entry = self.ns.resolve(path)
             if entry.kind == DIR:
                 raise FsError(errno.EISDIR, "use rmdir for folders")
-            if self.ns.forget_hidden(entry.parent, entry.name):
+            if self.ns.hidden.forget(entry.parent, entry.name):
                 return                 # the last close of a file removed while open
             self.ns.remove(self.ns.staged_for(entry))
             self.ns.changed(entry.parent)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import re
 import threading
 import time
 from dataclasses import dataclass
@@ -35,16 +34,12 @@ from ..tree.tree import Tree
 from ..writeback.queue import WriteBack
 from ..writeback.staged import StagedFile
 from .foldertimes import FILE_NAME as FOLDER_TIMES, FolderTimes
+from .hidden import HIDDEN_NAME, HiddenNames
 
 log = logging.getLogger(__name__)
 
 NAME_MAX = 255
-HIDDEN_ORIGINS = 1024     # hidden names remembered after their file is gone (hidden_origin)
 DIR, FILE = "dir", "file"
-# libfuse renames a file that is removed while open to ".fuse_hidden" + 16 hex digits (node id
-# and a counter), and removes it at the last close; the kernel keeps asking for its
-# attributes (fstat) by that path.
-HIDDEN_NAME = re.compile(r"\.fuse_hidden[0-9a-f]{16}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -89,11 +84,7 @@ class Namespace:
         self.wb = wb
         self.lock = threading.RLock()
         self._overlay: dict[str, dict[str, StagedFile]] = {}
-        # (folder, hidden name) -> a removed file still open, see HIDDEN_NAME; not listed
-        self._hidden: dict[tuple[str, str], StagedFile] = {}
-        # (folder, hidden name) -> (folder, name) it was hidden from, kept after the hidden
-        # file is gone (the last HIDDEN_ORIGINS): see ``hidden_origin``
-        self._origins: dict[tuple[str, str], tuple[str, str]] = {}
+        self.hidden = HiddenNames(self.lock)    # files libfuse hid (vfs/hidden.py)
         # folder handle -> time (ns) an entry in it was last added, removed or renamed here
         # (issue 22; kept in the mount dir across remounts, see ``changed``)
         self.dir_times = FolderTimes(os.path.join(wb.mount_dir, FOLDER_TIMES))
@@ -106,10 +97,9 @@ class Namespace:
             sf = shown.get(name)
             if sf is not None:
                 return Entry(FILE, folder, name, sf=sf)
-        if self._hidden and HIDDEN_NAME.fullmatch(name):
-            sf = self._hidden.get((folder, name))
-            if sf is not None:
-                return Entry(FILE, folder, name, sf=sf)
+        sf = self.hidden.file(folder, name)
+        if sf is not None:
+            return Entry(FILE, folder, name, sf=sf)
         node = self.tree.child(folder, name)
         if node is None:
             return None
@@ -173,6 +163,20 @@ class Namespace:
                 raise FsError(errno.ENOENT, "no such file or folder")
             entry = found
         return entry
+
+    def resolve_or_origin(self, path: str) -> Entry:
+        """``resolve``, except that a hidden name whose file is gone gives the entry of the
+        name it was hidden from (``hidden_origin``).  For ``getattr``: libfuse names an inode
+        by its path, so the fstat (a GETATTR without the open file) of a reader whose open of
+        a replaced file got the name's new content (``FileIO.open``) comes by the hidden name,
+        and must see that same file, not ENOENT (issue 22)."""
+        try:
+            return self.resolve(path)
+        except FsError as exc:
+            origin = self.hidden_origin(path) if exc.errno == errno.ENOENT else None
+            if origin is None:
+                raise
+            return self.resolve(origin)
 
     def parent_of(self, path: str) -> tuple[Node, str]:
         """The folder that holds ``path`` and the last name; EBUSY for the mount root."""
@@ -248,14 +252,8 @@ class Namespace:
     def hide(self, sf: StagedFile, folder: str, name: str) -> None:
         """Remove ``sf`` from the namespace but keep it reachable as the hidden name libfuse
         gave it (call under ``self.lock``)."""
-        origin = (sf.rec.parent, sf.rec.name)
+        self.hidden.add(sf, folder, name)
         self.remove(sf)
-        self._hidden[(folder, name)] = sf
-        origins = dict(self._origins)
-        origins[(folder, name)] = origin
-        while len(origins) > HIDDEN_ORIGINS:
-            del origins[next(iter(origins))]
-        self._origins = origins
 
     def hidden_origin(self, path: str) -> str | None:
         """For a hidden name whose file is gone or going, the path it was hidden from.
@@ -263,8 +261,12 @@ class Namespace:
         libfuse hides a file replaced by ``rename`` while it is open; a reader whose path walk
         found the old file just before the rename then opens the hidden name, maybe after the
         file's last close removed it.  rename(2) is atomic: that open must get the old or the
-        new content, never ENOENT (issue 22), so it opens the name's new content.  Lock-free;
-        None for any other path."""
+        new content, never ENOENT (issue 22), so it opens the name's new content.
+
+        libfuse's rename is two calls: the old file to its hidden name, then the new file to
+        the name; a reader in between found neither (3 ENOENT in ~2,500 reads at load 4), so
+        an origin still empty is waited for (``HiddenNames.wait_shown``).  None for any other
+        path; takes ``self.lock`` only to wait."""
         parts = split(path)
         if not parts or not HIDDEN_NAME.fullmatch(parts[-1]):
             return None
@@ -272,17 +274,14 @@ class Namespace:
             folder = self.resolve("/" + "/".join(parts[:-1])) if len(parts) > 1 else self.root()
         except FsError:
             return None
-        origin = self._origins.get((folder.node.handle if folder.node else "", parts[-1]))
+        origin = self.hidden.origin(folder.node.handle if folder.node else "", parts[-1])
         if origin is None:
             return None
         folder_path = self.tree.path_of(origin[0])
         if folder_path is None:
             return None
+        self.hidden.wait_shown(lambda: self.lookup(origin[0], origin[1]) is not None, origin[2])
         return folder_path.rstrip("/") + "/" + origin[1]
-
-    def forget_hidden(self, folder: str, name: str) -> bool:
-        """libfuse removed a hidden name at the last close; False if it was not one."""
-        return self._hidden.pop((folder, name), None) is not None
 
     def retire(self, sf: StagedFile) -> None:
         """``WriteBack.on_settled``: drop a settled file from the overlay if the tree now
@@ -308,6 +307,7 @@ class Namespace:
         folder = dict(self._overlay.get(sf.rec.parent, {}))
         folder[sf.rec.name] = sf
         self._overlay[sf.rec.parent] = folder
+        self.hidden.shown.notify_all()
 
     def _relocate(self, sf: StagedFile, parent: str, name: str, *, chosen: bool) -> None:
         """Show ``sf`` at (parent, name) instead of its old place: the new place first (one
@@ -323,11 +323,13 @@ class Namespace:
             folder[name] = sf
             sf.placed(parent, name, chosen=chosen, path=path)
             self._overlay[parent] = folder
+            self.hidden.shown.notify_all()
             return
         target = dict(self._overlay.get(parent, {}))
         target[name] = sf
         self._overlay[parent] = target
         sf.placed(parent, name, chosen=chosen, path=path)
+        self.hidden.shown.notify_all()
         source = self._overlay.get(old_parent)
         if source is not None and source.get(old_name) is sf:
             fresh = dict(source)
