@@ -174,6 +174,8 @@ class WriteBack:
             else:
                 size, data = _make_durable(fd)
         if sf.flushed(version, size, data):
+            if size is not None:
+                self.state.last_close = time.monotonic()     # the scheduler's QUIET
             self.save(sf)
 
     def save(self, sf: StagedFile) -> None:

@@ -55,6 +55,8 @@ SMALL = 1 << 20           # bytes: a file of at most one POST takes the small-fi
 SMALL_WORKERS = 16        # small files POSTed at once (HttpPool keeps 16 idle connections a host)
 URL_BATCH = 200           # most small files taken (and `u` commands sent) at once
 FETCHERS = 8              # `u` batches waiting for the lane at once (one thread each)
+QUIET = 0.03              # seconds without a close before small files are taken
+HOLD_MAX = 0.5            # seconds small files wait at most for such a quiet moment
 
 
 class Scheduler:
@@ -150,8 +152,13 @@ class Scheduler:
         (``_fetch_urls``) at once, even while another batch waits: the lane puts every batch
         waiting for it in its next request."""
         st = self.state
+        held_since: float | None = None
         while not st.stopping.is_set():
             with st.lock:
+                hold, held_since = self._hold(held_since)
+                if hold > 0:
+                    st.lock.wait(hold)
+                    continue
                 taken: list[tuple[StagedFile, bool, int]] = []
                 wait = 1.0
                 while (self._fetching < FETCHERS
@@ -167,6 +174,22 @@ class Scheduler:
                 self._fetching += 1
             threading.Thread(target=self._fetch_urls, args=(taken,), daemon=True,
                              name="megafs-small-urls").start()
+
+    def _hold(self, held_since: float | None) -> tuple[float, float | None]:
+        """(seconds the dispatcher waits before taking small files, since when it has been
+        waiting) while files are being closed in a burst (``QUIET``, at most ``HOLD_MAX``;
+        never for a file that ``fsync`` waits for).  Call under the lock."""
+        now = time.monotonic()
+        since = now - self.state.last_close
+        offered = self.state.offered
+        if since >= QUIET or not offered or any(sf.forced for sf in offered.values()):
+            return 0.0, None
+        if held_since is None:
+            held_since = now
+        left = HOLD_MAX - (now - held_since)
+        if left <= 0:
+            return 0.0, None
+        return min(QUIET - since, left), held_since
 
     def _fetch_urls(self, taken: list[tuple[StagedFile, bool, int]]) -> None:
         """Get the upload URLs of ``taken`` files in one batch of ``u``, queue them for the
