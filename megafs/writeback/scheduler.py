@@ -12,6 +12,9 @@ in one batch of ``u`` (one request through the session's lane; files closed whil
 waits make another batch at once, up to ``FETCHERS``, and the lane sends every batch waiting
 in its next request), and hands them to ``small_workers`` threads that POST them in parallel
 over the pool's kept-alive connections.
+While files are being closed in a burst (``cp -r``), the dispatcher first waits for a quiet
+moment (``burst_hold``: ``QUIET`` without a close, at most ``HOLD_MAX``, never for a file that
+``fsync`` waits for), so the copy is not slowed by its own uploads and its files share one batch.
 A ``u`` refused in its slot fails only its file.  Measured (2026-12-07, 2 shared cores, local
 server, 100 x 4 KiB copied by one ``cp`` until every link reads, every ``/cs`` request 50 ms
 late: tests/mount/test_small_batches.py ``test_many_small_files_cross_in_few_batches``): 53-54
@@ -155,7 +158,7 @@ class Scheduler:
         held_since: float | None = None
         while not st.stopping.is_set():
             with st.lock:
-                hold, held_since = self._hold(held_since)
+                hold, held_since = burst_hold(st, held_since)
                 if hold > 0:
                     st.lock.wait(hold)
                     continue
@@ -174,22 +177,6 @@ class Scheduler:
                 self._fetching += 1
             threading.Thread(target=self._fetch_urls, args=(taken,), daemon=True,
                              name="megafs-small-urls").start()
-
-    def _hold(self, held_since: float | None) -> tuple[float, float | None]:
-        """(seconds the dispatcher waits before taking small files, since when it has been
-        waiting) while files are being closed in a burst (``QUIET``, at most ``HOLD_MAX``;
-        never for a file that ``fsync`` waits for).  Call under the lock."""
-        now = time.monotonic()
-        since = now - self.state.last_close
-        offered = self.state.offered
-        if since >= QUIET or not offered or any(sf.forced for sf in offered.values()):
-            return 0.0, None
-        if held_since is None:
-            held_since = now
-        left = HOLD_MAX - (now - held_since)
-        if left <= 0:
-            return 0.0, None
-        return min(QUIET - since, left), held_since
 
     def _fetch_urls(self, taken: list[tuple[StagedFile, bool, int]]) -> None:
         """Get the upload URLs of ``taken`` files in one batch of ``u``, queue them for the
@@ -360,6 +347,27 @@ class Scheduler:
             self._release(sf)
         sf.saved()
         self.save([sf])
+
+
+def burst_hold(state: QueueState, held_since: float | None) -> tuple[float, float | None]:
+    """(seconds the small-file dispatcher waits before taking files, since when it has been
+    waiting) while files are being closed in a burst: until ``QUIET`` without a close, at most
+    ``HOLD_MAX``; never while a file ``fsync`` waits for is offered, nor with nothing offered.
+    Measured (100 x 4 KiB ``cp -r``, loopback, 2 shared cores, medians of 7 alternated
+    rounds): the copy's own uploads took the cores from it; with the hold (and one sync per
+    close, ``store.py``) it returns in 0.16 s instead of 0.63, its last link reads after 0.58 s
+    instead of 0.77.  Call under the lock."""
+    now = time.monotonic()
+    since = now - state.last_close
+    offered = state.offered
+    if since >= QUIET or not offered or any(sf.forced for sf in offered.values()):
+        return 0.0, None
+    if held_since is None:
+        held_since = now
+    left = HOLD_MAX - (now - held_since)
+    if left <= 0:
+        return 0.0, None
+    return min(QUIET - since, left), held_since
 
 
 def probe_outages(sched: Scheduler) -> None:
