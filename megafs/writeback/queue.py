@@ -31,6 +31,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from .. import config
+from ..osio import read_at
 from ..tree.nodes import UPLOAD_ID_ATTR, Node
 from ..tree.tree import Tree
 from . import record as R
@@ -41,7 +42,7 @@ from .recovery import recover
 from .scheduler import Scheduler
 from .staged import StagedFile, unlink_quiet
 from .state import QueueState
-from .store import QueueStore, persistent_request_id
+from .store import JOURNAL_MAX, QueueStore, persistent_request_id
 
 if TYPE_CHECKING:
     from ..api.interface import MegaApi
@@ -162,19 +163,19 @@ class WriteBack:
             dirty, version = sf.dirty, sf.version
             if not dirty and not sf.meta_dirty:
                 return
-        size = None
+        size, data = None, None
         if dirty:
             if fd is None:
                 fd_own = os.open(sf.path, os.O_RDONLY)
                 try:
-                    os.fsync(fd_own)
-                    size = os.fstat(fd_own).st_size
+                    size, data = _make_durable(fd_own)
                 finally:
                     os.close(fd_own)
             else:
-                os.fsync(fd)
-                size = os.fstat(fd).st_size
-        if sf.flushed(version, size):
+                size, data = _make_durable(fd)
+        if sf.flushed(version, size, data):
+            if size is not None:
+                self.state.last_close = time.monotonic()     # the scheduler's QUIET
             self.save(sf)
 
     def save(self, sf: StagedFile) -> None:
@@ -234,15 +235,20 @@ class WriteBack:
 
     # --- plumbing (handed to the queue's parts as callbacks) ---------------------------------
     def _save(self, files: Iterable[StagedFile]) -> None:
-        """Snapshot rows under the lock, commit them (group commit) after releasing it."""
+        """Snapshot rows under the lock, commit them (group commit) after releasing it; a
+        small file's bytes not yet durable go with its row (``store.py``)."""
         with self.lock:
-            pairs = []
+            items, journaled = [], []
             for sf in [sf for sf in files if not sf.retired]:
                 sf.persist()
                 step = self.state.shown_step(sf)
-                pairs.append((sf.rec, R.shown_state(sf.rec, step, sf.busy)))
-            rows = self.store.snapshot(pairs)
+                items.append((sf.rec, R.shown_state(sf.rec, step, sf.busy), sf.journal))
+                if sf.journal is not None:
+                    journaled.append((sf, sf.journal[0]))
+            rows = self.store.snapshot(items)
         self.store.write(rows)
+        for sf, generation in journaled:
+            sf.journaled(generation)
 
     def _settle(self, files: Iterable[StagedFile]) -> None:
         """Offer files with nothing left to do to the namespace (outside ``self.lock``)."""
@@ -279,3 +285,16 @@ class WriteBack:
         self.scheduler.join(deadline)
         self.committer.join(deadline)
         self.store.close()
+
+
+def _make_durable(fd: int) -> tuple[int, bytes | None]:
+    """Make a staged copy's content durable on close: (its size, its bytes) for a file of at
+    most ``JOURNAL_MAX`` bytes, which go into the queue's journal with its row (one sync for
+    both), else (its size, None) after an fsync of the copy."""
+    size = os.fstat(fd).st_size
+    if size <= JOURNAL_MAX:
+        buf = bytearray(size)
+        if read_at(fd, memoryview(buf), 0) == size:   # else truncated meanwhile: fsync
+            return size, bytes(buf)
+    os.fsync(fd)
+    return os.fstat(fd).st_size, None

@@ -5,8 +5,9 @@ failed (logged at ERROR); a committed node that is gone from MEGA is forgotten (
 WARNING: the copy is uploaded again, or the file is gone); a row whose ``p`` may have been
 applied looks for its node by upload id instead of committing the same
 data twice (``adopt``, also used after an ambiguous ``p`` failure at run time); staged
-copies without a row were never promised and are deleted.  See the crash
-table in ``megafs/ARCHITECTURE.md``.
+copies without a row were never promised and are deleted; a small file's staged copy is
+written again from the queue's journal when it holds the row's generation (``store.py``).
+See the crash table in ``megafs/ARCHITECTURE.md``.
 """
 from __future__ import annotations
 
@@ -34,8 +35,13 @@ def recover(state: QueueState, store: QueueStore, *,
     the recovered files (the namespace shows them)."""
     keep: list[StagedFile] = []
     staging, tree = state.staging, state.tree
+    restored = 0
     for rec in store.load():
         path = os.path.join(staging, rec.rid)
+        data = store.journal_bytes(rec) if rec.has_copy else None
+        if data is not None:
+            restore(path, data)         # the journal holds this generation's bytes
+            restored += 1
         if rec.has_copy and not os.path.exists(path):
             rec.has_copy = False
             rec.failed, rec.error = True, "staged data is missing from %s" % staging
@@ -51,6 +57,9 @@ def recover(state: QueueState, store: QueueStore, *,
         if rec.failed:
             rec.next_try = time.time() + R.FAILED_FIRST
         keep.append(state.new_file(rec, path, persisted=True))
+    if restored:
+        sync_folder(staging)
+        log.info("restored %d small file(s) from the queue's journal", restored)
     with state.lock:
         for sf in keep:
             state.register(sf, [sf.rec.committed or "", *sf.rec.replaces])
@@ -64,6 +73,28 @@ def recover(state: QueueState, store: QueueStore, *,
     if keep:
         log.info("recovered %d queued file(s)", len(keep))
     return keep
+
+
+def restore(path: str, data: bytes) -> None:
+    """Write a small file's journal bytes back as its staged copy (0600), fsync'd: after a
+    power loss its unsynced copy may be short, stale or gone."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        view, done = memoryview(data), 0
+        while done < len(data):
+            done += os.write(fd, view[done:])
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sync_folder(path: str) -> None:
+    """fsync a folder, so that files created in it survive a power loss."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def adopt(rec: Record, tree: Tree) -> tuple[Record, str | None]:

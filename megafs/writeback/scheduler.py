@@ -11,13 +11,17 @@ takes every eligible small file at once (up to ``URL_BATCH``), asks for all thei
 in one batch of ``u`` (one request through the session's lane; files closed while that batch
 waits make another batch at once, up to ``FETCHERS``, and the lane sends every batch waiting
 in its next request), and hands them to ``small_workers`` threads that POST them in parallel
-over the pool's kept-alive connections.
+over the pool's kept-alive connections.  While files are being closed in a burst (``cp -r``),
+the dispatcher first waits for a quiet moment (``burst_hold``: ``QUIET`` without a close, at
+most ``HOLD_MAX``, never for a file that ``fsync`` waits for), so the copy is not slowed by its
+own uploads and its files share one batch.
 A ``u`` refused in its slot fails only its file.  Measured (2026-12-07, 2 shared cores, local
 server, 100 x 4 KiB copied by one ``cp`` until every link reads, every ``/cs`` request 50 ms
 late: tests/mount/test_small_batches.py ``test_many_small_files_cross_in_few_batches``): 53-54
 requests and 2.93-2.96 s before, 11-15 requests and 0.66-0.98 s after; ``cp`` itself returns
 in 0.4-0.6 s, so the files become eligible over about ten round trips and each ``u`` batch
-holds the files closed during the one before.
+holds the files closed during the one before.  With the burst hold: 5 requests (one with
+``u``, two with ``p``, two with ``l``), 0.75-0.93 s, ``cp`` 0.22 s.
 A write to a file while its upload runs cancels that upload (``StagedFile.written``); an upload
 whose file changed meanwhile is discarded, never committed as the current content.
 
@@ -55,6 +59,8 @@ SMALL = 1 << 20           # bytes: a file of at most one POST takes the small-fi
 SMALL_WORKERS = 16        # small files POSTed at once (HttpPool keeps 16 idle connections a host)
 URL_BATCH = 200           # most small files taken (and `u` commands sent) at once
 FETCHERS = 8              # `u` batches waiting for the lane at once (one thread each)
+QUIET = 0.03              # seconds without a close before small files are taken
+HOLD_MAX = 0.5            # seconds small files wait at most for such a quiet moment
 
 
 class Scheduler:
@@ -150,8 +156,13 @@ class Scheduler:
         (``_fetch_urls``) at once, even while another batch waits: the lane puts every batch
         waiting for it in its next request."""
         st = self.state
+        held_since: float | None = None
         while not st.stopping.is_set():
             with st.lock:
+                hold, held_since = burst_hold(st, held_since)
+                if hold > 0:
+                    st.lock.wait(hold)
+                    continue
                 taken: list[tuple[StagedFile, bool, int]] = []
                 wait = 1.0
                 while (self._fetching < FETCHERS
@@ -337,6 +348,27 @@ class Scheduler:
             self._release(sf)
         sf.saved()
         self.save([sf])
+
+
+def burst_hold(state: QueueState, held_since: float | None) -> tuple[float, float | None]:
+    """(seconds the small-file dispatcher waits before taking files, since when it has been
+    waiting) while files are being closed in a burst: until ``QUIET`` without a close, at most
+    ``HOLD_MAX``; never while a file ``fsync`` waits for is offered, nor with nothing offered.
+    Measured (100 x 4 KiB ``cp -r``, loopback, 2 shared cores, medians of 7 alternated
+    rounds): the copy's own uploads took the cores from it; with the hold (and one sync per
+    close, ``store.py``) it returns in 0.16 s instead of 0.63, its last link reads after 0.58 s
+    instead of 0.77.  Call under the lock."""
+    now = time.monotonic()
+    since = now - state.last_close
+    offered = state.offered
+    if since >= QUIET or not offered or any(sf.forced for sf in offered.values()):
+        return 0.0, None
+    if held_since is None:
+        held_since = now
+    left = HOLD_MAX - (now - held_since)
+    if left <= 0:
+        return 0.0, None
+    return min(QUIET - since, left), held_since
 
 
 def probe_outages(sched: Scheduler) -> None:

@@ -50,6 +50,9 @@ class StagedFile:
     tell: Callable[["StagedFile"], None] = _no_tell   # "look at me again" (under ``lock``)
     version: int = 0                           # bumped by every write or truncate
     synced: int = 0                            # version made durable (fsync + queue row)
+    # (generation, bytes) of a small file's current generation, not fsync'd in staging/ and
+    # not yet committed to the queue's journal: every row saved carries it (store.py)
+    journal: tuple[int, bytes] | None = None
     meta_dirty: bool = False                   # mtime/location changed since the last save
     handles: int = 0                           # open handles of any kind
     writers: int = 0                           # open handles that may write
@@ -131,9 +134,11 @@ class StagedFile:
         with self.lock:
             self.rec = transition(self.rec)
 
-    def flushed(self, version: int, size: int | None) -> bool:
+    def flushed(self, version: int, size: int | None, data: bytes | None = None) -> bool:
         """Content up to ``version`` is durable (``size`` bytes; None: only the place or mtime
-        changed).  False if the file was removed or retired meanwhile (nothing to save)."""
+        changed), fsync'd in ``staging/`` or, with ``data`` (the ``size`` bytes of a small
+        file), once the next row saved carries them into the journal.  False if the file was
+        removed or retired meanwhile (nothing to save)."""
         with self.lock:
             if self.retired or self.rec.unlinked:
                 return False
@@ -141,9 +146,16 @@ class StagedFile:
             if size is not None and self.synced < version:
                 self.synced = version
                 self.rec = R.flushed(self.rec, size, self.rec.mtime_ns)
+                self.journal = None if data is None else (self.rec.generation, data)
             self.meta_dirty = False
             self.tell(self)
             return True
+
+    def journaled(self, generation: int) -> None:
+        """A row carrying the bytes of ``generation`` was committed: they are durable."""
+        with self.lock:
+            if self.journal is not None and self.journal[0] == generation:
+                self.journal = None
 
     def saved(self) -> None:
         """The row is being saved now: the place and mtime are no longer unsaved."""

@@ -38,6 +38,7 @@ class QueueState:
         self.offered: dict[str, StagedFile] = {}    # rid -> file that may need an upload
         self.ready: list[StagedFile] = []           # finished uploads (busy, with a token)
         self.in_flight = 0                          # uploads running
+        self.last_close = 0.0                       # monotonic time new content was flushed
         self.stopping = threading.Event()
         # Whether a read-only open holds node ``handle`` (set by the filesystem core): such a
         # node is not deleted until its readers are gone (issue 21, ``record.unread``).

@@ -1,0 +1,34 @@
+"""Small files wait for a quiet moment in a burst of closes (issue 23): the dispatcher holds
+while files are being closed (``QUIET``), at most ``HOLD_MAX``, and never holds a file that
+``fsync`` waits for or when nothing waits."""
+from __future__ import annotations
+
+import time
+
+from megafs.writeback import scheduler as S
+from megafs.writeback.record import Record
+from megafs.writeback.scheduler import burst_hold
+from megafs.writeback.state import QueueState
+
+
+def test_the_dispatcher_holds_during_a_burst_of_closes_only(tmp_path):
+    state = QueueState(None, str(tmp_path))            # type: ignore[arg-type]
+    sf = state.new_file(Record("00aa", "ROOTHAND", "a.bin"), str(tmp_path / "00aa"))
+    with state.lock:
+        assert burst_hold(state, None) == (0.0, None)        # nothing closed lately
+        state.last_close = time.monotonic()
+        assert burst_hold(state, None) == (0.0, None)        # nothing waits
+        state.offer(sf)
+        hold, since = burst_hold(state, None)
+        assert 0 < hold <= S.QUIET and since is not None
+        # still closing: held again, but never past HOLD_MAX since the hold began
+        hold2, since2 = burst_hold(state, since)
+        assert 0 < hold2 <= S.QUIET and since2 == since
+        assert burst_hold(state, since - S.HOLD_MAX) == (0.0, None)
+        sf.force()                                      # fsync waits for this file
+        assert burst_hold(state, since) == (0.0, None)
+    with state.lock:
+        state.last_close = time.monotonic() - S.QUIET   # quiet: no hold
+        state.offered.clear()
+        state.offer(state.new_file(Record("00bb", "ROOTHAND", "b.bin"), str(tmp_path / "b")))
+        assert burst_hold(state, None) == (0.0, None)
