@@ -134,13 +134,36 @@ def transfer_buffer(size: int) -> mmap.mmap:
 
 
 def _dropped(sock: Any) -> bool:
-    """True if an idle keep-alive socket was closed by the server (readable means EOF/junk)."""
+    """True if an idle keep-alive socket was closed by the server (readable means EOF/junk).
+
+    A TLS 1.3 server sends its session tickets after the handshake (RFC 8446 section 4.6.1),
+    so a connection that has not read since its handshake (the API check's, ``api/probe.py``)
+    is readable and alive: for a TLS socket the readable records are read without blocking,
+    and only a close, an error or application data (junk between requests) count as
+    dropped.  Treating the tickets as a close cost a mount two round trips (issue 23)."""
     try:
         poller = select.poll()
         poller.register(sock, select.POLLIN)
-        return bool(poller.poll(0))
+        if not poller.poll(0):
+            return False
     except (OSError, ValueError):
         return True
+    if not isinstance(sock, ssl.SSLSocket):
+        return True
+    timeout = sock.gettimeout()
+    try:
+        sock.setblocking(False)
+        sock.recv(1)                # b"" (closed) or a byte nobody asked for: dropped
+        return True
+    except ssl.SSLWantReadError:
+        return False                # only handshake messages were waiting
+    except (OSError, ValueError):
+        return True
+    finally:
+        try:
+            sock.settimeout(timeout)
+        except OSError:
+            pass
 
 
 class HttpPool:

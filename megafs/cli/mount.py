@@ -112,13 +112,17 @@ def apply_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_mount(args: argparse.Namespace) -> int:
-    from ..mount.preflight import (check_api, check_fuse_device, check_mountpoint,
-                                   check_state_dir_apart)
+    from ..mount.preflight import (check_api, check_api_soon, check_fuse_device,
+                                   check_mountpoint, check_state_dir_apart)
 
     mnt = os.path.abspath(os.path.expanduser(args.mountpoint))
     args.fuse_options = apply_options(args)
     if args.log_level is not None and args.log_file is None and args.foreground:
         config.setup_logging(args.verbose, level=args.log_level)
+    api_checked: Callable[[], None] | None = None
+    if not args.local and not args.session and not args.link:
+        # the API's handshakes run while the local checks and the mount's imports do
+        api_checked = check_api_soon(config.resolve_api(args.api))
     check_mountpoint(mnt, nonempty=args.nonempty)
     check_state_dir_apart(mnt, _state_dir(args))
     check_fuse_device(allow_other=args.allow_other)
@@ -129,8 +133,10 @@ def run_mount(args: argparse.Namespace) -> int:
         check_api(config.resolve_api(args.api or parse_folder_link(args.link).api))
     else:
         _refuse_second_mount(state_dir, args)
-    if not args.local and not args.session and not args.link:
-        check_api(config.resolve_api(args.api))
+    if args.foreground:
+        _import_mount()
+    if api_checked is not None:
+        api_checked()
     if args.foreground:
         if args.log_file:
             config.setup_logging(args.verbose, level=args.log_level, log_file=args.log_file)
@@ -146,6 +152,13 @@ def run_mount(args: argparse.Namespace) -> int:
     print("megafs: mounted %s (pid %d, API %s, log %s)" % (mnt, pid, api, log_path),
           file=sys.stderr)
     return 0
+
+
+def _import_mount() -> None:
+    """Import what ``_serve`` builds the mount with (while the API check waits on the
+    network)."""
+    from ..fuse import adapter  # noqa: F401
+    from ..mount import runtime  # noqa: F401
 
 
 def _refuse_second_mount(state_dir: str, args: argparse.Namespace) -> None:

@@ -241,11 +241,13 @@ class MountRuntime:
         return tree, sn
 
     def _incoming(self, master_key: bytes, user_handle: str) -> Incoming | None:
-        """A full account's incoming shares (its private key from ``ug``); None otherwise."""
+        """A full account's incoming shares (its private key from ``ug`` once one is needed:
+        not on the way to a mount's first listing); None otherwise."""
         session = self.client.session
         if session is None or not session.is_account:
             return None
-        return Incoming(private_key(self.client), user_handle, master_key)
+        client = self.client
+        return Incoming(lambda: private_key(client), user_handle, master_key)
 
     def _save_tree(self) -> None:
         """Keep the tree for the next mount (big accounts mount from it in seconds)."""

@@ -14,7 +14,8 @@ remove tree").  No network I/O, never logs a key.
 from __future__ import annotations
 
 import logging
-from typing import Any
+import threading
+from typing import Any, Callable, Union
 
 from .. import crypto
 from ..api import account_crypto as ac
@@ -29,11 +30,22 @@ SHARED_NAME = "Shared with me"
 
 
 class Incoming:
-    """The incoming shares of one account: share root handle -> ``IncomingShare``."""
+    """The incoming shares of one account: share root handle -> ``IncomingShare``.
 
-    def __init__(self, private_key: ac.RsaPrivateKey, user_handle: str,
-                 master_key: bytes) -> None:
-        self.private_key = private_key
+    ``private_key`` is the account's RSA key or a function that fetches it (``ug``, one
+    round trip): a mount from the node-tree cache asks for it only when a share key
+    encrypted to it arrives, not before its first listing (issue 23).  The function's errors
+    (MegafsError) reach whoever needed the key; the next use asks again."""
+
+    def __init__(self, private_key: Union[ac.RsaPrivateKey, Callable[[], ac.RsaPrivateKey]],
+                 user_handle: str, master_key: bytes) -> None:
+        self._key: ac.RsaPrivateKey | None = None
+        self._fetch: Callable[[], ac.RsaPrivateKey] | None = None
+        if callable(private_key):
+            self._fetch = private_key
+        else:
+            self._key = private_key
+        self._key_lock = threading.Lock()
         self.me = user_handle
         self.master_key = master_key
         self.shares: dict[str, IncomingShare] = {}
@@ -43,6 +55,15 @@ class Incoming:
     def __repr__(self) -> str:
         return "Incoming(%d shares)" % len(self.shares)
 
+    @property
+    def private_key(self) -> ac.RsaPrivateKey:
+        """The account's RSA private key, fetched at the first use (see the class)."""
+        with self._key_lock:
+            if self._key is None:
+                assert self._fetch is not None
+                self._key = self._fetch()
+            return self._key
+
     def _changed(self) -> None:
         self.keys = {root: share.key for root, share in self.shares.items()}
 
@@ -50,8 +71,10 @@ class Incoming:
         """Take the shares and owners of an ``f`` listing (replacing the known ones); returns
         ``nodes``."""
         self.emails = owner_emails(users)
-        self.shares = incoming_shares([n for n in nodes if isinstance(n, dict)], users,
-                                      self.me, self.master_key, self.private_key)
+        listed = [n for n in nodes if isinstance(n, dict)]
+        # the key (a round trip when not fetched yet) only for a listing with shares
+        key = self.private_key if any("su" in n for n in listed) else None
+        self.shares = incoming_shares(listed, users, self.me, self.master_key, key)
         self._changed()
         return nodes
 

@@ -202,7 +202,7 @@ def test_first_completion_token_wins_over_a_late_error(canned, tmp_path):
 
 
 def test_the_api_check_hands_its_connection_to_the_first_client(server):
-    """Issue 23: the API check of ``megafs mount`` (TCP, TLS, one GET) leaves its kept-alive
+    """Issue 23: the API check of ``megafs mount`` (TCP, TLS) leaves its kept-alive
     connection to the process's first client, whose first request then needs no connection
     set-up (two round trips fewer over TLS); a second client starts with its own pool."""
     from megafs.api import probe
@@ -224,3 +224,39 @@ def test_the_api_check_hands_its_connection_to_the_first_client(server):
     finally:
         first.close()
         second.close()
+
+
+def test_the_api_check_over_https_sends_no_request_and_its_connection_outlives_tickets(server):
+    """Issue 23: over https the API check is the TCP and TLS handshakes, no GET (one round
+    trip fewer before a mount's first listing), and the connection it keeps still carries the
+    first request after the server's TLS 1.3 session tickets arrived on it unread (a readable
+    idle socket was taken for a closed one: the first ``sc`` of a mount paid a new
+    connection, two more round trips)."""
+    from megafs.api import probe
+    from megafs.mount import preflight
+
+    preflight._CHECKED.discard(server.url)
+    probe.take_spare()
+    before = server.stats()["requests"]
+    preflight.check_api(server.url)
+    assert server.stats()["requests"].get("unknown", 0) == before.get("unknown", 0)
+    first = Transport(server.url)
+    try:
+        (conn,) = [c for conns in first.pool._idle.values() for c in conns]
+        sock = conn.sock
+        assert sock.version() == "TLSv1.3"
+        deadline = time.monotonic() + 5
+        while not http_readable(sock) and time.monotonic() < deadline:
+            time.sleep(0.01)            # the tickets are on their way
+        assert http_readable(sock)
+        assert first.pool.request("GET", server.url).status_code < 600
+        assert [c.sock for conns in first.pool._idle.values() for c in conns] == [sock]
+    finally:
+        first.close()
+
+
+def http_readable(sock) -> bool:
+    import select
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
