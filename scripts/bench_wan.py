@@ -17,6 +17,9 @@ same full account), ``--wan-rounds`` rounds, medians:
            every ``.link`` reads; rclone: a separate client of the account sees them all)
   big      one file copied in until it is on MEGA (megafs: its ``.link`` reads)
 
+``--wan-baseline DIR`` adds a third side in the same rounds: the megafs of another source tree
+(e.g. ``git archive main | tar -x -C DIR``), run from DIR with the same state dir and account.
+
 Ratios compare with the link's limit: bytes / the total cap, and for the small files the round
 trips an ideal batching client needs (``ideal_round_trips``).  Requests per workload come from
 the server's ``/_megafs/stats`` (requests by kind, commands by name), connections and bytes
@@ -79,18 +82,21 @@ class MegafsSide(Side):
     name = "megafs"
 
     def __init__(self, work: Path, api: str, state: Path, account: str,
-                 extra: list[str]) -> None:
+                 extra: list[str], root: Path | None = None, name: str = "megafs") -> None:
         self.work, self.api, self.state, self.account = work, api, state, account
         self.extra = extra
+        self.root = root            # another source tree's megafs (--wan-baseline)
+        self.name = name
         self.proc: Mount | None = None
 
     def mount(self, mnt: Path) -> None:
-        self.proc = Mount(mnt, self.api, self.state, log_path=self.work / "megafs-wan.log",
-                          extra=["--account", self.account] + self.extra).start(timeout=300)
+        self.proc = Mount(mnt, self.api, self.state, log_path=self.work / (
+            "%s-wan.log" % self.name), extra=["--account", self.account] + self.extra,
+            root=self.root).start(timeout=300)
 
     def unmount(self, mnt: Path) -> None:
         subprocess.run([sys.executable, "-m", "megafs", "umount", str(mnt)],
-                       capture_output=True, timeout=3600)
+                       capture_output=True, timeout=3600, cwd=self.root)
         if self.proc is not None:
             self.proc.stop()
         self.proc = None
@@ -241,11 +247,11 @@ class WanBench:
             small = "wan-small-%s" % tag
 
             def copy_small() -> dict:
-                known = self.files_on_mega() if side.name != "megafs" else {}
+                known = self.files_on_mega() if not isinstance(side, MegafsSide) else {}
                 t0 = now()
                 subprocess.run(["cp", "-r", str(self.small_src), str(mnt / small)], check=True)
                 copied = now() - t0
-                if side.name == "megafs":
+                if isinstance(side, MegafsSide):
                     for i in range(a.wan_small):
                         read_link(mnt / small / ("f%04d.bin" % i))
                 else:
@@ -255,9 +261,9 @@ class WanBench:
             big = "wan-big-%s.bin" % tag
 
             def copy_big() -> None:
-                known = self.files_on_mega() if side.name != "megafs" else {}
+                known = self.files_on_mega() if not isinstance(side, MegafsSide) else {}
                 subprocess.run(["cp", str(self.big_src), str(mnt / big)], check=True)
-                if side.name == "megafs":
+                if isinstance(side, MegafsSide):
                     read_link(mnt / big)
                 else:
                     self.until_on_mega(known, 1, a.wan_big_mib * MIB)
@@ -309,6 +315,12 @@ class WanBench:
                                 a.wan_megafs_arg)
             if "megafs" in a.wan_sides:
                 sides.append(megafs)
+            if a.wan_baseline:
+                # the same workloads with another source tree's megafs (e.g. main), in the
+                # same rounds: a comparison no slower machine hour can skew
+                sides.append(MegafsSide(self.work, self.wan_api, self.state, self.user,
+                                        a.wan_megafs_arg, root=Path(a.wan_baseline).resolve(),
+                                        name="baseline"))
             if "rclone" in a.wan_sides:
                 rc = RcloneSide(self.work, self.ca, "http://127.0.0.1:%d" % self.routes["connect"],
                                 self.user, self.password)
@@ -331,8 +343,8 @@ class WanBench:
                 self.report(profile, rounds)
         finally:
             self.stop()
-        print("\n| workload | profile | megafs | rclone | megafs vs the link's limit | "
-              "requests megafs / rclone |\n|---|---|---|---|---|---|")
+        print("\n| workload | profile | megafs | rclone | baseline | megafs vs the link's "
+              "limit | requests megafs / rclone / baseline |\n|---|---|---|---|---|---|---|")
         print("\n".join(self.table), flush=True)
         return self.results
 
@@ -374,7 +386,7 @@ def table_row(profile: str, workload: str, rounds: dict[str, list[dict]],
               limit: float | None) -> str:
     """One markdown row: medians, the ratio to the limit, requests of the last round."""
     cells, reqs = {}, {}
-    for side in ("megafs", "rclone"):
+    for side in ("megafs", "rclone", "baseline"):
         runs = [g[workload] for g in rounds.get(side, [])]
         if not runs:
             cells[side], reqs[side] = "-", "-"
@@ -391,9 +403,12 @@ def table_row(profile: str, workload: str, rounds: dict[str, list[dict]],
     if limit and rounds.get("megafs"):
         ratio = "%.2f (limit %.2f s)" % (
             limit / statistics.median(g[workload]["s"] for g in rounds["megafs"]), limit)
-    return "| %s | %s | %s | %s | %s | %s / %s |" % (
-        WHAT[workload], profile, cells["megafs"], cells["rclone"], ratio, reqs["megafs"],
-        reqs["rclone"])
+        if rounds.get("baseline"):
+            ratio += "; baseline %.2f" % (
+                limit / statistics.median(g[workload]["s"] for g in rounds["baseline"]))
+    return "| %s | %s | %s | %s | %s | %s | %s / %s / %s |" % (
+        WHAT[workload], profile, cells["megafs"], cells["rclone"], cells["baseline"], ratio,
+        reqs["megafs"], reqs["rclone"], reqs["baseline"])
 
 
 def diff_stats(before: dict, after: dict, polls: int) -> dict:
@@ -444,6 +459,9 @@ def add_arguments(parser) -> None:
                         help="files in the listed folder (2000; quick 500)")
     parser.add_argument("--wan-check", action=__import__("argparse").BooleanOptionalAction,
                         default=True, help="measure the emulator itself first (on)")
+    parser.add_argument("--wan-baseline", metavar="DIR", default=None,
+                        help="also run the megafs of this source tree (e.g. a `git archive` of "
+                        "main) in the same rounds: the baseline column")
     parser.add_argument("--wan-megafs-arg", action="append", default=[],
                         help="extra argument for megafs mount (repeatable)")
 

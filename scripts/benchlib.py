@@ -87,9 +87,10 @@ class Mount:
     """``megafs mount --foreground`` of one server and state dir."""
 
     def __init__(self, mnt: Path, api: str, state: Path, *, log_path: Path,
-                 extra: list[str] | None = None) -> None:
+                 extra: list[str] | None = None, root: Path | None = None) -> None:
         self.mnt, self.api, self.state, self.log_path = Path(mnt), api, Path(state), log_path
         self.extra = list(extra or [])
+        self.root = Path(root or ROOT)     # the source tree whose megafs runs (its cwd)
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 60.0) -> "Mount":
@@ -97,7 +98,7 @@ class Mount:
         cmd = [sys.executable, "-m", "megafs", "mount", str(self.mnt), "--api", self.api,
                "--state-dir", str(self.state), "--foreground"] + self.extra
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, cwd=ROOT,
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, cwd=self.root,
                                          stdin=subprocess.DEVNULL)
         wait_mounted(self.mnt, self.proc, timeout, self.log_path)
         return self
