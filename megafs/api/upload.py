@@ -289,6 +289,13 @@ class Uploader:
                     if not state.pending:
                         return
                     offset, length = state.pending.pop()
+                    if length > chunks.MIB and job.widener.width > job.widener.base and \
+                            sum(n for _, n in state.pending) < job.widener.width * length:
+                        # the tail on a slow link: spans of 1 MiB, so the last POSTs do not
+                        # run alone on a few connections (a 5 MiB POST at 2.5 MB/s is 2 s)
+                        pieces = split_span(offset, length, chunks.MIB)
+                        offset, length = pieces[0]
+                        state.pending.extend(reversed(pieces[1:]))
                     state.in_flight += 1
                     self.max_in_flight = max(self.max_in_flight, state.in_flight)
                 try:
@@ -364,6 +371,23 @@ class Uploader:
             if job.progress:
                 job.progress(state.done)
             return
+
+
+def split_span(offset: int, length: int, target: int) -> list[tuple[int, int]]:
+    """The span [offset, offset + length) cut into spans of at most ``target`` bytes (or one
+    chunk, if bigger) on MAC chunk boundaries (``chunks.size_at``), in order."""
+    out: list[tuple[int, int]] = []
+    start, end = offset, offset + length
+    cur, cur_len = offset, 0
+    while start < end:
+        n = min(chunks.size_at(start), end - start)
+        if cur_len and cur_len + n > target:
+            out.append((cur, cur_len))
+            cur, cur_len = start, 0
+        cur_len += n
+        start += n
+    out.append((cur, cur_len))
+    return out
 
 
 @dataclass

@@ -86,3 +86,23 @@ def test_crew_joins_workers_added_while_it_runs() -> None:
     crew = Crew(work, "test", threading.Event())
     crew.run(2)
     assert len(done) == 6          # 2 started, and each of the first 4 added one more
+
+
+def test_a_tail_span_is_cut_on_mac_chunk_boundaries() -> None:
+    """The upload's tail on a widened (slow) link goes out in spans of about 1 MiB
+    (``upload.split_span``): they cover the span exactly, in order, each a run of whole MAC
+    chunks (``chunks.spans``), none over 1 MiB unless one chunk is."""
+    from megafs import chunks
+    from megafs.api.upload import split_span
+
+    size = 20 * chunks.MIB + 12345
+    starts = {start for start, _ in chunks.spans(size)} | {size}
+    spans = list(chunks.groups(size, 5 * chunks.MIB))      # the upload's spans
+    assert len(spans) == 5
+    for offset, length in spans:
+        pieces = split_span(offset, length, chunks.MIB)
+        assert pieces[0][0] == offset and sum(n for _, n in pieces) == length
+        assert all(a + n == b for (a, n), (b, _) in zip(pieces, pieces[1:]))
+        assert all(start in starts and start + n in starts for start, n in pieces)
+        assert all(n <= chunks.MIB for _, n in pieces)
+        assert len(pieces) >= length // chunks.MIB
