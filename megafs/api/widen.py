@@ -125,6 +125,26 @@ class Widener:
             self.width += granted
             return granted
 
+    def long_link(self, round_trip: float) -> int:
+        """A request on the same link (e.g. the ``g`` before a download) took ``round_trip``
+        seconds before any of this transfer's requests completed.  Over ``SLOW`` every request
+        of the first epoch will be slow too (each pays at least that round trip, and a block of
+        at most 16 MiB then runs under ``SLOW_RATE``), so the first epoch would only double the
+        width: double it now (the far profile's cold read: its first blocks take 1.2 s).
+        Returns how many workers were added (0: quick round trip, a step already taken, no
+        budget)."""
+        with self._lock:
+            if (round_trip <= SLOW or not self._growing or self._epoch_start is not None
+                    or self._previous is not None or self.taken):
+                return 0
+            step = self.width if self.limit is None else min(self.width,
+                                                             self.limit - self.width)
+            granted = self.budget.take(step) if step > 0 else 0
+            self.taken += granted
+            self.width += granted
+            self.learned = self.width if granted else self.learned
+            return granted
+
     def _new_epoch(self, now: float) -> None:
         self._epoch_start, self._epoch_bytes, self._epoch_count, self._slow = now, 0, 0, False
 

@@ -9,8 +9,12 @@ meta-MAC is compared with the one in the file key, and a mismatch makes that rea
 later read of the node fail with EIO (``IntegrityError``) and is logged at ERROR.
 Sequential readers get read-ahead: the next blocks are fetched on a small thread pool while the
 current one is consumed; on a slow link the depth grows while it raises the throughput
-(``api.widen``), and the first blocks of a read share one ``g``.  Never imports FUSE, never
-logs keys or URLs.
+(``api.widen``), and the first blocks of a read share one ``g``.  Each sequential reader is a
+``_Stream``: up to ``read_ahead`` of its blocks in flight, started as the reader moves *and* as
+blocks complete, within a window of ``window`` blocks past the reader.  Once widened the window
+is wider than the depth: a block held up on a slow link (they take 0.6-1.9 s on the bench's far
+profile) no longer stops the blocks behind it from being replaced, which had left 4-7 of 16 in
+flight.  Never imports FUSE, never logs keys or URLs.
 
 Past MEGA's transfer quota the block downloads wait at the client's gate (``api.xferquota``)
 for the time the server gives, then go on; a reader waiting for such a block gives up with
@@ -44,6 +48,7 @@ from ..errors import FsError, IntegrityError
 
 if TYPE_CHECKING:
     from ..api.interface import NodeReader
+    from ..api.commands import DownloadInfo
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +58,7 @@ READ_AHEAD = 4            # blocks fetched ahead of a sequential reader, at firs
 # far profile of scripts/bench --wan (RTT 150 ms, 20 Mbit/s per connection) 1 MiB blocks take
 # 0.57 s, so 4 in flight carry 7.3 MB/s of the 12.5; up to 12 more blocks (12 MiB) per mount.
 READ_AHEAD_EXTRA = 12
+STREAMS = 64              # sequential readers followed (LRU: a closed reader is forgotten)
 LOOK = 0.25               # seconds between a waiting reader's looks at its cancel condition
 # Block starts: MAC chunks merged into runs of at most 1 MiB (0, 768K, 1280K, 1920K, 2688K,
 # 3584K), then one block per 1 MiB chunk; the last block ends at EOF.  Computed, never listed:
@@ -90,6 +96,17 @@ class ReadState:
         self.sequential = 0
 
 
+class _Stream:
+    """The read-ahead of one node's sequential reader: ``reader`` is the block it read last,
+    ``next`` the next block to start, ``running`` its blocks in flight (under the cache's lock)."""
+
+    def __init__(self, key: crypto.FileKey, size: int, reader: int) -> None:
+        self.key, self.size, self.count = key, size, block_count(size)
+        self.reader = reader
+        self.next = reader + 1
+        self.running = 0
+
+
 class ReadCache:
     def __init__(self, client: "NodeReader", *, cache_bytes: int = 128 * BLOCK,
                  prefetch_threads: int = 4) -> None:
@@ -103,7 +120,15 @@ class ReadCache:
         self._pool = ThreadPoolExecutor(prefetch_threads + READ_AHEAD_EXTRA,
                                         thread_name_prefix="megafs-readahead")
         self._widener = Widener(READ_AHEAD, Budget(READ_AHEAD_EXTRA))
-        self.read_ahead = READ_AHEAD      # grows on a slow link (``_widener``)
+        self._streams: LRUCache = LRUCache(maxsize=STREAMS)     # handle -> _Stream
+        self.read_ahead = READ_AHEAD      # blocks in flight per reader: grows on a slow link
+        self.window = READ_AHEAD          # blocks started past the reader: >= read_ahead
+
+    def widened(self, width: int) -> None:
+        """``width`` blocks in flight per reader from now on; the window takes as many more
+        as the width grew (4 -> 4, 8 -> 12, 16 -> 28 blocks: within the block cache)."""
+        self.read_ahead = width
+        self.window = width + max(0, width - READ_AHEAD)
 
     def close(self) -> None:
         gate = getattr(self.client, "transfer_quota", None)
@@ -125,7 +150,6 @@ class ReadCache:
         if offset >= size or length <= 0:
             return b""
         end = min(size, offset + length)
-        count = block_count(size)
         first = block_index(offset)
         last = block_index(end - 1)
         if state is not None:
@@ -134,11 +158,14 @@ class ReadCache:
             else:
                 state.sequential = 0
             state.next_offset = end
-            if state.sequential >= 1 or offset == 0:
-                for idx in range(last + 1, min(count, last + 1 + self.read_ahead)):
-                    self._start(handle, key, size, idx)
-        parts = []
         futures = [self._start(handle, key, size, idx) for idx in range(first, last + 1)]
+        if state is not None:
+            if state.sequential >= 1 or offset == 0:
+                self._follow(handle, key, size, last)
+            else:
+                with self._lock:
+                    self._streams.pop(handle, None)
+        parts = []
         for idx, fut in zip(range(first, last + 1), futures):
             data = _result(fut, cancelled)
             bstart = block_span(idx, size)[0]
@@ -172,12 +199,56 @@ class ReadCache:
                 return
             self._bad.discard(handle)
             self._urls.pop(handle, None)
+            self._streams.pop(handle, None)
 
     def forget(self, handle: str) -> None:
         with self._lock:
             self._urls.pop(handle, None)
+            self._streams.pop(handle, None)
             for k in [k for k in self._cache.keys() if k[0] == handle]:
                 self._cache.pop(k, None)
+
+    # --- read-ahead --------------------------------------------------------------------------
+    def _follow(self, handle: str, key: crypto.FileKey, size: int, last: int) -> None:
+        """A sequential reader of ``handle`` has read up to block ``last``: start its next
+        blocks."""
+        with self._lock:
+            stream = self._streams.get(handle)
+            if stream is None or stream.size != size or stream.key != key:
+                self._streams[handle] = _Stream(key, size, last)
+            else:
+                stream.reader = last
+                if not last < stream.next <= last + 1 + self.window:
+                    stream.next = last + 1        # another reader, or one that moved back
+        self._pump(handle)
+
+    def _pump(self, handle: str) -> None:
+        """Start the blocks of ``handle``'s stream that its depth and window allow."""
+        todo = []
+        with self._lock:
+            stream = self._streams.get(handle)
+            if stream is None or handle in self._bad:
+                return
+            end = min(stream.count, stream.reader + 1 + self.window)
+            while stream.next < end and stream.running < self.read_ahead:
+                ck = (handle, stream.next)
+                stream.next += 1
+                if ck in self._cache or ck in self._inflight:
+                    continue
+                fut: Future = Future()
+                self._inflight[ck] = fut
+                stream.running += 1
+                todo.append((fut, ck))
+        for fut, ck in todo:
+            start, length = block_span(ck[1], stream.size)
+            try:
+                self._pool.submit(self._fetch, fut, ck, stream.key, stream.size, start,
+                                  length, stream)
+            except RuntimeError:            # closed (unmount): nobody waits for these
+                with self._lock:
+                    self._inflight.pop(ck, None)
+                    stream.running -= 1
+                fut.cancel()
 
     # --- fetching ---------------------------------------------------------------------------
     def _start(self, handle: str, key: crypto.FileKey, size: int, idx: int) -> Future:
@@ -198,13 +269,13 @@ class ReadCache:
         return fut
 
     def _fetch(self, fut: Future, ck: tuple[str, int], key: crypto.FileKey, size: int,
-               start: int, length: int) -> None:
+               start: int, length: int, stream: _Stream | None = None) -> None:
         handle = ck[0]
         try:
             began = time.monotonic()
             data = self._download(handle, key, start, length)
             if self._widener.record(length, began, time.monotonic()):
-                self.read_ahead = self._widener.width
+                self.widened(self._widener.width)
             self._record_macs(handle, key, size, start, data)
             with self._lock:
                 self._cache[ck] = data
@@ -215,6 +286,10 @@ class ReadCache:
         finally:
             with self._lock:
                 self._inflight.pop(ck, None)
+                if stream is not None:
+                    stream.running -= 1
+            if stream is not None:
+                self._pump(handle)
 
     def _download(self, handle: str, key: crypto.FileKey, start: int, length: int) -> bytes:
         """One block (``api.remotefile.read_block``: the client retries on its own, a dead
@@ -222,10 +297,20 @@ class ReadCache:
         with self._lock:
             source = self._urls.get(handle)
             if source is None:
-                source = UrlSource(lambda: self.client.open_download(handle=handle))
+                source = UrlSource(lambda: self._open_download(handle))
                 self._urls[handle] = source
         return read_block(lambda url, k, at, n: self.client.read_range(url, k, at, n),
                           source, key, start, length)
+
+    def _open_download(self, handle: str) -> "DownloadInfo":
+        """``g`` for a node's download URL; its round trip may widen the read-ahead at once
+        (``Widener.long_link``: the first blocks would be slow anyway)."""
+        began = time.monotonic()
+        info = self.client.open_download(handle=handle)
+        if self._widener.long_link(time.monotonic() - began):
+            self.widened(self._widener.width)
+            self._pump(handle)
+        return info
 
     # --- MACs -------------------------------------------------------------------------------
     def _record_macs(self, handle: str, key: crypto.FileKey, size: int, start: int,

@@ -4,12 +4,15 @@ with IntegrityError instead of being served."""
 from __future__ import annotations
 
 import os
+import threading
+import time
 
 import pytest
 
 from megafs import chunks, crypto
+from megafs.api.widen import SLOW
 from megafs.errors import IntegrityError
-from megafs.vfs.readcache import ReadCache, ReadState
+from megafs.vfs.readcache import READ_AHEAD, ReadCache, ReadState, block_index
 
 MIB = chunks.MIB
 
@@ -91,3 +94,79 @@ def test_fetch_to_file_checks_the_mac(tmp_path):
         finally:
             os.close(fd)
             cache.close()
+
+
+class CountingClient(FakeClient):
+    """Records the block of every ranged GET; the blocks in ``held`` wait for ``release``;
+    ``g`` takes ``round_trip`` seconds."""
+
+    def __init__(self, ciphertext: bytes, held: set[int], round_trip: float = 0.0) -> None:
+        super().__init__(ciphertext)
+        self.held, self.round_trip = held, round_trip
+        self.release = threading.Event()
+        self.lock = threading.Lock()
+        self.blocks: list[int] = []
+
+    def open_download(self, handle: str):
+        time.sleep(self.round_trip)
+        return super().open_download(handle)
+
+    def read_range(self, url: str, key: crypto.FileKey, offset: int, length: int) -> bytes:
+        block = block_index(offset)
+        with self.lock:
+            self.blocks.append(block)
+        if block in self.held:
+            assert self.release.wait(30)
+        return super().read_range(url, key, offset, length)
+
+    def settled(self, want: set[int]) -> set[int]:
+        """The blocks asked for, once they reach ``want`` (or 5 s passed) and stay put."""
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and set(self.blocks) != want:
+            time.sleep(0.01)
+        time.sleep(0.1)          # nothing more arrives
+        with self.lock:
+            assert len(self.blocks) == len(set(self.blocks))     # each block fetched once
+            return set(self.blocks)
+
+
+def read_first(width: int | None, held: set[int], round_trip: float = 0.0,
+               want: set[int] | None = None) -> tuple[set[int], int, int]:
+    """A sequential reader's first read (block 0) of a 40 MiB file: the blocks asked for, the
+    read-ahead's depth and window (before the held blocks are released)."""
+    size = 40 * MIB
+    data, cipher, key = make_file(size)
+    client = CountingClient(cipher, held, round_trip)
+    cache = ReadCache(client)
+    if width is not None:
+        cache.widened(width)
+    try:
+        assert cache.read("h", key, size, 0, 4096, ReadState()) == data[:4096]
+        return client.settled(want or set()), cache.read_ahead, cache.window
+    finally:
+        client.release.set()
+        cache.close()
+
+
+def test_read_ahead_past_a_held_block_once_widened():
+    # far profile: blocks take 0.6-1.9 s; the reader waits on block 1 while the blocks behind
+    # it complete.  Widened to 8, the stream keeps 8 in flight within a window of 12 blocks
+    # past the reader: blocks 2-12 complete and are replaced (a fixed depth of 8 stopped at 8)
+    got, depth, window = read_first(8, held={1}, want=set(range(13)))
+    assert got == set(range(13)) and (depth, window) == (8, 12)
+    # every block held: the depth bounds what is in flight (8 ahead and the block read)
+    got, _, _ = read_first(8, held=set(range(1, 64)), want=set(range(9)))
+    assert got == set(range(9))
+    # not widened (loopback, LAN): the window is the depth, 4 blocks past the reader as before
+    got, depth, window = read_first(None, held={1}, want=set(range(READ_AHEAD + 1)))
+    assert got == set(range(READ_AHEAD + 1)) and depth == window == READ_AHEAD
+
+
+def test_a_long_round_trip_of_g_widens_the_read_ahead_at_once():
+    # the g before the first blocks took over SLOW (the far profile: 0.15 s or more): the
+    # read starts 8 deep, not 4 (the blocks past the first are held: no epoch ends)
+    held = set(range(1, 64))
+    got, depth, _ = read_first(None, held, round_trip=SLOW + 0.05, want=set(range(9)))
+    assert got == set(range(9)) and depth == 2 * READ_AHEAD
+    got, depth, _ = read_first(None, held, round_trip=0.0, want=set(range(READ_AHEAD + 1)))
+    assert got == set(range(READ_AHEAD + 1)) and depth == READ_AHEAD

@@ -106,3 +106,25 @@ def test_a_tail_span_is_cut_on_mac_chunk_boundaries() -> None:
         assert all(start in starts and start + n in starts for start, n in pieces)
         assert all(n <= chunks.MIB for _, n in pieces)
         assert len(pieces) >= length // chunks.MIB
+
+
+def test_a_long_round_trip_takes_the_first_step_at_once() -> None:
+    # the g before a cold read took 0.15 s (far): the first epoch would be slow anyway
+    budget = Budget(12)
+    widener = Widener(4, budget)
+    assert widener.long_link(0.15) == 4
+    assert widener.width == 8 and budget.used == 4
+    assert widener.long_link(0.15) == 0          # once, before any request completed
+    # the step had no measured rate to beat, so the epoch at 8 takes the next one (16, as a
+    # read that measured its first epoch at 4 reaches: 4 -> 8 -> 16 on the far profile), which
+    # gains nothing over 8 and stops the growth
+    assert simulate(widener, rtt=0.15, per_conn=2.5 * MB, total=12.5 * MB) == 16
+    assert widener.learned == 16
+    # a quick round trip, or a transfer already measuring, is left alone
+    assert Widener(4, Budget(12)).long_link(0.04) == 0
+    started = Widener(4, Budget(12))
+    started.record(MB, 0.0, 0.3)
+    assert started.long_link(0.15) == 0 and started.width == 4
+    # the limit and the budget bound it
+    assert Widener(4, Budget(12), limit=6).long_link(0.5) == 2
+    assert Widener(4, Budget(1)).long_link(0.5) == 1
