@@ -201,6 +201,7 @@ class MountRuntime:
                                         poll_timeout=cfg.poll_timeout,
                                         on_paths=self._invalidate,
                                         on_gone=lambda: setattr(fs, "gone", True))
+        fs.gate = self.link_watcher.gate
         self._stack.callback(self.link_watcher.stop)
         log.info("folder link opened read-only: %d nodes", len(self.tree))
 

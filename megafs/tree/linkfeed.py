@@ -47,6 +47,32 @@ def _nodes(listing: Listing) -> list[Node]:
     return out
 
 
+class ChangeGate:
+    """An owner's change is half published between its apply to the tree and the drop of the
+    kernel's cached entries for it (``on_paths``): a listing in between shows the change while
+    ``stat`` still answers from the kernel's cache (a removed file gone from ``ls`` yet still
+    there; seen once in a loaded run of ``test_the_owners_changes_show_and_a_revoked_link_fails
+    _reads``).  The watcher holds the gate across both; a listing ``passes`` it first, waiting
+    at most ``WAIT`` s, so a slow invalidation can delay a listing but never hang it."""
+
+    WAIT = 1.0      # seconds
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> "ChangeGate":
+        self._lock.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+    def passes(self) -> None:
+        """Return once no change is half published (or after ``WAIT`` s)."""
+        if self._lock.acquire(timeout=self.WAIT):
+            self._lock.release()
+
+
 class LinkWatcher:
     """Background thread: the owner's changes inside the folder link, applied to the tree.
 
@@ -63,6 +89,7 @@ class LinkWatcher:
         self.poll_timeout = poll_timeout
         self.on_paths = on_paths
         self.on_gone = on_gone
+        self.gate = ChangeGate()     # held from a change's apply until on_paths returned
         self.gone = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="megafs-link-sc", daemon=True)
@@ -112,12 +139,13 @@ class LinkWatcher:
         log.warning("the folder link was revoked or its folder removed by its owner: the "
                     "mount is now empty and reads of files still open fail with ENOENT")
         root = self.tree.root
-        with self.tree.lock:
-            paths = self._all_paths()
-            for node in list(self.tree.children_view(root).values()):
-                self.tree.remove(node.handle)
-        if self.on_paths:
-            self.on_paths(paths)
+        with self.gate:
+            with self.tree.lock:
+                paths = self._all_paths()
+                for node in list(self.tree.children_view(root).values()):
+                    self.tree.remove(node.handle)
+            if self.on_paths:
+                self.on_paths(paths)
         if self.on_gone:
             self.on_gone()
 
@@ -131,22 +159,24 @@ class LinkWatcher:
         listing = self.public.listing()
         if listing.root != self.tree.root:
             raise MegaError(ApiCode.ENOENT, "the folder link names another folder now")
-        paths = self._all_paths()
-        self.tree.restore(_nodes(listing))
-        self.sn = listing.sn
-        if self.on_paths:
-            self.on_paths(paths | self._all_paths())
+        with self.gate:
+            paths = self._all_paths()
+            self.tree.restore(_nodes(listing))
+            self.sn = listing.sn
+            if self.on_paths:
+                self.on_paths(paths | self._all_paths())
 
     def _run(self) -> None:
         delay = 1.0
         while not self._stop.is_set():
             try:
                 packets, sn = self.public.poll(self.sn, self.poll_timeout, self._stop)
-                paths = self.apply(packets)
+                with self.gate:
+                    paths = self.apply(packets)
+                    if paths and self.on_paths:
+                        self.on_paths(paths)
                 self.sn = sn or self.sn
                 delay = 1.0
-                if paths and self.on_paths:
-                    self.on_paths(paths)
                 continue
             except MegaError as exc:
                 if self._stop.is_set():

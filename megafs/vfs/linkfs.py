@@ -37,6 +37,7 @@ from ..api.folderlink import FolderLink
 from ..api.publicfolder import FILE, Entry as LinkEntry, PublicFolder, item_link
 from ..crypto import FileKey
 from ..errors import ApiCode, FsError, MegaError
+from ..tree.linkfeed import ChangeGate
 from ..tree.meta import LINK_MAX, is_link as is_symlink, mode_of, xattrs_of
 from ..tree.nodes import Node
 from ..tree.tree import Tree, lookup
@@ -100,6 +101,7 @@ class LinkFileSystem:
                                                               api=link_site)
         self.show_links = show_links
         self.gone = False                   # the owner revoked the link
+        self.gate: ChangeGate | None = None  # the watcher's (tree/linkfeed.py), set by the runtime
         self.uid, self.gid = os.getuid(), os.getgid()
         self.started_ns = time.time_ns()
         self.interrupted: Callable[[], bool] = lambda: False   # set by the FUSE adapter
@@ -178,6 +180,8 @@ class LinkFileSystem:
             self._dirs.pop(fh, None)
 
     def _listing(self, path: str | None, fh: int | None) -> dict[str, Node]:
+        if self.gate is not None:
+            self.gate.passes()          # an owner's change shows here once fully published
         with self._lock:
             folder = self._dirs.get(fh or 0)
         if folder is None:
