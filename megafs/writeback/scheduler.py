@@ -59,7 +59,7 @@ log = logging.getLogger(__name__)
 
 STALLED_AFTER = 3.0       # seconds without upload progress before an upload counts as stalled
 SMALL = 1 << 20           # bytes: a file of at most one POST takes the small-file path
-SMALL_WORKERS = 64        # small files POSTed at once (threads made as needed, see below)
+SMALL_WORKERS = 32        # small files POSTed at once (threads made as needed, see below)
 SMALL_BYTES = 16 << 20    # bytes of small files being POSTed at once (beyond one file)
 URL_BATCH = 200           # most small files taken (and `u` commands sent) at once
 FETCHERS = 8              # `u` batches waiting for the lane at once (one thread each)
