@@ -243,8 +243,9 @@ class Scheduler:
                 st.lock.wait(0.5)
             self._small_bytes += size
             self._posting += 1
+        stopping = Cancelled("the mount is stopping") if st.stopping.is_set() else None
         try:
-            self._run(sf, verify, url, small=True)
+            self._run(sf, verify, url, error=stopping, small=True)
         finally:
             with st.lock:
                 self._small_bytes -= size
