@@ -128,12 +128,16 @@ class Committer:
                     # settled files the namespace kept (another node showed under the name
                     # for a moment), and mirrors of nodes other clients change, again
                     st.todo.add(sf.rid)
-        if st.ready and st.in_flight > len(st.ready):
+        if st.ready and st.in_flight:
             # Uploads about to finish share this batch: one p and one l serve them all.
+            # (``in_flight`` counts uploads still running: a finished one is in ``ready``
+            # and no longer in flight; comparing it with ``len(ready)`` ended the wait once
+            # half of the files of a wave had finished.)
             deadline = now + GATHER
-            while (st.in_flight > len(st.ready) and len(st.ready) < BATCH
+            while (st.in_flight and len(st.ready) < BATCH
                    and not st.stopping.is_set()):
-                left = deadline - time.monotonic()
+                # small files' POSTs still ending: wait for them (``QueueState.wave_until``)
+                left = max(deadline, st.wave_until()) - time.monotonic()
                 if left <= 0:
                     break
                 st.lock.wait(left)

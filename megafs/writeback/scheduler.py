@@ -10,8 +10,11 @@ cross a slow link in a few round trips instead of two per file (issue 23): the d
 takes every eligible small file at once (up to ``URL_BATCH``), asks for all their upload URLs
 in one batch of ``u`` (one request through the session's lane; files closed while that batch
 waits make another batch at once, up to ``FETCHERS``, and the lane sends every batch waiting
-in its next request), and hands them to ``small_workers`` threads that POST them in parallel
-over the pool's kept-alive connections.  While files are being closed in a burst (``cp -r``),
+in its next request), and POSTs them all at once, a thread each (made when needed, up to
+``small_workers``; at most ``SMALL_BYTES`` at once), over the pool's connections: with 16
+workers 100 files went out in 6-7 waves, a round trip each, and each wave got its own ``p``
+and ``l``.  The committer waits for the wave's POSTs to end (``QueueState.wave_until``), so
+one ``p`` and one ``l`` serve it.  While files are being closed in a burst (``cp -r``),
 the dispatcher first waits for a quiet moment (``burst_hold``: ``QUIET`` without a close, at
 most ``HOLD_MAX``, never for a file that ``fsync`` waits for), so the copy is not slowed by its
 own uploads and its files share one batch.
@@ -34,8 +37,8 @@ around state changes, never during the upload.
 """
 from __future__ import annotations
 
+import concurrent.futures as cf
 import logging
-import queue
 import socket
 import threading
 import time
@@ -56,7 +59,10 @@ log = logging.getLogger(__name__)
 
 STALLED_AFTER = 3.0       # seconds without upload progress before an upload counts as stalled
 SMALL = 1 << 20           # bytes: a file of at most one POST takes the small-file path
-SMALL_WORKERS = 16        # small files POSTed at once (HttpPool keeps 16 idle connections a host)
+SMALL_WORKERS = 128       # small files POSTed at once at most (threads made as needed)
+POSTS_PER_RTT = 800       # small files POSTed at once per second of the `u` request's time
+POSTS_MIN = 32            # ... but at least this many (see ``post_limit``)
+SMALL_BYTES = 16 << 20    # bytes of small files being POSTed at once (beyond one file)
 URL_BATCH = 200           # most small files taken (and `u` commands sent) at once
 FETCHERS = 8              # `u` batches waiting for the lane at once (one thread each)
 QUIET = 0.03              # seconds without a close before small files are taken
@@ -78,11 +84,12 @@ class Scheduler:
         self.small_workers = small_workers
         self.restarts: set[str] = set()
         self._threads: list[threading.Thread] = []
-        # small files with their URL (or None: get one), waiting for a small worker; None
-        # instead of a file wakes a worker to see ``stopping``
-        self._small: queue.Queue[tuple[StagedFile, bool, tuple[str, int] | None] | None] = \
-            queue.Queue()
+        # POSTs of small files: a thread each, made when needed, up to ``small_workers``
+        self._posts: cf.ThreadPoolExecutor | None = None
         self._small_taken = 0        # small files taken by the dispatcher, not finished
+        self._small_bytes = 0        # bytes of the small files being POSTed
+        self._posting = 0            # small files being POSTed
+        self._post_limit = POSTS_MIN  # how many may be (``post_limit`` of the last `u`)
         self._fetching = 0           # `u` batches sent or waiting for the lane
 
     # --- called under the lock --------------------------------------------------------------
@@ -123,9 +130,8 @@ class Scheduler:
         for i in range(self.workers):
             self._spawn(self._worker, "megafs-upload-%d" % i)
         if self.small_workers > 0:
+            self._posts = cf.ThreadPoolExecutor(self.small_workers, "megafs-small")
             self._spawn(self._dispatcher, "megafs-small-urls")
-            for i in range(self.small_workers):
-                self._spawn(self._small_worker, "megafs-small-%d" % i)
         self._spawn(lambda: probe_outages(self), "megafs-probe")
 
     def _spawn(self, target: Any, name: str) -> None:
@@ -135,10 +141,11 @@ class Scheduler:
 
     def join(self, deadline: float) -> None:
         """Wait for the threads until ``deadline`` (monotonic); call once ``stopping`` is set."""
-        for _ in range(self.small_workers):
-            self._small.put(None)         # wakes an idle small worker at once (0.5 s per stop)
         for thread in self._threads:
             thread.join(max(0.1, deadline - time.monotonic()))
+        if self._posts is not None:
+            # POSTs under way see ``stopping`` through their cancel events; not waited for
+            self._posts.shutdown(wait=False, cancel_futures=True)
 
     def _worker(self) -> None:
         st = self.state
@@ -188,36 +195,62 @@ class Scheduler:
             urls: dict[str, tuple[str, int] | BaseException] = {}
             if need:
                 try:
+                    began = time.monotonic()
                     got: list[Any] = self.client.upload_urls([size for _sf, size in need],
                                                              cancel=st.stopping)
+                    self._post_limit = post_limit(time.monotonic() - began,
+                                                  self.small_workers)
                 except Exception as exc:     # the whole batch failed: each file backs off
                     got = [exc] * len(need)
                 for (sf, size), url in zip(need, got):
                     urls[sf.rid] = url if isinstance(url, BaseException) else (url, size)
             log.debug("small files: %d taken, %d upload URL(s) in one batch",
                       len(taken), len(need))
-            for sf, verify, _size in taken:
+            for sf, verify, size in taken:
                 got_url = urls.get(sf.rid)
                 if isinstance(got_url, BaseException):
                     self._run(sf, verify, None, error=got_url, small=True)
                 else:
-                    self._small.put((sf, verify, got_url))
+                    self._post(sf, verify, got_url, size)
         finally:
             with st.lock:
                 self._fetching -= 1
                 st.lock.notify_all()
 
-    def _small_worker(self) -> None:
+    def _post(self, sf: StagedFile, verify: bool, url: tuple[str, int] | None,
+              size: int) -> None:
+        """Hand one small file of ``size`` bytes with its URL to a POST thread."""
+        assert self._posts is not None
+        with self.state.lock:
+            self.state.post_started()
+        try:
+            self._posts.submit(self._small_post, sf, verify, url, size)
+        except RuntimeError as exc:       # the pool is shut down: the mount is stopping
+            with self.state.lock:
+                self.state.post_ended()
+            self._run(sf, verify, url, error=Cancelled(str(exc)), small=True)
+
+    def _small_post(self, sf: StagedFile, verify: bool, url: tuple[str, int] | None,
+                    size: int) -> None:
+        """POST one small file, at once unless ``SMALL_BYTES`` are being POSTed already (the
+        memory bound: at most 16 MiB of small files at once, as with 16 workers of 1 MiB) or
+        ``post_limit`` files."""
         st = self.state
-        while not st.stopping.is_set():
-            try:
-                item = self._small.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            if item is None:
-                continue                  # join's wake-up: look at ``stopping`` again
-            sf, verify, url = item
-            self._run(sf, verify, url, small=True)
+        with st.lock:
+            while self._posting and (self._small_bytes + size > SMALL_BYTES
+                                     or self._posting >= self._post_limit) \
+                    and not st.stopping.is_set():
+                st.lock.wait(0.5)
+            self._small_bytes += size
+            self._posting += 1
+        stopping = Cancelled("the mount is stopping") if st.stopping.is_set() else None
+        try:
+            self._run(sf, verify, url, error=stopping, small=True)
+        finally:
+            with st.lock:
+                self._small_bytes -= size
+                self._posting -= 1
+                st.post_ended()
 
     def _run(self, sf: StagedFile, verify: bool, url: tuple[str, int] | None, *,
              error: BaseException | None = None, small: bool = False) -> None:
@@ -255,7 +288,7 @@ class Scheduler:
                     self._release(sf)
                     return
 
-        if self._unchanged(sf):
+        if unchanged(st, sf):
             with st.lock:
                 if not sf.current_job:
                     self._release(sf)        # the file changed or went away meanwhile
@@ -284,6 +317,7 @@ class Scheduler:
         premac = sf.premac.take(size)
         uploaded = self.client.upload(sf.path, progress=progress, cancel=sf.cancel,
                                       premac=premac, url=url)
+        log.debug("sent %s", sf.rec.name)
         # MEGA's own apps read the mtime from the c fingerprint (its CRC part is of the bytes
         # just sent; a file changed meanwhile is caught by the version check below).
         crc_attr = fingerprint.fingerprint(sf.path, size=uploaded.size, mtime=0)
@@ -293,20 +327,6 @@ class Scheduler:
                 return
             sf.uploaded((uploaded, crc_attr))
             st.hand(sf)
-
-    def _unchanged(self, sf: StagedFile) -> bool:
-        """Whether ``sf``'s staged bytes are exactly its committed node's: same size and the
-        node's meta-MAC over them under the node's own key (``api.identical``), so nothing
-        needs uploading.  Costs one MAC pass over the file, only when the sizes match."""
-        with self.state.lock:
-            committed, size = sf.rec.committed, sf.rec.size
-            if not committed or sf.rec.committed_gen >= sf.rec.generation:
-                return False
-        node = self.state.tree.get(committed)
-        if node is None or node.is_dir or node.size != size or node.key is None \
-                or len(node.key) != 32:
-            return False
-        return same_content(sf.path, node.file_key, size, sf.cancel)
 
     def _release(self, sf: StagedFile) -> None:
         """Give a file back after an abandoned attempt (under the lock)."""
@@ -348,6 +368,32 @@ class Scheduler:
             self._release(sf)
         sf.saved()
         self.save([sf])
+
+
+def unchanged(state: QueueState, sf: StagedFile) -> bool:
+    """Whether ``sf``'s staged bytes are exactly its committed node's: same size and the
+    node's meta-MAC over them under the node's own key (``api.identical``), so nothing
+    needs uploading.  Costs one MAC pass over the file, only when the sizes match."""
+    with state.lock:
+        committed, size = sf.rec.committed, sf.rec.size
+        if not committed or sf.rec.committed_gen >= sf.rec.generation:
+            return False
+    node = state.tree.get(committed)
+    if node is None or node.is_dir or node.size != size or node.key is None \
+            or len(node.key) != 32:
+        return False
+    return same_content(sf.path, node.file_key, size, sf.cancel)
+
+
+def post_limit(rtt: float, most: int) -> int:
+    """How many small files to POST at once after a `u` request that took ``rtt`` seconds (a
+    measure of the round trip): ``POSTS_PER_RTT`` per second of it, at least ``POSTS_MIN``, at
+    most ``most``.  Each POST beyond the pool's kept-alive connections opens a new one (TCP and
+    TLS handshakes: about 2 ms of CPU on the two ends here, more on 2 busy cores), each wave of
+    POSTs on kept connections costs a round trip.  Measured (100 x 4 KiB, ``scripts/bench
+    --wan``, 4 interleaved rounds, 2026-12-07): home (RTT 40 ms) 0.82 s with 32 at once, 0.94 s
+    with 128; far (RTT 150 ms) 1.80 s with 32, 1.63 s with 128."""
+    return max(POSTS_MIN, min(most, int(rtt * POSTS_PER_RTT)))
 
 
 def burst_hold(state: QueueState, held_since: float | None) -> tuple[float, float | None]:

@@ -24,6 +24,9 @@ from . import record as R
 from .record import Record, Step
 from .staged import StagedFile
 
+WAVE_QUIET = 0.05         # seconds: the least wait for the next POST of a wave to end
+WAVE_MAX = 2.0            # seconds: the committer waits for a wave of POSTs at most this long
+
 
 class QueueState:
     """See the module docstring."""
@@ -39,6 +42,10 @@ class QueueState:
         self.ready: list[StagedFile] = []           # finished uploads (busy, with a token)
         self.in_flight = 0                          # uploads running
         self.last_close = 0.0                       # monotonic time new content was flushed
+        # a wave of small files' POSTs (``scheduler``): how many run, when the wave began,
+        # when its first and its latest POST ended (monotonic; 0: not yet); ``wave_until``
+        self.posting = 0
+        self.wave_start = self.wave_first = self.wave_last = 0.0
         self.stopping = threading.Event()
         # Whether a read-only open holds node ``handle`` (set by the filesystem core): such a
         # node is not deleted until its readers are gone (issue 21, ``record.unread``).
@@ -69,6 +76,39 @@ class QueueState:
         self.lock.notify_all()
 
     # --- under lock -------------------------------------------------------------------------
+    def post_started(self) -> None:
+        """A small file's POST starts (under ``lock``)."""
+        if not self.posting:
+            self.wave_start, self.wave_first, self.wave_last = time.monotonic(), 0.0, 0.0
+        self.posting += 1
+
+    def post_ended(self) -> None:
+        """A small file's POST ended, whatever its outcome (under ``lock``)."""
+        self.posting -= 1
+        self.wave_last = time.monotonic()
+        self.wave_first = self.wave_first or self.wave_last
+        self.lock.notify_all()
+
+    def wave_until(self) -> float:
+        """Until when (monotonic; 0.0: no wave) the committer waits for the small files'
+        POSTs under way, so that one ``p`` and one ``l`` serve them all (issue 23): POSTs
+        that began together end within a few round trips of each other (a new connection
+        costs one or two more than a kept-alive one, and 100 TLS handshakes take the cores
+        for a while), so it waits while they keep ending: until twice the first POST's own
+        time has passed without one ending (at least ``WAVE_QUIET``), and at least until three
+        times that time after the first ended; never beyond ``WAVE_MAX`` after the wave began.
+        Measured (far profile, RTT 150 ms, 100 x 4 KiB): the POSTs ended 0.18-0.67 s after
+        their ``u``, in clusters up to 0.15 s apart; with a 50 ms gather the committer sent
+        three ``p`` and three ``l`` instead of one each."""
+        if not self.posting:
+            return 0.0
+        cap = self.wave_start + WAVE_MAX
+        if not self.wave_first:
+            return cap
+        first = self.wave_first - self.wave_start
+        return min(cap, max(self.wave_first + 3 * first,
+                            self.wave_last + max(WAVE_QUIET, 2 * first)))
+
     def touched(self, sf: StagedFile) -> None:
         """Something changed: the committer and the workers look at ``sf`` again."""
         with self.lock:

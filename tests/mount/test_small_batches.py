@@ -110,6 +110,22 @@ def test_files_closed_together_share_one_request_each_step(server, tmp_path):
     check_links(server, tmp_path, links, expected)
 
 
+def test_slow_posts_of_one_wave_share_one_p_and_one_l(server, tmp_path):
+    """Every POST answered 0.3 s late: the 60 files' POSTs all run at once (not in waves of
+    16 workers) and the committer waits for the wave to end, so one ``p`` and one ``l`` per
+    ``u`` batch serve them all (before: 4 waves of POSTs; and the gather ended once half of a
+    wave's files had finished, so two or three ``p`` and ``l`` a wave)."""
+    count = 60
+    slow = {"where": "upload", "delay": 0.3}
+    _elapsed, diff, links, expected = copy_until_linked(server, tmp_path, count, [slow])
+    with_cmd = diff["requests_with"]
+    assert diff["commands"].get("u") == count and diff["commands"].get("p") == count
+    assert 1 <= with_cmd.get("u", 0) <= 2      # the burst of closes, held for a quiet moment
+    assert with_cmd.get("p", 0) <= with_cmd["u"], with_cmd
+    assert with_cmd.get("l", 0) <= with_cmd["u"], with_cmd
+    check_links(server, tmp_path, links, expected)
+
+
 def wait_states(mnt, names, timeout=60.0):
     """{name: user.mega.state} once no file is pending or uploading."""
     deadline = time.monotonic() + timeout
