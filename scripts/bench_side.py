@@ -40,7 +40,8 @@ def signup(api: str, state: Path, data_dir: Path) -> tuple[str, str]:
     (the confirmation link comes from ``GET /_megafs/mail``, with the control token of the
     server's ``data_dir``), logged in with its session in
     ``state``; returns (e-mail, password)."""
-    email, password = "rclone-bench@example.com", secrets.token_urlsafe(16)
+    # starts with a letter: rclone reads a password beginning with "-" as a flag
+    email, password = "rclone-bench@example.com", "p" + secrets.token_urlsafe(16)
     common = ["--api", api, "--state-dir", str(state)]
     _megafs(["signup", email, *common], password)
     mail = requests.get(api + "_megafs/mail", timeout=30,
