@@ -4,7 +4,7 @@ Its bytes are decrypted but not yet verified, so nothing may keep them under a n
 download ends without success.  Where the filesystem allows, the file has no name at all
 (Linux ``O_TMPFILE``): no exit path, SIGKILL and power loss included, leaves it behind, and it
 gets a name (``linkat`` through ``/proc/self/fd``) only after its MAC matched, to be renamed
-over the destination at once.  Elsewhere it is a named ``.NAME.XXXX.megafs-part`` beside the
+over the destination at once.  Elsewhere it is a named ``.NAME.RANDOM.megafs-part`` beside the
 destination, removed on every exit path the process sees: errors, and the signals ``megafs
 get`` turns into exceptions after calling ``remove_partial_files``.  Linux only for the
 unnamed form; no logging.

@@ -6,26 +6,30 @@ valid while its thread holds ``State.lock``, and it never sees a key in the clea
 from __future__ import annotations
 
 import sqlite3
+from abc import ABC, abstractmethod
 
 from .db import FOLDER, now
 
 SQL_BATCH = 500          # handles per IN (...) clause (as tx.SQL_BATCH)
 
 
-class ShareQueries:
+class ShareQueries(ABC):
     """Mixin of ``Tx``: the methods below use its ``execute``, ``db``, ``node`` and
-    ``public_node``."""
+    ``public_node``, declared here as abstract (``Tx`` defines them)."""
 
     db: sqlite3.Connection
 
+    @abstractmethod
     def execute(self, sql: str, params: tuple | list = ()) -> sqlite3.Cursor:
-        raise NotImplementedError
+        """``Tx.execute``."""
 
+    @abstractmethod
     def node(self, h: str | None, uh: str | None = None) -> sqlite3.Row | None:
-        raise NotImplementedError
+        """``Tx.node``."""
 
+    @abstractmethod
     def public_node(self, ph: str | None) -> sqlite3.Row | None:
-        raise NotImplementedError
+        """``Tx.public_node``."""
 
     def shares_of(self, h: str) -> list[sqlite3.Row]:
         return self.execute("SELECT * FROM shares WHERE h=? ORDER BY rowid", (h,)).fetchall()
