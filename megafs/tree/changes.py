@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import ApiCode, MegaError, MegafsError, describe
 from . import remote
-from .packets import apply as apply_packet
+from .packets import apply as apply_packet, paths_touched
 from .tree import Tree
 
 if TYPE_CHECKING:
@@ -71,29 +71,6 @@ class RemoteWatcher:
             return None
         return dict(packet, t=dict(body, f=fresh))
 
-    def _paths(self, packet: dict) -> set[str]:
-        """Mount paths a packet touches (the nodes it names and their folders), as the tree
-        shows them now; the kernel's cached entries for them are invalidated."""
-        handles: list[str] = []
-        kind = packet.get("a")
-        if kind in ("d", "u", "s2") and isinstance(packet.get("n"), str):
-            handles.append(packet["n"])
-        elif kind == "t" and isinstance(packet.get("t"), dict):
-            raws = packet["t"].get("f")
-            if isinstance(raws, list):
-                handles += [r["h"] for r in raws if isinstance(r, dict)
-                            and isinstance(r.get("h"), str)]
-        out = set()
-        for handle in handles:
-            node = self.tree.get(handle)
-            if node is None:
-                continue
-            for h in (handle, node.parent):
-                path = self.tree.path_of(h)
-                if path is not None:
-                    out.add(path)
-        return out
-
     def _new_own_files(self, packet: Any) -> list[str]:
         """Handles of files that a ``t`` packet of our own request id adds to the tree."""
         if not isinstance(packet, dict) or packet.get("a") != "t" \
@@ -144,9 +121,9 @@ class RemoteWatcher:
                     if p is None:
                         continue
                     ours = self._new_own_files(p)
-                    paths |= self._paths(p)                 # where things were
+                    paths |= paths_touched(self.tree, p)     # where things were
                     affected |= apply_packet(self.tree, p)
-                    paths |= self._paths(p)                 # where things are now
+                    paths |= paths_touched(self.tree, p)     # where things are now
                     if ours:
                         self._reap_late_repeats(ours)
                 self.sn = sn or self.sn

@@ -21,7 +21,7 @@ from typing import Any, Callable
 from ..api.publicfolder import FILE, Listing, PublicFolder
 from ..errors import ApiCode, MegaError, MegafsError, describe
 from .nodes import ROOT, Node
-from .packets import apply as apply_packet
+from .packets import apply as apply_packet, paths_touched
 from .tree import Tree
 
 log = logging.getLogger(__name__)
@@ -100,20 +100,6 @@ class LinkWatcher:
     def stop(self) -> None:
         self._stop.set()
 
-    def _paths(self, packet: dict[str, Any]) -> set[str]:
-        if packet["a"] == "t":
-            handles = [raw["h"] for raw in packet["t"]["f"]]
-        else:
-            handles = [packet["n"]]
-        out = set()
-        for handle in handles:
-            node = self.tree.get(handle)
-            for h in (handle, node.parent) if node is not None else ():
-                path = self.tree.path_of(h)
-                if path is not None:
-                    out.add(path)
-        return out
-
     def _touches_root(self, packet: dict[str, Any]) -> bool:
         root = self.tree.root
         if packet["a"] == "t":
@@ -129,9 +115,9 @@ class LinkWatcher:
                 # which the next poll says (-9); the mount's root stays where it is
                 log.info("folder link: the owner moved or removed the shared folder itself")
                 continue
-            paths |= self._paths(packet)
+            paths |= paths_touched(self.tree, packet)
             apply_packet(self.tree, packet)
-            paths |= self._paths(packet)
+            paths |= paths_touched(self.tree, packet)
         return paths
 
     def _revoked(self) -> None:

@@ -71,6 +71,31 @@ def apply(tree: "Tree", packet: Any) -> set[str]:
         return set()
 
 
+def paths_touched(tree: "Tree", packet: dict) -> set[str]:
+    """Mount paths a packet touches (the nodes it names and their folders), as the tree
+    shows them now (call before and after applying it): the kernel's cached entries for them
+    are invalidated.  For the account's change feed and a folder link's alike."""
+    handles: list[str] = []
+    kind = packet.get("a")
+    if kind in ("d", "u", "s2") and isinstance(packet.get("n"), str):
+        handles.append(packet["n"])
+    elif kind == "t" and isinstance(packet.get("t"), dict):
+        raws = packet["t"].get("f")
+        if isinstance(raws, list):
+            handles += [r["h"] for r in raws if isinstance(r, dict)
+                        and isinstance(r.get("h"), str)]
+    out = set()
+    for handle in handles:
+        node = tree.get(handle)
+        if node is None:
+            continue
+        for h in (handle, node.parent):
+            path = tree.path_of(h)
+            if path is not None:
+                out.add(path)
+    return out
+
+
 def _apply_share(tree: "Tree", packet: dict) -> None:
     """An outgoing share made or ended (meganz/sdk src/megaclient.cpp ``sc_shares``): a new
     share key is kept only if ``ha`` authenticates it for the folder; shares of other users

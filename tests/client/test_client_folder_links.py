@@ -10,11 +10,11 @@ import os
 
 import pytest
 
-from helpers.client import fast_retry
+from helpers.client import fast_retry, put
 from helpers.hostile import HostileApi
 from megafs import crypto
 from megafs.api import commands, sharekeys
-from megafs.api.client import MegaClient, PutItem
+from megafs.api.client import PutItem
 from megafs.api.folderlink import export_folder, owner_listing, parse_folder_link, revoke_folder
 from megafs.api.publicfolder import PublicFolder
 from megafs.errors import ApiCode, IntegrityError, MegaError, ProtocolError
@@ -24,25 +24,6 @@ def write(tmp_path, name: str, data: bytes) -> str:
     path = tmp_path / ("src-" + name)
     path.write_bytes(data)
     return str(path)
-
-
-def put(client: MegaClient, parent: str, tmp_path, name: str, data: bytes,
-        cr_for: str | None = None) -> dict:
-    """Upload ``data`` as ``parent/name``; with ``cr_for`` (the exported folder) the ``p``
-    carries the ``cr`` keys ``sharekeys.cr_for_put`` computes from a fresh listing."""
-    uploaded = client.upload(write(tmp_path, name, data))
-    if cr_for is None:
-        node = client.put_files([PutItem(parent, uploaded, {"n": name})])[0]
-        assert isinstance(node, dict), node
-        return node
-    listing = owner_listing(client)
-    parents = {n["h"]: n.get("p", "") for n in listing.fetched.nodes}
-    item = commands.file_node(uploaded, {"n": name}, client.session.master_key)
-    command = commands.put_nodes(parent, [item], client.request_id)
-    cr = sharekeys.cr_for_put(parents, listing.share_keys, parent, [uploaded.key.pack()])
-    assert cr is not None and cr[0] == [cr_for]
-    command["cr"] = cr
-    return client.transport.call(command)["f"][0]
 
 
 @pytest.fixture

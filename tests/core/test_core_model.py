@@ -46,6 +46,7 @@ from megafs.api.links import format_link
 from megafs.errors import FsError, MegafsError
 from megafs.mount.runtime import MountConfig, MountRuntime
 from helpers.mount import listing_paths, wait_for
+from helpers.stress_model import model_pwrite, model_truncate
 
 EXAMPLES = int(os.environ.get("MEGAFS_CORE_MODEL_EXAMPLES", "50"))
 STEPS = int(os.environ.get("MEGAFS_CORE_MODEL_STEPS", "50"))
@@ -191,7 +192,7 @@ class CoreMachine(RuleBasedStateMachine):
         assert self.fs.write(fh, data, offset) == len(data)
         self.fs.flush(fh)
         self.fs.release(fh)
-        _pwrite(self.names[name], offset, data)
+        model_pwrite(self.names[name].data, offset, data)
         self.content_changed(self.names[name])
 
     @precondition(lambda self: self.names)
@@ -202,7 +203,7 @@ class CoreMachine(RuleBasedStateMachine):
         self.fs.truncate(self.p(name), length)
         inode = self.names[name]
         if length != len(inode.data):
-            _truncate(inode, length)
+            model_truncate(inode.data, length)
             self.content_changed(inode)
 
     @precondition(lambda self: self.names)
@@ -305,12 +306,12 @@ class CoreMachine(RuleBasedStateMachine):
             self.expect_errno(errno.EBADF, self.fs.write, h.fh, data, offset)
         elif op == "write":
             assert self.fs.write(h.fh, data, offset) == len(data)
-            _pwrite(h.inode, offset, data)
+            model_pwrite(h.inode.data, offset, data)
             self.content_changed(h.inode)
         elif op == "truncate" and h.writable:
             self.fs.truncate(None, offset, h.fh)
             if offset != len(h.inode.data):
-                _truncate(h.inode, offset)
+                model_truncate(h.inode.data, offset)
                 self.content_changed(h.inode)
         elif op == "fsync":
             self.fs.fsync(h.fh)
@@ -481,19 +482,6 @@ class CoreMachine(RuleBasedStateMachine):
             self.close_handle(self.handles.pop())
         if not failing:
             self.settle()
-
-
-def _pwrite(inode: Inode, offset: int, data: bytes) -> None:
-    if offset > len(inode.data):
-        inode.data += bytes(offset - len(inode.data))
-    inode.data[offset:offset + len(data)] = data
-
-
-def _truncate(inode: Inode, length: int) -> None:
-    if length < len(inode.data):
-        del inode.data[length:]
-    else:
-        inode.data += bytes(length - len(inode.data))
 
 
 @pytest.fixture(scope="module")

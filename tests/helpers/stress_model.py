@@ -135,7 +135,7 @@ class MountMachine(RuleBasedStateMachine):
         fd = os.open(self.p(name), os.O_RDWR)
         os.pwrite(fd, data, offset)
         os.close(fd)
-        _pwrite(self.names[name], offset, data)
+        model_pwrite(self.names[name].data, offset, data)
         self._pin(name)
 
     @precondition(lambda self: self.names)
@@ -146,7 +146,7 @@ class MountMachine(RuleBasedStateMachine):
         os.truncate(self.p(name), length)
         inode = self.names[name]
         if len(inode.data) != length:
-            _truncate(inode, length)
+            model_truncate(inode.data, length)
             self._pin(name)
 
     @precondition(lambda self: self.names)
@@ -210,7 +210,7 @@ class MountMachine(RuleBasedStateMachine):
         writable = [(fd, inode) for fd, inode, w in self.fds if w]
         fd, inode = writable[pick % len(writable)]
         assert os.pwrite(fd, data, offset) == len(data)
-        _pwrite(inode, offset, data)
+        model_pwrite(inode.data, offset, data)
         inode.mtime_ns = None
         for name, other in self.names.items():
             if other is inode:
@@ -284,17 +284,19 @@ class MountMachine(RuleBasedStateMachine):
             MountMachine.results.append((self.wdir, {"w": Inode(bytearray(self.saved))}))
 
 
-def _pwrite(inode: Inode, offset: int, data: bytes) -> None:
-    if offset > len(inode.data):
-        inode.data += bytes(offset - len(inode.data))
-    inode.data[offset:offset + len(data)] = data
+def model_pwrite(data: bytearray, offset: int, new: bytes) -> None:
+    """pwrite(2) on a model file's bytes (a gap reads as zeros); also the core model's."""
+    if offset > len(data):
+        data.extend(bytes(offset - len(data)))
+    data[offset:offset + len(new)] = new
 
 
-def _truncate(inode: Inode, length: int) -> None:
-    if length < len(inode.data):
-        del inode.data[length:]
+def model_truncate(data: bytearray, length: int) -> None:
+    """ftruncate(2) on a model file's bytes; also the core model's."""
+    if length < len(data):
+        del data[length:]
     else:
-        inode.data += bytes(length - len(inode.data))
+        data.extend(bytes(length - len(data)))
 
 
 def _first_diff(a: bytes, b: bytes) -> int:

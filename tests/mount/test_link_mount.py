@@ -14,11 +14,10 @@ import subprocess
 
 import pytest
 
-from helpers.client import fast_retry
+from helpers.client import fast_retry, put
 from helpers.mount import MountProcess, is_mounted, megafs, run_with_timeout, wait_for
-from megafs.api import commands, sharekeys
-from megafs.api.client import MegaClient, PutItem
-from megafs.api.folderlink import export_folder, owner_listing, parse_folder_link, revoke_folder
+from megafs.api.client import MegaClient
+from megafs.api.folderlink import export_folder, parse_folder_link, revoke_folder
 
 
 @pytest.fixture(scope="module")
@@ -31,26 +30,6 @@ def owner(module_server, account):
     module_server.clear_faults()
     with MegaClient.open(module_server.url, state_dir=account, retry=fast_retry()) as c:
         yield c
-
-
-def put(client: MegaClient, parent: str, tmp_path, name: str, data: bytes,
-        exported: str | None = None) -> dict:
-    """Upload ``data`` as ``parent/name``; into an exported folder the ``p`` carries the
-    ``cr`` keys the link needs (``api/sharekeys.py``)."""
-    src = tmp_path / ("src-" + name)
-    src.write_bytes(data)
-    uploaded = client.upload(str(src))
-    if exported is None:
-        node = client.put_files([PutItem(parent, uploaded, {"n": name})])[0]
-        assert isinstance(node, dict), node
-        return node
-    listing = owner_listing(client)
-    parents = {n["h"]: n.get("p", "") for n in listing.fetched.nodes}
-    item = commands.file_node(uploaded, {"n": name}, client.session.master_key)
-    command = commands.put_nodes(parent, [item], client.request_id)
-    command["cr"] = sharekeys.cr_for_put(parents, listing.share_keys, parent,
-                                         [uploaded.key.pack()])
-    return client.transport.call(command)["f"][0]
 
 
 @pytest.fixture
@@ -139,7 +118,7 @@ def test_the_owners_changes_show_and_a_revoked_link_fails_reads(module_server, o
     try:
         mnt = m.mnt
         assert (mnt / "a.txt").read_bytes() == contents["a.txt"]
-        put(owner, sub, tmp_path, "late.txt", b"added by the owner\n", exported=folder)
+        put(owner, sub, tmp_path, "late.txt", b"added by the owner\n", cr_for=folder)
         wait_for(lambda: (mnt / "extras" / "late.txt").exists(), timeout=10,
                  what="the owner's new file in the mount")
         assert (mnt / "extras" / "late.txt").read_bytes() == b"added by the owner\n"
