@@ -102,7 +102,7 @@ class QueueControl:
                     if left <= 0:
                         raise FsError(errno.ETIMEDOUT, "timed out waiting for the upload")
                     wait = min(wait, left)
-                self.st.lock.wait(wait)
+                sf.watch.wait(wait)
 
     def state(self, sf: StagedFile) -> tuple[str, str | None, str | None]:
         """(state, committed handle once uploaded, error once failed) for xattrs."""

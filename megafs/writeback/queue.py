@@ -211,6 +211,7 @@ class WriteBack:
         with self.lock:
             self.state.todo.update(self.files)
             self.lock.notify_all()
+        self.state.wake_watchers()
 
     # --- retirement -------------------------------------------------------------------------
     def retire(self, sf: StagedFile) -> bool:
@@ -281,6 +282,7 @@ class WriteBack:
                 if sf.cancel is not None:
                     sf.cancel.set()
             self.lock.notify_all()
+        self.state.wake_watchers()
         deadline = time.monotonic() + timeout
         self.scheduler.join(deadline)
         self.committer.join(deadline)

@@ -37,12 +37,13 @@ around state changes, never during the upload.
 """
 from __future__ import annotations
 
+import collections
 import concurrent.futures as cf
 import logging
 import socket
 import threading
 import time
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Optional
 from urllib.parse import urlsplit
 
 from ..api import fingerprint
@@ -69,6 +70,10 @@ QUIET = 0.03              # seconds without a close before small files are taken
 HOLD_MAX = 0.5            # seconds small files wait at most for such a quiet moment
 
 
+# a small file taken for a POST: (file, verify first, (upload URL, size) or None, size)
+_PostJob = tuple[StagedFile, bool, Optional[tuple[str, int]], int]
+
+
 class Scheduler:
     """The upload worker pool and the outage prober of one ``WriteBack``."""
 
@@ -90,6 +95,8 @@ class Scheduler:
         self._small_bytes = 0        # bytes of the small files being POSTed
         self._posting = 0            # small files being POSTed
         self._post_limit = POSTS_MIN  # how many may be (``post_limit`` of the last `u`)
+        # small files with their URL waiting for room to be POSTed (``_admit``)
+        self._waiting: collections.deque[_PostJob] = collections.deque()
         self._fetching = 0           # `u` batches sent or waiting for the lane
 
     # --- called under the lock --------------------------------------------------------------
@@ -219,38 +226,62 @@ class Scheduler:
 
     def _post(self, sf: StagedFile, verify: bool, url: tuple[str, int] | None,
               size: int) -> None:
-        """Hand one small file of ``size`` bytes with its URL to a POST thread."""
-        assert self._posts is not None
+        """Queue one small file of ``size`` bytes with its URL for a POST thread; it starts
+        at once unless ``SMALL_BYTES`` are being POSTed already (the memory bound: at most
+        16 MiB of small files at once, as with 16 workers of 1 MiB) or ``post_limit`` files,
+        else when a POST ends (``_admit``).  No thread waits for room: 100 POST threads
+        waiting on the queue's lock were woken by every change of every file."""
         with self.state.lock:
             self.state.post_started()
-        try:
-            self._posts.submit(self._small_post, sf, verify, url, size)
-        except RuntimeError as exc:       # the pool is shut down: the mount is stopping
-            with self.state.lock:
-                self.state.post_ended()
-            self._run(sf, verify, url, error=Cancelled(str(exc)), small=True)
+            self._waiting.append((sf, verify, url, size))
+            starts = self._admit()
+        self._start_posts(starts)
 
-    def _small_post(self, sf: StagedFile, verify: bool, url: tuple[str, int] | None,
-                    size: int) -> None:
-        """POST one small file, at once unless ``SMALL_BYTES`` are being POSTed already (the
-        memory bound: at most 16 MiB of small files at once, as with 16 workers of 1 MiB) or
-        ``post_limit`` files."""
-        st = self.state
-        with st.lock:
-            while self._posting and (self._small_bytes + size > SMALL_BYTES
-                                     or self._posting >= self._post_limit) \
-                    and not st.stopping.is_set():
-                st.lock.wait(0.5)
+    def _admit(self) -> list[_PostJob]:
+        """Take the waiting POSTs that fit now, in order, counted as running (under the
+        lock)."""
+        starts: list[_PostJob] = []
+        while self._waiting:
+            size = self._waiting[0][3]
+            if self._posting and (self._small_bytes + size > SMALL_BYTES
+                                  or self._posting >= self._post_limit):
+                break
+            starts.append(self._waiting.popleft())
             self._small_bytes += size
             self._posting += 1
-        stopping = Cancelled("the mount is stopping") if st.stopping.is_set() else None
+        return starts
+
+    def _start_posts(self, starts: list[_PostJob]) -> None:
+        """Hand admitted POSTs to the pool's threads; once the pool is shut down (the mount
+        is stopping) each is given back as cancelled here."""
+        assert self._posts is not None
+        while starts:
+            job = starts.pop(0)
+            try:
+                self._posts.submit(self._small_post, job)
+            except RuntimeError as exc:
+                starts.extend(self._posted(job, Cancelled(str(exc))))
+
+    def _small_post(self, job: _PostJob) -> None:
+        """POST one admitted small file (a pool thread), then start the POSTs that now fit."""
+        self._start_posts(self._posted(job, None))
+
+    def _posted(self, job: _PostJob, error: BaseException | None) -> list[_PostJob]:
+        """Upload one admitted small file (or give it back with ``error``); return the
+        waiting POSTs that fit once it is done."""
+        sf, verify, url, size = job
+        st = self.state
+        if error is None and st.stopping.is_set():
+            error = Cancelled("the mount is stopping")
         try:
-            self._run(sf, verify, url, error=stopping, small=True)
+            self._run(sf, verify, url, error=error, small=True)
         finally:
             with st.lock:
                 self._small_bytes -= size
                 self._posting -= 1
                 st.post_ended()
+                starts = self._admit()
+        return starts
 
     def _run(self, sf: StagedFile, verify: bool, url: tuple[str, int] | None, *,
              error: BaseException | None = None, small: bool = False) -> None:

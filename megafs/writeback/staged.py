@@ -13,7 +13,8 @@ Every change is one of the transition methods below (written, flushed, placed, f
 upload started, committed, failed, released, ...).  Each applies the pure ``record``
 transitions under the write-back lock (``lock``, the queue's re-entrant Condition; a caller
 already holding it may call them) and, where the queue must look at the file again, tells it
-once (``tell``).  No other module assigns a field (``tests/unit/test_staged_owner.py``).
+once (``tell``), which also wakes whoever waits for this file (``watch``).  No other module
+assigns a field (``tests/unit/test_staged_owner.py``).
 ``materialize`` is a per-file lock held while the old contents of a remote file are downloaded
 into the staged copy.
 """
@@ -67,6 +68,15 @@ class StagedFile:
     token: Any = None                          # a finished upload waiting for its ``p``
     materialize: threading.Lock = field(default_factory=threading.Lock)
     premac: Premac = field(default_factory=Premac)   # chunk MACs made while written
+    # Waited on by those who wait for this one file to settle (``control.wait``: a ``.link``
+    # read, ``fsync``), over the same lock, and notified when the queue is told of the file
+    # (``QueueState.touched``): on the queue's own ``lock`` every change woke every waiter
+    # of every file (see ``QueueState``).
+    watch: Any = None
+
+    def __post_init__(self) -> None:
+        if self.watch is None:
+            self.watch = threading.Condition(self.lock)
 
     @property
     def dirty(self) -> bool:
