@@ -85,3 +85,20 @@ def groups(size: int, target: int) -> Iterator[tuple[int, int]]:
             cur_len += length
     if cur_start is not None:
         yield cur_start, cur_len
+
+
+def split_span(offset: int, length: int, target: int) -> list[tuple[int, int]]:
+    """The span [offset, offset + length) cut into spans of at most ``target`` bytes (or one
+    chunk, if bigger) on MAC chunk boundaries (``size_at``), in order."""
+    out: list[tuple[int, int]] = []
+    start, end = offset, offset + length
+    cur, cur_len = offset, 0
+    while start < end:
+        n = min(size_at(start), end - start)
+        if cur_len and cur_len + n > target:
+            out.append((cur, cur_len))
+            cur, cur_len = start, 0
+        cur_len += n
+        start += n
+    out.append((cur, cur_len))
+    return out

@@ -157,6 +157,11 @@ class MegaClient:
         self._need_session()
         return self.uploader.upload_urls(sizes, cancel) if sizes else []
 
+    def preconnect_uploads(self, count: int) -> int:
+        """Open up to ``count`` upload connections ahead (``Uploader.preconnect``); returns
+        how many it started, 0 before this client's first ``u``."""
+        return self.uploader.preconnect(count)
+
     def put_files(self, items: list[PutItem], cr_for: sharekeys.CrFor | None = None
                   ) -> list[dict[str, Any] | Exception]:
         """Create file nodes for finished uploads: one batch, one ``p`` per file, so a

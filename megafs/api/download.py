@@ -57,8 +57,8 @@ from ..errors import (ApiCode, Cancelled, IntegrityError, MegaError, TransportEr
 from ..retry import Backoff, RetryPolicy
 from .commands import DownloadInfo
 from .http import (ERROR_BODY_MAX, HTTP_DEAD_URL_STATUSES, HTTP_OVER_QUOTA, HTTP_RETRY_STATUSES,
-                   HttpPool, TransferInterrupted, TransferStream, parse_error_body, redact_url,
-                   transfer_buffer)
+                   HttpPool, parse_error_body, redact_url)
+from .wire import TransferInterrupted, TransferStream, transfer_buffer
 from .partfile import PartFile
 from .remotefile import FileMac, UrlSource, check_empty
 from .widen import Budget, Crew, Widener

@@ -11,10 +11,8 @@ from __future__ import annotations
 import contextlib
 import http.client
 import logging
-import mmap
 import os
 import re
-import select
 import ssl
 import threading
 from http import HTTPStatus
@@ -23,11 +21,12 @@ from typing import Any, Iterator
 from urllib.parse import urlsplit
 
 import requests
-import urllib3
 
 from ..errors import TransportError
 from .apireq import (USER_AGENT, ApiReply, ReplyTooLarge, StaleConnection, api_exchange,
                      redact_url, short_error)
+from .idle import IdleConnections
+from .wire import TransferInterrupted, TransferStream
 
 __all__ = ["ApiReply", "HttpPool", "redact_url", "short_error", "USER_AGENT"]
 
@@ -89,18 +88,6 @@ def new_http_session(pool: int = 4) -> requests.Session:
     return sess
 
 
-class TransferInterrupted(TransportError):
-    """A transfer request failed on the wire (connect, send, timeout, connection lost).
-
-    Always worth a retry.  ``short`` is true when the connection ended in the middle of the
-    response body (the server promised more bytes than it sent).
-    """
-
-    def __init__(self, reason: str, *, short: bool = False) -> None:
-        super().__init__(reason)
-        self.short = short
-
-
 @dataclass
 class TransferReply:
     """The answer to ``HttpPool.transfer``: status, headers and the body.
@@ -118,52 +105,14 @@ class TransferReply:
 
 
 SMALL_REPLY = 1 << 20        # bytes read from a transfer reply when no buffer is given
-_IDLE_PER_HOST = 16          # keep-alive connections kept per host
+# keep-alive connections kept per host: as many as small files' POSTs run at once
+# (``writeback.posts``: up to 128 on a long round trip), so the next burst finds them open
+_IDLE_PER_HOST = 128
 
 
-def transfer_buffer(size: int) -> mmap.mmap:
-    """A page-aligned buffer for transfer data (anonymous private mmap, writable, zeroed).
-
-    The kernel copies into 16-byte-aligned buffers (which is what ``bytearray`` gives) up to 5x
-    slower on this AMD EPYC (``rep movsb`` with the destination 16 bytes off a 32-byte
-    boundary): ``preadv`` of 1 GiB from the page cache took 0.5 s into a bytearray and 0.1 s
-    into a page-aligned buffer, 21% of an upload's client CPU.  O_DIRECT needs the alignment
-    too.
-    """
-    return mmap.mmap(-1, max(size, 1), flags=mmap.MAP_PRIVATE)
-
-
-def _dropped(sock: Any) -> bool:
-    """True if an idle keep-alive socket was closed by the server (readable means EOF/junk).
-
-    A TLS 1.3 server sends its session tickets after the handshake (RFC 8446 section 4.6.1),
-    so a connection that has not read since its handshake (the API check's, ``api/probe.py``)
-    is readable and alive: for a TLS socket the readable records are read without blocking,
-    and only a close, an error or application data (junk between requests) count as
-    dropped.  Treating the tickets as a close cost a mount two round trips (issue 23)."""
-    try:
-        poller = select.poll()
-        poller.register(sock, select.POLLIN)
-        if not poller.poll(0):
-            return False
-    except (OSError, ValueError):
-        return True
-    if not isinstance(sock, ssl.SSLSocket):
-        return True
-    timeout = sock.gettimeout()
-    try:
-        sock.setblocking(False)
-        sock.recv(1)                # b"" (closed) or a byte nobody asked for: dropped
-        return True
-    except ssl.SSLWantReadError:
-        return False                # only handshake messages were waiting
-    except (OSError, ValueError):
-        return True
-    finally:
-        try:
-            sock.settimeout(timeout)
-        except OSError:
-            pass
+def _host_key(parts: Any) -> tuple[str, str, int]:
+    """(scheme, host, port) of a split http(s) URL: the key of its kept-alive connections."""
+    return (parts.scheme, parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
 
 
 class HttpPool:
@@ -183,8 +132,9 @@ class HttpPool:
     (``HTTP(S)_PROXY``/``NO_PROXY``) goes through ``requests`` instead, which knows proxies.
     Certificates are always verified (``REQUESTS_CA_BUNDLE`` or certifi, as requests does).
 
-    Both pools grow to the number of concurrent requests; at most 16 idle transfer connections
-    are kept per host.  Thread-safe; one lock guards the free lists.
+    Both pools grow to the number of concurrent requests; at most ``_IDLE_PER_HOST`` idle
+    transfer connections are kept per host, and ``preconnect`` opens some ahead of requests
+    about to go to a host.  Thread-safe; one lock guards the free lists.
     """
 
     def __init__(self) -> None:
@@ -192,7 +142,7 @@ class HttpPool:
         self._free: list[requests.Session] = []
         self._all: list[requests.Session] = []
         self._closed = False
-        self._idle: dict[tuple[str, str, int], list[http.client.HTTPConnection]] = {}
+        self._conns = IdleConnections(_IDLE_PER_HOST)    # kept alive, and opened ahead
         self._proxied: dict[tuple[str, str], bool] = {}
         self._ssl: ssl.SSLContext | None = None
 
@@ -237,12 +187,11 @@ class HttpPool:
             return self._request_via_requests(method, url, data, headers, timeout, limit, kwargs)
         connect_timeout, read_timeout = (timeout if isinstance(timeout, tuple)
                                          else (timeout, timeout))
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        host_key = (parts.scheme, parts.hostname, port)
+        host_key = _host_key(parts)
         target = (parts.path or "/") + ("?" + parts.query if parts.query else "")
         body = bytes(data) if data is not None else None
         for attempt in (1, 2):
-            conn = self._take(host_key)
+            conn = self._take(host_key, connect_timeout or DEFAULT_TIMEOUT[0])
             reused = conn.sock is not None
             try:
                 reply, reusable = api_exchange(conn, method, target, body, headers,
@@ -283,12 +232,9 @@ class HttpPool:
         with self._lock:
             self._closed = True
             sessions, self._all, self._free = self._all, [], []
-            idle, self._idle = self._idle, {}
         for sess in sessions:
             sess.close()
-        for conns in idle.values():
-            for conn in conns:
-                conn.close()
+        self._conns.close()
 
     # --- transfers ---------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -310,9 +256,8 @@ class HttpPool:
             with self._stream_requests(method, url, body, headers, timeout) as proxied:
                 yield proxied
             return
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        host_key = (parts.scheme, parts.hostname, port)
-        conn = self._take(host_key)
+        host_key = _host_key(parts)
+        conn = self._take(host_key, timeout[0])
         answer: TransferStream | None = None
         try:
             try:
@@ -361,28 +306,31 @@ class HttpPool:
             reply.overflow = not answer.at_end()
             return reply
 
-    def _take(self, host_key: tuple[str, str, int]) -> http.client.HTTPConnection:
-        with self._lock:
-            if self._closed:
-                raise TransportError("connection pool is closed")
-            idle = self._idle.get(host_key)
-            while idle:
-                conn = idle.pop()
-                if conn.sock is not None and not _dropped(conn.sock):
-                    return conn
-                conn.close()
-        scheme, host, port = host_key
-        if scheme == "https":
-            return http.client.HTTPSConnection(host, port, context=self._ssl_context())
-        return http.client.HTTPConnection(host, port)
+    def preconnect(self, url: str, count: int,
+                   timeout: float = DEFAULT_TIMEOUT[0]) -> int:
+        """Open connections to ``url``'s host in the background, a thread each (TCP and TLS
+        handshakes, ``timeout`` s at most), until ``count`` are idle or being opened (at most
+        ``_IDLE_PER_HOST``): requests about to go there skip those round trips.  Returns how
+        many it started; never raises (a failed connection is dropped; a proxied or
+        non-http(s) URL is left alone)."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname \
+                or self._via_proxy(parts.scheme, parts.netloc, url):
+            return 0
+        return self._conns.preconnect(_host_key(parts), count, self._new_connection, timeout)
+
+    def _new_connection(self, host_key: tuple[str, str, int]) -> http.client.HTTPConnection:
+        _scheme, host, port = host_key
+        return (http.client.HTTPSConnection(host, port, context=self._ssl_context())
+                if _scheme == "https" else http.client.HTTPConnection(host, port))
+
+    def _take(self, host_key: tuple[str, str, int], wait: float) -> http.client.HTTPConnection:
+        """A kept-alive connection, one being opened ahead (waited for at most ``wait``
+        seconds: ``IdleConnections.take``), else a new one (not yet connected)."""
+        return self._conns.take(host_key, wait) or self._new_connection(host_key)
 
     def _give(self, host_key: tuple[str, str, int], conn: http.client.HTTPConnection) -> None:
-        with self._lock:
-            idle = self._idle.setdefault(host_key, [])
-            if not self._closed and len(idle) < _IDLE_PER_HOST:
-                idle.append(conn)
-                return
-        conn.close()
+        self._conns.give(host_key, conn)
 
     def _ssl_context(self) -> ssl.SSLContext:
         with self._lock:
@@ -424,70 +372,3 @@ class HttpPool:
                 yield TransferStream(resp.raw, resp.status_code, resp.headers)
             finally:
                 resp.close()
-
-
-class TransferStream:
-    """The answer to a transfer request: status, headers, and a body read by the caller."""
-
-    def __init__(self, resp: Any, status: int | None = None, headers: Any = None) -> None:
-        self._resp = resp          # http.client.HTTPResponse or urllib3's HTTPResponse
-        self.status: int = resp.status if status is None else status
-        self.headers: Any = resp.headers if headers is None else headers
-        length = self.headers.get("Content-Length")
-        self.length: int | None = int(length) if length and length.isdigit() else None
-        self._got = 0
-        self._eof = False
-
-    def readinto(self, view: memoryview) -> int:
-        """Fill ``view`` from the body; fewer bytes only where the body ends.
-
-        ``TransferInterrupted(short=True)`` if the connection ends (or fails) before the
-        announced length.
-        """
-        got = 0
-        try:
-            while got < len(view):
-                n = self._resp.readinto(view[got:])
-                if not n:
-                    self._eof = True
-                    break
-                got += n
-        except (OSError, http.client.HTTPException, urllib3.exceptions.HTTPError) as exc:
-            raise TransferInterrupted("connection lost in the reply body (%s)"
-                                      % type(exc).__name__, short=True) from None
-        self._got += got
-        if self._eof and self.length is not None and self._got < self.length:
-            raise TransferInterrupted("connection lost in the reply body (%d of %d bytes)"
-                                      % (self._got, self.length), short=True)
-        return got
-
-    def read(self, limit: int) -> bytes:
-        """Up to ``limit`` bytes of the body (for small answers: tokens, error codes)."""
-        buf = bytearray(limit if self.length is None else min(limit, self.length - self._got))
-        n = self.readinto(memoryview(buf))
-        return bytes(buf[:n])
-
-    def at_end(self) -> bool:
-        """True once the whole body has been read."""
-        if self.length is not None:
-            return self._got >= self.length
-        if not self._eof:
-            try:  # peek: a body of unknown length ends at EOF
-                self._eof = not self._resp.read(1)
-            except (OSError, http.client.HTTPException, urllib3.exceptions.HTTPError):
-                return False
-        return self._eof
-
-    def finished(self) -> bool:
-        """The body was read to its end, so the connection can carry another request."""
-        if self.length is None or self._got < self.length:
-            return False
-        closed = getattr(self._resp, "isclosed", None)
-        if closed is None:
-            return True
-        if not closed():
-            try:  # nothing is left, but http.client only marks the answer done on a read
-                self._resp.read()
-            except (OSError, http.client.HTTPException):
-                return False
-        return bool(closed())

@@ -88,6 +88,11 @@ class MegaApi(Protocol):
         """Upload URLs for files of ``sizes`` bytes, one ``u`` each in one batch; per size
         the URL or that command's error.  Raises what fails the whole batch."""
 
+    def preconnect_uploads(self, count: int) -> int:
+        """Open up to ``count`` connections in the background to the host of the last
+        upload URL, so that uploads about to start skip the handshakes; returns how many it
+        started (0 before the first ``u``).  Never blocks, never raises."""
+
     def put_files(self, items: "list[PutItem]", cr_for: "CrFor | None" = None
                   ) -> list[dict[str, Any] | Exception]:
         """Create file nodes from finished uploads, one batch; per item the new raw node or

@@ -40,7 +40,7 @@ more than 4 connections: 4 carried 0.7 of the link), up to the client's shared b
 Memory is bounded: each of at most ``connections`` workers (plus the client's widening budget,
 4, shared by every upload) holds one span buffer (at most ``SPAN``, never more than the file)
 and a 1 MiB scratch, whatever the file size; the file is read with ``preadv`` at 64-bit offsets
-and never whole.  Never logs the upload URL's token.
+and never whole.  Never logs the upload URL's token; keeps only its origin (``preconnect``).
 """
 from __future__ import annotations
 
@@ -53,6 +53,7 @@ import time
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Callable
+from urllib.parse import urlsplit
 
 from .. import chunks, crypto, sealing
 from ..osio import read_at
@@ -62,8 +63,8 @@ from ..errors import (ApiCode, Cancelled, MegaError, ProtocolError, TransportErr
 from ..retry import Backoff, RetryPolicy
 from . import commands
 from .http import (HTTP_DEAD_URL_STATUSES, HTTP_OVER_QUOTA, HTTP_RETRY_STATUSES, HttpPool,
-                   TransferInterrupted, parse_error_body, redact_url,
-                   transfer_buffer)
+                   parse_error_body, redact_url)
+from .wire import TransferInterrupted, transfer_buffer
 from .transport import Transport
 from .widen import Budget, Crew, Widener
 
@@ -165,6 +166,7 @@ class Uploader:
         self.max_in_flight = 0      # observed high-water mark of spans held in memory (tests)
         self.budget = Budget()      # workers beyond ``connections`` on slow links (widen.py)
         self.learned_width: int | None = None   # the last big upload's width (widen.py)
+        self.upload_origin: str | None = None   # scheme://host:port of the last upload URL
 
     def upload(self, path: str, *, progress: Progress | None = None,
                cancel: threading.Event | None = None, premac: PremadeMacs | None = None,
@@ -232,15 +234,28 @@ class Uploader:
         out: list[str | Exception] = []
         for reply in replies:
             try:
-                out.append(commands.parse_upload_url(reply))
+                out.append(self._seen(commands.parse_upload_url(reply)))
             except (MegaError, ProtocolError) as exc:
                 out.append(exc)
         return out
 
+    def preconnect(self, count: int) -> int:
+        """``HttpPool.preconnect`` of up to ``count`` connections to the host of the last
+        upload URL, where the next uploads most likely go (a burst of small files' POSTs then
+        skips the handshakes: issue 23); how many it started, 0 before the first ``u``."""
+        origin = self.upload_origin
+        return self.pool.preconnect(origin + "/", count, self.timeout[0]) if origin else 0
+
+    def _seen(self, url: str) -> str:
+        """Remember ``url``'s origin (never its path: it carries the upload's token)."""
+        parts = urlsplit(url)
+        self.upload_origin = "%s://%s" % (parts.scheme, parts.netloc)
+        return url
+
     def _get_url(self, size: int, cancel: threading.Event | None) -> str:
         command = commands.upload_url(size, self.transport.https_transfers)
         reply = self.transport.batch([command], cancel=cancel)[0]
-        return commands.parse_upload_url(reply)
+        return self._seen(commands.parse_upload_url(reply))
 
     def _attempt(self, fd: int, size: int, url: str, key: FileKey, progress: Progress | None,
                  cancel: threading.Event | None, known: dict[int, bytes] | None = None
@@ -293,13 +308,13 @@ class Uploader:
                             sum(n for _, n in state.pending) < job.widener.width * length:
                         # the tail on a slow link: spans of 1 MiB, so the last POSTs do not
                         # run alone on a few connections (a 5 MiB POST at 2.5 MB/s is 2 s)
-                        pieces = split_span(offset, length, chunks.MIB)
+                        pieces = chunks.split_span(offset, length, chunks.MIB)
                         offset, length = pieces[0]
                         state.pending.extend(reversed(pieces[1:]))
                     state.in_flight += 1
                     self.max_in_flight = max(self.max_in_flight, state.in_flight)
                 try:
-                    if buf is None:   # page-aligned: see http.transfer_buffer
+                    if buf is None:   # page-aligned: see wire.transfer_buffer
                         buf = transfer_buffer(job.buffer_size)
                         scratch = transfer_buffer(max(4096, min(SCRATCH, job.buffer_size)))
                     assert scratch is not None
@@ -371,23 +386,6 @@ class Uploader:
             if job.progress:
                 job.progress(state.done)
             return
-
-
-def split_span(offset: int, length: int, target: int) -> list[tuple[int, int]]:
-    """The span [offset, offset + length) cut into spans of at most ``target`` bytes (or one
-    chunk, if bigger) on MAC chunk boundaries (``chunks.size_at``), in order."""
-    out: list[tuple[int, int]] = []
-    start, end = offset, offset + length
-    cur, cur_len = offset, 0
-    while start < end:
-        n = min(chunks.size_at(start), end - start)
-        if cur_len and cur_len + n > target:
-            out.append((cur, cur_len))
-            cur, cur_len = start, 0
-        cur_len += n
-        start += n
-    out.append((cur, cur_len))
-    return out
 
 
 @dataclass

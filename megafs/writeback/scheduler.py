@@ -1,23 +1,26 @@
 """Upload workers: pick the next file whose content must be sent, upload it, hand the finished
 upload to the committer; and the outage prober.
 
-A file is eligible when ``record.plan`` says UPLOAD: its content is newer than its committed
-node, it has no unflushed writes, and no writer has it open (unless ``fsync`` forced it), and
-its back-off has passed.  Files are taken in the order they became eligible.  Up to
+A file is eligible when ``record.plan`` says UPLOAD (newer than its node, flushed, no writer
+unless ``fsync`` forced it, back-off passed), in the order it became eligible.  Up to
 ``workers`` files bigger than ``SMALL`` upload at once, each on ``--connections`` connections
 (``MegaClient.upload``).  Small files (one POST each) go another way, so that many of them
 cross a slow link in a few round trips instead of two per file (issue 23): the dispatcher
 takes every eligible small file at once (up to ``URL_BATCH``), asks for all their upload URLs
 in one batch of ``u`` (one request through the session's lane; files closed while that batch
 waits make another batch at once, up to ``FETCHERS``, and the lane sends every batch waiting
-in its next request), and POSTs them all at once, a thread each (made when needed, up to
-``small_workers``; at most ``SMALL_BYTES`` at once), over the pool's connections: with 16
+in its next request), and POSTs them all at once (``posts.PostQueue``: a thread each, up to
+``post_limit`` and 16 MiB at once), over the pool's connections: with 16
 workers 100 files went out in 6-7 waves, a round trip each, and each wave got its own ``p``
 and ``l``.  The committer waits for the wave's POSTs to end (``QueueState.wave_until``), so
 one ``p`` and one ``l`` serve it.  While files are being closed in a burst (``cp -r``),
 the dispatcher first waits for a quiet moment (``burst_hold``: ``QUIET`` without a close, at
 most ``HOLD_MAX``, never for a file that ``fsync`` waits for), so the copy is not slowed by its
-own uploads and its files share one batch.
+own uploads and its files share one batch.  Meanwhile it opens the connections the burst's
+POSTs will need (``preconnect_uploads``: as many as files are waiting, up to ``post_limit``)
+to the host of the last upload URL, so the POSTs skip the TCP and TLS handshakes (two round
+trips); before the mount's first ``u`` answered, the burst's first file goes at once, alone
+(the scout), and its ``u`` names that host.
 A ``u`` refused in its slot fails only its file.  Measured (2026-12-07, 2 shared cores, local
 server, 100 x 4 KiB copied by one ``cp`` until every link reads, every ``/cs`` request 50 ms
 late: tests/mount/test_small_batches.py ``test_many_small_files_cross_in_few_batches``): 53-54
@@ -37,13 +40,11 @@ around state changes, never during the upload.
 """
 from __future__ import annotations
 
-import collections
-import concurrent.futures as cf
 import logging
 import socket
 import threading
 import time
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable
 from urllib.parse import urlsplit
 
 from ..api import fingerprint
@@ -51,6 +52,7 @@ from ..api.interface import MegaApi
 from ..api.identical import same_content
 from ..errors import Cancelled, MegafsError
 from ..tree.tree import Tree
+from .posts import SMALL_WORKERS, PostQueue, post_limit
 from .record import Step
 from .recovery import adopt
 from .staged import StagedFile
@@ -60,18 +62,10 @@ log = logging.getLogger(__name__)
 
 STALLED_AFTER = 3.0       # seconds without upload progress before an upload counts as stalled
 SMALL = 1 << 20           # bytes: a file of at most one POST takes the small-file path
-SMALL_WORKERS = 128       # small files POSTed at once at most (threads made as needed)
-POSTS_PER_RTT = 800       # small files POSTed at once per second of the `u` request's time
-POSTS_MIN = 32            # ... but at least this many (see ``post_limit``)
-SMALL_BYTES = 16 << 20    # bytes of small files being POSTed at once (beyond one file)
 URL_BATCH = 200           # most small files taken (and `u` commands sent) at once
 FETCHERS = 8              # `u` batches waiting for the lane at once (one thread each)
 QUIET = 0.03              # seconds without a close before small files are taken
 HOLD_MAX = 0.5            # seconds small files wait at most for such a quiet moment
-
-
-# a small file taken for a POST: (file, verify first, (upload URL, size) or None, size)
-_PostJob = tuple[StagedFile, bool, Optional[tuple[str, int]], int]
 
 
 class Scheduler:
@@ -90,14 +84,11 @@ class Scheduler:
         self.restarts: set[str] = set()
         self._threads: list[threading.Thread] = []
         # POSTs of small files: a thread each, made when needed, up to ``small_workers``
-        self._posts: cf.ThreadPoolExecutor | None = None
+        self.posts = PostQueue(state, lambda job, error: self._run(
+            job[0], job[1], job[2], error=error, small=True), max(1, small_workers))
         self._small_taken = 0        # small files taken by the dispatcher, not finished
-        self._small_bytes = 0        # bytes of the small files being POSTed
-        self._posting = 0            # small files being POSTed
-        self._post_limit = POSTS_MIN  # how many may be (``post_limit`` of the last `u`)
-        # small files with their URL waiting for room to be POSTed (``_admit``)
-        self._waiting: collections.deque[_PostJob] = collections.deque()
         self._fetching = 0           # `u` batches sent or waiting for the lane
+        self._scouted = False        # a `u` was answered: the client knows the upload host
 
     # --- called under the lock --------------------------------------------------------------
     def _is_small(self, sf: StagedFile) -> bool:
@@ -137,7 +128,7 @@ class Scheduler:
         for i in range(self.workers):
             self._spawn(self._worker, "megafs-upload-%d" % i)
         if self.small_workers > 0:
-            self._posts = cf.ThreadPoolExecutor(self.small_workers, "megafs-small")
+            self.posts.start()
             self._spawn(self._dispatcher, "megafs-small-urls")
         self._spawn(lambda: probe_outages(self), "megafs-probe")
 
@@ -150,9 +141,7 @@ class Scheduler:
         """Wait for the threads until ``deadline`` (monotonic); call once ``stopping`` is set."""
         for thread in self._threads:
             thread.join(max(0.1, deadline - time.monotonic()))
-        if self._posts is not None:
-            # POSTs under way see ``stopping`` through their cancel events; not waited for
-            self._posts.shutdown(wait=False, cancel_futures=True)
+        self.posts.shutdown()
 
     def _worker(self) -> None:
         st = self.state
@@ -174,17 +163,24 @@ class Scheduler:
         while not st.stopping.is_set():
             with st.lock:
                 hold, held_since = burst_hold(st, held_since)
+                most = URL_BATCH
                 if hold > 0:
-                    st.lock.wait(hold)
-                    continue
+                    if self._scouted or self._small_taken:
+                        # the burst's POSTs will go where the last `u` pointed: open their
+                        # connections now, while the burst goes on (never blocks)
+                        self.client.preconnect_uploads(min(len(st.offered), self.posts.limit))
+                        st.lock.wait(hold)
+                        continue
+                    most = 1        # the scout: its `u` names the upload host (see above)
                 taken: list[tuple[StagedFile, bool, int]] = []
                 wait = 1.0
-                while (self._fetching < FETCHERS
+                while (self._fetching < FETCHERS and len(taken) < most
                        and self._small_taken + len(taken) < URL_BATCH):
                     sf, wait = self._pick(small=True)
                     if sf is None:
                         break
                     taken.append((sf, self._take(sf), sf.rec.size))
+                    st.post_started()   # in the wave from its `u` on (``posts``)
                 if not taken:
                     st.lock.wait(wait)
                     continue
@@ -205,7 +201,8 @@ class Scheduler:
                     began = time.monotonic()
                     got: list[Any] = self.client.upload_urls([size for _sf, size in need],
                                                              cancel=st.stopping)
-                    self._post_limit = post_limit(time.monotonic() - began,
+                    self._scouted = True
+                    self.posts.limit = post_limit(time.monotonic() - began,
                                                   self.small_workers)
                 except Exception as exc:     # the whole batch failed: each file backs off
                     got = [exc] * len(need)
@@ -217,71 +214,14 @@ class Scheduler:
                 got_url = urls.get(sf.rid)
                 if isinstance(got_url, BaseException):
                     self._run(sf, verify, None, error=got_url, small=True)
+                    with st.lock:
+                        st.post_ended()
                 else:
-                    self._post(sf, verify, got_url, size)
+                    self.posts.add((sf, verify, got_url, size))
         finally:
             with st.lock:
                 self._fetching -= 1
                 st.lock.notify_all()
-
-    def _post(self, sf: StagedFile, verify: bool, url: tuple[str, int] | None,
-              size: int) -> None:
-        """Queue one small file of ``size`` bytes with its URL for a POST thread; it starts
-        at once unless ``SMALL_BYTES`` are being POSTed already (the memory bound: at most
-        16 MiB of small files at once, as with 16 workers of 1 MiB) or ``post_limit`` files,
-        else when a POST ends (``_admit``).  No thread waits for room: 100 POST threads
-        waiting on the queue's lock were woken by every change of every file."""
-        with self.state.lock:
-            self.state.post_started()
-            self._waiting.append((sf, verify, url, size))
-            starts = self._admit()
-        self._start_posts(starts)
-
-    def _admit(self) -> list[_PostJob]:
-        """Take the waiting POSTs that fit now, in order, counted as running (under the
-        lock)."""
-        starts: list[_PostJob] = []
-        while self._waiting:
-            size = self._waiting[0][3]
-            if self._posting and (self._small_bytes + size > SMALL_BYTES
-                                  or self._posting >= self._post_limit):
-                break
-            starts.append(self._waiting.popleft())
-            self._small_bytes += size
-            self._posting += 1
-        return starts
-
-    def _start_posts(self, starts: list[_PostJob]) -> None:
-        """Hand admitted POSTs to the pool's threads; once the pool is shut down (the mount
-        is stopping) each is given back as cancelled here."""
-        assert self._posts is not None
-        while starts:
-            job = starts.pop(0)
-            try:
-                self._posts.submit(self._small_post, job)
-            except RuntimeError as exc:
-                starts.extend(self._posted(job, Cancelled(str(exc))))
-
-    def _small_post(self, job: _PostJob) -> None:
-        """POST one admitted small file (a pool thread), then start the POSTs that now fit."""
-        self._start_posts(self._posted(job, None))
-
-    def _posted(self, job: _PostJob, error: BaseException | None) -> list[_PostJob]:
-        """Upload one admitted small file (or give it back with ``error``); return the
-        waiting POSTs that fit once it is done."""
-        sf, verify, url, size = job
-        st = self.state
-        if error is None and st.stopping.is_set():
-            error = Cancelled("the mount is stopping")
-        try:
-            self._run(sf, verify, url, error=error, small=True)
-        finally:
-            with st.lock:
-                self._small_bytes -= size
-                self._posting -= 1
-                st.post_ended()
-                starts = self._admit()
-        return starts
 
     def _run(self, sf: StagedFile, verify: bool, url: tuple[str, int] | None, *,
              error: BaseException | None = None, small: bool = False) -> None:
@@ -414,17 +354,6 @@ def unchanged(state: QueueState, sf: StagedFile) -> bool:
             or len(node.key) != 32:
         return False
     return same_content(sf.path, node.file_key, size, sf.cancel)
-
-
-def post_limit(rtt: float, most: int) -> int:
-    """How many small files to POST at once after a `u` request that took ``rtt`` seconds (a
-    measure of the round trip): ``POSTS_PER_RTT`` per second of it, at least ``POSTS_MIN``, at
-    most ``most``.  Each POST beyond the pool's kept-alive connections opens a new one (TCP and
-    TLS handshakes: about 2 ms of CPU on the two ends here, more on 2 busy cores), each wave of
-    POSTs on kept connections costs a round trip.  Measured (100 x 4 KiB, ``scripts/bench
-    --wan``, 4 interleaved rounds, 2026-12-07): home (RTT 40 ms) 0.82 s with 32 at once, 0.94 s
-    with 128; far (RTT 150 ms) 1.80 s with 32, 1.63 s with 128."""
-    return max(POSTS_MIN, min(most, int(rtt * POSTS_PER_RTT)))
 
 
 def burst_hold(state: QueueState, held_since: float | None) -> tuple[float, float | None]:

@@ -215,12 +215,12 @@ def test_the_api_check_hands_its_connection_to_the_first_client(server):
     first = Transport(server.url)
     second = Transport(server.url)
     try:
-        (conn,) = [c for conns in first.pool._idle.values() for c in conns]
+        (conn,) = [c for conns in first.pool._conns._idle.values() for c in conns]
         sock = conn.sock
         assert sock is not None
         assert first.pool.request("GET", server.url).status_code < 600
-        assert [c.sock for conns in first.pool._idle.values() for c in conns] == [sock]
-        assert not second.pool._idle
+        assert [c.sock for conns in first.pool._conns._idle.values() for c in conns] == [sock]
+        assert not second.pool._conns._idle
     finally:
         first.close()
         second.close()
@@ -242,7 +242,7 @@ def test_the_api_check_over_https_sends_no_request_and_its_connection_outlives_t
     assert server.stats()["requests"].get("unknown", 0) == before.get("unknown", 0)
     first = Transport(server.url)
     try:
-        (conn,) = [c for conns in first.pool._idle.values() for c in conns]
+        (conn,) = [c for conns in first.pool._conns._idle.values() for c in conns]
         sock = conn.sock
         assert sock.version() == "TLSv1.3"
         deadline = time.monotonic() + 5
@@ -250,7 +250,7 @@ def test_the_api_check_over_https_sends_no_request_and_its_connection_outlives_t
             time.sleep(0.01)            # the tickets are on their way
         assert http_readable(sock)
         assert first.pool.request("GET", server.url).status_code < 600
-        assert [c.sock for conns in first.pool._idle.values() for c in conns] == [sock]
+        assert [c.sock for conns in first.pool._conns._idle.values() for c in conns] == [sock]
     finally:
         first.close()
 

@@ -37,13 +37,18 @@ def stats_diff(before, after):
     return diff
 
 
-def copy_until_linked(server, tmp_path, count, rules):
+def copy_until_linked(server, tmp_path, count, rules, warm=False):
     """Copy ``count`` x 4 KiB files into a fresh mount with one ``cp`` under fault ``rules``;
     wait until every ``.link`` is readable.  Returns ((seconds until cp returned, until the
-    last link), the server's stats difference, {name: link}, {name: data})."""
+    last link), the server's stats difference, {name: link}, {name: data}).  ``warm``: one
+    file is uploaded first (its link read), so the mount knows its upload host and the burst
+    sends no scout (megafs/writeback/scheduler.py)."""
     src, expected = make_files(tmp_path, count)
     m = MountProcess(tmp_path / "mnt", server.url, tmp_path / "state").start()
     try:
+        if warm:
+            (m.mnt / "warm.bin").write_bytes(b"warm")
+            run_with_timeout(lambda: (m.mnt / "warm.bin.link").read_text(), 120)
         server.faults(rules)
         before = server.stats()
         start = time.monotonic()
@@ -97,8 +102,9 @@ def test_many_small_files_cross_in_few_batches(server, tmp_path, latency):
 
 
 def test_files_closed_together_share_one_request_each_step(server, tmp_path):
-    """The first ``u`` is held 1.5 s while ``cp`` closes the rest: every file waiting then
-    gets its upload URL in the next request, and the ``p`` and ``l`` follow in one or two."""
+    """The first ``u`` (the scout's: the first file of a fresh mount's first burst) is held
+    1.5 s while ``cp`` closes the rest: every file waiting then gets its upload URL in the next
+    request, and the ``p`` and ``l`` follow in one or two."""
     count = 40
     hold = {"where": "cs", "command": "u", "delay": 1.5, "count": 1}
     _elapsed, diff, links, expected = copy_until_linked(server, tmp_path, count, [hold])
@@ -117,7 +123,8 @@ def test_slow_posts_of_one_wave_share_one_p_and_one_l(server, tmp_path):
     wave's files had finished, so two or three ``p`` and ``l`` a wave)."""
     count = 60
     slow = {"where": "upload", "delay": 0.3}
-    _elapsed, diff, links, expected = copy_until_linked(server, tmp_path, count, [slow])
+    _elapsed, diff, links, expected = copy_until_linked(server, tmp_path, count, [slow],
+                                                        warm=True)
     with_cmd = diff["requests_with"]
     assert diff["commands"].get("u") == count and diff["commands"].get("p") == count
     assert 1 <= with_cmd.get("u", 0) <= 2      # the burst of closes, held for a quiet moment
@@ -170,4 +177,18 @@ def test_a_refused_command_in_a_batch_retries_only_its_file(server, tmp_path):
         assert "Traceback" not in m.log()
     finally:
         m.stop()
+    check_links(server, tmp_path, links, expected)
+
+
+def test_a_fresh_mount_sends_one_scout_then_batches(server, tmp_path):
+    """A fresh mount does not know where uploads go: the first file of its first burst goes
+    at once, alone (its own ``u``, then ``p`` and ``l``), while the rest of the burst waits for
+    a quiet moment and then shares one ``u``; from the scout's URL on, the burst's POST
+    connections are opened while it is held (``preconnect_uploads``)."""
+    count = 30
+    scout_u = {"where": "cs", "command": "u", "delay": 0.5, "count": 1}
+    _elapsed, diff, links, expected = copy_until_linked(server, tmp_path, count, [scout_u])
+    with_cmd = diff["requests_with"]
+    assert diff["commands"].get("u") == count and diff["commands"].get("p") == count
+    assert 2 <= with_cmd.get("u", 0) <= 3, with_cmd    # the scout's, then the burst's
     check_links(server, tmp_path, links, expected)

@@ -71,7 +71,7 @@ def test_fast_posts_wait_at_least_the_quiet(clock, tmp_path):
 
 
 def test_post_limit_follows_the_round_trip():
-    from megafs.writeback.scheduler import POSTS_MIN, post_limit
+    from megafs.writeback.posts import POSTS_MIN, post_limit
     assert post_limit(0.001, 128) == POSTS_MIN          # loopback: kept connections
     assert post_limit(0.045, 128) == 36                 # home, RTT 40 ms
     assert post_limit(0.16, 128) == 128                 # far, RTT 150 ms: all at once

@@ -90,10 +90,10 @@ def test_crew_joins_workers_added_while_it_runs() -> None:
 
 def test_a_tail_span_is_cut_on_mac_chunk_boundaries() -> None:
     """The upload's tail on a widened (slow) link goes out in spans of about 1 MiB
-    (``upload.split_span``): they cover the span exactly, in order, each a run of whole MAC
+    (``chunks.split_span``): they cover the span exactly, in order, each a run of whole MAC
     chunks (``chunks.spans``), none over 1 MiB unless one chunk is."""
     from megafs import chunks
-    from megafs.api.upload import split_span
+    from megafs.chunks import split_span
 
     size = 20 * chunks.MIB + 12345
     starts = {start for start, _ in chunks.spans(size)} | {size}
