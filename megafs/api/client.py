@@ -157,6 +157,10 @@ class MegaClient:
         self._need_session()
         return self.uploader.upload_urls(sizes, cancel) if sizes else []
 
+    def round_trip(self) -> float | None:
+        """The API's round trip as the last requests took (``Transport.round_trip``)."""
+        return self.transport.round_trip()
+
     def preconnect_uploads(self, count: int) -> int:
         """Open up to ``count`` upload connections ahead (``Uploader.preconnect``); returns
         how many it started, 0 before this client's first ``u``."""

@@ -88,6 +88,9 @@ class MegaApi(Protocol):
         """Upload URLs for files of ``sizes`` bytes, one ``u`` each in one batch; per size
         the URL or that command's error.  Raises what fails the whole batch."""
 
+    def round_trip(self) -> float | None:
+        """Seconds the shortest of the last API requests took (None before the first)."""
+
     def preconnect_uploads(self, count: int) -> int:
         """Open up to ``count`` connections in the background to the host of the last
         upload URL, so that uploads about to start skip the handshakes; returns how many it

@@ -35,6 +35,7 @@ Never logs a session id, a key or a transfer URL's token: every URL goes through
 """
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import secrets
@@ -121,11 +122,17 @@ class Transport:
         self._wait_backoff = Backoff(WAIT_RETRY, "sc wait")
         self._wait_resume = 0.0      # monotonic time before which no sc poll is sent
         self.pool = take_spare() or HttpPool()
+        self._times: collections.deque[float] = collections.deque(maxlen=8)   # ``round_trip``
         # The session's locking lane (megafs/api/lane.py): one /cs request in flight at once.
         self.lane = Lane(lambda cmds, backoff: self._send_batch(cmds, False, backoff),
                          lambda: self.retry)
 
     # --- plumbing --------------------------------------------------------------------------
+    def round_trip(self) -> float | None:
+        """The shortest of the last 8 answered ``/cs`` requests (seconds, server time
+        included): an estimate of the round trip to the API; None before the first."""
+        return min(self._times, default=None)
+
     def close(self) -> None:
         self.pool.close()
 
@@ -217,8 +224,9 @@ class Transport:
                                          headers=headers, timeout=self.timeout, limit=limit)
                 status, payload = resp.status_code, resp.content
                 # -vv: every batch, with no URL (the sid is in it) and no body (keys)
-                log.debug("%s: HTTP %d, %d bytes in %.3f s", what, status, len(payload),
-                          time.monotonic() - sent_at)
+                took = time.monotonic() - sent_at
+                log.debug("%s: HTTP %d, %d bytes in %.3f s", what, status, len(payload), took)
+                self._times.append(took)
                 challenge = resp.headers.get("X-Hashcash")
             except _CONNECTION_ERRORS as exc:
                 _refuse_untrusted(exc, what)

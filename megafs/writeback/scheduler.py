@@ -16,11 +16,12 @@ and ``l``.  The committer waits for the wave's POSTs to end (``QueueState.wave_u
 one ``p`` and one ``l`` serve it.  While files are being closed in a burst (``cp -r``),
 the dispatcher first waits for a quiet moment (``burst_hold``: ``QUIET`` without a close, at
 most ``HOLD_MAX``, never for a file that ``fsync`` waits for), so the copy is not slowed by its
-own uploads and its files share one batch.  Meanwhile it opens the connections the burst's
-POSTs will need (``preconnect_uploads``: as many as files are waiting, up to ``post_limit``)
-to the host of the last upload URL, so the POSTs skip the TCP and TLS handshakes (two round
-trips); before the mount's first ``u`` answered, the burst's first file goes at once, alone
-(the scout), and its ``u`` names that host.
+own uploads and its files share one batch.  On a long round trip (``AHEAD_RTT``) it meanwhile
+opens the connections the burst's POSTs will need (``preconnect_uploads``: as many as files
+are waiting, up to ``post_limit``) to the host of the last upload URL, so the POSTs skip the
+TCP and TLS handshakes (two round trips); before the mount's first ``u`` answered, the burst's
+first file goes at once, alone (the scout), and its ``u`` names that host.  Not on a short one:
+at home (RTT 40 ms) the handshakes' CPU during the copy cost more than the round trips saved.
 A ``u`` refused in its slot fails only its file.  Measured (2026-12-07, 2 shared cores, local
 server, 100 x 4 KiB copied by one ``cp`` until every link reads, every ``/cs`` request 50 ms
 late: tests/mount/test_small_batches.py ``test_many_small_files_cross_in_few_batches``): 53-54
@@ -66,6 +67,7 @@ URL_BATCH = 200           # most small files taken (and `u` commands sent) at on
 FETCHERS = 8              # `u` batches waiting for the lane at once (one thread each)
 QUIET = 0.03              # seconds without a close before small files are taken
 HOLD_MAX = 0.5            # seconds small files wait at most for such a quiet moment
+AHEAD_RTT = 0.1           # seconds of API round trip from which a burst opens connections ahead
 
 
 class Scheduler:
@@ -165,6 +167,10 @@ class Scheduler:
                 hold, held_since = burst_hold(st, held_since)
                 most = URL_BATCH
                 if hold > 0:
+                    rtt = self.client.round_trip()
+                    if rtt is None or rtt < AHEAD_RTT:
+                        st.lock.wait(hold)
+                        continue
                     if self._scouted or self._small_taken:
                         # the burst's POSTs will go where the last `u` pointed: open their
                         # connections now, while the burst goes on (never blocks)
