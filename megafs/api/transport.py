@@ -129,8 +129,7 @@ class Transport:
 
     # --- plumbing --------------------------------------------------------------------------
     def round_trip(self) -> float | None:
-        """The shortest of the last 8 answered ``/cs`` requests (seconds, server time
-        included): an estimate of the round trip to the API; None before the first."""
+        """The shortest of the last 8 answered ``/cs`` requests (s): the API's round trip."""
         return min(self._times, default=None)
 
     def close(self) -> None:
@@ -142,10 +141,7 @@ class Transport:
             return self._seq
 
     def _cs_url(self, seq: int, sid: str | None) -> str:
-        url = "%scs?id=%d" % (self.api, seq)
-        if sid:
-            url += "&sid=" + sid
-        return url
+        return "%scs?id=%d" % (self.api, seq) + ("&sid=" + sid if sid else "")
 
     def _sc_url(self, sn: str, sid: str | None) -> str:
         return "%ssc?sn=%s" % (self.api, sn) + ("&sid=" + sid if sid else "")
