@@ -165,6 +165,7 @@ class Scheduler:
         while not st.stopping.is_set():
             with st.lock:
                 hold, held_since = burst_hold(st, held_since)
+                st.held_until = held_since + HOLD_MAX if held_since is not None else 0.0
                 most = URL_BATCH
                 if hold > 0:
                     rtt = self.client.round_trip()

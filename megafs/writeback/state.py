@@ -52,6 +52,9 @@ class QueueState:
         # when its first and its latest POST ended (monotonic; 0: not yet); ``wave_until``
         self.posting = 0
         self.wave_start = self.wave_first = self.wave_last = 0.0
+        # until when (monotonic; 0.0: not) the small-file dispatcher holds a burst of closes
+        # (``scheduler.burst_hold``): finished uploads wait for it, to share its ``p``
+        self.held_until = 0.0
         self.stopping = threading.Event()
         # Whether a read-only open holds node ``handle`` (set by the filesystem core): such a
         # node is not deleted until its readers are gone (issue 21, ``record.unread``).
