@@ -76,3 +76,35 @@ def test_post_limit_follows_the_round_trip():
     assert post_limit(0.045, 128) == 36                 # home, RTT 40 ms
     assert post_limit(0.16, 128) == 128                 # far, RTT 150 ms: all at once
     assert post_limit(5.0, 64) == 64                    # never beyond the threads
+
+
+def test_a_finished_upload_waits_for_the_burst_the_dispatcher_holds(tmp_path):
+    """A fresh mount's scout finished while the dispatcher still holds the burst behind it:
+    the committer keeps its ``p`` until the hold ends, so both share one ``p`` (issue 23)."""
+    import threading
+    import time
+
+    from megafs.writeback.committer import Committer
+    from megafs.writeback.record import Record
+
+    st = QueueState(None, str(tmp_path))
+    committer = Committer(st, None, save=lambda files: None, settle=lambda files: None,
+                          remote_change=lambda sf: None)
+    scout = st.new_file(Record(rid="r1", parent="P", name="scout"), str(tmp_path / "r1"))
+    got: list = []
+    with st.lock:
+        st.ready.append(scout)
+        st.held_until = time.monotonic() + 30.0
+
+    def gather() -> None:
+        with st.lock:
+            got.append(committer._gather([], []))
+    thread = threading.Thread(target=gather, daemon=True)
+    thread.start()
+    thread.join(0.3)
+    assert thread.is_alive() and not got          # held: the scout's p waits
+    with st.lock:
+        st.held_until = 0.0                       # the dispatcher took the burst
+        st.lock.notify_all()
+    thread.join(10.0)
+    assert got == [[scout]]
