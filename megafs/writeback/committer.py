@@ -89,7 +89,7 @@ class Committer:
             with st.lock:
                 batch = self._gather(settled, orphans)
                 if not batch and not settled and not orphans:
-                    st.lock.wait(0.5)
+                    st.commit_cv.wait(0.5)
                     continue
             for sf in orphans:
                 self.remote_change(sf)
@@ -142,7 +142,7 @@ class Committer:
                 left = max(deadline, st.wave_until(), st.held_until) - time.monotonic()
                 if left <= 0:
                     break
-                st.lock.wait(left)
+                st.commit_cv.wait(left)
         batch = st.ready[:BATCH]
         del st.ready[:BATCH]
         todo, st.todo = st.todo, set()

@@ -210,7 +210,7 @@ class WriteBack:
         """The change feed applied other clients' changes: look at every file again."""
         with self.lock:
             self.state.todo.update(self.files)
-            self.lock.notify_all()
+            self.state.wake_all()
         self.state.wake_watchers()
 
     # --- retirement -------------------------------------------------------------------------
@@ -281,7 +281,7 @@ class WriteBack:
             for sf in self.files.values():
                 if sf.cancel is not None:
                     sf.cancel.set()
-            self.lock.notify_all()
+            self.state.wake_all()
         self.state.wake_watchers()
         deadline = time.monotonic() + timeout
         self.scheduler.join(deadline)

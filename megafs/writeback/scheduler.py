@@ -255,7 +255,7 @@ class Scheduler:
                 st.in_flight -= 1
                 if small:
                     self._small_taken -= 1
-                st.lock.notify_all()
+                st.wake_all()            # the committer waits while uploads are in flight
 
     def _upload(self, sf: StagedFile, verify: bool, url: tuple[str, int] | None) -> None:
         st = self.state

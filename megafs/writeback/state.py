@@ -11,12 +11,12 @@ Concurrency contract: ``lock`` is the write-back lock, a Condition over a re-ent
 It guards every field here and every ``StagedFile`` field (the files' transition methods take
 it themselves).  It is never held during network I/O, fsync or sqlite commits.  Lock order:
 namespace lock -> ``lock`` -> ``tree.lock``.  Waiting on it is for the queue's few own
-threads (upload workers, the small-file dispatcher, the committer); whoever waits for one
-file waits on that file's ``watch`` (a Condition over the same lock), woken when the queue is
-told of that file.  Measured (100 x 4 KiB until every link reads, home profile of
-``scripts/bench --wan``): with every waiter on ``lock``, each of the ~400 transitions of such
-a run woke every one of ~70 waiting threads (POSTs waiting for room, link reads), and
-``Condition.notify``/``wait`` were a third of the mount's GIL time.
+threads (upload workers, the small-file dispatcher; the committer waits on ``commit_cv``, over
+the same lock); whoever waits for one file waits on that file's ``watch`` (a Condition over
+the same lock), woken when the queue is told of that file.  Measured (100 x 4 KiB until every
+link reads, home profile of ``scripts/bench --wan``): with every waiter on ``lock``, each of the
+~400 transitions of such a run woke every one of ~70 waiting threads (POSTs waiting for room,
+link reads), and ``Condition.notify``/``wait`` were a third of the mount's GIL time.
 """
 from __future__ import annotations
 
@@ -40,7 +40,11 @@ class QueueState:
     def __init__(self, tree: Tree, staging: str) -> None:
         self.tree = tree
         self.staging = staging                      # the staging directory (0700)
-        self.lock = threading.Condition(threading.RLock())
+        mutex = threading.RLock()
+        self.lock = threading.Condition(mutex)
+        # the committer waits on its own condition over the same lock: a finished upload or
+        # a POST that ended wakes it alone, not the upload workers and the dispatcher too
+        self.commit_cv = threading.Condition(mutex)
         self.files: dict[str, StagedFile] = {}
         self.owner: dict[str, StagedFile] = {}      # node handle -> the file holding it
         self.todo: set[str] = set()                 # rids the committer should look at
@@ -82,8 +86,14 @@ class QueueState:
         self.todo.discard(sf.rid)
         for handle in [h for h, owner in self.owner.items() if owner is sf]:
             del self.owner[handle]
-        self.lock.notify_all()
+        self.wake_all()
         sf.watch.notify_all()
+
+    def wake_all(self) -> None:
+        """Wake the queue's threads: the workers and the dispatcher (``lock``) and the
+        committer (``commit_cv``) look again (call under ``lock``)."""
+        self.lock.notify_all()
+        self.commit_cv.notify_all()
 
     def wake_watchers(self) -> None:
         """Wake whoever waits for any file (the mount stops, other clients' changes were
@@ -104,7 +114,7 @@ class QueueState:
         self.posting -= 1
         self.wave_last = time.monotonic()
         self.wave_first = self.wave_first or self.wave_last
-        self.lock.notify_all()
+        self.commit_cv.notify_all()
 
     def wave_until(self) -> float:
         """Until when (monotonic; 0.0: no wave) the committer waits for the small files'
@@ -132,7 +142,7 @@ class QueueState:
             self.todo.add(sf.rid)
             if sf.rec.has_copy and not sf.rec.unlinked:
                 self.offer(sf)
-            self.lock.notify_all()
+            self.wake_all()
             sf.watch.notify_all()
 
     def offer(self, sf: StagedFile) -> None:
@@ -146,7 +156,7 @@ class QueueState:
         """An upload worker finished ``sf``'s upload: the committer sends its ``p``."""
         with self.lock:
             self.ready.append(sf)
-            self.lock.notify_all()
+            self.commit_cv.notify_all()
 
     def step(self, sf: StagedFile) -> Step:
         """``record.plan`` for ``sf`` now (call under ``lock``).  Nodes being read

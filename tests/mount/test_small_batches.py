@@ -183,14 +183,16 @@ def test_a_refused_command_in_a_batch_retries_only_its_file(server, tmp_path):
 def test_on_a_long_round_trip_a_fresh_mount_sends_one_scout_then_batches(server, tmp_path):
     """Every ``/cs`` request answered 0.15 s late (a long round trip: ``AHEAD_RTT``): a fresh
     mount does not know where uploads go, so the first file of its first burst goes at once,
-    alone (its own ``u``), while the rest of the burst waits for a quiet moment and then
-    shares one ``u``; from the scout's URL on, the burst's POST connections are opened while
-    it is held.  On loopback (the other tests here) there is no scout."""
+    alone (its own ``u``, held 1 s more here), while the rest of the burst, all closed
+    meanwhile, shares the next request's ``u`` (the lane sends every batch waiting in one);
+    from the scout's URL on, the burst's POST connections are opened while it is held.  On
+    loopback (the other tests here) there is no scout: the first ``u`` carries the burst."""
     count = 30
     src, expected = make_files(tmp_path, count)
     m = MountProcess(tmp_path / "mnt", server.url, tmp_path / "state").start()
     try:
-        server.faults([{"where": "cs", "delay": 0.15}])
+        server.faults([{"where": "cs", "delay": 0.15},
+                       {"where": "cs", "command": "u", "delay": 1.0, "count": 1}])
         for i in range(8):                   # the round trip the mount measures
             (m.mnt / ("d%d" % i)).mkdir()
         before = server.stats()

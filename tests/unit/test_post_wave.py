@@ -105,6 +105,6 @@ def test_a_finished_upload_waits_for_the_burst_the_dispatcher_holds(tmp_path):
     assert thread.is_alive() and not got          # held: the scout's p waits
     with st.lock:
         st.held_until = 0.0                       # the dispatcher took the burst
-        st.lock.notify_all()
+        st.wake_all()
     thread.join(10.0)
     assert got == [[scout]]
