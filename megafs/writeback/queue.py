@@ -40,7 +40,8 @@ from .control import QueueControl
 from .record import Record, Step
 from .recovery import recover
 from .scheduler import Scheduler
-from .staged import StagedFile, unlink_quiet
+from .spares import Spares
+from .staged import StagedFile
 from .state import QueueState
 from .store import JOURNAL_MAX, QueueStore, persistent_request_id
 
@@ -66,6 +67,7 @@ class WriteBack:
         self.files = self.state.files
         self.stopping = self.state.stopping
         self.store = QueueStore(mount_dir)
+        self.spares = Spares(mount_dir)             # empty staged copies to reuse
         # Every mount of this queue sends the same request id, so the change feed tells our
         # own packets (also those of a killed earlier mount) from other clients' changes.
         self.request_id = persistent_request_id(mount_dir)
@@ -97,8 +99,9 @@ class WriteBack:
             # (also by another client or mount) stays revoked
             rec.link_wanted = bool(node.public)
         if content:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-            os.close(fd)
+            if not self.spares.take(path):
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+                os.close(fd)
             rec.has_copy, rec.size = True, 0
         if node is None:
             rec.local_meta = True          # a new file: its place is ours
@@ -231,8 +234,9 @@ class WriteBack:
                 return False
             self.state.forget(sf)
         # Lazily (store.py): not an fsync under the namespace lock for every retired file;
-        # the staged copy goes once the row's delete is durable.
-        self._drop_row(sf, then=lambda: unlink_quiet(sf.path))
+        # the staged copy goes once the row's delete is durable, kept as a spare for a new
+        # file (spares.py).
+        self._drop_row(sf, then=lambda: self.spares.give(sf.path))
         return True
 
     def _drop_row(self, sf: StagedFile, then: Callable[[], None] | None = None) -> None:
