@@ -8,7 +8,10 @@ inode allocation, and on the bench machine's ext4 that was 0.1-1 ms of kernel CP
 folder; the same in /dev/shm: 6 us), which made it the largest part of a ``create`` through
 the mount; a rename and a truncate of an empty file take 17 us.  A new state dir has no spares:
 the first burst of new files creates them, the next ones reuse them (as log files are recycled
-by databases for the same reason).
+by databases for the same reason).  Measured with 100 x (create, write 4 KiB, close) through a
+mount, 6 interleaved runs each (medians per run): ``create`` took 1.2-1.3 ms without spares
+(rclone's mount, in the same runs: 1.0-2.4 ms), 0.16-0.30 ms with them (1.4 ms in the first
+run, which had none yet).
 
 Crash safety: a spare is in no row of the queue and is owned by nothing.  A copy is given
 (``give``) only once its row's delete is durable (``store.QueueStore.delete``'s ``then``), and
