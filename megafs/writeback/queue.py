@@ -40,7 +40,8 @@ from .control import QueueControl
 from .record import Record, Step
 from .recovery import recover
 from .scheduler import Scheduler
-from .staged import StagedFile, unlink_quiet
+from .spares import Spares
+from .staged import StagedFile
 from .state import QueueState
 from .store import JOURNAL_MAX, QueueStore, persistent_request_id
 
@@ -66,6 +67,7 @@ class WriteBack:
         self.files = self.state.files
         self.stopping = self.state.stopping
         self.store = QueueStore(mount_dir)
+        self.spares = Spares(mount_dir)             # empty staged copies to reuse
         # Every mount of this queue sends the same request id, so the change feed tells our
         # own packets (also those of a killed earlier mount) from other clients' changes.
         self.request_id = persistent_request_id(mount_dir)
@@ -97,8 +99,9 @@ class WriteBack:
             # (also by another client or mount) stays revoked
             rec.link_wanted = bool(node.public)
         if content:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-            os.close(fd)
+            if not self.spares.take(path):
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+                os.close(fd)
             rec.has_copy, rec.size = True, 0
         if node is None:
             rec.local_meta = True          # a new file: its place is ours
@@ -156,7 +159,15 @@ class WriteBack:
 
     def flush(self, sf: StagedFile, fd: int | None = None) -> None:
         """Make the file's content and place durable (close, fsync): fsync the staged copy and
-        commit its row, a new generation if it was written since the last flush."""
+        commit its row, a new generation if it was written since the last flush.
+
+        Wakes the queue's threads only when they can act (``StagedFile.flushed``): every
+        ``notify_all`` on the queue's lock wakes its six threads (four upload workers, the
+        small-file dispatcher, the committer), and they took the GIL from the FUSE
+        thread while its sqlite commit had released it.  Measured (100 x 4 KiB written
+        and closed one by one, loopback, medians of 800 closes): a close's flush took 0.92 ms
+        with a wake-up in ``flushed`` and another in ``saved``, 0.36 ms with none (its
+        ``INSERT`` alone 267 us against 32 us); the release that follows wakes them once."""
         with self.lock:
             if sf.retired or sf.rec.unlinked:
                 return
@@ -176,7 +187,7 @@ class WriteBack:
         if sf.flushed(version, size, data):
             if size is not None:
                 self.state.last_close = time.monotonic()     # the scheduler's QUIET
-            self.save(sf)
+            self._save([sf])        # not ``save``: ``flushed`` did what ``saved`` does
 
     def save(self, sf: StagedFile) -> None:
         """Commit ``sf``'s row durably now (after a rename, touch or removal) and let the
@@ -224,8 +235,9 @@ class WriteBack:
                 return False
             self.state.forget(sf)
         # Lazily (store.py): not an fsync under the namespace lock for every retired file;
-        # the staged copy goes once the row's delete is durable.
-        self._drop_row(sf, then=lambda: unlink_quiet(sf.path))
+        # the staged copy goes once the row's delete is durable, kept as a spare for a new
+        # file (spares.py).
+        self._drop_row(sf, then=lambda: self.spares.give(sf.path))
         return True
 
     def _drop_row(self, sf: StagedFile, then: Callable[[], None] | None = None) -> None:

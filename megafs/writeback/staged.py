@@ -158,7 +158,11 @@ class StagedFile:
                 self.rec = R.flushed(self.rec, size, self.rec.mtime_ns)
                 self.journal = None if data is None else (self.rec.generation, data)
             self.meta_dirty = False
-            self.tell(self)
+            if self.writers == 0 or self.forced:
+                # With a writer open nothing can be uploaded yet, and its release (or
+                # fsync's ``force``) tells the queue: a tell per close woke every queue
+                # thread once more (issue 23, ``queue.WriteBack.flush``).
+                self.tell(self)
             return True
 
     def journaled(self, generation: int) -> None:

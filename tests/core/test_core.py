@@ -126,6 +126,28 @@ def test_staged_mode_and_private_dirs(stack):
     stack.link("/secret.txt")
 
 
+def test_a_new_file_reuses_a_retired_files_staged_copy(stack, tmp_path):
+    """Issue 23 (``writeback/spares.py``): a retired file's staged copy is emptied and kept;
+    the next new file takes it instead of allocating one, and its bytes are its own."""
+    stack.write_file("/first.bin", os.urandom(70000))
+    wait_for(lambda: stack.settled("/first.bin"), what="retired")
+    spare_dir = os.path.join(stack.mount_dir, "spare")
+    wait_for(lambda: len(os.listdir(spare_dir)) == 1, what="its copy kept as a spare")
+    (name,) = os.listdir(spare_dir)
+    spare = os.stat(os.path.join(spare_dir, name))
+    assert spare.st_size == 0 and stat.S_IMODE(spare.st_mode) == 0o600
+    data = os.urandom(5000)
+    fh = stack.fs.create("/second.bin")
+    copy = os.stat(stack.staged("/second.bin").path)
+    assert (copy.st_ino, copy.st_size) == (spare.st_ino, 0)
+    assert os.listdir(spare_dir) == []
+    stack.fs.write(fh, data, 0)
+    stack.fs.flush(fh)
+    stack.fs.release(fh)
+    assert stack.read_file("/second.bin") == data
+    assert _download(stack.client, stack.link("/second.bin"), tmp_path / "d") == data
+
+
 def test_read_remote_ranges_and_cache(stack):
     data = os.urandom(6 * 1048576 + 12345)
     stack.write_file("/big.bin", data)
