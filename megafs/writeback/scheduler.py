@@ -89,6 +89,7 @@ class Scheduler:
         self.posts = PostQueue(state, lambda job, error: self._run(
             job[0], job[1], job[2], error=error, small=True), max(1, small_workers))
         self._small_taken = 0        # small files taken by the dispatcher, not finished
+        state.small = self._is_small  # whom a change wakes (``QueueState.touched``)
         self._fetching = 0           # `u` batches sent or waiting for the lane
         self._scouted = False        # a `u` was answered: the client knows the upload host
 
@@ -151,7 +152,7 @@ class Scheduler:
             with st.lock:
                 sf, wait = self._pick()
                 if sf is None:
-                    st.lock.wait(wait)
+                    st.work_cv.wait(wait)
                     continue
                 verify = self._take(sf)
             self._run(sf, verify, None)

@@ -45,6 +45,10 @@ class QueueState:
         # the committer waits on its own condition over the same lock: a finished upload or
         # a POST that ended wakes it alone, not the upload workers and the dispatcher too
         self.commit_cv = threading.Condition(mutex)
+        # the upload workers (files bigger than one POST) wait on theirs: a close of a small
+        # file wakes the small-file dispatcher (``lock``), not them (``small``)
+        self.work_cv = threading.Condition(mutex)
+        self.small: Callable[[StagedFile], bool] = lambda sf: False   # set by the scheduler
         self.files: dict[str, StagedFile] = {}
         self.owner: dict[str, StagedFile] = {}      # node handle -> the file holding it
         self.todo: set[str] = set()                 # rids the committer should look at
@@ -90,9 +94,10 @@ class QueueState:
         sf.watch.notify_all()
 
     def wake_all(self) -> None:
-        """Wake the queue's threads: the workers and the dispatcher (``lock``) and the
-        committer (``commit_cv``) look again (call under ``lock``)."""
+        """Wake the queue's threads: the dispatcher (``lock``), the upload workers
+        (``work_cv``) and the committer (``commit_cv``) look again (call under ``lock``)."""
         self.lock.notify_all()
+        self.work_cv.notify_all()
         self.commit_cv.notify_all()
 
     def wake_watchers(self) -> None:
@@ -137,12 +142,14 @@ class QueueState:
                             self.wave_last + max(WAVE_QUIET, 2 * first)))
 
     def touched(self, sf: StagedFile) -> None:
-        """Something changed: the committer and the workers look at ``sf`` again."""
+        """Something changed: the committer and whoever uploads it (the dispatcher for a
+        small file, else the workers) look at ``sf`` again, and whoever waits for it."""
         with self.lock:
             self.todo.add(sf.rid)
             if sf.rec.has_copy and not sf.rec.unlinked:
                 self.offer(sf)
-            self.wake_all()
+            self._wake_uploader(sf)
+            self.commit_cv.notify_all()
             sf.watch.notify_all()
 
     def offer(self, sf: StagedFile) -> None:
@@ -150,7 +157,16 @@ class QueueState:
         with self.lock:
             if sf.rid not in self.offered:
                 self.offered[sf.rid] = sf
-                self.lock.notify_all()
+                self._wake_uploader(sf)
+
+    def _wake_uploader(self, sf: StagedFile) -> None:
+        """Wake the dispatcher (every change: its burst hold counts closes) and, for a file
+        bigger than one POST, the upload workers.  Measured (100 x 4 KiB ``cp``, loopback): a
+        close that woke the four workers too, each walking every offered file, delayed the
+        copy's next ``stat`` by 0.2 ms."""
+        self.lock.notify_all()
+        if not self.small(sf):
+            self.work_cv.notify_all()
 
     def hand(self, sf: StagedFile) -> None:
         """An upload worker finished ``sf``'s upload: the committer sends its ``p``."""
