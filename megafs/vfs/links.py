@@ -195,6 +195,14 @@ class LinkLayer:
             out.sort(key=lambda item: _order(item[0], links))
         return out
 
+    def listing_stamp(self, path: str | None, fh: int | None = None
+                      ) -> tuple[str, tuple] | None:
+        """(folder handle, ``Namespace.stamp``) of a folder: the ``.link`` names it shows
+        follow from its other names."""
+        folder = self.core.folder_of(path, fh)
+        stamp = self.ns.stamp(folder)
+        return None if stamp is None else (folder, stamp)
+
     def statfs(self) -> dict[str, int]:
         return self.quota.statfs()
 
