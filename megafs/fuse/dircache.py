@@ -54,7 +54,7 @@ from .options import CACHE_TIMEOUT
 log = logging.getLogger(__name__)
 
 KEEP_FOR = CACHE_TIMEOUT - 10.0     # s a filled listing is reused (its attributes last 60 s)
-REMEMBERED = 4096                   # folders whose last fill is remembered (LRU)
+REMEMBERED = 1024                   # folders whose last fill is remembered (LRU)
 HOOK_VERSIONS = range(314, 317)     # libfuse 3.14-3.16: fuse_session layout checked below
 OPENDIR, NEIGHBOURS = 20, (0, 1, 2, 21, 22)   # fuse_lowlevel_ops slots: opendir; init,
 #                                   destroy, lookup, readdir, releasedir (fuse_lowlevel.h)
@@ -78,7 +78,7 @@ FileInfoPtr = ctypes.POINTER(mfusepy.fuse_file_info)
 _OPENDIR_T = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, FileInfoPtr)
 
 
-def _library_base(address: int) -> int | None:
+def _library_base(address: int | None) -> int | None:
     """The load address of the shared object holding ``address`` (``dladdr``), or None."""
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
     dladdr = libc.dladdr
@@ -124,12 +124,12 @@ class OpendirHook:
                 log.info("readdir cache off: libfuse's session is not laid out as expected")
                 return False
             ops = (ctypes.c_void_p * 64).from_address(session + ctypes.sizeof(_SessionHead))
-            base = _library_base(ctypes.cast(lib.fuse_version, ctypes.c_void_p).value)
+            base = _library_base(ctypes.cast(lib.fuse_version, ctypes.c_void_p).value or 0)
             if base is None or any(_library_base(ops[i] or 0) != base
                                    for i in (OPENDIR,) + NEIGHBOURS):
                 log.info("readdir cache off: libfuse's operation table is not as expected")
                 return False
-            self._original = _OPENDIR_T(ops[OPENDIR])
+            self._original = _OPENDIR_T(ops[OPENDIR] or 0)
             ops[OPENDIR] = ctypes.cast(self._wrapper, ctypes.c_void_p).value
         except (AttributeError, OSError, ValueError, TypeError) as exc:
             log.info("readdir cache off: %s", exc)
