@@ -42,7 +42,6 @@ the entries, half handing them to libfuse); with it the kernel sends none.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import threading
 import time
@@ -82,8 +81,7 @@ _OPENDIR_T = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, FileInfoPt
 
 def _library_base(address: int | None) -> int | None:
     """The load address of the shared object holding ``address`` (``dladdr``), or None."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    dladdr = libc.dladdr
+    dladdr = ctypes.CDLL(None).dladdr     # glibc's, among the process's global symbols
     dladdr.argtypes = [ctypes.c_void_p, ctypes.POINTER(_DlInfo)]
     dladdr.restype = ctypes.c_int
     info = _DlInfo()
