@@ -31,6 +31,7 @@ from ..errors import MegafsError, to_errno  # noqa: E402
 from ..vfs.linkfs import LinkFileSystem  # noqa: E402
 from ..vfs.links import LinkLayer  # noqa: E402
 from . import threadstate  # noqa: E402
+from .dircache import ListingCache, OpendirHook  # noqa: E402
 from .options import CACHE_TIMEOUT  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -129,6 +130,14 @@ class MegaOps(Operations):
     def releasedir(self, path: str | None, fh: Any) -> int:
         self.fs.releasedir(_fh(fh))
         return 0
+
+    def listing_stamp(self, path: str | None, fh: int) -> tuple[str, tuple] | None:
+        """(folder handle, stamp) of an open folder's listing (``fuse/dircache.py``), or None
+        if it has none now (then nothing of it is cached)."""
+        try:
+            return self.fs.listing_stamp(path, fh or None)
+        except (MegafsError, OSError):
+            return None
 
     @_translate
     def statfs(self, path: str) -> dict:
@@ -370,7 +379,37 @@ class MegaFUSE(mfusepy.FUSE):
     def __init__(self, operations: Any, mountpoint: str, **kwargs: Any) -> None:
         self._listing_lock = threading.Lock()
         self._listings: dict[int, list] = {}   # open folder -> its listing (readdir_fuse_3)
+        self._folders: dict[int, tuple[str, str]] = {}   # open folder -> (path, handle)
+        self.hook = OpendirHook()
+        self.fills = ListingCache()
+        self._mountpoint = os.path.realpath(mountpoint)
         super().__init__(operations, mountpoint, **kwargs)
+
+    def _init(self, conn: Any, config: Any) -> None:
+        """libfuse's init: the ``opendir`` hook first (``fuse/dircache.py``)."""
+        fuse = mfusepy._libfuse.fuse_get_context().contents.fuse
+        if mfusepy.fuse_version_major == 3 and mfusepy.fuse_version_minor < 17:
+            log.info("kernel readdir cache: %s", "on (opendir hook)" if self.hook.install(
+                fuse, self._mountpoint) else "off")
+        super()._init(conn, config)
+
+    def opendir(self, path: bytes, fip: Any) -> int:
+        """Open a folder; ask the kernel to cache its listing, and to keep the cached one when
+        it is still the folder's (``dircache.ListingCache.keep``)."""
+        text = self._path(path) or "/"
+        fi = fip.contents
+        fi.fh = fh = self.operations.opendir(text)
+        found = self.operations.listing_stamp(text, fh)
+        if found is None:
+            return 0
+        keep = self.fills.keep((text, found[0]), found[1])
+        with self._listing_lock:
+            self._folders[fh] = (text, found[0])
+        low = self.hook.current()
+        for target in (fi, low.contents if low else None):
+            if target is not None:
+                target.cache_readdir, target.keep_cache = 1, int(keep)
+        return 0
 
     def _path(self, path: bytes | None) -> str | None:
         return None if path is None else path.decode(self.encoding, self.errors)
@@ -395,8 +434,14 @@ class MegaFUSE(mfusepy.FUSE):
         fh = fip.contents.fh
         with self._listing_lock:
             items = self._listings.get(fh) if offset else None
+            key = self._folders.get(fh)
         if items is None:
+            # the stamp before the listing: a change in between makes the next open refill
+            found = self.operations.listing_stamp(self._path(path), fh) if key and not offset \
+                else None
             items = self.operations.readdir_plus(self._path(path), fh)
+            if key and found and found[0] == key[1]:
+                self.fills.filled(key, found[1])
             if fh:
                 with self._listing_lock:
                     self._listings[fh] = items
@@ -416,6 +461,7 @@ class MegaFUSE(mfusepy.FUSE):
     def releasedir(self, path: bytes | None, fip: Any) -> int:
         with self._listing_lock:
             self._listings.pop(fip.contents.fh, None)
+            self._folders.pop(fip.contents.fh, None)
         return super().releasedir(path, fip)
 
     def chmod_fuse_3(self, path: bytes | None, mode: int, fip: Any) -> int:

@@ -2,12 +2,13 @@
 
 Kernel caches: names and attributes are cached for ``CACHE_TIMEOUT`` seconds; what another
 client changes is invalidated as soon as the change feed applies it (``adapter.Invalidator``),
-and negative lookups are not cached, so a new name shows at once.  A file removed while open
-is renamed by libfuse to a hidden ``.fuse_hidden*`` name until its last close (not
-``hard_remove``: the kernel asks for the attributes of an open file by inode only, and libfuse
-needs a path for that); the core treats that rename as the removal
-and never lists hidden names.  ``nullpath_ok``: operations on open files may arrive without a
-path.  ``default_permissions``: the kernel checks modes.
+and negative lookups are not cached, so a new name shows at once. Folder listings are cached by
+the kernel too, and reused only while the folder is unchanged (``fuse/dircache.py``). A file
+removed while open is renamed by libfuse to a hidden ``.fuse_hidden*`` name until its last
+close (not ``hard_remove``: the kernel asks for the attributes of an open file by inode only,
+and libfuse needs a path for that); the core treats that rename as the removal and never lists
+hidden names. ``nullpath_ok``: operations on open files may arrive without a path.
+``default_permissions``: the kernel checks modes.
 
 What megafs passes on to libfuse and the kernel from the user's ``-o`` list
 (``FUSE_OPTIONS``) and what ``mount(8)`` and systemd keep for themselves (``IGNORED_OPTIONS``);

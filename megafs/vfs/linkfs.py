@@ -196,6 +196,18 @@ class LinkFileSystem:
         return [name + LINK_SUFFIX for name in listing if name + LINK_SUFFIX not in listing
                 and len((name + LINK_SUFFIX).encode()) <= 255]
 
+    def listing_stamp(self, path: str | None, fh: int | None = None
+                      ) -> tuple[str, tuple] | None:
+        """(folder handle, stamp) of a folder: its name map in the link's tree, replaced on
+        every change (``Namespace.stamp``, ``fuse/dircache.py``)."""
+        with self._lock:
+            folder = self._dirs.get(fh or 0)
+        if folder is None:
+            folder = self._node(path).handle
+        if self.tree.get(folder) is None:
+            return None
+        return folder, (self.tree.children_view(folder),)
+
     def readdir(self, path: str | None, fh: int | None = None) -> list[str]:
         listing = self._listing(path, fh)
         return sorted(list(listing) + self._with_links(listing))

@@ -90,8 +90,19 @@ def _readonly() -> FsError:
     return FsError(errno.EPERM, "a .link file is read-only")
 
 
+def _listing_stamp(layer: "LinkLayer", path: str | None, fh: int | None = None
+                   ) -> tuple[str, tuple] | None:
+    """``LinkLayer.listing_stamp``: (folder handle, ``Namespace.stamp``) of a folder, for the
+    kernel's readdir cache (``fuse/dircache.py``); the ``.link`` names it shows follow from
+    its other names."""
+    folder = layer.core.folder_of(path, fh)
+    stamp = layer.ns.stamp(folder)
+    return None if stamp is None else (folder, stamp)
+
+
 class LinkLayer:
     """What the FUSE adapter talks to: the core plus the virtual ``.link`` files and xattrs."""
+    listing_stamp = _listing_stamp      # a function outside: the class is at the size limit
 
     def __init__(self, core: FileSystem, *, link_timeout: float = 600.0,
                  show_links: bool = False, mount_dir: str = "",

@@ -146,6 +146,15 @@ class Namespace:
             out[name] = Entry(FILE, folder, name, sf=sf)
         return out
 
+    def stamp(self, folder: str) -> tuple | None:
+        """What ``listing(folder)`` is made of: the tree's name map of the folder and the
+        overlay shown in it (None if none), each replaced, never changed, by any change of
+        them, so an equal stamp (every part the same object) is an unchanged listing.  For the
+        kernel's readdir cache (``fuse/dircache.py``); None for a folder not in the tree."""
+        if self.tree.get(folder) is None:
+            return None
+        return (self.tree.children_view(folder), self._overlay.get(folder))
+
     def root(self) -> Entry:
         node = self.tree.get(self.tree.root)
         if node is None:

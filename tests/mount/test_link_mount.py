@@ -118,9 +118,14 @@ def test_the_owners_changes_show_and_a_revoked_link_fails_reads(module_server, o
     try:
         mnt = m.mnt
         assert (mnt / "a.txt").read_bytes() == contents["a.txt"]
+        # both folders listed (twice: the kernel's readdir cache keeps them, fuse/dircache.py)
+        for _ in range(2):
+            assert "a.txt" in os.listdir(mnt) and "c.txt" in os.listdir(mnt / "extras")
         put(owner, sub, tmp_path, "late.txt", b"added by the owner\n", cr_for=folder)
         wait_for(lambda: (mnt / "extras" / "late.txt").exists(), timeout=10,
                  what="the owner's new file in the mount")
+        wait_for(lambda: "late.txt" in os.listdir(mnt / "extras"), timeout=10,
+                 what="the owner's new file in a listing")
         assert (mnt / "extras" / "late.txt").read_bytes() == b"added by the owner\n"
         nodes = {n["h"]: n for n in owner.fetch().nodes}
         a = next(n for n in nodes.values() if n.get("p") == folder and n["t"] == 0
@@ -128,6 +133,8 @@ def test_the_owners_changes_show_and_a_revoked_link_fails_reads(module_server, o
         owner.set_attrs(a["h"], owner.node_key(a), {"n": "renamed.txt"})
         wait_for(lambda: (mnt / "renamed.txt").exists() and not (mnt / "a.txt").exists(),
                  timeout=10, what="the owner's rename in the mount")
+        wait_for(lambda: "renamed.txt" in os.listdir(mnt) and "a.txt" not in os.listdir(mnt),
+                 timeout=10, what="the owner's rename in a listing")
         assert (mnt / "renamed.txt").read_bytes() == contents["a.txt"]
         c = next(n for n in nodes.values() if n.get("p") == sub and n["t"] == 0
                  and owner_name(owner, n) == "c.txt")
