@@ -32,3 +32,14 @@ def put(client: MegaClient, parent: str, tmp_path, name: str, data: bytes,
     assert cr is not None and cr[0] == [cr_for]
     command["cr"] = cr
     return client.transport.call(command)["f"][0]
+
+
+def folders_in_one_request(client: MegaClient, parent: str, name: str, count: int) -> str:
+    """A folder ``name`` under ``parent`` holding ``count`` empty folders ``d0000``..., made
+    with one ``p`` (a big listing without a request per folder); returns its handle."""
+    session = client._need_session()
+    top = client.mkdir(parent, name)["h"]
+    nodes = [commands.folder_node({"n": "d%04d" % i}, session.master_key) for i in range(count)]
+    reply = client.transport.batch([commands.put_nodes(top, nodes, client.request_id)])[0]
+    assert isinstance(reply, dict), reply
+    return top

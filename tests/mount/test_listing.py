@@ -8,8 +8,8 @@ import subprocess
 
 import pytest
 
-from megafs.api import commands
 from megafs.api.client import MegaClient
+from helpers.client import folders_in_one_request
 from helpers.mount import MountProcess
 
 pytestmark = [pytest.mark.fuse,
@@ -21,13 +21,8 @@ COUNT = 600          # about three readdirplus buffers of 4 KiB... 32 KiB each a
 def test_big_folder_listed_once_with_attributes_and_no_lookups(server, tmp_path):
     state = tmp_path / "state"
     with MegaClient.open(api=server.url, state_dir=str(state)) as client:
-        session = client._need_session()
         root = client.fetch().roots()[2]
-        top = client.mkdir(root, "big")["h"]
-        nodes = [commands.folder_node({"n": "d%04d" % i}, session.master_key)
-                 for i in range(COUNT)]
-        reply = client.transport.batch([commands.put_nodes(top, nodes, client.request_id)])[0]
-        assert isinstance(reply, dict), reply
+        folders_in_one_request(client, root, "big", COUNT)
     m = MountProcess(tmp_path / "mnt", server.url, state, extra=["--debug"])
     m.start()
     try:

@@ -11,9 +11,9 @@ import subprocess
 
 import pytest
 
-from megafs.api import commands
 from megafs.api.client import MegaClient, PutItem
 from megafs.tree.tree import Tree
+from helpers.client import folders_in_one_request
 from helpers.mount import MountProcess, wait_for
 
 pytestmark = [pytest.mark.fuse,
@@ -57,13 +57,8 @@ def big(server, tmp_path):
     account's folder handles."""
     state = tmp_path / "state"
     with MegaClient.open(api=server.url, state_dir=str(state)) as client:
-        session = client._need_session()
         root = client.fetch().roots()[2]
-        top = client.mkdir(root, "big")["h"]
-        nodes = [commands.folder_node({"n": "d%04d" % i}, session.master_key)
-                 for i in range(COUNT)]
-        reply = client.transport.batch([commands.put_nodes(top, nodes, client.request_id)])[0]
-        assert isinstance(reply, dict), reply
+        top = folders_in_one_request(client, root, "big", COUNT)
         other = client.mkdir(root, "other")["h"]
     m = MountProcess(tmp_path / "mnt", server.url, state, extra=["--debug"])
     m.start()
