@@ -10,13 +10,14 @@ no import loop and no part reaches into another's private members.
 Concurrency contract: ``lock`` is the write-back lock, a Condition over a re-entrant lock.
 It guards every field here and every ``StagedFile`` field (the files' transition methods take
 it themselves).  It is never held during network I/O, fsync or sqlite commits.  Lock order:
-namespace lock -> ``lock`` -> ``tree.lock``.  Waiting on it is for the queue's few own
-threads (upload workers, the small-file dispatcher; the committer waits on ``commit_cv``, over
-the same lock); whoever waits for one file waits on that file's ``watch`` (a Condition over
-the same lock), woken when the queue is told of that file.  Measured (100 x 4 KiB until every
-link reads, home profile of ``scripts/bench --wan``): with every waiter on ``lock``, each of the
-~400 transitions of such a run woke every one of ~70 waiting threads (POSTs waiting for room,
-link reads), and ``Condition.notify``/``wait`` were a third of the mount's GIL time.
+namespace lock -> ``lock`` -> ``tree.lock``.  Waiting on it is for the small-file dispatcher
+(and a write waiting for staging space); the upload workers wait on ``work_cv`` and the
+committer on ``commit_cv``, and whoever waits for one file on that file's ``watch``, all
+Conditions over the same lock, each woken only by the changes its waiters act on.
+Measured (100 x 4 KiB until every link reads, home profile of ``scripts/bench --wan``): with
+every waiter on ``lock``, each of the ~400 transitions of such a run woke every one of ~70
+waiting threads (POSTs waiting for room, link reads), and ``Condition.notify``/``wait`` were a
+third of the mount's GIL time.
 """
 from __future__ import annotations
 
