@@ -179,13 +179,16 @@ class LinkFileSystem:
         with self._lock:
             self._dirs.pop(fh, None)
 
+    def _folder(self, path: str | None, fh: int | None) -> str:
+        """The handle of the folder open as ``fh``, else named by ``path``."""
+        with self._lock:
+            folder = self._dirs.get(fh or 0)
+        return self._node(path).handle if folder is None else folder
+
     def _listing(self, path: str | None, fh: int | None) -> dict[str, Node]:
         if self.gate is not None:
             self.gate.passes()          # an owner's change shows here once fully published
-        with self._lock:
-            folder = self._dirs.get(fh or 0)
-        if folder is None:
-            folder = self._node(path).handle
+        folder = self._folder(path, fh)
         if self.tree.get(folder) is None:
             raise FsError(errno.ENOENT, "the folder was removed from the folder link")
         return self.tree.children_view(folder)
@@ -200,10 +203,7 @@ class LinkFileSystem:
                       ) -> tuple[str, tuple] | None:
         """(folder handle, stamp) of a folder: its name map in the link's tree, replaced on
         every change (``Namespace.stamp``, ``fuse/dircache.py``)."""
-        with self._lock:
-            folder = self._dirs.get(fh or 0)
-        if folder is None:
-            folder = self._node(path).handle
+        folder = self._folder(path, fh)
         if self.tree.get(folder) is None:
             return None
         return folder, (self.tree.children_view(folder),)

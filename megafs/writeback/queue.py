@@ -161,10 +161,11 @@ class WriteBack:
         """Make the file's content and place durable (close, fsync): fsync the staged copy and
         commit its row, a new generation if it was written since the last flush.
 
-        Wakes the queue's threads only when they can act (``StagedFile.flushed``): every
-        ``notify_all`` on the queue's lock wakes its six threads (four upload workers, the
-        small-file dispatcher, the committer), and they took the GIL from the FUSE
-        thread while its sqlite commit had released it.  Measured (100 x 4 KiB written
+        Wakes the queue's threads only when they can act (``StagedFile.flushed``): a
+        ``notify_all`` on the queue's lock woke its six threads (four upload workers, the
+        small-file dispatcher, the committer; now each kind has its own condition,
+        ``QueueState``), and they took the GIL from the FUSE thread while its sqlite commit had
+        released it.  Measured (100 x 4 KiB written
         and closed one by one, loopback, medians of 800 closes): a close's flush took 0.92 ms
         with a wake-up in ``flushed`` and another in ``saved``, 0.36 ms with none (its
         ``INSERT`` alone 267 us against 32 us); the release that follows wakes them once."""

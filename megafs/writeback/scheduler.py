@@ -170,16 +170,16 @@ class Scheduler:
                 most = URL_BATCH
                 if hold > 0:
                     rtt = self.client.round_trip()
-                    if rtt is None or rtt < AHEAD_RTT:
+                    ahead = rtt is not None and rtt >= AHEAD_RTT
+                    if ahead and not (self._scouted or self._small_taken):
+                        most = 1    # the scout: its `u` names the upload host (see above)
+                    else:
+                        if ahead:   # the burst's POSTs will go where the last `u` pointed:
+                            # open their connections now, while the burst goes on
+                            self.client.preconnect_uploads(
+                                min(len(st.offered), self.posts.limit))
                         st.lock.wait(hold)
                         continue
-                    if self._scouted or self._small_taken:
-                        # the burst's POSTs will go where the last `u` pointed: open their
-                        # connections now, while the burst goes on (never blocks)
-                        self.client.preconnect_uploads(min(len(st.offered), self.posts.limit))
-                        st.lock.wait(hold)
-                        continue
-                    most = 1        # the scout: its `u` names the upload host (see above)
                 taken: list[tuple[StagedFile, bool, int]] = []
                 wait = 1.0
                 while (self._fetching < FETCHERS and len(taken) < most
