@@ -13,11 +13,12 @@ it themselves).  It is never held during network I/O, fsync or sqlite commits.  
 namespace lock -> ``lock`` -> ``tree.lock``.  Waiting on it is for the small-file dispatcher
 (and a write waiting for staging space); the upload workers wait on ``work_cv`` and the
 committer on ``commit_cv``, and whoever waits for one file on that file's ``watch``, all
-Conditions over the same lock, each woken only by the changes its waiters act on.
-Measured (100 x 4 KiB until every link reads, home profile of ``scripts/bench --wan``): with
-every waiter on ``lock``, each of the ~400 transitions of such a run woke every one of ~70
-waiting threads (POSTs waiting for room, link reads), and ``Condition.notify``/``wait`` were a
-third of the mount's GIL time.
+Conditions over the same lock, each woken only by the changes its waiters act on (and, while
+the dispatcher holds a burst of closes, a small file's change wakes neither it nor the
+committer: ``held``, ``end_hold``).  Measured (100 x 4 KiB until every link reads, home
+profile of ``scripts/bench --wan``): with every waiter on ``lock``, each of the ~400
+transitions of such a run woke every one of ~70 waiting threads (POSTs waiting for room,
+link reads), and ``Condition.notify``/``wait`` were a third of the mount's GIL time.
 """
 from __future__ import annotations
 
