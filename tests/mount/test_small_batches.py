@@ -8,11 +8,13 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+import threading
 import time
 
 import pytest
 
 from megafs.api.client import MegaClient
+from megafs.writeback.scheduler import HOLD_MAX
 from helpers.mount import MountProcess, megafs, run_with_timeout
 
 pytestmark = [pytest.mark.fuse,
@@ -210,3 +212,50 @@ def test_on_a_long_round_trip_a_fresh_mount_sends_one_scout_then_batches(server,
     assert diff["commands"].get("u") == count and diff["commands"].get("p") == count
     assert with_cmd.get("u", 0) == 2, with_cmd        # the scout's, then the burst's
     check_links(server, tmp_path, links, expected)
+
+
+def test_fsync_in_a_held_burst_of_closes_does_not_wait_for_the_burst(server, tmp_path):
+    """While another writer keeps closing small files (a burst the dispatcher holds, up to
+    ``HOLD_MAX``), ``fsync`` of a file returns once that file is on MEGA: the forced file ends
+    the hold (``burst_hold``), and its finished upload does not wait for the hold to share the
+    burst's ``p`` (``QueueState.ready_held``).  Held, it would return only when the writer
+    stops (here after 4 x ``HOLD_MAX``) or after ``HOLD_MAX``."""
+    m = MountProcess(tmp_path / "mnt", server.url, tmp_path / "state").start()
+    stop = threading.Event()
+    closed = [0]
+
+    def burst() -> None:
+        deadline = time.monotonic() + 4 * HOLD_MAX
+        while not stop.is_set() and time.monotonic() < deadline:
+            (m.mnt / ("burst%05d.bin" % closed[0])).write_bytes(os.urandom(4096))
+            closed[0] += 1
+
+    writer = threading.Thread(target=burst)
+    try:
+        writer.start()
+        while closed[0] < 20:               # the burst is under way, and held
+            time.sleep(0.01)
+        data = os.urandom(100_000)
+        start = time.monotonic()
+        fd = os.open(m.mnt / "synced.bin", os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        took = time.monotonic() - start
+        burst_on = writer.is_alive()
+        stop.set()
+        writer.join()
+        assert burst_on, "the writer's burst ended before fsync returned"
+        assert took < HOLD_MAX, took
+        assert os.getxattr(m.mnt / "synced.bin", "user.mega.state") == b"uploaded"
+        link = run_with_timeout(lambda: (m.mnt / "synced.bin.link").read_text().strip(), 120)
+        assert "Traceback" not in m.log()
+    finally:
+        stop.set()
+        writer.join()
+        m.stop()
+    with MegaClient.public(api=server.url) as pub:
+        pub.download(link, str(tmp_path / "dl"))
+    assert (tmp_path / "dl").read_bytes() == data
