@@ -78,6 +78,17 @@ def parse_seconds(value: str | bool) -> float:
     return number
 
 
+def parse_hold(value: str | bool) -> float:
+    """Seconds from 0 to 60 (``upload_hold``); ValueError says what is wrong in words."""
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        raise ValueError("%r is not a number of seconds" % _shown(value)) from None
+    if not 0 <= number <= 60:             # also refuses nan and inf
+        raise ValueError("must be from 0 to 60 seconds, not %s" % value)
+    return number
+
+
 def parse_port(value: str | bool) -> int:
     """A TCP port 1-65535; ValueError says what is wrong in words."""
     try:
@@ -173,6 +184,10 @@ MOUNT_OPTIONS: dict[str, MountOption] = {o.name: o for o in (
                 default_text="600"),
     MountOption("uploads", _COUNT, "files uploaded in parallel, 1-64", "N", default=4,
                 default_text="4"),
+    MountOption("upload_hold", parse_hold, "files of at most 1 MiB closed in a burst (cp -r) "
+                "wait at most this long for a 30 ms pause in the closes before their uploads "
+                "start, so that the copy keeps the cores and they go in few requests; 0: each "
+                "is uploaded as soon as it is closed", "SECONDS", default=3.0, default_text="3"),
     MountOption("connections", _COUNT, "parallel connections per file transfer, 1-64", "N",
                 default=4, default_text="4"),
     MountOption("allow_other", parse_switch, "let other users use the mount (non-root: needs "

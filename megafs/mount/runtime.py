@@ -58,6 +58,7 @@ class MountConfig:
     api: str | None = _default("api")                  # None: $MEGAFS_API or the real MEGA
     local: bool = _default("local")                    # start the state dir's bundled server
     uploads: int = _default("uploads")                 # files uploaded in parallel
+    upload_hold: float = _default("upload_hold")       # seconds a burst of closes is held
     connections: int = _default("connections")         # connections per file transfer
     link_timeout: float = _default("link_timeout")     # seconds a .link read waits
     show_links: bool = _default("show_links")          # list X.link files in readdir
@@ -147,7 +148,7 @@ class MountRuntime:
         gc.collect()
         gc.freeze()
         self.wb = WriteBack(self.mount_dir, self.client, self.tree, workers=cfg.uploads,
-                            staging_max=cfg.staging_max)
+                            staging_max=cfg.staging_max, upload_hold=cfg.upload_hold)
         stack.callback(self.wb.stop)
         self.reads = ReadCache(self.client)
         stack.callback(self.reads.close)

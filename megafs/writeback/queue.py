@@ -39,7 +39,7 @@ from .committer import Committer
 from .control import QueueControl
 from .record import Record, Step
 from .recovery import recover
-from .scheduler import Scheduler
+from .scheduler import HOLD_MAX, Scheduler
 from .spares import Spares
 from .staged import StagedFile
 from .state import QueueState
@@ -55,8 +55,12 @@ class WriteBack:
     """The queue of one mount; see the module docstring."""
 
     def __init__(self, mount_dir: str, client: "MegaApi", tree: Tree, *, workers: int = 4,
-                 staging_max: int = 0, on_settled: Callable[[StagedFile], None] | None = None,
+                 staging_max: int = 0, upload_hold: float = HOLD_MAX,
+                 on_settled: Callable[[StagedFile], None] | None = None,
                  on_remote_change: Callable[[StagedFile], None] | None = None) -> None:
+        """``workers``: files bigger than one POST uploaded at once; ``staging_max``: bytes
+        staged at most (0: no limit); ``upload_hold``: seconds a burst of small files'
+        closes is held at most (``scheduler.burst_hold``)."""
         self.mount_dir = config.private_dir(mount_dir)
         self.staging = config.private_dir(os.path.join(mount_dir, "staging"))
         self.client = client
@@ -74,7 +78,7 @@ class WriteBack:
         client.request_id = self.request_id
         self.staging_max = max(0, staging_max)      # bytes (control.make_room); 0: no limit
         self.scheduler = Scheduler(self.state, client, save=self._save,
-                                   workers=max(1, workers))
+                                   workers=max(1, workers), hold_max=upload_hold)
         self.committer = Committer(self.state, client, save=self._save, settle=self._settle,
                                    remote_change=self._remote_change)
         self.control = QueueControl(self.state, save=self._save, staging_max=self.staging_max)

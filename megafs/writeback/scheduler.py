@@ -75,7 +75,7 @@ class Scheduler:
 
     def __init__(self, state: QueueState, client: MegaApi, *,
                  save: Callable[[Iterable[StagedFile]], None], workers: int,
-                 small_workers: int = SMALL_WORKERS) -> None:
+                 small_workers: int = SMALL_WORKERS, hold_max: float = HOLD_MAX) -> None:
         """``save(files)``: commit the files' rows durably (``WriteBack._save``);
         ``small_workers``: small files POSTed at once (0: small files use the ``workers``)."""
         self.state = state
@@ -83,6 +83,7 @@ class Scheduler:
         self.save = save
         self.workers = workers
         self.small_workers = small_workers
+        self.hold_max = hold_max     # seconds a burst of closes is held at most (``burst_hold``)
         self.restarts: set[str] = set()
         self._threads: list[threading.Thread] = []
         # POSTs of small files: a thread each, made when needed, up to ``small_workers``
@@ -165,11 +166,11 @@ class Scheduler:
         held_since: float | None = None
         while not st.stopping.is_set():
             with st.lock:
-                hold, held_since = burst_hold(st, held_since)
+                hold, held_since = burst_hold(st, held_since, self.hold_max)
                 if held_since is None:
                     st.end_hold()
                 else:
-                    st.held_until = held_since + HOLD_MAX
+                    st.held_until = held_since + self.hold_max
                 most = URL_BATCH
                 if hold > 0:
                     rtt = self.client.round_trip()
@@ -367,17 +368,20 @@ def unchanged(state: QueueState, sf: StagedFile) -> bool:
     return same_content(sf.path, node.file_key, size, sf.cancel)
 
 
-def burst_hold(state: QueueState, held_since: float | None) -> tuple[float, float | None]:
+def burst_hold(state: QueueState, held_since: float | None, hold_max: float = HOLD_MAX
+               ) -> tuple[float, float | None]:
     """(seconds the small-file dispatcher waits before taking files, since when it has been
     waiting) while files are being closed in a burst: until ``QUIET`` without a close, at most
-    ``HOLD_MAX``; never while a file ``fsync`` waits for is offered, nor with nothing offered.
-    Measured (100 x 4 KiB ``cp -r``, loopback, 2 shared cores, medians of 7 alternated
-    rounds): the copy's own uploads took the cores from it; with the hold (and one sync per
-    close, ``store.py``) it returns in 0.16 s instead of 0.63, its last link reads after 0.58 s
-    instead of 0.77.  ``HOLD_MAX`` was 0.5 s: a ``cp -r`` of 1,000 x 4 KiB (loopback, 2 rounds)
-    then returned in 2.3-3.3 s, its uploads taking the cores from it after the first 0.5 s;
-    with 3 s it returns in 1.15-1.24 s and its last link reads as soon (3.4-4.0 s either way:
-    the same work, done after the copy instead of during it).  Call under the lock."""
+    ``hold_max`` (``-o upload_hold``, default ``HOLD_MAX``; 0: never); never while a file
+    ``fsync`` waits for is offered, nor with nothing offered.  Measured (100 x 4 KiB
+    ``cp -r``, loopback, 2 shared cores, medians of 7 alternated rounds): the copy's own
+    uploads took the cores from it; with the hold (and one sync per close, ``store.py``) it
+    returns in 0.16 s instead of 0.63, its last link reads after 0.58 s instead of 0.77.
+    ``HOLD_MAX`` was 0.5 s: a ``cp -r`` of 1,000 x 4 KiB (loopback, 2 rounds) then returned
+    in 2.3-3.3 s, its uploads taking the cores from it after the first 0.5 s; with 3 s it
+    returns in 1.15-1.24 s and its last link reads as soon (3.4-4.0 s either way: the same
+    work, done after the copy instead of during it; through the WAN emulator, 0.4-0.65 s
+    later, see the README).  Call under the lock."""
     now = time.monotonic()
     since = now - state.last_close
     offered = state.offered
@@ -385,7 +389,7 @@ def burst_hold(state: QueueState, held_since: float | None) -> tuple[float, floa
         return 0.0, None
     if held_since is None:
         held_since = now
-    left = HOLD_MAX - (now - held_since)
+    left = hold_max - (now - held_since)
     if left <= 0:
         return 0.0, None
     return min(QUIET - since, left), held_since

@@ -259,3 +259,25 @@ def test_fsync_in_a_held_burst_of_closes_does_not_wait_for_the_burst(server, tmp
     with MegaClient.public(api=server.url) as pub:
         pub.download(link, str(tmp_path / "dl"))
     assert (tmp_path / "dl").read_bytes() == data
+
+
+def test_upload_hold_zero_uploads_small_files_during_the_burst(server, tmp_path):
+    """``-o upload_hold=0``: no hold, each small file's upload starts as soon as it is closed,
+    while the burst of closes goes on (with the default hold, none would start before a
+    30 ms pause or ``HOLD_MAX``)."""
+    m = MountProcess(tmp_path / "mnt", server.url, tmp_path / "state",
+                     extra=["-o", "upload_hold=0"]).start()
+    try:
+        before = server.stats()["requests"].get("upload", 0)
+        during = 0
+        deadline = time.monotonic() + 2 * HOLD_MAX
+        for i in range(400):
+            (m.mnt / ("f%03d.bin" % i)).write_bytes(os.urandom(4096))
+            during = server.stats()["requests"].get("upload", 0) - before if i % 20 == 19 \
+                else during
+            if during or time.monotonic() > deadline:
+                break
+        assert during > 0, "no upload started while files were being closed"
+        assert "Traceback" not in m.log()
+    finally:
+        m.stop()

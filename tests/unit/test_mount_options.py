@@ -29,6 +29,7 @@ SAMPLES: dict[str, tuple[str | None, object]] = {
     "debug": (None, True),
     "link_timeout": ("60", 60.0),
     "uploads": ("8", 8),
+    "upload_hold": ("0.5", 0.5),
     "connections": ("2", 2),
     "allow_other": (None, True),
     "show_links": (None, True),
@@ -94,7 +95,8 @@ def test_a_flag_wins_over_o_and_defaults_come_from_the_table():
 
 def test_bad_values_are_refused_in_the_same_words_as_flag_and_as_o(capsys):
     for name, bad in (("uploads", "abc"), ("link_timeout", "-5"), ("local_port", "0"),
-                      ("staging_max", "lots"), ("fsync", "sometimes"), ("log_level", "LOUD")):
+                      ("staging_max", "lots"), ("fsync", "sometimes"), ("log_level", "LOUD"),
+                      ("upload_hold", "-1"), ("upload_hold", "61")):
         opt = MOUNT_OPTIONS[name]
         with pytest.raises(MegafsError) as caught:
             _mounted(["-o", "%s=%s" % (name, bad)])

@@ -32,3 +32,17 @@ def test_the_dispatcher_holds_during_a_burst_of_closes_only(tmp_path):
         state.offered.clear()
         state.offer(state.new_file(Record("00bb", "ROOTHAND", "b.bin"), str(tmp_path / "b")))
         assert burst_hold(state, None) == (0.0, None)
+
+
+def test_upload_hold_bounds_the_hold_and_zero_never_holds(tmp_path):
+    """``-o upload_hold``: the hold's bound; 0 uploads each file as soon as it is closed."""
+    state = QueueState(None, str(tmp_path))            # type: ignore[arg-type]
+    sf = state.new_file(Record("00cc", "ROOTHAND", "c.bin"), str(tmp_path / "00cc"))
+    with state.lock:
+        state.offer(sf)
+        state.last_close = time.monotonic()             # a burst of closes is on
+        assert burst_hold(state, None, 0.0) == (0.0, None)
+        hold, since = burst_hold(state, None, 10.0)
+        assert 0 < hold <= S.QUIET and since is not None
+        assert burst_hold(state, since - 9.9, 10.0)[0] > 0       # within its 10 s
+        assert burst_hold(state, since - 10.0, 10.0) == (0.0, None)
