@@ -66,13 +66,18 @@ def parse_count(low: int, high: int) -> Callable[[str | bool], int]:
     return convert
 
 
+def _seconds(value: str | bool) -> float:
+    """``value`` as a number of seconds (any float, checked by the caller)."""
+    try:
+        return float(str(value).strip())
+    except ValueError:
+        raise ValueError("%r is not a number of seconds" % _shown(value)) from None
+
+
 def parse_seconds(value: str | bool) -> float:
     """A finite number of seconds above 0 and at most a year; ValueError says what is
     wrong in words (``--link-timeout -5`` was accepted before, issue 24)."""
-    try:
-        number = float(str(value).strip())
-    except ValueError:
-        raise ValueError("%r is not a number of seconds" % _shown(value)) from None
+    number = _seconds(value)
     if not 0 < number <= 365 * 86400:     # also refuses nan and inf
         raise ValueError("must be more than 0 seconds and at most a year, not %s" % value)
     return number
@@ -80,10 +85,7 @@ def parse_seconds(value: str | bool) -> float:
 
 def parse_hold(value: str | bool) -> float:
     """Seconds from 0 to 60 (``upload_hold``); ValueError says what is wrong in words."""
-    try:
-        number = float(str(value).strip())
-    except ValueError:
-        raise ValueError("%r is not a number of seconds" % _shown(value)) from None
+    number = _seconds(value)
     if not 0 <= number <= 60:             # also refuses nan and inf
         raise ValueError("must be from 0 to 60 seconds, not %s" % value)
     return number

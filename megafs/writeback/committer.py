@@ -128,7 +128,7 @@ class Committer:
                     # settled files the namespace kept (another node showed under the name
                     # for a moment), and mirrors of nodes other clients change, again
                     st.todo.add(sf.rid)
-        if st.ready and (st.in_flight or st.ready_held()):
+        if st.ready:
             # Uploads about to finish share this batch: one p and one l serve them all.
             # (``in_flight`` counts uploads still running: a finished one is in ``ready``
             # and no longer in flight; comparing it with ``len(ready)`` ended the wait once
@@ -136,11 +136,13 @@ class Committer:
             # dispatcher holds: a fresh mount's scout went first, and its own ``p`` took the
             # session's lane just when the burst's ``u`` was ready to go.
             deadline = now + GATHER
-            while ((st.in_flight or st.ready_held())
-                   and len(st.ready) < BATCH and not st.stopping.is_set()):
+            while len(st.ready) < BATCH and not st.stopping.is_set():
+                held = st.ready_held()
+                if not (st.in_flight or held):
+                    break
                 # small files' POSTs still ending: wait for them (``QueueState.wave_until``)
                 left = max(deadline, st.wave_until(),
-                           st.held_until if st.ready_held() else 0.0) - time.monotonic()
+                           st.held_until if held else 0.0) - time.monotonic()
                 if left <= 0:
                     break
                 st.commit_cv.wait(left)
