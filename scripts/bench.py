@@ -125,6 +125,8 @@ def read_link(path: Path) -> str:
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
+        if args.workdir:                # made if missing, as --keep's folder would be
+            os.makedirs(args.workdir, mode=0o700, exist_ok=True)
         self.work = Path(tempfile.mkdtemp(prefix="megafs-bench-", dir=args.workdir))
         self.results: dict[str, dict] = {}
         extra = ["--quota", str(1 << 40)]
@@ -581,7 +583,8 @@ def main() -> int:
                         help="only the proof-of-work steps: the solver's tries/s against the "
                              "machine's limit and a fresh mount at easiness 100 (minutes)")
     parser.add_argument("--json", metavar="FILE", help="write the figures as JSON")
-    parser.add_argument("--workdir", default=None, help="where to put the temporary folder")
+    parser.add_argument("--workdir", default=None,
+                        help="where to put the temporary folder (made if missing)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     parser.add_argument("--rounds", type=int, default=None,
                         help="interleaved side-by-side rounds (quick 3, full 5; 0 = none)")

@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 from .. import crypto
 from ..crypto import FileKey
-from ..errors import ApiCode, LinkError, MegaError, ProtocolError, SessionError
+from ..errors import ApiCode, LinkError, MegaError, MegafsError, ProtocolError, SessionError
 from ..retry import RetryPolicy
 from . import commands, links, sharekeys
 from .commands import DownloadInfo, FetchResult, PutItem
@@ -288,6 +288,21 @@ class MegaClient:
                 return commands.parse_g_reply(reply, key)
             except TransferQuotaExceeded as exc:
                 self.transfer_quota.refused(exc)          # raises unless it waits
+
+    def open_downloads(self, handles: list[str]) -> list[DownloadInfo | Exception]:
+        """``g`` for many nodes in one request (a batch of ``g`` only is lockless:
+        ``Transport.batch``): a ``DownloadInfo`` or the error per handle, in order.  Never
+        waits for the transfer quota: a ``-17`` is that slot's ``TransferQuotaExceeded``."""
+        self._need_session()
+        commands_ = [commands.download(handle=h, https=self.transport.https_transfers)
+                     for h in handles]
+        out: list[DownloadInfo | Exception] = []
+        for reply in self.transport.batch(commands_) if commands_ else []:
+            try:
+                out.append(commands.parse_g_reply(reply))
+            except MegafsError as exc:     # MegaError, ProtocolError, the transfer quota
+                out.append(exc)
+        return out
 
     def read_range(self, url: str, key: FileKey, offset: int, length: int) -> bytes:
         """Decrypted bytes [offset, offset+length) of a file; the caller clamps to its size.

@@ -149,6 +149,12 @@ class MegaApi(Protocol):
         transfer quota (``-17``) it waits at ``transfer_quota`` and asks again (or raises
         ``TransferQuotaExceeded`` when that gate does not wait)."""
 
+    def open_downloads(self, handles: list[str]) -> "list[DownloadInfo | Exception]":
+        """``g`` for many nodes in one request: a ``DownloadInfo`` or the error per handle,
+        in order; never waits for the transfer quota (``-17`` is that slot's
+        ``TransferQuotaExceeded``).  The files ahead of a reader are asked with it
+        (``vfs.ahead.FilesAhead``)."""
+
     def read_range(self, url: str, key: "FileKey", offset: int, length: int) -> bytes:
         """Decrypted bytes [offset, offset+length) from a download URL; the caller keeps the
         range within the file.  MegaError ``-8`` (EEXPIRED) when the URL is dead: call

@@ -29,6 +29,7 @@ from ..writeback.queue import WriteBack
 from ..writeback.record import with_attrs
 from ..writeback.staged import StagedFile
 from ..writeback.diskerrors import disk_full
+from .ahead import FILES_AHEAD, FolderOrder
 from .handles import FileHandle, HandleTable, NodeHandle, Readers
 from .namespace import DIR, Namespace
 from .readcache import ReadCache
@@ -49,6 +50,7 @@ class FileIO:
         self.reads = reads
         self.handles = handles
         self.readers = Readers()           # NodeHandles per node: kept from the committer
+        self.order = FolderOrder(tree, 2 * FILES_AHEAD)    # the files a traversal reads next
         wb.state.being_read = self.readers.__contains__
         # ``-o fsync=local``: fsync makes the data durable on the local disk only; the upload
         # follows as after a close (issue 22)
@@ -168,7 +170,8 @@ class FileIO:
         if isinstance(opened, NodeHandle):
             try:
                 return self.reads.read(opened.handle, opened.key, opened.size, offset, size,
-                                       opened.read_state, cancelled)
+                                       opened.read_state, cancelled,
+                                       lambda: self.order.around(opened.handle))
             except MegaError as exc:
                 if exc.code != ApiCode.ENOENT:
                     raise
@@ -186,7 +189,8 @@ class FileIO:
                 return b""
             raise FsError(errno.EIO, "the file's node is gone from MEGA")
         return self.reads.read(node.handle, node.file_key, node.size, offset, size,
-                               handle.read_state, cancelled)
+                               handle.read_state, cancelled,
+                               lambda: self.order.around(node.handle))
 
     def write(self, fh: int, data: bytes, offset: int,
               cancelled: Callable[[], bool] | None = None) -> int:

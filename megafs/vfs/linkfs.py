@@ -41,6 +41,7 @@ from ..tree.linkfeed import ChangeGate
 from ..tree.meta import LINK_MAX, is_link as is_symlink, mode_of, xattrs_of
 from ..tree.nodes import Node
 from ..tree.tree import Tree, lookup
+from .ahead import FILES_AHEAD, FolderOrder
 from .readcache import ReadCache, ReadState
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,7 @@ class LinkFileSystem:
                  show_links: bool = False, link_site: str | None = None) -> None:
         self.tree = tree
         self.reads = reads
+        self.order = FolderOrder(tree, 2 * FILES_AHEAD)    # the files a traversal reads next
         self.reader = reader
         self.link = link if link_site is None else FolderLink(link.handle, link.key,
                                                               api=link_site)
@@ -255,7 +257,8 @@ class LinkFileSystem:
             raise FsError(errno.ENOENT, "the folder link was revoked by its owner")
         node = opened.node
         return self.reads.read(node.handle, node.file_key, node.size, offset, size,
-                               opened.state, self.interrupted)
+                               opened.state, self.interrupted,
+                               lambda: self.order.around(node.handle))
 
     def release(self, fh: int) -> None:
         with self._lock:

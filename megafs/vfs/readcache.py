@@ -16,6 +16,9 @@ is wider than the depth: a block held up on a slow link (they take 0.6-1.9 s on 
 profile) no longer stops the blocks behind it from being replaced, which had left 4-7 of 16 in
 flight.  Never imports FUSE, never logs keys or URLs.
 
+*Files ahead* (``vfs.ahead.FilesAhead``): a reader that goes through a folder file by file
+gets the next small files of that folder fetched on their own threads while it reads.
+
 Past MEGA's transfer quota the block downloads wait at the client's gate (``api.xferquota``)
 for the time the server gives, then go on; a reader waiting for such a block gives up with
 EINTR as soon as its ``cancelled()`` says so (the FUSE request was interrupted: Ctrl-C, a
@@ -37,6 +40,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from functools import partial
 from typing import TYPE_CHECKING, Callable
 
 from cachetools import LRUCache
@@ -45,6 +49,7 @@ from .. import chunks, crypto
 from ..api.remotefile import FileMac, UrlSource, check_empty, check_size, read_block
 from ..api.widen import Budget, Widener
 from ..errors import FsError, IntegrityError
+from .ahead import AHEAD_SIZE, Around, FilesAhead
 
 if TYPE_CHECKING:
     from ..api.interface import NodeReader
@@ -123,6 +128,7 @@ class ReadCache:
         self._streams: LRUCache = LRUCache(maxsize=STREAMS)     # handle -> _Stream
         self.read_ahead = READ_AHEAD      # blocks in flight per reader: grows on a slow link
         self.window = READ_AHEAD          # blocks started past the reader: >= read_ahead
+        self.ahead = FilesAhead(self)
 
     def widened(self, width: int) -> None:
         """``width`` blocks in flight per reader from now on; the window takes as many more
@@ -135,13 +141,17 @@ class ReadCache:
         if gate is not None:
             gate.close()      # a download waiting out the transfer quota ends now
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self.ahead.close()
 
     # --- public -----------------------------------------------------------------------------
     def read(self, handle: str, key: crypto.FileKey, size: int, offset: int, length: int,
              state: ReadState | None = None,
-             cancelled: Callable[[], bool] | None = None) -> bytes:
+             cancelled: Callable[[], bool] | None = None,
+             around: Callable[[], Around] | None = None) -> bytes:
         """Plaintext bytes [offset, offset+length) of a remote file, clipped at EOF.
-        FsError(EINTR) when ``cancelled()`` turns true while a block is still coming."""
+        FsError(EINTR) when ``cancelled()`` turns true while a block is still coming.
+        ``around()``: the file before this one in its folder's listing and the files after it
+        (``vfs.ahead.FolderOrder.around``), for the files ahead (``vfs.ahead.FilesAhead``)."""
         if handle in self._bad:
             raise IntegrityError("MAC mismatch: node %s is corrupt" % handle)
         check_size("node %s" % handle, size)
@@ -159,6 +169,8 @@ class ReadCache:
                 state.sequential = 0
             state.next_offset = end
         futures = [self._start(handle, key, size, idx) for idx in range(first, last + 1)]
+        if around is not None and offset == 0 and size <= AHEAD_SIZE:
+            self.ahead.seen(handle, around)
         if state is not None:
             if state.sequential >= 1 or offset == 0:
                 self._follow(handle, key, size, last)
@@ -208,6 +220,25 @@ class ReadCache:
             for k in [k for k in self._cache.keys() if k[0] == handle]:
                 self._cache.pop(k, None)
 
+    # --- for the files ahead (``vfs.ahead.FilesAhead``) -------------------------------------
+    def fetched(self, handle: str) -> tuple[bool, bool, bool]:
+        """(refused by its MAC, its download URL known, its first block cached or coming)."""
+        with self._lock:
+            return (handle in self._bad, handle in self._urls,
+                    (handle, 0) in self._cache or (handle, 0) in self._inflight)
+
+    def known_url(self, handle: str, url: str) -> None:
+        """A download URL that a ``g`` of several files gave (kept unless one is known)."""
+        with self._lock:
+            if handle not in self._urls:
+                self._urls[handle] = UrlSource(partial(self._open_download, handle), url)
+
+    def start_file(self, handle: str, key: crypto.FileKey, size: int,
+                   pool: ThreadPoolExecutor) -> None:
+        """Start every block of a file on ``pool``."""
+        for idx in range(block_count(size)):
+            self._start(handle, key, size, idx, pool)
+
     # --- read-ahead --------------------------------------------------------------------------
     def _follow(self, handle: str, key: crypto.FileKey, size: int, last: int) -> None:
         """A sequential reader of ``handle`` has read up to block ``last``: start its next
@@ -251,7 +282,10 @@ class ReadCache:
                 fut.cancel()
 
     # --- fetching ---------------------------------------------------------------------------
-    def _start(self, handle: str, key: crypto.FileKey, size: int, idx: int) -> Future:
+    def _start(self, handle: str, key: crypto.FileKey, size: int, idx: int,
+               pool: ThreadPoolExecutor | None = None) -> Future:
+        """Block ``idx`` of ``handle``: cached, in flight, or started now on ``pool`` (the
+        read-ahead pool by default)."""
         ck = (handle, idx)
         with self._lock:
             data = self._cache.get(ck)
@@ -265,16 +299,25 @@ class ReadCache:
             fut = Future()
             self._inflight[ck] = fut
         start, length = block_span(idx, size)
-        self._pool.submit(self._fetch, fut, ck, key, size, start, length)
+        try:
+            if pool is None:
+                self._pool.submit(self._fetch, fut, ck, key, size, start, length)
+            else:       # a file ahead: its small blocks say nothing of a stream's throughput
+                pool.submit(self._fetch, fut, ck, key, size, start, length, measure=False)
+        except RuntimeError:                # closed (unmount)
+            with self._lock:
+                self._inflight.pop(ck, None)
+            fut.set_exception(FsError(errno.EIO, "the mount is stopping"))
         return fut
 
     def _fetch(self, fut: Future, ck: tuple[str, int], key: crypto.FileKey, size: int,
-               start: int, length: int, stream: _Stream | None = None) -> None:
+               start: int, length: int, stream: _Stream | None = None, *,
+               measure: bool = True) -> None:
         handle = ck[0]
         try:
             began = time.monotonic()
             data = self._download(handle, key, start, length)
-            if self._widener.record(length, began, time.monotonic()):
+            if measure and self._widener.record(length, began, time.monotonic()):
                 self.widened(self._widener.width)
             self._record_macs(handle, key, size, start, data)
             with self._lock:
@@ -296,9 +339,13 @@ class ReadCache:
         download URL costs one ``g`` for a fresh one)."""
         with self._lock:
             source = self._urls.get(handle)
-            if source is None:
-                source = UrlSource(lambda: self._open_download(handle))
-                self._urls[handle] = source
+        if source is None:
+            self.ahead.wait_url(handle)      # asked with the files ahead: use that answer
+            with self._lock:
+                source = self._urls.get(handle)
+                if source is None:
+                    source = UrlSource(lambda: self._open_download(handle))
+                    self._urls[handle] = source
         return read_block(lambda url, k, at, n: self.client.read_range(url, k, at, n),
                           source, key, start, length)
 
