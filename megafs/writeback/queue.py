@@ -190,8 +190,10 @@ class WriteBack:
             else:
                 size, data = _make_durable(fd)
         if sf.flushed(version, size, data):
-            if size is not None:
-                self.state.last_close = time.monotonic()     # the scheduler's QUIET
+            if size is not None:            # the pace of a burst (scheduler.burst_quiet)
+                now = time.monotonic()
+                self.state.close_gap = now - self.state.last_close
+                self.state.last_close = now
             self._save([sf])        # not ``save``: ``flushed`` did what ``saved`` does
 
     def save(self, sf: StagedFile) -> None:

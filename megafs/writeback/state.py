@@ -58,6 +58,7 @@ class QueueState:
         self.ready: list[StagedFile] = []           # finished uploads (busy, with a token)
         self.in_flight = 0                          # uploads running
         self.last_close = 0.0                       # monotonic time new content was flushed
+        self.close_gap = 0.0                        # seconds between the last two such closes
         # a wave of small files' POSTs (``scheduler``): how many run, when the wave began,
         # when its first and its latest POST ended (monotonic; 0: not yet); ``wave_until``
         self.posting = 0
