@@ -107,15 +107,19 @@ def test_one_file_read_alone_fetches_nothing_else():
         cache.close()
 
 
+def read_through(cache: ReadCache, folder: Folder) -> None:
+    """Every file in listing order, each the bytes uploaded, each fetched once."""
+    for handle in sorted(folder.files):
+        assert read_file(cache, folder, handle) == folder.files[handle][0]
+    settle(cache, folder)
+    assert sorted(folder.reads) == sorted(folder.files)
+
+
 def test_a_reader_going_through_a_folder_gets_the_next_files_in_few_requests():
     folder = Folder(100)
     cache = ReadCache(folder)
     try:
-        for handle in sorted(folder.files):
-            assert read_file(cache, folder, handle) == folder.files[handle][0]
-        settle(cache, folder)
-        # every file read once from the server, none twice
-        assert sorted(folder.reads) == sorted(folder.files)
+        read_through(cache, folder)
         # the first two files ask alone; the rest in batches of at least half a window
         batched = [r for r in folder.g_requests if len(r) > 1]
         assert len(folder.g_requests) <= 2 + 100 // (FILES_AHEAD // 2) + 1, folder.g_requests
@@ -141,10 +145,7 @@ def test_without_batches_each_file_ahead_asks_its_own_g():
     folder = Folder(30, batches=False)
     cache = ReadCache(folder)
     try:
-        for handle in sorted(folder.files):
-            assert read_file(cache, folder, handle) == folder.files[handle][0]
-        settle(cache, folder)
-        assert sorted(folder.reads) == sorted(folder.files)
+        read_through(cache, folder)
         assert all(len(r) == 1 for r in folder.g_requests)
     finally:
         cache.close()
