@@ -187,9 +187,10 @@ MOUNT_OPTIONS: dict[str, MountOption] = {o.name: o for o in (
     MountOption("uploads", _COUNT, "files uploaded in parallel, 1-64", "N", default=4,
                 default_text="4"),
     MountOption("upload_hold", parse_hold, "files of at most 1 MiB closed in a burst (cp -r) "
-                "wait at most this long for a 30 ms pause in the closes before their uploads "
-                "start, so that the copy keeps the cores and they go in few requests; 0: each "
-                "is uploaded as soon as it is closed", "SECONDS", default=3.0, default_text="3"),
+                "wait at most this long for a 30 ms pause in the closes (longer when they come "
+                "slower, at most 0.25 s) before their uploads start, so that the copy keeps "
+                "the cores and they go in few requests; 0: each is uploaded as soon as it is "
+                "closed", "SECONDS", default=3.0, default_text="3"),
     MountOption("connections", _COUNT, "parallel connections per file transfer, 1-64", "N",
                 default=4, default_text="4"),
     MountOption("allow_other", parse_switch, "let other users use the mount (non-root: needs "

@@ -373,7 +373,7 @@ def unchanged(state: QueueState, sf: StagedFile) -> bool:
 def burst_hold(state: QueueState, held_since: float | None, hold_max: float = HOLD_MAX
                ) -> tuple[float, float | None]:
     """(seconds the small-file dispatcher waits before taking files, since when it has been
-    waiting) while files are being closed in a burst: until ``QUIET`` without a close, at most
+    waiting) while files are being closed in a burst: until ``burst_quiet`` without a close, at most
     ``hold_max`` (``-o upload_hold``, default ``HOLD_MAX``; 0: never); never while a file
     ``fsync`` waits for is offered, nor with nothing offered.  Measured (100 x 4 KiB
     ``cp -r``, loopback, 2 shared cores, medians of 7 alternated rounds): the copy's own

@@ -148,8 +148,9 @@ class QueueState:
         """Something changed: the committer and whoever uploads it (the dispatcher for a
         small file, else the workers) look at ``sf`` again, and whoever waits for it.  While
         the dispatcher holds a burst of closes (``held``), a small file's change wakes
-        neither: the dispatcher looks again within ``QUIET`` anyway and wakes the committer
-        when the hold ends (``end_hold``)."""
+        neither: the dispatcher looks again within its quiet moment anyway
+        (``scheduler.burst_quiet``, at most 0.25 s) and wakes the committer when the hold ends
+        (``end_hold``)."""
         with self.lock:
             self.todo.add(sf.rid)
             if sf.rec.has_copy and not sf.rec.unlinked:
